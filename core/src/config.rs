@@ -1,0 +1,1 @@
+//! Configuration. (Filled in by the config work.)

@@ -1,0 +1,213 @@
+//! The [`Endpoint`] trait: how the router reaches peers beyond the process.
+//!
+//! An endpoint (a remote link, a libp2p mesh) owns connections to peers. The router tells it
+//! which intents and interests exist locally ([`Endpoint::on_local_change`]); the endpoint tells
+//! the router what its peers declared through the [`RouterPort`] it receives in
+//! [`Endpoint::start`]. Messages cross in encoded form ([`Bytes`]), encoded once per message and
+//! shared by every link that carries it.
+//!
+//! Linking rule: the router links local intents to local and peer interests, and peer intents to
+//! local interests, never a peer intent to a peer interest (no forwarding, so no loops).
+//!
+//! Call order: `start` once, then any number of `on_local_change`, then `close` once. The router
+//! sends `IntentAdded` for the first local intent of a `(route, fingerprint)` and `IntentRemoved`
+//! after the last one, so endpoints see each route once (likewise for interests and patterns).
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Fingerprint, PeerId, Qos, Route, RoutePattern};
+
+/// An intent as announced to or by a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IntentAd {
+    /// The route published on.
+    pub route: Route,
+    /// The schema fingerprint of the message type.
+    pub fingerprint: Fingerprint,
+    /// The intent's quality of service.
+    pub qos: Qos,
+}
+
+/// An interest as announced to or by a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterestAd {
+    /// The pattern subscribed to.
+    pub pattern: RoutePattern,
+    /// The schema fingerprint of the message type.
+    pub fingerprint: Fingerprint,
+}
+
+/// A change of the local route set, sent by the router to every endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalChange {
+    /// The first local intent on this route appeared.
+    IntentAdded(IntentAd),
+    /// The last local intent on this route went away.
+    IntentRemoved(IntentAd),
+    /// The first local interest with this pattern appeared.
+    InterestAdded(InterestAd),
+    /// The last local interest with this pattern went away.
+    InterestRemoved(InterestAd),
+}
+
+/// Why a payload could not be delivered through a [`PayloadSink`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The receiving side is gone (link closed, interest dropped).
+    #[error("sink is closed")]
+    Closed,
+    /// The receiving side is full and the caller asked not to wait.
+    #[error("sink is full")]
+    Full,
+    /// The payload is not a valid encoding of the route's type.
+    #[error("payload of {len} bytes does not decode as {type_name}: {reason}")]
+    Decode {
+        /// The route's type name.
+        type_name: String,
+        /// Payload length in bytes.
+        len: usize,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Full)
+    }
+}
+
+/// Something that accepts encoded messages of one route: a peer's interest (implemented by an
+/// endpoint), or the local interests fed by a peer's intent (implemented by the router).
+#[async_trait::async_trait]
+pub trait PayloadSink: Send + Sync + fmt::Debug {
+    /// Delivers one encoded message, waiting while the receiver applies back-pressure.
+    ///
+    /// # Cancel safety
+    /// Cancelling may lose this payload; nothing else.
+    ///
+    /// # Errors
+    /// [`SinkError::Closed`] when the receiver is gone, [`SinkError::Decode`] for a payload the
+    /// receiver cannot decode.
+    async fn send(&self, payload: Bytes) -> Result<(), SinkError>;
+
+    /// Delivers one encoded message without waiting.
+    ///
+    /// # Errors
+    /// As [`PayloadSink::send`], plus [`SinkError::Full`] where `send` would wait.
+    fn try_send(&self, payload: Bytes) -> Result<(), SinkError>;
+}
+
+/// Why the router refused a peer's announcement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// A local route of the same type name has another schema fingerprint.
+    #[error("fingerprint mismatch on {type_name}: local {local}, peer {peer}")]
+    FingerprintMismatch {
+        /// The type name both sides use.
+        type_name: String,
+        /// The local fingerprint.
+        local: Fingerprint,
+        /// The peer's fingerprint.
+        peer: Fingerprint,
+    },
+    /// The router is closed.
+    #[error("router is closed")]
+    Closed,
+}
+
+/// The router's side of an endpoint: what the endpoint calls when its peers change.
+pub trait RouterPort: Send + Sync + fmt::Debug {
+    /// A peer declared an intent. Returns the sink into which the endpoint feeds that peer's
+    /// messages on the route (it decodes and delivers to every matching local interest).
+    ///
+    /// # Errors
+    /// [`LinkError::FingerprintMismatch`] when local routes of this type use another schema.
+    fn add_peer_intent(
+        &self,
+        peer: &PeerId,
+        ad: IntentAd,
+    ) -> Result<Arc<dyn PayloadSink>, LinkError>;
+
+    /// A peer withdrew an intent.
+    fn remove_peer_intent(&self, peer: &PeerId, route: &Route);
+
+    /// A peer declared an interest; messages of matching local intents go to `sink`.
+    ///
+    /// # Errors
+    /// [`LinkError::FingerprintMismatch`] when local routes of this type use another schema.
+    fn add_peer_interest(
+        &self,
+        peer: &PeerId,
+        ad: InterestAd,
+        sink: Arc<dyn PayloadSink>,
+    ) -> Result<(), LinkError>;
+
+    /// A peer withdrew an interest.
+    fn remove_peer_interest(&self, peer: &PeerId, pattern: &RoutePattern);
+
+    /// A peer went away: withdraw everything it declared.
+    fn remove_peer(&self, peer: &PeerId);
+}
+
+/// Why an endpoint failed to start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// An I/O error (binding a listener, dialing).
+    #[error("endpoint {endpoint}: {source}")]
+    Io {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The endpoint's configuration is invalid.
+    #[error("endpoint {endpoint}: {reason}")]
+    Config {
+        /// The endpoint's name.
+        endpoint: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The endpoint was already started or closed.
+    #[error("endpoint {endpoint} cannot start: {reason}")]
+    State {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// A way to reach peers: a remote link or a mesh. Implemented by `dndm-remote` and `dndm-mesh`.
+#[async_trait::async_trait]
+pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs and snapshots (`remote:10.0.0.2:7000`, `mesh`).
+    fn name(&self) -> &str;
+
+    /// Starts the endpoint. `local` is the current local route set (as `*Added` changes);
+    /// later changes arrive through [`Endpoint::on_local_change`].
+    ///
+    /// # Errors
+    /// When it cannot start; whatever it started is undone before it returns.
+    async fn start(
+        &self,
+        port: Arc<dyn RouterPort>,
+        local: Vec<LocalChange>,
+    ) -> Result<(), EndpointError>;
+
+    /// The local route set changed. Must not block: queue the change for the endpoint's task.
+    fn on_local_change(&self, change: LocalChange);
+
+    /// Stops the endpoint; returns when every task it spawned has ended.
+    async fn close(&self);
+}
