@@ -1,1 +1,1440 @@
-//! Configuration. (Filled in by the config work.)
+//! Configuration: one [`Config`] for a dndm node, read from TOML and `DNDM_*` environment
+//! variables, with documented defaults and a [`Config::validate`] that checks every field.
+//!
+//! # Sources, in order
+//!
+//! 1. Defaults ([`Config::default`], or a preset: [`Config::in_process`], [`Config::lan_mesh`]).
+//! 2. A TOML file ([`Config::from_file`], [`Config::from_toml_str`]); every section and key is
+//!    optional and unknown keys are rejected.
+//! 3. Environment overrides ([`Config::with_env_overrides`]): `DNDM_<SECTION>__<KEY>=<value>`,
+//!    a double underscore between section and key, e.g. `DNDM_MESH__MAX_PEERS=8`,
+//!    `DNDM_NODE__NAME=robot1`, `DNDM_REMOTE__LISTEN=["127.0.0.1:7000"]`.
+//!
+//! [`Config::load`] does all three. Validation always checks every field, including fields of
+//! disabled sections (`mesh.enabled = false` with `mesh.max_peers = 0` is rejected), and reports
+//! every problem with its dotted field name and value.
+//!
+//! ```
+//! use dndm_core::Config;
+//!
+//! let config = Config::from_toml_str("[mesh]\nenabled = true\nmax_peers = 20\n")?
+//!     .with_env_overrides([("DNDM_NODE__NAME", "robot1")])?;
+//! assert_eq!(config.node.name, "robot1");
+//! assert_eq!(config.mesh.max_peers, 20);
+//!
+//! let error = Config::from_toml_str("[mesh]\nmax_peers = 0\n").unwrap_err();
+//! assert!(error.to_string().starts_with("mesh.max_peers = 0 is invalid"));
+//! assert!(Config::keys().contains(&"remote.keepalive_ms".to_owned()));
+//! # Ok::<(), dndm_core::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PeerId;
+
+/// Prefix of environment variables that override configuration keys.
+const ENV_PREFIX: &str = "DNDM_";
+
+/// Separator between section and key in an environment variable name.
+const ENV_SEPARATOR: &str = "__";
+
+/// Upper bound of most millisecond settings: one hour.
+const MAX_MS: u64 = 3_600_000;
+
+/// Upper bound of the remote link's handshake and keepalive intervals: ten minutes.
+const MAX_LINK_MS: u64 = 600_000;
+
+/// Longest accepted `node.name`, in bytes.
+const MAX_NAME_LEN: usize = 64;
+
+/// Largest accepted `mesh.max_peers`.
+const MAX_PEERS: usize = 10_000;
+
+/// Smallest accepted `remote.max_frame_len`, in bytes.
+const MIN_FRAME_LEN: usize = 1024;
+
+/// Largest accepted `remote.max_frame_len`, in bytes (64 MiB).
+const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
+
+/// A node's configuration: one section per component.
+///
+/// Every field has a documented default, so an empty TOML file (or [`Config::default`]) is a
+/// valid in-process configuration. Fields are public; call [`Config::validate`] after changing
+/// them in code (the constructors that read TOML or the environment validate for you).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// This node: its name and identity.
+    pub node: NodeConfig,
+    /// The in-process router: queues, overflow policy, timeouts.
+    pub router: RouterConfig,
+    /// Point-to-point remote links (TCP or Unix sockets).
+    pub remote: RemoteConfig,
+    /// The libp2p mesh.
+    pub mesh: MeshConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// The `[node]` section: who this node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Human-readable node name, shown in logs, snapshots and metrics labels. Default `"dndm"`.
+    /// Non-empty, at most 64 bytes, no whitespace or control characters.
+    pub name: String,
+    /// File holding the node's ed25519 identity, created on first start if missing. Default
+    /// none: a fresh identity (and so a new PeerId) on every start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// The `[router]` section: in-process delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// Messages buffered per subscriber before [`RouterConfig::overflow`] applies. Default
+    /// 1024; 1 to 1 048 576.
+    pub queue_capacity: usize,
+    /// What a full subscriber queue does with the next message. Default
+    /// [`Overflow::DropOldest`].
+    pub overflow: Overflow,
+    /// How long a send waits for queue space under [`Overflow::Block`] before failing, in
+    /// milliseconds. Default 1000; 1 to 3 600 000.
+    pub send_timeout_ms: u64,
+    /// How long a request waits for its reply before failing, in milliseconds. Default 5000; 1 to
+    /// 3 600 000.
+    pub request_timeout_ms: u64,
+    /// Requests in flight at once per node; further requests wait. Default 256; 1 to 65 536.
+    pub max_concurrent_requests: usize,
+}
+
+/// What a full queue does with a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Drop the oldest queued message to make room (counted as a drop). The default: slow
+    /// subscribers see the newest data.
+    #[default]
+    DropOldest,
+    /// Drop the new message (counted as a drop); the queue keeps the oldest data.
+    DropNewest,
+    /// Make the sender wait for room, up to `router.send_timeout_ms`.
+    Block,
+}
+
+/// Whether remote links sign what they send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signing {
+    /// Sign batches of frames with the node's identity, so a peer can verify who sent them. The
+    /// default.
+    #[default]
+    Batch,
+    /// Send unsigned; only for trusted networks (the handshake still authenticates the peer).
+    Off,
+}
+
+/// The `[remote]` section: point-to-point links over TCP or Unix sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RemoteConfig {
+    /// Whether the node listens and connects. Default false.
+    pub enabled: bool,
+    /// Addresses to listen on: `host:port` socket addresses or `unix:<path>`. Default none.
+    pub listen: Vec<String>,
+    /// Addresses to connect to (and reconnect to with backoff): `host:port` socket addresses or
+    /// `unix:<path>`. Default none.
+    pub connect: Vec<String>,
+    /// How long a link may take to complete its handshake, in milliseconds. Default 5000; 1 to
+    /// 600 000.
+    pub handshake_timeout_ms: u64,
+    /// Interval between keepalives on an idle link, in milliseconds. Default 1000; 1 to 600 000.
+    pub keepalive_ms: u64,
+    /// Silence after which a link is considered dead and closed, in milliseconds. Default
+    /// 10 000; greater than `keepalive_ms`, at most 3 600 000.
+    pub idle_timeout_ms: u64,
+    /// Largest frame sent or accepted, in bytes; a peer sending more is disconnected. Default
+    /// 4 MiB; 1024 to 64 MiB.
+    pub max_frame_len: usize,
+    /// Reliable messages kept per link for retransmission after a reconnect; beyond it the
+    /// publisher is back-pressured. Default 4096; 1 to 1 048 576.
+    pub retransmit_buffer: usize,
+    /// Whether frames are signed. Default [`Signing::Batch`].
+    pub signing: Signing,
+    /// Payloads at least this long (in bytes) are compressed. Default 512; at most
+    /// `max_frame_len`.
+    pub compression_threshold: usize,
+    /// First reconnect delay, in milliseconds; doubled on each failure. Default 100; 1 to
+    /// 3 600 000.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, in milliseconds. Default 30 000; at least `backoff_initial_ms`,
+    /// at most 3 600 000.
+    pub backoff_max_ms: u64,
+    /// PeerIds allowed to complete a handshake; empty allows every peer. Default empty.
+    pub allow_peers: Vec<String>,
+}
+
+/// The `[mesh]` section: the libp2p mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// Whether the node joins the mesh. Default false.
+    pub enabled: bool,
+    /// Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/0`. Default none (dial out only).
+    pub listen: Vec<String>,
+    /// Whether peers on the local network are discovered with mDNS. Default true.
+    pub mdns: bool,
+    /// Multiaddrs of peers to dial at start, each ending in `/p2p/<PeerId>`. Default none.
+    pub bootstrap: Vec<String>,
+    /// Most peers connected at once. Default 50; 1 to 10 000.
+    pub max_peers: usize,
+    /// Up to this many peers every peer forwards to every other (full mesh); above it a sparse
+    /// overlay is used. Default 16; 1 to `max_peers`.
+    pub full_mesh_threshold: usize,
+}
+
+/// The `[metrics]` section: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Whether metrics are served over HTTP. Default false.
+    pub enabled: bool,
+    /// Socket address the metrics endpoint listens on. Default `127.0.0.1:9464`.
+    pub listen: String,
+}
+
+/// Why a configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field's value breaks a rule.
+    #[error("{field} = {value} is invalid: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `mesh.max_peers`.
+        field: String,
+        /// The offending value as written in TOML (strings quoted).
+        value: String,
+        /// The rule it breaks, e.g. `must be between 1 and 10000`.
+        reason: String,
+    },
+    /// More than one problem; the first is shown, [`ConfigError::problems`] lists all.
+    #[error("{} (and {} more)", .0.first().map(ToString::to_string).unwrap_or_default(), .0.len().saturating_sub(1))]
+    Multiple(Vec<ConfigError>),
+    /// The TOML text is malformed or does not fit the schema (unknown key, wrong type).
+    #[error("cannot parse config{}{}: {}", origin(.path.as_deref()), at_line(.line), .source.message())]
+    Parse {
+        /// The file the text came from, if any.
+        path: Option<PathBuf>,
+        /// The 1-based line of the problem, when known.
+        line: Option<usize>,
+        /// The cause (boxed: it is large).
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An environment override names an unknown key or has a value of the wrong type.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    Env {
+        /// The variable, e.g. `DNDM_MESH__MAX_PEERS`.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong, naming the config key when known.
+        reason: String,
+    },
+    /// Reading the config file failed.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration cannot be written as TOML (e.g. an integer beyond TOML's range).
+    #[error("cannot write config as toml: {0}")]
+    Serialize(#[source] Box<toml::ser::Error>),
+}
+
+impl Config {
+    /// Everything in one process: no remote links, no mesh, no metrics endpoint. The same as
+    /// [`Config::default`], named for readability.
+    pub fn in_process() -> Self {
+        Self::default()
+    }
+
+    /// A node on a LAN mesh: mesh enabled, listening on every interface on an ephemeral TCP
+    /// port (`/ip4/0.0.0.0/tcp/0`), discovering peers with mDNS.
+    pub fn lan_mesh() -> Self {
+        let mut config = Self::default();
+        config.mesh.enabled = true;
+        config.mesh.listen = vec!["/ip4/0.0.0.0/tcp/0".to_owned()];
+        config.mesh.mdns = true;
+        config
+    }
+
+    /// Parses TOML text and validates the result. Missing sections and keys take their defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML, unknown keys or wrong types;
+    /// [`ConfigError::Invalid`] or [`ConfigError::Multiple`] when a value breaks a rule.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config = parse(text, None)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] when the file cannot be read, otherwise as
+    /// [`Config::from_toml_str`], with the file named in parse errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let config = read_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the file at `path` (or starts from the defaults when `None`), applies the process's
+    /// `DNDM_<SECTION>__<KEY>` environment variables (see [`Config::with_env_overrides`]) and
+    /// validates the result. The file alone need not be valid: the environment may fix it.
+    ///
+    /// # Errors
+    /// As [`Config::from_file`] and [`Config::with_env_overrides`]; [`ConfigError::Env`] for a
+    /// `DNDM_` variable whose value is not Unicode.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let base = match path {
+            Some(path) => read_file(path)?,
+            None => Self::default(),
+        };
+        base.with_env_overrides(env_vars()?)
+    }
+
+    /// Applies environment overrides and validates the result.
+    ///
+    /// A variable `DNDM_<SECTION>__<KEY>` (case-insensitive after the prefix) sets
+    /// `<section>.<key>`. Its value is read as a TOML value when it parses as one (`8`, `true`,
+    /// `["127.0.0.1:7000"]`, `"quoted"`), otherwise as a plain string. For a string key the
+    /// value is always the text itself (so `DNDM_NODE__NAME=42` names the node `"42"`); for a
+    /// list key, text that is not a TOML array is split at commas (`DNDM_REMOTE__CONNECT=a:1,b:2`;
+    /// empty text is an empty list).
+    ///
+    /// Other variables are ignored, including `DNDM_*` variables without a double underscore,
+    /// except that `DNDM_<SECTION>_<...>` for a known section (a single underscore) is rejected
+    /// as a likely typo.
+    ///
+    /// # Errors
+    /// [`ConfigError::Env`] naming the variable when it names an unknown section or key or its
+    /// value has the wrong type or shape; [`ConfigError::Invalid`] or [`ConfigError::Multiple`]
+    /// when the resulting configuration breaks a rule; [`ConfigError::Serialize`] when `self`
+    /// holds a value TOML cannot represent.
+    pub fn with_env_overrides<I, K, V>(self, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let template = exemplar_table();
+        let mut table = self.to_table()?;
+        for (var, value) in vars {
+            apply_env(&template, &mut table, var.as_ref(), value.as_ref())?;
+        }
+        let config: Self = table.try_into().map_err(|source| ConfigError::Parse {
+            path: None,
+            line: None,
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field, including those of disabled sections, and cross-field rules.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field and value when one rule is broken,
+    /// [`ConfigError::Multiple`] listing all of them when more are.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        self.node.check(&mut problems);
+        self.router.check(&mut problems);
+        self.remote.check(&mut problems);
+        self.mesh.check(&mut problems);
+        self.metrics.check(&mut problems);
+        problems.into_result()
+    }
+
+    /// Every configuration key, dotted (`node.name`, `mesh.max_peers`, ...), sorted. Derived
+    /// from the serialized configuration, so it always matches what the parser accepts.
+    pub fn keys() -> Vec<String> {
+        let mut keys = Vec::new();
+        collect_keys(&exemplar_table(), "", &mut keys);
+        keys.sort();
+        keys
+    }
+
+    /// The configuration as TOML text, which [`Config::from_toml_str`] reads back unchanged.
+    ///
+    /// # Errors
+    /// [`ConfigError::Serialize`] when a value cannot be represented in TOML (an integer above
+    /// `i64::MAX`, a path that is not Unicode); never for a valid configuration.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|error| ConfigError::Serialize(Box::new(error)))
+    }
+
+    fn to_table(&self) -> Result<toml::Table, ConfigError> {
+        toml::Table::try_from(self).map_err(|error| ConfigError::Serialize(Box::new(error)))
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "dndm".to_owned(),
+            identity_file: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    fn check(&self, problems: &mut Problems) {
+        let name = &self.name;
+        if name.is_empty() {
+            problems.invalid("node.name", quoted(name), "must not be empty");
+        } else if name.len() > MAX_NAME_LEN {
+            problems.invalid(
+                "node.name",
+                quoted(name),
+                format!(
+                    "must be at most {MAX_NAME_LEN} bytes long, is {}",
+                    name.len()
+                ),
+            );
+        }
+        if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.invalid(
+                "node.name",
+                quoted(name),
+                "must not contain whitespace or control characters",
+            );
+        }
+        if let Some(path) = &self.identity_file
+            && path.as_os_str().is_empty()
+        {
+            problems.invalid("node.identity_file", "\"\"", "must not be empty when set");
+        }
+    }
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            overflow: Overflow::DropOldest,
+            send_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// [`RouterConfig::send_timeout_ms`] as a duration.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+
+    /// [`RouterConfig::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    fn check(&self, problems: &mut Problems) {
+        problems.range("router.queue_capacity", self.queue_capacity, 1, 1_048_576);
+        problems.range("router.send_timeout_ms", self.send_timeout_ms, 1, MAX_MS);
+        problems.range(
+            "router.request_timeout_ms",
+            self.request_timeout_ms,
+            1,
+            MAX_MS,
+        );
+        problems.range(
+            "router.max_concurrent_requests",
+            self.max_concurrent_requests,
+            1,
+            65_536,
+        );
+    }
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: Vec::new(),
+            connect: Vec::new(),
+            handshake_timeout_ms: 5000,
+            keepalive_ms: 1000,
+            idle_timeout_ms: 10_000,
+            max_frame_len: 4 * 1024 * 1024,
+            retransmit_buffer: 4096,
+            signing: Signing::Batch,
+            compression_threshold: 512,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            allow_peers: Vec::new(),
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// [`RemoteConfig::handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// [`RemoteConfig::keepalive_ms`] as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+
+    /// [`RemoteConfig::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`RemoteConfig::backoff_initial_ms`] as a duration.
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms)
+    }
+
+    /// [`RemoteConfig::backoff_max_ms`] as a duration.
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+
+    fn check(&self, problems: &mut Problems) {
+        for (index, address) in self.listen.iter().enumerate() {
+            check_link_address(problems, "remote.listen", index, address);
+        }
+        for (index, address) in self.connect.iter().enumerate() {
+            check_link_address(problems, "remote.connect", index, address);
+        }
+        problems.range(
+            "remote.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            1,
+            MAX_LINK_MS,
+        );
+        problems.range("remote.keepalive_ms", self.keepalive_ms, 1, MAX_LINK_MS);
+        if self.idle_timeout_ms <= self.keepalive_ms {
+            problems.invalid(
+                "remote.idle_timeout_ms",
+                self.idle_timeout_ms,
+                format!(
+                    "must be greater than remote.keepalive_ms ({})",
+                    self.keepalive_ms
+                ),
+            );
+        } else {
+            problems.range("remote.idle_timeout_ms", self.idle_timeout_ms, 1, MAX_MS);
+        }
+        problems.range(
+            "remote.max_frame_len",
+            self.max_frame_len,
+            MIN_FRAME_LEN,
+            MAX_FRAME_LEN,
+        );
+        problems.range(
+            "remote.retransmit_buffer",
+            self.retransmit_buffer,
+            1,
+            1_048_576,
+        );
+        if self.compression_threshold > self.max_frame_len {
+            problems.invalid(
+                "remote.compression_threshold",
+                self.compression_threshold,
+                format!(
+                    "must be at most remote.max_frame_len ({})",
+                    self.max_frame_len
+                ),
+            );
+        }
+        problems.range(
+            "remote.backoff_initial_ms",
+            self.backoff_initial_ms,
+            1,
+            MAX_MS,
+        );
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            problems.invalid(
+                "remote.backoff_max_ms",
+                self.backoff_max_ms,
+                format!(
+                    "must be at least remote.backoff_initial_ms ({})",
+                    self.backoff_initial_ms
+                ),
+            );
+        } else {
+            problems.range("remote.backoff_max_ms", self.backoff_max_ms, 1, MAX_MS);
+        }
+        for (index, peer) in self.allow_peers.iter().enumerate() {
+            if let Err(error) = peer.parse::<PeerId>() {
+                problems.invalid(
+                    format!("remote.allow_peers[{index}]"),
+                    quoted(peer),
+                    format!("must be a PeerId: {error}"),
+                );
+            }
+        }
+    }
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: Vec::new(),
+            mdns: true,
+            bootstrap: Vec::new(),
+            max_peers: 50,
+            full_mesh_threshold: 16,
+        }
+    }
+}
+
+impl MeshConfig {
+    fn check(&self, problems: &mut Problems) {
+        for (index, address) in self.listen.iter().enumerate() {
+            if !address.starts_with('/') || address.len() < 2 {
+                problems.invalid(
+                    format!("mesh.listen[{index}]"),
+                    quoted(address),
+                    "must be a multiaddr such as /ip4/0.0.0.0/tcp/0",
+                );
+            }
+        }
+        for (index, address) in self.bootstrap.iter().enumerate() {
+            let has_peer = address
+                .split_once("/p2p/")
+                .is_some_and(|(_, peer)| !peer.is_empty());
+            if !address.starts_with('/') || !has_peer {
+                problems.invalid(
+                    format!("mesh.bootstrap[{index}]"),
+                    quoted(address),
+                    "must be a multiaddr ending in /p2p/<PeerId>",
+                );
+            }
+        }
+        problems.range("mesh.max_peers", self.max_peers, 1, MAX_PEERS);
+        if !(1..=MAX_PEERS).contains(&self.max_peers) {
+            // Compare against max_peers only when it is itself valid, to report one problem.
+            problems.range(
+                "mesh.full_mesh_threshold",
+                self.full_mesh_threshold,
+                1,
+                MAX_PEERS,
+            );
+        } else if self.full_mesh_threshold == 0 || self.full_mesh_threshold > self.max_peers {
+            problems.invalid(
+                "mesh.full_mesh_threshold",
+                self.full_mesh_threshold,
+                format!("must be between 1 and mesh.max_peers ({})", self.max_peers),
+            );
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    fn check(&self, problems: &mut Problems) {
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.invalid(
+                "metrics.listen",
+                quoted(&self.listen),
+                "must be a socket address such as 127.0.0.1:9464",
+            );
+        }
+    }
+}
+
+impl ConfigError {
+    /// Every problem this error stands for: the list of a [`ConfigError::Multiple`], otherwise
+    /// the error itself.
+    pub fn problems(&self) -> &[ConfigError] {
+        match self {
+            Self::Multiple(problems) => problems,
+            other => std::slice::from_ref(other),
+        }
+    }
+}
+
+/// Validation problems collected while checking every field.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn invalid(
+        &mut self,
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) {
+        self.0.push(ConfigError::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(&mut self, field: &str, value: T, min: T, max: T) {
+        if value < min || value > max {
+            self.invalid(field, &value, format!("must be between {min} and {max}"));
+        }
+    }
+
+    fn into_result(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Multiple(self.0)),
+        }
+    }
+}
+
+/// Checks one `remote.listen` or `remote.connect` entry: a socket address or `unix:<path>`.
+fn check_link_address(problems: &mut Problems, field: &str, index: usize, address: &str) {
+    let valid = match address.strip_prefix("unix:") {
+        Some(path) => !path.is_empty(),
+        None => address.parse::<SocketAddr>().is_ok(),
+    };
+    if !valid {
+        problems.invalid(
+            format!("{field}[{index}]"),
+            quoted(address),
+            "must be a socket address (127.0.0.1:7000, [::1]:7000) or unix:<path>",
+        );
+    }
+}
+
+/// A string as TOML would show it, for error messages.
+fn quoted(value: &str) -> String {
+    format!("{value:?}")
+}
+
+/// `" file <path>"` or nothing, for [`ConfigError::Parse`].
+fn origin(path: Option<&Path>) -> String {
+    path.map(|path| format!(" file {}", path.display()))
+        .unwrap_or_default()
+}
+
+/// `" at line <n>"` or nothing, for [`ConfigError::Parse`].
+fn at_line(line: &Option<usize>) -> String {
+    line.map(|line| format!(" at line {line}"))
+        .unwrap_or_default()
+}
+
+/// Parses TOML text into a configuration without validating it.
+fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|source: toml::de::Error| {
+        let line = source.span().map(|span| {
+            let end = span.start.min(text.len());
+            text.as_bytes()[..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        ConfigError::Parse {
+            path: path.map(Path::to_path_buf),
+            line,
+            source: Box::new(source),
+        }
+    })
+}
+
+/// Reads and parses a file without validating it.
+fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, Some(path))
+}
+
+/// The process's `DNDM_*` variables; other variables (even non-Unicode ones) are left out.
+fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|name| name.starts_with(ENV_PREFIX)) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => vars.push((name.to_owned(), value)),
+            Err(value) => {
+                return Err(ConfigError::Env {
+                    var: name.to_owned(),
+                    value: value.to_string_lossy().into_owned(),
+                    reason: "value is not valid Unicode".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(vars)
+}
+
+/// A configuration with every optional field set, so its serialization has every key.
+fn exemplar() -> Config {
+    let mut config = Config::default();
+    config.node.identity_file = Some(PathBuf::from("identity"));
+    config
+}
+
+/// The serialized [`exemplar`]: the schema for key listing and environment overrides.
+fn exemplar_table() -> toml::Table {
+    // Invariant: the exemplar is a valid configuration (checked by a unit test): small integers,
+    // booleans, Unicode strings and string lists, all of which TOML represents.
+    toml::Table::try_from(exemplar()).expect("the default configuration serializes to TOML")
+}
+
+/// Appends the dotted keys of `table` under `prefix` to `keys`.
+fn collect_keys(table: &toml::Table, prefix: &str, keys: &mut Vec<String>) {
+    for (key, value) in table {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => collect_keys(inner, &dotted, keys),
+            _ => keys.push(dotted),
+        }
+    }
+}
+
+/// Applies one environment variable to `table`, if it is a `DNDM_<SECTION>__<KEY>` override.
+fn apply_env(
+    template: &toml::Table,
+    table: &mut toml::Table,
+    var: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let env_error = |reason: String| ConfigError::Env {
+        var: var.to_owned(),
+        value: raw.to_owned(),
+        reason,
+    };
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let Some((section, key)) = rest.split_once(ENV_SEPARATOR) else {
+        let rest = rest.to_ascii_lowercase();
+        if let Some(section) = template
+            .keys()
+            .find(|section| rest.starts_with(&format!("{section}_")))
+        {
+            return Err(env_error(format!(
+                "separate section and key with a double underscore, e.g. DNDM_{}__<KEY>",
+                section.to_ascii_uppercase()
+            )));
+        }
+        return Ok(());
+    };
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let Some(expected) = template
+        .get(&section)
+        .and_then(toml::Value::as_table)
+        .and_then(|keys| keys.get(&key))
+    else {
+        return Err(env_error(format!("unknown config key {section}.{key}")));
+    };
+    let value = env_value(raw, expected);
+    let Some(target) = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+    else {
+        return Err(env_error(format!(
+            "config section {section} is not a table"
+        )));
+    };
+    target.insert(key.clone(), value);
+    // Check now, so a type error is reported against the variable that caused it.
+    if let Err(error) = table.clone().try_into::<Config>() {
+        return Err(env_error(format!("{section}.{key}: {}", error.message())));
+    }
+    Ok(())
+}
+
+/// Reads an environment value as TOML when it parses, shaped by the key's `expected` value.
+fn env_value(raw: &str, expected: &toml::Value) -> toml::Value {
+    let parsed = raw.parse::<toml::Value>().ok();
+    match (expected, parsed) {
+        (toml::Value::String(_), Some(toml::Value::String(text))) => toml::Value::String(text),
+        (toml::Value::String(_), _) => toml::Value::String(raw.to_owned()),
+        (toml::Value::Array(_), Some(array @ toml::Value::Array(_))) => array,
+        (toml::Value::Array(_), _) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        ),
+        (_, Some(value)) => value,
+        (_, None) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(error: &ConfigError) -> Vec<&str> {
+        error
+            .problems()
+            .iter()
+            .filter_map(|problem| match problem {
+                ConfigError::Invalid { field, .. } => Some(field.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn peer() -> String {
+        crate::Keypair::from_seed([7; 32]).peer_id().to_string()
+    }
+
+    #[test]
+    fn default_and_presets_are_valid() {
+        Config::default().validate().unwrap();
+        Config::in_process().validate().unwrap();
+        exemplar().validate().unwrap();
+        let mesh = Config::lan_mesh();
+        mesh.validate().unwrap();
+        assert!(mesh.mesh.enabled && mesh.mesh.mdns);
+        assert_eq!(mesh.mesh.listen, ["/ip4/0.0.0.0/tcp/0"]);
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let c = Config::default();
+        assert_eq!(c.node.name, "dndm");
+        assert_eq!(c.node.identity_file, None);
+        assert_eq!(c.router.queue_capacity, 1024);
+        assert_eq!(c.router.overflow, Overflow::DropOldest);
+        assert_eq!(c.router.send_timeout(), Duration::from_secs(1));
+        assert_eq!(c.router.request_timeout(), Duration::from_secs(5));
+        assert_eq!(c.router.max_concurrent_requests, 256);
+        assert!(!c.remote.enabled);
+        assert_eq!(c.remote.handshake_timeout(), Duration::from_secs(5));
+        assert_eq!(c.remote.keepalive(), Duration::from_secs(1));
+        assert_eq!(c.remote.idle_timeout(), Duration::from_secs(10));
+        assert_eq!(c.remote.max_frame_len, 4 << 20);
+        assert_eq!(c.remote.retransmit_buffer, 4096);
+        assert_eq!(c.remote.signing, Signing::Batch);
+        assert_eq!(c.remote.compression_threshold, 512);
+        assert_eq!(c.remote.backoff_initial(), Duration::from_millis(100));
+        assert_eq!(c.remote.backoff_max(), Duration::from_secs(30));
+        assert!(!c.mesh.enabled && c.mesh.mdns);
+        assert_eq!((c.mesh.max_peers, c.mesh.full_mesh_threshold), (50, 16));
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let mut c = Config::lan_mesh();
+        c.node.name = "robot-1".to_owned();
+        c.node.identity_file = Some(PathBuf::from("/var/lib/dndm/id"));
+        c.router.overflow = Overflow::Block;
+        c.remote.enabled = true;
+        c.remote.listen = vec!["0.0.0.0:7000".to_owned(), "unix:/run/dndm.sock".to_owned()];
+        c.remote.connect = vec!["[::1]:7001".to_owned()];
+        c.remote.signing = Signing::Off;
+        c.remote.allow_peers = vec![peer()];
+        c.mesh.bootstrap = vec![format!("/ip4/10.0.0.1/tcp/4001/p2p/{}", peer())];
+        c.metrics.enabled = true;
+        let text = c.to_toml_string().unwrap();
+        assert!(text.contains("overflow = \"block\""), "{text}");
+        assert!(text.contains("signing = \"off\""), "{text}");
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn enums_are_snake_case() {
+        let c = Config::from_toml_str(
+            "[router]\noverflow = \"drop_newest\"\n[remote]\nsigning = \"off\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.router.overflow, Overflow::DropNewest);
+        assert_eq!(c.remote.signing, Signing::Off);
+        let error = Config::from_toml_str("[router]\noverflow = \"DropNewest\"\n").unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+    }
+
+    #[test]
+    fn each_rule_is_enforced_and_names_the_field() {
+        let bad_peer = "[remote]\nallow_peers = [\"12D3Koo\"]";
+        let cases: &[(&str, &str)] = &[
+            ("[node]\nname = \"\"", "node.name"),
+            ("[node]\nname = \"has space\"", "node.name"),
+            ("[node]\nname = \"tab\\there\"", "node.name"),
+            ("[node]\nname = \"bell\\u0007\"", "node.name"),
+            (
+                &format!("[node]\nname = \"{}\"", "x".repeat(65)),
+                "node.name",
+            ),
+            ("[node]\nidentity_file = \"\"", "node.identity_file"),
+            ("[router]\nqueue_capacity = 0", "router.queue_capacity"),
+            (
+                "[router]\nqueue_capacity = 1048577",
+                "router.queue_capacity",
+            ),
+            ("[router]\nsend_timeout_ms = 0", "router.send_timeout_ms"),
+            (
+                "[router]\nsend_timeout_ms = 3600001",
+                "router.send_timeout_ms",
+            ),
+            (
+                "[router]\nrequest_timeout_ms = 0",
+                "router.request_timeout_ms",
+            ),
+            (
+                "[router]\nrequest_timeout_ms = 3600001",
+                "router.request_timeout_ms",
+            ),
+            (
+                "[router]\nmax_concurrent_requests = 0",
+                "router.max_concurrent_requests",
+            ),
+            (
+                "[router]\nmax_concurrent_requests = 65537",
+                "router.max_concurrent_requests",
+            ),
+            ("[remote]\nlisten = [\"localhost\"]", "remote.listen[0]"),
+            (
+                "[remote]\nlisten = [\"0.0.0.0:1\", \"unix:\"]",
+                "remote.listen[1]",
+            ),
+            ("[remote]\nconnect = [\"10.0.0.1\"]", "remote.connect[0]"),
+            (
+                "[remote]\nhandshake_timeout_ms = 0",
+                "remote.handshake_timeout_ms",
+            ),
+            (
+                "[remote]\nhandshake_timeout_ms = 600001",
+                "remote.handshake_timeout_ms",
+            ),
+            ("[remote]\nkeepalive_ms = 0", "remote.keepalive_ms"),
+            (
+                "[remote]\nkeepalive_ms = 600001\nidle_timeout_ms = 700000",
+                "remote.keepalive_ms",
+            ),
+            (
+                "[remote]\nidle_timeout_ms = 3600001",
+                "remote.idle_timeout_ms",
+            ),
+            (
+                "[remote]\nmax_frame_len = 1023\ncompression_threshold = 0",
+                "remote.max_frame_len",
+            ),
+            ("[remote]\nmax_frame_len = 67108865", "remote.max_frame_len"),
+            (
+                "[remote]\nretransmit_buffer = 0",
+                "remote.retransmit_buffer",
+            ),
+            (
+                "[remote]\nretransmit_buffer = 1048577",
+                "remote.retransmit_buffer",
+            ),
+            (
+                "[remote]\nbackoff_initial_ms = 0",
+                "remote.backoff_initial_ms",
+            ),
+            (
+                "[remote]\nbackoff_max_ms = 3600001",
+                "remote.backoff_max_ms",
+            ),
+            (bad_peer, "remote.allow_peers[0]"),
+            ("[mesh]\nlisten = [\"ip4/0.0.0.0/tcp/0\"]", "mesh.listen[0]"),
+            ("[mesh]\nlisten = [\"/\"]", "mesh.listen[0]"),
+            (
+                "[mesh]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]",
+                "mesh.bootstrap[0]",
+            ),
+            (
+                "[mesh]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001/p2p/\"]",
+                "mesh.bootstrap[0]",
+            ),
+            ("[mesh]\nmax_peers = 10001", "mesh.max_peers"),
+            (
+                "[mesh]\nfull_mesh_threshold = 0",
+                "mesh.full_mesh_threshold",
+            ),
+            ("[metrics]\nlisten = \"localhost:9464\"", "metrics.listen"),
+        ];
+        for (text, field) in cases {
+            let error = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(fields(&error), [*field], "{text}: {error}");
+            assert!(
+                error.to_string().starts_with(&format!("{field} = ")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn boundary_values_are_accepted() {
+        let text = format!(
+            "[node]\nname = \"{}\"\n[router]\nqueue_capacity = 1048576\nsend_timeout_ms = 1\n\
+             [remote]\nlisten = [\"unix:x\", \"[::]:0\"]\nkeepalive_ms = 1\nidle_timeout_ms = 2\n\
+             max_frame_len = 1024\ncompression_threshold = 1024\nbackoff_initial_ms = 7\n\
+             backoff_max_ms = 7\n[mesh]\nmax_peers = 1\nfull_mesh_threshold = 1\n",
+            "n".repeat(64)
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.remote.max_frame_len, 1024);
+    }
+
+    #[test]
+    fn display_names_field_value_and_limit() {
+        let error =
+            Config::from_toml_str("[mesh]\nmax_peers = 0\nfull_mesh_threshold = 1").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mesh.max_peers = 0 is invalid: must be between 1 and 10000"
+        );
+        let error = Config::from_toml_str("[node]\nname = \"a b\"").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "node.name = \"a b\" is invalid: must not contain whitespace or control characters"
+        );
+    }
+
+    #[test]
+    fn disabled_sections_are_still_validated() {
+        let error = Config::from_toml_str("[mesh]\nenabled = false\nmax_peers = 0\n").unwrap_err();
+        assert_eq!(fields(&error), ["mesh.max_peers"]);
+        assert_eq!(
+            error.to_string(),
+            "mesh.max_peers = 0 is invalid: must be between 1 and 10000"
+        );
+        let error =
+            Config::from_toml_str("[mesh]\nmax_peers = 0\nfull_mesh_threshold = 0\n").unwrap_err();
+        assert_eq!(
+            fields(&error),
+            ["mesh.max_peers", "mesh.full_mesh_threshold"]
+        );
+        assert!(error.to_string().ends_with("(and 1 more)"), "{error}");
+        let error =
+            Config::from_toml_str("[remote]\nenabled = false\nconnect = [\"nope\"]\n").unwrap_err();
+        assert_eq!(fields(&error), ["remote.connect[0]"]);
+        let mut c = Config::default();
+        c.metrics.listen = "bad".to_owned();
+        assert_eq!(fields(&c.validate().unwrap_err()), ["metrics.listen"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut c = Config::default();
+        c.node.name = String::new();
+        c.router.queue_capacity = 0;
+        c.remote.retransmit_buffer = 0;
+        c.mesh.max_peers = 20_000;
+        c.metrics.listen = String::new();
+        let error = c.validate().unwrap_err();
+        assert_eq!(
+            fields(&error),
+            [
+                "node.name",
+                "router.queue_capacity",
+                "remote.retransmit_buffer",
+                "mesh.max_peers",
+                "metrics.listen"
+            ]
+        );
+        assert!(error.to_string().ends_with("(and 4 more)"), "{error}");
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[remote]\nkeepalive_ms = 5000\nidle_timeout_ms = 5000",
+                "remote.idle_timeout_ms",
+                "must be greater than remote.keepalive_ms (5000)",
+            ),
+            (
+                "[remote]\nbackoff_initial_ms = 500\nbackoff_max_ms = 499",
+                "remote.backoff_max_ms",
+                "must be at least remote.backoff_initial_ms (500)",
+            ),
+            (
+                "[mesh]\nmax_peers = 8\nfull_mesh_threshold = 9",
+                "mesh.full_mesh_threshold",
+                "must be between 1 and mesh.max_peers (8)",
+            ),
+            (
+                "[remote]\nmax_frame_len = 2048\ncompression_threshold = 2049",
+                "remote.compression_threshold",
+                "must be at most remote.max_frame_len (2048)",
+            ),
+        ];
+        for (text, field, reason) in cases {
+            let error = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(fields(&error), [*field], "{text}: {error}");
+            assert!(error.to_string().ends_with(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_toml_keys_and_wrong_types_are_rejected() {
+        for text in [
+            "[mesh]\nmax_peer = 8\n",
+            "[nodes]\nname = \"x\"\n",
+            "top = 1\n",
+            "[router]\nqueue_capacity = \"big\"\n",
+            "[router]\nqueue_capacity = -1\n",
+            "[remote\n",
+        ] {
+            let error = Config::from_toml_str(text).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::Parse { path: None, .. }),
+                "{text}: {error}"
+            );
+        }
+        let error =
+            Config::from_toml_str("[node]\nname = \"a\"\n[mesh]\nmax_peer = 8\n").unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("cannot parse config at line 4: "),
+            "{text}"
+        );
+        assert!(text.contains("max_peer"), "{text}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dndm.toml");
+        std::fs::write(&path, "[mesh]\nmax_peers = 8\nbogus = 1\n").unwrap();
+        let error = Config::from_file(&path).unwrap_err();
+        assert!(matches!(&error, ConfigError::Parse { path: Some(p), .. } if *p == path));
+        let text = error.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+
+        let missing = dir.path().join("missing.toml");
+        let error = Config::from_file(&missing).unwrap_err();
+        assert!(matches!(error, ConfigError::Io { .. }));
+        assert!(error.to_string().contains("missing.toml"), "{error}");
+
+        std::fs::write(&path, "[mesh]\nmax_peers = 20\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().mesh.max_peers, 20);
+        std::fs::write(&path, "[mesh]\nmax_peers = 0\n").unwrap();
+        assert!(fields(&Config::from_file(&path).unwrap_err()).contains(&"mesh.max_peers"));
+    }
+
+    #[test]
+    fn env_overrides_set_each_kind_of_value() {
+        let c = Config::default()
+            .with_env_overrides(env(&[
+                ("DNDM_MESH__MAX_PEERS", "8"),
+                ("DNDM_MESH__FULL_MESH_THRESHOLD", "4"),
+                ("DNDM_MESH__ENABLED", "true"),
+                (
+                    "DNDM_REMOTE__LISTEN",
+                    "[\"127.0.0.1:7000\", \"unix:/tmp/d.sock\"]",
+                ),
+                ("DNDM_REMOTE__CONNECT", "10.0.0.1:7000, 10.0.0.2:7000"),
+                ("DNDM_NODE__NAME", "robot1"),
+                ("DNDM_node__identity_file", "/tmp/id"),
+                ("DNDM_ROUTER__OVERFLOW", "block"),
+                ("DNDM_METRICS__LISTEN", "0.0.0.0:9000"),
+                ("PATH", "/usr/bin"),
+                ("DNDM_LOG", "debug"),
+            ]))
+            .unwrap();
+        assert_eq!((c.mesh.max_peers, c.mesh.full_mesh_threshold), (8, 4));
+        assert!(c.mesh.enabled);
+        assert_eq!(c.remote.listen, ["127.0.0.1:7000", "unix:/tmp/d.sock"]);
+        assert_eq!(c.remote.connect, ["10.0.0.1:7000", "10.0.0.2:7000"]);
+        assert_eq!(c.node.name, "robot1");
+        assert_eq!(c.node.identity_file, Some(PathBuf::from("/tmp/id")));
+        assert_eq!(c.router.overflow, Overflow::Block);
+        assert_eq!(c.metrics.listen, "0.0.0.0:9000");
+        // Untouched keys keep their values.
+        assert_eq!(c.router.queue_capacity, 1024);
+
+        // A string key takes the text as is, even when it looks like another TOML type.
+        let c = Config::default()
+            .with_env_overrides([("DNDM_NODE__NAME", "42"), ("DNDM_REMOTE__LISTEN", "")])
+            .unwrap();
+        assert_eq!(c.node.name, "42");
+        assert!(c.remote.listen.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_apply_over_the_base_config() {
+        let base = Config::from_toml_str("[mesh]\nmax_peers = 30\nmdns = false\n").unwrap();
+        let c = base
+            .with_env_overrides([("DNDM_MESH__MDNS", "true")])
+            .unwrap();
+        assert_eq!((c.mesh.max_peers, c.mesh.mdns), (30, true));
+    }
+
+    #[test]
+    fn env_unknown_key_names_the_variable() {
+        for var in ["DNDM_MESH__MAX_PEER", "DNDM_NOPE__X", "DNDM_MESH_MAX_PEERS"] {
+            let error = Config::default()
+                .with_env_overrides([(var, "8")])
+                .unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Env { var: v, .. } if v == var),
+                "{var}: {error}"
+            );
+            assert!(error.to_string().contains(var), "{error}");
+        }
+    }
+
+    #[test]
+    fn env_bad_value_names_variable_and_field() {
+        let error = Config::default()
+            .with_env_overrides([("DNDM_MESH__MAX_PEERS", "many")])
+            .unwrap_err();
+        assert!(matches!(&error, ConfigError::Env { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("DNDM_MESH__MAX_PEERS"), "{text}");
+        assert!(text.contains("mesh.max_peers"), "{text}");
+
+        let error = Config::default()
+            .with_env_overrides([("DNDM_ROUTER__OVERFLOW", "sometimes")])
+            .unwrap_err();
+        assert!(error.to_string().contains("router.overflow"), "{error}");
+
+        // A well-typed value that breaks a rule is a validation error naming the field.
+        let error = Config::default()
+            .with_env_overrides([("DNDM_MESH__MAX_PEERS", "0")])
+            .unwrap_err();
+        assert_eq!(fields(&error), ["mesh.max_peers"]);
+        // Lowering max_peers below the default full_mesh_threshold (16) needs both keys.
+        let error = Config::default()
+            .with_env_overrides([("DNDM_MESH__MAX_PEERS", "8")])
+            .unwrap_err();
+        assert_eq!(fields(&error), ["mesh.full_mesh_threshold"]);
+    }
+
+    #[test]
+    fn env_can_fix_an_invalid_base() {
+        let mut base = Config::default();
+        base.mesh.max_peers = 0;
+        let c = base
+            .with_env_overrides([("DNDM_MESH__MAX_PEERS", "20")])
+            .unwrap();
+        assert_eq!(c.mesh.max_peers, 20);
+    }
+
+    #[test]
+    fn load_reads_file_or_defaults() {
+        // The test process has no DNDM_<SECTION>__<KEY> variables.
+        assert_eq!(Config::load(None).unwrap(), Config::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dndm.toml");
+        std::fs::write(&path, "[node]\nname = \"from-file\"\n").unwrap();
+        assert_eq!(Config::load(Some(&path)).unwrap().node.name, "from-file");
+        let error = Config::load(Some(&dir.path().join("absent.toml"))).unwrap_err();
+        assert!(matches!(error, ConfigError::Io { .. }));
+    }
+
+    /// Records the field names a type's `Deserialize` impl asks for.
+    struct FieldNames<'a>(&'a mut Vec<&'static str>);
+
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.extend(fields);
+            Err(serde::de::Error::custom("recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    fn field_names<'de, T: Deserialize<'de>>(section: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let _ = T::deserialize(FieldNames(&mut names));
+        names
+            .iter()
+            .map(|name| format!("{section}.{name}"))
+            .collect()
+    }
+
+    #[test]
+    fn keys_list_every_field() {
+        let keys = Config::keys();
+        let mut expected = Vec::new();
+        expected.extend(field_names::<NodeConfig>("node"));
+        expected.extend(field_names::<RouterConfig>("router"));
+        expected.extend(field_names::<RemoteConfig>("remote"));
+        expected.extend(field_names::<MeshConfig>("mesh"));
+        expected.extend(field_names::<MetricsConfig>("metrics"));
+        expected.sort();
+        assert_eq!(keys, expected);
+        let mut sections = Vec::new();
+        let _ = Config::deserialize(FieldNames(&mut sections));
+        assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
+        assert_eq!(keys.len(), 2 + 5 + 13 + 6 + 2);
+        assert!(keys.contains(&"node.identity_file".to_owned()));
+        // Every key can be overridden from the environment.
+        for key in &keys {
+            let var = format!("DNDM_{}", key.to_ascii_uppercase().replace('.', "__"));
+            let error = Config::default().with_env_overrides([(var.as_str(), "@")]);
+            if let Err(ConfigError::Env { reason, .. }) = &error {
+                assert!(!reason.contains("unknown config key"), "{var}: {reason}");
+            }
+        }
+    }
+}

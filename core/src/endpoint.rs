@@ -83,11 +83,12 @@ impl SinkError {
     }
 }
 
-/// Something that accepts encoded messages of one route: a peer's interest (implemented by an
-/// endpoint), or the local interests fed by a peer's intent (implemented by the router).
+/// Something that accepts encoded messages: a peer's interest (implemented by an endpoint; one
+/// interest pattern may match several routes, hence the `route` argument), or the local
+/// interests fed by a peer's intent (implemented by the router).
 #[async_trait::async_trait]
 pub trait PayloadSink: Send + Sync + fmt::Debug {
-    /// Delivers one encoded message, waiting while the receiver applies back-pressure.
+    /// Delivers one encoded message published on `route`, waiting while the receiver applies back-pressure.
     ///
     /// # Cancel safety
     /// Cancelling may lose this payload; nothing else.
@@ -95,28 +96,35 @@ pub trait PayloadSink: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`SinkError::Closed`] when the receiver is gone, [`SinkError::Decode`] for a payload the
     /// receiver cannot decode.
-    async fn send(&self, payload: Bytes) -> Result<(), SinkError>;
+    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError>;
 
     /// Delivers one encoded message without waiting.
     ///
     /// # Errors
     /// As [`PayloadSink::send`], plus [`SinkError::Full`] where `send` would wait.
-    fn try_send(&self, payload: Bytes) -> Result<(), SinkError>;
+    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError>;
 }
 
 /// Why the router refused a peer's announcement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {
-    /// A local route of the same type name has another schema fingerprint.
-    #[error("fingerprint mismatch on {type_name}: local {local}, peer {peer}")]
+    /// The two sides use the same type name with different schema fingerprints.
+    #[error("fingerprint mismatch on {type_name}: intent has {intent}, interest has {interest}")]
     FingerprintMismatch {
         /// The type name both sides use.
         type_name: String,
-        /// The local fingerprint.
-        local: Fingerprint,
-        /// The peer's fingerprint.
-        peer: Fingerprint,
+        /// The intent's fingerprint.
+        intent: Fingerprint,
+        /// The interest's fingerprint.
+        interest: Fingerprint,
+    },
+    /// Same type name and fingerprint, but different Rust types in one process: they cannot
+    /// share messages without a copy, so they are not linked.
+    #[error("type {type_name} is bound to two different Rust types in this process")]
+    RustTypeMismatch {
+        /// The type name both sides use.
+        type_name: String,
     },
     /// The router is closed.
     #[error("router is closed")]

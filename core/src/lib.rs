@@ -37,6 +37,10 @@ mod message;
 mod qos;
 mod route;
 
+pub use config::{
+    Config, ConfigError, MeshConfig, MetricsConfig, NodeConfig, Overflow, RemoteConfig,
+    RouterConfig, Signing,
+};
 pub use endpoint::{
     Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, RouterPort,
     SinkError,

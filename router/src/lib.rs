@@ -1,1 +1,73 @@
-//! placeholder
+//! The dndm [`Router`]: typed intents ([`Intent<T>`]) and interests ([`Interest<T>`]) linked by
+//! route, with bounded per-subscriber queues, request/response, and endpoints that reach peers.
+//!
+//! This crate sits on `dndm-core` and never names a transport: remote links and the libp2p mesh
+//! plug in through [`dndm_core::Endpoint`] ([`Router::attach`]). In-process delivery shares one
+//! `Arc<T>` among all subscribers (no copy) and spawns no task; only services do.
+//!
+//! # Usage
+//!
+//! ```
+//! # #[derive(Clone, PartialEq, prost::Message)]
+//! # pub struct Imu { #[prost(float, tag = "1")] pub ax: f32 }
+//! # impl prost::Name for Imu { const NAME: &'static str = "Imu"; const PACKAGE: &'static str = "example"; }
+//! # impl dndm_core::Message for Imu {}
+//! use dndm_router::Router;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = Router::builder().name("robot").build()?;
+//! let mut imu = router.subscribe::<Imu>("robot.*.imu")?;
+//! let arm = router.publish::<Imu>("robot.arm.imu")?;
+//! assert_eq!(arm.subscriber_count(), 1);
+//!
+//! arm.send(Imu { ax: 9.81 }).await?;
+//! assert_eq!(imu.recv().await?.ax, 9.81);
+//!
+//! router.close().await;
+//! assert!(imu.recv().await.is_err(), "closed interests wake with an error");
+//! # Ok(()) }
+//! ```
+//!
+//! # Queues and overflow
+//!
+//! Every interest has a bounded queue; when it is full, its [`Overflow`] policy decides:
+//! `DropOldest` (default: evict the oldest), `DropNewest` (discard the new message), or `Block`
+//! (the publisher waits, up to its send timeout). Drops are counted ([`QueueStats`]).
+//!
+//! # Feature flags
+//!
+//! None.
+//!
+//! # Differences from DNDM (Go)
+//!
+//! - Receives wait on a waker (`recv().await`, `recv_timeout`, `Stream`), never poll; close
+//!   wakes every waiter with an error.
+//! - One bounded queue per subscriber with an explicit overflow policy and drop counters,
+//!   instead of a single overwritten buffer.
+//! - Patterns match whole segments; a type-name collision with another schema is refused and
+//!   reported ([`LinkEvent::Refused`]).
+//! - Every task is tracked: [`Router::close`] returns when all have ended.
+
+mod error;
+mod events;
+mod intent;
+mod interest;
+mod linker;
+mod queue;
+mod router;
+mod service;
+mod snapshot;
+
+pub use dndm_core::Overflow;
+pub use error::{
+    BuildError, HandlerError, PublishError, RecvError, RecvTimeoutError, RequestError, SendError,
+    SendErrorKind, ServeError, SubscribeError, TryRecvError, WaitError,
+};
+pub use events::{EventsError, LinkEvent, LinkEvents, Origin};
+pub use intent::Intent;
+pub use interest::Interest;
+pub use router::{MAX_QUEUE_CAPACITY, PublishOptions, Router, RouterBuilder, SubscribeOptions};
+pub use service::Service;
+pub use snapshot::{
+    HandleId, IntentInfo, InterestInfo, LinkInfo, QueueStats, RouterCounters, Snapshot,
+};

@@ -1,0 +1,107 @@
+//! Link events: what handles learn about the other side of their links.
+
+use dndm_core::{LinkError, PeerId, Route, RoutePattern};
+use tokio::sync::broadcast;
+
+use crate::snapshot::HandleId;
+
+/// Capacity of each handle's event channel; a listener that falls further behind is told how
+/// many events it missed ([`EventsError::Lagged`]).
+pub(crate) const EVENT_CAPACITY: usize = 64;
+
+/// Where the other side of a link lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Origin {
+    /// In this router.
+    Local,
+    /// At a peer reached through an endpoint.
+    Peer(PeerId),
+}
+
+/// Something that happened to a handle's links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkEvent {
+    /// A link was made.
+    Linked {
+        /// The handle on the other side.
+        other: HandleId,
+        /// The intent's route.
+        route: Route,
+        /// The interest's pattern.
+        pattern: RoutePattern,
+        /// Where the other side lives.
+        origin: Origin,
+    },
+    /// A link was removed (the other side closed or went away).
+    Unlinked {
+        /// The handle on the other side.
+        other: HandleId,
+        /// Where the other side lived.
+        origin: Origin,
+    },
+    /// A match was refused (e.g. same type name, different schema fingerprint).
+    Refused {
+        /// The handle on the other side.
+        other: HandleId,
+        /// The intent's route.
+        route: Route,
+        /// The interest's pattern.
+        pattern: RoutePattern,
+        /// Where the other side lives.
+        origin: Origin,
+        /// Why.
+        error: LinkError,
+    },
+}
+
+/// Why [`LinkEvents::recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// The handle is gone; no more events will come.
+    #[error("event stream closed")]
+    Closed,
+    /// The listener fell behind and missed this many events; the next call resumes.
+    #[error("missed {0} events")]
+    Lagged(u64),
+}
+
+/// A handle's stream of [`LinkEvent`]s (bounded; see [`EventsError::Lagged`]).
+#[derive(Debug)]
+pub struct LinkEvents {
+    rx: broadcast::Receiver<LinkEvent>,
+}
+
+impl LinkEvents {
+    pub(crate) fn new(rx: broadcast::Receiver<LinkEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// Waits for the next event.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// [`EventsError::Closed`] when the handle is gone, [`EventsError::Lagged`] when events were
+    /// missed.
+    pub async fn recv(&mut self) -> Result<LinkEvent, EventsError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Closed => EventsError::Closed,
+            broadcast::error::RecvError::Lagged(n) => EventsError::Lagged(n),
+        })
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<LinkEvent> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The publisher handle [`Intent`] and its fan-out.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use dndm_core::{Fingerprint, Message, PayloadSink, Qos, Route, SinkError};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use crate::error::{SendError, SendErrorKind, WaitError};
+use crate::events::{EVENT_CAPACITY, LinkEvent, LinkEvents};
+use crate::queue::{Push, Queue};
+use crate::router::Inner;
+use crate::snapshot::HandleId;
+
+/// Where an intent's messages go.
+enum Sink<T> {
+    /// A local interest's queue: gets the `Arc<T>` itself (zero copy).
+    Local(Arc<Queue<T>>),
+    /// A peer's interest: gets the encoded bytes (encoded once per message).
+    Peer(Arc<dyn PayloadSink>),
+}
+
+impl<T> Clone for Sink<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Local(queue) => Self::Local(queue.clone()),
+            Self::Peer(sink) => Self::Peer(sink.clone()),
+        }
+    }
+}
+
+/// Publisher state shared between the handle and the linker.
+pub(crate) struct IntentShared<T> {
+    /// The linked sinks, replaced wholesale by the linker (which serialises writers), read
+    /// lock-free by `send`.
+    sinks: ArcSwap<Vec<(HandleId, Sink<T>)>>,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<LinkEvent>,
+    pub(crate) sent: AtomicU64,
+    pub(crate) send_failures: AtomicU64,
+}
+
+/// Subscriber count and closed flag, watched by `interested()`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Status {
+    subscribers: usize,
+    closed: bool,
+}
+
+impl<T: Message> IntentShared<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            sinks: ArcSwap::from_pointee(Vec::new()),
+            status: watch::Sender::new(Status::default()),
+            events: broadcast::Sender::new(EVENT_CAPACITY),
+            sent: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Sink<T>)>)) {
+        let mut sinks = Vec::clone(&self.sinks.load());
+        f(&mut sinks);
+        let subscribers = sinks.len();
+        self.sinks.store(Arc::new(sinks));
+        self.status.send_modify(|s| s.subscribers = subscribers);
+    }
+}
+
+/// The linker's type-erased view of a local intent.
+pub(crate) trait IntentSlot: Send + Sync {
+    /// Links a local interest; `queue` is its `Arc<Queue<T>>`. False if the types differ.
+    fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool;
+    /// Links a peer's interest.
+    fn link_peer(&self, interest: HandleId, sink: Arc<dyn PayloadSink>);
+    /// Removes a link.
+    fn unlink(&self, interest: HandleId);
+    /// Reports a link event to the handle's event stream.
+    fn event(&self, event: LinkEvent);
+    /// Closes the intent: sends fail, waiters wake.
+    fn close(&self);
+    /// Number of linked subscribers.
+    fn subscribers(&self) -> usize;
+    /// Messages sent and sends that failed.
+    fn counters(&self) -> (u64, u64);
+}
+
+impl<T: Message> IntentSlot for IntentShared<T> {
+    fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool {
+        match queue.clone().downcast::<Queue<T>>() {
+            Ok(queue) => {
+                self.update(|sinks| sinks.push((interest, Sink::Local(queue))));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn link_peer(&self, interest: HandleId, sink: Arc<dyn PayloadSink>) {
+        self.update(|sinks| sinks.push((interest, Sink::Peer(sink))));
+    }
+
+    fn unlink(&self, interest: HandleId) {
+        self.update(|sinks| sinks.retain(|(id, _)| *id != interest));
+    }
+
+    fn event(&self, event: LinkEvent) {
+        // No receiver is fine: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+
+    fn close(&self) {
+        self.sinks.store(Arc::new(Vec::new()));
+        self.status.send_modify(|s| {
+            s.subscribers = 0;
+            s.closed = true;
+        });
+    }
+
+    fn subscribers(&self) -> usize {
+        self.status.borrow().subscribers
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        (self.sent.load(Ordering::Relaxed), self.send_failures.load(Ordering::Relaxed))
+    }
+}
+
+/// A publisher of `T` on one route.
+///
+/// Messages go to every linked interest: local interests get the same `Arc<T>` (no copy), peer
+/// interests get the message encoded once. Dropping the intent (or [`Intent::close`]) unlinks it
+/// everywhere, including in peers' adverts.
+pub struct Intent<T: Message> {
+    pub(crate) id: HandleId,
+    pub(crate) route: Route,
+    pub(crate) qos: Qos,
+    pub(crate) send_timeout: Duration,
+    pub(crate) shared: Arc<IntentShared<T>>,
+    pub(crate) router: Arc<Inner>,
+}
+
+impl<T: Message> Intent<T> {
+    /// Sends a message to every linked subscriber.
+    ///
+    /// Never waits for `DropOldest` and `DropNewest` subscribers; waits up to the send timeout
+    /// for each full `Block` subscriber. A message with no subscriber is dropped (check
+    /// [`Intent::interested`] first when that matters).
+    ///
+    /// # Cancel safety
+    /// Cancelling while waiting on a full subscriber leaves the message delivered to the
+    /// subscribers before it and not to those after.
+    ///
+    /// # Errors
+    /// [`SendErrorKind::Closed`] when the intent or router is closed;
+    /// [`SendErrorKind::Timeout`] when a `Block` subscriber stayed full (every other subscriber
+    /// got the message). The error hands the message back.
+    pub async fn send(&self, message: T) -> Result<(), SendError<T>> {
+        self.send_arc(Arc::new(message)).await
+    }
+
+    /// Sends a shared message: every local subscriber receives this very `Arc`.
+    ///
+    /// # Cancel safety
+    /// As [`Intent::send`].
+    ///
+    /// # Errors
+    /// As [`Intent::send`].
+    pub async fn send_arc(&self, message: Arc<T>) -> Result<(), SendError<T>> {
+        let sinks = self.shared.sinks.load();
+        if sinks.is_empty() && self.is_closed() {
+            return Err(self.fail(SendErrorKind::Closed, message));
+        }
+        let mut encoded: Option<Bytes> = None;
+        let mut undelivered = 0;
+        let mut deadline = None;
+        for (_, sink) in sinks.iter() {
+            match sink {
+                Sink::Local(queue) => {
+                    if let Push::Full(back) = queue.try_push(message.clone()) {
+                        let deadline =
+                            *deadline.get_or_insert_with(|| Instant::now() + self.send_timeout);
+                        drop(back);
+                        if let Push::Full(_) = queue.push(message.clone(), Some(deadline)).await {
+                            undelivered += 1;
+                        }
+                    }
+                }
+                Sink::Peer(peer) => {
+                    let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
+                    // A peer that went away is unlinked by the endpoint; nothing to report here.
+                    if let Err(SinkError::Full) = peer.send(&self.route, bytes).await {
+                        undelivered += 1;
+                    }
+                }
+            }
+        }
+        if undelivered > 0 {
+            return Err(self.fail(SendErrorKind::Timeout { undelivered }, message));
+        }
+        self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends without ever waiting: a full `Block` subscriber does not get the message.
+    ///
+    /// # Errors
+    /// [`SendErrorKind::Closed`] when closed; [`SendErrorKind::Full`] when a `Block` subscriber
+    /// (local or peer) was full (every other subscriber got the message).
+    pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
+        let message = Arc::new(message);
+        let sinks = self.shared.sinks.load();
+        if sinks.is_empty() && self.is_closed() {
+            return Err(self.fail(SendErrorKind::Closed, message));
+        }
+        let mut encoded: Option<Bytes> = None;
+        let mut undelivered = 0;
+        for (_, sink) in sinks.iter() {
+            let full = match sink {
+                Sink::Local(queue) => matches!(queue.try_push(message.clone()), Push::Full(_)),
+                Sink::Peer(peer) => {
+                    let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
+                    matches!(peer.try_send(&self.route, bytes), Err(SinkError::Full))
+                }
+            };
+            undelivered += usize::from(full);
+        }
+        if undelivered > 0 {
+            return Err(self.fail(SendErrorKind::Full { undelivered }, message));
+        }
+        self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until at least one subscriber is linked; returns the subscriber count.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// [`WaitError::Closed`] when the intent or router closes first.
+    pub async fn interested(&self) -> Result<usize, WaitError> {
+        let mut status = self.shared.status.subscribe();
+        let status = status
+            .wait_for(|s| s.subscribers > 0 || s.closed)
+            .await
+            .map_err(|_| WaitError::Closed)?;
+        if status.subscribers > 0 { Ok(status.subscribers) } else { Err(WaitError::Closed) }
+    }
+
+    /// [`Intent::interested`] with a timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// [`WaitError::Timeout`] when nobody subscribed in time; [`WaitError::Closed`].
+    pub async fn wait_for_interest(&self, timeout: Duration) -> Result<usize, WaitError> {
+        match tokio::time::timeout(timeout, self.interested()).await {
+            Ok(result) => result,
+            Err(_) => Err(WaitError::Timeout(timeout)),
+        }
+    }
+
+    /// Number of linked subscribers (local and peer interests).
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.subscribers()
+    }
+
+    /// A stream of link events (linked, unlinked, refused) from now on.
+    pub fn events(&self) -> LinkEvents {
+        LinkEvents::new(self.shared.events.subscribe())
+    }
+
+    /// The route this intent publishes on.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The schema fingerprint advertised for this intent.
+    pub fn fingerprint(&self) -> Fingerprint {
+        T::fingerprint()
+    }
+
+    /// The quality of service of this intent.
+    pub fn qos(&self) -> Qos {
+        self.qos
+    }
+
+    /// This intent's id in snapshots and link events.
+    pub fn id(&self) -> HandleId {
+        self.id
+    }
+
+    /// Whether the intent (or its router) is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.status.borrow().closed
+    }
+
+    /// Unlinks the intent everywhere; later sends fail with [`SendErrorKind::Closed`].
+    pub fn close(&self) {
+        self.router.remove_handle(self.id);
+    }
+
+    fn fail(&self, kind: SendErrorKind, message: Arc<T>) -> SendError<T> {
+        self.shared.send_failures.fetch_add(1, Ordering::Relaxed);
+        SendError::new(kind, message)
+    }
+}
+
+/// Encodes a message for peers, once per send.
+fn encode<T: Message>(message: &T) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+impl<T: Message> Drop for Intent<T> {
+    fn drop(&mut self) {
+        self.router.remove_handle(self.id);
+    }
+}
+
+impl<T: Message> std::fmt::Debug for Intent<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intent")
+            .field("id", &self.id)
+            .field("route", &self.route)
+            .field("subscribers", &self.subscriber_count())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,490 @@
+//! The Linker: the table of intents and interests, and the rule that links them.
+//!
+//! All changes happen under one lock (held by [`Inner`](crate::router::Inner)), so a publish
+//! and a subscribe racing each other always end linked, and a snapshot is one consistent copy.
+//!
+//! Linking rule: an intent and an interest link when the interest's pattern matches the
+//! intent's route, their fingerprints are equal, and at least one side is local (a peer's
+//! intent is never linked to a peer's interest: no forwarding, no loops).
+
+use std::any::TypeId;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use dndm_core::{
+    Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, PeerId, Qos,
+    Route, RoutePattern, SinkError,
+};
+
+use crate::events::{LinkEvent, Origin};
+use crate::intent::IntentSlot;
+use crate::interest::InterestSlot;
+use crate::snapshot::{HandleId, IntentInfo, InterestInfo, LinkInfo, RouterCounters};
+
+/// The publishing side of an intent entry.
+pub(crate) enum IntentSide {
+    /// A local [`Intent`](crate::Intent).
+    Local(Arc<dyn IntentSlot>),
+    /// A peer's intent: payloads from the endpoint fan in to linked local interests.
+    Peer(Arc<PeerIntent>),
+}
+
+/// The subscribing side of an interest entry.
+pub(crate) enum InterestSide {
+    /// A local [`Interest`](crate::Interest).
+    Local(Arc<dyn InterestSlot>),
+    /// A peer's interest: the endpoint's sink.
+    Peer(Arc<dyn PayloadSink>),
+}
+
+pub(crate) struct IntentEntry {
+    pub(crate) route: Route,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) qos: Qos,
+    pub(crate) origin: Origin,
+    /// The Rust type, for local intents (same name + fingerprint but another type: refused).
+    pub(crate) type_id: Option<TypeId>,
+    pub(crate) side: IntentSide,
+    links: BTreeSet<HandleId>,
+}
+
+pub(crate) struct InterestEntry {
+    pub(crate) pattern: RoutePattern,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) origin: Origin,
+    pub(crate) type_id: Option<TypeId>,
+    pub(crate) side: InterestSide,
+    links: BTreeSet<HandleId>,
+}
+
+impl IntentEntry {
+    pub(crate) fn new(
+        route: Route,
+        fingerprint: Fingerprint,
+        qos: Qos,
+        origin: Origin,
+        type_id: Option<TypeId>,
+        side: IntentSide,
+    ) -> Self {
+        Self { route, fingerprint, qos, origin, type_id, side, links: BTreeSet::new() }
+    }
+}
+
+impl InterestEntry {
+    pub(crate) fn new(
+        pattern: RoutePattern,
+        fingerprint: Fingerprint,
+        origin: Origin,
+        type_id: Option<TypeId>,
+        side: InterestSide,
+    ) -> Self {
+        Self { pattern, fingerprint, origin, type_id, side, links: BTreeSet::new() }
+    }
+}
+
+enum Entry {
+    Intent(IntentEntry),
+    Interest(InterestEntry),
+}
+
+impl Entry {
+    fn type_name(&self) -> &str {
+        match self {
+            Self::Intent(e) => e.route.type_name(),
+            Self::Interest(e) => e.pattern.type_name(),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        match self {
+            Self::Intent(e) => e.origin,
+            Self::Interest(e) => e.origin,
+        }
+    }
+
+    fn links_mut(&mut self) -> &mut BTreeSet<HandleId> {
+        match self {
+            Self::Intent(e) => &mut e.links,
+            Self::Interest(e) => &mut e.links,
+        }
+    }
+}
+
+/// A peer's intent as seen by local interests: fans payloads in to every linked local queue.
+#[derive(Debug)]
+pub(crate) struct PeerIntent {
+    sinks: ArcSwap<Vec<(HandleId, Arc<dyn PayloadSink>)>>,
+}
+
+impl PeerIntent {
+    fn new() -> Self {
+        Self { sinks: ArcSwap::from_pointee(Vec::new()) }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Arc<dyn PayloadSink>)>)) {
+        let mut sinks = Vec::clone(&self.sinks.load());
+        f(&mut sinks);
+        self.sinks.store(Arc::new(sinks));
+    }
+}
+
+#[async_trait::async_trait]
+impl PayloadSink for PeerIntent {
+    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        let sinks = self.sinks.load_full();
+        let mut result = Ok(());
+        for (_, sink) in sinks.iter() {
+            match sink.send(route, payload.clone()).await {
+                // A decode error is the peer's fault: report it, the link decides.
+                Err(e @ SinkError::Decode { .. }) => result = Err(e),
+                // A local interest that closed meanwhile is being unlinked; not an error.
+                _ => {}
+            }
+        }
+        result
+    }
+
+    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        let sinks = self.sinks.load();
+        let mut result = Ok(());
+        for (_, sink) in sinks.iter() {
+            match sink.try_send(route, payload.clone()) {
+                Err(e @ (SinkError::Decode { .. } | SinkError::Full)) => result = Err(e),
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+/// The table of intents and interests.
+#[derive(Default)]
+pub(crate) struct Linker {
+    pub(crate) closed: bool,
+    entries: HashMap<HandleId, Entry>,
+    /// Entries by type name: only entries of one type name can ever link.
+    by_type: HashMap<String, BTreeSet<HandleId>>,
+    /// Local intents per advert, so endpoints see each route once.
+    intent_ads: HashMap<IntentAd, usize>,
+    /// Local interests per advert, so endpoints see each pattern once.
+    interest_ads: HashMap<InterestAd, usize>,
+    /// Entries declared by each peer.
+    by_peer: HashMap<PeerId, BTreeSet<HandleId>>,
+    pub(crate) endpoints: Vec<Arc<dyn Endpoint>>,
+    pub(crate) counters: RouterCounters,
+}
+
+impl Linker {
+    /// Adds an intent and links it to every matching interest.
+    pub(crate) fn add_intent(&mut self, id: HandleId, entry: IntentEntry) {
+        if entry.origin == Origin::Local {
+            let ad = IntentAd { route: entry.route.clone(), fingerprint: entry.fingerprint, qos: entry.qos };
+            self.advertise_intent(ad, true);
+        }
+        self.insert(id, Entry::Intent(entry));
+    }
+
+    /// Adds an interest and links it to every matching intent.
+    pub(crate) fn add_interest(&mut self, id: HandleId, entry: InterestEntry) {
+        if entry.origin == Origin::Local {
+            let ad = InterestAd { pattern: entry.pattern.clone(), fingerprint: entry.fingerprint };
+            self.advertise_interest(ad, true);
+        }
+        self.insert(id, Entry::Interest(entry));
+    }
+
+    fn insert(&mut self, id: HandleId, entry: Entry) {
+        let type_name = entry.type_name().to_owned();
+        if let Origin::Peer(peer) = entry.origin() {
+            self.by_peer.entry(peer).or_default().insert(id);
+        }
+        let candidates: Vec<HandleId> =
+            self.by_type.get(&type_name).map(|ids| ids.iter().copied().collect()).unwrap_or_default();
+        self.entries.insert(id, entry);
+        self.by_type.entry(type_name).or_default().insert(id);
+        for other in candidates {
+            self.try_link(id, other);
+        }
+    }
+
+    /// Links `a` and `b` if one is an intent, the other an interest, and they match.
+    fn try_link(&mut self, a: HandleId, b: HandleId) {
+        let (intent_id, interest_id) = match (self.entries.get(&a), self.entries.get(&b)) {
+            (Some(Entry::Intent(_)), Some(Entry::Interest(_))) => (a, b),
+            (Some(Entry::Interest(_)), Some(Entry::Intent(_))) => (b, a),
+            _ => return,
+        };
+        let (Some(Entry::Intent(intent)), Some(Entry::Interest(interest))) =
+            (self.entries.get(&intent_id), self.entries.get(&interest_id))
+        else {
+            return;
+        };
+        if !interest.pattern.matches(&intent.route) {
+            return;
+        }
+        if intent.origin != Origin::Local && interest.origin != Origin::Local {
+            return;
+        }
+        let refusal = if intent.fingerprint != interest.fingerprint {
+            self.counters.fingerprint_mismatches += 1;
+            Some(LinkError::FingerprintMismatch {
+                type_name: intent.route.type_name().to_owned(),
+                intent: intent.fingerprint,
+                interest: interest.fingerprint,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
+            self.refuse(intent_id, interest_id, error);
+            return;
+        }
+        let linked = match (&intent.side, &interest.side) {
+            (IntentSide::Local(slot), InterestSide::Local(queue)) => {
+                intent.type_id == interest.type_id && slot.link_local(interest_id, &queue.queue_any())
+            }
+            (IntentSide::Local(slot), InterestSide::Peer(sink)) => {
+                slot.link_peer(interest_id, sink.clone());
+                true
+            }
+            (IntentSide::Peer(fan_in), InterestSide::Local(queue)) => {
+                let sink = queue.payload_sink();
+                fan_in.update(|sinks| sinks.push((interest_id, sink)));
+                true
+            }
+            (IntentSide::Peer(_), InterestSide::Peer(_)) => false,
+        };
+        if !linked {
+            self.counters.type_mismatches += 1;
+            let error = LinkError::RustTypeMismatch { type_name: intent.route.type_name().to_owned() };
+            tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
+            self.refuse(intent_id, interest_id, error);
+            return;
+        }
+        let (route, pattern) = (intent.route.clone(), interest.pattern.clone());
+        let (intent_origin, interest_origin) = (intent.origin, interest.origin);
+        self.notify(intent_id, LinkEvent::Linked {
+            other: interest_id,
+            route: route.clone(),
+            pattern: pattern.clone(),
+            origin: interest_origin,
+        });
+        self.notify(interest_id, LinkEvent::Linked { other: intent_id, route, pattern, origin: intent_origin });
+        if let Some(entry) = self.entries.get_mut(&intent_id) {
+            entry.links_mut().insert(interest_id);
+        }
+        if let Some(entry) = self.entries.get_mut(&interest_id) {
+            entry.links_mut().insert(intent_id);
+        }
+    }
+
+    fn refuse(&self, intent_id: HandleId, interest_id: HandleId, error: LinkError) {
+        let (Some(Entry::Intent(intent)), Some(Entry::Interest(interest))) =
+            (self.entries.get(&intent_id), self.entries.get(&interest_id))
+        else {
+            return;
+        };
+        let event = |other, origin| LinkEvent::Refused {
+            other,
+            route: intent.route.clone(),
+            pattern: interest.pattern.clone(),
+            origin,
+            error: error.clone(),
+        };
+        self.notify(intent_id, event(interest_id, interest.origin));
+        self.notify(interest_id, event(intent_id, intent.origin));
+    }
+
+    /// Sends an event to a local handle's stream (peer entries have none).
+    fn notify(&self, id: HandleId, event: LinkEvent) {
+        match self.entries.get(&id) {
+            Some(Entry::Intent(IntentEntry { side: IntentSide::Local(slot), .. })) => slot.event(event),
+            Some(Entry::Interest(InterestEntry { side: InterestSide::Local(slot), .. })) => {
+                slot.event(event);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes an entry, unlinks it everywhere, closes it if local. Idempotent.
+    pub(crate) fn remove(&mut self, id: HandleId) {
+        let Some(mut entry) = self.entries.remove(&id) else { return };
+        if let Some(ids) = self.by_type.get_mut(entry.type_name()) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_type.remove(entry.type_name());
+            }
+        }
+        let origin = entry.origin();
+        if let Origin::Peer(peer) = origin {
+            if let Some(ids) = self.by_peer.get_mut(&peer) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_peer.remove(&peer);
+                }
+            }
+        }
+        for other in std::mem::take(entry.links_mut()) {
+            let Some(other_entry) = self.entries.get_mut(&other) else { continue };
+            other_entry.links_mut().remove(&id);
+            match other_entry {
+                Entry::Intent(IntentEntry { side: IntentSide::Local(slot), .. }) => slot.unlink(id),
+                Entry::Intent(IntentEntry { side: IntentSide::Peer(fan_in), .. }) => {
+                    fan_in.update(|sinks| sinks.retain(|(sink_id, _)| *sink_id != id));
+                }
+                Entry::Interest(_) => {}
+            }
+            self.notify(other, LinkEvent::Unlinked { other: id, origin });
+        }
+        match entry {
+            Entry::Intent(e) => {
+                if let IntentSide::Local(slot) = &e.side {
+                    slot.close();
+                    let ad = IntentAd { route: e.route, fingerprint: e.fingerprint, qos: e.qos };
+                    self.advertise_intent(ad, false);
+                }
+            }
+            Entry::Interest(e) => {
+                if let InterestSide::Local(slot) = &e.side {
+                    slot.close();
+                    let ad = InterestAd { pattern: e.pattern, fingerprint: e.fingerprint };
+                    self.advertise_interest(ad, false);
+                }
+            }
+        }
+    }
+
+    /// Removes every entry (router close).
+    pub(crate) fn remove_all(&mut self) {
+        let ids: Vec<HandleId> = self.entries.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    /// Finds a peer's intent on `route`.
+    pub(crate) fn peer_intent(&self, peer: &PeerId, route: &Route) -> Option<HandleId> {
+        self.by_peer.get(peer)?.iter().copied().find(|id| {
+            matches!(self.entries.get(id), Some(Entry::Intent(e)) if e.route == *route)
+        })
+    }
+
+    /// Finds a peer's interest on `pattern`.
+    pub(crate) fn peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) -> Option<HandleId> {
+        self.by_peer.get(peer)?.iter().copied().find(|id| {
+            matches!(self.entries.get(id), Some(Entry::Interest(e)) if e.pattern == *pattern)
+        })
+    }
+
+    /// Everything a peer declared.
+    pub(crate) fn peer_entries(&self, peer: &PeerId) -> Vec<HandleId> {
+        self.by_peer.get(peer).map(|ids| ids.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// A peer intent's fan-in sink.
+    pub(crate) fn peer_intent_sink(&self, id: HandleId) -> Option<Arc<PeerIntent>> {
+        match self.entries.get(&id) {
+            Some(Entry::Intent(IntentEntry { side: IntentSide::Peer(fan_in), .. })) => Some(fan_in.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn new_peer_intent() -> Arc<PeerIntent> {
+        Arc::new(PeerIntent::new())
+    }
+
+    /// The current local route set, as `*Added` changes (for a starting endpoint).
+    pub(crate) fn local_adverts(&self) -> Vec<LocalChange> {
+        let intents = self.intent_ads.keys().cloned().map(LocalChange::IntentAdded);
+        let interests = self.interest_ads.keys().cloned().map(LocalChange::InterestAdded);
+        intents.chain(interests).collect()
+    }
+
+    fn advertise_intent(&mut self, ad: IntentAd, added: bool) {
+        if let Some(change) = count(&mut self.intent_ads, ad, added, LocalChange::IntentAdded, LocalChange::IntentRemoved) {
+            self.broadcast(change);
+        }
+    }
+
+    fn advertise_interest(&mut self, ad: InterestAd, added: bool) {
+        if let Some(change) =
+            count(&mut self.interest_ads, ad, added, LocalChange::InterestAdded, LocalChange::InterestRemoved)
+        {
+            self.broadcast(change);
+        }
+    }
+
+    fn broadcast(&self, change: LocalChange) {
+        for endpoint in &self.endpoints {
+            endpoint.on_local_change(change.clone());
+        }
+    }
+
+    /// Intents, interests and links, ordered by id.
+    pub(crate) fn infos(&self) -> (Vec<IntentInfo>, Vec<InterestInfo>, Vec<LinkInfo>) {
+        let mut ids: Vec<&HandleId> = self.entries.keys().collect();
+        ids.sort();
+        let (mut intents, mut interests, mut links) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            match &self.entries[id] {
+                Entry::Intent(e) => {
+                    let (sent, send_failures) = match &e.side {
+                        IntentSide::Local(slot) => slot.counters(),
+                        IntentSide::Peer(_) => (0, 0),
+                    };
+                    links.extend(e.links.iter().map(|&interest| LinkInfo { intent: *id, interest }));
+                    intents.push(IntentInfo {
+                        id: *id,
+                        route: e.route.clone(),
+                        fingerprint: e.fingerprint,
+                        qos: e.qos,
+                        origin: e.origin,
+                        subscribers: e.links.len(),
+                        sent,
+                        send_failures,
+                    });
+                }
+                Entry::Interest(e) => interests.push(InterestInfo {
+                    id: *id,
+                    pattern: e.pattern.clone(),
+                    fingerprint: e.fingerprint,
+                    origin: e.origin,
+                    publishers: e.links.len(),
+                    queue: match &e.side {
+                        InterestSide::Local(slot) => Some(slot.stats()),
+                        InterestSide::Peer(_) => None,
+                    },
+                }),
+            }
+        }
+        links.sort();
+        (intents, interests, links)
+    }
+}
+
+/// Reference-counts an advert; returns the change to broadcast on the first add / last remove.
+fn count<A: std::hash::Hash + Eq + Clone>(
+    counts: &mut HashMap<A, usize>,
+    ad: A,
+    added: bool,
+    on_add: fn(A) -> LocalChange,
+    on_remove: fn(A) -> LocalChange,
+) -> Option<LocalChange> {
+    if added {
+        let n = counts.entry(ad.clone()).or_insert(0);
+        *n += 1;
+        (*n == 1).then(|| on_add(ad))
+    } else {
+        let n = counts.get_mut(&ad)?;
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&ad);
+            Some(on_remove(ad))
+        } else {
+            None
+        }
+    }
+}

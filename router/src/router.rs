@@ -1,0 +1,504 @@
+//! The [`Router`] handle, its builder, and its lifecycle.
+
+use std::any::TypeId;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use dndm_core::{
+    Endpoint, EndpointError, IntentAd, InterestAd, LinkError, Message, Overflow, PayloadSink,
+    PeerId, Qos, Route, RoutePattern, RouterPort,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{BuildError, PublishError, SubscribeError};
+use crate::events::Origin;
+use crate::intent::{Intent, IntentShared};
+use crate::interest::{Interest, InterestShared};
+use crate::linker::{IntentEntry, IntentSide, InterestEntry, InterestSide, Linker};
+use crate::service::Services;
+use crate::snapshot::{HandleId, Snapshot};
+
+/// Largest accepted queue capacity per interest.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
+/// Router-wide defaults, checked by [`RouterBuilder::build`].
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) name: String,
+    pub(crate) queue_capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) send_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_concurrent_requests: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            name: "dndm".to_owned(),
+            queue_capacity: 1024,
+            overflow: Overflow::DropOldest,
+            send_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+/// State shared by the router handle, its intents, interests, services and endpoints.
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    linker: Mutex<Linker>,
+    pub(crate) services: Services,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+    next_id: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn linker(&self) -> MutexGuard<'_, Linker> {
+        // Linker methods never panic halfway through an update by design (no user code runs under
+        // this lock), so a poisoned lock holds a consistent table.
+        self.linker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn next_id(&self) -> HandleId {
+        HandleId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Unlinks and closes a handle; idempotent.
+    pub(crate) fn remove_handle(&self, id: HandleId) {
+        self.linker().remove(id);
+    }
+
+    /// Everything `close` does that needs no waiting: refuse new work, close every handle and
+    /// service (waking every waiter), cancel tasks. Returns the endpoints to close.
+    fn shutdown(&self) -> Vec<Arc<dyn Endpoint>> {
+        let endpoints = {
+            let mut linker = self.linker();
+            linker.closed = true;
+            linker.remove_all();
+            std::mem::take(&mut linker.endpoints)
+        };
+        self.services.close_all();
+        self.cancel.cancel();
+        self.tracker.close();
+        endpoints
+    }
+}
+
+/// Builds a [`Router`]; every setting has a documented default.
+#[derive(Debug, Default)]
+pub struct RouterBuilder {
+    settings: Settings,
+}
+
+impl RouterBuilder {
+    /// The node name shown in snapshots and to peers. Default `"dndm"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.settings.name = name.into();
+        self
+    }
+
+    /// Default queue capacity of new interests, 1 to [`MAX_QUEUE_CAPACITY`]. Default 1024.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.settings.queue_capacity = capacity;
+        self
+    }
+
+    /// Default overflow policy of new interests. Default [`Overflow::DropOldest`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.settings.overflow = overflow;
+        self
+    }
+
+    /// How long a send waits for a full `Block` subscriber. Default 1 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.send_timeout = timeout;
+        self
+    }
+
+    /// Default timeout of [`Router::request`](crate::Router::request) calls. Default 5 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Requests a service handles at once (more wait in its queue). Default 256.
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.settings.max_concurrent_requests = n;
+        self
+    }
+
+    /// Takes the `node` and `router` sections of a validated [`dndm_core::Config`].
+    pub fn config(self, config: &dndm_core::Config) -> Self {
+        self.name(config.node.name.clone())
+            .queue_capacity(config.router.queue_capacity)
+            .overflow(config.router.overflow)
+            .send_timeout(Duration::from_millis(config.router.send_timeout_ms))
+            .request_timeout(Duration::from_millis(config.router.request_timeout_ms))
+            .max_concurrent_requests(config.router.max_concurrent_requests)
+    }
+
+    /// Checks every setting and builds the router. Needs no runtime; tasks (services,
+    /// endpoints) are spawned on the runtime current when they start.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming the first invalid setting and its value.
+    pub fn build(self) -> Result<Router, BuildError> {
+        let s = &self.settings;
+        let invalid = |field: &'static str, value: String, reason: &'static str| {
+            Err(BuildError::Invalid { field, value, reason })
+        };
+        if s.name.is_empty() || s.name.len() > 64 || s.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid("name", format!("{:?}", s.name), "must be 1 to 64 bytes without whitespace");
+        }
+        if s.queue_capacity == 0 || s.queue_capacity > MAX_QUEUE_CAPACITY {
+            return invalid("queue_capacity", s.queue_capacity.to_string(), "must be between 1 and 1048576");
+        }
+        if s.send_timeout.is_zero() {
+            return invalid("send_timeout", format!("{:?}", s.send_timeout), "must be positive");
+        }
+        if s.request_timeout.is_zero() {
+            return invalid("request_timeout", format!("{:?}", s.request_timeout), "must be positive");
+        }
+        if s.max_concurrent_requests == 0 || s.max_concurrent_requests > 65536 {
+            return invalid(
+                "max_concurrent_requests",
+                s.max_concurrent_requests.to_string(),
+                "must be between 1 and 65536",
+            );
+        }
+        let inner = Arc::new(Inner {
+            settings: self.settings,
+            linker: Mutex::new(Linker::default()),
+            services: Services::default(),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            next_id: AtomicU64::new(1),
+        });
+        Ok(Router { _close_on_drop: Arc::new(CloseOnDrop(inner.clone())), inner })
+    }
+}
+
+/// Closes the router when the last [`Router`] clone is dropped (without waiting).
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        // Endpoints get their cancellation through the token; nobody is left to await them.
+        let _ = self.0.shutdown();
+    }
+}
+
+/// Options for one intent ([`Router::publish_with`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// Quality of service on network links. Default best effort.
+    pub qos: Qos,
+    /// How long a send waits for a full `Block` subscriber. Default: the router's.
+    pub send_timeout: Option<Duration>,
+}
+
+impl PublishOptions {
+    /// Sets the quality of service.
+    pub fn qos(mut self, qos: Qos) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Sets the send timeout.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
+    }
+}
+
+/// Options for one interest ([`Router::subscribe_with`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// Queue capacity, 1 to [`MAX_QUEUE_CAPACITY`]. Default: the router's.
+    pub capacity: Option<usize>,
+    /// Overflow policy. Default: the router's.
+    pub overflow: Option<Overflow>,
+}
+
+impl SubscribeOptions {
+    /// Sets the queue capacity.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Sets the overflow policy.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
+}
+
+/// Matches intents to interests and links them; the entry point of dndm.
+///
+/// Cheap to clone; every clone is the same router. [`Router::close`] closes every handle, wakes
+/// every waiter and returns when every task the router spawned has ended. Dropping the last
+/// clone closes too, without waiting.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<Inner>,
+    _close_on_drop: Arc<CloseOnDrop>,
+}
+
+impl Router {
+    /// A builder with default settings.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// Declares an intent to publish `T` on `path` (the route is `T::type_name()@path`).
+    ///
+    /// # Errors
+    /// [`PublishError::Route`] for an invalid path; [`PublishError::Closed`].
+    pub fn publish<T: Message>(&self, path: &str) -> Result<Intent<T>, PublishError> {
+        self.publish_with(path, PublishOptions::default())
+    }
+
+    /// [`Router::publish`] with options.
+    ///
+    /// # Errors
+    /// As [`Router::publish`].
+    pub fn publish_with<T: Message>(
+        &self,
+        path: &str,
+        options: PublishOptions,
+    ) -> Result<Intent<T>, PublishError> {
+        let route = Route::new(&T::type_name(), path)?;
+        let shared = Arc::new(IntentShared::<T>::new());
+        let id = self.inner.next_id();
+        {
+            let mut linker = self.inner.linker();
+            if linker.closed {
+                return Err(PublishError::Closed);
+            }
+            let entry = IntentEntry::new(
+                route.clone(),
+                T::fingerprint(),
+                options.qos,
+                Origin::Local,
+                Some(TypeId::of::<T>()),
+                IntentSide::Local(shared.clone()),
+            );
+            linker.add_intent(id, entry);
+        }
+        Ok(Intent {
+            id,
+            route,
+            qos: options.qos,
+            send_timeout: options.send_timeout.unwrap_or(self.inner.settings.send_timeout),
+            shared,
+            router: self.inner.clone(),
+        })
+    }
+
+    /// Declares an interest in `T` on `pattern` (a path that may hold `*` and a final `**`).
+    ///
+    /// # Errors
+    /// [`SubscribeError::Pattern`] for an invalid pattern; [`SubscribeError::Closed`].
+    pub fn subscribe<T: Message>(&self, pattern: &str) -> Result<Interest<T>, SubscribeError> {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+    }
+
+    /// [`Router::subscribe`] with options.
+    ///
+    /// # Errors
+    /// As [`Router::subscribe`], plus [`SubscribeError::Capacity`].
+    pub fn subscribe_with<T: Message>(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Interest<T>, SubscribeError> {
+        let pattern: RoutePattern = format!("{}@{pattern}", T::type_name()).parse()?;
+        let capacity = options.capacity.unwrap_or(self.inner.settings.queue_capacity);
+        if capacity == 0 || capacity > MAX_QUEUE_CAPACITY {
+            return Err(SubscribeError::Capacity { value: capacity, max: MAX_QUEUE_CAPACITY });
+        }
+        let overflow = options.overflow.unwrap_or(self.inner.settings.overflow);
+        let shared = Arc::new(InterestShared::<T>::new(capacity, overflow));
+        let id = self.inner.next_id();
+        {
+            let mut linker = self.inner.linker();
+            if linker.closed {
+                return Err(SubscribeError::Closed);
+            }
+            let entry = InterestEntry::new(
+                pattern.clone(),
+                T::fingerprint(),
+                Origin::Local,
+                Some(TypeId::of::<T>()),
+                InterestSide::Local(shared.clone()),
+            );
+            linker.add_interest(id, entry);
+        }
+        Ok(Interest { id, pattern, shared, router: self.inner.clone() })
+    }
+
+    /// Attaches an endpoint (remote link, mesh) and starts it with the current local routes.
+    /// Endpoints are closed in reverse order of attachment.
+    ///
+    /// # Errors
+    /// The endpoint's start error; [`EndpointError::State`] when the router is closed.
+    pub async fn attach(&self, endpoint: Arc<dyn Endpoint>) -> Result<(), EndpointError> {
+        let port: Arc<dyn RouterPort> = Arc::new(Port(Arc::downgrade(&self.inner)));
+        // Register first (under the lock, with the snapshot of adverts) so no change is missed
+        // between the snapshot and the registration.
+        let local = {
+            let mut linker = self.inner.linker();
+            if linker.closed {
+                return Err(EndpointError::State {
+                    endpoint: endpoint.name().to_owned(),
+                    reason: "router is closed",
+                });
+            }
+            linker.endpoints.push(endpoint.clone());
+            linker.local_adverts()
+        };
+        if let Err(error) = endpoint.start(port, local).await {
+            self.inner.linker().endpoints.retain(|e| !Arc::ptr_eq(e, &endpoint));
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// An owned, consistent copy of the router's state.
+    pub fn snapshot(&self) -> Snapshot {
+        let linker = self.inner.linker();
+        let (intents, interests, links) = linker.infos();
+        Snapshot {
+            node: self.inner.settings.name.clone(),
+            closed: linker.closed,
+            intents,
+            interests,
+            links,
+            services: self.inner.services.routes(),
+            endpoints: linker.endpoints.iter().map(|e| e.name().to_owned()).collect(),
+            counters: linker.counters,
+        }
+    }
+
+    /// The node name.
+    pub fn name(&self) -> &str {
+        &self.inner.settings.name
+    }
+
+    /// Whether [`Router::close`] was called (or the last clone dropped).
+    pub fn is_closed(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Closes the router: every intent and interest is unlinked and closed (blocked receivers
+    /// and senders wake with a closed error), services stop, endpoints close in reverse order.
+    /// Returns when every task the router spawned has ended. Idempotent.
+    ///
+    /// # Cancel safety
+    /// Cancelling the wait does not undo the close; tasks still end.
+    pub async fn close(&self) {
+        let endpoints = self.inner.shutdown();
+        for endpoint in endpoints.iter().rev() {
+            endpoint.close().await;
+        }
+        self.inner.tracker.wait().await;
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("name", &self.inner.settings.name)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The [`RouterPort`] given to endpoints. Weak, so endpoints never keep a closed router alive.
+#[derive(Debug)]
+struct Port(Weak<Inner>);
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("name", &self.settings.name).finish_non_exhaustive()
+    }
+}
+
+impl RouterPort for Port {
+    fn add_peer_intent(&self, peer: &PeerId, ad: IntentAd) -> Result<Arc<dyn PayloadSink>, LinkError> {
+        let inner = self.0.upgrade().ok_or(LinkError::Closed)?;
+        let mut linker = inner.linker();
+        if linker.closed {
+            return Err(LinkError::Closed);
+        }
+        // Re-announcing is idempotent: replace the old declaration.
+        if let Some(old) = linker.peer_intent(peer, &ad.route) {
+            linker.remove(old);
+        }
+        let fan_in = Linker::new_peer_intent();
+        let entry = IntentEntry::new(
+            ad.route,
+            ad.fingerprint,
+            ad.qos,
+            Origin::Peer(*peer),
+            None,
+            IntentSide::Peer(fan_in.clone()),
+        );
+        let id = inner.next_id();
+        linker.add_intent(id, entry);
+        Ok(linker.peer_intent_sink(id).unwrap_or(fan_in))
+    }
+
+    fn remove_peer_intent(&self, peer: &PeerId, route: &Route) {
+        let Some(inner) = self.0.upgrade() else { return };
+        let mut linker = inner.linker();
+        if let Some(id) = linker.peer_intent(peer, route) {
+            linker.remove(id);
+        }
+    }
+
+    fn add_peer_interest(
+        &self,
+        peer: &PeerId,
+        ad: InterestAd,
+        sink: Arc<dyn PayloadSink>,
+    ) -> Result<(), LinkError> {
+        let inner = self.0.upgrade().ok_or(LinkError::Closed)?;
+        let mut linker = inner.linker();
+        if linker.closed {
+            return Err(LinkError::Closed);
+        }
+        if let Some(old) = linker.peer_interest(peer, &ad.pattern) {
+            linker.remove(old);
+        }
+        let entry =
+            InterestEntry::new(ad.pattern, ad.fingerprint, Origin::Peer(*peer), None, InterestSide::Peer(sink));
+        let id = inner.next_id();
+        linker.add_interest(id, entry);
+        Ok(())
+    }
+
+    fn remove_peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) {
+        let Some(inner) = self.0.upgrade() else { return };
+        let mut linker = inner.linker();
+        if let Some(id) = linker.peer_interest(peer, pattern) {
+            linker.remove(id);
+        }
+    }
+
+    fn remove_peer(&self, peer: &PeerId) {
+        let Some(inner) = self.0.upgrade() else { return };
+        let mut linker = inner.linker();
+        for id in linker.peer_entries(peer) {
+            linker.remove(id);
+        }
+    }
+}

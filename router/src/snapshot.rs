@@ -1,0 +1,135 @@
+//! Owned, consistent copies of the router's state ([`Router::snapshot`](crate::Router::snapshot)).
+
+use std::fmt;
+
+use dndm_core::{Fingerprint, Overflow, Qos, Route, RoutePattern};
+
+use crate::events::Origin;
+
+/// Identifies an intent, an interest or a service within one router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandleId(pub(crate) u64);
+
+impl HandleId {
+    /// The numeric id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for HandleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Depth, policy and counters of one interest's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages queued now.
+    pub len: usize,
+    /// Queue capacity.
+    pub capacity: usize,
+    /// Overflow policy.
+    pub overflow: Overflow,
+    /// Messages accepted into the queue (including those later evicted).
+    pub accepted: u64,
+    /// Messages handed to the receiver.
+    pub delivered: u64,
+    /// Messages evicted by `DropOldest`.
+    pub dropped_oldest: u64,
+    /// Messages discarded by `DropNewest`.
+    pub dropped_newest: u64,
+    /// Payloads from peers that did not decode.
+    pub decode_errors: u64,
+}
+
+impl QueueStats {
+    /// All drops, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_oldest + self.dropped_newest + self.decode_errors
+    }
+}
+
+/// One intent in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IntentInfo {
+    /// Its id.
+    pub id: HandleId,
+    /// Its route.
+    pub route: Route,
+    /// Its schema fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Its quality of service.
+    pub qos: Qos,
+    /// Local, or declared by a peer.
+    pub origin: Origin,
+    /// Linked interests.
+    pub subscribers: usize,
+    /// Messages sent (local intents only).
+    pub sent: u64,
+    /// Sends that failed (local intents only).
+    pub send_failures: u64,
+}
+
+/// One interest in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InterestInfo {
+    /// Its id.
+    pub id: HandleId,
+    /// Its pattern.
+    pub pattern: RoutePattern,
+    /// Its schema fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Local, or declared by a peer.
+    pub origin: Origin,
+    /// Linked intents.
+    pub publishers: usize,
+    /// Queue state (local interests only).
+    pub queue: Option<QueueStats>,
+}
+
+/// One link in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct LinkInfo {
+    /// The publishing side.
+    pub intent: HandleId,
+    /// The subscribing side.
+    pub interest: HandleId,
+}
+
+/// Router-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterCounters {
+    /// Matches refused because the schema fingerprints differ.
+    pub fingerprint_mismatches: u64,
+    /// Matches refused because one type name is bound to two Rust types.
+    pub type_mismatches: u64,
+}
+
+/// An owned, consistent copy of the router's state, taken under one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The router's node name.
+    pub node: String,
+    /// Whether the router is closed.
+    pub closed: bool,
+    /// Intents, local and peer, ordered by id.
+    pub intents: Vec<IntentInfo>,
+    /// Interests, local and peer, ordered by id.
+    pub interests: Vec<InterestInfo>,
+    /// Links, ordered.
+    pub links: Vec<LinkInfo>,
+    /// Routes served by request/response services.
+    pub services: Vec<Route>,
+    /// Names of attached endpoints.
+    pub endpoints: Vec<String>,
+    /// Router-wide counters.
+    pub counters: RouterCounters,
+}
