@@ -86,13 +86,18 @@ impl<T> SendError<T> {
 
     /// Whether trying again later may succeed (a full subscriber may drain).
     pub fn is_transient(&self) -> bool {
-        matches!(self.kind, SendErrorKind::Timeout { .. } | SendErrorKind::Full { .. })
+        matches!(
+            self.kind,
+            SendErrorKind::Timeout { .. } | SendErrorKind::Full { .. }
+        )
     }
 }
 
 impl<T> std::fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendError").field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("SendError")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -227,7 +232,10 @@ pub enum RequestError {
 impl RequestError {
     /// Whether trying again later may succeed (no listener yet, timeout, service restarting).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::NoListener(_) | Self::Timeout { .. } | Self::ServiceClosed(_))
+        matches!(
+            self,
+            Self::NoListener(_) | Self::Timeout { .. } | Self::ServiceClosed(_)
+        )
     }
 }
 

@@ -127,7 +127,10 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     }
 
     fn counters(&self) -> (u64, u64) {
-        (self.sent.load(Ordering::Relaxed), self.send_failures.load(Ordering::Relaxed))
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.send_failures.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -185,8 +188,7 @@ impl<T: Message> Intent<T> {
                     if let Push::Full(back) = queue.try_push(message.clone()) {
                         let deadline =
                             *deadline.get_or_insert_with(|| Instant::now() + self.send_timeout);
-                        drop(back);
-                        if let Push::Full(_) = queue.push(message.clone(), Some(deadline)).await {
+                        if let Push::Full(_) = queue.push(back, Some(deadline)).await {
                             undelivered += 1;
                         }
                     }
@@ -250,7 +252,11 @@ impl<T: Message> Intent<T> {
             .wait_for(|s| s.subscribers > 0 || s.closed)
             .await
             .map_err(|_| WaitError::Closed)?;
-        if status.subscribers > 0 { Ok(status.subscribers) } else { Err(WaitError::Closed) }
+        if status.subscribers > 0 {
+            Ok(status.subscribers)
+        } else {
+            Err(WaitError::Closed)
+        }
     }
 
     /// [`Intent::interested`] with a timeout.

@@ -3,7 +3,6 @@
 use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,16 +64,16 @@ impl<T: Message> InterestSlot for InterestShared<T> {
     }
 
     fn stats(&self) -> QueueStats {
-        let c = &self.queue.counters;
+        let (len, c) = self.queue.stats();
         QueueStats {
-            len: self.queue.len(),
+            len,
             capacity: self.queue.capacity(),
             overflow: self.queue.overflow(),
-            accepted: c.accepted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            dropped_oldest: c.dropped_oldest.load(Ordering::Relaxed),
-            dropped_newest: c.dropped_newest.load(Ordering::Relaxed),
-            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            accepted: c.accepted,
+            delivered: c.delivered,
+            dropped_oldest: c.dropped_oldest,
+            dropped_newest: c.dropped_newest,
+            decode_errors: c.decode_errors,
         }
     }
 }
@@ -100,7 +99,9 @@ impl<T: Message> Interest<T> {
     /// # Errors
     /// [`RecvError::Closed`] once the interest or router is closed and the queue is drained.
     pub async fn recv(&mut self) -> Result<Arc<T>, RecvError> {
-        std::future::poll_fn(|cx| self.shared.queue.poll_pop(cx)).await.ok_or(RecvError::Closed)
+        std::future::poll_fn(|cx| self.shared.queue.poll_pop(cx))
+            .await
+            .ok_or(RecvError::Closed)
     }
 
     /// Takes the next message if one is queued.
@@ -109,10 +110,13 @@ impl<T: Message> Interest<T> {
     /// [`TryRecvError::Empty`] when nothing is queued; [`TryRecvError::Closed`] once closed and
     /// drained.
     pub fn try_recv(&mut self) -> Result<Arc<T>, TryRecvError> {
-        self.shared
-            .queue
-            .try_pop()
-            .map_err(|closed| if closed { TryRecvError::Closed } else { TryRecvError::Empty })
+        self.shared.queue.try_pop().map_err(|closed| {
+            if closed {
+                TryRecvError::Closed
+            } else {
+                TryRecvError::Empty
+            }
+        })
     }
 
     /// Waits up to `timeout` for the next message. A zero timeout never waits; a timeout too

@@ -68,7 +68,15 @@ impl IntentEntry {
         type_id: Option<TypeId>,
         side: IntentSide,
     ) -> Self {
-        Self { route, fingerprint, qos, origin, type_id, side, links: BTreeSet::new() }
+        Self {
+            route,
+            fingerprint,
+            qos,
+            origin,
+            type_id,
+            side,
+            links: BTreeSet::new(),
+        }
     }
 }
 
@@ -80,7 +88,14 @@ impl InterestEntry {
         type_id: Option<TypeId>,
         side: InterestSide,
     ) -> Self {
-        Self { pattern, fingerprint, origin, type_id, side, links: BTreeSet::new() }
+        Self {
+            pattern,
+            fingerprint,
+            origin,
+            type_id,
+            side,
+            links: BTreeSet::new(),
+        }
     }
 }
 
@@ -120,7 +135,9 @@ pub(crate) struct PeerIntent {
 
 impl PeerIntent {
     fn new() -> Self {
-        Self { sinks: ArcSwap::from_pointee(Vec::new()) }
+        Self {
+            sinks: ArcSwap::from_pointee(Vec::new()),
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Arc<dyn PayloadSink>)>)) {
@@ -136,11 +153,10 @@ impl PayloadSink for PeerIntent {
         let sinks = self.sinks.load_full();
         let mut result = Ok(());
         for (_, sink) in sinks.iter() {
-            match sink.send(route, payload.clone()).await {
-                // A decode error is the peer's fault: report it, the link decides.
-                Err(e @ SinkError::Decode { .. }) => result = Err(e),
-                // A local interest that closed meanwhile is being unlinked; not an error.
-                _ => {}
+            // A decode error is the peer's fault: report it, the link decides. A local interest
+            // that closed meanwhile is being unlinked; not an error.
+            if let Err(e @ SinkError::Decode { .. }) = sink.send(route, payload.clone()).await {
+                result = Err(e);
             }
         }
         result
@@ -150,9 +166,10 @@ impl PayloadSink for PeerIntent {
         let sinks = self.sinks.load();
         let mut result = Ok(());
         for (_, sink) in sinks.iter() {
-            match sink.try_send(route, payload.clone()) {
-                Err(e @ (SinkError::Decode { .. } | SinkError::Full)) => result = Err(e),
-                _ => {}
+            if let Err(e @ (SinkError::Decode { .. } | SinkError::Full)) =
+                sink.try_send(route, payload.clone())
+            {
+                result = Err(e);
             }
         }
         result
@@ -180,7 +197,11 @@ impl Linker {
     /// Adds an intent and links it to every matching interest.
     pub(crate) fn add_intent(&mut self, id: HandleId, entry: IntentEntry) {
         if entry.origin == Origin::Local {
-            let ad = IntentAd { route: entry.route.clone(), fingerprint: entry.fingerprint, qos: entry.qos };
+            let ad = IntentAd {
+                route: entry.route.clone(),
+                fingerprint: entry.fingerprint,
+                qos: entry.qos,
+            };
             self.advertise_intent(ad, true);
         }
         self.insert(id, Entry::Intent(entry));
@@ -189,7 +210,10 @@ impl Linker {
     /// Adds an interest and links it to every matching intent.
     pub(crate) fn add_interest(&mut self, id: HandleId, entry: InterestEntry) {
         if entry.origin == Origin::Local {
-            let ad = InterestAd { pattern: entry.pattern.clone(), fingerprint: entry.fingerprint };
+            let ad = InterestAd {
+                pattern: entry.pattern.clone(),
+                fingerprint: entry.fingerprint,
+            };
             self.advertise_interest(ad, true);
         }
         self.insert(id, Entry::Interest(entry));
@@ -200,8 +224,11 @@ impl Linker {
         if let Origin::Peer(peer) = entry.origin() {
             self.by_peer.entry(peer).or_default().insert(id);
         }
-        let candidates: Vec<HandleId> =
-            self.by_type.get(&type_name).map(|ids| ids.iter().copied().collect()).unwrap_or_default();
+        let candidates: Vec<HandleId> = self
+            .by_type
+            .get(&type_name)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
         self.entries.insert(id, entry);
         self.by_type.entry(type_name).or_default().insert(id);
         for other in candidates {
@@ -244,7 +271,8 @@ impl Linker {
         }
         let linked = match (&intent.side, &interest.side) {
             (IntentSide::Local(slot), InterestSide::Local(queue)) => {
-                intent.type_id == interest.type_id && slot.link_local(interest_id, &queue.queue_any())
+                intent.type_id == interest.type_id
+                    && slot.link_local(interest_id, &queue.queue_any())
             }
             (IntentSide::Local(slot), InterestSide::Peer(sink)) => {
                 slot.link_peer(interest_id, sink.clone());
@@ -259,20 +287,33 @@ impl Linker {
         };
         if !linked {
             self.counters.type_mismatches += 1;
-            let error = LinkError::RustTypeMismatch { type_name: intent.route.type_name().to_owned() };
+            let error = LinkError::RustTypeMismatch {
+                type_name: intent.route.type_name().to_owned(),
+            };
             tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
             self.refuse(intent_id, interest_id, error);
             return;
         }
         let (route, pattern) = (intent.route.clone(), interest.pattern.clone());
         let (intent_origin, interest_origin) = (intent.origin, interest.origin);
-        self.notify(intent_id, LinkEvent::Linked {
-            other: interest_id,
-            route: route.clone(),
-            pattern: pattern.clone(),
-            origin: interest_origin,
-        });
-        self.notify(interest_id, LinkEvent::Linked { other: intent_id, route, pattern, origin: intent_origin });
+        self.notify(
+            intent_id,
+            LinkEvent::Linked {
+                other: interest_id,
+                route: route.clone(),
+                pattern: pattern.clone(),
+                origin: interest_origin,
+            },
+        );
+        self.notify(
+            interest_id,
+            LinkEvent::Linked {
+                other: intent_id,
+                route,
+                pattern,
+                origin: intent_origin,
+            },
+        );
         if let Some(entry) = self.entries.get_mut(&intent_id) {
             entry.links_mut().insert(interest_id);
         }
@@ -301,8 +342,14 @@ impl Linker {
     /// Sends an event to a local handle's stream (peer entries have none).
     fn notify(&self, id: HandleId, event: LinkEvent) {
         match self.entries.get(&id) {
-            Some(Entry::Intent(IntentEntry { side: IntentSide::Local(slot), .. })) => slot.event(event),
-            Some(Entry::Interest(InterestEntry { side: InterestSide::Local(slot), .. })) => {
+            Some(Entry::Intent(IntentEntry {
+                side: IntentSide::Local(slot),
+                ..
+            })) => slot.event(event),
+            Some(Entry::Interest(InterestEntry {
+                side: InterestSide::Local(slot),
+                ..
+            })) => {
                 slot.event(event);
             }
             _ => {}
@@ -311,7 +358,9 @@ impl Linker {
 
     /// Removes an entry, unlinks it everywhere, closes it if local. Idempotent.
     pub(crate) fn remove(&mut self, id: HandleId) {
-        let Some(mut entry) = self.entries.remove(&id) else { return };
+        let Some(mut entry) = self.entries.remove(&id) else {
+            return;
+        };
         if let Some(ids) = self.by_type.get_mut(entry.type_name()) {
             ids.remove(&id);
             if ids.is_empty() {
@@ -319,20 +368,28 @@ impl Linker {
             }
         }
         let origin = entry.origin();
-        if let Origin::Peer(peer) = origin {
-            if let Some(ids) = self.by_peer.get_mut(&peer) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.by_peer.remove(&peer);
-                }
+        if let Origin::Peer(peer) = origin
+            && let Some(ids) = self.by_peer.get_mut(&peer)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_peer.remove(&peer);
             }
         }
         for other in std::mem::take(entry.links_mut()) {
-            let Some(other_entry) = self.entries.get_mut(&other) else { continue };
+            let Some(other_entry) = self.entries.get_mut(&other) else {
+                continue;
+            };
             other_entry.links_mut().remove(&id);
             match other_entry {
-                Entry::Intent(IntentEntry { side: IntentSide::Local(slot), .. }) => slot.unlink(id),
-                Entry::Intent(IntentEntry { side: IntentSide::Peer(fan_in), .. }) => {
+                Entry::Intent(IntentEntry {
+                    side: IntentSide::Local(slot),
+                    ..
+                }) => slot.unlink(id),
+                Entry::Intent(IntentEntry {
+                    side: IntentSide::Peer(fan_in),
+                    ..
+                }) => {
                     fan_in.update(|sinks| sinks.retain(|(sink_id, _)| *sink_id != id));
                 }
                 Entry::Interest(_) => {}
@@ -343,14 +400,21 @@ impl Linker {
             Entry::Intent(e) => {
                 if let IntentSide::Local(slot) = &e.side {
                     slot.close();
-                    let ad = IntentAd { route: e.route, fingerprint: e.fingerprint, qos: e.qos };
+                    let ad = IntentAd {
+                        route: e.route,
+                        fingerprint: e.fingerprint,
+                        qos: e.qos,
+                    };
                     self.advertise_intent(ad, false);
                 }
             }
             Entry::Interest(e) => {
                 if let InterestSide::Local(slot) = &e.side {
                     slot.close();
-                    let ad = InterestAd { pattern: e.pattern, fingerprint: e.fingerprint };
+                    let ad = InterestAd {
+                        pattern: e.pattern,
+                        fingerprint: e.fingerprint,
+                    };
                     self.advertise_interest(ad, false);
                 }
             }
@@ -367,27 +431,35 @@ impl Linker {
 
     /// Finds a peer's intent on `route`.
     pub(crate) fn peer_intent(&self, peer: &PeerId, route: &Route) -> Option<HandleId> {
-        self.by_peer.get(peer)?.iter().copied().find(|id| {
-            matches!(self.entries.get(id), Some(Entry::Intent(e)) if e.route == *route)
-        })
+        self.by_peer
+            .get(peer)?
+            .iter()
+            .copied()
+            .find(|id| matches!(self.entries.get(id), Some(Entry::Intent(e)) if e.route == *route))
     }
 
     /// Finds a peer's interest on `pattern`.
     pub(crate) fn peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) -> Option<HandleId> {
-        self.by_peer.get(peer)?.iter().copied().find(|id| {
-            matches!(self.entries.get(id), Some(Entry::Interest(e)) if e.pattern == *pattern)
-        })
+        self.by_peer.get(peer)?.iter().copied().find(
+            |id| matches!(self.entries.get(id), Some(Entry::Interest(e)) if e.pattern == *pattern),
+        )
     }
 
     /// Everything a peer declared.
     pub(crate) fn peer_entries(&self, peer: &PeerId) -> Vec<HandleId> {
-        self.by_peer.get(peer).map(|ids| ids.iter().copied().collect()).unwrap_or_default()
+        self.by_peer
+            .get(peer)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// A peer intent's fan-in sink.
     pub(crate) fn peer_intent_sink(&self, id: HandleId) -> Option<Arc<PeerIntent>> {
         match self.entries.get(&id) {
-            Some(Entry::Intent(IntentEntry { side: IntentSide::Peer(fan_in), .. })) => Some(fan_in.clone()),
+            Some(Entry::Intent(IntentEntry {
+                side: IntentSide::Peer(fan_in),
+                ..
+            })) => Some(fan_in.clone()),
             _ => None,
         }
     }
@@ -398,21 +470,39 @@ impl Linker {
 
     /// The current local route set, as `*Added` changes (for a starting endpoint).
     pub(crate) fn local_adverts(&self) -> Vec<LocalChange> {
-        let intents = self.intent_ads.keys().cloned().map(LocalChange::IntentAdded);
-        let interests = self.interest_ads.keys().cloned().map(LocalChange::InterestAdded);
+        let intents = self
+            .intent_ads
+            .keys()
+            .cloned()
+            .map(LocalChange::IntentAdded);
+        let interests = self
+            .interest_ads
+            .keys()
+            .cloned()
+            .map(LocalChange::InterestAdded);
         intents.chain(interests).collect()
     }
 
     fn advertise_intent(&mut self, ad: IntentAd, added: bool) {
-        if let Some(change) = count(&mut self.intent_ads, ad, added, LocalChange::IntentAdded, LocalChange::IntentRemoved) {
+        if let Some(change) = count(
+            &mut self.intent_ads,
+            ad,
+            added,
+            LocalChange::IntentAdded,
+            LocalChange::IntentRemoved,
+        ) {
             self.broadcast(change);
         }
     }
 
     fn advertise_interest(&mut self, ad: InterestAd, added: bool) {
-        if let Some(change) =
-            count(&mut self.interest_ads, ad, added, LocalChange::InterestAdded, LocalChange::InterestRemoved)
-        {
+        if let Some(change) = count(
+            &mut self.interest_ads,
+            ad,
+            added,
+            LocalChange::InterestAdded,
+            LocalChange::InterestRemoved,
+        ) {
             self.broadcast(change);
         }
     }
@@ -435,7 +525,10 @@ impl Linker {
                         IntentSide::Local(slot) => slot.counters(),
                         IntentSide::Peer(_) => (0, 0),
                     };
-                    links.extend(e.links.iter().map(|&interest| LinkInfo { intent: *id, interest }));
+                    links.extend(e.links.iter().map(|&interest| LinkInfo {
+                        intent: *id,
+                        interest,
+                    }));
                     intents.push(IntentInfo {
                         id: *id,
                         route: e.route.clone(),

@@ -1,18 +1,18 @@
 //! The bounded per-interest queue and its overflow policies.
 //!
 //! One queue per interest, many producers (the intents linked to it), one consumer (the
-//! interest). Items are `Arc<T>`, so fan-out shares one allocation. The consumer parks on an
-//! [`AtomicWaker`]; producers blocked by the `Block` policy park on a [`Notify`]. Every wait is
-//! woken by `close`.
+//! interest). Items are `Arc<T>`, so fan-out shares one allocation. The consumer parks its waker
+//! in the queue state (taken by the next push); producers blocked by the `Block` policy park on a
+//! [`Notify`]. Every wait is woken by `close`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use dndm_core::{Message, Overflow, PayloadSink, Route, SinkError};
-use futures::task::AtomicWaker;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -31,40 +31,41 @@ pub(crate) enum Push<T> {
     Closed,
 }
 
-/// Counters of one queue; atomics so snapshots never take the queue lock for long.
-#[derive(Debug, Default)]
-pub(crate) struct QueueCounters {
+/// Counters of one queue, kept under the queue lock (no extra atomics on the hot path).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
     /// Items accepted (queued), including those later evicted.
-    pub(crate) accepted: AtomicU64,
+    pub(crate) accepted: u64,
     /// Items handed to the consumer.
-    pub(crate) delivered: AtomicU64,
+    pub(crate) delivered: u64,
     /// Items evicted by `DropOldest`.
-    pub(crate) dropped_oldest: AtomicU64,
+    pub(crate) dropped_oldest: u64,
     /// Items discarded by `DropNewest`.
-    pub(crate) dropped_newest: AtomicU64,
+    pub(crate) dropped_newest: u64,
     /// Encoded payloads from peers that did not decode.
-    pub(crate) decode_errors: AtomicU64,
+    pub(crate) decode_errors: u64,
 }
 
 /// A bounded multi-producer, single-consumer queue of `Arc<T>`.
 pub(crate) struct Queue<T> {
-    items: Mutex<State<T>>,
+    state: Mutex<State<T>>,
     capacity: usize,
     overflow: Overflow,
-    /// The consumer's waker, woken after every push and on close.
-    consumer: AtomicWaker,
     /// Producers waiting for space (`Block` only), woken after pops and on close.
     space: Notify,
     /// Number of producers waiting on `space`; pops skip the notify when zero.
     blocked: AtomicUsize,
     /// Mirror of `State::closed` readable without the lock.
     closed: AtomicBool,
-    pub(crate) counters: QueueCounters,
 }
 
 struct State<T> {
     items: VecDeque<Arc<T>>,
     closed: bool,
+    /// The consumer's waker, set only while it waits on an empty queue; taken by the next push
+    /// or by close. Kept under the lock so registering and checking for items are one step.
+    consumer: Option<Waker>,
+    counters: Counters,
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
@@ -80,24 +81,22 @@ impl<T> std::fmt::Debug for Queue<T> {
 impl<T> Queue<T> {
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
         Self {
-            items: Mutex::new(State {
+            state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(1024)),
                 closed: false,
+                consumer: None,
+                counters: Counters::default(),
             }),
             capacity,
             overflow,
-            consumer: AtomicWaker::new(),
             space: Notify::new(),
             blocked: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            counters: QueueCounters::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // A panic while holding this lock cannot leave the deque inconsistent (every critical
-        // section is a single VecDeque call), so a poisoned lock is safe to reuse.
-        self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -108,6 +107,12 @@ impl<T> Queue<T> {
         self.overflow
     }
 
+    /// Queue depth and counters, read together.
+    pub(crate) fn stats(&self) -> (usize, Counters) {
+        let state = self.lock();
+        (state.items.len(), state.counters)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
@@ -116,42 +121,42 @@ impl<T> Queue<T> {
         self.closed.load(Ordering::Acquire)
     }
 
+    pub(crate) fn count_decode_error(&self) {
+        self.lock().counters.decode_errors += 1;
+    }
+
     /// Offers an item without waiting.
     pub(crate) fn try_push(&self, item: Arc<T>) -> Push<T> {
-        let outcome = {
+        let (outcome, waker) = {
             let mut state = self.lock();
             if state.closed {
                 return Push::Closed;
             }
-            if state.items.len() < self.capacity {
+            let outcome = if state.items.len() < self.capacity {
                 state.items.push_back(item);
+                state.counters.accepted += 1;
                 Push::Queued
             } else {
                 match self.overflow {
                     Overflow::DropOldest => {
                         state.items.pop_front();
                         state.items.push_back(item);
+                        state.counters.accepted += 1;
+                        state.counters.dropped_oldest += 1;
                         Push::EvictedOldest
                     }
-                    Overflow::DropNewest => Push::DroppedNewest,
+                    Overflow::DropNewest => {
+                        state.counters.dropped_newest += 1;
+                        return Push::DroppedNewest;
+                    }
                     Overflow::Block => return Push::Full(item),
                 }
-            }
+            };
+            (outcome, state.consumer.take())
         };
-        match outcome {
-            Push::Queued => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                self.consumer.wake();
-            }
-            Push::EvictedOldest => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                self.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
-                self.consumer.wake();
-            }
-            Push::DroppedNewest => {
-                self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
-            }
-            Push::Full(_) | Push::Closed => {}
+        // Wake outside the lock, so the consumer does not wake into a held lock.
+        if let Some(waker) = waker {
+            waker.wake();
         }
         outcome
     }
@@ -191,34 +196,41 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
-    pub(crate) fn try_pop(&self) -> Result<Arc<T>, bool> {
+    /// Takes the oldest item; with `cx`, registers the consumer's waker when there is none.
+    /// `Err(true)` when closed and drained, `Err(false)` when empty.
+    fn pop(&self, cx: Option<&mut Context<'_>>) -> Result<Arc<T>, bool> {
         let popped = {
             let mut state = self.lock();
             match state.items.pop_front() {
-                Some(item) => Ok(item),
-                None => Err(state.closed),
+                Some(item) => {
+                    state.counters.delivered += 1;
+                    Ok(item)
+                }
+                None => {
+                    if let (Some(cx), false) = (cx, state.closed) {
+                        match &mut state.consumer {
+                            Some(waker) => waker.clone_from(cx.waker()),
+                            slot @ None => *slot = Some(cx.waker().clone()),
+                        }
+                    }
+                    Err(state.closed)
+                }
             }
         };
-        if popped.is_ok() {
-            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            if self.blocked.load(Ordering::SeqCst) > 0 {
-                self.space.notify_waiters();
-            }
+        if popped.is_ok() && self.blocked.load(Ordering::SeqCst) > 0 {
+            self.space.notify_waiters();
         }
         popped
     }
 
+    /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
+    pub(crate) fn try_pop(&self) -> Result<Arc<T>, bool> {
+        self.pop(None)
+    }
+
     /// Polls for the oldest item; `Ready(None)` when closed and drained.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
-        match self.try_pop() {
-            Ok(item) => return Poll::Ready(Some(item)),
-            Err(true) => return Poll::Ready(None),
-            Err(false) => {}
-        }
-        self.consumer.register(cx.waker());
-        // Re-check after registering: a push in between would otherwise be missed.
-        match self.try_pop() {
+        match self.pop(Some(cx)) {
             Ok(item) => Poll::Ready(Some(item)),
             Err(true) => Poll::Ready(None),
             Err(false) => Poll::Pending,
@@ -228,21 +240,27 @@ impl<T> Queue<T> {
     /// Closes the queue: producers are refused from now on and every waiter is woken. Items
     /// already queued stay receivable.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.closed.store(true, Ordering::Release);
-        self.consumer.wake();
-        self.space.notify_waiters();
+        self.close_with(false);
     }
 
     /// Closes the queue and discards what it holds.
     pub(crate) fn close_and_clear(&self) {
-        {
+        self.close_with(true);
+    }
+
+    fn close_with(&self, clear: bool) {
+        let waker = {
             let mut state = self.lock();
             state.closed = true;
-            state.items.clear();
-        }
+            if clear {
+                state.items.clear();
+            }
+            state.consumer.take()
+        };
         self.closed.store(true, Ordering::Release);
-        self.consumer.wake();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         self.space.notify_waiters();
     }
 }
@@ -273,8 +291,12 @@ impl<T: Message> Queue<T> {
     fn decode(&self, payload: Bytes) -> Result<T, SinkError> {
         let len = payload.len();
         T::decode(payload).map_err(|e| {
-            self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-            SinkError::Decode { type_name: T::type_name(), len, reason: e.to_string() }
+            self.count_decode_error();
+            SinkError::Decode {
+                type_name: T::type_name(),
+                len,
+                reason: e.to_string(),
+            }
         })
     }
 }
@@ -291,8 +313,8 @@ mod tests {
         }
         assert_eq!(*q.try_pop().unwrap(), 3);
         assert_eq!(*q.try_pop().unwrap(), 4);
-        assert_eq!(q.try_pop().unwrap_err(), false);
-        assert_eq!(q.counters.dropped_oldest.load(Ordering::Relaxed), 3);
+        assert!(!q.try_pop().unwrap_err(), "empty, not closed");
+        assert_eq!(q.stats().1.dropped_oldest, 3);
     }
 
     #[test]
@@ -303,7 +325,7 @@ mod tests {
         }
         assert_eq!(*q.try_pop().unwrap(), 0);
         assert_eq!(*q.try_pop().unwrap(), 1);
-        assert_eq!(q.counters.dropped_newest.load(Ordering::Relaxed), 3);
+        assert_eq!(q.stats().1.dropped_newest, 3);
     }
 
     #[test]
@@ -314,7 +336,7 @@ mod tests {
         q.close();
         assert!(matches!(q.try_push(Arc::new(3)), Push::Closed));
         assert_eq!(*q.try_pop().unwrap(), 1);
-        assert_eq!(q.try_pop().unwrap_err(), true);
+        assert!(q.try_pop().unwrap_err(), "closed and drained");
     }
 
     #[tokio::test(start_paused = true)]
@@ -322,7 +344,10 @@ mod tests {
         let q = Arc::new(Queue::new(1, Overflow::Block));
         q.try_push(Arc::new(1));
         let deadline = Instant::now() + std::time::Duration::from_millis(10);
-        assert!(matches!(q.push(Arc::new(2), Some(deadline)).await, Push::Full(_)));
+        assert!(matches!(
+            q.push(Arc::new(2), Some(deadline)).await,
+            Push::Full(_)
+        ));
 
         let pusher = {
             let q = q.clone();

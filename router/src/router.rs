@@ -61,7 +61,9 @@ impl Inner {
     pub(crate) fn linker(&self) -> MutexGuard<'_, Linker> {
         // Linker methods never panic halfway through an update by design (no user code runs under
         // this lock), so a poisoned lock holds a consistent table.
-        self.linker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.linker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn next_id(&self) -> HandleId {
@@ -150,19 +152,42 @@ impl RouterBuilder {
     pub fn build(self) -> Result<Router, BuildError> {
         let s = &self.settings;
         let invalid = |field: &'static str, value: String, reason: &'static str| {
-            Err(BuildError::Invalid { field, value, reason })
+            Err(BuildError::Invalid {
+                field,
+                value,
+                reason,
+            })
         };
-        if s.name.is_empty() || s.name.len() > 64 || s.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return invalid("name", format!("{:?}", s.name), "must be 1 to 64 bytes without whitespace");
+        if s.name.is_empty()
+            || s.name.len() > 64
+            || s.name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid(
+                "name",
+                format!("{:?}", s.name),
+                "must be 1 to 64 bytes without whitespace",
+            );
         }
         if s.queue_capacity == 0 || s.queue_capacity > MAX_QUEUE_CAPACITY {
-            return invalid("queue_capacity", s.queue_capacity.to_string(), "must be between 1 and 1048576");
+            return invalid(
+                "queue_capacity",
+                s.queue_capacity.to_string(),
+                "must be between 1 and 1048576",
+            );
         }
         if s.send_timeout.is_zero() {
-            return invalid("send_timeout", format!("{:?}", s.send_timeout), "must be positive");
+            return invalid(
+                "send_timeout",
+                format!("{:?}", s.send_timeout),
+                "must be positive",
+            );
         }
         if s.request_timeout.is_zero() {
-            return invalid("request_timeout", format!("{:?}", s.request_timeout), "must be positive");
+            return invalid(
+                "request_timeout",
+                format!("{:?}", s.request_timeout),
+                "must be positive",
+            );
         }
         if s.max_concurrent_requests == 0 || s.max_concurrent_requests > 65536 {
             return invalid(
@@ -179,7 +204,10 @@ impl RouterBuilder {
             cancel: CancellationToken::new(),
             next_id: AtomicU64::new(1),
         });
-        Ok(Router { _close_on_drop: Arc::new(CloseOnDrop(inner.clone())), inner })
+        Ok(Router {
+            _close_on_drop: Arc::new(CloseOnDrop(inner.clone())),
+            inner,
+        })
     }
 }
 
@@ -297,7 +325,9 @@ impl Router {
             id,
             route,
             qos: options.qos,
-            send_timeout: options.send_timeout.unwrap_or(self.inner.settings.send_timeout),
+            send_timeout: options
+                .send_timeout
+                .unwrap_or(self.inner.settings.send_timeout),
             shared,
             router: self.inner.clone(),
         })
@@ -321,9 +351,14 @@ impl Router {
         options: SubscribeOptions,
     ) -> Result<Interest<T>, SubscribeError> {
         let pattern: RoutePattern = format!("{}@{pattern}", T::type_name()).parse()?;
-        let capacity = options.capacity.unwrap_or(self.inner.settings.queue_capacity);
+        let capacity = options
+            .capacity
+            .unwrap_or(self.inner.settings.queue_capacity);
         if capacity == 0 || capacity > MAX_QUEUE_CAPACITY {
-            return Err(SubscribeError::Capacity { value: capacity, max: MAX_QUEUE_CAPACITY });
+            return Err(SubscribeError::Capacity {
+                value: capacity,
+                max: MAX_QUEUE_CAPACITY,
+            });
         }
         let overflow = options.overflow.unwrap_or(self.inner.settings.overflow);
         let shared = Arc::new(InterestShared::<T>::new(capacity, overflow));
@@ -342,7 +377,12 @@ impl Router {
             );
             linker.add_interest(id, entry);
         }
-        Ok(Interest { id, pattern, shared, router: self.inner.clone() })
+        Ok(Interest {
+            id,
+            pattern,
+            shared,
+            router: self.inner.clone(),
+        })
     }
 
     /// Attaches an endpoint (remote link, mesh) and starts it with the current local routes.
@@ -366,7 +406,10 @@ impl Router {
             linker.local_adverts()
         };
         if let Err(error) = endpoint.start(port, local).await {
-            self.inner.linker().endpoints.retain(|e| !Arc::ptr_eq(e, &endpoint));
+            self.inner
+                .linker()
+                .endpoints
+                .retain(|e| !Arc::ptr_eq(e, &endpoint));
             return Err(error);
         }
         Ok(())
@@ -383,7 +426,11 @@ impl Router {
             interests,
             links,
             services: self.inner.services.routes(),
-            endpoints: linker.endpoints.iter().map(|e| e.name().to_owned()).collect(),
+            endpoints: linker
+                .endpoints
+                .iter()
+                .map(|e| e.name().to_owned())
+                .collect(),
             counters: linker.counters,
         }
     }
@@ -428,12 +475,18 @@ struct Port(Weak<Inner>);
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner").field("name", &self.settings.name).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl RouterPort for Port {
-    fn add_peer_intent(&self, peer: &PeerId, ad: IntentAd) -> Result<Arc<dyn PayloadSink>, LinkError> {
+    fn add_peer_intent(
+        &self,
+        peer: &PeerId,
+        ad: IntentAd,
+    ) -> Result<Arc<dyn PayloadSink>, LinkError> {
         let inner = self.0.upgrade().ok_or(LinkError::Closed)?;
         let mut linker = inner.linker();
         if linker.closed {
@@ -458,7 +511,9 @@ impl RouterPort for Port {
     }
 
     fn remove_peer_intent(&self, peer: &PeerId, route: &Route) {
-        let Some(inner) = self.0.upgrade() else { return };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         let mut linker = inner.linker();
         if let Some(id) = linker.peer_intent(peer, route) {
             linker.remove(id);
@@ -479,15 +534,22 @@ impl RouterPort for Port {
         if let Some(old) = linker.peer_interest(peer, &ad.pattern) {
             linker.remove(old);
         }
-        let entry =
-            InterestEntry::new(ad.pattern, ad.fingerprint, Origin::Peer(*peer), None, InterestSide::Peer(sink));
+        let entry = InterestEntry::new(
+            ad.pattern,
+            ad.fingerprint,
+            Origin::Peer(*peer),
+            None,
+            InterestSide::Peer(sink),
+        );
         let id = inner.next_id();
         linker.add_interest(id, entry);
         Ok(())
     }
 
     fn remove_peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) {
-        let Some(inner) = self.0.upgrade() else { return };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         let mut linker = inner.linker();
         if let Some(id) = linker.peer_interest(peer, pattern) {
             linker.remove(id);
@@ -495,7 +557,9 @@ impl RouterPort for Port {
     }
 
     fn remove_peer(&self, peer: &PeerId) {
-        let Some(inner) = self.0.upgrade() else { return };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         let mut linker = inner.linker();
         for id in linker.peer_entries(peer) {
             linker.remove(id);

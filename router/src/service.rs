@@ -49,7 +49,9 @@ struct Table {
 impl Services {
     fn lock(&self) -> MutexGuard<'_, Table> {
         // No code that can panic runs under this lock, so a poisoned table is consistent.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn routes(&self) -> Vec<Route> {
@@ -72,10 +74,10 @@ impl Services {
 
     fn remove(&self, route: &Route, id: HandleId) {
         let mut table = self.lock();
-        if table.entries.get(route).is_some_and(|e| e.id == id) {
-            if let Some(entry) = table.entries.remove(route) {
-                entry.cancel.cancel();
-            }
+        if table.entries.get(route).is_some_and(|e| e.id == id)
+            && let Some(entry) = table.entries.remove(route)
+        {
+            entry.cancel.cancel();
         }
     }
 }
@@ -110,7 +112,9 @@ impl Drop for Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("route", &self.route).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,9 +160,20 @@ impl Router {
                 },
             );
         }
-        let task = run_service(rx, Arc::new(handler), limit, cancel.clone(), self.inner.tracker.clone());
+        let task = run_service(
+            rx,
+            Arc::new(handler),
+            limit,
+            cancel.clone(),
+            self.inner.tracker.clone(),
+        );
         self.inner.tracker.spawn_on(task, &runtime);
-        Ok(Service { id, route, cancel, router: self.inner.clone() })
+        Ok(Service {
+            id,
+            route,
+            cancel,
+            router: self.inner.clone(),
+        })
     }
 
     /// Sends `request` to the service on `Req@path` and waits up to `timeout` for its answer.
@@ -182,7 +197,10 @@ impl Router {
             if table.closed {
                 return Err(RequestError::Closed);
             }
-            let entry = table.entries.get(&route).ok_or_else(|| RequestError::NoListener(route.clone()))?;
+            let entry = table
+                .entries
+                .get(&route)
+                .ok_or_else(|| RequestError::NoListener(route.clone()))?;
             let mismatch = || RequestError::ResponseType {
                 route: route.clone(),
                 expected: Resp::type_name(),
@@ -191,15 +209,25 @@ impl Router {
             if entry.response_type_id != TypeId::of::<Resp>() {
                 return Err(mismatch());
             }
-            entry.calls.downcast_ref::<mpsc::Sender<Call<Req, Resp>>>().ok_or_else(mismatch)?.clone()
+            entry
+                .calls
+                .downcast_ref::<mpsc::Sender<Call<Req, Resp>>>()
+                .ok_or_else(mismatch)?
+                .clone()
         };
         let exchange = async {
             let (reply, answer) = oneshot::channel();
             let closed = || RequestError::ServiceClosed(route.clone());
-            calls.send(Call { request, reply }).await.map_err(|_| closed())?;
+            calls
+                .send(Call { request, reply })
+                .await
+                .map_err(|_| closed())?;
             match answer.await.map_err(|_| closed())? {
                 Ok(response) => Ok(response),
-                Err(HandlerError(message)) => Err(RequestError::Handler { route: route.clone(), message }),
+                Err(HandlerError(message)) => Err(RequestError::Handler {
+                    route: route.clone(),
+                    message,
+                }),
             }
         };
         match tokio::time::timeout(timeout, exchange).await {

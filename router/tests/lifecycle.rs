@@ -1,10 +1,14 @@
 //! Lifecycle: close ends every task, wakes every waiter, and every handle reports closed.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;
 
-use dndm_router::{HandlerError, PublishError, RequestError, Router, SendErrorKind, SubscribeError, WaitError};
+use dndm_router::{
+    HandlerError, PublishError, RequestError, Router, SendErrorKind, SubscribeError, WaitError,
+};
 use support::{Answer, Ask, GUARD, Reading};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,15 +32,30 @@ async fn close_leaves_no_task_and_every_handle_closed() {
         .unwrap();
     let caller = {
         let router = router.clone();
-        tokio::spawn(async move { router.request::<Ask, Answer>("svc", Ask { n: 1 }, Duration::from_secs(3600)).await })
+        tokio::spawn(async move {
+            router
+                .request::<Ask, Answer>("svc", Ask { n: 1 }, Duration::from_secs(3600))
+                .await
+        })
     };
-    tokio::time::timeout(GUARD, entered_rx.recv()).await.unwrap().unwrap();
-    assert!(metrics.num_alive_tasks() >= baseline + 3, "service, handler and caller are running");
+    tokio::time::timeout(GUARD, entered_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        metrics.num_alive_tasks() >= baseline + 3,
+        "service, handler and caller are running"
+    );
 
-    tokio::time::timeout(GUARD, router.close()).await.expect("close returns");
+    tokio::time::timeout(GUARD, router.close())
+        .await
+        .expect("close returns");
     // The caller is ours, not the router's: it ends because its request failed.
     let outcome = tokio::time::timeout(GUARD, caller).await.unwrap().unwrap();
-    assert_eq!(outcome.unwrap_err(), RequestError::ServiceClosed("test.Ask@svc".parse().unwrap()));
+    assert_eq!(
+        outcome.unwrap_err(),
+        RequestError::ServiceClosed("test.Ask@svc".parse().unwrap())
+    );
     // A finished task leaves the runtime's list just after its JoinHandle is woken; wait for
     // that event (guarded), never for a duration.
     tokio::time::timeout(GUARD, async {
@@ -51,10 +70,19 @@ async fn close_leaves_no_task_and_every_handle_closed() {
     assert!(router.is_closed());
     assert!(intent.is_closed());
     assert!(sub.is_closed());
-    assert_eq!(intent.send(Reading::new(0, 0)).await.unwrap_err().kind(), SendErrorKind::Closed);
+    assert_eq!(
+        intent.send(Reading::new(0, 0)).await.unwrap_err().kind(),
+        SendErrorKind::Closed
+    );
     assert!(sub.recv().await.is_err());
-    assert_eq!(router.publish::<Reading>("l").unwrap_err(), PublishError::Closed);
-    assert_eq!(router.subscribe::<Reading>("l").unwrap_err(), SubscribeError::Closed);
+    assert_eq!(
+        router.publish::<Reading>("l").unwrap_err(),
+        PublishError::Closed
+    );
+    assert_eq!(
+        router.subscribe::<Reading>("l").unwrap_err(),
+        SubscribeError::Closed
+    );
     assert_eq!(intent.interested().await.unwrap_err(), WaitError::Closed);
     assert!(router.snapshot().closed);
     // Idempotent.
@@ -65,7 +93,10 @@ async fn close_leaves_no_task_and_every_handle_closed() {
 async fn wait_for_interest_times_out_then_succeeds_and_close_wakes_it() {
     let router = Router::builder().build().unwrap();
     let intent = router.publish::<Reading>("i").unwrap();
-    let err = intent.wait_for_interest(Duration::from_millis(100)).await.unwrap_err();
+    let err = intent
+        .wait_for_interest(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert_eq!(err, WaitError::Timeout(Duration::from_millis(100)));
 
     let waiter = {
@@ -76,7 +107,10 @@ async fn wait_for_interest_times_out_then_succeeds_and_close_wakes_it() {
         })
     };
     let _sub = router.subscribe::<Reading>("j").unwrap();
-    assert_eq!(tokio::time::timeout(GUARD, waiter).await.unwrap().unwrap(), Ok(1));
+    assert_eq!(
+        tokio::time::timeout(GUARD, waiter).await.unwrap().unwrap(),
+        Ok(1)
+    );
 
     let lonely = router.publish::<Reading>("k").unwrap();
     let closing = router.clone();
@@ -93,5 +127,10 @@ async fn dropping_the_last_router_clone_closes_it() {
     assert!(!sub.is_closed(), "a clone is still alive");
     drop(clone);
     assert!(sub.is_closed());
-    assert!(tokio::time::timeout(GUARD, sub.recv()).await.unwrap().is_err());
+    assert!(
+        tokio::time::timeout(GUARD, sub.recv())
+            .await
+            .unwrap()
+            .is_err()
+    );
 }

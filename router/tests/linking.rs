@@ -1,5 +1,7 @@
 //! Linking: types, fingerprints, patterns, late joiners, unlinking, zero copy, snapshots.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;
@@ -33,11 +35,26 @@ async fn same_name_other_fingerprint_is_refused_and_reported() {
     intent.send(Reading::new(0, 1)).await.unwrap();
     assert_eq!(v2.try_recv().unwrap_err(), TryRecvError::Empty);
 
-    let event = tokio::time::timeout(GUARD, v2_events.recv()).await.unwrap().unwrap();
+    let event = tokio::time::timeout(GUARD, v2_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match event {
-        LinkEvent::Refused { error: LinkError::FingerprintMismatch { intent: i, interest, .. }, origin, .. } => {
+        LinkEvent::Refused {
+            error:
+                LinkError::FingerprintMismatch {
+                    intent: i,
+                    interest,
+                    ..
+                },
+            origin,
+            ..
+        } => {
             assert_eq!(i, dndm_core::Fingerprint::of_name("test.Reading"));
-            assert_eq!(interest, dndm_core::Fingerprint::of_schema("test.Reading", b"v2"));
+            assert_eq!(
+                interest,
+                dndm_core::Fingerprint::of_schema("test.Reading", b"v2")
+            );
             assert_eq!(origin, Origin::Local);
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -64,8 +81,12 @@ async fn n_publishers_m_subscribers_each_get_each_message_once() {
     const M: usize = 5;
     const K: u64 = 50;
     let router = router();
-    let mut subs: Vec<_> = (0..M).map(|_| router.subscribe::<Reading>("robot.imu").unwrap()).collect();
-    let pubs: Vec<_> = (0..N).map(|_| router.publish::<Reading>("robot.imu").unwrap()).collect();
+    let mut subs: Vec<_> = (0..M)
+        .map(|_| router.subscribe::<Reading>("robot.imu").unwrap())
+        .collect();
+    let pubs: Vec<_> = (0..N)
+        .map(|_| router.publish::<Reading>("robot.imu").unwrap())
+        .collect();
     for intent in &pubs {
         assert_eq!(intent.subscriber_count(), M);
     }
@@ -81,7 +102,11 @@ async fn n_publishers_m_subscribers_each_get_each_message_once() {
             assert_eq!(r.seq, next[r.publisher as usize], "in order, once");
             next[r.publisher as usize] += 1;
         }
-        assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Empty, "nothing twice");
+        assert_eq!(
+            sub.try_recv().unwrap_err(),
+            TryRecvError::Empty,
+            "nothing twice"
+        );
     }
 }
 
@@ -140,32 +165,50 @@ async fn dropping_a_handle_unlinks_and_the_publisher_sees_it() {
         seen.push(event);
     }
     assert_eq!(seen.len(), 4, "two links, two unlinks: {seen:?}");
-    assert!(matches!(&seen[2], LinkEvent::Unlinked { other, origin: Origin::Local } if *other == first_id));
+    assert!(
+        matches!(&seen[2], LinkEvent::Unlinked { other, origin: Origin::Local } if *other == first_id)
+    );
     assert!(router.snapshot().links.is_empty());
     // The interest side sees the publisher go.
     let sub = router.subscribe::<Reading>("x.y").unwrap();
     let mut sub_events = sub.events();
     drop(intent);
-    let event = tokio::time::timeout(GUARD, sub_events.recv()).await.unwrap().unwrap();
+    let event = tokio::time::timeout(GUARD, sub_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(event, LinkEvent::Unlinked { .. }), "{event:?}");
 }
 
 #[tokio::test]
 async fn one_send_to_eight_subscribers_copies_nothing() {
     let router = router();
-    let mut subs: Vec<_> = (0..8).map(|_| router.subscribe::<Reading>("z").unwrap()).collect();
+    let mut subs: Vec<_> = (0..8)
+        .map(|_| router.subscribe::<Reading>("z").unwrap())
+        .collect();
     let intent = router.publish::<Reading>("z").unwrap();
-    let message = Arc::new(Reading { publisher: 1, seq: 2, payload: vec![0; 1024] });
+    let message = Arc::new(Reading {
+        publisher: 1,
+        seq: 2,
+        payload: vec![0; 1024],
+    });
     intent.send_arc(message.clone()).await.unwrap();
     for sub in &mut subs {
         let got = sub.try_recv().unwrap();
-        assert!(Arc::ptr_eq(&got, &message), "every subscriber holds the sender's allocation");
+        assert!(
+            Arc::ptr_eq(&got, &message),
+            "every subscriber holds the sender's allocation"
+        );
     }
     // `send` wraps once: all subscribers share that one allocation.
     intent.send(Reading::new(1, 3)).await.unwrap();
     let got: Vec<_> = subs.iter_mut().map(|sub| sub.try_recv().unwrap()).collect();
     assert!(got.iter().all(|m| Arc::ptr_eq(m, &got[0])));
-    assert_eq!(Arc::strong_count(&got[0]), 8, "one allocation, held by the 8 receivers only");
+    assert_eq!(
+        Arc::strong_count(&got[0]),
+        8,
+        "one allocation, held by the 8 receivers only"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +229,10 @@ async fn snapshot_lists_routes_links_depths_and_counters() {
     let queue = snap.interests[0].queue.clone().unwrap();
     assert_eq!((queue.len, queue.accepted, queue.delivered), (2, 2, 0));
     assert_eq!(snap.links.len(), 1);
-    assert_eq!((snap.links[0].intent, snap.links[0].interest), (intent.id(), sub.id()));
+    assert_eq!(
+        (snap.links[0].intent, snap.links[0].interest),
+        (intent.id(), sub.id())
+    );
     // It is an owned copy: later changes do not show in it.
     drop(sub);
     assert_eq!(snap.links.len(), 1);
@@ -200,15 +246,26 @@ async fn bad_paths_and_patterns_are_rejected_naming_the_problem() {
     assert!(err.contains("empty segment at index 1"), "{err}");
     let err = router.publish::<Reading>("a.*").unwrap_err().to_string();
     assert!(err.contains("wildcard"), "{err}");
-    let err = router.subscribe::<Reading>("a.**.b").unwrap_err().to_string();
+    let err = router
+        .subscribe::<Reading>("a.**.b")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("must be the last segment"), "{err}");
     let err = router
         .subscribe_with::<Reading>("a", dndm_router::SubscribeOptions::default().capacity(0))
         .unwrap_err()
         .to_string();
     assert!(err.contains("queue capacity 0 is invalid"), "{err}");
-    let err = Router::builder().queue_capacity(0).build().unwrap_err().to_string();
+    let err = Router::builder()
+        .queue_capacity(0)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("queue_capacity = 0 is invalid"), "{err}");
-    let err = Router::builder().name("has space").build().unwrap_err().to_string();
+    let err = Router::builder()
+        .name("has space")
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("name = \"has space\" is invalid"), "{err}");
 }

@@ -6,6 +6,8 @@
 //! consecutive messages (everything sent while it was linked), never a duplicate; a close in the
 //! middle ends everything without panic or deadlock.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::HashMap;
@@ -22,15 +24,22 @@ const MESSAGES: u64 = 300;
 const ITERATIONS: usize = 24;
 
 fn block(capacity: usize) -> SubscribeOptions {
-    SubscribeOptions::default().capacity(capacity).overflow(Overflow::Block)
+    SubscribeOptions::default()
+        .capacity(capacity)
+        .overflow(Overflow::Block)
 }
 
 /// Checks per-publisher runs: consecutive from the first seen, no duplicates. Returns counts.
 fn check_runs(received: &[(u32, u64)], require_from_zero: bool) -> HashMap<u32, u64> {
     let mut next: HashMap<u32, u64> = HashMap::new();
     for &(publisher, seq) in received {
-        let expected = next.entry(publisher).or_insert(if require_from_zero { 0 } else { seq });
-        assert_eq!(seq, *expected, "publisher {publisher}: got {seq}, expected {expected}");
+        let expected = next
+            .entry(publisher)
+            .or_insert(if require_from_zero { 0 } else { seq });
+        assert_eq!(
+            seq, *expected,
+            "publisher {publisher}: got {seq}, expected {expected}"
+        );
         *expected += 1;
     }
     next
@@ -64,7 +73,9 @@ async fn iteration(close_midway: bool) {
             let mut round = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 round += 1;
-                let Ok(mut sub) = router.subscribe_with::<Reading>("s.**", block(4)) else { break };
+                let Ok(mut sub) = router.subscribe_with::<Reading>("s.**", block(4)) else {
+                    break;
+                };
                 let mut got = Vec::new();
                 for _ in 0..(round * 7 + i) % 50 {
                     match sub.try_recv() {
@@ -73,7 +84,7 @@ async fn iteration(close_midway: bool) {
                         Err(_) => break,
                     }
                 }
-                if round % 3 == 0 {
+                if round.is_multiple_of(3) {
                     sub.close();
                     // After close, what was queued is still delivered, in order.
                     while let Ok(r) = sub.try_recv() {
@@ -95,7 +106,7 @@ async fn iteration(close_midway: bool) {
                     Err(e) if e.kind() == SendErrorKind::Closed => return false,
                     Err(e) => panic!("publisher {p}: {e}"),
                 }
-                if seq % 64 == 0 {
+                if seq.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -108,25 +119,39 @@ async fn iteration(close_midway: bool) {
         router.close().await;
     }
     for publisher in publishers {
-        tokio::time::timeout(GUARD, publisher).await.expect("publisher finished").unwrap();
+        tokio::time::timeout(GUARD, publisher)
+            .await
+            .expect("publisher finished")
+            .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     for task in churn {
-        tokio::time::timeout(GUARD, task).await.expect("churn finished").unwrap();
+        tokio::time::timeout(GUARD, task)
+            .await
+            .expect("churn finished")
+            .unwrap();
     }
     if !close_midway {
         // Publishers are done; only now may stable subscribers end early.
         router.close().await;
     }
     for task in stable {
-        let got = tokio::time::timeout(GUARD, task).await.expect("subscriber finished").unwrap();
+        let got = tokio::time::timeout(GUARD, task)
+            .await
+            .expect("subscriber finished")
+            .unwrap();
         let counts = check_runs(&got, true);
         if !close_midway {
             assert_eq!(counts.len(), PUBLISHERS as usize);
-            assert!(counts.values().all(|&n| n == MESSAGES), "every message exactly once: {counts:?}");
+            assert!(
+                counts.values().all(|&n| n == MESSAGES),
+                "every message exactly once: {counts:?}"
+            );
         }
     }
-    tokio::time::timeout(GUARD, router.close()).await.expect("close returns");
+    tokio::time::timeout(GUARD, router.close())
+        .await
+        .expect("close returns");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -27,7 +27,11 @@ impl Message for Reading {}
 
 impl Reading {
     pub fn new(publisher: u32, seq: u64) -> Self {
-        Self { publisher, seq, payload: Vec::new() }
+        Self {
+            publisher,
+            seq,
+            payload: Vec::new(),
+        }
     }
 }
 
