@@ -240,7 +240,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    // Everything runs in runtime tasks (as in an application), not on the `block_on` thread.
+    runtime.block_on(async { runtime_main(quick).await });
+}
+
+async fn runtime_main(quick: bool) {
+    tokio::spawn(async move {
         println!("| size | 1→1 dndm | 1→1 mpsc | dndm/mpsc | 1→8 dndm | 1→8 broadcast | dndm/broadcast | broadcast lagged |");
         println!("|---|---|---|---|---|---|---|---|");
         for size in [8usize, 1024, 65536] {
@@ -274,5 +279,7 @@ fn main() {
         println!("| dndm | {:.2} µs | {:.2} µs |", dp50.as_secs_f64() * 1e6, dp99.as_secs_f64() * 1e6);
         println!("| tokio mpsc | {:.2} µs | {:.2} µs |", mp50.as_secs_f64() * 1e6, mp99.as_secs_f64() * 1e6);
         println!("| dndm / mpsc p50 | {:.2} | |", dp50.as_secs_f64() / mp50.as_secs_f64());
-    });
+    })
+    .await
+    .unwrap();
 }

@@ -57,6 +57,9 @@ pub(crate) struct Queue<T> {
     blocked: AtomicUsize,
     /// Mirror of `State::closed` readable without the lock.
     closed: AtomicBool,
+    /// Blocked producers are woken once the queue has drained to this depth, not on every pop:
+    /// one wake-up then admits a batch of sends.
+    low_water: usize,
 }
 
 struct State<T> {
@@ -92,6 +95,7 @@ impl<T> Queue<T> {
             space: Notify::new(),
             blocked: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            low_water: capacity - capacity.div_ceil(4),
         }
     }
 
@@ -199,11 +203,13 @@ impl<T> Queue<T> {
     /// Takes the oldest item; with `cx`, registers the consumer's waker when there is none.
     /// `Err(true)` when closed and drained, `Err(false)` when empty.
     fn pop(&self, cx: Option<&mut Context<'_>>) -> Result<Arc<T>, bool> {
+        let mut low = false;
         let popped = {
             let mut state = self.lock();
             match state.items.pop_front() {
                 Some(item) => {
                     state.counters.delivered += 1;
+                    low = state.items.len() <= self.low_water;
                     Ok(item)
                 }
                 None => {
@@ -217,7 +223,7 @@ impl<T> Queue<T> {
                 }
             }
         };
-        if popped.is_ok() && self.blocked.load(Ordering::SeqCst) > 0 {
+        if low && self.blocked.load(Ordering::SeqCst) > 0 {
             self.space.notify_waiters();
         }
         popped
