@@ -241,6 +241,10 @@ fn main() {
         .build()
         .unwrap();
     // Everything runs in runtime tasks (as in an application), not on the `block_on` thread.
+    if std::env::args().any(|a| a == "--profile") {
+        runtime.block_on(async { tokio::spawn(profile_one_to_one()).await.unwrap() });
+        return;
+    }
     runtime.block_on(async { runtime_main(quick).await });
 }
 
@@ -282,4 +286,14 @@ async fn runtime_main(quick: bool) {
     })
     .await
     .unwrap();
+}
+
+/// `--profile`: only dndm 1→1 at 8 B, for a profiler.
+#[allow(dead_code)]
+async fn profile_one_to_one() {
+    for _ in 0..3 {
+        let rate = dndm_throughput(8, 1, 1_000_000).await;
+        let mpsc = mpsc_throughput(8, 1_000_000).await;
+        println!("1→1 8 B: dndm {} mpsc {}", fmt_rate(rate), fmt_rate(mpsc));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -175,24 +175,44 @@ impl<T: Message> Intent<T> {
     /// # Errors
     /// As [`Intent::send`].
     pub async fn send_arc(&self, message: Arc<T>) -> Result<(), SendError<T>> {
+        // Take part in tokio's cooperative budget, like tokio's channels: a publisher that never
+        // waits still yields now and then, so its subscribers get to run.
+        std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|c| c.made_progress()))
+            .await;
         let sinks = self.shared.sinks.load();
         if sinks.is_empty() && self.is_closed() {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
-        let mut encoded: Option<Bytes> = None;
+        // Pass 1: offer to every local queue without waiting or waking; one fence, then wake
+        // the consumers that sleep. Full `Block` queues are remembered for pass 2.
+        let mut full: Vec<(&Arc<Queue<T>>, Arc<T>)> = Vec::new();
+        for (_, sink) in sinks.iter() {
+            if let Sink::Local(queue) = sink
+                && let Push::Full(back) = queue.offer(message.clone())
+            {
+                full.push((queue, back));
+            }
+        }
+        fence(Ordering::SeqCst);
+        for (_, sink) in sinks.iter() {
+            if let Sink::Local(queue) = sink {
+                queue.wake_if_parked();
+            }
+        }
+        // Pass 2: wait for full queues (each wakes its own consumer), then peers.
         let mut undelivered = 0;
-        let mut deadline = None;
+        if !full.is_empty() {
+            let deadline = Instant::now() + self.send_timeout;
+            for (queue, back) in full {
+                if let Push::Full(_) = queue.push(back, Some(deadline)).await {
+                    undelivered += 1;
+                }
+            }
+        }
+        let mut encoded: Option<Bytes> = None;
         for (_, sink) in sinks.iter() {
             match sink {
-                Sink::Local(queue) => {
-                    if let Push::Full(back) = queue.try_push(message.clone()) {
-                        let deadline =
-                            *deadline.get_or_insert_with(|| Instant::now() + self.send_timeout);
-                        if let Push::Full(_) = queue.push(back, Some(deadline)).await {
-                            undelivered += 1;
-                        }
-                    }
-                }
+                Sink::Local(_) => {}
                 Sink::Peer(peer) => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
                     // A peer that went away is unlinked by the endpoint; nothing to report here.

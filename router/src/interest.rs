@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::events::{EVENT_CAPACITY, LinkEvent, LinkEvents};
-use crate::queue::Queue;
+use crate::queue::{Queue, Receiver};
 use crate::router::Inner;
 use crate::snapshot::{HandleId, QueueStats};
 
@@ -87,6 +87,8 @@ pub struct Interest<T: Message> {
     pub(crate) id: HandleId,
     pub(crate) pattern: RoutePattern,
     pub(crate) shared: Arc<InterestShared<T>>,
+    /// The consuming end of the queue (with its local buffer).
+    pub(crate) rx: Receiver<T>,
     pub(crate) router: Arc<Inner>,
 }
 
@@ -99,7 +101,7 @@ impl<T: Message> Interest<T> {
     /// # Errors
     /// [`RecvError::Closed`] once the interest or router is closed and the queue is drained.
     pub async fn recv(&mut self) -> Result<Arc<T>, RecvError> {
-        std::future::poll_fn(|cx| self.shared.queue.poll_pop(cx))
+        std::future::poll_fn(|cx| self.rx.poll_pop(cx))
             .await
             .ok_or(RecvError::Closed)
     }
@@ -110,7 +112,7 @@ impl<T: Message> Interest<T> {
     /// [`TryRecvError::Empty`] when nothing is queued; [`TryRecvError::Closed`] once closed and
     /// drained.
     pub fn try_recv(&mut self) -> Result<Arc<T>, TryRecvError> {
-        self.shared.queue.try_pop().map_err(|closed| {
+        self.rx.try_pop().map_err(|closed| {
             if closed {
                 TryRecvError::Closed
             } else {
@@ -194,8 +196,8 @@ impl<T: Message> Interest<T> {
 impl<T: Message> Stream for Interest<T> {
     type Item = Arc<T>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.shared.queue.poll_pop(cx)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_pop(cx)
     }
 }
 
@@ -203,7 +205,7 @@ impl<T: Message> Drop for Interest<T> {
     fn drop(&mut self) {
         self.router.remove_handle(self.id);
         // Nobody can receive any more: free what is queued now.
-        self.shared.queue.close_and_clear();
+        self.rx.queue().close_and_clear();
     }
 }
 

@@ -1,18 +1,21 @@
 //! The bounded per-interest queue and its overflow policies.
 //!
 //! One queue per interest, many producers (the intents linked to it), one consumer (the
-//! interest). Items are `Arc<T>`, so fan-out shares one allocation. The consumer parks its waker
-//! in the queue state (taken by the next push); producers blocked by the `Block` policy park on a
-//! [`Notify`]. Every wait is woken by `close`.
+//! interest). Items are `Arc<T>`, so fan-out shares one allocation. The ring is lock-free
+//! (`crossbeam_queue::ArrayQueue`; its `force_push` is `DropOldest`), so producers and consumer on
+//! different cores do not contend on a lock. The consumer parks on an [`AtomicWaker`] behind a
+//! `parked` flag (producers touch the waker only when the consumer sleeps); producers blocked by
+//! the `Block` policy park on a [`Notify`]. Every wait is woken by `close`.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use dndm_core::{Message, Overflow, PayloadSink, Route, SinkError};
-use parking_lot::{Mutex, MutexGuard};
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -31,7 +34,7 @@ pub(crate) enum Push<T> {
     Closed,
 }
 
-/// Counters of one queue, kept under the queue lock (no extra atomics on the hot path).
+/// A copy of a queue's counters.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
     /// Items accepted (queued), including those later evicted.
@@ -46,35 +49,38 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: u64,
 }
 
-/// A bounded multi-producer, single-consumer queue of `Arc<T>`.
-pub(crate) struct Queue<T> {
-    state: Mutex<State<T>>,
-    capacity: usize,
-    overflow: Overflow,
-    /// Producers waiting for space (`Block` only), woken after pops and on close.
-    space: Notify,
-    /// Number of producers waiting on `space`; pops skip the notify when zero.
-    blocked: AtomicUsize,
-    /// Mirror of `State::closed` readable without the lock.
-    closed: AtomicBool,
-    /// Blocked producers are woken once the queue has drained to this depth, not on every pop:
-    /// one wake-up then admits a batch of sends.
-    low_water: usize,
+/// Counters written by producers (kept apart from the consumer's, so they share no cache line).
+/// `accepted` is derived: every accepted item is delivered, queued or evicted.
+#[derive(Debug, Default)]
+struct ProducerCounters {
+    dropped_oldest: AtomicU64,
+    dropped_newest: AtomicU64,
+    decode_errors: AtomicU64,
 }
 
-struct State<T> {
-    items: VecDeque<Arc<T>>,
-    closed: bool,
-    /// The consumer's waker, set only while it waits on an empty queue; taken by the next push
-    /// or by close. Kept under the lock so registering and checking for items are one step.
-    consumer: Option<Waker>,
-    counters: Counters,
+/// A bounded multi-producer, single-consumer queue of `Arc<T>`.
+pub(crate) struct Queue<T> {
+    items: ArrayQueue<Arc<T>>,
+    overflow: Overflow,
+    /// Set by the consumer before it sleeps; a producer that sees it wakes the consumer.
+    parked: CachePadded<AtomicBool>,
+    consumer: AtomicWaker,
+    /// Producers waiting for space (`Block` only).
+    space: Notify,
+    /// Number of producers waiting on `space`; pops skip the notify when zero.
+    blocked: CachePadded<AtomicUsize>,
+    /// Blocked producers are woken once the queue drains to this depth (a quarter free), so one
+    /// wake-up admits a batch of sends; a producer whose deadline passes retries once.
+    low_water: usize,
+    closed: AtomicBool,
+    produced: CachePadded<ProducerCounters>,
+    delivered: CachePadded<AtomicU64>,
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.items.capacity())
             .field("overflow", &self.overflow)
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
@@ -82,43 +88,48 @@ impl<T> std::fmt::Debug for Queue<T> {
 }
 
 impl<T> Queue<T> {
+    /// A queue of `capacity` (at least 1; the router validates it) items.
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
         Self {
-            state: Mutex::new(State {
-                items: VecDeque::with_capacity(capacity.min(1024)),
-                closed: false,
-                consumer: None,
-                counters: Counters::default(),
-            }),
-            capacity,
+            items: ArrayQueue::new(capacity.max(1)),
             overflow,
+            parked: CachePadded::new(AtomicBool::new(false)),
+            consumer: AtomicWaker::new(),
             space: Notify::new(),
-            blocked: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
+            blocked: CachePadded::new(AtomicUsize::new(0)),
             low_water: capacity - capacity.div_ceil(4),
+            closed: AtomicBool::new(false),
+            produced: CachePadded::new(ProducerCounters::default()),
+            delivered: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock()
-    }
-
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.items.capacity()
     }
 
     pub(crate) fn overflow(&self) -> Overflow {
         self.overflow
     }
 
-    /// Queue depth and counters, read together.
+    /// Queue depth and counters (each read atomically; together they are a close snapshot).
     pub(crate) fn stats(&self) -> (usize, Counters) {
-        let state = self.lock();
-        (state.items.len(), state.counters)
+        let p = &self.produced;
+        let len = self.items.len();
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let dropped_oldest = p.dropped_oldest.load(Ordering::Relaxed);
+        let counters = Counters {
+            accepted: delivered + len as u64 + dropped_oldest,
+            delivered,
+            dropped_oldest,
+            dropped_newest: p.dropped_newest.load(Ordering::Relaxed),
+            decode_errors: p.decode_errors.load(Ordering::Relaxed),
+        };
+        (len, counters)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().items.len()
+        self.items.len()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -126,47 +137,61 @@ impl<T> Queue<T> {
     }
 
     pub(crate) fn count_decode_error(&self) {
-        self.lock().counters.decode_errors += 1;
+        self.produced.decode_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Offers an item without waiting.
     pub(crate) fn try_push(&self, item: Arc<T>) -> Push<T> {
-        let (outcome, waker) = {
-            let mut state = self.lock();
-            if state.closed {
-                return Push::Closed;
-            }
-            let outcome = if state.items.len() < self.capacity {
-                state.items.push_back(item);
-                state.counters.accepted += 1;
-                Push::Queued
-            } else {
-                match self.overflow {
-                    Overflow::DropOldest => {
-                        state.items.pop_front();
-                        state.items.push_back(item);
-                        state.counters.accepted += 1;
-                        state.counters.dropped_oldest += 1;
-                        Push::EvictedOldest
-                    }
-                    Overflow::DropNewest => {
-                        state.counters.dropped_newest += 1;
-                        return Push::DroppedNewest;
-                    }
-                    Overflow::Block => return Push::Full(item),
-                }
-            };
-            (outcome, state.consumer.take())
-        };
-        // Wake outside the lock, so the consumer does not wake into a held lock.
-        if let Some(waker) = waker {
-            waker.wake();
+        let outcome = self.offer(item);
+        if matches!(outcome, Push::Queued | Push::EvictedOldest) {
+            // Pairs with the fence in `poll_pop`: either the consumer sees this item, or we
+            // see it parked.
+            fence(Ordering::SeqCst);
+            self.wake_if_parked();
         }
         outcome
     }
 
+    /// Offers an item without waking the consumer: the caller must issue
+    /// `fence(Ordering::SeqCst)` and then call [`Queue::wake_if_parked`] if the item was
+    /// queued (so one fence serves a whole fan-out).
+    pub(crate) fn offer(&self, item: Arc<T>) -> Push<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Push::Closed;
+        }
+        let outcome = match self.overflow {
+            Overflow::DropOldest => match self.items.force_push(item) {
+                None => Push::Queued,
+                Some(_evicted) => {
+                    self.produced.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    Push::EvictedOldest
+                }
+            },
+            Overflow::DropNewest => match self.items.push(item) {
+                Ok(()) => Push::Queued,
+                Err(_) => {
+                    self.produced.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                    return Push::DroppedNewest;
+                }
+            },
+            Overflow::Block => match self.items.push(item) {
+                Ok(()) => Push::Queued,
+                Err(back) => return Push::Full(back),
+            },
+        };
+        outcome
+    }
+
+    /// Wakes the consumer if it sleeps. Call after a `fence(Ordering::SeqCst)` that follows
+    /// the push.
+    pub(crate) fn wake_if_parked(&self) {
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.consumer.wake();
+        }
+    }
+
     /// Offers an item, waiting for space until `deadline` when the policy is `Block`.
-    /// Returns `Push::Full` only when the deadline passed.
+    /// Returns `Push::Full` only when the deadline passed and there is still no space.
     ///
     /// # Cancel safety
     /// Cancelling loses the item; the queue is unaffected.
@@ -177,8 +202,7 @@ impl<T> Queue<T> {
             // Register before re-checking, so a pop between the check and the wait wakes us.
             notified.as_mut().enable();
             self.blocked.fetch_add(1, Ordering::SeqCst);
-            let outcome = self.try_push(item);
-            let full = match outcome {
+            let full = match self.try_push(item) {
                 Push::Full(back) => back,
                 other => {
                     self.blocked.fetch_sub(1, Ordering::SeqCst);
@@ -194,80 +218,99 @@ impl<T> Queue<T> {
             };
             self.blocked.fetch_sub(1, Ordering::SeqCst);
             if timed_out {
-                return Push::Full(full);
+                // Wake-ups come in batches: make sure no space went unnoticed.
+                return self.try_push(full);
             }
             item = full;
         }
     }
 
-    /// Takes the oldest item; with `cx`, registers the consumer's waker when there is none.
-    /// `Err(true)` when closed and drained, `Err(false)` when empty.
-    fn pop(&self, cx: Option<&mut Context<'_>>) -> Result<Arc<T>, bool> {
-        let mut low = false;
-        let popped = {
-            let mut state = self.lock();
-            match state.items.pop_front() {
-                Some(item) => {
-                    state.counters.delivered += 1;
-                    low = state.items.len() <= self.low_water;
-                    Ok(item)
-                }
-                None => {
-                    if let (Some(cx), false) = (cx, state.closed) {
-                        match &mut state.consumer {
-                            Some(waker) => waker.clone_from(cx.waker()),
-                            slot @ None => *slot = Some(cx.waker().clone()),
-                        }
-                    }
-                    Err(state.closed)
-                }
-            }
-        };
-        if low && self.blocked.load(Ordering::SeqCst) > 0 {
-            self.space.notify_waiters();
-        }
-        popped
-    }
-
     /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
     pub(crate) fn try_pop(&self) -> Result<Arc<T>, bool> {
-        self.pop(None)
+        match self.items.pop() {
+            Some(item) => {
+                self.popped();
+                Ok(item)
+            }
+            // Closed is checked after the pop failed: items pushed before close stay receivable.
+            None => Err(self.closed.load(Ordering::Acquire) && self.items.is_empty()),
+        }
     }
 
     /// Polls for the oldest item; `Ready(None)` when closed and drained.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
-        match self.pop(Some(cx)) {
-            Ok(item) => Poll::Ready(Some(item)),
+        match self.try_pop() {
+            Ok(item) => return Poll::Ready(Some(item)),
+            Err(true) => return Poll::Ready(None),
+            Err(false) => {}
+        }
+        self.consumer.register(cx.waker());
+        self.parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `try_push` and `close`.
+        fence(Ordering::SeqCst);
+        match self.try_pop() {
+            Ok(item) => {
+                self.parked.store(false, Ordering::Relaxed);
+                Poll::Ready(Some(item))
+            }
             Err(true) => Poll::Ready(None),
             Err(false) => Poll::Pending,
+        }
+    }
+
+    fn popped(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if self.blocked.load(Ordering::SeqCst) > 0 && self.items.len() <= self.low_water {
+            self.space.notify_waiters();
         }
     }
 
     /// Closes the queue: producers are refused from now on and every waiter is woken. Items
     /// already queued stay receivable.
     pub(crate) fn close(&self) {
-        self.close_with(false);
+        self.closed.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.parked.store(false, Ordering::Relaxed);
+        self.consumer.wake();
+        self.space.notify_waiters();
     }
 
     /// Closes the queue and discards what it holds.
     pub(crate) fn close_and_clear(&self) {
-        self.close_with(true);
+        self.close();
+        while self.items.pop().is_some() {}
+    }
+}
+
+/// The consuming end of a [`Queue`], held by the interest.
+pub(crate) struct Receiver<T> {
+    queue: Arc<Queue<T>>,
+}
+
+impl<T> Receiver<T> {
+    pub(crate) fn new(queue: Arc<Queue<T>>) -> Self {
+        Self { queue }
     }
 
-    fn close_with(&self, clear: bool) {
-        let waker = {
-            let mut state = self.lock();
-            state.closed = true;
-            if clear {
-                state.items.clear();
-            }
-            state.consumer.take()
-        };
-        self.closed.store(true, Ordering::Release);
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
+    pub(crate) fn try_pop(&mut self) -> Result<Arc<T>, bool> {
+        self.queue.try_pop()
+    }
+
+    /// Polls for the oldest item; `Ready(None)` when closed and drained. Takes part in tokio's
+    /// cooperative budget, like tokio's own channels, so a busy receiver yields now and then.
+    pub(crate) fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let polled = self.queue.poll_pop(cx);
+        if polled.is_ready() {
+            coop.made_progress();
         }
-        self.space.notify_waiters();
+        polled
+    }
+
+    /// The shared queue.
+    pub(crate) fn queue(&self) -> &Arc<Queue<T>> {
+        &self.queue
     }
 }
 
@@ -313,41 +356,45 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_newest() {
-        let q = Queue::new(2, Overflow::DropOldest);
+        let q = Arc::new(Queue::new(2, Overflow::DropOldest));
+        let mut rx = Receiver::new(q.clone());
         for i in 0..5 {
             q.try_push(Arc::new(i));
         }
-        assert_eq!(*q.try_pop().unwrap(), 3);
-        assert_eq!(*q.try_pop().unwrap(), 4);
-        assert!(!q.try_pop().unwrap_err(), "empty, not closed");
+        assert_eq!(*rx.try_pop().unwrap(), 3);
+        assert_eq!(*rx.try_pop().unwrap(), 4);
+        assert!(!rx.try_pop().unwrap_err(), "empty, not closed");
         assert_eq!(q.stats().1.dropped_oldest, 3);
     }
 
     #[test]
     fn drop_newest_keeps_first() {
-        let q = Queue::new(2, Overflow::DropNewest);
+        let q = Arc::new(Queue::new(2, Overflow::DropNewest));
+        let mut rx = Receiver::new(q.clone());
         for i in 0..5 {
             q.try_push(Arc::new(i));
         }
-        assert_eq!(*q.try_pop().unwrap(), 0);
-        assert_eq!(*q.try_pop().unwrap(), 1);
+        assert_eq!(*rx.try_pop().unwrap(), 0);
+        assert_eq!(*rx.try_pop().unwrap(), 1);
         assert_eq!(q.stats().1.dropped_newest, 3);
     }
 
     #[test]
     fn block_refuses_when_full_and_close_drains_then_ends() {
-        let q = Queue::new(1, Overflow::Block);
+        let q = Arc::new(Queue::new(1, Overflow::Block));
+        let mut rx = Receiver::new(q.clone());
         assert!(matches!(q.try_push(Arc::new(1)), Push::Queued));
         assert!(matches!(q.try_push(Arc::new(2)), Push::Full(_)));
         q.close();
         assert!(matches!(q.try_push(Arc::new(3)), Push::Closed));
-        assert_eq!(*q.try_pop().unwrap(), 1);
-        assert!(q.try_pop().unwrap_err(), "closed and drained");
+        assert_eq!(*rx.try_pop().unwrap(), 1);
+        assert!(rx.try_pop().unwrap_err(), "closed and drained");
     }
 
     #[tokio::test(start_paused = true)]
     async fn blocked_push_times_out_and_resumes_after_pop() {
         let q = Arc::new(Queue::new(1, Overflow::Block));
+        let mut rx = Receiver::new(q.clone());
         q.try_push(Arc::new(1));
         let deadline = Instant::now() + std::time::Duration::from_millis(10);
         assert!(matches!(
@@ -363,8 +410,8 @@ mod tests {
         while q.blocked.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(*q.try_pop().unwrap(), 1);
+        assert_eq!(*rx.try_pop().unwrap(), 1);
         assert!(pusher.await.unwrap());
-        assert_eq!(*q.try_pop().unwrap(), 2);
+        assert_eq!(*rx.try_pop().unwrap(), 2);
     }
 }

@@ -17,6 +17,7 @@ use crate::events::Origin;
 use crate::intent::{Intent, IntentShared};
 use crate::interest::{Interest, InterestShared};
 use crate::linker::{IntentEntry, IntentSide, InterestEntry, InterestSide, Linker};
+use crate::queue::Receiver;
 use crate::service::Services;
 use crate::snapshot::{HandleId, Snapshot};
 
@@ -377,10 +378,12 @@ impl Router {
             );
             linker.add_interest(id, entry);
         }
+        let rx = Receiver::new(shared.queue.clone());
         Ok(Interest {
             id,
             pattern,
             shared,
+            rx,
             router: self.inner.clone(),
         })
     }
