@@ -159,7 +159,7 @@ impl<T> Queue<T> {
         if self.closed.load(Ordering::Acquire) {
             return Push::Closed;
         }
-        let outcome = match self.overflow {
+        match self.overflow {
             Overflow::DropOldest => match self.items.force_push(item) {
                 None => Push::Queued,
                 Some(_evicted) => {
@@ -171,15 +171,14 @@ impl<T> Queue<T> {
                 Ok(()) => Push::Queued,
                 Err(_) => {
                     self.produced.dropped_newest.fetch_add(1, Ordering::Relaxed);
-                    return Push::DroppedNewest;
+                    Push::DroppedNewest
                 }
             },
             Overflow::Block => match self.items.push(item) {
                 Ok(()) => Push::Queued,
-                Err(back) => return Push::Full(back),
+                Err(back) => Push::Full(back),
             },
-        };
-        outcome
+        }
     }
 
     /// Wakes the consumer if it sleeps. Call after a `fence(Ordering::SeqCst)` that follows
