@@ -1,0 +1,1202 @@
+//! The session state machine: one logical link to one peer, across reconnects.
+//!
+//! A [`Session`] speaks dndm frames (`dndm-codec`) and does no I/O: the driver feeds it frames
+//! read from the connection, connection events and the current time, and writes out what it
+//! returns. It survives disconnects: what was sent but not acknowledged is resent after the next
+//! handshake, so a reliable route loses nothing while the retransmit budget holds.
+//!
+//! # Protocol
+//!
+//! - On every connection both sides send a `Hello` first: identity (ed25519 key, and over a
+//!   Noise channel the signature binding it to the Noise static key), node name, the full route
+//!   set with per-session route ids, capabilities and resume state (epoch, last sequence
+//!   received, last sequence sent). Route changes later travel as `Advert` deltas.
+//! - Every message gets a sequence number from one space per direction. A `Batch` covers the
+//!   range `first_seq..=last_seq`; reliable messages stay in a bounded retransmit buffer until
+//!   the peer acknowledges them (cumulative `Ack`). Resent batches keep their range but carry
+//!   only their reliable messages, so the receiver knows the best-effort ones in between are
+//!   gone (counted as lost, never waited for).
+//! - The receiver accepts a batch whose range starts at or before the next expected sequence
+//!   and ends at or after it, delivers the messages from the expected one on, in order, and
+//!   acknowledges. Anything entirely older is a duplicate; anything starting later is a gap. On
+//!   an ordered transport (TCP, Unix socket, a libp2p stream) a duplicate is a replay and a gap
+//!   is a protocol violation, and both end the connection; on a lossy transport (the simulator)
+//!   both are dropped and counted, and the sender resends after its retransmit timeout
+//!   (go-back-N).
+//! - Resume: the peer's `Hello` carries its epoch. Same epoch as before: resend what the peer
+//!   has not received. New epoch (the peer restarted): what it had not acknowledged is counted
+//!   as lost and sequence tracking restarts from its `last_sent_seq`.
+//! - `Ping`/`Pong` measure RTT and keep an idle link alive; a connection that hears nothing for
+//!   the idle timeout is declared dead.
+//!
+//! # Call order
+//!
+//! [`Session::handle_connect`] when a connection is up (after the Noise handshake), then any mix
+//! of `handle_frame`, `handle_timeout`, `send`, route changes and `close`; after each input drain
+//! [`Session::poll_transmit`] (write every frame, in order) and [`Session::poll_event`], and
+//! re-arm one timer at [`Session::poll_timeout`]. [`Session::handle_disconnect`] when the
+//! connection is lost; the session waits for the next `handle_connect`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dndm_codec::{
+    Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
+    Correlation, DeclPattern, DeclRoute, Decoder, Encoder, Frame, Hello, IntentDecl, InterestDecl,
+    Limits, PROTOCOL_VERSION, Ping, Pong, ResumeState, SessionId, verify_batch,
+};
+use dndm_core::{IntentAd, InterestAd, Keypair, PeerId, PublicKey, Route, RoutePattern};
+
+use crate::noise;
+
+/// Early batches kept per session on lossy transports while waiting for a gap to fill.
+const MAX_EARLY_BATCHES: usize = 256;
+
+/// Settings of a session. [`SessionConfig::default`] suits TCP on a LAN.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Frame limits, enforced on everything the peer sends.
+    pub limits: Limits,
+    /// zstd for batches above its threshold; `None` sends uncompressed.
+    pub compression: Option<Compression>,
+    /// Sign every batch with the node's ed25519 key and verify the peer's.
+    pub sign_batches: bool,
+    /// Messages waiting to be batched; beyond it [`Session::send`] refuses (back-pressure).
+    pub send_queue: usize,
+    /// Reliable messages (and batches) sent but not yet acknowledged; beyond it batching pauses.
+    pub retransmit_capacity: usize,
+    /// Most messages in one batch.
+    pub max_batch_messages: usize,
+    /// Most payload bytes in one batch (a larger single message still goes alone).
+    pub max_batch_bytes: usize,
+    /// Send a ping after this long without sending anything.
+    pub keepalive: Duration,
+    /// Declare the connection dead after this long without receiving anything.
+    pub idle_timeout: Duration,
+    /// Resend unacknowledged batches after this long without ack progress. Only for lossy
+    /// transports; `None` on ordered ones (which lose data only with the connection).
+    pub retransmit_timeout: Option<Duration>,
+    /// Whether the transport delivers frames in order without loss while connected.
+    pub ordered_transport: bool,
+    /// The node name sent to peers.
+    pub node_name: String,
+    /// Peers allowed to connect; `None` allows everyone.
+    pub allow_peers: Option<HashSet<PeerId>>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            compression: Some(Compression::default()),
+            sign_batches: true,
+            send_queue: 8192,
+            retransmit_capacity: 4096,
+            max_batch_messages: 1024,
+            max_batch_bytes: 256 * 1024,
+            keepalive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            retransmit_timeout: None,
+            ordered_transport: true,
+            node_name: "dndm".to_owned(),
+            allow_peers: None,
+        }
+    }
+}
+
+/// What the driver knows about a new connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Binds batch signatures to this connection (e.g. the Noise handshake hash).
+    pub session_id: SessionId,
+    /// Over a Noise channel: our static key's binding signature and the peer's static key.
+    pub binding: Option<Binding>,
+    /// The peer we dialed or that the transport authenticated, if known.
+    pub expected_peer: Option<PeerId>,
+}
+
+/// The Noise identity binding of a connection.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Our signature over our Noise static key (sent in our hello).
+    pub local_signature: [u8; 64],
+    /// The peer's Noise static key (its hello must carry a signature over it).
+    pub remote_static: [u8; 32],
+}
+
+/// Why a connection ended badly. The session stays resumable; the driver reconnects (or not).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkFailure {
+    /// A frame did not decode.
+    #[error("bad frame from peer: {0}")]
+    Decode(String),
+    /// A batch signature did not verify.
+    #[error("bad batch signature from peer: {0}")]
+    Signature(String),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The hello's identity is not the peer we expected.
+    #[error("peer identity {actual} does not match expected {expected}")]
+    IdentityMismatch {
+        /// The PeerId we dialed or the transport authenticated.
+        expected: PeerId,
+        /// The PeerId of the hello's key.
+        actual: PeerId,
+    },
+    /// The peer is not on the allow-list.
+    #[error("peer {0} is not allowed")]
+    NotAllowed(PeerId),
+    /// The identity key does not sign the Noise static key.
+    #[error("identity key of {0} does not match the Noise static key")]
+    BadBinding(PeerId),
+    /// The peer speaks another protocol version.
+    #[error("protocol version {0} is not supported (this node speaks {PROTOCOL_VERSION})")]
+    Version(u32),
+    /// Nothing heard for the idle timeout.
+    #[error("no frame from peer for {0:?}")]
+    IdleTimeout(Duration),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl LinkFailure {
+    /// Whether reconnecting may help (a dead or flaky transport) rather than a peer that must
+    /// be fixed or is not wanted.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::IdleTimeout(_) | Self::Transport(_))
+    }
+}
+
+/// What a session reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The peer's hello was accepted.
+    Established {
+        /// The peer.
+        peer: PeerId,
+        /// Its node name.
+        node_name: String,
+        /// Whether this continues an earlier connection of the same peer incarnation.
+        resumed: bool,
+    },
+    /// The peer declared an intent.
+    PeerIntentAdded(IntentAd),
+    /// The peer withdrew an intent.
+    PeerIntentRemoved(Route),
+    /// The peer declared an interest.
+    PeerInterestAdded(InterestAd),
+    /// The peer withdrew an interest.
+    PeerInterestRemoved(RoutePattern),
+    /// A message from the peer, in order.
+    Message {
+        /// The route it was published on.
+        route: Route,
+        /// The encoded message.
+        payload: Bytes,
+        /// Request/response correlation.
+        correlation: Correlation,
+    },
+    /// A round trip was measured.
+    Rtt(Duration),
+    /// The send queue has room again after refusing a message.
+    SendReady,
+    /// The connection failed; the session waits for the next one.
+    Disconnected(LinkFailure),
+    /// The session closed in order (by us or by the peer); it will not resume.
+    Closed {
+        /// Whether the peer closed it.
+        by_peer: bool,
+        /// The close code.
+        code: CloseCode,
+        /// The reason text.
+        reason: String,
+    },
+}
+
+/// Why [`Session::send`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionSendError {
+    /// The send queue is full; wait for [`Event::SendReady`].
+    #[error("send queue is full")]
+    Full,
+    /// No local intent on this route was declared to the session.
+    #[error("route {0} is not declared on this session")]
+    UnknownRoute(Route),
+    /// The session is closed.
+    #[error("session is closed")]
+    Closed,
+}
+
+impl SessionSendError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Full)
+    }
+}
+
+/// Counters of a session, all since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Messages put into batches (first transmissions).
+    pub messages_sent: u64,
+    /// Messages delivered from the peer.
+    pub messages_received: u64,
+    /// Batches sent, including resends.
+    pub batches_sent: u64,
+    /// Reliable messages sent again.
+    pub retransmitted: u64,
+    /// Batches dropped as duplicates.
+    pub duplicates: u64,
+    /// Batches dropped for a gap (lossy transports).
+    pub gaps: u64,
+    /// Best-effort messages from the peer that never arrived.
+    pub best_effort_lost: u64,
+    /// Messages for a route id the peer never declared.
+    pub unknown_routes: u64,
+    /// Unacknowledged messages given up because the peer restarted.
+    pub lost_on_peer_restart: u64,
+    /// Connections that ended with a failure.
+    pub failures: u64,
+    /// Bytes of frames produced.
+    pub bytes_sent: u64,
+}
+
+/// A message waiting to be batched.
+#[derive(Debug)]
+struct Outgoing {
+    route_id: u32,
+    reliable: bool,
+    correlation: Correlation,
+    payload: Bytes,
+}
+
+/// A sent batch kept for resending: its range and its reliable messages.
+#[derive(Debug)]
+struct Sent {
+    first: u64,
+    last: u64,
+    reliable: Vec<BatchMessage>,
+}
+
+/// The state of the current connection.
+#[derive(Debug)]
+struct Conn {
+    info: Connection,
+    /// The peer's hello arrived and was accepted.
+    open: bool,
+    last_rx: Instant,
+    last_tx: Instant,
+    /// Outstanding ping: nonce and when it left.
+    ping: Option<(u64, Instant)>,
+    /// When unacknowledged data was last (re)sent or acknowledged.
+    progress_at: Instant,
+}
+
+/// Our route declarations, with the ids the peer uses to name them.
+#[derive(Debug, Default)]
+struct LocalRoutes {
+    intents: BTreeMap<u32, IntentAd>,
+    intent_ids: HashMap<Route, u32>,
+    interests: BTreeMap<u32, InterestAd>,
+    interest_ids: HashMap<RoutePattern, u32>,
+    next_id: u32,
+}
+
+impl LocalRoutes {
+    fn next(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+}
+
+/// The peer's route declarations, by its ids.
+#[derive(Debug, Default, Clone)]
+struct PeerRoutes {
+    intents: HashMap<u32, IntentAd>,
+    interests: HashMap<u32, InterestAd>,
+}
+
+/// One logical link to one peer. See the module docs for the protocol and call order.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    keypair: Keypair,
+    epoch: u64,
+    encoder: Encoder,
+    decoder: Decoder,
+    local: LocalRoutes,
+    peer: Option<PeerId>,
+    peer_epoch: Option<u64>,
+    peer_routes: PeerRoutes,
+    peer_key: Option<PublicKey>,
+    outgoing: VecDeque<Outgoing>,
+    send_refused: bool,
+    unacked: VecDeque<Sent>,
+    unacked_reliable: usize,
+    /// Sequence numbers to resend from (go-back-N), set on resume and retransmit timeout.
+    resend_from: Option<u64>,
+    next_seq: u64,
+    expected: u64,
+    ack_due: bool,
+    /// Batches that arrived ahead of a gap (lossy transports only), by first sequence.
+    early: BTreeMap<u64, Batch>,
+    conn: Option<Conn>,
+    closing: Option<Close>,
+    closed: bool,
+    transmit: VecDeque<Bytes>,
+    events: VecDeque<Event>,
+    next_nonce: u64,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A new session. `epoch` identifies this incarnation to the peer (random per process start).
+    pub fn new(config: SessionConfig, keypair: Keypair, epoch: u64) -> Self {
+        let mut encoder = Encoder::new(config.limits);
+        if let Some(compression) = config.compression {
+            encoder = encoder.with_compression(compression);
+        }
+        let decoder = Decoder::new(config.limits);
+        Self {
+            config,
+            keypair,
+            epoch,
+            encoder,
+            decoder,
+            local: LocalRoutes::default(),
+            peer: None,
+            peer_epoch: None,
+            peer_routes: PeerRoutes::default(),
+            peer_key: None,
+            outgoing: VecDeque::new(),
+            send_refused: false,
+            unacked: VecDeque::new(),
+            unacked_reliable: 0,
+            resend_from: None,
+            next_seq: 1,
+            expected: 1,
+            ack_due: false,
+            early: BTreeMap::new(),
+            conn: None,
+            closing: None,
+            closed: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            next_nonce: 1,
+            stats: SessionStats::default(),
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// A connection is up: send our hello.
+    pub fn handle_connect(&mut self, now: Instant, info: Connection) {
+        if self.closed {
+            return;
+        }
+        self.conn = Some(Conn {
+            info,
+            open: false,
+            last_rx: now,
+            last_tx: now,
+            ping: None,
+            progress_at: now,
+        });
+        self.ack_due = false;
+        let hello = self.hello();
+        self.queue_frame(&Frame::Hello(hello), now);
+    }
+
+    /// The connection was lost. Unacknowledged data stays for the next connection.
+    pub fn handle_disconnect(&mut self, failure: LinkFailure) {
+        if self.conn.take().is_some() && !self.closed {
+            self.stats.failures += 1;
+            self.transmit.clear();
+            self.events.push_back(Event::Disconnected(failure));
+        }
+    }
+
+    /// A frame from the peer.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.last_rx = now;
+        if let Err(failure) = self.process(now, &frame) {
+            self.fail(failure);
+        }
+    }
+
+    /// Time passed: keepalive, idle timeout, retransmit timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let config = &self.config;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if now.saturating_duration_since(conn.last_rx) >= config.idle_timeout {
+            let idle = config.idle_timeout;
+            self.fail(LinkFailure::IdleTimeout(idle));
+            return;
+        }
+        if conn.open
+            && let Some(rto) = config.retransmit_timeout
+            && !self.unacked.is_empty()
+            && now.saturating_duration_since(conn.progress_at) >= rto
+        {
+            conn.progress_at = now;
+            self.resend_from = self.unacked.front().map(|s| s.first);
+        }
+        if conn.open
+            && conn.ping.is_none()
+            && now.saturating_duration_since(conn.last_tx) >= config.keepalive
+        {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            conn.ping = Some((nonce, now));
+            self.queue_frame(&Frame::Ping(Ping { nonce }), now);
+        }
+    }
+
+    /// Queues a message of a declared local intent.
+    ///
+    /// # Errors
+    /// [`SessionSendError::Full`] when the send queue is full (then [`Event::SendReady`] comes
+    /// later); [`SessionSendError::UnknownRoute`]; [`SessionSendError::Closed`].
+    pub fn send(
+        &mut self,
+        route: &Route,
+        payload: Bytes,
+        correlation: Correlation,
+    ) -> Result<(), SessionSendError> {
+        if self.closed || self.closing.is_some() {
+            return Err(SessionSendError::Closed);
+        }
+        let Some(&route_id) = self.local.intent_ids.get(route) else {
+            return Err(SessionSendError::UnknownRoute(route.clone()));
+        };
+        if self.outgoing.len() >= self.config.send_queue {
+            self.send_refused = true;
+            return Err(SessionSendError::Full);
+        }
+        let reliable = self
+            .local
+            .intents
+            .get(&route_id)
+            .is_some_and(|ad| ad.qos.is_reliable());
+        self.outgoing.push_back(Outgoing {
+            route_id,
+            reliable,
+            correlation,
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Whether [`Session::send`] would accept a message now.
+    pub fn can_send(&self) -> bool {
+        !self.closed && self.closing.is_none() && self.outgoing.len() < self.config.send_queue
+    }
+
+    /// Declares a local intent to the peer.
+    pub fn add_local_intent(&mut self, ad: IntentAd, now: Instant) {
+        if self.local.intent_ids.contains_key(&ad.route) {
+            return;
+        }
+        let id = self.local.next();
+        self.local.intent_ids.insert(ad.route.clone(), id);
+        let decl = intent_decl(id, &ad);
+        self.local.intents.insert(id, ad);
+        self.advertise(
+            Advert {
+                intents_added: vec![decl],
+                ..Advert::default()
+            },
+            now,
+        );
+    }
+
+    /// Withdraws a local intent.
+    pub fn remove_local_intent(&mut self, route: &Route, now: Instant) {
+        if let Some(id) = self.local.intent_ids.remove(route) {
+            self.local.intents.remove(&id);
+            self.advertise(
+                Advert {
+                    intents_removed: vec![id],
+                    ..Advert::default()
+                },
+                now,
+            );
+        }
+    }
+
+    /// Declares a local interest to the peer.
+    pub fn add_local_interest(&mut self, ad: InterestAd, now: Instant) {
+        if self.local.interest_ids.contains_key(&ad.pattern) {
+            return;
+        }
+        let id = self.local.next();
+        self.local.interest_ids.insert(ad.pattern.clone(), id);
+        let decl = interest_decl(id, &ad);
+        self.local.interests.insert(id, ad);
+        self.advertise(
+            Advert {
+                interests_added: vec![decl],
+                ..Advert::default()
+            },
+            now,
+        );
+    }
+
+    /// Withdraws a local interest.
+    pub fn remove_local_interest(&mut self, pattern: &RoutePattern, now: Instant) {
+        if let Some(id) = self.local.interest_ids.remove(pattern) {
+            self.local.interests.remove(&id);
+            self.advertise(
+                Advert {
+                    interests_removed: vec![id],
+                    ..Advert::default()
+                },
+                now,
+            );
+        }
+    }
+
+    /// Closes the session in order: flushes what it can, sends `Close`, reports
+    /// [`Event::Closed`]. Without a connection it closes at once.
+    pub fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
+        if self.closed || self.closing.is_some() {
+            return;
+        }
+        let close = Close {
+            code,
+            reason: reason.into(),
+        };
+        if self.conn.as_ref().is_some_and(|c| c.open) {
+            self.closing = Some(close);
+        } else {
+            self.finish_close(false, close);
+        }
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// The next frame to write, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        if self.transmit.is_empty() {
+            self.fill_transmit(now);
+        }
+        let frame = self.transmit.pop_front()?;
+        self.stats.bytes_sent += frame.len() as u64;
+        Some(frame)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.conn.as_ref()?;
+        let mut deadline = conn.last_rx + self.config.idle_timeout;
+        if conn.open && conn.ping.is_none() {
+            deadline = deadline.min(conn.last_tx + self.config.keepalive);
+        }
+        if let Some(rto) = self.config.retransmit_timeout
+            && conn.open
+            && !self.unacked.is_empty()
+        {
+            deadline = deadline.min(conn.progress_at + rto);
+        }
+        Some(deadline)
+    }
+
+    // ---- queries ------------------------------------------------------------------------
+
+    /// The peer, once a hello was accepted.
+    pub fn peer(&self) -> Option<PeerId> {
+        self.peer
+    }
+
+    /// Whether a connection is up and the peer's hello accepted.
+    pub fn is_open(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.open)
+    }
+
+    /// Whether the session closed for good.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Reliable messages sent and not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.unacked_reliable
+    }
+
+    /// Batches sent and not yet acknowledged (reliable or not).
+    pub fn unacked_batches(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Messages waiting to be batched.
+    pub fn queued(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    fn hello(&self) -> Hello {
+        let key_binding = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.info.binding.as_ref())
+            .map(|b| b.local_signature.to_vec())
+            .unwrap_or_default();
+        let limits = &self.config.limits;
+        Hello {
+            protocol_version: u32::from(PROTOCOL_VERSION),
+            public_key: self.keypair.public().to_bytes().to_vec(),
+            key_binding,
+            node_name: self.config.node_name.clone(),
+            intents: self
+                .local
+                .intents
+                .iter()
+                .map(|(&id, ad)| intent_decl(id, ad))
+                .collect(),
+            interests: self
+                .local
+                .interests
+                .iter()
+                .map(|(&id, ad)| interest_decl(id, ad))
+                .collect(),
+            capabilities: Capabilities {
+                zstd: self.config.compression.is_some(),
+                dictionary_ids: Vec::new(),
+                max_frame_len: limits.max_frame_len(),
+                max_batch_messages: limits.max_batch_messages(),
+                max_decompressed_len: limits.max_decompressed_len(),
+                signed_batches: self.config.sign_batches,
+            },
+            resume: Some(ResumeState {
+                session_epoch: self.epoch,
+                last_received_seq: self.expected - 1,
+                last_sent_seq: self.next_seq - 1,
+            }),
+        }
+    }
+
+    fn advertise(&mut self, advert: Advert, now: Instant) {
+        // Before the peer's hello, the next hello carries the full set anyway.
+        if self.conn.as_ref().is_some_and(|c| c.open) {
+            self.queue_frame(&Frame::Advert(advert), now);
+        }
+    }
+
+    fn queue_frame(&mut self, frame: &Frame, now: Instant) {
+        match self.encoder.encode(frame) {
+            Ok(bytes) => {
+                self.transmit.push_back(bytes);
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.last_tx = now;
+                }
+            }
+            // Our own frames stay within our limits unless the route set outgrew them.
+            Err(e) => self.fail(LinkFailure::Protocol(format!(
+                "cannot encode our own frame: {e}"
+            ))),
+        }
+    }
+
+    fn fail(&mut self, failure: LinkFailure) {
+        tracing::debug!(peer = ?self.peer, %failure, "connection failed");
+        self.handle_disconnect(failure);
+    }
+
+    fn finish_close(&mut self, by_peer: bool, close: Close) {
+        self.closed = true;
+        self.closing = None;
+        self.conn = None;
+        self.outgoing.clear();
+        self.events.push_back(Event::Closed {
+            by_peer,
+            code: close.code,
+            reason: close.reason,
+        });
+    }
+
+    /// Builds batches (resends first), an ack if due, and the close frame when closing.
+    fn fill_transmit(&mut self, now: Instant) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        if !conn.open {
+            return;
+        }
+        if self.ack_due {
+            self.ack_due = false;
+            let ack = Ack {
+                cumulative_seq: self.expected - 1,
+            };
+            self.queue_frame(&Frame::Ack(ack), now);
+        }
+        if let Some(from) = self.resend_from.take() {
+            self.resend(from, now);
+        }
+        while self.transmit.len() < 2 && self.batch_new(now) {}
+        if self.transmit.is_empty()
+            && self.outgoing.is_empty()
+            && let Some(close) = self.closing.take()
+        {
+            self.queue_frame(&Frame::Close(close.clone()), now);
+            self.finish_close(false, close);
+        }
+    }
+
+    /// Resends every kept batch that ends at or after `from`.
+    fn resend(&mut self, from: u64, now: Instant) {
+        let batches: Vec<Batch> = self
+            .unacked
+            .iter()
+            .filter(|s| s.last >= from)
+            .map(|s| Batch {
+                first_seq: s.first,
+                last_seq: s.last,
+                messages: s.reliable.clone(),
+            })
+            .collect();
+        for batch in batches {
+            self.stats.retransmitted += batch.messages.len() as u64;
+            self.queue_batch(&batch, now);
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            conn.progress_at = now;
+        }
+    }
+
+    /// Takes messages from the send queue into one batch; false when nothing was taken.
+    fn batch_new(&mut self, now: Instant) -> bool {
+        if self.unacked.len() >= self.config.retransmit_capacity {
+            return false;
+        }
+        let mut messages = Vec::new();
+        let mut reliable = Vec::new();
+        let mut bytes = 0usize;
+        let first = self.next_seq;
+        while let Some(next) = self.outgoing.front() {
+            if messages.len() >= self.config.max_batch_messages
+                || (!messages.is_empty()
+                    && bytes + next.payload.len() > self.config.max_batch_bytes)
+                || (next.reliable
+                    && self.unacked_reliable + reliable.len() >= self.config.retransmit_capacity)
+            {
+                break;
+            }
+            let Some(next) = self.outgoing.pop_front() else {
+                break;
+            };
+            bytes += next.payload.len();
+            let message = BatchMessage {
+                route_id: next.route_id,
+                seq: Some(self.next_seq),
+                correlation: next.correlation,
+                payload: next.payload,
+            };
+            self.next_seq += 1;
+            if next.reliable {
+                reliable.push(message.clone());
+            }
+            messages.push(message);
+        }
+        if messages.is_empty() {
+            return false;
+        }
+        let last = self.next_seq - 1;
+        self.stats.messages_sent += messages.len() as u64;
+        // Every batch is kept until acknowledged, even with no reliable message: a resent empty
+        // range tells the receiver the best-effort messages in it are gone.
+        if self.unacked.is_empty()
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.progress_at = now;
+        }
+        self.unacked_reliable += reliable.len();
+        self.unacked.push_back(Sent {
+            first,
+            last,
+            reliable,
+        });
+        self.queue_batch(
+            &Batch {
+                first_seq: first,
+                last_seq: last,
+                messages,
+            },
+            now,
+        );
+        if self.send_refused && self.outgoing.len() < self.config.send_queue {
+            self.send_refused = false;
+            self.events.push_back(Event::SendReady);
+        }
+        true
+    }
+
+    fn queue_batch(&mut self, batch: &Batch, now: Instant) {
+        let session_id = self.conn.as_ref().map(|c| c.info.session_id);
+        let encoded = match (&session_id, self.config.sign_batches) {
+            (Some(id), true) => self
+                .encoder
+                .encode_batch(batch, &BatchOptions::new().sign(&self.keypair, id)),
+            _ => self.encoder.encode_batch(batch, &BatchOptions::new()),
+        };
+        match encoded {
+            Ok(frame) => {
+                self.stats.batches_sent += 1;
+                self.transmit.push_back(frame);
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.last_tx = now;
+                }
+            }
+            Err(e) => self.fail(LinkFailure::Protocol(format!(
+                "cannot encode our own batch: {e}"
+            ))),
+        }
+    }
+
+    fn process(&mut self, now: Instant, bytes: &Bytes) -> Result<(), LinkFailure> {
+        let frame = self
+            .decoder
+            .decode(bytes)
+            .map_err(|e| LinkFailure::Decode(e.to_string()))?;
+        let open = self.conn.as_ref().is_some_and(|c| c.open);
+        match frame {
+            Frame::Hello(hello) if !open => self.on_hello(now, hello),
+            Frame::Hello(_) => Err(LinkFailure::Protocol(
+                "second hello on one connection".into(),
+            )),
+            _ if !open => Err(LinkFailure::Protocol("a frame before the hello".into())),
+            Frame::Batch(batch) => {
+                if self.config.sign_batches
+                    && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
+                {
+                    verify_batch(bytes, &conn.info.session_id, key)
+                        .map_err(|e| LinkFailure::Signature(e.to_string()))?;
+                }
+                self.on_batch(batch)
+            }
+            Frame::Ack(ack) => self.on_ack(now, ack),
+            Frame::Advert(advert) => self.on_advert(advert),
+            Frame::Ping(ping) => {
+                self.queue_frame(&Frame::Pong(Pong { nonce: ping.nonce }), now);
+                Ok(())
+            }
+            Frame::Pong(pong) => {
+                if let Some(conn) = self.conn.as_mut()
+                    && let Some((nonce, sent)) = conn.ping
+                    && nonce == pong.nonce
+                {
+                    conn.ping = None;
+                    self.events
+                        .push_back(Event::Rtt(now.saturating_duration_since(sent)));
+                }
+                Ok(())
+            }
+            Frame::Close(close) => {
+                self.finish_close(true, close);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, hello: Hello) -> Result<(), LinkFailure> {
+        if hello.protocol_version != u32::from(PROTOCOL_VERSION) {
+            return Err(LinkFailure::Version(hello.protocol_version));
+        }
+        let key: [u8; 32] = hello.public_key.as_slice().try_into().map_err(|_| {
+            LinkFailure::Protocol(format!("public key of {} bytes", hello.public_key.len()))
+        })?;
+        let key = PublicKey::from_bytes(&key).map_err(|e| LinkFailure::Protocol(e.to_string()))?;
+        let peer = key.peer_id();
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        if let Some(expected) = conn.info.expected_peer.or(self.peer)
+            && expected != peer
+        {
+            return Err(LinkFailure::IdentityMismatch {
+                expected,
+                actual: peer,
+            });
+        }
+        if let Some(allowed) = &self.config.allow_peers
+            && !allowed.contains(&peer)
+        {
+            return Err(LinkFailure::NotAllowed(peer));
+        }
+        if let Some(binding) = &conn.info.binding {
+            noise::verify_binding(&key, &binding.remote_static, &hello.key_binding)
+                .map_err(|_| LinkFailure::BadBinding(peer))?;
+        }
+        let resume = hello.resume.unwrap_or_default();
+        let resumed = self.peer_epoch == Some(resume.session_epoch);
+        if resumed {
+            // Resend what the peer has not received; forget what it has.
+            self.acknowledge(resume.last_received_seq);
+            if self.unacked.front().is_some() {
+                self.resend_from = Some(resume.last_received_seq + 1);
+            }
+        } else {
+            if self.peer_epoch.is_some() {
+                self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
+                self.unacked.clear();
+                self.unacked_reliable = 0;
+            }
+            self.expected = resume.last_sent_seq + 1;
+            self.early.clear();
+        }
+        self.peer = Some(peer);
+        self.peer_key = Some(key);
+        self.peer_epoch = Some(resume.session_epoch);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.open = true;
+            conn.progress_at = now;
+        }
+        self.events.push_back(Event::Established {
+            peer,
+            node_name: hello.node_name,
+            resumed,
+        });
+        // Resync the peer's routes: withdraw what is gone, declare what is new.
+        let mut next = PeerRoutes::default();
+        for decl in hello.intents {
+            if let Some(ad) = intent_ad(&decl) {
+                next.intents.insert(decl.id, ad);
+            }
+        }
+        for decl in hello.interests {
+            if let Some(ad) = interest_ad(&decl) {
+                next.interests.insert(decl.id, ad);
+            }
+        }
+        let previous = std::mem::take(&mut self.peer_routes);
+        for ad in previous
+            .intents
+            .values()
+            .filter(|ad| !next.intents.values().any(|n| n == *ad))
+        {
+            self.events
+                .push_back(Event::PeerIntentRemoved(ad.route.clone()));
+        }
+        for ad in previous
+            .interests
+            .values()
+            .filter(|ad| !next.interests.values().any(|n| n == *ad))
+        {
+            self.events
+                .push_back(Event::PeerInterestRemoved(ad.pattern.clone()));
+        }
+        for ad in next
+            .intents
+            .values()
+            .filter(|ad| !previous.intents.values().any(|p| p == *ad))
+        {
+            self.events.push_back(Event::PeerIntentAdded(ad.clone()));
+        }
+        for ad in next
+            .interests
+            .values()
+            .filter(|ad| !previous.interests.values().any(|p| p == *ad))
+        {
+            self.events.push_back(Event::PeerInterestAdded(ad.clone()));
+        }
+        self.peer_routes = next;
+        Ok(())
+    }
+
+    fn on_advert(&mut self, advert: Advert) -> Result<(), LinkFailure> {
+        for id in advert.intents_removed {
+            if let Some(ad) = self.peer_routes.intents.remove(&id) {
+                self.events.push_back(Event::PeerIntentRemoved(ad.route));
+            }
+        }
+        for id in advert.interests_removed {
+            if let Some(ad) = self.peer_routes.interests.remove(&id) {
+                self.events
+                    .push_back(Event::PeerInterestRemoved(ad.pattern));
+            }
+        }
+        for decl in advert.intents_added {
+            if let Some(ad) = intent_ad(&decl) {
+                self.peer_routes.intents.insert(decl.id, ad.clone());
+                self.events.push_back(Event::PeerIntentAdded(ad));
+            }
+        }
+        for decl in advert.interests_added {
+            if let Some(ad) = interest_ad(&decl) {
+                self.peer_routes.interests.insert(decl.id, ad.clone());
+                self.events.push_back(Event::PeerInterestAdded(ad));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_batch(&mut self, batch: Batch) -> Result<(), LinkFailure> {
+        let (first, last) = (batch.first_seq, batch.last_seq);
+        if last < self.expected {
+            self.stats.duplicates += 1;
+            self.ack_due = true;
+            if self.config.ordered_transport {
+                return Err(LinkFailure::Protocol(format!(
+                    "replayed batch {first}..={last}; expected sequence {}",
+                    self.expected
+                )));
+            }
+            return Ok(());
+        }
+        if first > self.expected {
+            self.stats.gaps += 1;
+            self.ack_due = true;
+            if self.config.ordered_transport {
+                return Err(LinkFailure::Protocol(format!(
+                    "sequence gap: batch starts at {first}, expected {}",
+                    self.expected
+                )));
+            }
+            // Lossy transport: keep a bounded number of early batches until the gap fills.
+            if self.early.len() < MAX_EARLY_BATCHES {
+                self.early.insert(first, batch);
+            }
+            return Ok(());
+        }
+        self.deliver(batch)?;
+        // Batches that arrived early may continue where this one ended.
+        while let Some(entry) = self.early.first_entry() {
+            if entry.get().last_seq < self.expected {
+                entry.remove();
+            } else if *entry.key() <= self.expected {
+                let next = entry.remove();
+                self.deliver(next)?;
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers a batch that starts at or before the expected sequence and ends at or after it.
+    fn deliver(&mut self, batch: Batch) -> Result<(), LinkFailure> {
+        let last = batch.last_seq;
+        let mut delivered = 0u64;
+        let mut previous = self.expected - 1;
+        for message in batch.messages {
+            let Some(seq) = message.seq else {
+                return Err(LinkFailure::Protocol(
+                    "message without a sequence number".into(),
+                ));
+            };
+            if seq <= previous {
+                if seq < self.expected {
+                    continue; // Already delivered in an earlier batch.
+                }
+                return Err(LinkFailure::Protocol(format!(
+                    "sequence {seq} out of order in batch"
+                )));
+            }
+            previous = seq;
+            delivered += 1;
+            match self.peer_routes.intents.get(&message.route_id) {
+                Some(ad) => self.events.push_back(Event::Message {
+                    route: ad.route.clone(),
+                    payload: message.payload,
+                    correlation: message.correlation,
+                }),
+                None => self.stats.unknown_routes += 1,
+            }
+        }
+        self.stats.messages_received += delivered;
+        self.stats.best_effort_lost += (last + 1 - self.expected) - delivered;
+        self.expected = last + 1;
+        self.ack_due = true;
+        Ok(())
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: Ack) -> Result<(), LinkFailure> {
+        if ack.cumulative_seq >= self.next_seq {
+            return Err(LinkFailure::Protocol(format!(
+                "ack of sequence {} never sent (last sent {})",
+                ack.cumulative_seq,
+                self.next_seq - 1
+            )));
+        }
+        if self.acknowledge(ack.cumulative_seq)
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.progress_at = now;
+        }
+        Ok(())
+    }
+
+    /// Drops kept batches up to `seq`; true if anything was dropped.
+    fn acknowledge(&mut self, seq: u64) -> bool {
+        let mut progressed = false;
+        while self.unacked.front().is_some_and(|s| s.last <= seq) {
+            if let Some(sent) = self.unacked.pop_front() {
+                self.unacked_reliable -= sent.reliable.len();
+                progressed = true;
+            }
+        }
+        progressed
+    }
+}
+
+fn intent_decl(id: u32, ad: &IntentAd) -> IntentDecl {
+    IntentDecl {
+        id,
+        route: DeclRoute::Plain(ad.route.clone()),
+        fingerprint: ad.fingerprint,
+        qos: ad.qos,
+    }
+}
+
+fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
+    InterestDecl {
+        id,
+        pattern: DeclPattern::Plain(ad.pattern.clone()),
+        fingerprint: ad.fingerprint,
+    }
+}
+
+/// A peer's intent as an advert; hashed routes are not linked yet (`None`).
+fn intent_ad(decl: &IntentDecl) -> Option<IntentAd> {
+    match &decl.route {
+        DeclRoute::Plain(route) => Some(IntentAd {
+            route: route.clone(),
+            fingerprint: decl.fingerprint,
+            qos: decl.qos,
+        }),
+        DeclRoute::Hashed(_) => None,
+    }
+}
+
+fn interest_ad(decl: &InterestDecl) -> Option<InterestAd> {
+    match &decl.pattern {
+        DeclPattern::Plain(pattern) => Some(InterestAd {
+            pattern: pattern.clone(),
+            fingerprint: decl.fingerprint,
+        }),
+        DeclPattern::Hashed(_) => None,
+    }
+}

@@ -1,0 +1,350 @@
+//! The session protocol in the simulator: virtual time, deterministic seeds, faults.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dndm_codec::{CloseCode, Correlation};
+use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, Qos, Route, RoutePattern};
+use dndm_remote::session::{Event, LinkFailure, Session, SessionConfig, SessionSendError};
+use dndm_remote::sim::{Pair, Side, SimConfig};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn route() -> Route {
+    "test.Reading@robot.imu".parse().unwrap()
+}
+
+fn config(lossy: bool) -> SessionConfig {
+    let mut config = SessionConfig::default();
+    config.max_batch_messages = 64;
+    config.send_queue = 512;
+    config.retransmit_capacity = 256;
+    if lossy {
+        config.ordered_transport = false;
+        config.retransmit_timeout = Some(Duration::from_millis(40));
+    }
+    config
+}
+
+fn session(seed: u8, epoch: u64, config: SessionConfig) -> Session {
+    Session::new(config, Keypair::from_seed([seed; 32]), epoch)
+}
+
+/// A publishes `route()` with `qos`; B subscribes to it.
+fn pair(qos: Qos, lossy: bool, sim: SimConfig) -> Pair {
+    let mut a = session(1, 100, config(lossy));
+    let mut b = session(2, 200, config(lossy));
+    let now = std::time::Instant::now();
+    let fingerprint = Fingerprint::of_name("test.Reading");
+    a.add_local_intent(
+        IntentAd {
+            route: route(),
+            fingerprint,
+            qos,
+        },
+        now,
+    );
+    b.add_local_interest(
+        InterestAd {
+            pattern: RoutePattern::from(route()),
+            fingerprint,
+        },
+        now,
+    );
+    let mut pair = Pair::new(a, b, sim);
+    pair.connect();
+    pair
+}
+
+fn payload(n: u64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_be_bytes())
+}
+
+fn number(payload: &Bytes) -> u64 {
+    u64::from_be_bytes(payload.as_ref().try_into().unwrap())
+}
+
+/// Sends `count` messages from A as fast as A accepts them; returns what B received.
+fn transfer(pair: &mut Pair, count: u64) -> Vec<u64> {
+    let mut received = Vec::new();
+    let mut next = 0;
+    let done = pair.run_until(60 * MINUTE, |pair| {
+        while next < count {
+            match pair.a.send(&route(), payload(next), Correlation::None) {
+                Ok(()) => next += 1,
+                Err(SessionSendError::Full) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        for event in pair.events(Side::B) {
+            if let Event::Message { payload, .. } = event {
+                received.push(number(&payload));
+            }
+        }
+        next == count && pair.a.unacked_batches() == 0 && pair.a.queued() == 0
+    });
+    assert!(
+        done,
+        "transfer did not finish: sent {next}, received {}",
+        received.len()
+    );
+    for event in pair.events(Side::B) {
+        if let Event::Message { payload, .. } = event {
+            received.push(number(&payload));
+        }
+    }
+    received
+}
+
+#[test]
+fn hello_exchanges_routes_and_messages_flow_in_order() {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
+    let events = pair.events(Side::B);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Established { resumed: false, .. })),
+        "{events:?}"
+    );
+    assert!(events.contains(&Event::PeerIntentAdded(IntentAd {
+        route: route(),
+        fingerprint: Fingerprint::of_name("test.Reading"),
+        qos: Qos::reliable()
+    })));
+    let events = pair.events(Side::A);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::PeerInterestAdded(_))),
+        "{events:?}"
+    );
+    assert_eq!(pair.a.peer(), Some(Keypair::from_seed([2; 32]).peer_id()));
+    let received = transfer(&mut pair, 1000);
+    assert_eq!(received, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn reliable_100k_under_loss_reorder_duplication_and_disconnects_loses_nothing() {
+    let sim = SimConfig {
+        latency: Duration::from_millis(2),
+        jitter: Duration::from_millis(3),
+        loss: 0.01,
+        duplicate: 0.01,
+        disconnect_every: Some(150),
+        reconnect_after: Duration::from_millis(100),
+        seed: 42,
+        ..SimConfig::default()
+    };
+    let mut pair = pair(Qos::reliable(), true, sim);
+    let received = transfer(&mut pair, 100_000);
+    assert_eq!(received.len(), 100_000, "0 lost, 0 duplicated");
+    assert!(
+        received.iter().enumerate().all(|(i, &n)| i as u64 == n),
+        "in order"
+    );
+    assert!(
+        pair.disconnects >= 15,
+        "about one disconnect per ~5000 messages: {}",
+        pair.disconnects
+    );
+    assert!(pair.dropped > 0, "the network did lose frames");
+    let stats = pair.a.stats();
+    assert!(stats.retransmitted > 0, "{stats:?}");
+    assert_eq!(pair.b.stats().best_effort_lost, 0);
+}
+
+#[test]
+fn best_effort_under_the_same_faults_counts_losses_and_never_duplicates() {
+    let sim = SimConfig {
+        latency: Duration::from_millis(2),
+        jitter: Duration::from_millis(3),
+        loss: 0.01,
+        duplicate: 0.01,
+        disconnect_every: Some(150),
+        reconnect_after: Duration::from_millis(100),
+        seed: 7,
+        ..SimConfig::default()
+    };
+    let mut pair = pair(Qos::best_effort(), true, sim);
+    let received = transfer(&mut pair, 50_000);
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "never duplicated, never reordered"
+    );
+    let lost = pair.b.stats().best_effort_lost;
+    assert!(lost > 0, "faults lost some best-effort messages");
+    assert_eq!(
+        received.len() as u64 + lost,
+        50_000,
+        "every message is delivered or counted lost"
+    );
+}
+
+#[test]
+fn reconnect_resyncs_routes_changed_while_down() {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.b.is_open()));
+    pair.events(Side::B);
+    pair.disconnect();
+    let now = pair.now();
+    let gps: Route = "test.Reading@robot.gps".parse().unwrap();
+    let fingerprint = Fingerprint::of_name("test.Reading");
+    pair.a.remove_local_intent(&route(), now);
+    pair.a.add_local_intent(
+        IntentAd {
+            route: gps.clone(),
+            fingerprint,
+            qos: Qos::best_effort(),
+        },
+        now,
+    );
+    assert!(pair.run_until(MINUTE, |p| p.b.is_open()));
+    let events = pair.events(Side::B);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected(LinkFailure::Transport(_)))),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Established { resumed: true, .. })),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&Event::PeerIntentRemoved(route())),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::PeerIntentAdded(ad) if ad.route == gps)),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_restarted_peer_counts_what_it_never_acknowledged() {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.b.is_open()));
+    pair.disconnect();
+    for n in 0..10 {
+        pair.a
+            .send(&route(), payload(n), Correlation::None)
+            .unwrap();
+    }
+    // While down, nothing is batched; the queue holds the messages for the next connection.
+    assert_eq!(pair.a.queued(), 10);
+    let fresh = session(2, 999, config(false));
+    pair.b = fresh;
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open()
+        && p.a.queued() == 0
+        && p.a.unacked() == 0));
+    let events = pair.events(Side::A);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Established { resumed: false, .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_full_retransmit_buffer_back_pressures_and_memory_stays_bounded() {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open()));
+    // The peer stops acknowledging: cut the link for good.
+    pair.disconnect();
+    let mut accepted = 0u64;
+    let refused = loop {
+        match pair.a.send(&route(), payload(accepted), Correlation::None) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 10_000, "never refused: unbounded");
+    };
+    assert_eq!(refused, SessionSendError::Full);
+    assert!(refused.is_transient());
+    assert_eq!(pair.a.queued(), 512, "bounded by the send queue");
+    // When the link returns, everything arrives and the sender hears it has room again.
+    let received = transfer(&mut pair, 0);
+    assert_eq!(received, (0..accepted).collect::<Vec<_>>());
+    assert!(pair.events(Side::A).contains(&Event::SendReady) || pair.a.can_send());
+}
+
+#[test]
+fn orderly_close_reaches_the_peer_with_its_reason() {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
+    for n in 0..5 {
+        pair.a
+            .send(&route(), payload(n), Correlation::None)
+            .unwrap();
+    }
+    pair.a.close(CloseCode(0), "shutting down");
+    assert!(pair.run_until(MINUTE, |p| p.b.is_closed()));
+    let b = pair.events(Side::B);
+    let messages = b
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .count();
+    assert_eq!(messages, 5, "queued messages are flushed before the close");
+    assert!(b.iter().any(|e| matches!(e, Event::Closed { by_peer: true, reason, .. } if reason == "shutting down")), "{b:?}");
+    assert!(
+        pair.events(Side::A)
+            .iter()
+            .any(|e| matches!(e, Event::Closed { by_peer: false, .. }))
+    );
+    assert_eq!(
+        pair.a.send(&route(), payload(9), Correlation::None),
+        Err(SessionSendError::Closed)
+    );
+}
+
+#[test]
+fn keepalive_measures_rtt_and_a_silent_peer_times_out() {
+    let sim = SimConfig {
+        latency: Duration::from_millis(5),
+        ..SimConfig::default()
+    };
+    let mut pair = pair(Qos::reliable(), false, sim);
+    let mut rtt = None;
+    assert!(pair.run_until(MINUTE, |p| {
+        rtt = p.events(Side::A).into_iter().find_map(|e| match e {
+            Event::Rtt(d) => Some(d),
+            _ => None,
+        });
+        rtt.is_some()
+    }));
+    let rtt = rtt.unwrap();
+    // Two one-way latencies of virtual time, plus the frames' time on the 100 MB/s link.
+    assert!(
+        rtt >= Duration::from_millis(10) && rtt < Duration::from_millis(11),
+        "{rtt:?}"
+    );
+    // B goes silent (its frames vanish): A declares the connection dead after the idle timeout.
+    let mut silent = pair;
+    silent.b = session(2, 200, config(false));
+    let start = silent.now();
+    let mut failure = None;
+    assert!(silent.run_until(MINUTE, |p| {
+        failure = p.events(Side::A).into_iter().find_map(|e| match e {
+            Event::Disconnected(f) => Some(f),
+            _ => None,
+        });
+        failure.is_some()
+    }));
+    let failure = failure.unwrap();
+    assert!(
+        matches!(
+            failure,
+            LinkFailure::IdleTimeout(_) | LinkFailure::Protocol(_)
+        ),
+        "{failure} after {:?}",
+        silent.now() - start
+    );
+}
