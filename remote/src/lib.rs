@@ -5,10 +5,13 @@
 //! logic is sans-IO: [`session::Session`] (hello, adverts, batching, sequence numbers, acks,
 //! retransmission, resume, keepalive), [`noise::Channel`] (the Noise XX handshake and transport
 //! encryption), [`backoff`] (reconnect delays and a circuit breaker). Time and randomness come
-//! in from the caller; the tokio driver that runs them over sockets comes next.
+//! in from the caller. The tokio driver, [`endpoint::RemoteEndpoint`], runs them over TCP and
+//! Unix sockets and joins them to a router as a [`dndm_core::Endpoint`].
 //!
 //! # Feature flags
 //!
+//! - `runtime` (default): the tokio driver and [`endpoint::RemoteEndpoint`]. Without it the
+//!   crate is pure state machines and compiles without tokio.
 //! - `test-utils`: [`sim`], a deterministic two-peer network in virtual time (latency, jitter,
 //!   loss, duplication, disconnects) to test code built on sessions.
 //!
@@ -22,6 +25,8 @@
 //!   the Noise key, and batches are signed.
 
 pub mod backoff;
+#[cfg(feature = "runtime")]
+pub mod endpoint;
 pub mod noise;
 pub mod session;
 #[cfg(any(test, feature = "test-utils"))]

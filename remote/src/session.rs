@@ -43,13 +43,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dndm_codec::{
     Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
-    Correlation, DeclPattern, DeclRoute, Decoder, Encoder, Frame, Hello, IntentDecl, InterestDecl,
-    Limits, PROTOCOL_VERSION, Ping, Pong, ResumeState, SessionId, verify_batch,
+    Correlation, DeclPattern, DeclRoute, Decoder, Encoder, Frame, FrameHeader, FrameKind, Hello,
+    IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong, ResumeState, SessionId,
+    verify_batch,
 };
 use dndm_core::{IntentAd, InterestAd, Keypair, PeerId, PublicKey, Route, RoutePattern};
 
 use crate::noise;
 
+/// Sequence numbers a peer may use: one per message, so 2^62 is beyond any session's life,
+/// and arithmetic on them never overflows.
+const MAX_SEQ: u64 = 1 << 62;
 /// Early batches kept per session on lossy transports while waiting for a gap to fill.
 const MAX_EARLY_BATCHES: usize = 256;
 
@@ -877,26 +881,28 @@ impl Session {
     }
 
     fn process(&mut self, now: Instant, bytes: &Bytes) -> Result<(), LinkFailure> {
+        let open = self.conn.as_ref().is_some_and(|c| c.open);
+        // Verify a batch's signature before decompressing anything the peer sent.
+        if open
+            && self.config.sign_batches
+            && FrameHeader::parse(bytes, &self.config.limits)
+                .is_ok_and(|h| h.kind() == FrameKind::Batch)
+            && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
+        {
+            verify_batch(bytes, &conn.info.session_id, key)
+                .map_err(|e| LinkFailure::Signature(e.to_string()))?;
+        }
         let frame = self
             .decoder
             .decode(bytes)
             .map_err(|e| LinkFailure::Decode(e.to_string()))?;
-        let open = self.conn.as_ref().is_some_and(|c| c.open);
         match frame {
             Frame::Hello(hello) if !open => self.on_hello(now, hello),
             Frame::Hello(_) => Err(LinkFailure::Protocol(
                 "second hello on one connection".into(),
             )),
             _ if !open => Err(LinkFailure::Protocol("a frame before the hello".into())),
-            Frame::Batch(batch) => {
-                if self.config.sign_batches
-                    && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
-                {
-                    verify_batch(bytes, &conn.info.session_id, key)
-                        .map_err(|e| LinkFailure::Signature(e.to_string()))?;
-                }
-                self.on_batch(batch)
-            }
+            Frame::Batch(batch) => self.on_batch(batch),
             Frame::Ack(ack) => self.on_ack(now, ack),
             Frame::Advert(advert) => self.on_advert(advert),
             Frame::Ping(ping) => {
@@ -951,7 +957,20 @@ impl Session {
                 .map_err(|_| LinkFailure::BadBinding(peer))?;
         }
         let resume = hello.resume.unwrap_or_default();
+        // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
+        // otherwise is lying, and would overflow the arithmetic below.
         let resumed = self.peer_epoch == Some(resume.session_epoch);
+        // What the peer received from an earlier incarnation of us says nothing about our
+        // sequence numbers; within one it cannot exceed what we sent.
+        if resume.last_sent_seq >= MAX_SEQ || (resumed && resume.last_received_seq >= self.next_seq)
+        {
+            return Err(LinkFailure::Protocol(format!(
+                "resume state out of range: last sent {}, last received {} (we sent up to {})",
+                resume.last_sent_seq,
+                resume.last_received_seq,
+                self.next_seq - 1
+            )));
+        }
         if resumed {
             // Resend what the peer has not received; forget what it has.
             self.acknowledge(resume.last_received_seq);
@@ -1055,6 +1074,11 @@ impl Session {
 
     fn on_batch(&mut self, batch: Batch) -> Result<(), LinkFailure> {
         let (first, last) = (batch.first_seq, batch.last_seq);
+        if last >= MAX_SEQ {
+            return Err(LinkFailure::Protocol(format!(
+                "batch sequence {last} out of range"
+            )));
+        }
         if last < self.expected {
             self.stats.duplicates += 1;
             self.ack_due = true;

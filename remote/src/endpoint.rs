@@ -1,0 +1,824 @@
+//! The remote endpoint: TCP and Unix-socket listeners and dialers, one task per peer link, and
+//! the [`Endpoint`] implementation that joins them to a router.
+//!
+//! Tasks: one accept loop per listener, one dial loop per target (redialing with backoff and a
+//! circuit breaker), one handshake task per new connection, and one link task per peer. The link
+//! task owns that peer's [`Session`] for its whole life, across reconnects, so reliable messages
+//! resume where they stopped; connections are handed to it after the Noise handshake and the
+//! peer's hello identify the peer. Every task is tracked; [`Endpoint::close`] cancels them, each
+//! link closes its session in order (the peer sees the reason), and `close` returns when all
+//! have ended.
+
+use std::collections::{HashMap, HashSet};
+#[cfg(unix)]
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dndm_codec::{CloseCode, Correlation, SessionId, split_frame};
+use dndm_core::{
+    Endpoint, EndpointError, IntentAd, InterestAd, Keypair, LocalChange, PayloadSink, PeerId,
+    PublicKey, Route, RouterPort, SinkError,
+};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backoff::{Backoff, CircuitBreaker};
+use crate::noise::{self, Channel, StaticKey};
+use crate::session::{Binding, Connection, Event, LinkFailure, Session, SessionConfig};
+
+/// Commands queued per link (publishes from local intents). Bounded: a full queue
+/// back-pressures the publishers.
+const LINK_COMMANDS: usize = 1024;
+/// Connections waiting to be adopted by a link task.
+const LINK_CONNECTIONS: usize = 4;
+/// Length of the identity preamble: an ed25519 public key.
+const IDENTITY_LEN: usize = 32;
+/// Read buffer size per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where to listen or dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    #[cfg(unix)]
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "tcp:{addr}"),
+            #[cfg(unix)]
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Settings of a [`RemoteEndpoint`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RemoteConfig {
+    /// Listen on these.
+    pub listen: Vec<Target>,
+    /// Dial these (and redial them when the link drops).
+    pub dial: Vec<Target>,
+    /// The session protocol settings.
+    pub session: SessionConfig,
+    /// Noise handshake plus the peer's hello must finish within this.
+    pub handshake_timeout: Duration,
+    /// First redial delay; doubles up to `backoff_max`, with jitter.
+    pub backoff_initial: Duration,
+    /// Longest redial delay.
+    pub backoff_max: Duration,
+    /// Consecutive failed dials that open a target's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses dials.
+    pub breaker_cool_down: Duration,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            dial: Vec::new(),
+            session: SessionConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of a [`RemoteEndpoint`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteStats {
+    /// Connections that failed before the peer's hello (Noise, timeout, garbage).
+    pub handshake_failures: u64,
+    /// Connections that ended with a failure after the hello.
+    pub link_failures: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+    /// Peer routes the router refused (fingerprint mismatch).
+    pub refused_routes: u64,
+}
+
+/// Links a router to peers over TCP and Unix sockets. See the module docs.
+#[derive(Debug, Clone)]
+pub struct RemoteEndpoint {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    config: RemoteConfig,
+    keypair: Keypair,
+    static_key: StaticKey,
+    /// Our binding signature over our Noise static key.
+    binding: [u8; 64],
+    port: OnceLock<Arc<dyn RouterPort>>,
+    /// The local route set; link tasks follow it.
+    local: watch::Sender<LocalSet>,
+    links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
+    bound: Mutex<Vec<Target>>,
+    stats: Mutex<RemoteStats>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// The local intents and interests a link advertises.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LocalSet {
+    intents: HashSet<IntentAd>,
+    interests: HashSet<InterestAd>,
+}
+
+/// A handshaken connection handed to a peer's link task.
+struct Handoff {
+    io: Box<dyn Io>,
+    channel: Channel,
+    /// Plaintext already read after the identity preamble.
+    rest: BytesMut,
+    /// Told how the connection ended (dial loops wait on it).
+    done: Option<oneshot::Sender<LinkFailure>>,
+}
+
+/// A byte stream a link runs over.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Why a connection failed before its hand-off.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("noise: {0}")]
+    Noise(#[from] noise::NoiseError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("first frame: {0}")]
+    Frame(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed during the handshake")]
+    Eof,
+    #[error("endpoint closing")]
+    Closing,
+}
+
+impl RemoteEndpoint {
+    /// A remote endpoint with this identity and settings.
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] when the Noise key cannot be generated.
+    pub fn new(keypair: Keypair, config: RemoteConfig) -> Result<Self, EndpointError> {
+        let name = format!("remote:{}", keypair.peer_id());
+        let static_key = StaticKey::generate().map_err(|e| EndpointError::Config {
+            endpoint: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let binding = noise::sign_binding(&keypair, &static_key.public());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name,
+                config,
+                keypair,
+                static_key,
+                binding,
+                port: OnceLock::new(),
+                local: watch::Sender::new(LocalSet::default()),
+                links: Mutex::new(HashMap::new()),
+                bound: Mutex::new(Vec::new()),
+                stats: Mutex::new(RemoteStats::default()),
+                tracker: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The addresses actually bound (a TCP port 0 resolved), after start.
+    pub fn bound(&self) -> Vec<Target> {
+        lock(&self.inner.bound).clone()
+    }
+
+    /// Peers with a link (connected or reconnecting).
+    pub fn peers(&self) -> Vec<PeerId> {
+        lock(&self.inner.links).keys().copied().collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RemoteStats {
+        *lock(&self.inner.stats)
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.keypair.peer_id()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code that can panic runs under these locks, so a poisoned one is consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait::async_trait]
+impl Endpoint for RemoteEndpoint {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn start(
+        &self,
+        port: Arc<dyn RouterPort>,
+        local: Vec<LocalChange>,
+    ) -> Result<(), EndpointError> {
+        let inner = &self.inner;
+        if inner.port.set(port).is_err() {
+            return Err(EndpointError::State {
+                endpoint: inner.name.clone(),
+                reason: "already started",
+            });
+        }
+        for change in local {
+            self.on_local_change(change);
+        }
+        let io = |source| EndpointError::Io {
+            endpoint: inner.name.clone(),
+            source,
+        };
+        // Bind everything first, so a failure leaves nothing running.
+        let mut listeners = Vec::new();
+        for target in &inner.config.listen {
+            match target {
+                Target::Tcp(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+                    lock(&inner.bound).push(Target::Tcp(listener.local_addr().map_err(io)?));
+                    listeners.push(Listener::Tcp(listener));
+                }
+                #[cfg(unix)]
+                Target::Unix(path) => {
+                    let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
+                    lock(&inner.bound).push(target.clone());
+                    listeners.push(Listener::Unix(listener));
+                }
+            }
+        }
+        for listener in listeners {
+            inner.tracker.spawn(accept_loop(inner.clone(), listener));
+        }
+        for (i, target) in inner.config.dial.iter().enumerate() {
+            inner
+                .tracker
+                .spawn(dial_loop(inner.clone(), target.clone(), i as u64));
+        }
+        Ok(())
+    }
+
+    fn on_local_change(&self, change: LocalChange) {
+        self.inner.local.send_modify(|set| match change {
+            LocalChange::IntentAdded(ad) => {
+                set.intents.insert(ad);
+            }
+            LocalChange::IntentRemoved(ad) => {
+                set.intents.remove(&ad);
+            }
+            LocalChange::InterestAdded(ad) => {
+                set.interests.insert(ad);
+            }
+            LocalChange::InterestRemoved(ad) => {
+                set.interests.remove(&ad);
+            }
+            other => tracing::warn!(?other, "unknown local change ignored"),
+        });
+    }
+
+    async fn close(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        #[cfg(unix)]
+        for target in &self.inner.config.listen {
+            if let Target::Unix(path) = target {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
+    loop {
+        let accepted: std::io::Result<Box<dyn Io>> = tokio::select! {
+            biased;
+            () = inner.cancel.cancelled() => return,
+            accepted = async {
+                match &listener {
+                    Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        Box::new(s) as Box<dyn Io>
+                    }),
+                    #[cfg(unix)]
+                    Listener::Unix(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Io>),
+                }
+            } => accepted,
+        };
+        match accepted {
+            Ok(io) => {
+                let inner2 = inner.clone();
+                inner.tracker.spawn(async move {
+                    if let Err(e) = handshake(&inner2, io, false, None).await {
+                        tracing::debug!(error = %e, "inbound handshake failed");
+                        lock(&inner2.stats).handshake_failures += 1;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+}
+
+async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
+    let mut backoff = Backoff::new(inner.config.backoff_initial, inner.config.backoff_max);
+    let mut breaker = CircuitBreaker::new(
+        inner.config.breaker_threshold,
+        inner.config.breaker_cool_down,
+    );
+    let origin = tokio::time::Instant::now();
+    let mut random = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
+    loop {
+        if inner.cancel.is_cancelled() {
+            return;
+        }
+        let now = origin.elapsed();
+        let failure = if breaker.allow(now) {
+            match dial(&target).await {
+                Ok(io) => {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    match handshake(&inner, io, true, Some(done_tx)).await {
+                        Ok(()) => {
+                            breaker.on_success();
+                            backoff.reset();
+                            // Wait for the link to end (or the endpoint to close).
+                            tokio::select! {
+                                biased;
+                                () = inner.cancel.cancelled() => return,
+                                _ = done_rx => {}
+                            }
+                            false
+                        }
+                        Err(e) => {
+                            tracing::debug!(%target, error = %e, "outbound handshake failed");
+                            lock(&inner.stats).handshake_failures += 1;
+                            true
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "dial failed");
+                    lock(&inner.stats).dial_failures += 1;
+                    true
+                }
+            }
+        } else {
+            false
+        };
+        if failure {
+            breaker.on_failure(origin.elapsed());
+        }
+        random = random.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+        let delay = backoff.next_delay(random);
+        #[allow(clippy::disallowed_methods)]
+        // Backoff between dials: the one place a timer is the point.
+        let wait = tokio::time::sleep(delay);
+        tokio::select! {
+            biased;
+            () = inner.cancel.cancelled() => return,
+            () = wait => {}
+        }
+    }
+}
+
+async fn dial(target: &Target) -> std::io::Result<Box<dyn Io>> {
+    match target {
+        Target::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream))
+        }
+        #[cfg(unix)]
+        Target::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+    }
+}
+
+/// Runs the Noise handshake and the identity preamble, then hands the connection to the peer's
+/// link task (creating it on first contact).
+async fn handshake(
+    inner: &Arc<Inner>,
+    mut io: Box<dyn Io>,
+    initiator: bool,
+    done: Option<oneshot::Sender<LinkFailure>>,
+) -> Result<(), HandshakeError> {
+    // After the Noise handshake each side sends its 32-byte ed25519 public key (the identity
+    // preamble) before any frame, so both learn the peer without waiting for each other; the
+    // session then checks the hello against it and the key binding against the Noise key.
+    let work = async {
+        let mut channel = if initiator {
+            Channel::initiator(&inner.static_key)?
+        } else {
+            Channel::responder(&inner.static_key)?
+        };
+        let mut plain = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut sent_identity = false;
+        loop {
+            if channel.is_established() && !sent_identity {
+                channel.write(&inner.keypair.public().to_bytes())?;
+                sent_identity = true;
+            }
+            while let Some(out) = channel.poll_transmit() {
+                io.write_all(&out).await?;
+            }
+            while let Some(chunk) = channel.poll_plaintext() {
+                plain.extend_from_slice(&chunk);
+            }
+            if plain.len() >= IDENTITY_LEN {
+                let key = plain.split_to(IDENTITY_LEN);
+                return Ok((channel, plain, key));
+            }
+            buf.clear();
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(HandshakeError::Eof);
+            }
+            channel.handle_input(&buf)?;
+        }
+    };
+    let (channel, rest, key) = tokio::select! {
+        biased;
+        () = inner.cancel.cancelled() => return Err(HandshakeError::Closing),
+        result = tokio::time::timeout(inner.config.handshake_timeout, work) => {
+            result.map_err(|_| HandshakeError::Timeout)??
+        }
+    };
+    let key: [u8; IDENTITY_LEN] = key
+        .as_ref()
+        .try_into()
+        .map_err(|_| HandshakeError::Frame("short identity".into()))?;
+    let peer = PublicKey::from_bytes(&key)
+        .map_err(|e| HandshakeError::Frame(e.to_string()))?
+        .peer_id();
+    let handoff = Handoff {
+        io,
+        channel,
+        rest,
+        done,
+    };
+    let sender = {
+        let mut links = lock(&inner.links);
+        match links.get(&peer) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(LINK_CONNECTIONS);
+                links.insert(peer, tx.clone());
+                inner.tracker.spawn(link_task(inner.clone(), peer, rx));
+                tx
+            }
+        }
+    };
+    sender
+        .send(handoff)
+        .await
+        .map_err(|_| HandshakeError::Closing)
+}
+
+/// A command for a link task.
+enum Command {
+    Publish { route: Route, payload: Bytes },
+}
+
+/// The sink a peer's interest gets: queues publishes for the link task.
+#[derive(Debug)]
+struct LinkSink(mpsc::Sender<Command>);
+
+#[async_trait::async_trait]
+impl PayloadSink for LinkSink {
+    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        self.0
+            .send(Command::Publish {
+                route: route.clone(),
+                payload,
+            })
+            .await
+            .map_err(|_| SinkError::Closed)
+    }
+
+    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        self.0
+            .try_send(Command::Publish {
+                route: route.clone(),
+                payload,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SinkError::Full,
+                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+            })
+    }
+}
+
+/// State of one peer's link, across connections.
+struct Link {
+    inner: Arc<Inner>,
+    peer: PeerId,
+    session: Session,
+    /// Local routes as last given to the session.
+    applied: LocalSet,
+    local: watch::Receiver<LocalSet>,
+    commands_tx: mpsc::Sender<Command>,
+    commands: mpsc::Receiver<Command>,
+    /// Fan-in sinks of the peer's intents.
+    fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Receiver<Handoff>) {
+    let epoch = {
+        let mut seed = [0u8; 8];
+        // The epoch only needs to differ between process starts; fall back to the clock.
+        if getrandom::fill(&mut seed).is_err() {
+            seed = (std::process::id() as u64 ^ now().elapsed().as_nanos() as u64).to_le_bytes();
+        }
+        u64::from_le_bytes(seed)
+    };
+    let (commands_tx, commands) = mpsc::channel(LINK_COMMANDS);
+    let mut link = Link {
+        session: Session::new(inner.config.session.clone(), inner.keypair.clone(), epoch),
+        applied: LocalSet::default(),
+        local: inner.local.subscribe(),
+        inner,
+        peer,
+        commands_tx,
+        commands,
+        fan_ins: HashMap::new(),
+    };
+    link.sync_local();
+    loop {
+        let handoff = tokio::select! {
+            biased;
+            () = link.inner.cancel.cancelled() => break,
+            handoff = connections.recv() => match handoff {
+                Some(h) => h,
+                None => break,
+            },
+            // While disconnected, keep following route changes so the next hello is current.
+            changed = link.local.changed() => {
+                if changed.is_ok() { link.sync_local(); }
+                continue;
+            }
+        };
+        let failure = link.run(handoff).await;
+        if link.session.is_closed() || link.inner.cancel.is_cancelled() {
+            break;
+        }
+        if let Some(failure) = failure {
+            tracing::debug!(peer = %link.peer, %failure, "link lost; waiting for the next connection");
+        }
+    }
+    if let Some(port) = link.inner.port.get() {
+        port.remove_peer(&link.peer);
+    }
+    lock(&link.inner.links).remove(&link.peer);
+}
+
+impl Link {
+    /// Brings the session's local routes in line with the endpoint's.
+    fn sync_local(&mut self) {
+        let current = self.local.borrow_and_update().clone();
+        let t = now();
+        for ad in self.applied.intents.difference(&current.intents) {
+            self.session.remove_local_intent(&ad.route, t);
+        }
+        for ad in self.applied.interests.difference(&current.interests) {
+            self.session.remove_local_interest(&ad.pattern, t);
+        }
+        for ad in current.intents.difference(&self.applied.intents) {
+            self.session.add_local_intent(ad.clone(), t);
+        }
+        for ad in current.interests.difference(&self.applied.interests) {
+            self.session.add_local_interest(ad.clone(), t);
+        }
+        self.applied = current;
+    }
+
+    /// Runs one connection until it ends. Returns the failure, if it failed.
+    async fn run(&mut self, handoff: Handoff) -> Option<LinkFailure> {
+        let Handoff {
+            io,
+            mut channel,
+            rest,
+            done,
+        } = handoff;
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let (Some(remote_static), Some(hash)) = (channel.remote_static(), channel.handshake_hash())
+        else {
+            return Some(LinkFailure::Protocol(
+                "noise channel not established".into(),
+            ));
+        };
+        self.session.handle_connect(
+            now(),
+            Connection {
+                session_id: SessionId::from_bytes(hash),
+                binding: Some(Binding {
+                    local_signature: self.inner.binding,
+                    remote_static,
+                }),
+                expected_peer: Some(self.peer),
+            },
+        );
+        let mut plain = rest;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let limits = self.inner.config.session.limits;
+        let failure = loop {
+            // Frames already read after the hello.
+            loop {
+                match split_frame(&mut plain, &limits) {
+                    Ok(Some(frame)) => self.session.handle_frame(now(), frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.session
+                            .handle_disconnect(LinkFailure::Decode(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if let Err(failure) = self.flush(&mut channel, &mut writer).await {
+                self.session.handle_disconnect(failure);
+            }
+            if let Some(end) = self.events().await {
+                break end;
+            }
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let can_send = self.session.can_send();
+            tokio::select! {
+                biased;
+                () = self.inner.cancel.cancelled() => {
+                    self.session.close(CloseCode(0), "endpoint closing");
+                    let _ = self.flush(&mut channel, &mut writer).await;
+                    break None;
+                }
+                read = reader.read_buf(&mut buf) => {
+                    match read {
+                        Ok(0) => self.session.handle_disconnect(LinkFailure::Transport("connection closed by peer".into())),
+                        Ok(_) => {
+                            let input = channel.handle_input(&buf);
+                            buf.clear();
+                            if let Err(e) = input {
+                                self.session.handle_disconnect(LinkFailure::Transport(format!("noise: {e}")));
+                            }
+                            while let Some(chunk) = channel.poll_plaintext() {
+                                plain.extend_from_slice(&chunk);
+                            }
+                        }
+                        Err(e) => self.session.handle_disconnect(LinkFailure::Transport(e.to_string())),
+                    }
+                }
+                changed = self.local.changed() => {
+                    if changed.is_ok() { self.sync_local(); }
+                }
+                command = self.commands.recv(), if can_send => {
+                    // Route changes first: a publish may be for a route just added.
+                    if self.local.has_changed().unwrap_or(false) { self.sync_local(); }
+                    if let Some(Command::Publish { route, payload }) = command
+                        && let Err(e) = self.session.send(&route, payload, Correlation::None)
+                    {
+                        tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                    }
+                }
+                () = sleep_until(deadline) => self.session.handle_timeout(now()),
+            }
+        };
+        if let Some(done) = done {
+            let _ = done.send(
+                failure
+                    .clone()
+                    .unwrap_or(LinkFailure::Transport("closed".into())),
+            );
+        }
+        failure
+    }
+
+    /// Writes what the session and the channel have to send.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        channel: &mut Channel,
+        writer: &mut W,
+    ) -> Result<(), LinkFailure> {
+        let t = now();
+        while let Some(frame) = self.session.poll_transmit(t) {
+            channel
+                .write(&frame)
+                .map_err(|e| LinkFailure::Transport(format!("noise: {e}")))?;
+        }
+        while let Some(bytes) = channel.poll_transmit() {
+            writer
+                .write_all(&bytes)
+                .await
+                .map_err(|e| LinkFailure::Transport(e.to_string()))?;
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| LinkFailure::Transport(e.to_string()))
+    }
+
+    /// Handles the session's events; `Some` when the connection ended (`Some(None)`: closed in
+    /// order).
+    async fn events(&mut self) -> Option<Option<LinkFailure>> {
+        let port = self.inner.port.get().cloned();
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Message { route, payload, .. } => {
+                    if let Some(sink) = self.fan_ins.get(&route)
+                        && let Err(e) = sink.send(&route, payload).await
+                    {
+                        tracing::debug!(peer = %self.peer, %route, error = %e, "message not delivered");
+                    }
+                }
+                Event::PeerIntentAdded(ad) => {
+                    let route = ad.route.clone();
+                    match port.as_ref().map(|p| p.add_peer_intent(&self.peer, ad)) {
+                        Some(Ok(sink)) => {
+                            self.fan_ins.insert(route, sink);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(peer = %self.peer, %route, error = %e, "peer intent refused");
+                            lock(&self.inner.stats).refused_routes += 1;
+                        }
+                        None => {}
+                    }
+                }
+                Event::PeerIntentRemoved(route) => {
+                    self.fan_ins.remove(&route);
+                    if let Some(port) = &port {
+                        port.remove_peer_intent(&self.peer, &route);
+                    }
+                }
+                Event::PeerInterestAdded(ad) => {
+                    let sink: Arc<dyn PayloadSink> = Arc::new(LinkSink(self.commands_tx.clone()));
+                    if let Some(Err(e)) = port
+                        .as_ref()
+                        .map(|p| p.add_peer_interest(&self.peer, ad, sink))
+                    {
+                        tracing::warn!(peer = %self.peer, error = %e, "peer interest refused");
+                        lock(&self.inner.stats).refused_routes += 1;
+                    }
+                }
+                Event::PeerInterestRemoved(pattern) => {
+                    if let Some(port) = &port {
+                        port.remove_peer_interest(&self.peer, &pattern);
+                    }
+                }
+                Event::Disconnected(failure) => {
+                    lock(&self.inner.stats).link_failures += 1;
+                    return Some(Some(failure));
+                }
+                Event::Closed {
+                    by_peer, reason, ..
+                } => {
+                    tracing::info!(peer = %self.peer, by_peer, %reason, "link closed");
+                    return Some(None);
+                }
+                Event::Established { .. } | Event::Rtt(_) | Event::SendReady => {}
+            }
+        }
+        None
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

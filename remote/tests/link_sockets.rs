@@ -1,0 +1,198 @@
+//! Two routers joined by remote endpoints over real sockets (TCP loopback and a Unix socket):
+//! typed pub/sub both ways, subscribers joining and leaving, fingerprint mismatches, and close.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dndm_core::{Fingerprint, Keypair, LinkError, Message, Qos};
+use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
+use dndm_router::{LinkEvent, PublishOptions, Router};
+
+const GUARD: Duration = Duration::from_secs(20);
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadingV2 {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+impl prost::Name for ReadingV2 {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for ReadingV2 {
+    fn fingerprint() -> Fingerprint {
+        Fingerprint::of_schema("test.Reading", b"v2")
+    }
+}
+
+/// Router `a` listens on `listen`, router `b` dials what `a` bound.
+async fn pair(listen: Target) -> (Router, Router, RemoteEndpoint, RemoteEndpoint) {
+    let a = Router::builder().name("a").build().unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![listen];
+    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let dial = ea.bound().remove(0);
+    let mut config = RemoteConfig::default();
+    config.dial = vec![dial];
+    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+    (a, b, ea, eb)
+}
+
+async fn exchange(listen: Target) {
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .try_init();
+    }
+    let (a, b, ea, eb) = pair(listen).await;
+    let publisher = a
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let mut subscriber = b.subscribe::<Reading>("robot.*").unwrap();
+    let waited = publisher.wait_for_interest(GUARD).await;
+    assert_eq!(
+        waited.ok(),
+        Some(1),
+        "b's interest reached a: {:?} {:?} {:?} {:?}",
+        ea.stats(),
+        eb.stats(),
+        ea.peers(),
+        eb.peers()
+    );
+    for seq in 0..1000 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    for seq in 0..1000 {
+        let got = tokio::time::timeout(GUARD, subscriber.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.seq, seq);
+    }
+    // The other way round.
+    let back = b.publish::<Reading>("reply").unwrap();
+    let mut reply = a.subscribe::<Reading>("reply").unwrap();
+    back.wait_for_interest(GUARD).await.unwrap();
+    back.send(Reading { seq: 42 }).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(GUARD, reply.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        42
+    );
+
+    // A subscriber leaving is seen by the remote publisher.
+    let mut events = publisher.events();
+    drop(subscriber);
+    tokio::time::timeout(GUARD, async {
+        while publisher.subscriber_count() > 0 {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .expect("the publisher sees the remote subscriber leave");
+    assert_eq!(ea.peers(), vec![eb.peer_id()]);
+    assert_eq!(eb.peers(), vec![ea.peer_id()]);
+
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_pub_sub_both_ways_over_tcp() {
+    exchange(Target::Tcp("127.0.0.1:0".parse().unwrap())).await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_pub_sub_both_ways_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("dndm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    exchange(Target::Unix(dir.join("link.sock"))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_mismatch_is_refused_on_both_sides() {
+    let (a, b, ea, eb) = pair(Target::Tcp("127.0.0.1:0".parse().unwrap())).await;
+    let publisher = a.publish::<Reading>("m").unwrap();
+    let mut a_events = publisher.events();
+    let v2 = b.subscribe::<ReadingV2>("m").unwrap();
+    let mut b_events = v2.events();
+    // Each router refuses the other's declaration, and tells its own handle.
+    for events in [&mut a_events, &mut b_events] {
+        let event = tokio::time::timeout(GUARD, async {
+            loop {
+                if let Ok(event @ LinkEvent::Refused { .. }) = events.recv().await {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the mismatch is reported");
+        assert!(
+            matches!(
+                event,
+                LinkEvent::Refused {
+                    error: LinkError::FingerprintMismatch { .. },
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+    }
+    assert_eq!(a.snapshot().counters.fingerprint_mismatches, 1);
+    assert_eq!(b.snapshot().counters.fingerprint_mismatches, 1);
+    assert_eq!(publisher.subscriber_count(), 0);
+    let _ = (ea, eb);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_every_task_and_the_peer_withdraws_routes() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let (a, b, _ea, _eb) = pair(Target::Tcp("127.0.0.1:0".parse().unwrap())).await;
+    let publisher = a.publish::<Reading>("c").unwrap();
+    let _sub = b.subscribe::<Reading>("c").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    b.close().await;
+    // a hears b's orderly close and unlinks b's interest.
+    tokio::time::timeout(GUARD, async {
+        let mut events = publisher.events();
+        while publisher.subscriber_count() > 0 {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .expect("a sees b's interest withdrawn");
+    a.close().await;
+    tokio::time::timeout(GUARD, async {
+        while metrics.num_alive_tasks() > baseline {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("no task left");
+}
