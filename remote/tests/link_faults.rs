@@ -1,0 +1,194 @@
+//! Reliable delivery over real sockets through a fault-injecting TCP proxy: the proxy cuts every
+//! connection again and again and blackholes redials for a while; 100,000 reliable messages
+//! still arrive exactly once, in order.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dndm_core::{Keypair, Message, Qos};
+use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
+use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+const GUARD: Duration = Duration::from_secs(30);
+const MESSAGES: u64 = 100_000;
+const CUT_EVERY: u64 = 10_000;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+/// A TCP proxy that can cut all its connections and refuse new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    /// Bumped to cut every open connection.
+    generation: watch::Sender<u64>,
+    /// While true, new connections are accepted and dropped at once.
+    blackhole: watch::Sender<bool>,
+    /// Connections dropped by the blackhole; notifies on each.
+    refused: AtomicU64,
+    refused_event: Notify,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Arc::new(Self {
+            addr: listener.local_addr().unwrap(),
+            generation: watch::Sender::new(0),
+            blackhole: watch::Sender::new(false),
+            refused: AtomicU64::new(0),
+            refused_event: Notify::new(),
+        });
+        let this = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *this.blackhole.borrow() {
+                    drop(client);
+                    this.refused.fetch_add(1, Ordering::SeqCst);
+                    this.refused_event.notify_waiters();
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let mut cut = this.generation.subscribe();
+                tokio::spawn(async move {
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    fn cut_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .try_init();
+    }
+    let a = Router::builder().name("a").build().unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let Target::Tcp(a_addr) = ea.bound().remove(0) else {
+        panic!("tcp")
+    };
+    let proxy = Proxy::start(a_addr).await;
+
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Tcp(proxy.addr)];
+    config.backoff_initial = Duration::from_millis(10);
+    config.backoff_max = Duration::from_millis(200);
+    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+
+    let publisher = a
+        .publish_with::<Reading>("stream", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    // Lossless end to end: the network is reliable, and the local queue blocks instead of
+    // dropping (back-pressure reaches the link, then the publisher).
+    let lossless = SubscribeOptions::default()
+        .capacity(1024)
+        .overflow(Overflow::Block);
+    let mut subscriber = b.subscribe_with::<Reading>("stream", lossless).unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+
+    let sender = tokio::spawn(async move {
+        for seq in 0..MESSAGES {
+            publisher.send(Reading { seq }).await.unwrap();
+        }
+        publisher
+    });
+
+    // The consumer reports progress; the controller cuts on progress, never on time.
+    let (progress_tx, mut progress) = watch::channel(0u64);
+    let consumer = tokio::spawn(async move {
+        for expected in 0..MESSAGES {
+            let got = tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .expect("progress")
+                .unwrap();
+            assert_eq!(got.seq, expected, "exactly once, in order");
+            progress_tx.send_replace(expected + 1);
+        }
+        subscriber
+    });
+    let mut cuts = 0;
+    for point in (CUT_EVERY..MESSAGES).step_by(CUT_EVERY as usize) {
+        tokio::time::timeout(GUARD, progress.wait_for(|&n| n >= point))
+            .await
+            .expect("progress")
+            .unwrap();
+        cuts += 1;
+        if cuts % 3 == 0 {
+            // Blackhole: the redials fail until three were refused, then let them through.
+            proxy.blackhole.send_replace(true);
+            proxy.cut_all();
+            let target = proxy.refused.load(Ordering::SeqCst) + 3;
+            tokio::time::timeout(GUARD, async {
+                loop {
+                    let notified = proxy.refused_event.notified();
+                    if proxy.refused.load(Ordering::SeqCst) >= target {
+                        break;
+                    }
+                    notified.await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the dialer kept retrying: refused {} of {target}, {:?}",
+                    proxy.refused.load(Ordering::SeqCst),
+                    eb.stats()
+                )
+            });
+            proxy.blackhole.send_replace(false);
+        } else {
+            proxy.cut_all();
+        }
+    }
+    let mut subscriber = tokio::time::timeout(GUARD, consumer)
+        .await
+        .unwrap()
+        .unwrap();
+    let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
+    assert_eq!(
+        subscriber.try_recv().ok().map(|r| r.seq),
+        None,
+        "nothing extra"
+    );
+    assert_eq!(cuts, (MESSAGES - 1) / CUT_EVERY);
+    let stats = eb.stats();
+    assert!(stats.link_failures >= cuts, "every cut was seen: {stats:?}");
+    assert!(
+        stats.handshake_failures + stats.dial_failures >= 3,
+        "blackholed dials failed: {stats:?}"
+    );
+    a.close().await;
+    b.close().await;
+}
