@@ -343,7 +343,6 @@ async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
                 inner.tracker.spawn(async move {
                     if let Err(e) = handshake(&inner2, io, false, None).await {
                         tracing::debug!(error = %e, "inbound handshake failed");
-                        lock(&inner2.stats).handshake_failures += 1;
                     }
                 });
             }
@@ -383,7 +382,6 @@ async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
                         }
                         Err(e) => {
                             tracing::debug!(%target, error = %e, "outbound handshake failed");
-                            lock(&inner.stats).handshake_failures += 1;
                             true
                         }
                     }
@@ -433,6 +431,35 @@ async fn handshake(
     initiator: bool,
     done: Option<oneshot::Sender<LinkFailure>>,
 ) -> Result<(), HandshakeError> {
+    match secure(inner, &mut io, initiator).await {
+        Ok((channel, rest, peer)) => {
+            hand_off(
+                inner,
+                peer,
+                Handoff {
+                    io,
+                    channel,
+                    rest,
+                    done,
+                },
+            )
+            .await
+        }
+        Err(e) => {
+            // Counted while the connection is still open: whoever sees it close sees the count.
+            lock(&inner.stats).handshake_failures += 1;
+            Err(e)
+        }
+    }
+}
+
+/// The Noise handshake and the identity preamble; returns the channel, the plaintext read past
+/// the preamble, and the peer.
+async fn secure(
+    inner: &Arc<Inner>,
+    io: &mut Box<dyn Io>,
+    initiator: bool,
+) -> Result<(Channel, BytesMut, PeerId), HandshakeError> {
     // After the Noise handshake each side sends its 32-byte ed25519 public key (the identity
     // preamble) before any frame, so both learn the peer without waiting for each other; the
     // session then checks the hello against it and the key binding against the Noise key.
@@ -481,12 +508,15 @@ async fn handshake(
     let peer = PublicKey::from_bytes(&key)
         .map_err(|e| HandshakeError::Frame(e.to_string()))?
         .peer_id();
-    let handoff = Handoff {
-        io,
-        channel,
-        rest,
-        done,
-    };
+    Ok((channel, rest, peer))
+}
+
+/// Gives a secured connection to the peer's link task, starting one on first contact.
+async fn hand_off(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    handoff: Handoff,
+) -> Result<(), HandshakeError> {
     let sender = {
         let mut links = lock(&inner.links);
         match links.get(&peer) {

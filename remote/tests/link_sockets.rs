@@ -196,3 +196,65 @@ async fn close_ends_every_task_and_the_peer_withdraws_routes() {
     .await
     .expect("no task left");
 }
+
+/// A listening endpoint with a short handshake timeout.
+async fn listener() -> (Router, RemoteEndpoint, std::net::SocketAddr) {
+    let router = Router::builder().name("l").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    config.handshake_timeout = Duration::from_millis(200);
+    let endpoint = RemoteEndpoint::new(Keypair::from_seed([5; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    let Target::Tcp(addr) = endpoint.bound().remove(0) else {
+        panic!("tcp")
+    };
+    (router, endpoint, addr)
+}
+
+/// Reads until the server closes the connection (the event the tests wait for).
+async fn until_closed(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(GUARD, async {
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .expect("the endpoint closed the connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_finishes_the_handshake_is_cut_and_counted() {
+    let (router, endpoint, addr) = listener().await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    until_closed(&mut silent).await;
+    assert_eq!(endpoint.stats().handshake_failures, 1);
+    assert!(endpoint.peers().is_empty());
+    router.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_a_handshake_is_cut_and_counted_and_the_process_is_unharmed() {
+    use tokio::io::AsyncWriteExt as _;
+    let (router, endpoint, addr) = listener().await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0u8; 3][..],
+        &[0xff; 70_000][..],
+    ] {
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = peer.write_all(garbage).await;
+        until_closed(&mut peer).await;
+    }
+    assert_eq!(endpoint.stats().handshake_failures, 3);
+    // A well-behaved peer still gets through.
+    let b = Router::builder().name("b").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Tcp(addr)];
+    let eb = RemoteEndpoint::new(Keypair::from_seed([6; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let publisher = router.publish::<Reading>("ok").unwrap();
+    let _sub = b.subscribe::<Reading>("ok").unwrap();
+    assert_eq!(publisher.wait_for_interest(GUARD).await.unwrap(), 1);
+    b.close().await;
+    router.close().await;
+}
