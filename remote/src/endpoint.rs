@@ -738,10 +738,14 @@ impl Link {
                 command = self.commands.recv(), if can_send => {
                     // Route changes first: a publish may be for a route just added.
                     if self.local.has_changed().unwrap_or(false) { self.sync_local(); }
-                    if let Some(Command::Publish { route, payload }) = command
-                        && let Err(e) = self.session.send(&route, payload, Correlation::None)
-                    {
-                        tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                    // Take everything queued that the session accepts, so one batch (one
+                    // encryption, one signature, one write) carries it all.
+                    let mut next = command;
+                    while let Some(Command::Publish { route, payload }) = next {
+                        if let Err(e) = self.session.send(&route, payload, Correlation::None) {
+                            tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                        }
+                        next = if self.session.can_send() { self.commands.try_recv().ok() } else { None };
                     }
                 }
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
