@@ -6,8 +6,8 @@
 //! full name of `T`.
 //!
 //! This facade re-exports the public API of the workspace crates: `dndm-core` (routes,
-//! identity, config, the [`Endpoint`] trait) and `dndm-router` (the router). Remote links and the
-//! libp2p mesh will plug in as endpoints; until they land, dndm works in process.
+//! identity, config, the [`Endpoint`] trait), `dndm-router` (the router) and `dndm-remote`
+//! (remote links, attached with [`Router::attach`]). The libp2p mesh will plug in the same way.
 //!
 //! # Usage
 //!
@@ -35,7 +35,8 @@
 //!
 //! # Feature flags
 //!
-//! None yet; `remote` and `mesh` arrive with those crates.
+//! - `remote` (default): [`remote`], links to peers over TCP and Unix sockets (Noise, signed
+//!   batches, acks, resume, reconnect). The `mesh` feature arrives with the mesh crate.
 //!
 //! # Differences from DNDM (Go)
 //!
@@ -50,6 +51,10 @@ pub use dndm_core::{
 };
 #[doc(inline)]
 pub use dndm_router::*;
+
+/// Remote links: [`remote::endpoint::RemoteEndpoint`] and the session protocol.
+#[cfg(feature = "remote")]
+pub use dndm_remote as remote;
 
 /// Everything in `dndm-core`, for what the top level does not re-export.
 pub mod core {
