@@ -41,13 +41,33 @@ const IDENTITY_LEN: usize = 32;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Where to listen or dial.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Target {
     /// A TCP address.
     Tcp(std::net::SocketAddr),
     /// A Unix socket path.
     #[cfg(unix)]
     Unix(PathBuf),
+    /// Any byte stream a [`Connector`] opens (dial only; hand inbound streams to
+    /// [`RemoteEndpoint::accept_stream`]).
+    Custom(Arc<dyn Connector>),
+}
+
+/// A byte stream a link can run over: anything `AsyncRead + AsyncWrite`.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// Opens byte streams to one peer, for dialing over transports other than TCP and Unix sockets
+/// (a serial line, a tunnel, an in-memory pipe in tests). The dial loop calls it on every
+/// (re)connection attempt.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
+    /// Opens a new stream.
+    ///
+    /// # Errors
+    /// Any I/O error; the dial loop backs off and retries.
+    async fn connect(&self) -> std::io::Result<Box<dyn ByteStream>>;
 }
 
 impl std::fmt::Display for Target {
@@ -56,6 +76,7 @@ impl std::fmt::Display for Target {
             Self::Tcp(addr) => write!(f, "tcp:{addr}"),
             #[cfg(unix)]
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Custom(connector) => write!(f, "custom:{connector:?}"),
         }
     }
 }
@@ -144,17 +165,13 @@ struct LocalSet {
 
 /// A handshaken connection handed to a peer's link task.
 struct Handoff {
-    io: Box<dyn Io>,
+    io: Box<dyn ByteStream>,
     channel: Channel,
     /// Plaintext already read after the identity preamble.
     rest: BytesMut,
     /// Told how the connection ended (dial loops wait on it).
     done: Option<oneshot::Sender<LinkFailure>>,
 }
-
-/// A byte stream a link runs over.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Why a connection failed before its hand-off.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +239,17 @@ impl RemoteEndpoint {
     pub fn peer_id(&self) -> PeerId {
         self.inner.keypair.peer_id()
     }
+
+    /// Runs a link over a stream the caller accepted itself (any transport), as the responder.
+    /// The endpoint must be started; the stream is dropped if the endpoint is closed.
+    pub fn accept_stream(&self, stream: Box<dyn ByteStream>) {
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move {
+            if let Err(e) = handshake(&inner, stream, false, None).await {
+                tracing::debug!(error = %e, "inbound handshake failed");
+            }
+        });
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -270,6 +298,14 @@ impl Endpoint for RemoteEndpoint {
                     let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
                     lock(&inner.bound).push(target.clone());
                     listeners.push(Listener::Unix(listener));
+                }
+                Target::Custom(connector) => {
+                    return Err(EndpointError::Config {
+                        endpoint: inner.name.clone(),
+                        reason: format!(
+                            "cannot listen on custom target {connector:?}; use accept_stream"
+                        ),
+                    });
                 }
             }
         }
@@ -323,17 +359,17 @@ enum Listener {
 
 async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
     loop {
-        let accepted: std::io::Result<Box<dyn Io>> = tokio::select! {
+        let accepted: std::io::Result<Box<dyn ByteStream>> = tokio::select! {
             biased;
             () = inner.cancel.cancelled() => return,
             accepted = async {
                 match &listener {
                     Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
                         let _ = s.set_nodelay(true);
-                        Box::new(s) as Box<dyn Io>
+                        Box::new(s) as Box<dyn ByteStream>
                     }),
                     #[cfg(unix)]
-                    Listener::Unix(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Io>),
+                    Listener::Unix(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn ByteStream>),
                 }
             } => accepted,
         };
@@ -411,7 +447,7 @@ async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
     }
 }
 
-async fn dial(target: &Target) -> std::io::Result<Box<dyn Io>> {
+async fn dial(target: &Target) -> std::io::Result<Box<dyn ByteStream>> {
     match target {
         Target::Tcp(addr) => {
             let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -420,6 +456,7 @@ async fn dial(target: &Target) -> std::io::Result<Box<dyn Io>> {
         }
         #[cfg(unix)]
         Target::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+        Target::Custom(connector) => connector.connect().await,
     }
 }
 
@@ -427,7 +464,7 @@ async fn dial(target: &Target) -> std::io::Result<Box<dyn Io>> {
 /// link task (creating it on first contact).
 async fn handshake(
     inner: &Arc<Inner>,
-    mut io: Box<dyn Io>,
+    mut io: Box<dyn ByteStream>,
     initiator: bool,
     done: Option<oneshot::Sender<LinkFailure>>,
 ) -> Result<(), HandshakeError> {
@@ -457,7 +494,7 @@ async fn handshake(
 /// the preamble, and the peer.
 async fn secure(
     inner: &Arc<Inner>,
-    io: &mut Box<dyn Io>,
+    io: &mut Box<dyn ByteStream>,
     initiator: bool,
 ) -> Result<(Channel, BytesMut, PeerId), HandshakeError> {
     // After the Noise handshake each side sends its 32-byte ed25519 public key (the identity

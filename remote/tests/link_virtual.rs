@@ -1,0 +1,135 @@
+//! Links over in-memory streams in virtual time (`start_paused`): any byte stream carries a
+//! link, and redials follow the backoff schedule and the circuit breaker exactly.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dndm_core::{Keypair, Message};
+use dndm_remote::endpoint::{ByteStream, Connector, RemoteConfig, RemoteEndpoint, Target};
+use dndm_router::Router;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const GUARD: Duration = Duration::from_secs(600);
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+/// Always fails, and reports when each attempt happened.
+#[derive(Debug)]
+struct Refusing(mpsc::Sender<Instant>);
+
+#[async_trait::async_trait]
+impl Connector for Refusing {
+    async fn connect(&self) -> std::io::Result<Box<dyn ByteStream>> {
+        let _ = self.0.send(Instant::now()).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "nobody home",
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn redials_follow_the_backoff_schedule_then_the_breaker() {
+    let (tx, mut attempts) = mpsc::channel(16);
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Custom(Arc::new(Refusing(tx)))];
+    config.backoff_initial = Duration::from_millis(100);
+    config.backoff_max = Duration::from_secs(1);
+    config.breaker_threshold = 5;
+    config.breaker_cool_down = Duration::from_secs(10);
+    let router = Router::builder().build().unwrap();
+    let endpoint = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        times.push(
+            tokio::time::timeout(GUARD, attempts.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // Attempts 1..5: delays drawn from [d/2, d] with d doubling from 100 ms.
+    for (i, gap) in gaps[..4].iter().enumerate() {
+        let ceiling = Duration::from_millis(100 << i);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "gap {i}: {gap:?} not in [{:?}, {ceiling:?}]",
+            ceiling / 2
+        );
+    }
+    // Five failures opened the breaker: the next attempt waits out the cool-down (plus at most
+    // one backoff delay of the capped 1 s), not just the next backoff step.
+    assert!(
+        gaps[4] >= Duration::from_secs(10) && gaps[4] <= Duration::from_secs(11),
+        "{:?}",
+        gaps[4]
+    );
+    assert_eq!(endpoint.stats().dial_failures, 6);
+    router.close().await;
+}
+
+/// Opens an in-memory pipe whose other end goes to `listener` as an accepted stream.
+#[derive(Debug)]
+struct Pipe(Mutex<Option<RemoteEndpoint>>);
+
+#[async_trait::async_trait]
+impl Connector for Pipe {
+    async fn connect(&self) -> std::io::Result<Box<dyn ByteStream>> {
+        let listener = self
+            .0
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(std::io::ErrorKind::NotConnected)?;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        listener.accept_stream(Box::new(theirs));
+        Ok(Box::new(ours))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_runs_over_any_byte_stream() {
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Custom(Arc::new(Pipe(Mutex::new(Some(ea.clone())))))];
+    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    b.attach(Arc::new(eb)).await.unwrap();
+
+    let publisher = a.publish::<Reading>("pipe").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("pipe").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    for seq in 0..100 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    for seq in 0..100 {
+        assert_eq!(
+            tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .seq,
+            seq
+        );
+    }
+    b.close().await;
+    a.close().await;
+}
