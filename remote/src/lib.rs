@@ -12,7 +12,7 @@
 //!
 //! - `runtime` (default): the tokio driver and [`endpoint::RemoteEndpoint`]. Without it the
 //!   crate is pure state machines and compiles without tokio.
-//! - `test-utils`: [`sim`], a deterministic two-peer network in virtual time (latency, jitter,
+//! - `test-utils`: `sim`, a deterministic two-peer network in virtual time (latency, jitter,
 //!   loss, duplication, disconnects) to test code built on sessions.
 //!
 //! # Differences from DNDM (Go)
@@ -24,6 +24,7 @@
 //! - Every connection is authenticated and encrypted (Noise XX), the ed25519 identity is bound to
 //!   the Noise key, and batches are signed.
 
+pub mod acl;
 pub mod backoff;
 #[cfg(feature = "runtime")]
 pub mod endpoint;

@@ -10,7 +10,9 @@
 //! - On every connection both sides send a `Hello` first: identity (ed25519 key, and over a
 //!   Noise channel the signature binding it to the Noise static key), node name, the full route
 //!   set with per-session route ids, capabilities and resume state (epoch, last sequence
-//!   received, last sequence sent). Route changes later travel as `Advert` deltas.
+//!   received, last sequence sent). Route changes later travel as `Advert` deltas. Every
+//!   declaration of the peer, in the hello or an advert, is checked against
+//!   [`SessionConfig::acl`]; a denied one ends the connection with [`LinkFailure::Denied`].
 //! - Every message gets a sequence number from one space per direction. A `Batch` covers the
 //!   range `first_seq..=last_seq`; reliable messages stay in a bounded retransmit buffer until
 //!   the peer acknowledges them (cumulative `Ack`). Resent batches keep their range but carry
@@ -49,6 +51,7 @@ use dndm_codec::{
 };
 use dndm_core::{IntentAd, InterestAd, Keypair, PeerId, PublicKey, Route, RoutePattern};
 
+use crate::acl::Acl;
 use crate::noise;
 
 /// Sequence numbers a peer may use: one per message, so 2^62 is beyond any session's life,
@@ -88,6 +91,10 @@ pub struct SessionConfig {
     pub node_name: String,
     /// Peers allowed to connect; `None` allows everyone.
     pub allow_peers: Option<HashSet<PeerId>>,
+    /// Which routes the peer may publish on and which patterns it may subscribe with; a
+    /// declaration it denies ends the connection with [`LinkFailure::Denied`]. Default:
+    /// [`Acl::allow_all`] (no restriction).
+    pub acl: Acl,
 }
 
 impl Default for SessionConfig {
@@ -106,6 +113,7 @@ impl Default for SessionConfig {
             ordered_transport: true,
             node_name: "dndm".to_owned(),
             allow_peers: None,
+            acl: Acl::allow_all(),
         }
     }
 }
@@ -154,6 +162,14 @@ pub enum LinkFailure {
     /// The peer is not on the allow-list.
     #[error("peer {0} is not allowed")]
     NotAllowed(PeerId),
+    /// The peer declared a route or pattern its [`Acl`] denies.
+    #[error("peer {peer} is denied {what}")]
+    Denied {
+        /// The peer.
+        peer: PeerId,
+        /// The denied declaration, e.g. `publish on test.Reading@secret.x`.
+        what: String,
+    },
     /// The identity key does not sign the Noise static key.
     #[error("identity key of {0} does not match the Noise static key")]
     BadBinding(PeerId),
@@ -269,6 +285,8 @@ pub struct SessionStats {
     pub lost_on_peer_restart: u64,
     /// Connections that ended with a failure.
     pub failures: u64,
+    /// Peer declarations denied by the ACL (each also ends its connection).
+    pub acl_denials: u64,
     /// Bytes of frames produced.
     pub bytes_sent: u64,
 }
@@ -956,6 +974,7 @@ impl Session {
             noise::verify_binding(&key, &binding.remote_static, &hello.key_binding)
                 .map_err(|_| LinkFailure::BadBinding(peer))?;
         }
+        self.check_acl(peer, &hello.intents, &hello.interests)?;
         let resume = hello.resume.unwrap_or_default();
         // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
         // otherwise is lying, and would overflow the arithmetic below.
@@ -1046,6 +1065,11 @@ impl Session {
     }
 
     fn on_advert(&mut self, advert: Advert) -> Result<(), LinkFailure> {
+        // Adverts are processed only after the hello, which set the peer.
+        let Some(peer) = self.peer else {
+            return Err(LinkFailure::Protocol("an advert before the hello".into()));
+        };
+        self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
         for id in advert.intents_removed {
             if let Some(ad) = self.peer_routes.intents.remove(&id) {
                 self.events.push_back(Event::PeerIntentRemoved(ad.route));
@@ -1070,6 +1094,44 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Checks the peer's declarations against the ACL before any is applied; the first denied
+    /// one is counted and fails the connection. Hashed declarations are not linked (ignored),
+    /// so there is nothing to check.
+    fn check_acl(
+        &mut self,
+        peer: PeerId,
+        intents: &[IntentDecl],
+        interests: &[InterestDecl],
+    ) -> Result<(), LinkFailure> {
+        let acl = &self.config.acl;
+        if acl.is_allow_all() {
+            return Ok(());
+        }
+        let denied = intents
+            .iter()
+            .find_map(|decl| match &decl.route {
+                DeclRoute::Plain(route) if !acl.may_publish(&peer, route) => {
+                    Some(format!("publish on {route}"))
+                }
+                _ => None,
+            })
+            .or_else(|| {
+                interests.iter().find_map(|decl| match &decl.pattern {
+                    DeclPattern::Plain(pattern) if !acl.may_subscribe(&peer, pattern) => {
+                        Some(format!("subscribe to {pattern}"))
+                    }
+                    _ => None,
+                })
+            });
+        match denied {
+            Some(what) => {
+                self.stats.acl_denials += 1;
+                Err(LinkFailure::Denied { peer, what })
+            }
+            None => Ok(()),
+        }
     }
 
     fn on_batch(&mut self, batch: Batch) -> Result<(), LinkFailure> {
