@@ -4,31 +4,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dndm_core::{Keypair, Message, Qos};
+use dndm_core::{Keypair, Qos};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use support::Reading;
+
 const GUARD: Duration = Duration::from_secs(30);
 const MESSAGES: u64 = 100_000;
 const CUT_EVERY: u64 = 10_000;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
 
 /// A TCP proxy that can cut all its connections and refuse new ones.
 struct Proxy {

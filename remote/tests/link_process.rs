@@ -7,44 +7,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{Fingerprint, Keypair, Message};
+use dndm_core::Keypair;
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::{LinkEvent, Router};
 
+use support::{Reading, ReadingV2};
+
 const GUARD: Duration = Duration::from_secs(30);
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ReadingV2 {
-    #[prost(string, tag = "1")]
-    name: String,
-}
-
-impl prost::Name for ReadingV2 {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for ReadingV2 {
-    fn fingerprint() -> Fingerprint {
-        Fingerprint::of_schema("test.Reading", b"v2")
-    }
-}
 
 fn parse_target(text: &str) -> Target {
     match text.strip_prefix("unix:") {

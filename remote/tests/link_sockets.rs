@@ -3,42 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{Fingerprint, Keypair, LinkError, Message, Qos};
+use dndm_core::{Keypair, LinkError, Qos};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::{LinkEvent, PublishOptions, Router};
 
+use support::{Reading, ReadingV2};
+
 const GUARD: Duration = Duration::from_secs(20);
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ReadingV2 {
-    #[prost(string, tag = "1")]
-    name: String,
-}
-
-impl prost::Name for ReadingV2 {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for ReadingV2 {
-    fn fingerprint() -> Fingerprint {
-        Fingerprint::of_schema("test.Reading", b"v2")
-    }
-}
 
 /// Router `a` listens on `listen`, router `b` dials what `a` bound.
 async fn pair(listen: Target) -> (Router, Router, RemoteEndpoint, RemoteEndpoint) {

@@ -3,28 +3,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dndm_core::{Keypair, Message};
+use dndm_core::Keypair;
 use dndm_remote::endpoint::{ByteStream, Connector, RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::Router;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use support::Reading;
+
 const GUARD: Duration = Duration::from_secs(600);
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
 
 /// Always fails, and reports when each attempt happened.
 #[derive(Debug)]
