@@ -118,6 +118,71 @@ impl Default for RemoteConfig {
     }
 }
 
+impl RemoteConfig {
+    /// Settings from the `[remote]` and `[node]` sections of a validated [`dndm_core::Config`]:
+    /// `listen`/`connect` (`host:port` or `unix:/path`), timeouts, `retransmit_buffer`,
+    /// `signing`, `compression_threshold`, `max_frame_len`, backoff and `allow_peers`.
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] naming the key when a value does not fit (a config that passed
+    /// `validate()` always fits).
+    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
+        let remote = &config.remote;
+        let bad = |key: &str, value: &dyn std::fmt::Display, reason: &dyn std::fmt::Display| {
+            EndpointError::Config {
+                endpoint: "remote".into(),
+                reason: format!("remote.{key} = {value} is invalid: {reason}"),
+            }
+        };
+        let target = |key: &str, text: &String| -> Result<Target, EndpointError> {
+            #[cfg(unix)]
+            if let Some(path) = text.strip_prefix("unix:") {
+                return Ok(Target::Unix(path.into()));
+            }
+            text.parse()
+                .map(Target::Tcp)
+                .map_err(|e| bad(key, text, &e))
+        };
+        let mut out = Self::default();
+        for text in &remote.listen {
+            out.listen.push(target("listen", text)?);
+        }
+        for text in &remote.connect {
+            out.dial.push(target("connect", text)?);
+        }
+        out.handshake_timeout = remote.handshake_timeout();
+        out.backoff_initial = remote.backoff_initial();
+        out.backoff_max = remote.backoff_max();
+        let session = &mut out.session;
+        session.node_name = config.node.name.clone();
+        session.keepalive = remote.keepalive();
+        session.idle_timeout = remote.idle_timeout();
+        session.retransmit_capacity = remote.retransmit_buffer;
+        session.sign_batches = remote.signing == dndm_core::Signing::Batch;
+        session.compression = Some(dndm_codec::Compression::new(
+            dndm_codec::Compression::DEFAULT_LEVEL,
+            remote.compression_threshold,
+        ));
+        let frame_len = u32::try_from(remote.max_frame_len)
+            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
+        session.limits = dndm_codec::Limits::builder()
+            .max_frame_len(frame_len)
+            .build()
+            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
+        if !remote.allow_peers.is_empty() {
+            let mut allowed = HashSet::new();
+            for text in &remote.allow_peers {
+                allowed.insert(
+                    text.parse::<PeerId>()
+                        .map_err(|e| bad("allow_peers", text, &e))?,
+                );
+            }
+            session.allow_peers = Some(allowed);
+        }
+        Ok(out)
+    }
+}
+
 /// Counters of a [`RemoteEndpoint`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

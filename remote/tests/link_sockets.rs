@@ -234,3 +234,32 @@ async fn garbage_instead_of_a_handshake_is_cut_and_counted_and_the_process_is_un
     b.close().await;
     router.close().await;
 }
+
+#[test]
+fn remote_settings_come_from_the_node_config() {
+    let config = dndm_core::Config::from_toml_str(
+        r#"
+        [node]
+        name = "gateway"
+        [remote]
+        listen = ["127.0.0.1:7000", "unix:/tmp/dndm.sock"]
+        connect = ["10.0.0.2:7000"]
+        keepalive_ms = 250
+        idle_timeout_ms = 2000
+        retransmit_buffer = 100
+        signing = "off"
+        max_frame_len = 65536
+        "#,
+    )
+    .unwrap();
+    let remote = RemoteConfig::from_config(&config).unwrap();
+    assert_eq!(remote.listen.len(), 2);
+    assert!(matches!(remote.listen[0], Target::Tcp(addr) if addr.port() == 7000));
+    assert!(matches!(&remote.dial[0], Target::Tcp(addr) if addr.to_string() == "10.0.0.2:7000"));
+    assert_eq!(remote.session.node_name, "gateway");
+    assert_eq!(remote.session.keepalive, Duration::from_millis(250));
+    assert_eq!(remote.session.idle_timeout, Duration::from_secs(2));
+    assert_eq!(remote.session.retransmit_capacity, 100);
+    assert!(!remote.session.sign_batches);
+    assert_eq!(remote.session.limits.max_frame_len(), 65536);
+}
