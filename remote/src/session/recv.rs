@@ -1,0 +1,376 @@
+//! Handling what the peer sends: hello checks and resume, adverts, ACL, batches, acks.
+
+use super::*;
+
+impl Session {
+    pub(super) fn process(&mut self, now: Instant, bytes: &Bytes) -> Result<(), LinkFailure> {
+        let open = self.conn.as_ref().is_some_and(|c| c.open);
+        // Verify a batch's signature before decompressing anything the peer sent.
+        if open
+            && self.config.sign_batches
+            && FrameHeader::parse(bytes, &self.config.limits)
+                .is_ok_and(|h| h.kind() == FrameKind::Batch)
+            && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
+        {
+            verify_batch(bytes, &conn.info.session_id, key)
+                .map_err(|e| LinkFailure::Signature(e.to_string()))?;
+        }
+        let frame = self
+            .decoder
+            .decode(bytes)
+            .map_err(|e| LinkFailure::Decode(e.to_string()))?;
+        match frame {
+            Frame::Hello(hello) if !open => self.on_hello(now, hello),
+            Frame::Hello(_) => Err(LinkFailure::Protocol(
+                "second hello on one connection".into(),
+            )),
+            _ if !open => Err(LinkFailure::Protocol("a frame before the hello".into())),
+            Frame::Batch(batch) => self.on_batch(batch),
+            Frame::Ack(ack) => self.on_ack(now, ack),
+            Frame::Advert(advert) => self.on_advert(advert),
+            Frame::Ping(ping) => {
+                self.queue_frame(&Frame::Pong(Pong { nonce: ping.nonce }), now);
+                Ok(())
+            }
+            Frame::Pong(pong) => {
+                if let Some(conn) = self.conn.as_mut()
+                    && let Some((nonce, sent)) = conn.ping
+                    && nonce == pong.nonce
+                {
+                    conn.ping = None;
+                    self.events
+                        .push_back(Event::Rtt(now.saturating_duration_since(sent)));
+                }
+                Ok(())
+            }
+            Frame::Close(close) => {
+                self.finish_close(true, close);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, now: Instant, hello: Hello) -> Result<(), LinkFailure> {
+        if hello.protocol_version != u32::from(PROTOCOL_VERSION) {
+            return Err(LinkFailure::Version(hello.protocol_version));
+        }
+        let key: [u8; 32] = hello.public_key.as_slice().try_into().map_err(|_| {
+            LinkFailure::Protocol(format!("public key of {} bytes", hello.public_key.len()))
+        })?;
+        let key = PublicKey::from_bytes(&key).map_err(|e| LinkFailure::Protocol(e.to_string()))?;
+        let peer = key.peer_id();
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        if let Some(expected) = conn.info.expected_peer.or(self.peer)
+            && expected != peer
+        {
+            return Err(LinkFailure::IdentityMismatch {
+                expected,
+                actual: peer,
+            });
+        }
+        if let Some(allowed) = &self.config.allow_peers
+            && !allowed.contains(&peer)
+        {
+            return Err(LinkFailure::NotAllowed(peer));
+        }
+        if let Some(binding) = &conn.info.binding {
+            noise::verify_binding(&key, &binding.remote_static, &hello.key_binding)
+                .map_err(|_| LinkFailure::BadBinding(peer))?;
+        }
+        self.check_acl(peer, &hello.intents, &hello.interests)?;
+        let resume = hello.resume.unwrap_or_default();
+        // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
+        // otherwise is lying, and would overflow the arithmetic below.
+        let resumed = self.peer_epoch == Some(resume.session_epoch);
+        // What the peer received from an earlier incarnation of us says nothing about our
+        // sequence numbers; within one it cannot exceed what we sent.
+        if resume.last_sent_seq >= MAX_SEQ || (resumed && resume.last_received_seq >= self.next_seq)
+        {
+            return Err(LinkFailure::Protocol(format!(
+                "resume state out of range: last sent {}, last received {} (we sent up to {})",
+                resume.last_sent_seq,
+                resume.last_received_seq,
+                self.next_seq - 1
+            )));
+        }
+        if resumed {
+            // Resend what the peer has not received; forget what it has.
+            self.acknowledge(resume.last_received_seq);
+            if self.unacked.front().is_some() {
+                self.resend_from = Some(resume.last_received_seq + 1);
+            }
+        } else {
+            if self.peer_epoch.is_some() {
+                self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
+                self.unacked.clear();
+                self.unacked_reliable = 0;
+            }
+            self.expected = resume.last_sent_seq + 1;
+            self.early.clear();
+        }
+        self.peer = Some(peer);
+        self.peer_key = Some(key);
+        self.peer_epoch = Some(resume.session_epoch);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.open = true;
+            conn.progress_at = now;
+        }
+        self.events.push_back(Event::Established {
+            peer,
+            node_name: hello.node_name,
+            resumed,
+        });
+        // Resync the peer's routes: withdraw what is gone, declare what is new.
+        let mut next = PeerRoutes::default();
+        for decl in hello.intents {
+            if let Some(ad) = intent_ad(&decl) {
+                next.intents.insert(decl.id, ad);
+            }
+        }
+        for decl in hello.interests {
+            if let Some(ad) = interest_ad(&decl) {
+                next.interests.insert(decl.id, ad);
+            }
+        }
+        let previous = std::mem::take(&mut self.peer_routes);
+        for ad in previous
+            .intents
+            .values()
+            .filter(|ad| !next.intents.values().any(|n| n == *ad))
+        {
+            self.events
+                .push_back(Event::PeerIntentRemoved(ad.route.clone()));
+        }
+        for ad in previous
+            .interests
+            .values()
+            .filter(|ad| !next.interests.values().any(|n| n == *ad))
+        {
+            self.events
+                .push_back(Event::PeerInterestRemoved(ad.pattern.clone()));
+        }
+        for ad in next
+            .intents
+            .values()
+            .filter(|ad| !previous.intents.values().any(|p| p == *ad))
+        {
+            self.events.push_back(Event::PeerIntentAdded(ad.clone()));
+        }
+        for ad in next
+            .interests
+            .values()
+            .filter(|ad| !previous.interests.values().any(|p| p == *ad))
+        {
+            self.events.push_back(Event::PeerInterestAdded(ad.clone()));
+        }
+        self.peer_routes = next;
+        Ok(())
+    }
+
+    pub(super) fn on_advert(&mut self, advert: Advert) -> Result<(), LinkFailure> {
+        // Adverts are processed only after the hello, which set the peer.
+        let Some(peer) = self.peer else {
+            return Err(LinkFailure::Protocol("an advert before the hello".into()));
+        };
+        self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
+        for id in advert.intents_removed {
+            if let Some(ad) = self.peer_routes.intents.remove(&id) {
+                self.events.push_back(Event::PeerIntentRemoved(ad.route));
+            }
+        }
+        for id in advert.interests_removed {
+            if let Some(ad) = self.peer_routes.interests.remove(&id) {
+                self.events
+                    .push_back(Event::PeerInterestRemoved(ad.pattern));
+            }
+        }
+        for decl in advert.intents_added {
+            if let Some(ad) = intent_ad(&decl) {
+                self.peer_routes.intents.insert(decl.id, ad.clone());
+                self.events.push_back(Event::PeerIntentAdded(ad));
+            }
+        }
+        for decl in advert.interests_added {
+            if let Some(ad) = interest_ad(&decl) {
+                self.peer_routes.interests.insert(decl.id, ad.clone());
+                self.events.push_back(Event::PeerInterestAdded(ad));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the peer's declarations against the ACL before any is applied; the first denied
+    /// one is counted and fails the connection. Hashed declarations are not linked (ignored),
+    /// so there is nothing to check.
+    pub(super) fn check_acl(
+        &mut self,
+        peer: PeerId,
+        intents: &[IntentDecl],
+        interests: &[InterestDecl],
+    ) -> Result<(), LinkFailure> {
+        let acl = &self.config.acl;
+        if acl.is_allow_all() {
+            return Ok(());
+        }
+        let denied = intents
+            .iter()
+            .find_map(|decl| match &decl.route {
+                DeclRoute::Plain(route) if !acl.may_publish(&peer, route) => {
+                    Some(format!("publish on {route}"))
+                }
+                _ => None,
+            })
+            .or_else(|| {
+                interests.iter().find_map(|decl| match &decl.pattern {
+                    DeclPattern::Plain(pattern) if !acl.may_subscribe(&peer, pattern) => {
+                        Some(format!("subscribe to {pattern}"))
+                    }
+                    _ => None,
+                })
+            });
+        match denied {
+            Some(what) => {
+                self.stats.acl_denials += 1;
+                Err(LinkFailure::Denied { peer, what })
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_batch(&mut self, batch: Batch) -> Result<(), LinkFailure> {
+        let (first, last) = (batch.first_seq, batch.last_seq);
+        if last >= MAX_SEQ {
+            return Err(LinkFailure::Protocol(format!(
+                "batch sequence {last} out of range"
+            )));
+        }
+        if last < self.expected {
+            self.stats.duplicates += 1;
+            self.ack_due = true;
+            if self.config.ordered_transport {
+                return Err(LinkFailure::Protocol(format!(
+                    "replayed batch {first}..={last}; expected sequence {}",
+                    self.expected
+                )));
+            }
+            return Ok(());
+        }
+        if first > self.expected {
+            self.stats.gaps += 1;
+            self.ack_due = true;
+            if self.config.ordered_transport {
+                return Err(LinkFailure::Protocol(format!(
+                    "sequence gap: batch starts at {first}, expected {}",
+                    self.expected
+                )));
+            }
+            // Lossy transport: keep a bounded number of early batches until the gap fills.
+            if self.early.len() < MAX_EARLY_BATCHES {
+                self.early.insert(first, batch);
+            }
+            return Ok(());
+        }
+        self.deliver(batch)?;
+        // Batches that arrived early may continue where this one ended.
+        while let Some(entry) = self.early.first_entry() {
+            if entry.get().last_seq < self.expected {
+                entry.remove();
+            } else if *entry.key() <= self.expected {
+                let next = entry.remove();
+                self.deliver(next)?;
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers a batch that starts at or before the expected sequence and ends at or after it.
+    pub(super) fn deliver(&mut self, batch: Batch) -> Result<(), LinkFailure> {
+        let last = batch.last_seq;
+        let mut delivered = 0u64;
+        let mut previous = self.expected - 1;
+        for message in batch.messages {
+            let Some(seq) = message.seq else {
+                return Err(LinkFailure::Protocol(
+                    "message without a sequence number".into(),
+                ));
+            };
+            if seq <= previous {
+                if seq < self.expected {
+                    continue; // Already delivered in an earlier batch.
+                }
+                return Err(LinkFailure::Protocol(format!(
+                    "sequence {seq} out of order in batch"
+                )));
+            }
+            previous = seq;
+            delivered += 1;
+            match self.peer_routes.intents.get(&message.route_id) {
+                Some(ad) => self.events.push_back(Event::Message {
+                    route: ad.route.clone(),
+                    payload: message.payload,
+                    correlation: message.correlation,
+                }),
+                None => self.stats.unknown_routes += 1,
+            }
+        }
+        self.stats.messages_received += delivered;
+        self.stats.best_effort_lost += (last + 1 - self.expected) - delivered;
+        self.expected = last + 1;
+        self.ack_due = true;
+        Ok(())
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, ack: Ack) -> Result<(), LinkFailure> {
+        if ack.cumulative_seq >= self.next_seq {
+            return Err(LinkFailure::Protocol(format!(
+                "ack of sequence {} never sent (last sent {})",
+                ack.cumulative_seq,
+                self.next_seq - 1
+            )));
+        }
+        if self.acknowledge(ack.cumulative_seq)
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.progress_at = now;
+        }
+        Ok(())
+    }
+
+    /// Drops kept batches up to `seq`; true if anything was dropped.
+    pub(super) fn acknowledge(&mut self, seq: u64) -> bool {
+        let mut progressed = false;
+        while self.unacked.front().is_some_and(|s| s.last <= seq) {
+            if let Some(sent) = self.unacked.pop_front() {
+                self.unacked_reliable -= sent.reliable.len();
+                progressed = true;
+            }
+        }
+        progressed
+    }
+}
+
+/// A peer's intent as an advert; hashed routes are not linked yet (`None`).
+pub(super) fn intent_ad(decl: &IntentDecl) -> Option<IntentAd> {
+    match &decl.route {
+        DeclRoute::Plain(route) => Some(IntentAd {
+            route: route.clone(),
+            fingerprint: decl.fingerprint,
+            qos: decl.qos,
+        }),
+        DeclRoute::Hashed(_) => None,
+    }
+}
+
+pub(super) fn interest_ad(decl: &InterestDecl) -> Option<InterestAd> {
+    match &decl.pattern {
+        DeclPattern::Plain(pattern) => Some(InterestAd {
+            pattern: pattern.clone(),
+            fingerprint: decl.fingerprint,
+        }),
+        DeclPattern::Hashed(_) => None,
+    }
+}

@@ -1,0 +1,240 @@
+//! Building what the session sends: hellos, adverts, batches, resends, acks, close.
+
+use super::*;
+
+impl Session {
+    pub(super) fn hello(&self) -> Hello {
+        let key_binding = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.info.binding.as_ref())
+            .map(|b| b.local_signature.to_vec())
+            .unwrap_or_default();
+        let limits = &self.config.limits;
+        Hello {
+            protocol_version: u32::from(PROTOCOL_VERSION),
+            public_key: self.keypair.public().to_bytes().to_vec(),
+            key_binding,
+            node_name: self.config.node_name.clone(),
+            intents: self
+                .local
+                .intents
+                .iter()
+                .map(|(&id, ad)| intent_decl(id, ad))
+                .collect(),
+            interests: self
+                .local
+                .interests
+                .iter()
+                .map(|(&id, ad)| interest_decl(id, ad))
+                .collect(),
+            capabilities: Capabilities {
+                zstd: self.config.compression.is_some(),
+                dictionary_ids: Vec::new(),
+                max_frame_len: limits.max_frame_len(),
+                max_batch_messages: limits.max_batch_messages(),
+                max_decompressed_len: limits.max_decompressed_len(),
+                signed_batches: self.config.sign_batches,
+            },
+            resume: Some(ResumeState {
+                session_epoch: self.epoch,
+                last_received_seq: self.expected - 1,
+                last_sent_seq: self.next_seq - 1,
+            }),
+        }
+    }
+
+    pub(super) fn advertise(&mut self, advert: Advert, now: Instant) {
+        // Before the peer's hello, the next hello carries the full set anyway.
+        if self.conn.as_ref().is_some_and(|c| c.open) {
+            self.queue_frame(&Frame::Advert(advert), now);
+        }
+    }
+
+    pub(super) fn queue_frame(&mut self, frame: &Frame, now: Instant) {
+        match self.encoder.encode(frame) {
+            Ok(bytes) => {
+                self.transmit.push_back(bytes);
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.last_tx = now;
+                }
+            }
+            // Our own frames stay within our limits unless the route set outgrew them.
+            Err(e) => self.fail(LinkFailure::Protocol(format!(
+                "cannot encode our own frame: {e}"
+            ))),
+        }
+    }
+
+    pub(super) fn fail(&mut self, failure: LinkFailure) {
+        tracing::debug!(peer = ?self.peer, %failure, "connection failed");
+        self.handle_disconnect(failure);
+    }
+
+    pub(super) fn finish_close(&mut self, by_peer: bool, close: Close) {
+        self.closed = true;
+        self.closing = None;
+        self.conn = None;
+        self.outgoing.clear();
+        self.events.push_back(Event::Closed {
+            by_peer,
+            code: close.code,
+            reason: close.reason,
+        });
+    }
+
+    /// Builds batches (resends first), an ack if due, and the close frame when closing.
+    pub(super) fn fill_transmit(&mut self, now: Instant) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        if !conn.open {
+            return;
+        }
+        if self.ack_due {
+            self.ack_due = false;
+            let ack = Ack {
+                cumulative_seq: self.expected - 1,
+            };
+            self.queue_frame(&Frame::Ack(ack), now);
+        }
+        if let Some(from) = self.resend_from.take() {
+            self.resend(from, now);
+        }
+        while self.transmit.len() < 2 && self.batch_new(now) {}
+        if self.transmit.is_empty()
+            && self.outgoing.is_empty()
+            && let Some(close) = self.closing.take()
+        {
+            self.queue_frame(&Frame::Close(close.clone()), now);
+            self.finish_close(false, close);
+        }
+    }
+
+    /// Resends every kept batch that ends at or after `from`.
+    pub(super) fn resend(&mut self, from: u64, now: Instant) {
+        let batches: Vec<Batch> = self
+            .unacked
+            .iter()
+            .filter(|s| s.last >= from)
+            .map(|s| Batch {
+                first_seq: s.first,
+                last_seq: s.last,
+                messages: s.reliable.clone(),
+            })
+            .collect();
+        for batch in batches {
+            self.stats.retransmitted += batch.messages.len() as u64;
+            self.queue_batch(&batch, now);
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            conn.progress_at = now;
+        }
+    }
+
+    /// Takes messages from the send queue into one batch; false when nothing was taken.
+    pub(super) fn batch_new(&mut self, now: Instant) -> bool {
+        if self.unacked.len() >= self.config.retransmit_capacity {
+            return false;
+        }
+        let mut messages = Vec::new();
+        let mut reliable = Vec::new();
+        let mut bytes = 0usize;
+        let first = self.next_seq;
+        while let Some(next) = self.outgoing.front() {
+            if messages.len() >= self.config.max_batch_messages
+                || (!messages.is_empty()
+                    && bytes + next.payload.len() > self.config.max_batch_bytes)
+                || (next.reliable
+                    && self.unacked_reliable + reliable.len() >= self.config.retransmit_capacity)
+            {
+                break;
+            }
+            let Some(next) = self.outgoing.pop_front() else {
+                break;
+            };
+            bytes += next.payload.len();
+            let message = BatchMessage {
+                route_id: next.route_id,
+                seq: Some(self.next_seq),
+                correlation: next.correlation,
+                payload: next.payload,
+            };
+            self.next_seq += 1;
+            if next.reliable {
+                reliable.push(message.clone());
+            }
+            messages.push(message);
+        }
+        if messages.is_empty() {
+            return false;
+        }
+        let last = self.next_seq - 1;
+        self.stats.messages_sent += messages.len() as u64;
+        // Every batch is kept until acknowledged, even with no reliable message: a resent empty
+        // range tells the receiver the best-effort messages in it are gone.
+        if self.unacked.is_empty()
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.progress_at = now;
+        }
+        self.unacked_reliable += reliable.len();
+        self.unacked.push_back(Sent {
+            first,
+            last,
+            reliable,
+        });
+        self.queue_batch(
+            &Batch {
+                first_seq: first,
+                last_seq: last,
+                messages,
+            },
+            now,
+        );
+        if self.send_refused && self.outgoing.len() < self.config.send_queue {
+            self.send_refused = false;
+            self.events.push_back(Event::SendReady);
+        }
+        true
+    }
+
+    pub(super) fn queue_batch(&mut self, batch: &Batch, now: Instant) {
+        let session_id = self.conn.as_ref().map(|c| c.info.session_id);
+        let encoded = match (&session_id, self.config.sign_batches) {
+            (Some(id), true) => self
+                .encoder
+                .encode_batch(batch, &BatchOptions::new().sign(&self.keypair, id)),
+            _ => self.encoder.encode_batch(batch, &BatchOptions::new()),
+        };
+        match encoded {
+            Ok(frame) => {
+                self.stats.batches_sent += 1;
+                self.transmit.push_back(frame);
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.last_tx = now;
+                }
+            }
+            Err(e) => self.fail(LinkFailure::Protocol(format!(
+                "cannot encode our own batch: {e}"
+            ))),
+        }
+    }
+}
+
+pub(super) fn intent_decl(id: u32, ad: &IntentAd) -> IntentDecl {
+    IntentDecl {
+        id,
+        route: DeclRoute::Plain(ad.route.clone()),
+        fingerprint: ad.fingerprint,
+        qos: ad.qos,
+    }
+}
+
+pub(super) fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
+    InterestDecl {
+        id,
+        pattern: DeclPattern::Plain(ad.pattern.clone()),
+        fingerprint: ad.fingerprint,
+    }
+}
