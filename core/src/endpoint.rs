@@ -40,6 +40,52 @@ pub struct InterestAd {
     pub fingerprint: Fingerprint,
 }
 
+/// A request/response service as announced to or by a peer: requests of one type on `route`,
+/// answered with messages of the type of `response_route` (same path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceAd {
+    /// The request route, `Req@path`.
+    pub route: Route,
+    /// The request type's fingerprint.
+    pub request_fingerprint: Fingerprint,
+    /// The response route, `Resp@path`.
+    pub response_route: Route,
+    /// The response type's fingerprint.
+    pub response_fingerprint: Fingerprint,
+}
+
+/// Why a request sent to a peer's service failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The handler answered with an error.
+    #[error("handler failed: {0}")]
+    Handler(String),
+    /// The service is not (or no longer) served there.
+    #[error("no service on {0}")]
+    NoService(Route),
+    /// The link closed before the answer came.
+    #[error("link closed before the answer")]
+    Closed,
+}
+
+/// Sends requests to one peer's service: implemented by endpoints.
+#[async_trait::async_trait]
+pub trait RequestSink: Send + Sync + fmt::Debug {
+    /// Sends an encoded request on `route` and waits for the encoded answer.
+    ///
+    /// # Cancel safety
+    /// Cancelling abandons the request; the peer may still handle it.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    async fn call(&self, route: &Route, payload: Bytes) -> Result<Bytes, CallError>;
+}
+
+/// The answer to a request a peer sent to a local service.
+pub type CallFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, CallError>> + Send>>;
+
 /// A change of the local route set, sent by the router to every endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -52,6 +98,10 @@ pub enum LocalChange {
     InterestAdded(InterestAd),
     /// The last local interest with this pattern went away.
     InterestRemoved(InterestAd),
+    /// A local service started.
+    ServiceAdded(ServiceAd),
+    /// A local service stopped.
+    ServiceRemoved(ServiceAd),
 }
 
 /// Why a payload could not be delivered through a [`PayloadSink`].
@@ -163,6 +213,15 @@ pub trait RouterPort: Send + Sync + fmt::Debug {
 
     /// A peer went away: withdraw everything it declared.
     fn remove_peer(&self, peer: &PeerId);
+
+    /// A peer serves requests; `sink` carries requests to it.
+    fn add_peer_service(&self, peer: &PeerId, ad: ServiceAd, sink: Arc<dyn RequestSink>);
+
+    /// A peer stopped serving `route`.
+    fn remove_peer_service(&self, peer: &PeerId, route: &Route);
+
+    /// A peer sent a request to a local service; the future answers it.
+    fn handle_request(&self, peer: &PeerId, route: &Route, payload: Bytes) -> CallFuture;
 }
 
 /// Why an endpoint failed to start.

@@ -42,8 +42,8 @@ pub use config::{
     RouterConfig, Signing,
 };
 pub use endpoint::{
-    Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, RouterPort,
-    SinkError,
+    CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
+    PayloadSink, RequestSink, RouterPort, ServiceAd, SinkError,
 };
 pub use identity::{IdentityError, Keypair, PeerId, PeerIdError, PublicKey};
 pub use message::{Fingerprint, Message};

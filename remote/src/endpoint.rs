@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use dndm_codec::{CloseCode, Correlation, SessionId, split_frame};
+use dndm_codec::{CloseCode, Correlation, ResponseError, SessionId, split_frame};
 use dndm_core::{
-    Endpoint, EndpointError, IntentAd, InterestAd, Keypair, LocalChange, PayloadSink, PeerId,
-    PublicKey, Route, RouterPort, SinkError,
+    CallError, Endpoint, EndpointError, IntentAd, InterestAd, Keypair, LocalChange, PayloadSink,
+    PeerId, PublicKey, RequestSink, Route, RouterPort, ServiceAd, SinkError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,7 +28,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::{Backoff, CircuitBreaker};
 use crate::noise::{self, Channel, StaticKey};
-use crate::session::{Binding, Connection, Event, LinkFailure, Session, SessionConfig};
+use crate::session::{
+    Binding, Connection, Event, LinkFailure, Session, SessionConfig, SessionSendError,
+};
 
 /// Commands queued per link (publishes from local intents). Bounded: a full queue
 /// back-pressures the publishers.
@@ -226,6 +228,7 @@ struct Inner {
 struct LocalSet {
     intents: HashSet<IntentAd>,
     interests: HashSet<InterestAd>,
+    services: HashSet<ServiceAd>,
 }
 
 /// A handshaken connection handed to a peer's link task.
@@ -398,6 +401,12 @@ impl Endpoint for RemoteEndpoint {
             }
             LocalChange::InterestRemoved(ad) => {
                 set.interests.remove(&ad);
+            }
+            LocalChange::ServiceAdded(ad) => {
+                set.services.insert(ad);
+            }
+            LocalChange::ServiceRemoved(ad) => {
+                set.services.remove(&ad);
             }
             other => tracing::warn!(?other, "unknown local change ignored"),
         });
@@ -639,7 +648,40 @@ async fn hand_off(
 
 /// A command for a link task.
 enum Command {
-    Publish { route: Route, payload: Bytes },
+    Publish {
+        route: Route,
+        payload: Bytes,
+    },
+    /// A request to the peer's service on `route`; the answer goes to `reply`.
+    Request {
+        route: Route,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    /// The answer to the peer's request `to` for the local service on `route`.
+    Respond {
+        route: Route,
+        to: u64,
+        result: Result<Bytes, CallError>,
+    },
+}
+
+/// The sink a peer's service gets: queues requests for the link task.
+#[derive(Debug)]
+struct LinkRequester(mpsc::Sender<Command>);
+
+#[async_trait::async_trait]
+impl RequestSink for LinkRequester {
+    async fn call(&self, route: &Route, payload: Bytes) -> Result<Bytes, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Request {
+            route: route.clone(),
+            payload,
+            reply,
+        };
+        self.0.send(command).await.map_err(|_| CallError::Closed)?;
+        answer.await.map_err(|_| CallError::Closed)?
+    }
 }
 
 /// The sink a peer's interest gets: queues publishes for the link task.
@@ -683,6 +725,9 @@ struct Link {
     commands: mpsc::Receiver<Command>,
     /// Fan-in sinks of the peer's intents.
     fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
+    /// Requests sent to the peer, waiting for their answers.
+    pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
+    next_request: u64,
 }
 
 fn now() -> std::time::Instant {
@@ -708,6 +753,8 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         commands_tx,
         commands,
         fan_ins: HashMap::new(),
+        pending: HashMap::new(),
+        next_request: 0,
     };
     link.sync_local();
     loop {
@@ -755,7 +802,55 @@ impl Link {
         for ad in current.interests.difference(&self.applied.interests) {
             self.session.add_local_interest(ad.clone(), t);
         }
+        for ad in self.applied.services.difference(&current.services) {
+            self.session.remove_local_service(&ad.route, t);
+        }
+        for ad in current.services.difference(&self.applied.services) {
+            self.session.add_local_service(ad.clone(), t);
+        }
         self.applied = current;
+    }
+
+    /// Applies one command to the session.
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Publish { route, payload } => {
+                if let Err(e) = self.session.send(&route, payload, Correlation::None) {
+                    tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                }
+            }
+            Command::Request {
+                route,
+                payload,
+                reply,
+            } => {
+                self.next_request += 1;
+                let id = self.next_request;
+                match self.session.request(&route, payload, id) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(SessionSendError::UnknownRoute(route)) => {
+                        let _ = reply.send(Err(CallError::NoService(route)));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(CallError::Closed));
+                    }
+                }
+            }
+            Command::Respond { route, to, result } => {
+                let result = result.map_err(|e| match e {
+                    CallError::Handler(message) => ResponseError { code: 1, message },
+                    other => ResponseError {
+                        code: 2,
+                        message: other.to_string(),
+                    },
+                });
+                if let Err(e) = self.session.respond(&route, to, result) {
+                    tracing::debug!(peer = %self.peer, %route, error = %e, "response not sent");
+                }
+            }
+        }
     }
 
     /// Runs one connection until it ends. Returns the failure, if it failed.
@@ -843,10 +938,8 @@ impl Link {
                     // Take everything queued that the session accepts, so one batch (one
                     // encryption, one signature, one write) carries it all.
                     let mut next = command;
-                    while let Some(Command::Publish { route, payload }) = next {
-                        if let Err(e) = self.session.send(&route, payload, Correlation::None) {
-                            tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
-                        }
+                    while let Some(command) = next {
+                        self.command(command);
                         next = if self.session.can_send() { self.commands.try_recv().ok() } else { None };
                     }
                 }
@@ -943,6 +1036,40 @@ impl Link {
                 } => {
                     tracing::info!(peer = %self.peer, by_peer, %reason, "link closed");
                     return Some(None);
+                }
+                Event::PeerServiceAdded(ad) => {
+                    let sink: Arc<dyn RequestSink> =
+                        Arc::new(LinkRequester(self.commands_tx.clone()));
+                    if let Some(port) = &port {
+                        port.add_peer_service(&self.peer, ad, sink);
+                    }
+                }
+                Event::PeerServiceRemoved(route) => {
+                    if let Some(port) = &port {
+                        port.remove_peer_service(&self.peer, &route);
+                    }
+                }
+                Event::Request { route, id, payload } => {
+                    if let Some(port) = &port {
+                        let answer = port.handle_request(&self.peer, &route, payload);
+                        let commands = self.commands_tx.clone();
+                        // Answered in its own task: a slow handler must not stall the link.
+                        self.inner.tracker.spawn(async move {
+                            let result = answer.await;
+                            let _ = commands
+                                .send(Command::Respond {
+                                    route,
+                                    to: id,
+                                    result,
+                                })
+                                .await;
+                        });
+                    }
+                }
+                Event::Response { id, result } => {
+                    if let Some(reply) = self.pending.remove(&id) {
+                        let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
+                    }
                 }
                 Event::Established { .. } | Event::Rtt(_) | Event::SendReady => {}
             }

@@ -1,6 +1,7 @@
 //! Two OS processes: this test binary spawns itself as a child node and talks to it over TCP and
-//! over a Unix socket. Typed pub/sub both ways, a subscriber leaving mid-stream (the child's
-//! publisher reports it), a fingerprint mismatch refused on both sides, an orderly close.
+//! over a Unix socket. Typed pub/sub both ways, request/response, a subscriber leaving
+//! mid-stream (the child's publisher reports it), a fingerprint mismatch refused on both sides,
+//! an orderly close.
 //!
 //! The child is the `#[ignore]`d test `child_node`, run by the parent with `--ignored --exact`
 //! and `DNDM_CHILD_LISTEN` set; it speaks line by line on stdout and stops when stdin closes.
@@ -50,6 +51,11 @@ fn child_node() {
         let endpoint = RemoteEndpoint::new(Keypair::from_seed([7; 32]), config).unwrap();
         router.attach(Arc::new(endpoint.clone())).await.unwrap();
         println!("LISTEN {}", endpoint.bound()[0]);
+        let _doubler = router
+            .serve::<Reading, Reading, _, _>("double", |r: Reading| async move {
+                Ok(Reading { seq: r.seq * 2 })
+            })
+            .unwrap();
         let mut inbox = router.subscribe::<Reading>("to_child").unwrap();
         let outbox = router.publish::<Reading>("from_child").unwrap();
         let mut events = outbox.events();
@@ -164,6 +170,13 @@ async fn talk_to_child(listen: &str) {
             .unwrap();
         assert_eq!(reply.seq, seq + 1000, "typed messages both ways, in order");
     }
+
+    // Request/response across the processes (the child's service came with its hello).
+    let doubled = router
+        .request::<Reading, Reading>("double", Reading { seq: 21 }, GUARD)
+        .await
+        .unwrap();
+    assert_eq!(doubled.seq, 42);
 
     // The subscriber leaves mid-stream: the child's publisher sees it.
     drop(replies);

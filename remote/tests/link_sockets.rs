@@ -263,3 +263,67 @@ fn remote_settings_come_from_the_node_config() {
     assert!(!remote.session.sign_batches);
     assert_eq!(remote.session.limits.max_frame_len(), 65536);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_across_the_link() {
+    use dndm_router::{HandlerError, RequestError};
+    let (a, b, _ea, _eb) = pair(Target::Tcp("127.0.0.1:0".parse().unwrap())).await;
+    let _service = a
+        .serve::<Reading, Reading, _, _>("double", |r: Reading| async move {
+            if r.seq == 13 {
+                Err(HandlerError::new("unlucky 13"))
+            } else {
+                Ok(Reading { seq: r.seq * 2 })
+            }
+        })
+        .unwrap();
+    // The service reaches b with the hello; wait for it by asking (NoListener until then).
+    let first = tokio::time::timeout(GUARD, async {
+        loop {
+            match b
+                .request::<Reading, Reading>("double", Reading { seq: 1 }, GUARD)
+                .await
+            {
+                Err(RequestError::NoListener(_)) => tokio::task::yield_now().await,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the service became reachable");
+    assert_eq!(first.unwrap().seq, 2);
+    // Concurrent requests are correlated.
+    let calls = (0..50u64).map(|seq| {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.request::<Reading, Reading>("double", Reading { seq: seq + 100 }, GUARD)
+                .await
+        })
+    });
+    for (seq, call) in futures_join(calls).await.into_iter().enumerate() {
+        assert_eq!(call.unwrap().seq, (seq as u64 + 100) * 2);
+    }
+    let err = b
+        .request::<Reading, Reading>("double", Reading { seq: 13 }, GUARD)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "handler on test.Reading@double failed: unlucky 13"
+    );
+    let err = b
+        .request::<Reading, Reading>("nobody", Reading { seq: 1 }, GUARD)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::NoListener(_)), "{err}");
+    a.close().await;
+    b.close().await;
+}
+
+async fn futures_join<T>(handles: impl IntoIterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -348,3 +348,59 @@ fn keepalive_measures_rtt_and_a_silent_peer_times_out() {
         silent.now() - start
     );
 }
+
+#[test]
+fn a_request_and_its_answer_survive_a_disconnect() {
+    use dndm_core::ServiceAd;
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    let fingerprint = Fingerprint::of_name("test.Reading");
+    let service: Route = "test.Reading@double".parse().unwrap();
+    let ad = ServiceAd {
+        route: service.clone(),
+        request_fingerprint: fingerprint,
+        response_route: service.clone(),
+        response_fingerprint: fingerprint,
+    };
+    let now = pair.now();
+    pair.b.add_local_service(ad.clone(), now);
+    assert!(pair.run_until(MINUTE, |p| {
+        p.events(Side::A)
+            .contains(&Event::PeerServiceAdded(ad.clone()))
+    }));
+    pair.a.request(&service, payload(21), 7).unwrap();
+    // The link drops before anything is answered; the request is resent on resume.
+    pair.disconnect();
+    let mut request = None;
+    assert!(pair.run_until(MINUTE, |p| {
+        request = p.events(Side::B).into_iter().find_map(|e| match e {
+            Event::Request { id, payload, .. } => Some((id, payload)),
+            _ => None,
+        });
+        request.is_some()
+    }));
+    let (id, body) = request.unwrap();
+    assert_eq!((id, number(&body)), (7, 21));
+    pair.b.respond(&service, id, Ok(payload(42))).unwrap();
+    pair.disconnect();
+    let mut answer = None;
+    assert!(pair.run_until(MINUTE, |p| {
+        answer = p.events(Side::A).into_iter().find_map(|e| match e {
+            Event::Response { id, result } => Some((id, result)),
+            _ => None,
+        });
+        answer.is_some()
+    }));
+    let (id, result) = answer.unwrap();
+    assert_eq!((id, number(&result.unwrap())), (7, 42));
+    // Withdrawing the service reaches the peer; a request for it is refused locally.
+    let now = pair.now();
+    pair.b.remove_local_service(&service, now);
+    assert!(pair.run_until(MINUTE, |p| {
+        p.events(Side::A)
+            .contains(&Event::PeerServiceRemoved(service.clone()))
+    }));
+    assert_eq!(
+        pair.a.request(&service, payload(1), 8),
+        Err(SessionSendError::UnknownRoute(service))
+    );
+}

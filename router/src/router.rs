@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use dndm_core::{
-    Endpoint, EndpointError, IntentAd, InterestAd, LinkError, Message, Overflow, PayloadSink,
-    PeerId, Qos, Route, RoutePattern, RouterPort,
+    CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
+    Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern, RouterPort,
+    ServiceAd,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +71,14 @@ impl Inner {
 
     pub(crate) fn next_id(&self) -> HandleId {
         HandleId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Tells every endpoint about a local change.
+    pub(crate) fn broadcast(&self, change: LocalChange) {
+        let endpoints = self.linker().endpoints.clone();
+        for endpoint in endpoints {
+            endpoint.on_local_change(change.clone());
+        }
     }
 
     /// Unlinks and closes a handle; idempotent.
@@ -406,7 +416,15 @@ impl Router {
                 });
             }
             linker.endpoints.push(endpoint.clone());
-            linker.local_adverts()
+            let mut local = linker.local_adverts();
+            local.extend(
+                self.inner
+                    .services
+                    .ads()
+                    .into_iter()
+                    .map(LocalChange::ServiceAdded),
+            );
+            local
         };
         if let Err(error) = endpoint.start(port, local).await {
             self.inner
@@ -563,9 +581,29 @@ impl RouterPort for Port {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
+        inner.services.remove_peer(peer, None);
         let mut linker = inner.linker();
         for id in linker.peer_entries(peer) {
             linker.remove(id);
+        }
+    }
+
+    fn add_peer_service(&self, peer: &PeerId, ad: ServiceAd, sink: Arc<dyn RequestSink>) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.services.add_peer(peer, ad, sink);
+        }
+    }
+
+    fn remove_peer_service(&self, peer: &PeerId, route: &Route) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.services.remove_peer(peer, Some(route));
+        }
+    }
+
+    fn handle_request(&self, _peer: &PeerId, route: &Route, payload: Bytes) -> CallFuture {
+        match self.0.upgrade() {
+            Some(inner) => inner.services.call_local(route, payload),
+            None => Box::pin(async { Err(CallError::Closed) }),
         }
     }
 }

@@ -10,7 +10,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dndm_core::{Message, Route};
+use bytes::Bytes;
+use dndm_core::{CallError, CallFuture, Message, PeerId, RequestSink, Route, ServiceAd};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +32,17 @@ struct Entry {
     response_type_id: TypeId,
     /// An `mpsc::Sender<Call<Req, Resp>>`.
     calls: Box<dyn Any + Send + Sync>,
+    /// The same service for encoded requests from peers.
+    encoded: Arc<dyn Fn(Bytes) -> CallFuture + Send + Sync>,
+    ad: ServiceAd,
     cancel: CancellationToken,
+}
+
+/// A peer's service, reached through its endpoint.
+struct PeerService {
+    peer: PeerId,
+    ad: ServiceAd,
+    sink: Arc<dyn RequestSink>,
 }
 
 /// The table of services, by route.
@@ -44,6 +55,7 @@ pub(crate) struct Services {
 struct Table {
     closed: bool,
     entries: HashMap<Route, Entry>,
+    peers: HashMap<Route, Vec<PeerService>>,
 }
 
 impl Services {
@@ -60,11 +72,50 @@ impl Services {
         routes
     }
 
+    /// Adverts of the local services, for a starting endpoint.
+    pub(crate) fn ads(&self) -> Vec<ServiceAd> {
+        self.lock().entries.values().map(|e| e.ad.clone()).collect()
+    }
+
+    pub(crate) fn add_peer(&self, peer: &PeerId, ad: ServiceAd, sink: Arc<dyn RequestSink>) {
+        let mut table = self.lock();
+        let list = table.peers.entry(ad.route.clone()).or_default();
+        list.retain(|s| s.peer != *peer);
+        list.push(PeerService {
+            peer: *peer,
+            ad,
+            sink,
+        });
+    }
+
+    pub(crate) fn remove_peer(&self, peer: &PeerId, route: Option<&Route>) {
+        let mut table = self.lock();
+        table.peers.retain(|r, list| {
+            if route.is_none_or(|route| route == r) {
+                list.retain(|s| s.peer != *peer);
+            }
+            !list.is_empty()
+        });
+    }
+
+    /// Answers a peer's request with the local service on `route`.
+    pub(crate) fn call_local(&self, route: &Route, payload: Bytes) -> CallFuture {
+        let encoded = self.lock().entries.get(route).map(|e| e.encoded.clone());
+        match encoded {
+            Some(encoded) => encoded(payload),
+            None => {
+                let route = route.clone();
+                Box::pin(async move { Err(CallError::NoService(route)) })
+            }
+        }
+    }
+
     /// Stops every service and refuses new ones.
     pub(crate) fn close_all(&self) {
         let entries = {
             let mut table = self.lock();
             table.closed = true;
+            table.peers.clear();
             std::mem::take(&mut table.entries)
         };
         for entry in entries.into_values() {
@@ -72,13 +123,16 @@ impl Services {
         }
     }
 
-    fn remove(&self, route: &Route, id: HandleId) {
+    /// Removes a service; returns its advert if it was there.
+    fn remove(&self, route: &Route, id: HandleId) -> Option<ServiceAd> {
         let mut table = self.lock();
         if table.entries.get(route).is_some_and(|e| e.id == id)
             && let Some(entry) = table.entries.remove(route)
         {
             entry.cancel.cancel();
+            return Some(entry.ad);
         }
+        None
     }
 }
 
@@ -97,9 +151,12 @@ impl Service {
         &self.route
     }
 
-    /// Deregisters and stops the service.
+    /// Deregisters and stops the service (peers are told).
     pub fn close(&self) {
-        self.router.services.remove(&self.route, self.id);
+        if let Some(ad) = self.router.services.remove(&self.route, self.id) {
+            self.router
+                .broadcast(dndm_core::LocalChange::ServiceRemoved(ad));
+        }
         self.cancel.cancel();
     }
 }
@@ -136,9 +193,17 @@ impl Router {
         Fut: Future<Output = Result<Resp, HandlerError>> + Send + 'static,
     {
         let route = Route::new(&Req::type_name(), path)?;
+        let response_route = Route::new(&Resp::type_name(), path)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServeError::NoRuntime)?;
         let limit = self.inner.settings.max_concurrent_requests;
         let (tx, rx) = mpsc::channel::<Call<Req, Resp>>(limit);
+        let ad = ServiceAd {
+            route: route.clone(),
+            request_fingerprint: Req::fingerprint(),
+            response_route,
+            response_fingerprint: Resp::fingerprint(),
+        };
+        let encoded = encoded_service(tx.clone());
         let cancel = self.inner.cancel.child_token();
         let id = self.inner.next_id();
         {
@@ -156,10 +221,14 @@ impl Router {
                     response_type: Resp::type_name(),
                     response_type_id: TypeId::of::<Resp>(),
                     calls: Box::new(tx),
+                    encoded,
+                    ad: ad.clone(),
                     cancel: cancel.clone(),
                 },
             );
         }
+        self.inner
+            .broadcast(dndm_core::LocalChange::ServiceAdded(ad));
         let task = run_service(
             rx,
             Arc::new(handler),
@@ -197,23 +266,40 @@ impl Router {
             if table.closed {
                 return Err(RequestError::Closed);
             }
-            let entry = table
-                .entries
-                .get(&route)
-                .ok_or_else(|| RequestError::NoListener(route.clone()))?;
-            let mismatch = || RequestError::ResponseType {
-                route: route.clone(),
-                expected: Resp::type_name(),
-                actual: entry.response_type.clone(),
-            };
-            if entry.response_type_id != TypeId::of::<Resp>() {
-                return Err(mismatch());
+            match table.entries.get(&route) {
+                Some(entry) => {
+                    let mismatch = || RequestError::ResponseType {
+                        route: route.clone(),
+                        expected: Resp::type_name(),
+                        actual: entry.response_type.clone(),
+                    };
+                    if entry.response_type_id != TypeId::of::<Resp>() {
+                        return Err(mismatch());
+                    }
+                    Ok(entry
+                        .calls
+                        .downcast_ref::<mpsc::Sender<Call<Req, Resp>>>()
+                        .ok_or_else(mismatch)?
+                        .clone())
+                }
+                // Not served here: a peer's service with the same schemas, if any.
+                None => table
+                    .peers
+                    .get(&route)
+                    .and_then(|list| {
+                        list.iter().find(|s| {
+                            s.ad.request_fingerprint == Req::fingerprint()
+                                && s.ad.response_route.type_name() == Resp::type_name()
+                                && s.ad.response_fingerprint == Resp::fingerprint()
+                        })
+                    })
+                    .map(|s| Err(s.sink.clone()))
+                    .ok_or_else(|| RequestError::NoListener(route.clone()))?,
             }
-            entry
-                .calls
-                .downcast_ref::<mpsc::Sender<Call<Req, Resp>>>()
-                .ok_or_else(mismatch)?
-                .clone()
+        };
+        let calls = match calls {
+            Ok(calls) => calls,
+            Err(sink) => return call_remote(sink, route, request, timeout).await,
         };
         let exchange = async {
             let (reply, answer) = oneshot::channel();
@@ -251,6 +337,56 @@ impl Router {
         let timeout = self.inner.settings.request_timeout;
         self.request(path, request, timeout).await
     }
+}
+
+/// Sends a request to a peer's service and decodes its answer.
+async fn call_remote<Req: Message, Resp: Message>(
+    sink: Arc<dyn RequestSink>,
+    route: Route,
+    request: Req,
+    timeout: Duration,
+) -> Result<Resp, RequestError> {
+    let payload = Bytes::from(request.encode_to_vec());
+    let answer = match tokio::time::timeout(timeout, sink.call(&route, payload)).await {
+        Ok(answer) => answer,
+        Err(_) => return Err(RequestError::Timeout { route, timeout }),
+    };
+    match answer {
+        Ok(bytes) => Resp::decode(bytes).map_err(|e| RequestError::Handler {
+            route,
+            message: format!("response does not decode as {}: {e}", Resp::type_name()),
+        }),
+        Err(CallError::Handler(message)) => Err(RequestError::Handler { route, message }),
+        Err(CallError::NoService(_)) => Err(RequestError::NoListener(route)),
+        Err(_) => Err(RequestError::ServiceClosed(route)),
+    }
+}
+
+/// The service as a function of encoded requests (for peers): decodes, queues the call like a
+/// local one (same concurrency limit), encodes the answer.
+fn encoded_service<Req: Message, Resp: Message>(
+    calls: mpsc::Sender<Call<Req, Resp>>,
+) -> Arc<dyn Fn(Bytes) -> CallFuture + Send + Sync> {
+    Arc::new(move |payload: Bytes| {
+        let calls = calls.clone();
+        Box::pin(async move {
+            let request = Req::decode(payload).map_err(|e| {
+                CallError::Handler(format!(
+                    "request does not decode as {}: {e}",
+                    Req::type_name()
+                ))
+            })?;
+            let (reply, answer) = oneshot::channel();
+            calls
+                .send(Call { request, reply })
+                .await
+                .map_err(|_| CallError::Closed)?;
+            match answer.await.map_err(|_| CallError::Closed)? {
+                Ok(response) => Ok(Bytes::from(response.encode_to_vec())),
+                Err(HandlerError(message)) => Err(CallError::Handler(message)),
+            }
+        })
+    })
 }
 
 /// The service task: takes calls off the queue and runs each in its own tracked task, at most

@@ -46,10 +46,12 @@ use bytes::Bytes;
 use dndm_codec::{
     Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
     Correlation, DeclPattern, DeclRoute, Decoder, Encoder, Frame, FrameHeader, FrameKind, Hello,
-    IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong, ResumeState, SessionId,
-    verify_batch,
+    IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong, ResponseError, ResumeState,
+    SessionId, verify_batch,
 };
-use dndm_core::{IntentAd, InterestAd, Keypair, PeerId, PublicKey, Route, RoutePattern};
+use dndm_core::{
+    IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern, ServiceAd,
+};
 
 use crate::acl::Acl;
 use crate::noise;
@@ -57,7 +59,7 @@ use crate::noise;
 mod recv;
 mod send;
 
-use send::{intent_decl, interest_decl};
+use send::{intent_decl, interest_decl, service_decls};
 
 /// Sequence numbers a peer may use: one per message, so 2^62 is beyond any session's life,
 /// and arithmetic on them never overflows.
@@ -227,6 +229,26 @@ pub enum Event {
         /// Request/response correlation.
         correlation: Correlation,
     },
+    /// The peer serves requests.
+    PeerServiceAdded(ServiceAd),
+    /// The peer stopped serving the request route.
+    PeerServiceRemoved(Route),
+    /// The peer sent a request to a local service; answer with [`Session::respond`].
+    Request {
+        /// The request route (the local service's).
+        route: Route,
+        /// The peer's request id, to quote in the answer.
+        id: u64,
+        /// The encoded request.
+        payload: Bytes,
+    },
+    /// The answer to a request sent with [`Session::request`].
+    Response {
+        /// The request id.
+        id: u64,
+        /// The encoded response, or the handler's error.
+        result: Result<Bytes, ResponseError>,
+    },
     /// A round trip was measured.
     Rtt(Duration),
     /// The send queue has room again after refusing a message.
@@ -335,20 +357,35 @@ struct LocalRoutes {
     interests: BTreeMap<u32, InterestAd>,
     interest_ids: HashMap<RoutePattern, u32>,
     next_id: u32,
+    services: BTreeMap<u32, ServiceAd>,
+    service_ids: HashMap<Route, u32>,
+    next_service: u32,
 }
 
 impl LocalRoutes {
     fn next(&mut self) -> u32 {
-        self.next_id = self.next_id.wrapping_add(1);
+        // Route ids stay below the service range.
+        self.next_id = (self.next_id + 1) % SERVICE_ID_BASE;
         self.next_id
     }
+
+    fn next_service(&mut self) -> u32 {
+        self.next_service = self.next_service.wrapping_add(1);
+        SERVICE_ID_BASE | (self.next_service % SERVICE_ID_BASE)
+    }
 }
+
+/// Declaration ids from here up name services. A service travels as two declarations with the
+/// same id: an interest in the request route and an intent on the response route; requests and
+/// responses name the service by that id, with their correlation saying which they are.
+pub(crate) const SERVICE_ID_BASE: u32 = 1 << 31;
 
 /// The peer's route declarations, by its ids.
 #[derive(Debug, Default, Clone)]
 struct PeerRoutes {
     intents: HashMap<u32, IntentAd>,
     interests: HashMap<u32, InterestAd>,
+    services: HashMap<u32, ServiceAd>,
 }
 
 /// One logical link to one peer. See the module docs for the protocol and call order.
@@ -594,6 +631,102 @@ impl Session {
                 now,
             );
         }
+    }
+
+    /// Declares a local service to the peer.
+    pub fn add_local_service(&mut self, ad: ServiceAd, now: Instant) {
+        if self.local.service_ids.contains_key(&ad.route) {
+            return;
+        }
+        let id = self.local.next_service();
+        self.local.service_ids.insert(ad.route.clone(), id);
+        let (intent, interest) = service_decls(id, &ad);
+        self.local.services.insert(id, ad);
+        let advert = Advert {
+            intents_added: vec![intent],
+            interests_added: vec![interest],
+            ..Advert::default()
+        };
+        self.advertise(advert, now);
+    }
+
+    /// Withdraws a local service.
+    pub fn remove_local_service(&mut self, route: &Route, now: Instant) {
+        if let Some(id) = self.local.service_ids.remove(route) {
+            self.local.services.remove(&id);
+            let advert = Advert {
+                intents_removed: vec![id],
+                interests_removed: vec![id],
+                ..Advert::default()
+            };
+            self.advertise(advert, now);
+        }
+    }
+
+    /// Sends a request to the peer's service on `route`; the answer comes as
+    /// [`Event::Response`] with the same `id`. Requests are reliable.
+    ///
+    /// # Errors
+    /// [`SessionSendError::UnknownRoute`] when the peer serves no such route; as
+    /// [`Session::send`] otherwise.
+    pub fn request(
+        &mut self,
+        route: &Route,
+        payload: Bytes,
+        id: u64,
+    ) -> Result<(), SessionSendError> {
+        let service = self
+            .peer_routes
+            .services
+            .iter()
+            .find(|(_, ad)| ad.route == *route);
+        let Some((&route_id, _)) = service else {
+            return Err(SessionSendError::UnknownRoute(route.clone()));
+        };
+        self.enqueue(route_id, Correlation::Request { id }, payload)
+    }
+
+    /// Answers request `to` that arrived for the local service on `route`.
+    ///
+    /// # Errors
+    /// [`SessionSendError::UnknownRoute`] when no local service serves `route`; as
+    /// [`Session::send`] otherwise.
+    pub fn respond(
+        &mut self,
+        route: &Route,
+        to: u64,
+        result: Result<Bytes, ResponseError>,
+    ) -> Result<(), SessionSendError> {
+        let Some(&route_id) = self.local.service_ids.get(route) else {
+            return Err(SessionSendError::UnknownRoute(route.clone()));
+        };
+        let (payload, error) = match result {
+            Ok(payload) => (payload, None),
+            Err(error) => (Bytes::new(), Some(error)),
+        };
+        self.enqueue(route_id, Correlation::Response { to, error }, payload)
+    }
+
+    fn enqueue(
+        &mut self,
+        route_id: u32,
+        correlation: Correlation,
+        payload: Bytes,
+    ) -> Result<(), SessionSendError> {
+        if self.closed || self.closing.is_some() {
+            return Err(SessionSendError::Closed);
+        }
+        if self.outgoing.len() >= self.config.send_queue {
+            self.send_refused = true;
+            return Err(SessionSendError::Full);
+        }
+        self.outgoing.push_back(Outgoing {
+            route_id,
+            reliable: true,
+            correlation,
+            payload,
+        });
+        Ok(())
     }
 
     /// Closes the session in order: flushes what it can, sends `Close`, reports

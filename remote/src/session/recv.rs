@@ -124,17 +124,37 @@ impl Session {
         });
         // Resync the peer's routes: withdraw what is gone, declare what is new.
         let mut next = PeerRoutes::default();
-        for decl in hello.intents {
+        let (service_intents, intents): (Vec<_>, Vec<_>) = hello
+            .intents
+            .into_iter()
+            .partition(|d| d.id >= SERVICE_ID_BASE);
+        let (service_interests, interests): (Vec<_>, Vec<_>) = hello
+            .interests
+            .into_iter()
+            .partition(|d| d.id >= SERVICE_ID_BASE);
+        for decl in intents {
             if let Some(ad) = intent_ad(&decl) {
                 next.intents.insert(decl.id, ad);
             }
         }
-        for decl in hello.interests {
+        for decl in interests {
             if let Some(ad) = interest_ad(&decl) {
                 next.interests.insert(decl.id, ad);
             }
         }
+        next.services = pair_services(&service_intents, &service_interests)?;
         let previous = std::mem::take(&mut self.peer_routes);
+        for (id, ad) in &previous.services {
+            if next.services.get(id) != Some(ad) {
+                self.events
+                    .push_back(Event::PeerServiceRemoved(ad.route.clone()));
+            }
+        }
+        for (id, ad) in &next.services {
+            if previous.services.get(id) != Some(ad) {
+                self.events.push_back(Event::PeerServiceAdded(ad.clone()));
+            }
+        }
         for ad in previous
             .intents
             .values()
@@ -175,6 +195,36 @@ impl Session {
             return Err(LinkFailure::Protocol("an advert before the hello".into()));
         };
         self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
+        let mut advert = advert;
+        // Service declarations (ids from SERVICE_ID_BASE) come and go in pairs.
+        let removed: Vec<u32> = advert
+            .intents_removed
+            .iter()
+            .chain(&advert.interests_removed)
+            .copied()
+            .filter(|&id| id >= SERVICE_ID_BASE)
+            .collect();
+        for id in removed {
+            if let Some(ad) = self.peer_routes.services.remove(&id) {
+                self.events.push_back(Event::PeerServiceRemoved(ad.route));
+            }
+        }
+        advert.intents_removed.retain(|&id| id < SERVICE_ID_BASE);
+        advert.interests_removed.retain(|&id| id < SERVICE_ID_BASE);
+        let (service_intents, intents_added): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut advert.intents_added)
+                .into_iter()
+                .partition(|d| d.id >= SERVICE_ID_BASE);
+        let (service_interests, interests_added): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut advert.interests_added)
+                .into_iter()
+                .partition(|d| d.id >= SERVICE_ID_BASE);
+        advert.intents_added = intents_added;
+        advert.interests_added = interests_added;
+        for (id, ad) in pair_services(&service_intents, &service_interests)? {
+            self.peer_routes.services.insert(id, ad.clone());
+            self.events.push_back(Event::PeerServiceAdded(ad));
+        }
         for id in advert.intents_removed {
             if let Some(ad) = self.peer_routes.intents.remove(&id) {
                 self.events.push_back(Event::PeerIntentRemoved(ad.route));
@@ -308,13 +358,31 @@ impl Session {
             }
             previous = seq;
             delivered += 1;
-            match self.peer_routes.intents.get(&message.route_id) {
-                Some(ad) => self.events.push_back(Event::Message {
-                    route: ad.route.clone(),
-                    payload: message.payload,
-                    correlation: message.correlation,
+            match message.correlation {
+                // A request names one of our services; a response, the service it answers.
+                Correlation::Request { id } => match self.local.services.get(&message.route_id) {
+                    Some(ad) => self.events.push_back(Event::Request {
+                        route: ad.route.clone(),
+                        id,
+                        payload: message.payload,
+                    }),
+                    None => self.stats.unknown_routes += 1,
+                },
+                Correlation::Response { to, error } => self.events.push_back(Event::Response {
+                    id: to,
+                    result: match error {
+                        None => Ok(message.payload),
+                        Some(error) => Err(error),
+                    },
                 }),
-                None => self.stats.unknown_routes += 1,
+                correlation => match self.peer_routes.intents.get(&message.route_id) {
+                    Some(ad) => self.events.push_back(Event::Message {
+                        route: ad.route.clone(),
+                        payload: message.payload,
+                        correlation,
+                    }),
+                    None => self.stats.unknown_routes += 1,
+                },
             }
         }
         self.stats.messages_received += delivered;
@@ -373,4 +441,53 @@ pub(super) fn interest_ad(decl: &InterestDecl) -> Option<InterestAd> {
         }),
         DeclPattern::Hashed(_) => None,
     }
+}
+
+/// Pairs service declarations by id into services; an unpaired half is a protocol violation.
+pub(super) fn pair_services(
+    intents: &[IntentDecl],
+    interests: &[InterestDecl],
+) -> Result<HashMap<u32, ServiceAd>, LinkFailure> {
+    let mut services = HashMap::new();
+    for interest in interests {
+        let intent = intents
+            .iter()
+            .find(|i| i.id == interest.id)
+            .ok_or_else(|| {
+                LinkFailure::Protocol(format!(
+                    "service {} declared without its response route",
+                    interest.id
+                ))
+            })?;
+        let (DeclPattern::Plain(pattern), DeclRoute::Plain(response_route)) =
+            (&interest.pattern, &intent.route)
+        else {
+            continue; // Hashed services are not supported; ignored like hashed routes.
+        };
+        let Some(route) = pattern.as_route() else {
+            return Err(LinkFailure::Protocol(format!(
+                "service {} has a wildcard request route",
+                interest.id
+            )));
+        };
+        services.insert(
+            interest.id,
+            ServiceAd {
+                route,
+                request_fingerprint: interest.fingerprint,
+                response_route: response_route.clone(),
+                response_fingerprint: intent.fingerprint,
+            },
+        );
+    }
+    if let Some(intent) = intents
+        .iter()
+        .find(|i| !services.contains_key(&i.id) && !interests.iter().any(|n| n.id == i.id))
+    {
+        return Err(LinkFailure::Protocol(format!(
+            "service {} declared without its request route",
+            intent.id
+        )));
+    }
+    Ok(services)
 }

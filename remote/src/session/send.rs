@@ -21,12 +21,24 @@ impl Session {
                 .intents
                 .iter()
                 .map(|(&id, ad)| intent_decl(id, ad))
+                .chain(
+                    self.local
+                        .services
+                        .iter()
+                        .map(|(&id, ad)| service_decls(id, ad).0),
+                )
                 .collect(),
             interests: self
                 .local
                 .interests
                 .iter()
                 .map(|(&id, ad)| interest_decl(id, ad))
+                .chain(
+                    self.local
+                        .services
+                        .iter()
+                        .map(|(&id, ad)| service_decls(id, ad).1),
+                )
                 .collect(),
             capabilities: Capabilities {
                 zstd: self.config.compression.is_some(),
@@ -45,8 +57,9 @@ impl Session {
     }
 
     pub(super) fn advertise(&mut self, advert: Advert, now: Instant) {
-        // Before the peer's hello, the next hello carries the full set anyway.
-        if self.conn.as_ref().is_some_and(|c| c.open) {
+        // Our hello goes out as soon as a connection is up; any change after that travels as an
+        // advert behind it (without a connection, the next hello carries the full set).
+        if self.conn.is_some() {
             self.queue_frame(&Frame::Advert(advert), now);
         }
     }
@@ -237,4 +250,21 @@ pub(super) fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
         pattern: DeclPattern::Plain(ad.pattern.clone()),
         fingerprint: ad.fingerprint,
     }
+}
+
+/// A service as its two declarations (see [`SERVICE_ID_BASE`]): an intent on the response
+/// route and an interest in the request route, under one id.
+pub(super) fn service_decls(id: u32, ad: &ServiceAd) -> (IntentDecl, InterestDecl) {
+    let intent = IntentDecl {
+        id,
+        route: DeclRoute::Plain(ad.response_route.clone()),
+        fingerprint: ad.response_fingerprint,
+        qos: Qos::reliable(),
+    };
+    let interest = InterestDecl {
+        id,
+        pattern: DeclPattern::Plain(RoutePattern::from(ad.route.clone())),
+        fingerprint: ad.request_fingerprint,
+    };
+    (intent, interest)
 }
