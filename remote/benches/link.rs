@@ -191,6 +191,8 @@ fn stop_child(mut child: Child) {
 struct Row {
     name: String,
     rates: Vec<f64>,
+    /// Average messages per batch sent, per size (dndm only).
+    batches: Vec<f64>,
     p50: Duration,
     p99: Duration,
 }
@@ -214,7 +216,15 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
     let mut config = session_config(sign, zstd);
     config.dial = vec![Target::Tcp(addr)];
     let endpoint = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
-    router.attach(Arc::new(endpoint)).await.unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    let sent = |endpoint: &RemoteEndpoint| {
+        endpoint
+            .links()
+            .first()
+            .map(|l| (l.stats.messages_sent, l.stats.batches_sent))
+            .unwrap_or_default()
+    };
+    let mut batches = Vec::new();
     let reliable = PublishOptions::default().qos(Qos::reliable());
     let data = router
         .publish_with::<Blob>("bench.data", reliable.clone())
@@ -233,6 +243,7 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
     for size in SIZES {
         let n = count_for(size, quick);
         let payload = bytes::Bytes::from(vec![0x5a; size]);
+        let before = sent(&endpoint);
         let start = Instant::now();
         data.send(Blob {
             seq: n,
@@ -253,6 +264,8 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
             .unwrap()
             .unwrap();
         rates.push(n as f64 / start.elapsed().as_secs_f64());
+        let after = sent(&endpoint);
+        batches.push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
     }
     let rounds = if quick { 2_000 } else { 20_000 };
     let mut samples = Vec::with_capacity(rounds);
@@ -276,6 +289,7 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
     Row {
         name: mode,
         rates,
+        batches,
         p50,
         p99,
     }
@@ -324,6 +338,7 @@ async fn bench_raw(quick: bool) -> Row {
     Row {
         name: "raw tcp".into(),
         rates,
+        batches: Vec::new(),
         p50,
         p99,
     }
@@ -363,7 +378,7 @@ fn main() {
         "| link | 8 B msgs/s | 1 KiB msgs/s | 1 KiB MB/s | 64 KiB msgs/s | 64 KiB MB/s | RTT p50 | RTT p99 |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for row in rows {
+    for row in &rows {
         println!(
             "| {} | {} | {} | {:.0} | {} | {:.0} | {:.0} µs | {:.0} µs |",
             row.name,
@@ -374,6 +389,15 @@ fn main() {
             row.rates[2] * 65536.0 / 1e6,
             row.p50.as_secs_f64() * 1e6,
             row.p99.as_secs_f64() * 1e6
+        );
+    }
+    println!();
+    println!("| link | messages per batch at 8 B | at 1 KiB | at 64 KiB |");
+    println!("|---|---|---|---|");
+    for row in rows.iter().filter(|r| !r.batches.is_empty()) {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} |",
+            row.name, row.batches[0], row.batches[1], row.batches[2]
         );
     }
 }

@@ -185,6 +185,20 @@ impl RemoteConfig {
     }
 }
 
+/// The state of one peer link ([`RemoteEndpoint::links`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// Whether a connection is up and the hello exchanged.
+    pub connected: bool,
+    /// The last measured round trip.
+    pub rtt: Option<Duration>,
+    /// Session counters (messages and batches sent, resends, drops...).
+    pub stats: crate::session::SessionStats,
+}
+
 /// Counters of a [`RemoteEndpoint`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -217,6 +231,8 @@ struct Inner {
     /// The local route set; link tasks follow it.
     local: watch::Sender<LocalSet>,
     links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
+    /// What each link last reported about itself.
+    infos: Mutex<HashMap<PeerId, LinkInfo>>,
     bound: Mutex<Vec<Target>>,
     stats: Mutex<RemoteStats>,
     tracker: TaskTracker,
@@ -280,6 +296,7 @@ impl RemoteEndpoint {
                 port: OnceLock::new(),
                 local: watch::Sender::new(LocalSet::default()),
                 links: Mutex::new(HashMap::new()),
+                infos: Mutex::new(HashMap::new()),
                 bound: Mutex::new(Vec::new()),
                 stats: Mutex::new(RemoteStats::default()),
                 tracker: TaskTracker::new(),
@@ -291,6 +308,13 @@ impl RemoteEndpoint {
     /// The addresses actually bound (a TCP port 0 resolved), after start.
     pub fn bound(&self) -> Vec<Target> {
         lock(&self.inner.bound).clone()
+    }
+
+    /// One entry per peer link: connection state, last RTT and session counters.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        let mut infos: Vec<LinkInfo> = lock(&self.inner.infos).values().cloned().collect();
+        infos.sort_by_key(|i| i.peer);
+        infos
     }
 
     /// Peers with a link (connected or reconnecting).
@@ -728,6 +752,7 @@ struct Link {
     /// Requests sent to the peer, waiting for their answers.
     pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
     next_request: u64,
+    rtt: Option<Duration>,
 }
 
 fn now() -> std::time::Instant {
@@ -755,6 +780,7 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         fan_ins: HashMap::new(),
         pending: HashMap::new(),
         next_request: 0,
+        rtt: None,
     };
     link.sync_local();
     loop {
@@ -783,6 +809,7 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         port.remove_peer(&link.peer);
     }
     lock(&link.inner.links).remove(&link.peer);
+    lock(&link.inner.infos).remove(&link.peer);
 }
 
 impl Link {
@@ -809,6 +836,17 @@ impl Link {
             self.session.add_local_service(ad.clone(), t);
         }
         self.applied = current;
+    }
+
+    /// Publishes this link's state for [`RemoteEndpoint::links`].
+    fn report(&self) {
+        let info = LinkInfo {
+            peer: self.peer,
+            connected: self.session.is_open(),
+            rtt: self.rtt,
+            stats: self.session.stats(),
+        };
+        lock(&self.inner.infos).insert(self.peer, info);
     }
 
     /// Applies one command to the session.
@@ -898,7 +936,9 @@ impl Link {
             if let Err(failure) = self.flush(&mut channel, &mut writer).await {
                 self.session.handle_disconnect(failure);
             }
-            if let Some(end) = self.events().await {
+            let end = self.events().await;
+            self.report();
+            if let Some(end) = end {
                 break end;
             }
             let deadline = self
@@ -1071,7 +1111,8 @@ impl Link {
                         let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
                     }
                 }
-                Event::Established { .. } | Event::Rtt(_) | Event::SendReady => {}
+                Event::Rtt(rtt) => self.rtt = Some(rtt),
+                Event::Established { .. } | Event::SendReady => {}
             }
         }
         None
