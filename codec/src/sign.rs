@@ -1,14 +1,18 @@
 //! ed25519 batch signatures.
 //!
-//! A signed batch ends with a 64-byte ed25519 signature over
+//! A signed batch ends with a 64-byte ed25519 signature over the 32-byte BLAKE3 digest of
 //!
 //! ```text
-//! "dndm/batch-signature/v1\0"            24 bytes, domain separator
+//! "dndm/batch-signature/v2\0"            24 bytes, domain separator
 //! session id                             32 bytes
 //! first_seq (u64 BE) || last_seq (u64 BE) 16 bytes
 //! the frame up to the signature          header (with the SIGNED flag and the full length),
 //!                                        batch prefix and (compressed) messages
 //! ```
+//!
+//! Signing the digest instead of the bytes themselves: ed25519 hashes its message with SHA-512
+//! twice to sign and once to verify; BLAKE3 once over the frame is several times faster, and
+//! the signature still commits to every byte (BLAKE3 is collision resistant at 256 bits).
 //!
 //! The session id ties a batch to one session (no cross-session replay); the sequence range
 //! lets the session reject replays inside a session before decompressing; the header bytes
@@ -27,7 +31,7 @@ use crate::limits::Limits;
 pub const SIGNATURE_LEN: usize = 64;
 
 /// Domain separator in front of every signed batch.
-pub(crate) const SIGNATURE_DOMAIN: &[u8] = b"dndm/batch-signature/v1\0";
+pub(crate) const SIGNATURE_DOMAIN: &[u8] = b"dndm/batch-signature/v2\0";
 
 /// Identifies one session between two peers (e.g. the Noise handshake hash); bound into every
 /// batch signature.
@@ -54,20 +58,20 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// The bytes a batch signature covers.
+/// The digest a batch signature signs (see the module docs), hashed without copying the frame.
 pub(crate) fn signed_message(
     session: &SessionId,
     first_seq: u64,
     last_seq: u64,
     frame_without_signature: &[u8],
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 48 + frame_without_signature.len());
-    m.extend_from_slice(SIGNATURE_DOMAIN);
-    m.extend_from_slice(&session.0);
-    m.extend_from_slice(&first_seq.to_be_bytes());
-    m.extend_from_slice(&last_seq.to_be_bytes());
-    m.extend_from_slice(frame_without_signature);
-    m
+) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(SIGNATURE_DOMAIN);
+    hasher.update(&session.0);
+    hasher.update(&first_seq.to_be_bytes());
+    hasher.update(&last_seq.to_be_bytes());
+    hasher.update(frame_without_signature);
+    *hasher.finalize().as_bytes()
 }
 
 /// Signs a finished batch frame whose last [`SIGNATURE_LEN`] bytes are reserved (zero).
