@@ -250,11 +250,54 @@ struct LocalSet {
 /// A handshaken connection handed to a peer's link task.
 struct Handoff {
     io: Box<dyn ByteStream>,
-    channel: Channel,
+    channel: Secure,
     /// Plaintext already read after the identity preamble.
     rest: BytesMut,
     /// Told how the connection ended (dial loops wait on it).
     done: Option<oneshot::Sender<LinkFailure>>,
+}
+
+/// The security layer of a connection: our Noise channel, or none when the transport already
+/// authenticated and encrypted it (a libp2p stream).
+enum Secure {
+    Noise(Channel),
+    Plain { out: BytesMut, input: BytesMut },
+}
+
+impl Secure {
+    fn write(&mut self, frame: &[u8]) -> Result<(), noise::NoiseError> {
+        match self {
+            Self::Noise(channel) => channel.write(frame),
+            Self::Plain { out, .. } => {
+                out.extend_from_slice(frame);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        match self {
+            Self::Noise(channel) => channel.poll_transmit(),
+            Self::Plain { out, .. } => (!out.is_empty()).then(|| out.split().freeze()),
+        }
+    }
+
+    fn handle_input(&mut self, bytes: &[u8]) -> Result<(), noise::NoiseError> {
+        match self {
+            Self::Noise(channel) => channel.handle_input(bytes),
+            Self::Plain { input, .. } => {
+                input.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_plaintext(&mut self) -> Option<Bytes> {
+        match self {
+            Self::Noise(channel) => channel.poll_plaintext(),
+            Self::Plain { input, .. } => (!input.is_empty()).then(|| input.split().freeze()),
+        }
+    }
 }
 
 /// Why a connection failed before its hand-off.
@@ -330,6 +373,28 @@ impl RemoteEndpoint {
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.inner.keypair.peer_id()
+    }
+
+    /// Runs a link to `peer` over a stream that the transport already authenticated and
+    /// encrypted (a libp2p stream): no Noise layer and no identity preamble; the peer's hello
+    /// must carry `peer`'s key. Batch signatures (if on) bind to both peers' ids.
+    pub fn adopt_authenticated(&self, peer: PeerId, stream: Box<dyn ByteStream>) {
+        let inner = self.inner.clone();
+        let channel = Secure::Plain {
+            out: BytesMut::new(),
+            input: BytesMut::new(),
+        };
+        let handoff = Handoff {
+            io: stream,
+            channel,
+            rest: BytesMut::new(),
+            done: None,
+        };
+        self.inner.tracker.spawn(async move {
+            if let Err(e) = hand_off(&inner, peer, handoff).await {
+                tracing::debug!(%peer, error = %e, "adopted stream not handed off");
+            }
+        });
     }
 
     /// Runs a link over a stream the caller accepted itself (any transport), as the responder.
@@ -573,7 +638,7 @@ async fn handshake(
                 peer,
                 Handoff {
                     io,
-                    channel,
+                    channel: Secure::Noise(channel),
                     rest,
                     done,
                 },
@@ -900,23 +965,31 @@ impl Link {
             done,
         } = handoff;
         let (mut reader, mut writer) = tokio::io::split(io);
-        let (Some(remote_static), Some(hash)) = (channel.remote_static(), channel.handshake_hash())
-        else {
-            return Some(LinkFailure::Protocol(
-                "noise channel not established".into(),
-            ));
-        };
-        self.session.handle_connect(
-            now(),
-            Connection {
-                session_id: SessionId::from_bytes(hash),
-                binding: Some(Binding {
-                    local_signature: self.inner.binding,
-                    remote_static,
-                }),
+        let info = match &channel {
+            Secure::Noise(noise) => {
+                let (Some(remote_static), Some(hash)) =
+                    (noise.remote_static(), noise.handshake_hash())
+                else {
+                    return Some(LinkFailure::Protocol(
+                        "noise channel not established".into(),
+                    ));
+                };
+                Connection {
+                    session_id: SessionId::from_bytes(hash),
+                    binding: Some(Binding {
+                        local_signature: self.inner.binding,
+                        remote_static,
+                    }),
+                    expected_peer: Some(self.peer),
+                }
+            }
+            Secure::Plain { .. } => Connection {
+                session_id: plain_session_id(&self.inner.keypair.peer_id(), &self.peer),
+                binding: None,
                 expected_peer: Some(self.peer),
             },
-        );
+        };
+        self.session.handle_connect(now(), info);
         let mut plain = rest;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let limits = self.inner.config.session.limits;
@@ -999,7 +1072,7 @@ impl Link {
     /// Writes what the session and the channel have to send.
     async fn flush<W: AsyncWrite + Unpin>(
         &mut self,
-        channel: &mut Channel,
+        channel: &mut Secure,
         writer: &mut W,
     ) -> Result<(), LinkFailure> {
         let t = now();
@@ -1117,6 +1190,16 @@ impl Link {
         }
         None
     }
+}
+
+/// The session id of a link without Noise: the same on both sides, bound to the two peers.
+fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"dndm/plain-session/v1\0");
+    hasher.update(&low.to_bytes());
+    hasher.update(&high.to_bytes());
+    SessionId::from_bytes(*hasher.finalize().as_bytes())
 }
 
 /// Sleeps until `deadline`, or forever without one.

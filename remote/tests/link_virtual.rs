@@ -125,3 +125,39 @@ async fn a_link_runs_over_any_byte_stream() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_runs_over_a_stream_the_transport_already_secured() {
+    // What the mesh does with a libp2p stream: no Noise layer, the peer is known up front.
+    let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let (ida, idb) = (ka.peer_id(), kb.peer_id());
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let (one, other) = tokio::io::duplex(64 * 1024);
+    ea.adopt_authenticated(idb, Box::new(one));
+    eb.adopt_authenticated(ida, Box::new(other));
+
+    let publisher = a.publish::<Reading>("secured").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("secured").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    for seq in 0..100 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    for seq in 0..100 {
+        assert_eq!(
+            tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .seq,
+            seq
+        );
+    }
+    assert_eq!(ea.peers(), vec![idb]);
+    b.close().await;
+    a.close().await;
+}
