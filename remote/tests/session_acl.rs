@@ -8,27 +8,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Instant;
 
 use bytes::Bytes;
 use dndm_codec::{
-    Advert, DeclPattern, DeclRoute, Encoder, Frame, IntentDecl, InterestDecl, Limits, SessionId,
+    Advert, DeclPattern, DeclRoute, Encoder, Frame, IntentDecl, InterestDecl, Limits,
 };
-use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, PeerId, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, IntentAd, InterestAd, Qos, Route, RoutePattern};
 use dndm_remote::acl::{Acl, AclRule};
-use dndm_remote::session::{Connection, Event, LinkFailure, Session, SessionConfig, SessionStats};
+use dndm_remote::session::{Event, LinkFailure, Session, SessionConfig, SessionStats};
+use support::{conn, events, keypair, messages, peer, shuttle};
 
 const A_SEED: u8 = 1;
 const B_SEED: u8 = 2;
 const C_SEED: u8 = 3;
-
-fn keypair(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
-fn peer(seed: u8) -> PeerId {
-    keypair(seed).peer_id()
-}
 
 fn route(s: &str) -> Route {
     s.parse().unwrap()
@@ -76,56 +71,11 @@ fn session(seed: u8, acl: Acl, intents: &[&str], interests: &[&str], now: Instan
     s
 }
 
-/// A plain connection (no Noise binding, no expected peer) with session id `[id; 32]`.
-fn conn(id: u8) -> Connection {
-    Connection {
-        session_id: SessionId::from_bytes([id; 32]),
-        binding: None,
-        expected_peer: None,
-    }
-}
-
-/// Moves frames both ways until both sides are quiet.
-fn shuttle(a: &mut Session, b: &mut Session, now: Instant) {
-    let mut moved = 0;
-    loop {
-        let mut progressed = false;
-        while let Some(frame) = a.poll_transmit(now) {
-            b.handle_frame(now, frame);
-            moved += 1;
-            progressed = true;
-        }
-        while let Some(frame) = b.poll_transmit(now) {
-            a.handle_frame(now, frame);
-            moved += 1;
-            progressed = true;
-        }
-        if !progressed {
-            return;
-        }
-        assert!(moved < 100_000, "the sessions never went quiet");
-    }
-}
-
 /// Connects `a` and `b` as connection `id` and shuttles until quiet.
 fn connect(a: &mut Session, b: &mut Session, now: Instant, id: u8) {
     a.handle_connect(now, conn(id));
     b.handle_connect(now, conn(id));
     shuttle(a, b, now);
-}
-
-fn events(s: &mut Session) -> Vec<Event> {
-    std::iter::from_fn(|| s.poll_event()).collect()
-}
-
-fn messages(events: &[Event]) -> Vec<Bytes> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { payload, .. } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn encode(frame: &Frame) -> Bytes {

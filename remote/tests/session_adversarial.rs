@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -17,10 +19,11 @@ use dndm_codec::{
     Encoder, Frame, FrameHeader, FrameKind, HEADER_LEN, Hello, Limits, MAGIC, PROTOCOL_VERSION,
     Ping, ResumeState, SessionId,
 };
-use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, PeerId, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, Qos, Route, RoutePattern};
 use dndm_remote::noise::{StaticKey, sign_binding};
 use dndm_remote::session::{Binding, Connection, Event, LinkFailure, Session, SessionConfig};
 use proptest::prelude::*;
+use support::{conn, events, keypair, messages, peer, shuttle};
 
 const A_SEED: u8 = 1;
 const B_SEED: u8 = 2;
@@ -28,14 +31,6 @@ const A_EPOCH: u64 = 100;
 const B_EPOCH: u64 = 200;
 /// The route id A's only intent gets (the first id a session hands out).
 const A_ROUTE_ID: u32 = 1;
-
-fn keypair(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
-fn peer(seed: u8) -> PeerId {
-    keypair(seed).peer_id()
-}
 
 fn route() -> Route {
     "test.Reading@robot.imu".parse().unwrap()
@@ -74,53 +69,6 @@ fn subscriber(config: SessionConfig, now: Instant) -> Session {
 
 fn session_id(id: u8) -> SessionId {
     SessionId::from_bytes([id; 32])
-}
-
-/// A plain connection (no Noise binding, no expected peer) with session id `[id; 32]`.
-fn conn(id: u8) -> Connection {
-    Connection {
-        session_id: session_id(id),
-        binding: None,
-        expected_peer: None,
-    }
-}
-
-/// Moves frames both ways (`poll_transmit` on one, `handle_frame` on the other) until both
-/// sides are quiet. Returns how many frames moved.
-fn shuttle(a: &mut Session, b: &mut Session, now: Instant) -> usize {
-    let mut moved = 0;
-    loop {
-        let mut progressed = false;
-        while let Some(frame) = a.poll_transmit(now) {
-            b.handle_frame(now, frame);
-            moved += 1;
-            progressed = true;
-        }
-        while let Some(frame) = b.poll_transmit(now) {
-            a.handle_frame(now, frame);
-            moved += 1;
-            progressed = true;
-        }
-        if !progressed {
-            return moved;
-        }
-        assert!(moved < 100_000, "the sessions never went quiet");
-    }
-}
-
-fn events(s: &mut Session) -> Vec<Event> {
-    std::iter::from_fn(|| s.poll_event()).collect()
-}
-
-/// Payloads of the `Message` events among `events`.
-fn messages(events: &[Event]) -> Vec<Bytes> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { payload, .. } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Connects `a` and `b` with `info_a` / `info_b` and shuttles until quiet.

@@ -1,7 +1,12 @@
 //! Message types shared by the remote tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use dndm_core::{Fingerprint, Message};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dndm_codec::SessionId;
+use dndm_core::{Fingerprint, Keypair, Message, PeerId};
+use dndm_remote::session::{Connection, Event, Session};
 
 /// A reading with a sequence number.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -31,4 +36,62 @@ impl Message for ReadingV2 {
     fn fingerprint() -> Fingerprint {
         Fingerprint::of_schema("test.Reading", b"v2")
     }
+}
+
+/// The deterministic keypair of test peer `seed`.
+pub fn keypair(seed: u8) -> Keypair {
+    Keypair::from_seed([seed; 32])
+}
+
+/// The PeerId of test peer `seed`.
+pub fn peer(seed: u8) -> PeerId {
+    keypair(seed).peer_id()
+}
+
+/// A plain connection (no Noise binding, no expected peer) with session id `[id; 32]`.
+pub fn conn(id: u8) -> Connection {
+    Connection {
+        session_id: SessionId::from_bytes([id; 32]),
+        binding: None,
+        expected_peer: None,
+    }
+}
+
+/// Moves frames both ways (`poll_transmit` on one, `handle_frame` on the other) until both
+/// sides are quiet. Returns how many frames moved.
+pub fn shuttle(a: &mut Session, b: &mut Session, now: Instant) -> usize {
+    let mut moved = 0;
+    loop {
+        let mut progressed = false;
+        while let Some(frame) = a.poll_transmit(now) {
+            b.handle_frame(now, frame);
+            moved += 1;
+            progressed = true;
+        }
+        while let Some(frame) = b.poll_transmit(now) {
+            a.handle_frame(now, frame);
+            moved += 1;
+            progressed = true;
+        }
+        if !progressed {
+            return moved;
+        }
+        assert!(moved < 100_000, "the sessions never went quiet");
+    }
+}
+
+/// Every event a session has reported.
+pub fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Payloads of the `Message` events among `events`.
+pub fn messages(events: &[Event]) -> Vec<Bytes> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
 }
