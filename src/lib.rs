@@ -36,7 +36,8 @@
 //! # Feature flags
 //!
 //! - `remote` (default): [`remote`], links to peers over TCP and Unix sockets (Noise, signed
-//!   batches, acks, resume, reconnect). The `mesh` feature arrives with the mesh crate.
+//!   batches, acks, resume, reconnect).
+//! - `mesh` (default): [`mesh`], dndm sessions over a libp2p swarm (first cut: static peers).
 //!
 //! # Differences from DNDM (Go)
 //!
@@ -55,6 +56,10 @@ pub use dndm_router::*;
 /// Remote links: [`remote::endpoint::RemoteEndpoint`] and the session protocol.
 #[cfg(feature = "remote")]
 pub use dndm_remote as remote;
+
+/// The libp2p mesh: [`mesh::MeshEndpoint`].
+#[cfg(feature = "mesh")]
+pub use dndm_mesh as mesh;
 
 /// Everything in `dndm-core`, for what the top level does not re-export.
 pub mod core {

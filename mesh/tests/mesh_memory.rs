@@ -1,0 +1,177 @@
+//! Mesh nodes over libp2p's memory transport: typed pub/sub and request/response across the
+//! libp2p stack (Noise, Yamux, the `/dndm/1.0.0` stream), unsubscribe propagation, close.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dndm_core::{Keypair, Message};
+use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
+use dndm_router::{HandlerError, RequestError, Router};
+
+const GUARD: Duration = Duration::from_secs(30);
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, MeshEndpoint) {
+    let router = Router::builder().name(format!("n{seed}")).build().unwrap();
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Memory;
+    config.listen = listen
+        .into_iter()
+        .map(|p| format!("/memory/{p}").parse().unwrap())
+        .collect();
+    config.dial = dial
+        .into_iter()
+        .map(|p| format!("/memory/{p}").parse().unwrap())
+        .collect();
+    let endpoint = MeshEndpoint::new(Keypair::from_seed([seed; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    (router, endpoint)
+}
+
+/// A memory port unique to this process and test.
+fn port(offset: u64) -> u64 {
+    u64::from(std::process::id()) * 100 + offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_exchange_typed_messages_and_requests() {
+    let a_port = port(1);
+    let (a, ea) = node(1, Some(a_port), None).await;
+    let (b, eb) = node(2, None, Some(a_port)).await;
+
+    let publisher = a.publish::<Reading>("mesh.imu").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("mesh.*").unwrap();
+    assert_eq!(publisher.wait_for_interest(GUARD).await.unwrap(), 1);
+    for seq in 0..500 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    for seq in 0..500 {
+        assert_eq!(
+            tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .seq,
+            seq
+        );
+    }
+    assert_eq!(ea.peers(), vec![eb.peer_id()]);
+
+    let _service = b
+        .serve::<Reading, Reading, _, _>("mesh.double", |r: Reading| async move {
+            Ok::<_, HandlerError>(Reading { seq: r.seq * 2 })
+        })
+        .unwrap();
+    let answer = tokio::time::timeout(GUARD, async {
+        loop {
+            match a
+                .request::<Reading, Reading>("mesh.double", Reading { seq: 21 }, GUARD)
+                .await
+            {
+                Err(RequestError::NoListener(_)) => tokio::task::yield_now().await,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the service reached a");
+    assert_eq!(answer.unwrap().seq, 42);
+
+    // Unsubscribing propagates through the mesh.
+    let mut events = publisher.events();
+    drop(subscriber);
+    tokio::time::timeout(GUARD, async {
+        while publisher.subscriber_count() > 0 {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .expect("a sees b's interest withdrawn");
+
+    b.close().await;
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_a_full_mesh_each_hear_every_publisher() {
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .try_init();
+    }
+    const N: u64 = 5;
+    let mut nodes = Vec::new();
+    for i in 0..N {
+        let router = Router::builder().name(format!("n{i}")).build().unwrap();
+        let mut config = MeshConfig::default();
+        config.transport = Transport::Memory;
+        config.listen = vec![format!("/memory/{}", port(10 + i)).parse().unwrap()];
+        config.dial = (0..i)
+            .map(|j| format!("/memory/{}", port(10 + j)).parse().unwrap())
+            .collect();
+        let endpoint = MeshEndpoint::new(Keypair::from_seed([10 + i as u8; 32]), config).unwrap();
+        router.attach(Arc::new(endpoint.clone())).await.unwrap();
+        nodes.push((router, endpoint));
+    }
+    let mut subscribers: Vec<_> = nodes
+        .iter()
+        .map(|(r, _)| r.subscribe::<Reading>("fleet.**").unwrap())
+        .collect();
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (r, _))| r.publish::<Reading>(&format!("fleet.n{i}")).unwrap())
+        .collect();
+    for publisher in &publishers {
+        // Its own node's subscriber plus the four others.
+        tokio::time::timeout(GUARD, async {
+            let mut events = publisher.events();
+            while publisher.subscriber_count() < N as usize {
+                let _ = events.recv().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            let counts: Vec<usize> = publishers.iter().map(|p| p.subscriber_count()).collect();
+            let peers: Vec<usize> = nodes.iter().map(|(_, e)| e.peers().len()).collect();
+            panic!("every subscriber linked: counts {counts:?}, peers {peers:?}")
+        });
+    }
+    for (i, publisher) in publishers.iter().enumerate() {
+        publisher.send(Reading { seq: i as u64 }).await.unwrap();
+    }
+    for subscriber in &mut subscribers {
+        let mut got: Vec<u64> = Vec::new();
+        for _ in 0..N {
+            got.push(
+                tokio::time::timeout(GUARD, subscriber.recv())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .seq,
+            );
+        }
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (0..N).collect::<Vec<_>>(),
+            "one message from each publisher"
+        );
+    }
+    for (router, _) in nodes.iter().rev() {
+        router.close().await;
+    }
+}
