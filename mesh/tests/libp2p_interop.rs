@@ -1,0 +1,128 @@
+//! A plain rust-libp2p node (not using dndm) dials a dndm mesh node and exercises the standard
+//! protocols: identify (which lists `/dndm/1.0.0`), ping, and Kademlia FIND_NODE.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dndm_core::Keypair;
+use dndm_mesh::{MeshConfig, MeshEndpoint, PROTOCOL, Transport};
+use dndm_router::Router;
+use futures::StreamExt as _;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, identify, kad, noise, ping, yamux};
+
+const GUARD: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+struct Plain {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node() {
+    let port = u64::from(std::process::id()) * 100 + 77;
+    let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
+    let router = Router::builder().name("dndm").build().unwrap();
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Memory;
+    config.listen = vec![addr.clone()];
+    let dndm_keys = Keypair::from_seed([42; 32]);
+    let dndm_peer: libp2p::PeerId =
+        libp2p::PeerId::from_bytes(&dndm_keys.peer_id().to_bytes()).unwrap();
+    let endpoint = MeshEndpoint::new(dndm_keys, config).unwrap();
+    router.attach(Arc::new(endpoint)).await.unwrap();
+
+    let mut plain = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            use libp2p::Transport as _;
+            let noise = noise::Config::new(key)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            Ok(libp2p::core::transport::MemoryTransport::default()
+                .upgrade(libp2p::core::upgrade::Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
+        .unwrap()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            Plain {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/plain/1.0.0".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                kad: kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer)),
+            }
+        })
+        .unwrap()
+        .build();
+    plain
+        .behaviour_mut()
+        .kad
+        .add_address(&dndm_peer, addr.clone());
+    plain.dial(addr).unwrap();
+
+    let (mut identified, mut pinged, mut queried) = (false, false, false);
+    let mut query = None;
+    tokio::time::timeout(GUARD, async {
+        while !(identified && pinged && queried) {
+            match plain.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. }
+                    if peer_id == dndm_peer && query.is_none() =>
+                {
+                    query = Some(
+                        plain
+                            .behaviour_mut()
+                            .kad
+                            .get_closest_peers(libp2p::PeerId::random()),
+                    );
+                }
+                SwarmEvent::Behaviour(PlainEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    info,
+                    ..
+                })) => {
+                    assert_eq!(peer_id, dndm_peer);
+                    assert!(
+                        info.protocols.contains(&PROTOCOL),
+                        "dndm protocol listed: {:?}",
+                        info.protocols
+                    );
+                    assert!(
+                        info.protocols
+                            .iter()
+                            .any(|p| p.as_ref().starts_with("/ipfs/kad")),
+                        "{:?}",
+                        info.protocols
+                    );
+                    identified = true;
+                }
+                SwarmEvent::Behaviour(PlainEvent::Ping(ping::Event {
+                    peer,
+                    result: Ok(_),
+                    ..
+                })) if peer == dndm_peer => {
+                    pinged = true;
+                }
+                SwarmEvent::Behaviour(PlainEvent::Kad(kad::Event::OutboundQueryProgressed {
+                    id,
+                    result: kad::QueryResult::GetClosestPeers(result),
+                    ..
+                })) if Some(id) == query => {
+                    // The dndm node answered FIND_NODE (it knows only us, so the answer is small).
+                    assert!(result.is_ok(), "{result:?}");
+                    queried = true;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("identified {identified}, pinged {pinged}, queried {queried}"));
+    router.close().await;
+}
