@@ -8,9 +8,10 @@
 //!
 //! # Status
 //!
-//! First cut: static peers (dial addresses) and Kademlia routing-table entries from identify.
-//! Not yet here: DNS-SD/mDNS discovery, provider records for routes, the connection policy
-//! beyond a full mesh, redialing lost peers, mesh introspection in snapshots.
+//! First cut: static peers (dial addresses, redialed with backoff and jitter when lost) and
+//! Kademlia routing-table entries from identify. Not yet here: DNS-SD/mDNS discovery, provider
+//! records for routes, the connection policy beyond a full mesh, mesh introspection in
+//! snapshots.
 //!
 //! # Feature flags
 //!
@@ -21,14 +22,18 @@
 //! DNDM's mesh speaks its own TCP protocol; dndm uses a standard libp2p stack, so libp2p tools
 //! and nodes can identify, ping and query a dndm node.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dndm_core::{Endpoint, EndpointError, Keypair, LocalChange, PeerId, RouterPort};
+use dndm_remote::backoff::Backoff;
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint};
 use futures::StreamExt as _;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,8 +104,22 @@ struct Inner {
     links: RemoteEndpoint,
     listening: Mutex<Vec<Multiaddr>>,
     started: OnceLock<()>,
+    /// Commands for the swarm actor, once started.
+    commands: OnceLock<mpsc::Sender<Command>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+}
+
+/// Commands queued for the swarm actor. Bounded: operator commands are rare.
+const COMMANDS: usize = 64;
+
+/// What the swarm actor is asked to do.
+#[derive(Debug)]
+enum Command {
+    /// Close every connection to a peer.
+    Disconnect(libp2p::PeerId),
+    /// Dial a configured address again (after its backoff delay).
+    Redial(Multiaddr),
 }
 
 impl MeshEndpoint {
@@ -121,6 +140,7 @@ impl MeshEndpoint {
                 links,
                 listening: Mutex::new(Vec::new()),
                 started: OnceLock::new(),
+                commands: OnceLock::new(),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -134,6 +154,24 @@ impl MeshEndpoint {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Closes every connection to `peer` (configured peers are redialed with backoff).
+    pub fn disconnect(&self, peer: PeerId) {
+        let (Some(commands), Ok(peer)) = (
+            self.inner.commands.get(),
+            libp2p::PeerId::from_bytes(&peer.to_bytes()),
+        ) else {
+            return;
+        };
+        if commands.try_send(Command::Disconnect(peer)).is_err() {
+            tracing::warn!(%peer, "mesh command queue full; disconnect dropped");
+        }
+    }
+
+    /// One entry per peer link: connection state, last RTT and session counters.
+    pub fn links(&self) -> Vec<dndm_remote::endpoint::LinkInfo> {
+        self.inner.links.links()
     }
 
     /// Peers with a dndm link.
@@ -233,11 +271,13 @@ impl Endpoint for MeshEndpoint {
                 .listen_on(addr.clone())
                 .map_err(|e| config_error(format!("listen on {addr}: {e}")))?;
         }
+        let mut dials = HashMap::new();
         for addr in &inner.config.dial {
-            swarm
-                .dial(addr.clone())
+            dial(&mut swarm, &mut dials, addr.clone())
                 .map_err(|e| config_error(format!("dial {addr}: {e}")))?;
         }
+        let (commands_tx, commands) = mpsc::channel(COMMANDS);
+        let _ = inner.commands.set(commands_tx.clone());
         let mut control = swarm.behaviour().stream.new_control();
         let mut incoming = control
             .accept(PROTOCOL)
@@ -262,9 +302,16 @@ impl Endpoint for MeshEndpoint {
             }
         });
         // The swarm actor.
-        inner
-            .tracker
-            .spawn(run_swarm(inner.clone(), swarm, control));
+        inner.tracker.spawn(run_swarm(
+            inner.clone(),
+            swarm,
+            control,
+            Redials {
+                dials,
+                commands,
+                commands_tx,
+            },
+        ));
         Ok(())
     }
 
@@ -278,6 +325,26 @@ impl Endpoint for MeshEndpoint {
         self.inner.tracker.wait().await;
         self.inner.links.close().await;
     }
+}
+
+/// Dials of configured addresses, by connection, so a lost one is redialed.
+struct Redials {
+    dials: HashMap<ConnectionId, Multiaddr>,
+    commands: mpsc::Receiver<Command>,
+    commands_tx: mpsc::Sender<Command>,
+}
+
+/// Dials `addr`, remembering the connection id.
+fn dial(
+    swarm: &mut Swarm<Behaviour>,
+    dials: &mut HashMap<ConnectionId, Multiaddr>,
+    addr: Multiaddr,
+) -> Result<(), libp2p::swarm::DialError> {
+    let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+    let id = opts.connection_id();
+    swarm.dial(opts)?;
+    dials.insert(id, addr);
+    Ok(())
 }
 
 /// Opens the dndm stream to `peer_id` unless a link to it is up; only the side with the lower
@@ -324,7 +391,10 @@ async fn run_swarm(
     inner: Arc<Inner>,
     mut swarm: Swarm<Behaviour>,
     control: libp2p_stream::Control,
+    mut redials: Redials,
 ) {
+    let mut backoffs: HashMap<Multiaddr, Backoff> = HashMap::new();
+    let mut random = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let local = *swarm.local_peer_id();
     // libp2p-stream drops inbound streams that arrive faster than they are accepted, and a
     // dndm stream can die while its connection lives: check every connected peer now and then.
@@ -335,6 +405,19 @@ async fn run_swarm(
             biased;
             () = inner.cancel.cancelled() => break,
             event = swarm.select_next_some() => event,
+            Some(command) = redials.commands.recv() => {
+                match command {
+                    Command::Disconnect(peer) => {
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
+                    Command::Redial(addr) => {
+                        if let Err(e) = dial(&mut swarm, &mut redials.dials, addr.clone()) {
+                            tracing::debug!(%addr, error = %e, "redial failed");
+                        }
+                    }
+                }
+                continue;
+            }
             _ = reconcile.tick() => {
                 let peers: Vec<libp2p::PeerId> = swarm.connected_peers().copied().collect();
                 for peer_id in peers {
@@ -351,8 +434,46 @@ async fn run_swarm(
                     .unwrap_or_else(|p| p.into_inner())
                     .push(address);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(addr) = redials.dials.get(&connection_id) {
+                    backoffs.remove(addr);
+                }
                 open_if_needed(&inner, &control, local, peer_id);
+            }
+            // A configured peer is gone (or could not be reached): dial it again after a
+            // backoff delay.
+            SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established: 0,
+                ..
+            }
+            | SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+                if let Some(addr) = redials.dials.remove(&connection_id) {
+                    random = random.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+                    let config = &inner.config.remote;
+                    let delay = backoffs
+                        .entry(addr.clone())
+                        .or_insert_with(|| Backoff::new(config.backoff_initial, config.backoff_max))
+                        .next_delay(random);
+                    let commands = redials.commands_tx.clone();
+                    let cancel = inner.cancel.clone();
+                    inner.tracker.spawn(async move {
+                        #[allow(clippy::disallowed_methods)]
+                        // Redial backoff: a timer is the point.
+                        let wait = tokio::time::sleep(delay);
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => {}
+                            () = wait => {
+                                let _ = commands.send(Command::Redial(addr)).await;
+                            }
+                        }
+                    });
+                }
             }
             // Another connection to the peer remains: the dndm stream may have been on the one
             // that closed.

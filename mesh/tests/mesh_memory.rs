@@ -175,3 +175,59 @@ async fn five_nodes_in_a_full_mesh_each_hear_every_publisher() {
         router.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_delivery_survives_forced_disconnects() {
+    use dndm_core::Qos;
+    use dndm_router::{Overflow, PublishOptions, SubscribeOptions};
+    const MESSAGES: u64 = 20_000;
+    let a_port = port(40);
+    let (a, ea) = node(41, Some(a_port), None).await;
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Memory;
+    config.dial = vec![format!("/memory/{a_port}").parse().unwrap()];
+    config.remote.backoff_initial = Duration::from_millis(10);
+    config.remote.backoff_max = Duration::from_millis(100);
+    let b = Router::builder().name("b").build().unwrap();
+    let eb = MeshEndpoint::new(Keypair::from_seed([42; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+
+    let publisher = a
+        .publish_with::<Reading>("stream", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let lossless = SubscribeOptions::default()
+        .capacity(1024)
+        .overflow(Overflow::Block);
+    let mut subscriber = b.subscribe_with::<Reading>("stream", lossless).unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for seq in 0..MESSAGES {
+            publisher.send(Reading { seq }).await.unwrap();
+        }
+        publisher
+    });
+    let mut cuts = 0;
+    for expected in 0..MESSAGES {
+        let got = tokio::time::timeout(GUARD, subscriber.recv())
+            .await
+            .expect("progress")
+            .unwrap();
+        assert_eq!(got.seq, expected, "0 lost, 0 duplicated, in order");
+        if expected > 0 && expected % 5_000 == 0 {
+            // Cut the libp2p connections from either side; b redials a with backoff.
+            if cuts % 2 == 0 {
+                eb.disconnect(ea.peer_id())
+            } else {
+                ea.disconnect(eb.peer_id())
+            }
+            cuts += 1;
+        }
+    }
+    let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
+    assert_eq!(cuts, 3);
+    // The cuts happened: each ended b's session connection, which then resumed.
+    let failures = eb.links()[0].stats.failures;
+    assert!(failures >= 3, "b's link saw {failures} disconnects");
+    b.close().await;
+    a.close().await;
+}
