@@ -361,12 +361,7 @@ fn open_if_needed(
     let Some(peer) = dndm_peer(&peer_id) else {
         return;
     };
-    if inner
-        .links
-        .links()
-        .iter()
-        .any(|l| l.peer == peer && l.connected)
-    {
+    if inner.links.is_connected(&peer) {
         return;
     }
     let mut control = control.clone();

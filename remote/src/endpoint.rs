@@ -360,6 +360,13 @@ impl RemoteEndpoint {
         infos
     }
 
+    /// Whether the link to `peer` has a connection up (hello exchanged).
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        lock(&self.inner.infos)
+            .get(peer)
+            .is_some_and(|info| info.connected)
+    }
+
     /// Peers with a link (connected or reconnecting).
     pub fn peers(&self) -> Vec<PeerId> {
         lock(&self.inner.links).keys().copied().collect()

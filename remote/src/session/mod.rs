@@ -546,22 +546,12 @@ impl Session {
         let Some(&route_id) = self.local.intent_ids.get(route) else {
             return Err(SessionSendError::UnknownRoute(route.clone()));
         };
-        if self.outgoing.len() >= self.config.send_queue {
-            self.send_refused = true;
-            return Err(SessionSendError::Full);
-        }
         let reliable = self
             .local
             .intents
             .get(&route_id)
             .is_some_and(|ad| ad.qos.is_reliable());
-        self.outgoing.push_back(Outgoing {
-            route_id,
-            reliable,
-            correlation,
-            payload,
-        });
-        Ok(())
+        self.enqueue(route_id, reliable, correlation, payload)
     }
 
     /// Whether [`Session::send`] would accept a message now.
@@ -683,7 +673,7 @@ impl Session {
         let Some((&route_id, _)) = service else {
             return Err(SessionSendError::UnknownRoute(route.clone()));
         };
-        self.enqueue(route_id, Correlation::Request { id }, payload)
+        self.enqueue(route_id, true, Correlation::Request { id }, payload)
     }
 
     /// Answers request `to` that arrived for the local service on `route`.
@@ -704,12 +694,14 @@ impl Session {
             Ok(payload) => (payload, None),
             Err(error) => (Bytes::new(), Some(error)),
         };
-        self.enqueue(route_id, Correlation::Response { to, error }, payload)
+        self.enqueue(route_id, true, Correlation::Response { to, error }, payload)
     }
 
+    /// Queues a message for batching, refusing it when closed or when the send queue is full.
     fn enqueue(
         &mut self,
         route_id: u32,
+        reliable: bool,
         correlation: Correlation,
         payload: Bytes,
     ) -> Result<(), SessionSendError> {
@@ -722,7 +714,7 @@ impl Session {
         }
         self.outgoing.push_back(Outgoing {
             route_id,
-            reliable: true,
+            reliable,
             correlation,
             payload,
         });
