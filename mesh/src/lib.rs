@@ -174,6 +174,11 @@ impl MeshEndpoint {
         self.inner.links.links()
     }
 
+    /// A receiver that changes whenever a link connects, fails, closes or goes away.
+    pub fn link_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.links.link_changes()
+    }
+
     /// Peers with a dndm link.
     pub fn peers(&self) -> Vec<PeerId> {
         self.inner.links.peers()

@@ -233,6 +233,8 @@ struct Inner {
     links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
     /// What each link last reported about itself.
     infos: Mutex<HashMap<PeerId, LinkInfo>>,
+    /// Bumped whenever a link connects, fails, closes or goes away; see `link_changes`.
+    link_state: watch::Sender<u64>,
     bound: Mutex<Vec<Target>>,
     stats: Mutex<RemoteStats>,
     tracker: TaskTracker,
@@ -340,6 +342,7 @@ impl RemoteEndpoint {
                 local: watch::Sender::new(LocalSet::default()),
                 links: Mutex::new(HashMap::new()),
                 infos: Mutex::new(HashMap::new()),
+                link_state: watch::Sender::new(0),
                 bound: Mutex::new(Vec::new()),
                 stats: Mutex::new(RemoteStats::default()),
                 tracker: TaskTracker::new(),
@@ -358,6 +361,12 @@ impl RemoteEndpoint {
         let mut infos: Vec<LinkInfo> = lock(&self.inner.infos).values().cloned().collect();
         infos.sort_by_key(|i| i.peer);
         infos
+    }
+
+    /// A receiver that changes whenever a link connects, fails, closes or goes away: wait on it
+    /// (`changed().await`) and read [`links`](Self::links) instead of polling.
+    pub fn link_changes(&self) -> watch::Receiver<u64> {
+        self.inner.link_state.subscribe()
     }
 
     /// Whether the link to `peer` has a connection up (hello exchanged).
@@ -825,6 +834,9 @@ struct Link {
     pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
     next_request: u64,
     rtt: Option<Duration>,
+    /// Commands to process before withdrawing intents: messages a publisher sent before it
+    /// dropped its intent are queued ahead of the withdrawal and must still go out.
+    hold_removals: usize,
 }
 
 fn now() -> std::time::Instant {
@@ -853,6 +865,7 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         pending: HashMap::new(),
         next_request: 0,
         rtt: None,
+        hold_removals: 0,
     };
     link.sync_local();
     loop {
@@ -882,13 +895,27 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
     }
     lock(&link.inner.links).remove(&link.peer);
     lock(&link.inner.infos).remove(&link.peer);
+    link.inner.link_state.send_modify(|v| *v += 1);
 }
 
 impl Link {
     /// Brings the session's local routes in line with the endpoint's.
     fn sync_local(&mut self) {
-        let current = self.local.borrow_and_update().clone();
+        let mut current = self.local.borrow_and_update().clone();
         let t = now();
+        let withdrawn: Vec<IntentAd> = self
+            .applied
+            .intents
+            .difference(&current.intents)
+            .cloned()
+            .collect();
+        if !withdrawn.is_empty() && self.hold_removals == 0 {
+            self.hold_removals = self.commands.len();
+        }
+        if self.hold_removals > 0 {
+            // Keep the withdrawn intents declared until what was queued before is processed.
+            current.intents.extend(withdrawn);
+        }
         for ad in self.applied.intents.difference(&current.intents) {
             self.session.remove_local_intent(&ad.route, t);
         }
@@ -918,11 +945,27 @@ impl Link {
             rtt: self.rtt,
             stats: self.session.stats(),
         };
-        lock(&self.inner.infos).insert(self.peer, info);
+        let state = (info.connected, info.stats.failures);
+        let previous = lock(&self.inner.infos).insert(self.peer, info);
+        // Wake watchers only on state changes, not on every batch's counters.
+        let changed = previous.is_none_or(|p| (p.connected, p.stats.failures) != state);
+        if changed {
+            self.inner.link_state.send_modify(|v| *v += 1);
+        }
     }
 
     /// Applies one command to the session.
     fn command(&mut self, command: Command) {
+        if self.hold_removals > 0 {
+            self.hold_removals -= 1;
+            if self.hold_removals == 0 {
+                // The publish below was the last one queued before the withdrawal; the session
+                // keeps its order, so the withdrawal advert follows it.
+                self.command(command);
+                self.sync_local();
+                return;
+            }
+        }
         match command {
             Command::Publish { route, payload } => {
                 if let Err(e) = self.session.send(&route, payload, Correlation::None) {

@@ -404,3 +404,56 @@ fn a_request_and_its_answer_survive_a_disconnect() {
         Err(SessionSendError::UnknownRoute(service))
     );
 }
+
+#[test]
+fn a_withdrawn_intent_still_delivers_what_was_sent_on_it_even_across_a_disconnect() {
+    let sim = SimConfig {
+        seed: 9,
+        ..SimConfig::default()
+    };
+    let mut pair = pair(Qos::reliable(), false, sim);
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
+    pair.events(Side::B);
+    let mut sent = 0;
+    while sent < 300
+        && pair
+            .a
+            .send(&route(), payload(sent), Correlation::None)
+            .is_ok()
+    {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    // The publisher goes away with its messages still queued; then the link drops.
+    let now = pair.now();
+    pair.a.remove_local_intent(&route(), now);
+    assert!(matches!(
+        pair.a.send(&route(), payload(0), Correlation::None),
+        Err(SessionSendError::UnknownRoute(_))
+    ));
+    pair.step(now + Duration::from_micros(1));
+    pair.disconnect();
+    let mut received = Vec::new();
+    let mut removed_after = None;
+    let done = pair.run_until(MINUTE, |p| {
+        for event in p.events(Side::B) {
+            match event {
+                Event::Message { payload, .. } => received.push(number(&payload)),
+                Event::PeerIntentRemoved(r) if r == route() => removed_after = Some(received.len()),
+                _ => {}
+            }
+        }
+        removed_after.is_some()
+    });
+    assert!(done, "the withdrawal reached B");
+    assert_eq!(
+        received,
+        (0..sent).collect::<Vec<_>>(),
+        "none lost, none twice"
+    );
+    assert_eq!(
+        removed_after,
+        Some(received.len()),
+        "the withdrawal came last"
+    );
+}

@@ -360,6 +360,9 @@ struct LocalRoutes {
     services: BTreeMap<u32, ServiceAd>,
     service_ids: HashMap<Route, u32>,
     next_service: u32,
+    /// Withdrawn intents whose messages are still queued or unacknowledged: the peer learns of
+    /// the withdrawal only after the last of them, so it can still place (and we resend) them.
+    withdrawing: Vec<u32>,
 }
 
 impl LocalRoutes {
@@ -564,6 +567,17 @@ impl Session {
         if self.local.intent_ids.contains_key(&ad.route) {
             return;
         }
+        // Declared again before its withdrawal went out: keep it, under the same id.
+        if let Some(at) = self
+            .local
+            .withdrawing
+            .iter()
+            .position(|id| self.local.intents.get(id) == Some(&ad))
+        {
+            let id = self.local.withdrawing.swap_remove(at);
+            self.local.intent_ids.insert(ad.route, id);
+            return;
+        }
         let id = self.local.next();
         self.local.intent_ids.insert(ad.route.clone(), id);
         let decl = intent_decl(id, &ad);
@@ -577,17 +591,12 @@ impl Session {
         );
     }
 
-    /// Withdraws a local intent.
+    /// Withdraws a local intent. New sends on it fail at once; the peer is told after every
+    /// message already queued on it was sent (and, if reliable, acknowledged).
     pub fn remove_local_intent(&mut self, route: &Route, now: Instant) {
         if let Some(id) = self.local.intent_ids.remove(route) {
-            self.local.intents.remove(&id);
-            self.advertise(
-                Advert {
-                    intents_removed: vec![id],
-                    ..Advert::default()
-                },
-                now,
-            );
+            self.local.withdrawing.push(id);
+            self.flush_withdrawals(now);
         }
     }
 

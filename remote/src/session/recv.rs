@@ -400,10 +400,11 @@ impl Session {
                 self.next_seq - 1
             )));
         }
-        if self.acknowledge(ack.cumulative_seq)
-            && let Some(conn) = self.conn.as_mut()
-        {
-            conn.progress_at = now;
+        if self.acknowledge(ack.cumulative_seq) {
+            if let Some(conn) = self.conn.as_mut() {
+                conn.progress_at = now;
+            }
+            self.flush_withdrawals(now);
         }
         Ok(())
     }

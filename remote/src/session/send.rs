@@ -64,6 +64,36 @@ impl Session {
         }
     }
 
+    /// Tells the peer of withdrawn intents that no queued or unacknowledged message uses.
+    pub(super) fn flush_withdrawals(&mut self, now: Instant) {
+        if self.local.withdrawing.is_empty() {
+            return;
+        }
+        let busy = |id: u32| {
+            self.outgoing.iter().any(|m| m.route_id == id)
+                || self
+                    .unacked
+                    .iter()
+                    .any(|s| s.reliable.iter().any(|m| m.route_id == id))
+        };
+        let (busy, done): (Vec<u32>, Vec<u32>) =
+            self.local.withdrawing.iter().partition(|&&id| busy(id));
+        if done.is_empty() {
+            return;
+        }
+        self.local.withdrawing = busy;
+        for id in &done {
+            self.local.intents.remove(id);
+        }
+        self.advertise(
+            Advert {
+                intents_removed: done,
+                ..Advert::default()
+            },
+            now,
+        );
+    }
+
     pub(super) fn queue_frame(&mut self, frame: &Frame, now: Instant) {
         match self.encoder.encode(frame) {
             Ok(bytes) => {
@@ -115,6 +145,7 @@ impl Session {
             self.resend(from, now);
         }
         while self.transmit.len() < 2 && self.batch_new(now) {}
+        self.flush_withdrawals(now);
         if self.transmit.is_empty()
             && self.outgoing.is_empty()
             && let Some(close) = self.closing.take()
