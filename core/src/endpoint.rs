@@ -255,6 +255,47 @@ pub enum EndpointError {
     },
 }
 
+/// What an endpoint knows about one peer, for snapshots and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// The endpoint that reaches it.
+    pub endpoint: String,
+    /// The peer's addresses in use (remote addresses of live connections), if known.
+    pub addresses: Vec<String>,
+    /// Whether a session to the peer is up.
+    pub connected: bool,
+    /// The last measured round trip.
+    pub rtt: Option<std::time::Duration>,
+    /// Messages sent to and received from the peer.
+    pub messages_sent: u64,
+    /// Messages received from the peer.
+    pub messages_received: u64,
+    /// Connections to the peer that ended in failure (each followed by a reconnect attempt).
+    pub failures: u64,
+    /// How the peer is reached (`direct`, `relayed`...), where the endpoint tells.
+    pub path: Option<String>,
+}
+
+impl PeerInfo {
+    /// A peer with no counters yet.
+    pub fn new(peer: PeerId, endpoint: impl Into<String>) -> Self {
+        Self {
+            peer,
+            endpoint: endpoint.into(),
+            addresses: Vec::new(),
+            connected: false,
+            rtt: None,
+            messages_sent: 0,
+            messages_received: 0,
+            failures: 0,
+            path: None,
+        }
+    }
+}
+
 /// A way to reach peers: a remote link or a mesh. Implemented by `dndm-remote` and `dndm-mesh`.
 #[async_trait::async_trait]
 pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
@@ -277,4 +318,9 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
 
     /// Stops the endpoint; returns when every task it spawned has ended.
     async fn close(&self);
+
+    /// The peers this endpoint reaches, for [snapshots](PeerInfo). None by default.
+    fn peers(&self) -> Vec<PeerInfo> {
+        Vec::new()
+    }
 }

@@ -3,15 +3,27 @@
 //!
 //! This crate sits on `dndm-remote`: the libp2p connection (TCP or memory transport, Noise,
 //! Yamux) authenticates the peer, so each dndm stream runs the same session protocol as a remote
-//! link, minus the Noise layer (`RemoteEndpoint::adopt_authenticated`); reliable routes resume
-//! when a peer reconnects. One actor task owns the `Swarm`.
+//! link, minus the Noise layer (`RemoteEndpoint::adopt_authenticated`, which checks that the
+//! hello's key is the connection's PeerId); reliable routes resume when a peer reconnects. One
+//! actor task owns the `Swarm`.
 //!
-//! # Status
+//! Peers are found three ways: configured addresses ([`MeshConfig::dial`], redialed with
+//! backoff), DNS-SD over mDNS on the LAN ([`MeshConfig::mdns`], service
+//! [`SERVICE_TYPE`]), and Kademlia: publishers provide records for their routes and path
+//! prefixes, subscribers look their patterns up and dial the providers. Small meshes are full
+//! meshes (below [`MeshConfig::full_mesh_threshold`] peers); connections stay within
+//! [`MeshConfig::max_peers`]. See `swarm.rs` for the policy.
 //!
-//! First cut: static peers (dial addresses, redialed with backoff and jitter when lost) and
-//! Kademlia routing-table entries from identify. Not yet here: DNS-SD/mDNS discovery, provider
-//! records for routes, the connection policy beyond a full mesh, mesh introspection in
-//! snapshots.
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let router = dndm_router::Router::builder().name("robot").build()?;
+//! let mut config = dndm_mesh::MeshConfig::default();
+//! config.listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?];
+//! let mesh = dndm_mesh::MeshEndpoint::new(dndm_core::Keypair::generate()?, config)?;
+//! router.attach(Arc::new(mesh)).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Feature flags
 //!
@@ -23,29 +35,32 @@
 //! and nodes can identify, ping and query a dndm node.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use dndm_core::{Endpoint, EndpointError, Keypair, LocalChange, PeerId, RouterPort};
-use dndm_remote::backoff::Backoff;
+use dndm_core::{Endpoint, EndpointError, Keypair, LocalChange, PeerId, PeerInfo, RouterPort};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint};
 use futures::StreamExt as _;
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
-use tokio::sync::mpsc;
+use libp2p::{Multiaddr, StreamProtocol};
+use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod discovery;
+mod keys;
+mod swarm;
+
+pub use discovery::SERVICE_TYPE;
+use swarm::{Command, Routes, dndm_peer};
+
 /// The dndm protocol id on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/1.0.0");
 
-/// How often the swarm actor checks that every connected peer has a live dndm stream.
-const RECONCILE_EVERY: Duration = Duration::from_millis(500);
-
-/// How long an idle libp2p connection stays open.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Commands queued for the swarm actor. Bounded: operator commands and timers only.
+const COMMANDS: usize = 256;
 
 /// Which libp2p transport the swarm uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,22 +69,102 @@ pub enum Transport {
     /// TCP (listen on `/ip4/…/tcp/…`).
     #[default]
     Tcp,
-    /// libp2p's in-process memory transport (`/memory/N`), for tests.
+    /// libp2p's in-process memory transport (`/memory/N`), for tests. No mDNS.
     Memory,
 }
 
 /// Settings of a [`MeshEndpoint`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MeshConfig {
     /// The transport.
     pub transport: Transport,
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start (static bootstrap).
+    /// Peers to dial at start (static bootstrap), redialed with backoff when lost. An address
+    /// ending in `/p2p/<PeerId>` also protects that peer from eviction at the connection bound.
     pub dial: Vec<Multiaddr>,
-    /// The session settings of the dndm streams (listen/dial targets there are ignored).
+    /// Discover and announce on the LAN with DNS-SD over mDNS (TCP transport only). Default on.
+    pub mdns: bool,
+    /// Most peers connected at once. Default 50.
+    pub max_peers: usize,
+    /// Below this many connected peers, every peer learned of is dialed (a full mesh); above
+    /// it only providers of wanted routes are. Default 16.
+    pub full_mesh_threshold: usize,
+    /// The session settings of the dndm streams (listen/dial targets there are ignored; the
+    /// node name there is the one announced over mDNS).
     pub remote: RemoteConfig,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Tcp,
+            listen: Vec::new(),
+            dial: Vec::new(),
+            mdns: true,
+            max_peers: 50,
+            full_mesh_threshold: 16,
+            remote: RemoteConfig::default(),
+        }
+    }
+}
+
+impl MeshConfig {
+    /// The mesh settings of a validated [`dndm_core::Config`]: `[mesh]` for the swarm,
+    /// `[remote]` for the session (timeouts, signing, compression), `node.name` for mDNS.
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] naming the key whose value does not parse.
+    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
+        let mesh = &config.mesh;
+        let bad =
+            |key: String, value: &str, reason: &dyn std::fmt::Display| EndpointError::Config {
+                endpoint: "mesh".into(),
+                reason: format!("{key} = \"{value}\" is invalid: {reason}"),
+            };
+        let parse = |key: &str, values: &[String]| -> Result<Vec<Multiaddr>, EndpointError> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse::<Multiaddr>()
+                        .map_err(|e| bad(format!("mesh.{key}[{i}]"), text, &e))
+                })
+                .collect()
+        };
+        let mut remote = RemoteConfig::from_config(config)?;
+        remote.listen.clear();
+        remote.dial.clear();
+        let out = Self {
+            transport: Transport::Tcp,
+            listen: parse("listen", &mesh.listen)?,
+            dial: parse("bootstrap", &mesh.bootstrap)?,
+            mdns: mesh.mdns,
+            max_peers: mesh.max_peers,
+            full_mesh_threshold: mesh.full_mesh_threshold,
+            remote,
+        };
+        out.validate()?;
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<(), EndpointError> {
+        let bad = |reason: String| EndpointError::Config {
+            endpoint: "mesh".into(),
+            reason,
+        };
+        if self.max_peers == 0 {
+            return Err(bad("max_peers = 0 is invalid: must be at least 1".into()));
+        }
+        if self.full_mesh_threshold == 0 || self.full_mesh_threshold > self.max_peers {
+            return Err(bad(format!(
+                "full_mesh_threshold = {} is invalid: must be between 1 and max_peers ({})",
+                self.full_mesh_threshold, self.max_peers
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why the mesh could not start.
@@ -81,12 +176,30 @@ pub enum MeshError {
     Setup(String),
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    stream: libp2p_stream::Behaviour,
+/// One peer as the mesh sees it ([`MeshEndpoint::mesh_peers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeshPeer {
+    /// The peer.
+    pub peer: PeerId,
+    /// Remote addresses of the live libp2p connections.
+    pub addresses: Vec<Multiaddr>,
+    /// Live libp2p connections.
+    pub connections: usize,
+    /// Whether the dndm session is up.
+    pub session: bool,
+    /// Session round trip, else libp2p ping's.
+    pub rtt: Option<Duration>,
+    /// Sought out as a provider of a wanted route.
+    pub wanted: bool,
+    /// Found on the LAN over mDNS.
+    pub lan: bool,
+    /// Messages sent to and received from the peer on the dndm session.
+    pub messages_sent: u64,
+    /// Messages received from the peer.
+    pub messages_received: u64,
+    /// Session connections that failed.
+    pub failures: u64,
 }
 
 /// A router endpoint on a libp2p mesh. See the crate docs.
@@ -95,39 +208,48 @@ pub struct MeshEndpoint {
     inner: Arc<Inner>,
 }
 
+/// What the actor shares for introspection.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) listening: Vec<Multiaddr>,
+    pub(crate) connections: HashMap<libp2p::PeerId, HashMap<ConnectionId, Multiaddr>>,
+    pub(crate) ping_rtt: HashMap<libp2p::PeerId, Duration>,
+    pub(crate) wanted: Vec<libp2p::PeerId>,
+    pub(crate) lan: Vec<libp2p::PeerId>,
+}
+
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     name: String,
-    config: MeshConfig,
+    pub(crate) config: MeshConfig,
     keypair: Keypair,
     /// The session engine: one link per peer, fed with libp2p streams.
-    links: RemoteEndpoint,
-    listening: Mutex<Vec<Multiaddr>>,
+    pub(crate) links: RemoteEndpoint,
+    state: Mutex<State>,
     started: OnceLock<()>,
     /// Commands for the swarm actor, once started.
     commands: OnceLock<mpsc::Sender<Command>>,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
+    /// Local routes, for provider records and lookups.
+    routes: watch::Sender<Routes>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
 }
 
-/// Commands queued for the swarm actor. Bounded: operator commands are rare.
-const COMMANDS: usize = 64;
-
-/// What the swarm actor is asked to do.
-#[derive(Debug)]
-enum Command {
-    /// Close every connection to a peer.
-    Disconnect(libp2p::PeerId),
-    /// Dial a configured address again (after its backoff delay).
-    Redial(Multiaddr),
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // No code that can panic runs under this lock, so a poisoned one is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl MeshEndpoint {
     /// A mesh endpoint with this identity (the libp2p PeerId equals the dndm one).
     ///
     /// # Errors
-    /// [`EndpointError::Config`] when the session engine cannot be set up.
+    /// [`EndpointError::Config`] when the settings are inconsistent (naming the value) or the
+    /// session engine cannot be set up.
     pub fn new(keypair: Keypair, config: MeshConfig) -> Result<Self, EndpointError> {
+        config.validate()?;
         let mut remote = config.remote.clone();
         remote.listen.clear();
         remote.dial.clear();
@@ -138,25 +260,42 @@ impl MeshEndpoint {
                 config,
                 keypair,
                 links,
-                listening: Mutex::new(Vec::new()),
+                state: Mutex::new(State::default()),
                 started: OnceLock::new(),
                 commands: OnceLock::new(),
+                routes: watch::Sender::new(Routes::default()),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
         })
     }
 
-    /// Addresses the swarm listens on (known once the listeners are up).
-    pub fn listening(&self) -> Vec<Multiaddr> {
-        self.inner
-            .listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A mesh endpoint from a validated [`dndm_core::Config`]: the identity from
+    /// `node.identity_file` (created with mode 0600 if missing; a fresh one if unset), the
+    /// settings from [`MeshConfig::from_config`].
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] naming the bad key or the identity file's problem.
+    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
+        let identity = |reason: String| EndpointError::Config {
+            endpoint: "mesh".into(),
+            reason,
+        };
+        let keypair = match &config.node.identity_file {
+            Some(path) => Keypair::load_or_generate(path)
+                .map_err(|e| identity(format!("node.identity_file: {e}")))?,
+            None => Keypair::generate().map_err(|e| identity(format!("identity: {e}")))?,
+        };
+        Self::new(keypair, MeshConfig::from_config(config)?)
     }
 
-    /// Closes every connection to `peer` (configured peers are redialed with backoff).
+    /// Addresses the swarm listens on (known once the listeners are up).
+    pub fn listening(&self) -> Vec<Multiaddr> {
+        self.inner.state().listening.clone()
+    }
+
+    /// Closes every connection to `peer` (configured, LAN and wanted peers are redialed with
+    /// backoff).
     pub fn disconnect(&self, peer: PeerId) {
         let (Some(commands), Ok(peer)) = (
             self.inner.commands.get(),
@@ -175,7 +314,7 @@ impl MeshEndpoint {
     }
 
     /// A receiver that changes whenever a link connects, fails, closes or goes away.
-    pub fn link_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.inner.links.link_changes()
     }
 
@@ -184,68 +323,69 @@ impl MeshEndpoint {
         self.inner.links.peers()
     }
 
+    /// Live libp2p connections (all peers, with or without a dndm session).
+    pub fn connection_count(&self) -> usize {
+        self.inner
+            .state()
+            .connections
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+
+    /// Every peer with a libp2p connection or a dndm link: addresses, connections, session
+    /// state, RTT, why it is known, counters. Sorted by PeerId.
+    pub fn mesh_peers(&self) -> Vec<MeshPeer> {
+        let links: HashMap<PeerId, dndm_remote::endpoint::LinkInfo> = self
+            .inner
+            .links
+            .links()
+            .into_iter()
+            .map(|l| (l.peer, l))
+            .collect();
+        let state = self.inner.state();
+        let mut peers: HashMap<PeerId, MeshPeer> = HashMap::new();
+        let blank = |peer: PeerId| MeshPeer {
+            peer,
+            addresses: Vec::new(),
+            connections: 0,
+            session: false,
+            rtt: None,
+            wanted: false,
+            lan: false,
+            messages_sent: 0,
+            messages_received: 0,
+            failures: 0,
+        };
+        for (peer_id, conns) in &state.connections {
+            let Some(peer) = dndm_peer(peer_id) else {
+                continue;
+            };
+            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
+            entry.connections = conns.len();
+            entry.addresses = conns.values().cloned().collect();
+            entry.addresses.sort();
+            entry.rtt = state.ping_rtt.get(peer_id).copied();
+            entry.wanted = state.wanted.contains(peer_id);
+            entry.lan = state.lan.contains(peer_id);
+        }
+        for (peer, link) in links {
+            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
+            entry.session = link.connected;
+            entry.rtt = link.rtt.or(entry.rtt);
+            entry.messages_sent = link.stats.messages_sent;
+            entry.messages_received = link.stats.messages_received;
+            entry.failures = link.stats.failures;
+        }
+        let mut peers: Vec<MeshPeer> = peers.into_values().collect();
+        peers.sort_by_key(|p| p.peer);
+        peers
+    }
+
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.inner.keypair.peer_id()
     }
-
-    fn swarm(&self) -> Result<Swarm<Behaviour>, MeshError> {
-        let keypair =
-            libp2p::identity::Keypair::ed25519_from_bytes(self.inner.keypair.secret_seed())
-                .map_err(|e| MeshError::Setup(e.to_string()))?;
-        let behaviour = |key: &libp2p::identity::Keypair| {
-            let peer = key.public().to_peer_id();
-            let identify = identify::Behaviour::new(identify::Config::new(
-                "/dndm/id/1.0.0".to_owned(),
-                key.public(),
-            ));
-            let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
-            kad.set_mode(Some(kad::Mode::Server));
-            Behaviour {
-                identify,
-                ping: ping::Behaviour::default(),
-                kad,
-                stream: libp2p_stream::Behaviour::new(),
-            }
-        };
-        let setup = |e: &dyn std::fmt::Display| MeshError::Setup(e.to_string());
-        let swarm = match self.inner.config.transport {
-            Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
-                .with_tokio()
-                .with_tcp(
-                    tcp::Config::default().nodelay(true),
-                    noise::Config::new,
-                    yamux::Config::default,
-                )
-                .map_err(|e| setup(&e))?
-                .with_behaviour(behaviour)
-                .map_err(|e| setup(&e))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-                .build(),
-            Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
-                .with_tokio()
-                .with_other_transport(|key| {
-                    use libp2p::Transport as _;
-                    let noise = noise::Config::new(key)
-                        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-                    Ok(libp2p::core::transport::MemoryTransport::default()
-                        .upgrade(libp2p::core::upgrade::Version::V1)
-                        .authenticate(noise)
-                        .multiplex(yamux::Config::default()))
-                })
-                .map_err(|e| setup(&e))?
-                .with_behaviour(behaviour)
-                .map_err(|e| setup(&e))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-                .build(),
-        };
-        Ok(swarm)
-    }
-}
-
-/// The dndm PeerId of a libp2p peer (ed25519 keys only).
-fn dndm_peer(peer: &libp2p::PeerId) -> Option<PeerId> {
-    PeerId::from_bytes(&peer.to_bytes()).ok()
 }
 
 #[async_trait::async_trait]
@@ -270,7 +410,8 @@ impl Endpoint for MeshEndpoint {
                 reason: "already started",
             });
         }
-        let mut swarm = self.swarm().map_err(|e| config_error(e.to_string()))?;
+        let mut swarm =
+            swarm::build(&inner.keypair, &inner.config).map_err(|e| config_error(e.to_string()))?;
         for addr in &inner.config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -278,15 +419,30 @@ impl Endpoint for MeshEndpoint {
         }
         let mut dials = HashMap::new();
         for addr in &inner.config.dial {
-            dial(&mut swarm, &mut dials, addr.clone())
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            let id = opts.connection_id();
+            swarm
+                .dial(opts)
                 .map_err(|e| config_error(format!("dial {addr}: {e}")))?;
+            dials.insert(id, addr.clone());
         }
+        let mdns = if inner.config.mdns && inner.config.transport == Transport::Tcp {
+            Some(
+                discovery::Mdns::start(*swarm.local_peer_id())
+                    .map_err(|e| config_error(format!("mDNS: {e}")))?,
+            )
+        } else {
+            None
+        };
         let (commands_tx, commands) = mpsc::channel(COMMANDS);
         let _ = inner.commands.set(commands_tx.clone());
         let mut control = swarm.behaviour().stream.new_control();
         let mut incoming = control
             .accept(PROTOCOL)
             .map_err(|e| config_error(format!("register {PROTOCOL}: {e}")))?;
+        for change in &local {
+            self.follow(change);
+        }
         inner.links.start(port, local).await?;
 
         // Streams peers open to us.
@@ -306,22 +462,40 @@ impl Endpoint for MeshEndpoint {
                 }
             }
         });
-        // The swarm actor.
-        inner.tracker.spawn(run_swarm(
+        let actor = swarm::Actor::new(
             inner.clone(),
             swarm,
             control,
-            Redials {
-                dials,
-                commands,
-                commands_tx,
-            },
-        ));
+            commands,
+            commands_tx,
+            inner.routes.subscribe(),
+            mdns,
+            dials,
+        );
+        inner.tracker.spawn(actor.run());
         Ok(())
     }
 
     fn on_local_change(&self, change: LocalChange) {
+        self.follow(&change);
         self.inner.links.on_local_change(change);
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.mesh_peers()
+            .into_iter()
+            .map(|p| {
+                let mut info = PeerInfo::new(p.peer, self.inner.name.clone());
+                info.addresses = p.addresses.iter().map(ToString::to_string).collect();
+                info.connected = p.session;
+                info.rtt = p.rtt;
+                info.messages_sent = p.messages_sent;
+                info.messages_received = p.messages_received;
+                info.failures = p.failures;
+                info.path = Some("direct".into());
+                info
+            })
+            .collect()
     }
 
     async fn close(&self) {
@@ -332,168 +506,15 @@ impl Endpoint for MeshEndpoint {
     }
 }
 
-/// Dials of configured addresses, by connection, so a lost one is redialed.
-struct Redials {
-    dials: HashMap<ConnectionId, Multiaddr>,
-    commands: mpsc::Receiver<Command>,
-    commands_tx: mpsc::Sender<Command>,
-}
-
-/// Dials `addr`, remembering the connection id.
-fn dial(
-    swarm: &mut Swarm<Behaviour>,
-    dials: &mut HashMap<ConnectionId, Multiaddr>,
-    addr: Multiaddr,
-) -> Result<(), libp2p::swarm::DialError> {
-    let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-    let id = opts.connection_id();
-    swarm.dial(opts)?;
-    dials.insert(id, addr);
-    Ok(())
-}
-
-/// Opens the dndm stream to `peer_id` unless a link to it is up; only the side with the lower
-/// PeerId opens, so a pair has one stream.
-fn open_if_needed(
-    inner: &Arc<Inner>,
-    control: &libp2p_stream::Control,
-    local: libp2p::PeerId,
-    peer_id: libp2p::PeerId,
-) {
-    if local >= peer_id {
-        return;
-    }
-    let Some(peer) = dndm_peer(&peer_id) else {
-        return;
-    };
-    if inner.links.is_connected(&peer) {
-        return;
-    }
-    let mut control = control.clone();
-    let links = inner.links.clone();
-    let cancel = inner.cancel.clone();
-    inner.tracker.spawn(async move {
-        let opened = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            opened = control.open_stream(peer_id, PROTOCOL) => opened,
-        };
-        match opened {
-            Ok(stream) => links.adopt_authenticated(peer, Box::new(stream.compat())),
-            Err(e) => tracing::debug!(%peer_id, error = %e, "dndm stream not opened"),
-        }
-    });
-}
-
-/// Owns the swarm: records listen addresses, feeds Kademlia from identify, and opens the dndm
-/// stream on every new connection (from the side with the lower PeerId, so there is one).
-async fn run_swarm(
-    inner: Arc<Inner>,
-    mut swarm: Swarm<Behaviour>,
-    control: libp2p_stream::Control,
-    mut redials: Redials,
-) {
-    let mut backoffs: HashMap<Multiaddr, Backoff> = HashMap::new();
-    let mut random = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let local = *swarm.local_peer_id();
-    // libp2p-stream drops inbound streams that arrive faster than they are accepted, and a
-    // dndm stream can die while its connection lives: check every connected peer now and then.
-    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
-    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let event = tokio::select! {
-            biased;
-            () = inner.cancel.cancelled() => break,
-            event = swarm.select_next_some() => event,
-            Some(command) = redials.commands.recv() => {
-                match command {
-                    Command::Disconnect(peer) => {
-                        let _ = swarm.disconnect_peer_id(peer);
-                    }
-                    Command::Redial(addr) => {
-                        if let Err(e) = dial(&mut swarm, &mut redials.dials, addr.clone()) {
-                            tracing::debug!(%addr, error = %e, "redial failed");
-                        }
-                    }
-                }
-                continue;
-            }
-            _ = reconcile.tick() => {
-                let peers: Vec<libp2p::PeerId> = swarm.connected_peers().copied().collect();
-                for peer_id in peers {
-                    open_if_needed(&inner, &control, local, peer_id);
-                }
-                continue;
-            }
-        };
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                inner
-                    .listening
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(address);
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                ..
-            } => {
-                if let Some(addr) = redials.dials.get(&connection_id) {
-                    backoffs.remove(addr);
-                }
-                open_if_needed(&inner, &control, local, peer_id);
-            }
-            // A configured peer is gone (or could not be reached): dial it again after a
-            // backoff delay.
-            SwarmEvent::ConnectionClosed {
-                connection_id,
-                num_established: 0,
-                ..
-            }
-            | SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
-                if let Some(addr) = redials.dials.remove(&connection_id) {
-                    random = random.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
-                    let config = &inner.config.remote;
-                    let delay = backoffs
-                        .entry(addr.clone())
-                        .or_insert_with(|| Backoff::new(config.backoff_initial, config.backoff_max))
-                        .next_delay(random);
-                    let commands = redials.commands_tx.clone();
-                    let cancel = inner.cancel.clone();
-                    inner.tracker.spawn(async move {
-                        #[allow(clippy::disallowed_methods)]
-                        // Redial backoff: a timer is the point.
-                        let wait = tokio::time::sleep(delay);
-                        tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => {}
-                            () = wait => {
-                                let _ = commands.send(Command::Redial(addr)).await;
-                            }
-                        }
-                    });
-                }
-            }
-            // Another connection to the peer remains: the dndm stream may have been on the one
-            // that closed.
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established,
-                ..
-            } if num_established > 0 => {
-                open_if_needed(&inner, &control, local, peer_id);
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                for addr in info.listen_addrs {
-                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-            }
-            _ => {}
-        }
+impl MeshEndpoint {
+    /// Keeps the route set the actor announces in line with the router's.
+    fn follow(&self, change: &LocalChange) {
+        self.inner.routes.send_if_modified(|routes| match change {
+            LocalChange::IntentAdded(ad) => routes.intents.insert(ad.route.clone()),
+            LocalChange::IntentRemoved(ad) => routes.intents.remove(&ad.route),
+            LocalChange::InterestAdded(ad) => routes.interests.insert(ad.pattern.clone()),
+            LocalChange::InterestRemoved(ad) => routes.interests.remove(&ad.pattern),
+            _ => false,
+        });
     }
 }

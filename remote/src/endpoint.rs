@@ -199,6 +199,19 @@ pub struct LinkInfo {
     pub stats: crate::session::SessionStats,
 }
 
+impl LinkInfo {
+    /// This link as a snapshot entry of `endpoint`.
+    pub fn peer_info(&self, endpoint: &str) -> dndm_core::PeerInfo {
+        let mut info = dndm_core::PeerInfo::new(self.peer, endpoint);
+        info.connected = self.connected;
+        info.rtt = self.rtt;
+        info.messages_sent = self.stats.messages_sent;
+        info.messages_received = self.stats.messages_received;
+        info.failures = self.stats.failures;
+        info
+    }
+}
+
 /// Counters of a [`RemoteEndpoint`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -233,6 +246,8 @@ struct Inner {
     links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
     /// What each link last reported about itself.
     infos: Mutex<HashMap<PeerId, LinkInfo>>,
+    /// Peers whose link is running a connection now (hello exchanged or not).
+    active: Mutex<HashSet<PeerId>>,
     /// Bumped whenever a link connects, fails, closes or goes away; see `link_changes`.
     link_state: watch::Sender<u64>,
     bound: Mutex<Vec<Target>>,
@@ -343,6 +358,7 @@ impl RemoteEndpoint {
                 links: Mutex::new(HashMap::new()),
                 infos: Mutex::new(HashMap::new()),
                 link_state: watch::Sender::new(0),
+                active: Mutex::new(HashSet::new()),
                 bound: Mutex::new(Vec::new()),
                 stats: Mutex::new(RemoteStats::default()),
                 tracker: TaskTracker::new(),
@@ -374,6 +390,12 @@ impl RemoteEndpoint {
         lock(&self.inner.infos)
             .get(peer)
             .is_some_and(|info| info.connected)
+    }
+
+    /// Whether the link to `peer` is running a connection (possibly still exchanging hellos):
+    /// a new stream to it now would only wait behind the current one.
+    pub fn has_connection(&self, peer: &PeerId) -> bool {
+        lock(&self.inner.active).contains(peer)
     }
 
     /// Peers with a link (connected or reconnecting).
@@ -515,6 +537,13 @@ impl Endpoint for RemoteEndpoint {
             }
             other => tracing::warn!(?other, "unknown local change ignored"),
         });
+    }
+
+    fn peers(&self) -> Vec<dndm_core::PeerInfo> {
+        self.links()
+            .into_iter()
+            .map(|link| link.peer_info(&self.inner.name))
+            .collect()
     }
 
     async fn close(&self) {
@@ -1040,6 +1069,7 @@ impl Link {
             },
         };
         self.session.handle_connect(now(), info);
+        lock(&self.inner.active).insert(self.peer);
         let mut plain = rest;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let limits = self.inner.config.session.limits;
@@ -1109,6 +1139,7 @@ impl Link {
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
             }
         };
+        lock(&self.inner.active).remove(&self.peer);
         if let Some(done) = done {
             let _ = done.send(
                 failure

@@ -438,22 +438,29 @@ impl Router {
 
     /// An owned, consistent copy of the router's state.
     pub fn snapshot(&self) -> Snapshot {
-        let linker = self.inner.linker();
-        let (intents, interests, links) = linker.infos();
-        Snapshot {
-            node: self.inner.settings.name.clone(),
-            closed: linker.closed,
-            intents,
-            interests,
-            links,
-            services: self.inner.services.routes(),
-            endpoints: linker
-                .endpoints
-                .iter()
-                .map(|e| e.name().to_owned())
-                .collect(),
-            counters: linker.counters,
-        }
+        let (mut snapshot, endpoints) = {
+            let linker = self.inner.linker();
+            let (intents, interests, links) = linker.infos();
+            let snapshot = Snapshot {
+                node: self.inner.settings.name.clone(),
+                closed: linker.closed,
+                intents,
+                interests,
+                links,
+                services: self.inner.services.routes(),
+                endpoints: linker
+                    .endpoints
+                    .iter()
+                    .map(|e| e.name().to_owned())
+                    .collect(),
+                peers: Vec::new(),
+                counters: linker.counters,
+            };
+            (snapshot, linker.endpoints.clone())
+        };
+        // Outside the linker lock: endpoints take their own locks.
+        snapshot.peers = endpoints.iter().flat_map(|e| e.peers()).collect();
+        snapshot
     }
 
     /// The node name.

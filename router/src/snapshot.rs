@@ -130,6 +130,9 @@ pub struct Snapshot {
     pub services: Vec<Route>,
     /// Names of attached endpoints.
     pub endpoints: Vec<String>,
+    /// Peers the endpoints reach: addresses, connection state, RTT, counters. The routes each
+    /// peer declared are the intents and interests whose origin is that peer.
+    pub peers: Vec<dndm_core::PeerInfo>,
     /// Router-wide counters.
     pub counters: RouterCounters,
 }

@@ -1,0 +1,798 @@
+//! The swarm actor: one task owns the libp2p `Swarm` and applies the connection policy.
+//!
+//! Policy, in order:
+//! - Every connection gets one dndm stream, opened by the side with the lower PeerId, or by a
+//!   side that sought the peer out as a provider of a route it wants.
+//! - Below `full_mesh_threshold` connected peers, every peer learned of (mDNS, Kademlia routing
+//!   updates) is dialed: small meshes are full meshes.
+//! - Publishers provide Kademlia records for their routes and path prefixes; subscribers look
+//!   their patterns up, periodically, and dial the providers.
+//! - Connections stay at or under `max_peers` (libp2p's connection limits refuse more); when
+//!   the bound is reached, a connection that carries no dndm traffic is closed to keep a slot
+//!   free for a wanted provider or a newcomer.
+//! - Configured peers, mDNS peers and wanted providers are redialed with exponential backoff
+//!   and jitter after a loss, through a per-peer circuit breaker.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dndm_core::{PeerId, Route, RoutePattern};
+use dndm_remote::backoff::{Backoff, CircuitBreaker};
+use futures::StreamExt as _;
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, watch};
+use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+
+use crate::discovery::{Found, Mdns};
+use crate::{Inner, MeshConfig, MeshError, PROTOCOL, Transport, keys};
+
+/// How often the actor reconciles streams, lookups and provider records.
+const TICK: Duration = Duration::from_millis(500);
+
+/// How long an idle libp2p connection (no stream, no query) stays open.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Provider records are published again this often (in ticks): remote stores expire them.
+const REPROVIDE_TICKS: u64 = 120;
+
+/// A lookup that found every provider connected is repeated after this many ticks; one that
+/// did not is retried sooner, doubling from 1 tick up to `LOOKUP_RETRY_MAX`.
+const LOOKUP_SETTLED_TICKS: u64 = 60;
+const LOOKUP_RETRY_MAX: u64 = 8;
+
+/// Consecutive failed dials that open a peer's circuit breaker, and how long it stays open.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// What the actor is asked to do (bounded queue: operator commands and timers only).
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Close every connection to a peer.
+    Disconnect(libp2p::PeerId),
+    /// Dial a configured address again (after its backoff delay).
+    Redial(Multiaddr),
+    /// Dial a known peer again (after its backoff delay).
+    RedialPeer(libp2p::PeerId),
+    /// A dndm stream open to the peer finished (opened or failed).
+    Opened(libp2p::PeerId),
+}
+
+/// The local routes the actor announces and looks up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Routes {
+    pub(crate) intents: BTreeSet<Route>,
+    pub(crate) interests: HashSet<RoutePattern>,
+}
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) stream: libp2p_stream::Behaviour,
+}
+
+/// Builds the swarm for `config` with this identity.
+pub(crate) fn build(
+    keypair: &dndm_core::Keypair,
+    config: &MeshConfig,
+) -> Result<Swarm<Behaviour>, MeshError> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(keypair.secret_seed())
+        .map_err(|e| MeshError::Setup(e.to_string()))?;
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_outgoing(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)));
+    let behaviour = move |key: &libp2p::identity::Keypair| {
+        let peer = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(identify::Config::new(
+            "/dndm/id/1.0.0".to_owned(),
+            key.public(),
+        ));
+        let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
+        // Answer queries like any Kademlia node, reachable or not yet confirmed.
+        kad.set_mode(Some(kad::Mode::Server));
+        Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            stream: libp2p_stream::Behaviour::new(),
+        }
+    };
+    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(e.to_string());
+    let swarm = match config.transport {
+        Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| setup(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| {
+                use libp2p::Transport as _;
+                let noise = noise::Config::new(key)
+                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+                Ok(libp2p::core::transport::MemoryTransport::default()
+                    .upgrade(libp2p::core::upgrade::Version::V1)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| setup(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+    };
+    Ok(swarm)
+}
+
+/// The dndm PeerId of a libp2p peer (ed25519 keys only).
+pub(crate) fn dndm_peer(peer: &libp2p::PeerId) -> Option<PeerId> {
+    PeerId::from_bytes(&peer.to_bytes()).ok()
+}
+
+/// Why the actor keeps a peer connected.
+#[derive(Debug, Default)]
+struct Known {
+    /// Addresses to dial it on.
+    addrs: Vec<Multiaddr>,
+    /// Found on the LAN (mDNS): redial after a loss.
+    lan: bool,
+    /// A provider of a route we want: redial after a loss.
+    wanted: bool,
+    backoff: Option<Backoff>,
+    breaker: Option<CircuitBreaker>,
+    /// A redial is scheduled.
+    redial_pending: bool,
+}
+
+/// A lookup of a pattern's providers.
+#[derive(Debug)]
+struct Lookup {
+    due: u64,
+    retry: u64,
+    running: Option<QueryId>,
+    /// Whether the last run found a provider that is not connected.
+    missing: bool,
+}
+
+/// The swarm actor's state.
+pub(crate) struct Actor {
+    inner: Arc<Inner>,
+    swarm: Swarm<Behaviour>,
+    control: libp2p_stream::Control,
+    local: libp2p::PeerId,
+    commands: mpsc::Receiver<Command>,
+    commands_tx: mpsc::Sender<Command>,
+    routes: watch::Receiver<Routes>,
+    applied: Routes,
+    mdns: Option<Mdns>,
+    /// Configured dials by connection, so a lost one is redialed.
+    dials: HashMap<ConnectionId, Multiaddr>,
+    dial_backoffs: HashMap<Multiaddr, Backoff>,
+    known: HashMap<libp2p::PeerId, Known>,
+    /// Stream opens in flight.
+    opening: HashSet<libp2p::PeerId>,
+    /// Provider keys we announce, with how many local intents need each.
+    provided: HashMap<RecordKey, usize>,
+    lookups: HashMap<RecordKey, Lookup>,
+    queries: HashMap<QueryId, RecordKey>,
+    bootstrapped: bool,
+    ticks: u64,
+    started: Instant,
+    random: u64,
+}
+
+impl Actor {
+    /// An actor for `swarm`; `dials` are the configured dials already started.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        swarm: Swarm<Behaviour>,
+        control: libp2p_stream::Control,
+        commands: mpsc::Receiver<Command>,
+        commands_tx: mpsc::Sender<Command>,
+        routes: watch::Receiver<Routes>,
+        mdns: Option<Mdns>,
+        dials: HashMap<ConnectionId, Multiaddr>,
+    ) -> Self {
+        let local = *swarm.local_peer_id();
+        Self {
+            inner,
+            swarm,
+            control,
+            local,
+            commands,
+            commands_tx,
+            routes,
+            applied: Routes::default(),
+            mdns,
+            dials,
+            dial_backoffs: HashMap::new(),
+            known: HashMap::new(),
+            opening: HashSet::new(),
+            provided: HashMap::new(),
+            lookups: HashMap::new(),
+            queries: HashMap::new(),
+            bootstrapped: false,
+            ticks: 0,
+            started: Instant::now(),
+            random: u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ u64::from(local.to_bytes().last().copied().unwrap_or(0)),
+        }
+    }
+
+    /// Runs until the endpoint closes; withdraws the mDNS record on the way out.
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.routes_changed();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.inner.cancel.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some(command) = self.commands.recv() => self.on_command(command),
+                changed = self.routes.changed() => {
+                    if changed.is_ok() {
+                        self.routes_changed();
+                    }
+                }
+                found = next_found(self.mdns.as_ref()) => match found {
+                    Some(found) => self.on_found(found),
+                    None => self.mdns = None,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.publish_state();
+        }
+        if let Some(mdns) = self.mdns.take() {
+            mdns.stop().await;
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Redial(addr) => {
+                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, addr);
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "redial failed"),
+                }
+            }
+            Command::RedialPeer(peer) => {
+                if let Some(known) = self.known.get_mut(&peer) {
+                    known.redial_pending = false;
+                }
+                if !self.swarm.is_connected(&peer) {
+                    self.dial_peer(peer);
+                }
+            }
+            Command::Opened(peer) => {
+                self.opening.remove(&peer);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.inner.state().listening.push(address);
+                self.register_mdns();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.inner.state().listening.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if let Some(addr) = self.dials.get(&connection_id) {
+                    self.dial_backoffs.remove(addr);
+                }
+                if let Some(known) = self.known.get_mut(&peer_id) {
+                    known.backoff = None;
+                    if let Some(breaker) = known.breaker.as_mut() {
+                        breaker.on_success();
+                    }
+                }
+                self.inner
+                    .state()
+                    .connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, endpoint.get_remote_address().clone());
+                self.open_if_needed(peer_id);
+                self.make_room();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                {
+                    let mut state = self.inner.state();
+                    if let Some(conns) = state.connections.get_mut(&peer_id) {
+                        conns.remove(&connection_id);
+                        if conns.is_empty() {
+                            state.connections.remove(&peer_id);
+                        }
+                    }
+                }
+                if let Some(addr) = self.dials.remove(&connection_id) {
+                    self.redial_address(addr);
+                }
+                if num_established == 0 {
+                    self.redial_peer_later(peer_id);
+                } else {
+                    // The dndm stream may have been on the connection that closed.
+                    self.open_if_needed(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                ..
+            } => {
+                if let Some(addr) = self.dials.remove(&connection_id) {
+                    self.redial_address(addr);
+                }
+                if let Some(peer) = peer_id {
+                    let now = self.started.elapsed();
+                    if let Some(known) = self.known.get_mut(&peer) {
+                        known
+                            .breaker
+                            .get_or_insert_with(|| {
+                                CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOL_DOWN)
+                            })
+                            .on_failure(now);
+                    }
+                    self.redial_peer_later(peer);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    if dialable(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                if !self.bootstrapped {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                self.inner.state().ping_rtt.insert(peer, rtt);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            // A small mesh is a full mesh: meet every peer we learn of.
+            kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            } if self.dense() && !self.swarm.is_connected(&peer) && peer != self.local => {
+                let known = self.known.entry(peer).or_default();
+                for addr in addresses.iter() {
+                    if !known.addrs.contains(addr) {
+                        known.addrs.push(addr.clone());
+                    }
+                }
+                self.dial_peer(peer);
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::Bootstrap(Ok(_)) if step.last && !self.bootstrapped => {
+                    self.bootstrapped = true;
+                    self.reprovide();
+                }
+                QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                    providers, ..
+                })) => {
+                    let mut missing = false;
+                    for provider in providers {
+                        if provider == self.local {
+                            continue;
+                        }
+                        self.known.entry(provider).or_default().wanted = true;
+                        if !self.swarm.is_connected(&provider) {
+                            missing = true;
+                            self.make_room_for_wanted();
+                            self.dial_peer(provider);
+                        } else {
+                            self.open_if_needed(provider);
+                        }
+                    }
+                    if missing
+                        && let Some(key) = self.queries.get(&id)
+                        && let Some(lookup) = self.lookups.get_mut(key)
+                    {
+                        lookup.missing = true;
+                    }
+                    if step.last {
+                        self.lookup_done(id);
+                    }
+                }
+                QueryResult::GetProviders(_) if step.last => self.lookup_done(id),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// A lookup ended: schedule the next one.
+    fn lookup_done(&mut self, id: QueryId) {
+        let Some(key) = self.queries.remove(&id) else {
+            return;
+        };
+        let ticks = self.ticks;
+        if let Some(lookup) = self.lookups.get_mut(&key) {
+            lookup.running = None;
+            if lookup.missing || !self.bootstrapped {
+                lookup.retry = (lookup.retry * 2).clamp(1, LOOKUP_RETRY_MAX);
+                lookup.due = ticks + lookup.retry;
+            } else {
+                lookup.retry = 1;
+                lookup.due = ticks + LOOKUP_SETTLED_TICKS;
+            }
+            lookup.missing = false;
+        }
+    }
+
+    fn on_found(&mut self, found: Found) {
+        match found {
+            Found::Peer(peer, addrs) => {
+                tracing::debug!(%peer, ?addrs, "found on the LAN");
+                for addr in &addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+                let known = self.known.entry(peer).or_default();
+                known.lan = true;
+                known.addrs = addrs;
+                if !self.swarm.is_connected(&peer) && self.dense() {
+                    self.dial_peer(peer);
+                }
+            }
+            Found::Gone(peer) => {
+                if let Some(known) = self.known.get_mut(&peer) {
+                    known.lan = false;
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        // libp2p-stream drops inbound streams that arrive faster than they are accepted, and a
+        // dndm stream can die while its connection lives: check every connected peer.
+        let peers: Vec<libp2p::PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            self.open_if_needed(peer);
+        }
+        if self.ticks.is_multiple_of(REPROVIDE_TICKS) {
+            self.reprovide();
+        }
+        let due: Vec<RecordKey> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.running.is_none() && l.due <= self.ticks)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let id = self.swarm.behaviour_mut().kad.get_providers(key.clone());
+            self.queries.insert(id, key.clone());
+            if let Some(lookup) = self.lookups.get_mut(&key) {
+                lookup.running = Some(id);
+            }
+        }
+        self.make_room();
+    }
+
+    /// Applies local route changes: provider records for intents, lookups for interests.
+    fn routes_changed(&mut self) {
+        let current = self.routes.borrow_and_update().clone();
+        for route in self.applied.intents.difference(&current.intents) {
+            for key in keys::provided(route) {
+                if let Some(count) = self.provided.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.provided.remove(&key);
+                        self.swarm.behaviour_mut().kad.stop_providing(&key);
+                    }
+                }
+            }
+        }
+        for route in current.intents.difference(&self.applied.intents) {
+            for key in keys::provided(route) {
+                let count = self.provided.entry(key.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1
+                    && let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key)
+                {
+                    tracing::warn!(%route, error = %e, "provider record not stored");
+                }
+            }
+        }
+        let wanted: HashSet<RecordKey> = current.interests.iter().map(keys::wanted).collect();
+        self.lookups.retain(|key, _| wanted.contains(key));
+        for key in wanted {
+            self.lookups.entry(key).or_insert(Lookup {
+                due: self.ticks,
+                retry: 1,
+                running: None,
+                missing: false,
+            });
+        }
+        self.applied = current;
+    }
+
+    /// Publishes every provider record again (records on other nodes expire).
+    fn reprovide(&mut self) {
+        let keys: Vec<RecordKey> = self.provided.keys().cloned().collect();
+        for key in keys {
+            let _ = self.swarm.behaviour_mut().kad.start_providing(key);
+        }
+    }
+
+    /// Registers this node on the LAN once a TCP listen port is known.
+    fn register_mdns(&mut self) {
+        let Some(mdns) = self.mdns.as_mut() else {
+            return;
+        };
+        let listening = self.inner.state().listening.clone();
+        let Some(port) = listening.iter().find_map(tcp_port) else {
+            return;
+        };
+        let name = self.inner.config.remote.session.node_name.clone();
+        if let Err(e) = mdns.register(&name, port, &listening) {
+            tracing::warn!(error = %e, "mDNS registration failed; LAN peers will not find us");
+        }
+    }
+
+    /// Whether the node still meets every peer it learns of.
+    fn dense(&self) -> bool {
+        self.swarm.connected_peers().count() < self.inner.config.full_mesh_threshold
+    }
+
+    /// Opens the dndm stream to `peer` unless one runs or is being opened. The side with the
+    /// lower PeerId opens, so a pair has one stream; a side that sought the peer out as a
+    /// provider opens too (the provider does not know it is wanted).
+    fn open_if_needed(&mut self, peer_id: libp2p::PeerId) {
+        let wanted = self.known.get(&peer_id).is_some_and(|k| k.wanted);
+        if (self.local >= peer_id && !wanted) || self.opening.contains(&peer_id) {
+            return;
+        }
+        let Some(peer) = dndm_peer(&peer_id) else {
+            return;
+        };
+        if self.inner.links.has_connection(&peer) {
+            return;
+        }
+        self.opening.insert(peer_id);
+        let mut control = self.control.clone();
+        let links = self.inner.links.clone();
+        let cancel = self.inner.cancel.clone();
+        let done = self.commands_tx.clone();
+        self.inner.tracker.spawn(async move {
+            let opened = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                opened = control.open_stream(peer_id, PROTOCOL) => opened,
+            };
+            match opened {
+                Ok(stream) => links.adopt_authenticated(peer, Box::new(stream.compat())),
+                Err(e) => tracing::debug!(%peer_id, error = %e, "dndm stream not opened"),
+            }
+            let _ = done.send(Command::Opened(peer_id)).await;
+        });
+    }
+
+    /// Dials a known peer (its addresses, plus whatever Kademlia knows), unless its breaker is
+    /// open.
+    fn dial_peer(&mut self, peer: libp2p::PeerId) {
+        if peer == self.local {
+            return;
+        }
+        let now = self.started.elapsed();
+        let known = self.known.entry(peer).or_default();
+        if let Some(breaker) = known.breaker.as_mut()
+            && !breaker.allow(now)
+        {
+            tracing::debug!(%peer, "circuit breaker open; dial skipped");
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(known.addrs.clone())
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    /// After a loss: redial a LAN peer or wanted provider with backoff and jitter.
+    fn redial_peer_later(&mut self, peer: libp2p::PeerId) {
+        if self.inner.cancel.is_cancelled() {
+            return;
+        }
+        self.random = self
+            .random
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(17);
+        let random = self.random;
+        let config = &self.inner.config.remote;
+        let Some(known) = self.known.get_mut(&peer) else {
+            return;
+        };
+        if !(known.lan || known.wanted) || known.redial_pending {
+            return;
+        }
+        known.redial_pending = true;
+        let delay = known
+            .backoff
+            .get_or_insert_with(|| Backoff::new(config.backoff_initial, config.backoff_max))
+            .next_delay(random);
+        self.later(delay, Command::RedialPeer(peer));
+    }
+
+    /// After a configured dial's connection ended: dial the address again after a backoff.
+    fn redial_address(&mut self, addr: Multiaddr) {
+        self.random = self
+            .random
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(17);
+        let config = &self.inner.config.remote;
+        let delay = self
+            .dial_backoffs
+            .entry(addr.clone())
+            .or_insert_with(|| Backoff::new(config.backoff_initial, config.backoff_max))
+            .next_delay(self.random);
+        self.later(delay, Command::Redial(addr));
+    }
+
+    /// Queues `command` for the actor after `delay` (a tracked timer task).
+    fn later(&self, delay: Duration, command: Command) {
+        let commands = self.commands_tx.clone();
+        let cancel = self.inner.cancel.clone();
+        self.inner.tracker.spawn(async move {
+            #[allow(clippy::disallowed_methods)]
+            // Redial backoff: a timer is the point.
+            let wait = tokio::time::sleep(delay);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {}
+                () = wait => {
+                    let _ = commands.send(command).await;
+                }
+            }
+        });
+    }
+
+    /// At the connection bound, closes one connection that carries no dndm traffic so a slot
+    /// stays free for a wanted provider or a newcomer.
+    fn make_room(&mut self) {
+        if self.swarm.connected_peers().count() >= self.inner.config.max_peers {
+            self.evict_idle();
+        }
+    }
+
+    /// Before dialing a wanted provider at the bound: free a slot.
+    fn make_room_for_wanted(&mut self) {
+        if self.swarm.connected_peers().count() + 1 >= self.inner.config.max_peers {
+            self.evict_idle();
+        }
+    }
+
+    fn evict_idle(&mut self) {
+        let busy: HashSet<PeerId> = self
+            .inner
+            .links
+            .links()
+            .into_iter()
+            .filter(|l| l.stats.messages_sent + l.stats.messages_received > 0)
+            .map(|l| l.peer)
+            .collect();
+        let configured: HashSet<libp2p::PeerId> = self
+            .inner
+            .config
+            .dial
+            .iter()
+            .filter_map(|a| match a.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let victim = self.swarm.connected_peers().copied().find(|p| {
+            let wanted = self.known.get(p).is_some_and(|k| k.wanted);
+            !wanted && !configured.contains(p) && dndm_peer(p).is_some_and(|d| !busy.contains(&d))
+        });
+        if let Some(victim) = victim {
+            tracing::debug!(peer = %victim, "connection bound reached; closing an idle connection");
+            let _ = self.swarm.disconnect_peer_id(victim);
+        }
+    }
+
+    /// Copies what introspection shows into the shared state.
+    fn publish_state(&mut self) {
+        let wanted: Vec<libp2p::PeerId> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.wanted)
+            .map(|(p, _)| *p)
+            .collect();
+        let lan: Vec<libp2p::PeerId> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.lan)
+            .map(|(p, _)| *p)
+            .collect();
+        let mut state = self.inner.state();
+        state.wanted = wanted;
+        state.lan = lan;
+    }
+}
+
+/// The next mDNS result, or never when discovery is off.
+async fn next_found(mdns: Option<&Mdns>) -> Option<Found> {
+    match mdns {
+        Some(mdns) => mdns.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The TCP port of a listen address that other hosts can reach.
+fn tcp_port(addr: &Multiaddr) -> Option<u16> {
+    let mut iter = addr.iter();
+    match (iter.next(), iter.next()) {
+        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
+        (Some(Protocol::Ip6(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
+        _ => None,
+    }
+}
+
+/// Whether an address a peer reports is worth dialing (not unspecified).
+fn dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
