@@ -7,7 +7,9 @@
 //!
 //! This facade re-exports the public API of the workspace crates: `dndm-core` (routes,
 //! identity, config, the [`Endpoint`] trait), `dndm-router` (the router) and `dndm-remote`
-//! (remote links, attached with [`Router::attach`]). The libp2p mesh will plug in the same way.
+//! (remote links, attached with [`Router::attach`]) and `dndm-mesh` (the libp2p mesh, attached
+//! the same way). [`builtin`] holds schema-free message types (`dndm.Text`, `dndm.Json`,
+//! `dndm.Bytes`) shared with the `dndm` command-line tool.
 //!
 //! # Usage
 //!
@@ -37,13 +39,16 @@
 //!
 //! - `remote` (default): [`remote`], links to peers over TCP and Unix sockets (Noise, signed
 //!   batches, acks, resume, reconnect).
-//! - `mesh` (default): [`mesh`], dndm sessions over a libp2p swarm (first cut: static peers).
+//! - `mesh` (default): [`mesh`], dndm sessions over a libp2p swarm (static peers, mDNS and
+//!   Kademlia discovery). The `dndm` binary needs it.
 //!
 //! # Differences from DNDM (Go)
 //!
 //! See the crate docs of `dndm-core` and `dndm-router`: validated routes with segment-aware
 //! patterns, schema fingerprints, bounded queues with explicit overflow policies, receives that
 //! wait instead of polling, and a close that wakes every waiter and ends every task.
+
+pub mod builtin;
 
 #[doc(inline)]
 pub use dndm_core::{

@@ -1,14 +1,28 @@
 //! The `dndm` command-line tool.
 //!
-//! `dndm demo` runs the in-process demo: typed telemetry from several sensors to a lossless
-//! fusion subscriber, a lossy dashboard and an exact-route monitor, plus a request/response
-//! status service, then prints a final report. `cargo run --release -- demo`.
+//! - `dndm demo`: a local mesh of routers exchanging typed telemetry and calling a service,
+//!   with a live summary and a final report. `cargo run --release -- demo`.
+//! - `dndm keygen`: create or show an identity file.
+//! - `dndm node --config node.toml`: a long-running node (mesh, remote links, `/metrics`).
+//! - `dndm pub ROUTE` / `dndm sub PATTERN`: publish lines from stdin / print messages, using the
+//!   built-in `dndm.Text`, `dndm.Json` and `dndm.Bytes` types.
+//! - `dndm peers --node URL` / `dndm routes --node URL`: inspect a running node.
+//!
+//! Errors print one line, `error: ...`, naming the cause, and exit with status 1 (2 for bad
+//! arguments).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod http;
+mod inspect;
+mod keygen;
+mod metrics;
+mod node;
+mod pubsub;
 
 /// Typed, decentralized publish/subscribe.
 #[derive(Debug, Parser)]
@@ -20,12 +34,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the in-process demo and print a report.
+    /// Run a local mesh demo (typed telemetry, a service, a live summary) and print a report.
     Demo(demo::Args),
+    /// Create an identity file (ed25519, mode 0600) and print its PeerId, or show one's.
+    Keygen(keygen::Args),
+    /// Run a long-lived node from a TOML config: mesh, remote links, /metrics and /snapshot.
+    Node(node::Args),
+    /// Publish lines from standard input on a route (reliable), as an ephemeral mesh node.
+    Pub(pubsub::PubArgs),
+    /// Print the messages matching a route pattern, one per line, as an ephemeral mesh node.
+    Sub(pubsub::SubArgs),
+    /// List a running node's peers: session state, RTT, traffic, addresses.
+    Peers(inspect::PeersArgs),
+    /// List a running node's routes, links, queue depths and drops.
+    Routes(inspect::RoutesArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let text = info.to_string();
+        eprintln!(
+            "error: internal error (please report): {}",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DNDM_LOG")
@@ -46,13 +80,95 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Keygen(args) => keygen::run(args),
+            Command::Node(args) => node::run(args).await,
+            Command::Pub(args) => pubsub::run_pub(args).await,
+            Command::Sub(args) => pubsub::run_sub(args).await,
+            Command::Peers(args) => inspect::peers(args).await,
+            Command::Routes(args) => inspect::routes(args).await,
         }
     });
+    // Every command closes what it started; a thread blocked reading stdin must not hold the
+    // exit.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, leaving out causes the text already shows.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every problem of a configuration error from `path` (the environment when `None`), on one
+/// line that names the file once.
+pub(crate) fn config_error(
+    path: Option<&std::path::Path>,
+    error: &dndm::ConfigError,
+) -> anyhow::Error {
+    let problems = error
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    match path {
+        Some(path) if !problems.contains(&path.display().to_string()) => {
+            anyhow::anyhow!("config {}: {problems}", path.display())
+        }
+        _ => anyhow::anyhow!("{problems}"),
+    }
+}
+
+/// A positive number of seconds, at most one day.
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!("{text} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Process signals that ask a command to stop.
+mod signals {
+    /// Resolves with the signal's name on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn shutdown() -> std::io::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "interrupted"),
+                _ = term.recv() => Ok("terminated"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| "interrupted")
         }
     }
 }

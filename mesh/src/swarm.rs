@@ -38,12 +38,21 @@ const TICK: Duration = Duration::from_millis(500);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Provider records are published again this often (in ticks): remote stores expire them.
+/// After a change, sooner: from `REPROVIDE_FIRST_TICKS`, doubling.
 const REPROVIDE_TICKS: u64 = 120;
+const REPROVIDE_FIRST_TICKS: u64 = 4;
+
+/// At most one eviction for refused newcomers per this long.
+const EVICT_SPACING: Duration = Duration::from_secs(1);
 
 /// A lookup that found every provider connected is repeated after this many ticks; one that
 /// did not is retried sooner, doubling from 1 tick up to `LOOKUP_RETRY_MAX`.
 const LOOKUP_SETTLED_TICKS: u64 = 60;
 const LOOKUP_RETRY_MAX: u64 = 8;
+
+/// Connections younger than this are never evicted (their sessions are still declaring).
+const EVICT_GRACE: Duration = Duration::from_secs(5);
+const BARE_GRACE: Duration = Duration::from_secs(1);
 
 /// Consecutive failed dials that open a peer's circuit breaker, and how long it stays open.
 const BREAKER_THRESHOLD: u32 = 5;
@@ -192,6 +201,13 @@ pub(crate) struct Actor {
     lookups: HashMap<RecordKey, Lookup>,
     queries: HashMap<QueryId, RecordKey>,
     bootstrapped: bool,
+    reprovide_at: u64,
+    reprovide_every: u64,
+    last_eviction: Option<Instant>,
+    /// Peers reached through configured addresses.
+    configured: HashSet<libp2p::PeerId>,
+    /// When each connected peer's first live connection was established.
+    since: HashMap<libp2p::PeerId, Instant>,
     ticks: u64,
     started: Instant,
     random: u64,
@@ -229,6 +245,11 @@ impl Actor {
             lookups: HashMap::new(),
             queries: HashMap::new(),
             bootstrapped: false,
+            reprovide_at: REPROVIDE_TICKS,
+            reprovide_every: REPROVIDE_TICKS,
+            last_eviction: None,
+            since: HashMap::new(),
+            configured: HashSet::new(),
             ticks: 0,
             started: Instant::now(),
             random: u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -311,6 +332,7 @@ impl Actor {
             } => {
                 if let Some(addr) = self.dials.get(&connection_id) {
                     self.dial_backoffs.remove(addr);
+                    self.configured.insert(peer_id);
                 }
                 if let Some(known) = self.known.get_mut(&peer_id) {
                     known.backoff = None;
@@ -324,8 +346,8 @@ impl Actor {
                     .entry(peer_id)
                     .or_default()
                     .insert(connection_id, endpoint.get_remote_address().clone());
+                self.since.entry(peer_id).or_insert_with(Instant::now);
                 self.open_if_needed(peer_id);
-                self.make_room();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -346,6 +368,7 @@ impl Actor {
                     self.redial_address(addr);
                 }
                 if num_established == 0 {
+                    self.since.remove(&peer_id);
                     self.redial_peer_later(peer_id);
                 } else {
                     // The dndm stream may have been on the connection that closed.
@@ -373,6 +396,16 @@ impl Actor {
                     self.redial_peer_later(peer);
                 }
             }
+            // Someone wants us and the bound refused them: free a slot for their retry.
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { .. },
+                ..
+            } if self
+                .last_eviction
+                .is_none_or(|t| t.elapsed() >= EVICT_SPACING) =>
+            {
+                self.evict_idle();
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -383,9 +416,7 @@ impl Actor {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
-                if !self.bootstrapped {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                }
+                // Kademlia bootstraps by itself once its routing table has entries.
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -506,7 +537,7 @@ impl Actor {
         for peer in peers {
             self.open_if_needed(peer);
         }
-        if self.ticks.is_multiple_of(REPROVIDE_TICKS) {
+        if self.ticks >= self.reprovide_at {
             self.reprovide();
         }
         let due: Vec<RecordKey> = self
@@ -522,7 +553,6 @@ impl Actor {
                 lookup.running = Some(id);
             }
         }
-        self.make_room();
     }
 
     /// Applies local route changes: provider records for intents, lookups for interests.
@@ -543,10 +573,12 @@ impl Actor {
             for key in keys::provided(route) {
                 let count = self.provided.entry(key.clone()).or_insert(0);
                 *count += 1;
-                if *count == 1
-                    && let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key)
-                {
-                    tracing::warn!(%route, error = %e, "provider record not stored");
+                if *count == 1 {
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                        tracing::warn!(%route, error = %e, "provider record not stored");
+                    }
+                    self.reprovide_every = REPROVIDE_FIRST_TICKS;
+                    self.reprovide_at = self.ticks + REPROVIDE_FIRST_TICKS;
                 }
             }
         }
@@ -563,8 +595,11 @@ impl Actor {
         self.applied = current;
     }
 
-    /// Publishes every provider record again (records on other nodes expire).
+    /// Publishes every provider record again: soon after a change (2 s, doubling while the
+    /// routing table fills) and then every minute (records on other nodes expire).
     fn reprovide(&mut self) {
+        self.reprovide_every = (self.reprovide_every * 2).min(REPROVIDE_TICKS);
+        self.reprovide_at = self.ticks + self.reprovide_every;
         let keys: Vec<RecordKey> = self.provided.keys().cloned().collect();
         for key in keys {
             let _ = self.swarm.behaviour_mut().kad.start_providing(key);
@@ -591,12 +626,18 @@ impl Actor {
         self.swarm.connected_peers().count() < self.inner.config.full_mesh_threshold
     }
 
-    /// Opens the dndm stream to `peer` unless one runs or is being opened. The side with the
-    /// lower PeerId opens, so a pair has one stream; a side that sought the peer out as a
-    /// provider opens too (the provider does not know it is wanted).
+    /// Opens the dndm stream to `peer` unless one runs or is being opened, and only to peers
+    /// worth a session: providers we sought out (either side of the pair may open then: the
+    /// provider does not know it is wanted), and, from the side with the lower PeerId so a pair
+    /// has one stream, configured and LAN peers and any peer while the mesh is small. Other
+    /// connections (Kademlia queries) get no session and close when idle.
     fn open_if_needed(&mut self, peer_id: libp2p::PeerId) {
-        let wanted = self.known.get(&peer_id).is_some_and(|k| k.wanted);
-        if (self.local >= peer_id && !wanted) || self.opening.contains(&peer_id) {
+        let known = self.known.get(&peer_id);
+        let wanted = known.is_some_and(|k| k.wanted);
+        let kept = known.is_some_and(|k| k.lan) || self.configured.contains(&peer_id);
+        let small = self.swarm.connected_peers().count() <= self.inner.config.full_mesh_threshold;
+        let ours = self.local < peer_id && (kept || small);
+        if !(wanted || ours) || self.opening.contains(&peer_id) {
             return;
         }
         let Some(peer) = dndm_peer(&peer_id) else {
@@ -706,29 +747,24 @@ impl Actor {
         });
     }
 
-    /// At the connection bound, closes one connection that carries no dndm traffic so a slot
-    /// stays free for a wanted provider or a newcomer.
-    fn make_room(&mut self) {
+    /// Before dialing a wanted provider at the bound: free a slot.
+    fn make_room_for_wanted(&mut self) {
         if self.swarm.connected_peers().count() >= self.inner.config.max_peers {
             self.evict_idle();
         }
     }
 
-    /// Before dialing a wanted provider at the bound: free a slot.
-    fn make_room_for_wanted(&mut self) {
-        if self.swarm.connected_peers().count() + 1 >= self.inner.config.max_peers {
-            self.evict_idle();
-        }
-    }
-
+    /// Closes the connection to one peer that is not worth its slot: not wanted, not
+    /// configured, connected for longer than a grace period, and with no dndm route in common
+    /// with us (nothing sent or received, no matching intent or interest). Peers without a
+    /// dndm session go first.
     fn evict_idle(&mut self) {
-        let busy: HashSet<PeerId> = self
+        let links: HashMap<PeerId, dndm_remote::endpoint::LinkInfo> = self
             .inner
             .links
             .links()
             .into_iter()
-            .filter(|l| l.stats.messages_sent + l.stats.messages_received > 0)
-            .map(|l| l.peer)
+            .map(|l| (l.peer, l))
             .collect();
         let configured: HashSet<libp2p::PeerId> = self
             .inner
@@ -740,11 +776,39 @@ impl Actor {
                 _ => None,
             })
             .collect();
-        let victim = self.swarm.connected_peers().copied().find(|p| {
-            let wanted = self.known.get(p).is_some_and(|k| k.wanted);
-            !wanted && !configured.contains(p) && dndm_peer(p).is_some_and(|d| !busy.contains(&d))
-        });
-        if let Some(victim) = victim {
+        let routes = &self.applied;
+        let useful = |link: &dndm_remote::endpoint::LinkInfo| {
+            link.stats.messages_sent + link.stats.messages_received > 0
+                || link
+                    .peer_interests
+                    .iter()
+                    .any(|p| routes.intents.iter().any(|r| p.matches(r)))
+                || link
+                    .peer_intents
+                    .iter()
+                    .any(|r| routes.interests.iter().any(|p| p.matches(r)))
+        };
+        let mut victim: Option<(bool, libp2p::PeerId)> = None;
+        for peer in self.swarm.connected_peers() {
+            let link = dndm_peer(peer).and_then(|p| links.get(&p));
+            let has_session = link.is_some_and(|l| l.connected);
+            // A session is still declaring its routes for a while; a bare connection (a
+            // Kademlia query, or a seeker about to open its stream) needs only a moment.
+            let grace = if has_session { EVICT_GRACE } else { BARE_GRACE };
+            let settled = self.since.get(peer).is_some_and(|t| t.elapsed() >= grace);
+            let wanted = self.known.get(peer).is_some_and(|k| k.wanted);
+            if !settled || wanted || configured.contains(peer) || self.configured.contains(peer) {
+                continue;
+            }
+            if link.is_some_and(useful) {
+                continue;
+            }
+            if victim.is_none_or(|(session, _)| session && !has_session) {
+                victim = Some((has_session, *peer));
+            }
+        }
+        if let Some((_, victim)) = victim {
+            self.last_eviction = Some(Instant::now());
             tracing::debug!(peer = %victim, "connection bound reached; closing an idle connection");
             let _ = self.swarm.disconnect_peer_id(victim);
         }

@@ -273,3 +273,36 @@ async fn reliable_delivery_survives_forced_disconnects() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_patterns_of_one_peer_each_get_every_message_once() {
+    let a_port = port(60);
+    let (a, _ea) = node(61, Some(a_port), None).await;
+    let (b, _eb) = node(62, None, Some(a_port)).await;
+    let publisher = a.publish::<Reading>("robot.arm.imu").unwrap();
+    let mut exact = b.subscribe::<Reading>("robot.arm.imu").unwrap();
+    let mut wildcard = b.subscribe::<Reading>("robot.**").unwrap();
+    tokio::time::timeout(GUARD, async {
+        let mut events = publisher.events();
+        while publisher.subscriber_count() < 2 {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .unwrap();
+    for seq in 0..100 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    for interest in [&mut exact, &mut wildcard] {
+        for seq in 0..100 {
+            let got = tokio::time::timeout(GUARD, interest.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            // A second copy of any message would show up here as a repeated seq.
+            assert_eq!(got.seq, seq, "each message once, in order");
+        }
+    }
+    b.close().await;
+    a.close().await;
+}

@@ -197,6 +197,10 @@ pub struct LinkInfo {
     pub rtt: Option<Duration>,
     /// Session counters (messages and batches sent, resends, drops...).
     pub stats: crate::session::SessionStats,
+    /// Routes the peer declared it publishes on.
+    pub peer_intents: Vec<dndm_core::Route>,
+    /// Patterns the peer declared it subscribes to.
+    pub peer_interests: Vec<dndm_core::RoutePattern>,
 }
 
 impl LinkInfo {
@@ -866,6 +870,9 @@ struct Link {
     /// Commands to process before withdrawing intents: messages a publisher sent before it
     /// dropped its intent are queued ahead of the withdrawal and must still go out.
     hold_removals: usize,
+    /// The peer's declared routes, refreshed when it declares or withdraws one.
+    peer_intents: Vec<dndm_core::Route>,
+    peer_interests: Vec<dndm_core::RoutePattern>,
 }
 
 fn now() -> std::time::Instant {
@@ -895,6 +902,8 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         next_request: 0,
         rtt: None,
         hold_removals: 0,
+        peer_intents: Vec::new(),
+        peer_interests: Vec::new(),
     };
     link.sync_local();
     loop {
@@ -973,6 +982,8 @@ impl Link {
             connected: self.session.is_open(),
             rtt: self.rtt,
             stats: self.session.stats(),
+            peer_intents: self.peer_intents.clone(),
+            peer_interests: self.peer_interests.clone(),
         };
         let state = (info.connected, info.stats.failures);
         let previous = lock(&self.inner.infos).insert(self.peer, info);
@@ -1179,6 +1190,16 @@ impl Link {
     async fn events(&mut self) -> Option<Option<LinkFailure>> {
         let port = self.inner.port.get().cloned();
         while let Some(event) = self.session.poll_event() {
+            if matches!(
+                event,
+                Event::PeerIntentAdded(_)
+                    | Event::PeerIntentRemoved(_)
+                    | Event::PeerInterestAdded(_)
+                    | Event::PeerInterestRemoved(_)
+            ) {
+                self.peer_intents = self.session.peer_intents();
+                self.peer_interests = self.session.peer_interests();
+            }
             match event {
                 Event::Message { route, payload, .. } => {
                     if let Some(sink) = self.fan_ins.get(&route)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dndm_core::{Fingerprint, Message, PayloadSink, Qos, Route, SinkError};
+use dndm_core::{Fingerprint, Message, PayloadSink, PeerId, Qos, Route, SinkError};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
@@ -21,15 +21,29 @@ use crate::snapshot::HandleId;
 enum Sink<T> {
     /// A local interest's queue: gets the `Arc<T>` itself (zero copy).
     Local(Arc<Queue<T>>),
-    /// A peer's interest: gets the encoded bytes (encoded once per message).
-    Peer(Arc<dyn PayloadSink>),
+    /// A peer's interest: gets the encoded bytes (encoded once per message). Only the
+    /// `primary` link of each peer sends: a peer with several matching interests (`a.*` and
+    /// `a.b`) gets each message once and fans it in to all of them itself.
+    Peer {
+        sink: Arc<dyn PayloadSink>,
+        peer: PeerId,
+        primary: bool,
+    },
 }
 
 impl<T> Clone for Sink<T> {
     fn clone(&self) -> Self {
         match self {
             Self::Local(queue) => Self::Local(queue.clone()),
-            Self::Peer(sink) => Self::Peer(sink.clone()),
+            Self::Peer {
+                sink,
+                peer,
+                primary,
+            } => Self::Peer {
+                sink: sink.clone(),
+                peer: *peer,
+                primary: *primary,
+            },
         }
     }
 }
@@ -76,8 +90,8 @@ impl<T: Message> IntentShared<T> {
 pub(crate) trait IntentSlot: Send + Sync {
     /// Links a local interest; `queue` is its `Arc<Queue<T>>`. False if the types differ.
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool;
-    /// Links a peer's interest.
-    fn link_peer(&self, interest: HandleId, sink: Arc<dyn PayloadSink>);
+    /// Links an interest of `peer`.
+    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>);
     /// Removes a link.
     fn unlink(&self, interest: HandleId);
     /// Reports a link event to the handle's event stream.
@@ -101,12 +115,41 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         }
     }
 
-    fn link_peer(&self, interest: HandleId, sink: Arc<dyn PayloadSink>) {
-        self.update(|sinks| sinks.push((interest, Sink::Peer(sink))));
+    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>) {
+        self.update(|sinks| {
+            let primary = !sinks
+                .iter()
+                .any(|(_, s)| matches!(s, Sink::Peer { peer: p, .. } if *p == peer));
+            sinks.push((
+                interest,
+                Sink::Peer {
+                    sink,
+                    peer,
+                    primary,
+                },
+            ));
+        });
     }
 
     fn unlink(&self, interest: HandleId) {
-        self.update(|sinks| sinks.retain(|(id, _)| *id != interest));
+        self.update(|sinks| {
+            let Some(at) = sinks.iter().position(|(id, _)| *id == interest) else {
+                return;
+            };
+            let (_, removed) = sinks.remove(at);
+            // The peer's remaining links, if any, need a sender.
+            if let Sink::Peer {
+                peer,
+                primary: true,
+                ..
+            } = removed
+                && let Some((_, Sink::Peer { primary, .. })) = sinks
+                    .iter_mut()
+                    .find(|(_, s)| matches!(s, Sink::Peer { peer: p, .. } if *p == peer))
+            {
+                *primary = true;
+            }
+        });
     }
 
     fn event(&self, event: LinkEvent) {
@@ -212,8 +255,12 @@ impl<T: Message> Intent<T> {
         let mut encoded: Option<Bytes> = None;
         for (_, sink) in sinks.iter() {
             match sink {
-                Sink::Local(_) => {}
-                Sink::Peer(peer) => {
+                Sink::Local(_) | Sink::Peer { primary: false, .. } => {}
+                Sink::Peer {
+                    sink: peer,
+                    primary: true,
+                    ..
+                } => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
                     // A peer that went away is unlinked by the endpoint; nothing to report here.
                     if let Err(SinkError::Full) = peer.send(&self.route, bytes).await {
@@ -245,7 +292,12 @@ impl<T: Message> Intent<T> {
         for (_, sink) in sinks.iter() {
             let full = match sink {
                 Sink::Local(queue) => matches!(queue.try_push(message.clone()), Push::Full(_)),
-                Sink::Peer(peer) => {
+                Sink::Peer { primary: false, .. } => false,
+                Sink::Peer {
+                    sink: peer,
+                    primary: true,
+                    ..
+                } => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
                     matches!(peer.try_send(&self.route, bytes), Err(SinkError::Full))
                 }

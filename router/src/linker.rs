@@ -274,10 +274,13 @@ impl Linker {
                 intent.type_id == interest.type_id
                     && slot.link_local(interest_id, &queue.queue_any())
             }
-            (IntentSide::Local(slot), InterestSide::Peer(sink)) => {
-                slot.link_peer(interest_id, sink.clone());
-                true
-            }
+            (IntentSide::Local(slot), InterestSide::Peer(sink)) => match interest.origin {
+                Origin::Peer(peer) => {
+                    slot.link_peer(interest_id, peer, sink.clone());
+                    true
+                }
+                Origin::Local => false,
+            },
             (IntentSide::Peer(fan_in), InterestSide::Local(queue)) => {
                 let sink = queue.payload_sink();
                 fan_in.update(|sinks| sinks.push((interest_id, sink)));

@@ -802,6 +802,30 @@ impl Session {
         self.stats
     }
 
+    /// The routes the peer publishes on (as it last declared them), sorted.
+    pub fn peer_intents(&self) -> Vec<Route> {
+        let mut routes: Vec<Route> = self
+            .peer_routes
+            .intents
+            .values()
+            .map(|ad| ad.route.clone())
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    /// The patterns the peer subscribes to (as it last declared them), sorted by text.
+    pub fn peer_interests(&self) -> Vec<RoutePattern> {
+        let mut patterns: Vec<RoutePattern> = self
+            .peer_routes
+            .interests
+            .values()
+            .map(|ad| ad.pattern.clone())
+            .collect();
+        patterns.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        patterns
+    }
+
     /// Reliable messages sent and not yet acknowledged.
     pub fn unacked(&self) -> usize {
         self.unacked_reliable

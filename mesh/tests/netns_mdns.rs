@@ -1,0 +1,546 @@
+//! Three hosts in three network namespaces on one bridge (`tests/netns/testbed.sh`): mesh nodes
+//! started with no peer configuration find each other over mDNS, and a reliable route survives
+//! a partition. h1 publishes; h2 and h3 subscribe losslessly. While h1 streams, h3's cable is
+//! pulled; once h3's sessions are seen down it is plugged back, and both subscribers must have
+//! every message exactly once and in order.
+//!
+//! The parent test drives the testbed and runs this test binary once per host (the `#[ignore]`d
+//! test `netns_child`, selected with `--ignored --exact`, its host in `DNDM_NETNS_ROLE`). Parent
+//! and children speak in lines: the parent writes commands to a child's stdin; a child writes
+//! `@@ <report>` lines on stdout (the marker keeps libtest's own output apart).
+//!
+//! Needs root (CI runs as root); without root the test fails unless `DNDM_SKIP_NETNS=1`. Run by
+//! hand: `cargo test -p dndm-mesh --test netns_mdns` (see `tests/netns/README.md`; `DNDM_LOG=debug`
+//! logs each node's tracing on stderr, prefixed with its host).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
+
+use dndm_core::{Keypair, Message, Qos};
+use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
+use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+
+/// Longest wait for any one report of a child: a failure guard, never a pace.
+const GUARD: Duration = Duration::from_secs(20);
+/// Names the host a child process plays.
+const ROLE: &str = "DNDM_NETNS_ROLE";
+/// Set to `1` to skip the test where network namespaces cannot be made (not root).
+const SKIP: &str = "DNDM_SKIP_NETNS";
+/// Marks a child's report lines on stdout.
+const MARK: &str = "@@ ";
+/// The route path of the stream.
+const PATH: &str = "netns.stream";
+/// The subscribers' queue (lossless: the publisher waits when it is full).
+const QUEUE: usize = 1024;
+/// Subscribers report progress every this many messages; h3 is cut after the first report.
+const REPORT_EVERY: u64 = 250;
+/// h1 sends one message per tick while streaming (about 200 messages a second). At this rate
+/// what h1 writes towards h3 before its idle timeout fires stays well inside the stream's
+/// flow-control window. Much faster (about 1000 a second) and the write blocks, and a link
+/// blocked in a write never runs its idle timer: h1 would not notice the cut until the cable
+/// is back (dndm-remote `Link::run` awaits `flush` outside the `select!` that holds the timer).
+const SEND_TICK: Duration = Duration::from_millis(5);
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+#[test]
+fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
+    if std::env::var(SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("netns_mdns skipped: {SKIP}=1");
+        return;
+    }
+    assert!(
+        is_root(),
+        "netns_mdns needs root to create network namespaces (CI runs as root): run it as root, or set {SKIP}=1 to skip it"
+    );
+    let started = Instant::now();
+    let testbed = Testbed::up(3);
+    let mut h1 = Host::spawn(&testbed, "h1");
+    let mut h2 = Host::spawn(&testbed, "h2");
+    let mut h3 = Host::spawn(&testbed, "h3");
+
+    // Discovery: no dial addresses anywhere, so every session comes from mDNS (and what the
+    // first peers tell over Kademlia). Each node ends with sessions to both others.
+    for host in [&mut h1, &mut h2, &mut h3] {
+        host.expect("ready");
+        host.expect("peers 2");
+    }
+    // (`lan` counts the peers a node found itself: one that dialed it first may not be
+    // counted yet, so it is shown, not asserted.)
+    for host in [&mut h1, &mut h2, &mut h3] {
+        host.send("status");
+        let status = host.expect("status ");
+        eprintln!("{}: {status} after {:?}", host.name, started.elapsed());
+    }
+    h1.send("subscribers 2");
+    h1.expect("subscribers 2");
+
+    // Stream, and pull h3's cable mid-stream.
+    h1.send("start");
+    h3.expect(&format!("got {REPORT_EVERY}"));
+    let cut = Instant::now();
+    testbed.link("h3", "down");
+    // The publisher keeps going; the sessions to h3 end by idle timeout on both sides.
+    h1.expect_since(Some(cut), "peers 1 ");
+    h3.expect_since(Some(cut), "peers 0 ");
+    let got_before = h3.last_count("got ");
+    eprintln!(
+        "h3 cut off after {got_before} messages; sessions seen down after {:?}",
+        cut.elapsed()
+    );
+
+    let heal = Instant::now();
+    testbed.link("h3", "up");
+    h1.expect_since(Some(heal), "peers 2 ");
+    h3.expect_since(Some(heal), "peers 2 ");
+    eprintln!("h3's sessions back {:?} after the heal", heal.elapsed());
+
+    // Stop and count: every message 0..total exactly once, in order, on both subscribers.
+    h1.send("stop");
+    let total: u64 = h1.expect("stopped ")["stopped ".len()..].parse().unwrap();
+    assert!(
+        total > got_before,
+        "h1 sent {total} messages, h3 had {got_before} when cut"
+    );
+    for host in [&mut h2, &mut h3] {
+        host.send(&format!("expect {total}"));
+        host.expect(&format!("done {total}"));
+    }
+    for host in [&mut h1, &mut h2, &mut h3] {
+        host.quit();
+    }
+    eprintln!(
+        "{total} messages through a partition, 0 lost, 0 duplicated; test took {:?}",
+        started.elapsed()
+    );
+    drop(testbed);
+}
+
+/// One host's node (see the module docs for the lines it speaks).
+#[test]
+#[ignore = "run by the netns test as a child process inside a namespace"]
+fn netns_child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(child_node(&role));
+}
+
+/// Prints a report line for the parent.
+fn say(line: impl std::fmt::Display) {
+    println!("{MARK}{line}");
+}
+
+async fn child_node(role: &str) {
+    let index: u8 = role.trim_start_matches('h').parse().unwrap();
+    let router = Router::builder().name(role).build().unwrap();
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Tcp;
+    config.mdns = true;
+    config.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
+    config.dial.clear();
+    // Notice a pulled cable within seconds, and come back quickly once it is plugged in.
+    config.remote.session.keepalive = Duration::from_millis(500);
+    config.remote.session.idle_timeout = Duration::from_secs(2);
+    config.remote.session.node_name = role.to_owned();
+    config.remote.backoff_initial = Duration::from_millis(50);
+    config.remote.backoff_max = Duration::from_millis(500);
+    let endpoint = MeshEndpoint::new(Keypair::from_seed([index; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    say(format!("ready {role} {}", endpoint.peer_id()));
+
+    // Link state: a line whenever the sessions up or the failures change.
+    let watcher = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move {
+            let mut changes = endpoint.link_changes();
+            let mut last = String::new();
+            loop {
+                let line = status(&endpoint);
+                if line != last {
+                    say(&line);
+                    last = line;
+                }
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+
+    // Commands from the parent; stdin closing means quit.
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if commands_tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+        let _ = commands_tx.blocking_send("quit".to_owned());
+    });
+
+    let summary = if index == 1 {
+        publisher(&router, &endpoint, &mut commands).await
+    } else {
+        subscriber(&router, &endpoint, &mut commands).await
+    };
+    watcher.abort();
+    router.close().await;
+    say(format!("bye {summary}"));
+}
+
+/// `peers <sessions up> lan <of those, found over mDNS> failures <session failures>`.
+fn status(endpoint: &MeshEndpoint) -> String {
+    let peers = endpoint.mesh_peers();
+    let up = peers.iter().filter(|p| p.session).count();
+    let lan = peers.iter().filter(|p| p.session && p.lan).count();
+    let failures: u64 = peers.iter().map(|p| p.failures).sum();
+    format!("peers {up} lan {lan} failures {failures}")
+}
+
+/// h1: `subscribers N` answers `subscribers N` once N subscribers are linked; `start` streams
+/// `Reading { seq: 0, 1, … }` on a reliable route until `stop`, which answers `stopped <count>`.
+async fn publisher(
+    router: &Router,
+    endpoint: &MeshEndpoint,
+    commands: &mut tokio::sync::mpsc::Receiver<String>,
+) -> String {
+    let publisher = Arc::new(
+        router
+            .publish_with::<Reading>(PATH, PublishOptions::default().qos(Qos::reliable()))
+            .unwrap(),
+    );
+    let mut events = publisher.events();
+    let mut wanted: Option<usize> = None;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut sender: Option<tokio::task::JoinHandle<u64>> = None;
+    loop {
+        if let Some(n) = wanted
+            && publisher.subscriber_count() >= n
+        {
+            say(format!("subscribers {n}"));
+            wanted = None;
+        }
+        tokio::select! {
+            Ok(_) = events.recv() => {}
+            command = commands.recv() => match command.as_deref() {
+                Some("status") => say(format!("status {}", status(endpoint))),
+                Some(text) if text.starts_with("subscribers ") => {
+                    wanted = Some(text["subscribers ".len()..].parse().unwrap());
+                }
+                Some("start") => {
+                    let (publisher, stop) = (publisher.clone(), stop.clone());
+                    sender = Some(tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(SEND_TICK);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let mut seq = 0;
+                        // Stop only between sends: a send cancelled half-way would reach one
+                        // subscriber and not the other.
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            tick.tick().await;
+                            if let Err(e) = publisher.send(Reading { seq }).await {
+                                say(format!("bad send of {seq}: {e}"));
+                                break;
+                            }
+                            seq += 1;
+                            if seq.is_multiple_of(REPORT_EVERY) {
+                                say(format!("sent {seq}"));
+                            }
+                        }
+                        seq
+                    }));
+                }
+                Some("stop") => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let sent = match sender.take() {
+                        Some(task) => task.await.unwrap(),
+                        None => 0,
+                    };
+                    say(format!("stopped {sent}"));
+                }
+                Some("quit") | None => return format!("subscribers {}", publisher.subscriber_count()),
+                Some(other) => say(format!("bad command {other}")),
+            },
+        }
+    }
+}
+
+/// h2, h3: receive losslessly, checking order; `got N` every `REPORT_EVERY` messages, `bad …`
+/// on a gap or duplicate; `expect T` answers `done T` once exactly T messages arrived.
+async fn subscriber(
+    router: &Router,
+    endpoint: &MeshEndpoint,
+    commands: &mut tokio::sync::mpsc::Receiver<String>,
+) -> String {
+    let lossless = SubscribeOptions::default()
+        .capacity(QUEUE)
+        .overflow(Overflow::Block);
+    let mut interest = router.subscribe_with::<Reading>(PATH, lossless).unwrap();
+    let mut next = 0u64;
+    let mut target: Option<u64> = None;
+    let check = |next: u64, target: Option<u64>| match target {
+        Some(t) if next == t => say(format!("done {t}")),
+        Some(t) if next > t => say(format!("bad received {next} messages, expected {t}")),
+        _ => {}
+    };
+    loop {
+        tokio::select! {
+            reading = interest.recv() => {
+                let Ok(reading) = reading else {
+                    return format!("closed after {next}");
+                };
+                if reading.seq != next {
+                    say(format!("bad got seq {} where {next} was due", reading.seq));
+                }
+                next = reading.seq.max(next) + 1;
+                if next.is_multiple_of(REPORT_EVERY) {
+                    say(format!("got {next}"));
+                }
+                check(next, target);
+            }
+            command = commands.recv() => match command.as_deref() {
+                Some("status") => say(format!("status {}", status(endpoint))),
+                Some(text) if text.starts_with("expect ") => {
+                    target = Some(text["expect ".len()..].parse().unwrap());
+                    check(next, target);
+                }
+                Some("quit") | None => return format!("received {next}"),
+                Some(other) => say(format!("bad command {other}")),
+            },
+        }
+    }
+}
+
+/// Whether this process runs with effective uid 0.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// The testbed of this test run (namespaces prefixed with this process's id); dropping it
+/// takes the testbed down, on panic too.
+struct Testbed {
+    prefix: String,
+}
+
+impl Testbed {
+    fn script(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/netns/{name}"))
+    }
+
+    fn up(hosts: usize) -> Self {
+        // Through bash: a checkout that lost the executable bits still runs them.
+        let setup = Command::new("bash")
+            .arg(Self::script("setup.sh"))
+            .status()
+            .unwrap();
+        assert!(setup.success(), "tests/netns/setup.sh failed: {setup}");
+        let testbed = Self {
+            prefix: format!("dndm{}", std::process::id()),
+        };
+        testbed.run(&["up", &hosts.to_string()]);
+        testbed
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("bash");
+        command.arg(Self::script("testbed.sh"));
+        command.env("DNDM_NETNS_PREFIX", &self.prefix);
+        command
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = self.command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "testbed.sh {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn link(&self, host: &str, state: &str) {
+        self.run(&["link", host, state]);
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        match self.command().arg("down").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "testbed.sh down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("testbed.sh down did not run: {e}"),
+        }
+    }
+}
+
+/// A child node running in one host of the testbed.
+struct Host {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Reports, with when they arrived.
+    lines: Receiver<(Instant, String)>,
+    /// Every report seen, for `last_count`.
+    seen: Vec<String>,
+}
+
+impl Host {
+    fn spawn(testbed: &Testbed, name: &'static str) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = testbed
+            .command()
+            .args(["exec", name])
+            .arg(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "netns_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = sync_channel(4096);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest may print "test netns_child ... " in front of the first report.
+                if let Some((_, report)) = line.split_once(MARK)
+                    && tx.send((Instant::now(), report.to_owned())).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // The child's stderr (panics, DNDM_LOG tracing), prefixed with its host. Threads spawned
+        // here inherit the test's output capture: shown when the test fails or with --nocapture.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || forward_stderr(name, stderr));
+        let stdin = child.stdin.take();
+        Self {
+            name,
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the next report starting with `prefix` and returns it; a `bad …` report fails.
+    fn expect(&mut self, prefix: &str) -> String {
+        self.expect_since(None, prefix)
+    }
+
+    /// As `expect`, skipping reports that arrived before `since` (state reports from before an
+    /// event must not answer for it).
+    fn expect_since(&mut self, since: Option<Instant>, prefix: &str) -> String {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = match self.lines.recv_timeout(left) {
+                Ok(report) => report,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no \"{prefix}…\" within {GUARD:?}; last reports: {:?}",
+                    self.name,
+                    self.last_reports()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: stopped before reporting \"{prefix}…\" (exit: {:?}); last reports: {:?}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.last_reports()
+                ),
+            };
+            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) && since.is_none_or(|since| at >= since) {
+                return line;
+            }
+        }
+    }
+
+    fn last_reports(&self) -> &[String] {
+        &self.seen[self.seen.len().saturating_sub(8)..]
+    }
+
+    /// The largest count of the reports `<prefix><count>` seen so far.
+    fn last_count(&self, prefix: &str) -> u64 {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Asks the child to close its router and exit, and checks it did so cleanly.
+    fn quit(&mut self) {
+        self.send("quit");
+        self.expect("bye ");
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // After a failure the child may still run: end it (the testbed's `down` would, too).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn forward_stderr(name: &str, stderr: impl Read) {
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        eprintln!("[{name}] {line}");
+    }
+}

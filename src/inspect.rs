@@ -1,0 +1,297 @@
+//! `dndm peers` and `dndm routes`: tables from a running node's `GET /snapshot`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::http;
+use crate::metrics::NodeSnapshot;
+
+/// How often `dndm peers --wait-for` asks again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Arguments of `dndm peers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PeersArgs {
+    /// The node's metrics address, as printed by `dndm node` (http://127.0.0.1:9464).
+    #[arg(long, value_name = "URL")]
+    node: String,
+    /// Wait until at least N peers have a session up and a measured RTT.
+    #[arg(long, value_name = "N")]
+    wait_for: Option<usize>,
+    /// Longest wait of --wait-for, in seconds.
+    #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
+    timeout: Duration,
+}
+
+/// Arguments of `dndm routes`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RoutesArgs {
+    /// The node's metrics address, as printed by `dndm node` (http://127.0.0.1:9464).
+    #[arg(long, value_name = "URL")]
+    node: String,
+}
+
+/// Fetches and parses the node's snapshot.
+async fn fetch(node: &str) -> anyhow::Result<NodeSnapshot> {
+    let body = http::get(node, "/snapshot")
+        .await
+        .with_context(|| format!("cannot read the snapshot of {node}"))?;
+    serde_json::from_str(&body).with_context(|| format!("{node}/snapshot is not a dndm snapshot"))
+}
+
+/// Peers with a session up and an RTT.
+fn ready_peers(snapshot: &NodeSnapshot) -> usize {
+    snapshot
+        .peers
+        .iter()
+        .filter(|p| p.connected && p.rtt_us.is_some())
+        .count()
+}
+
+/// Runs `dndm peers`.
+pub(crate) async fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let mut snapshot = fetch(&args.node).await?;
+    if let Some(want) = args.wait_for {
+        let mut tick = tokio::time::interval(POLL);
+        let started = tokio::time::Instant::now();
+        while ready_peers(&snapshot) < want {
+            if started.elapsed() >= args.timeout {
+                bail!(
+                    "{} of {want} peers have a session and an RTT after {:.1} s",
+                    ready_peers(&snapshot),
+                    args.timeout.as_secs_f64()
+                );
+            }
+            tick.tick().await;
+            snapshot = fetch(&args.node).await?;
+        }
+    }
+    print!("{}", peers_table(&snapshot));
+    Ok(())
+}
+
+/// The peers table of a snapshot.
+pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
+    let mut out = format!(
+        "node {} {} ({} peers, {} connected)\n",
+        snapshot.node,
+        snapshot.peer_id,
+        snapshot.peers.len(),
+        snapshot.peers.iter().filter(|p| p.connected).count()
+    );
+    let rows = snapshot
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.peer.clone(),
+                if p.connected { "up" } else { "down" }.to_owned(),
+                p.rtt_us
+                    .map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1e3)),
+                p.messages_sent.to_string(),
+                p.messages_received.to_string(),
+                p.failures.to_string(),
+                p.endpoint.split(':').next().unwrap_or_default().to_owned(),
+                if p.addresses.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.addresses.join(" ")
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "PEER",
+            "SESSION",
+            "RTT",
+            "SENT",
+            "RECEIVED",
+            "FAILURES",
+            "ENDPOINT",
+            "ADDRESSES",
+        ],
+        rows,
+    ));
+    out
+}
+
+/// Runs `dndm routes`.
+pub(crate) async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
+    let snapshot = fetch(&args.node).await?;
+    print!("{}", routes_table(&snapshot));
+    Ok(())
+}
+
+/// The routes, links and queues of a snapshot.
+pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
+    let short = |origin: &str| {
+        if origin == "local" || origin.len() <= 16 {
+            origin.to_owned()
+        } else {
+            format!("peer …{}", &origin[origin.len() - 8..])
+        }
+    };
+    let mut out = format!(
+        "node {} {} (endpoints: {})\n",
+        s.node,
+        s.peer_id,
+        if s.endpoints.is_empty() {
+            "none".to_owned()
+        } else {
+            s.endpoints.join(", ")
+        }
+    );
+    let _ = writeln!(out, "\nintents");
+    out.push_str(&table(
+        &[
+            "ID",
+            "ROUTE",
+            "ORIGIN",
+            "QOS",
+            "SUBSCRIBERS",
+            "SENT",
+            "FAILURES",
+        ],
+        s.intents
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.route.clone(),
+                    short(&i.origin),
+                    if i.reliable {
+                        "reliable"
+                    } else {
+                        "best-effort"
+                    }
+                    .to_owned(),
+                    i.subscribers.to_string(),
+                    i.sent.to_string(),
+                    i.send_failures.to_string(),
+                ]
+            })
+            .collect(),
+    ));
+    let _ = writeln!(out, "\ninterests");
+    out.push_str(&table(
+        &[
+            "ID",
+            "PATTERN",
+            "ORIGIN",
+            "PUBLISHERS",
+            "QUEUE",
+            "POLICY",
+            "DELIVERED",
+            "DROPPED",
+        ],
+        s.interests
+            .iter()
+            .map(|i| {
+                let (queue, policy, delivered, dropped) = match &i.queue {
+                    Some(q) => (
+                        format!("{}/{}", q.len, q.capacity),
+                        q.overflow.clone(),
+                        q.delivered.to_string(),
+                        format!(
+                            "{} (oldest {}, newest {}, decode {})",
+                            q.dropped_oldest + q.dropped_newest + q.decode_errors,
+                            q.dropped_oldest,
+                            q.dropped_newest,
+                            q.decode_errors
+                        ),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into(), "-".into()),
+                };
+                vec![
+                    i.id.to_string(),
+                    i.pattern.clone(),
+                    short(&i.origin),
+                    i.publishers.to_string(),
+                    queue,
+                    policy,
+                    delivered,
+                    dropped,
+                ]
+            })
+            .collect(),
+    ));
+    let _ = writeln!(out, "\nlinks");
+    let route_of = |id: u64| {
+        s.intents
+            .iter()
+            .find(|i| i.id == id)
+            .map_or("?", |i| i.route.as_str())
+    };
+    let pattern_of = |id: u64| {
+        s.interests
+            .iter()
+            .find(|i| i.id == id)
+            .map_or("?", |i| i.pattern.as_str())
+    };
+    out.push_str(&table(
+        &["INTENT", "INTEREST", "ROUTE", "PATTERN"],
+        s.links
+            .iter()
+            .map(|l| {
+                vec![
+                    l.intent.to_string(),
+                    l.interest.to_string(),
+                    route_of(l.intent).to_owned(),
+                    pattern_of(l.interest).to_owned(),
+                ]
+            })
+            .collect(),
+    ));
+    let _ = writeln!(
+        out,
+        "\nservices: {}",
+        if s.services.is_empty() {
+            "none".to_owned()
+        } else {
+            s.services.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "refused matches: {} fingerprint, {} type",
+        s.fingerprint_mismatches, s.type_mismatches
+    );
+    if let Some(r) = s.remote {
+        let _ = writeln!(
+            out,
+            "remote links: {} handshake failures, {} link failures, {} dial failures, {} refused routes",
+            r.handshake_failures, r.link_failures, r.dial_failures, r.refused_routes
+        );
+    }
+    out
+}
+
+/// A left-aligned text table; `(none)` when there are no rows.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return "  (none)\n".to_owned();
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::from(" ");
+        for (cell, width) in cells.zip(&widths) {
+            let _ = write!(text, " {cell:<width$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}

@@ -1,0 +1,531 @@
+//! What a running node exposes: a serializable mirror of the router's [`Snapshot`] plus endpoint
+//! counters ([`NodeSnapshot`], served as JSON at `/snapshot`), and the Prometheus metrics
+//! derived from it at scrape time ([`render`], served at `/metrics`).
+//!
+//! Nothing here touches a hot path: every scrape takes one [`Router::snapshot`] and reads the
+//! endpoints' counters, then builds a fresh registry.
+//!
+//! Metrics (OpenMetrics text; every sample carries `node="<name>"`):
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `dndm_messages_sent_total` | `route` | messages sent by local intents |
+//! | `dndm_send_failures_total` | `route` | local sends that failed |
+//! | `dndm_messages_received_total` | `route` (a pattern) | messages handed to local subscribers |
+//! | `dndm_messages_dropped_total` | `route`, `reason` | `dropped_oldest`, `dropped_newest`, `decode_error` |
+//! | `dndm_queue_depth`, `dndm_queue_capacity` | `route` | local subscriber queues |
+//! | `dndm_intents`, `dndm_interests` | `origin` (`local`, `peer`) | declared routes |
+//! | `dndm_links`, `dndm_services` | | linked pairs, served routes |
+//! | `dndm_peers_connected`, `dndm_peers_known` | | peers with a session up, all peers |
+//! | `dndm_peer_rtt_seconds` | `peer`, `endpoint` | last measured round trip |
+//! | `dndm_peer_messages_sent_total`, `dndm_peer_messages_received_total` | `peer`, `endpoint` | session traffic |
+//! | `dndm_peer_failures_total` | `peer`, `endpoint` | connections that failed (each followed by a reconnect) |
+//! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
+//! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use dndm::mesh::MeshEndpoint;
+use dndm::remote::endpoint::RemoteEndpoint;
+use dndm::{Origin, PeerId, Router, Snapshot};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// Content type of [`render`]'s output.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The parts of a running node that are observed.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) router: Router,
+    pub(crate) peer_id: PeerId,
+    pub(crate) mesh: Option<MeshEndpoint>,
+    pub(crate) remote: Option<RemoteEndpoint>,
+}
+
+impl Observed {
+    /// A consistent copy of the router's state plus the endpoints' addresses and counters.
+    pub(crate) fn snapshot(&self) -> NodeSnapshot {
+        let mut listening = Vec::new();
+        if let Some(mesh) = &self.mesh {
+            listening.extend(
+                mesh.listening()
+                    .iter()
+                    .map(|a| format!("{a}/p2p/{}", self.peer_id)),
+            );
+        }
+        if let Some(remote) = &self.remote {
+            listening.extend(remote.bound().iter().map(ToString::to_string));
+        }
+        let remote = self.remote.as_ref().map(|r| {
+            let stats = r.stats();
+            RemoteStatsView {
+                handshake_failures: stats.handshake_failures,
+                link_failures: stats.link_failures,
+                dial_failures: stats.dial_failures,
+                refused_routes: stats.refused_routes,
+            }
+        });
+        NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote)
+    }
+}
+
+/// A node's state as served at `/snapshot`: the router [`Snapshot`] in serializable form, plus
+/// the node's PeerId, listen addresses and remote-link counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeSnapshot {
+    pub(crate) node: String,
+    pub(crate) peer_id: String,
+    pub(crate) closed: bool,
+    /// Mesh multiaddrs (with `/p2p/<PeerId>`) and remote-link listen addresses.
+    pub(crate) listening: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) intents: Vec<IntentView>,
+    pub(crate) interests: Vec<InterestView>,
+    pub(crate) links: Vec<LinkView>,
+    pub(crate) services: Vec<String>,
+    pub(crate) peers: Vec<PeerView>,
+    pub(crate) fingerprint_mismatches: u64,
+    pub(crate) type_mismatches: u64,
+    /// Counters of the remote-link endpoint, when one is attached.
+    pub(crate) remote: Option<RemoteStatsView>,
+}
+
+/// One intent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct IntentView {
+    pub(crate) id: u64,
+    pub(crate) route: String,
+    pub(crate) fingerprint: String,
+    pub(crate) reliable: bool,
+    /// `local`, or the declaring peer's id.
+    pub(crate) origin: String,
+    pub(crate) subscribers: usize,
+    pub(crate) sent: u64,
+    pub(crate) send_failures: u64,
+}
+
+/// One interest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InterestView {
+    pub(crate) id: u64,
+    pub(crate) pattern: String,
+    pub(crate) fingerprint: String,
+    /// `local`, or the declaring peer's id.
+    pub(crate) origin: String,
+    pub(crate) publishers: usize,
+    /// Local interests only.
+    pub(crate) queue: Option<QueueView>,
+}
+
+/// A local interest's queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct QueueView {
+    pub(crate) len: usize,
+    pub(crate) capacity: usize,
+    pub(crate) overflow: String,
+    pub(crate) accepted: u64,
+    pub(crate) delivered: u64,
+    pub(crate) dropped_oldest: u64,
+    pub(crate) dropped_newest: u64,
+    pub(crate) decode_errors: u64,
+}
+
+/// One link: intent id to interest id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LinkView {
+    pub(crate) intent: u64,
+    pub(crate) interest: u64,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PeerView {
+    pub(crate) peer: String,
+    pub(crate) endpoint: String,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) connected: bool,
+    pub(crate) rtt_us: Option<u64>,
+    pub(crate) messages_sent: u64,
+    pub(crate) messages_received: u64,
+    pub(crate) failures: u64,
+    pub(crate) path: Option<String>,
+}
+
+/// Counters of a remote-link endpoint.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct RemoteStatsView {
+    pub(crate) handshake_failures: u64,
+    pub(crate) link_failures: u64,
+    pub(crate) dial_failures: u64,
+    pub(crate) refused_routes: u64,
+}
+
+impl NodeSnapshot {
+    fn new(
+        snapshot: Snapshot,
+        peer_id: PeerId,
+        listening: Vec<String>,
+        remote: Option<RemoteStatsView>,
+    ) -> Self {
+        let origin = |origin: &Origin| match origin {
+            Origin::Local => "local".to_owned(),
+            Origin::Peer(peer) => peer.to_string(),
+            other => format!("{other:?}"),
+        };
+        Self {
+            node: snapshot.node.clone(),
+            peer_id: peer_id.to_string(),
+            closed: snapshot.closed,
+            listening,
+            endpoints: snapshot.endpoints.clone(),
+            intents: snapshot
+                .intents
+                .iter()
+                .map(|i| IntentView {
+                    id: i.id.get(),
+                    route: i.route.to_string(),
+                    fingerprint: i.fingerprint.to_string(),
+                    reliable: i.qos.is_reliable(),
+                    origin: origin(&i.origin),
+                    subscribers: i.subscribers,
+                    sent: i.sent,
+                    send_failures: i.send_failures,
+                })
+                .collect(),
+            interests: snapshot
+                .interests
+                .iter()
+                .map(|i| InterestView {
+                    id: i.id.get(),
+                    pattern: i.pattern.to_string(),
+                    fingerprint: i.fingerprint.to_string(),
+                    origin: origin(&i.origin),
+                    publishers: i.publishers,
+                    queue: i.queue.as_ref().map(|q| QueueView {
+                        len: q.len,
+                        capacity: q.capacity,
+                        overflow: format!("{:?}", q.overflow),
+                        accepted: q.accepted,
+                        delivered: q.delivered,
+                        dropped_oldest: q.dropped_oldest,
+                        dropped_newest: q.dropped_newest,
+                        decode_errors: q.decode_errors,
+                    }),
+                })
+                .collect(),
+            links: snapshot
+                .links
+                .iter()
+                .map(|l| LinkView {
+                    intent: l.intent.get(),
+                    interest: l.interest.get(),
+                })
+                .collect(),
+            services: snapshot.services.iter().map(ToString::to_string).collect(),
+            peers: snapshot
+                .peers
+                .iter()
+                .map(|p| PeerView {
+                    peer: p.peer.to_string(),
+                    endpoint: p.endpoint.clone(),
+                    addresses: p.addresses.clone(),
+                    connected: p.connected,
+                    rtt_us: p
+                        .rtt
+                        .map(|r| u64::try_from(r.as_micros()).unwrap_or(u64::MAX)),
+                    messages_sent: p.messages_sent,
+                    messages_received: p.messages_received,
+                    failures: p.failures,
+                    path: p.path.clone(),
+                })
+                .collect(),
+            fingerprint_mismatches: snapshot.counters.fingerprint_mismatches,
+            type_mismatches: snapshot.counters.type_mismatches,
+            remote,
+        }
+    }
+}
+
+/// Labels of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// A registry being filled for one scrape.
+struct Scrape(Registry);
+
+impl Scrape {
+    fn counters(&mut self, name: &str, help: &str, samples: BTreeMap<Labels, u64>) {
+        let family = Family::<Labels, Counter>::default();
+        for (labels, value) in samples {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        self.0.register(name, help, family);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        self.0.register(name, help, counter);
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, samples: BTreeMap<Labels, i64>) {
+        let family = Family::<Labels, Gauge>::default();
+        for (labels, value) in samples {
+            family.get_or_create(&labels).set(value);
+        }
+        self.0.register(name, help, family);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: i64) {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        self.0.register(name, help, gauge);
+    }
+
+    fn gauges_f64(&mut self, name: &str, help: &str, samples: BTreeMap<Labels, f64>) {
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (labels, value) in samples {
+            family.get_or_create(&labels).set(value);
+        }
+        self.0.register(name, help, family);
+    }
+}
+
+/// Adds `value` to the sample with `labels`.
+fn add<V: std::ops::AddAssign + Default>(map: &mut BTreeMap<Labels, V>, labels: Labels, value: V) {
+    *map.entry(labels).or_default() += value;
+}
+
+/// Saturating conversion for gauges.
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The kind of an endpoint from its name (`mesh:<id>` → `mesh`).
+fn endpoint_kind(name: &str) -> String {
+    name.split(':').next().unwrap_or(name).to_owned()
+}
+
+/// The Prometheus (OpenMetrics text) exposition of `snapshot`.
+pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
+    let node: [(Cow<'static, str>, Cow<'static, str>); 1] =
+        [(Cow::Borrowed("node"), Cow::Owned(snapshot.node.clone()))];
+    let mut scrape = Scrape(Registry::with_labels(node.into_iter()));
+
+    let (mut sent, mut failures) = (BTreeMap::new(), BTreeMap::new());
+    let mut intents = BTreeMap::new();
+    for intent in &snapshot.intents {
+        let local = intent.origin == "local";
+        add(
+            &mut intents,
+            vec![("origin", if local { "local" } else { "peer" }.to_owned())],
+            1,
+        );
+        if local {
+            let route = vec![("route", intent.route.clone())];
+            add(&mut sent, route.clone(), intent.sent);
+            add(&mut failures, route, intent.send_failures);
+        }
+    }
+    let (mut received, mut dropped) = (BTreeMap::new(), BTreeMap::new());
+    let (mut depth, mut capacity) = (BTreeMap::new(), BTreeMap::new());
+    let mut interests = BTreeMap::new();
+    for interest in &snapshot.interests {
+        let local = interest.origin == "local";
+        add(
+            &mut interests,
+            vec![("origin", if local { "local" } else { "peer" }.to_owned())],
+            1,
+        );
+        let Some(queue) = &interest.queue else {
+            continue;
+        };
+        let route = || vec![("route", interest.pattern.clone())];
+        add(&mut received, route(), queue.delivered);
+        for (reason, count) in [
+            ("dropped_oldest", queue.dropped_oldest),
+            ("dropped_newest", queue.dropped_newest),
+            ("decode_error", queue.decode_errors),
+        ] {
+            let mut labels = route();
+            labels.push(("reason", reason.to_owned()));
+            add(&mut dropped, labels, count);
+        }
+        add(&mut depth, route(), gauge_value(queue.len));
+        add(&mut capacity, route(), gauge_value(queue.capacity));
+    }
+    scrape.counters("dndm_messages_sent", "Messages sent by local intents", sent);
+    scrape.counters(
+        "dndm_send_failures",
+        "Sends by local intents that failed",
+        failures,
+    );
+    scrape.counters(
+        "dndm_messages_received",
+        "Messages handed to local subscribers, by subscribed pattern",
+        received,
+    );
+    scrape.counters(
+        "dndm_messages_dropped",
+        "Messages dropped by local subscriber queues, by reason",
+        dropped,
+    );
+    scrape.gauges(
+        "dndm_queue_depth",
+        "Messages waiting in local subscriber queues",
+        depth,
+    );
+    scrape.gauges(
+        "dndm_queue_capacity",
+        "Capacity of local subscriber queues",
+        capacity,
+    );
+    scrape.gauges("dndm_intents", "Declared intents, by origin", intents);
+    scrape.gauges("dndm_interests", "Declared interests, by origin", interests);
+    scrape.gauge(
+        "dndm_links",
+        "Intent-interest pairs linked",
+        gauge_value(snapshot.links.len()),
+    );
+    scrape.gauge(
+        "dndm_services",
+        "Request/response routes served (local and peer)",
+        gauge_value(snapshot.services.len()),
+    );
+
+    let connected = snapshot.peers.iter().filter(|p| p.connected).count();
+    scrape.gauge(
+        "dndm_peers_connected",
+        "Peers with a session up",
+        gauge_value(connected),
+    );
+    scrape.gauge(
+        "dndm_peers_known",
+        "Peers known to the endpoints, connected or not",
+        gauge_value(snapshot.peers.len()),
+    );
+    let (mut rtt, mut peer_sent, mut peer_received, mut peer_failures) = (
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    );
+    for peer in &snapshot.peers {
+        let labels = vec![
+            ("peer", peer.peer.clone()),
+            ("endpoint", endpoint_kind(&peer.endpoint)),
+        ];
+        if let Some(us) = peer.rtt_us {
+            rtt.insert(labels.clone(), us as f64 / 1e6);
+        }
+        add(&mut peer_sent, labels.clone(), peer.messages_sent);
+        add(&mut peer_received, labels.clone(), peer.messages_received);
+        add(&mut peer_failures, labels, peer.failures);
+    }
+    scrape.gauges_f64(
+        "dndm_peer_rtt_seconds",
+        "Last measured round trip to a peer",
+        rtt,
+    );
+    scrape.counters(
+        "dndm_peer_messages_sent",
+        "Messages sent to a peer on its session",
+        peer_sent,
+    );
+    scrape.counters(
+        "dndm_peer_messages_received",
+        "Messages received from a peer on its session",
+        peer_received,
+    );
+    scrape.counters(
+        "dndm_peer_failures",
+        "Connections to a peer that failed (each followed by a reconnect attempt)",
+        peer_failures,
+    );
+    if let Some(remote) = snapshot.remote {
+        scrape.counter(
+            "dndm_remote_handshake_failures",
+            "Remote-link connections that failed before the peer's hello",
+            remote.handshake_failures,
+        );
+        scrape.counter(
+            "dndm_remote_link_failures",
+            "Remote-link connections that failed after the hello",
+            remote.link_failures,
+        );
+        scrape.counter(
+            "dndm_remote_dial_failures",
+            "Remote-link dials that failed",
+            remote.dial_failures,
+        );
+        scrape.counter(
+            "dndm_remote_refused_routes",
+            "Peer routes refused by the router (fingerprint mismatch)",
+            remote.refused_routes,
+        );
+    }
+    scrape.counter(
+        "dndm_fingerprint_mismatches",
+        "Matches refused because schema fingerprints differ",
+        snapshot.fingerprint_mismatches,
+    );
+    scrape.counter(
+        "dndm_type_mismatches",
+        "Matches refused because one type name is bound to two types",
+        snapshot.type_mismatches,
+    );
+
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, &scrape.0);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_router_with_traffic_renders_prometheus_text_and_json() {
+        let router = Router::builder().name("n1").build().unwrap();
+        let mut sub = router.subscribe::<dndm::builtin::Text>("chat.*").unwrap();
+        let publisher = router.publish::<dndm::builtin::Text>("chat.room1").unwrap();
+        publisher.send("hi".into()).await.unwrap();
+        publisher.send("there".into()).await.unwrap();
+        sub.recv().await.unwrap();
+        let observed = Observed {
+            router: router.clone(),
+            peer_id: dndm::Keypair::from_seed([1; 32]).peer_id(),
+            mesh: None,
+            remote: None,
+        };
+        let snapshot = observed.snapshot();
+        let text = render(&snapshot);
+        assert!(
+            text.contains("dndm_messages_sent_total{node=\"n1\",route=\"dndm.Text@chat.room1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dndm_messages_received_total{node=\"n1\",route=\"dndm.Text@chat.*\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dndm_queue_depth{node=\"n1\",route=\"dndm.Text@chat.*\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE dndm_peers_connected gauge"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        let json = serde_json::to_string(&snapshot).unwrap();
+        let back: NodeSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.intents[0].sent, 2);
+        assert_eq!(back.interests[0].queue.as_ref().unwrap().delivered, 1);
+        router.close().await;
+    }
+}

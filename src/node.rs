@@ -1,0 +1,193 @@
+//! `dndm node`: a long-running node from a TOML file plus `DNDM_*` environment overrides.
+//!
+//! It joins the mesh (`[mesh] enabled = true`) and/or runs remote links (`[remote] enabled =
+//! true`) with one identity (`node.identity_file`, else a fresh one), serves `GET /metrics`
+//! (Prometheus) and `GET /snapshot` (JSON) on `metrics.listen` when `metrics.enabled`, and stops
+//! cleanly on SIGINT or SIGTERM (or at the end of standard input with `--stop-on-eof`).
+//!
+//! At start it prints, on standard output, one line per fact, then `ready`:
+//!
+//! ```text
+//! node <name> <PeerId>
+//! mesh <multiaddr>/p2p/<PeerId>      (one line per mesh listen address)
+//! remote <address>                   (one line per remote-link listen address)
+//! metrics http://<address>           (with /metrics and /snapshot)
+//! ready
+//! ```
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use dndm::builtin::{Bytes, Json, Text};
+use dndm::mesh::{MeshConfig, MeshEndpoint};
+use dndm::remote::endpoint::{RemoteConfig, RemoteEndpoint};
+use dndm::{Config, Keypair, Router};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::{self, Body};
+use crate::metrics::{self, Observed};
+use crate::pubsub::{Kind, Line, print_messages};
+use crate::{config_error, signals};
+
+/// Arguments of `dndm node`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The node's TOML configuration ([node] [router] [remote] [mesh] [metrics]); every key is
+    /// optional, and DNDM_<SECTION>__<KEY> environment variables override it.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Also subscribe to PATTERN (repeatable) and print each message on standard output.
+    #[arg(long = "subscribe", value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// Message type of --subscribe.
+    #[arg(long = "type", value_enum, default_value_t)]
+    kind: Kind,
+    /// Also stop when standard input reaches its end (for supervisors and tests).
+    #[arg(long)]
+    stop_on_eof: bool,
+}
+
+/// Runs the node until a signal (or end of input with `--stop-on-eof`).
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())
+        .map_err(|e| config_error(args.config.as_deref(), &e))?;
+    let keypair = match &config.node.identity_file {
+        Some(path) => Keypair::load_or_generate(path).context("node.identity_file")?,
+        None => Keypair::generate().context("cannot generate an identity")?,
+    };
+    let router = Router::builder().config(&config).build()?;
+    let result = serve(&args, &config, keypair, &router).await;
+    router.close().await;
+    result
+}
+
+async fn serve(
+    args: &Args,
+    config: &Config,
+    keypair: Keypair,
+    router: &Router,
+) -> anyhow::Result<()> {
+    let peer_id = keypair.peer_id();
+    println!("node {} {peer_id}", config.node.name);
+    let mut observed = Observed {
+        router: router.clone(),
+        peer_id,
+        mesh: None,
+        remote: None,
+    };
+    if config.remote.enabled {
+        let remote = RemoteEndpoint::new(keypair.clone(), RemoteConfig::from_config(config)?)?;
+        router
+            .attach(Arc::new(remote.clone()))
+            .await
+            .context("cannot start remote links")?;
+        for target in remote.bound() {
+            println!("remote {target}");
+        }
+        observed.remote = Some(remote);
+    }
+    if config.mesh.enabled {
+        let mesh = MeshEndpoint::new(keypair, MeshConfig::from_config(config)?)?;
+        router
+            .attach(Arc::new(mesh.clone()))
+            .await
+            .context("cannot join the mesh")?;
+        if !config.mesh.listen.is_empty() {
+            crate::demo::first_listen_address(&mesh).await?;
+            for address in mesh.listening() {
+                println!("mesh {address}/p2p/{peer_id}");
+            }
+        }
+        observed.mesh = Some(mesh);
+    }
+    if !config.mesh.enabled && !config.remote.enabled {
+        eprintln!("node: neither [mesh] nor [remote] is enabled; the node reaches no peer");
+    }
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    if config.metrics.enabled {
+        let listener = TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("metrics.listen = {:?}", config.metrics.listen))?;
+        let address = listener.local_addr()?;
+        let observed = observed.clone();
+        let handler: http::Handler = Arc::new(move |path: &str| match path {
+            "/metrics" => Some(Body {
+                content_type: metrics::CONTENT_TYPE,
+                text: metrics::render(&observed.snapshot()),
+            }),
+            "/snapshot" => Some(Body {
+                content_type: "application/json",
+                text: serde_json::to_string_pretty(&observed.snapshot()).unwrap_or_default(),
+            }),
+            _ => None,
+        });
+        tracker.spawn(http::serve(
+            listener,
+            handler,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        println!("metrics http://{address}");
+    }
+    for pattern in &args.subscribe {
+        match args.kind {
+            Kind::Text => tracker.spawn(subscribe::<Text>(router, pattern)?),
+            Kind::Json => tracker.spawn(subscribe::<Json>(router, pattern)?),
+            Kind::Bytes => tracker.spawn(subscribe::<Bytes>(router, pattern)?),
+        };
+    }
+    println!("ready");
+
+    let eof = if args.stop_on_eof {
+        Some(end_of_input())
+    } else {
+        None
+    };
+    let reason = tokio::select! {
+        signal = signals::shutdown() => signal?.to_owned(),
+        () = async {
+            match eof {
+                Some(eof) => { let _ = eof.await; }
+                None => std::future::pending().await,
+            }
+        } => "end of input".to_owned(),
+    };
+    eprintln!("node: {reason}; stopping");
+    cancel.cancel();
+    tracker.close();
+    router.close().await;
+    tracker.wait().await;
+    Ok(())
+}
+
+/// Subscribes to `pattern` and returns the task printing its messages.
+fn subscribe<T: Line>(
+    router: &Router,
+    pattern: &str,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let interest = router
+        .subscribe::<T>(pattern)
+        .with_context(|| format!("--subscribe {pattern:?}"))?;
+    Ok(async move {
+        let _ = print_messages(interest, None).await;
+    })
+}
+
+/// Resolves when standard input reaches its end (or fails), read on a thread.
+fn end_of_input() -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut input = std::io::stdin().lock();
+        let mut buf = [0u8; 1024];
+        while matches!(input.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    rx
+}
