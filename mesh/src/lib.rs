@@ -457,7 +457,7 @@ impl Endpoint for MeshEndpoint {
                 };
                 let Some((peer, stream)) = next else { break };
                 match dndm_peer(&peer) {
-                    Some(peer) => links.adopt_authenticated(peer, Box::new(stream.compat())),
+                    Some(peer) => links.adopt_authenticated(peer, Box::new(stream.compat()), false),
                     None => tracing::warn!(%peer, "dndm stream from a non-ed25519 peer refused"),
                 }
             }

@@ -658,7 +658,7 @@ impl Actor {
                 opened = control.open_stream(peer_id, PROTOCOL) => opened,
             };
             match opened {
-                Ok(stream) => links.adopt_authenticated(peer, Box::new(stream.compat())),
+                Ok(stream) => links.adopt_authenticated(peer, Box::new(stream.compat()), true),
                 Err(e) => tracing::debug!(%peer_id, error = %e, "dndm stream not opened"),
             }
             let _ = done.send(Command::Opened(peer_id)).await;

@@ -40,12 +40,10 @@ const PATH: &str = "netns.stream";
 const QUEUE: usize = 1024;
 /// Subscribers report progress every this many messages; h3 is cut after the first report.
 const REPORT_EVERY: u64 = 250;
-/// h1 sends one message per tick while streaming (about 200 messages a second). At this rate
-/// what h1 writes towards h3 before its idle timeout fires stays well inside the stream's
-/// flow-control window. Much faster (about 1000 a second) and the write blocks, and a link
-/// blocked in a write never runs its idle timer: h1 would not notice the cut until the cable
-/// is back (dndm-remote `Link::run` awaits `flush` outside the `select!` that holds the timer).
-const SEND_TICK: Duration = Duration::from_millis(5);
+/// h1 sends one message per tick while streaming (about 1000 messages a second): fast enough
+/// that what h1 writes towards the cut-off h3 fills the stream's flow-control window, so the
+/// link must notice a write that stalls (it fails after the idle timeout) rather than block.
+const SEND_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Reading {

@@ -42,6 +42,9 @@ const IDENTITY_LEN: usize = 32;
 /// Read buffer size per connection.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Most bytes read ahead while a write waits for the peer.
+const READ_AHEAD: usize = 4 * 1024 * 1024;
+
 /// Where to listen or dial.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -276,6 +279,9 @@ struct Handoff {
     rest: BytesMut,
     /// Told how the connection ended (dial loops wait on it).
     done: Option<oneshot::Sender<LinkFailure>>,
+    /// Opened by the peer with the lower PeerId. When both peers open a connection at once,
+    /// both keep that one, so they do not each wait for a hello on a different connection.
+    preferred: bool,
 }
 
 /// The security layer of a connection: our Noise channel, or none when the transport already
@@ -420,7 +426,15 @@ impl RemoteEndpoint {
     /// Runs a link to `peer` over a stream that the transport already authenticated and
     /// encrypted (a libp2p stream): no Noise layer and no identity preamble; the peer's hello
     /// must carry `peer`'s key. Batch signatures (if on) bind to both peers' ids.
-    pub fn adopt_authenticated(&self, peer: PeerId, stream: Box<dyn ByteStream>) {
+    /// `opened_here`: whether this side opened the stream (if both sides open one at once,
+    /// both keep the one the lower PeerId opened).
+    pub fn adopt_authenticated(
+        &self,
+        peer: PeerId,
+        stream: Box<dyn ByteStream>,
+        opened_here: bool,
+    ) {
+        let preferred = opened_here == (self.inner.keypair.peer_id() < peer);
         let inner = self.inner.clone();
         let channel = Secure::Plain {
             out: BytesMut::new(),
@@ -431,6 +445,7 @@ impl RemoteEndpoint {
             channel,
             rest: BytesMut::new(),
             done: None,
+            preferred,
         };
         self.inner.tracker.spawn(async move {
             if let Err(e) = hand_off(&inner, peer, handoff).await {
@@ -682,6 +697,7 @@ async fn handshake(
 ) -> Result<(), HandshakeError> {
     match secure(inner, &mut io, initiator).await {
         Ok((channel, rest, peer)) => {
+            let preferred = initiator == (inner.keypair.peer_id() < peer);
             hand_off(
                 inner,
                 peer,
@@ -690,6 +706,7 @@ async fn handshake(
                     channel: Secure::Noise(channel),
                     rest,
                     done,
+                    preferred,
                 },
             )
             .await
@@ -873,13 +890,16 @@ struct Link {
     /// The peer's declared routes, refreshed when it declares or withdraws one.
     peer_intents: Vec<dndm_core::Route>,
     peer_interests: Vec<dndm_core::RoutePattern>,
+    /// New connections from the handshake tasks, and the one to run next.
+    connections: mpsc::Receiver<Handoff>,
+    next: Option<Handoff>,
 }
 
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Receiver<Handoff>) {
+async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<Handoff>) {
     let epoch = {
         let mut seed = [0u8; 8];
         // The epoch only needs to differ between process starts; fall back to the clock.
@@ -904,13 +924,21 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
         hold_removals: 0,
         peer_intents: Vec::new(),
         peer_interests: Vec::new(),
+        connections,
+        next: None,
     };
     link.sync_local();
     loop {
-        let handoff = tokio::select! {
+        if link.inner.cancel.is_cancelled() {
+            break;
+        }
+        let handoff = if let Some(next) = link.next.take() {
+            next
+        } else {
+            tokio::select! {
             biased;
             () = link.inner.cancel.cancelled() => break,
-            handoff = connections.recv() => match handoff {
+            handoff = link.connections.recv() => match handoff {
                 Some(h) => h,
                 None => break,
             },
@@ -918,6 +946,7 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, mut connections: mpsc::Recei
             changed = link.local.changed() => {
                 if changed.is_ok() { link.sync_local(); }
                 continue;
+            }
             }
         };
         let failure = link.run(handoff).await;
@@ -1053,6 +1082,7 @@ impl Link {
             mut channel,
             rest,
             done,
+            preferred,
         } = handoff;
         let (mut reader, mut writer) = tokio::io::split(io);
         let info = match &channel {
@@ -1097,7 +1127,26 @@ impl Link {
                     }
                 }
             }
-            if let Err(failure) = self.flush(&mut channel, &mut writer).await {
+            let mut ended = None;
+            if let Err(failure) = self
+                .flush(&mut channel, &mut writer, &mut reader, &mut buf, &mut ended)
+                .await
+            {
+                self.session.handle_disconnect(failure);
+            }
+            // What arrived while we were writing.
+            if !buf.is_empty() {
+                let input = channel.handle_input(&buf);
+                buf.clear();
+                if let Err(e) = input {
+                    self.session
+                        .handle_disconnect(LinkFailure::Transport(format!("noise: {e}")));
+                }
+                while let Some(chunk) = channel.poll_plaintext() {
+                    plain.extend_from_slice(&chunk);
+                }
+            }
+            if let Some(failure) = ended {
                 self.session.handle_disconnect(failure);
             }
             let end = self.events().await;
@@ -1114,7 +1163,10 @@ impl Link {
                 biased;
                 () = self.inner.cancel.cancelled() => {
                     self.session.close(CloseCode(0), "endpoint closing");
-                    let _ = self.flush(&mut channel, &mut writer).await;
+                    let mut ended = None;
+                    let _ = self
+                        .flush(&mut channel, &mut writer, &mut reader, &mut buf, &mut ended)
+                        .await;
                     break None;
                 }
                 read = reader.read_buf(&mut buf) => {
@@ -1135,6 +1187,21 @@ impl Link {
                 }
                 changed = self.local.changed() => {
                     if changed.is_ok() { self.sync_local(); }
+                }
+                handoff = self.connections.recv(), if self.next.is_none() => {
+                    if let Some(new) = handoff {
+                        if self.session.is_open() {
+                            // The current connection works; the new one waits for it to end.
+                            self.next = Some(new);
+                        } else if new.preferred || !preferred {
+                            // Both sides opened a connection before either hello: keep the
+                            // lower PeerId's (or the newer of the same kind).
+                            self.next = Some(new);
+                            self.session.handle_disconnect(LinkFailure::Transport("superseded by a newer connection".into()));
+                        } else {
+                            tracing::debug!(peer = %self.peer, "connection from both sides; keeping ours");
+                        }
+                    }
                 }
                 command = self.commands.recv(), if can_send => {
                     // Route changes first: a publish may be for a route just added.
@@ -1161,11 +1228,18 @@ impl Link {
         failure
     }
 
-    /// Writes what the session and the channel have to send.
-    async fn flush<W: AsyncWrite + Unpin>(
+    /// Writes what the session and the channel have to send. While a write waits for the peer
+    /// to read, this keeps reading into `input` (up to a bound), so two peers writing to each
+    /// other at once cannot deadlock; the end of the peer's stream goes to `ended`. A write
+    /// that makes no progress for the idle timeout fails the connection (a peer gone silently
+    /// must not block the link, its keepalives and its timers).
+    async fn flush<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         &mut self,
         channel: &mut Secure,
         writer: &mut W,
+        reader: &mut R,
+        input: &mut BytesMut,
+        ended: &mut Option<LinkFailure>,
     ) -> Result<(), LinkFailure> {
         let t = now();
         while let Some(frame) = self.session.poll_transmit(t) {
@@ -1173,16 +1247,33 @@ impl Link {
                 .write(&frame)
                 .map_err(|e| LinkFailure::Transport(format!("noise: {e}")))?;
         }
+        let stall = self.inner.config.session.idle_timeout;
+        let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
         while let Some(bytes) = channel.poll_transmit() {
-            writer
-                .write_all(&bytes)
-                .await
-                .map_err(|e| LinkFailure::Transport(e.to_string()))?;
+            let deadline = tokio::time::Instant::now() + stall;
+            let mut write = std::pin::pin!(writer.write_all(&bytes));
+            loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => {
+                        written.map_err(|e| LinkFailure::Transport(e.to_string()))?;
+                        break;
+                    }
+                    read = reader.read_buf(input), if ended.is_none() && input.len() < READ_AHEAD => {
+                        match read {
+                            Ok(0) => *ended = Some(LinkFailure::Transport("connection closed by peer".into())),
+                            Ok(_) => {}
+                            Err(e) => *ended = Some(LinkFailure::Transport(e.to_string())),
+                        }
+                    }
+                    () = tokio::time::sleep_until(deadline) => return Err(stalled()),
+                }
+            }
         }
-        writer
-            .flush()
-            .await
-            .map_err(|e| LinkFailure::Transport(e.to_string()))
+        match tokio::time::timeout(stall, writer.flush()).await {
+            Ok(flushed) => flushed.map_err(|e| LinkFailure::Transport(e.to_string())),
+            Err(_) => Err(stalled()),
+        }
     }
 
     /// Handles the session's events; `Some` when the connection ended (`Some(None)`: closed in

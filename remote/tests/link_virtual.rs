@@ -138,8 +138,8 @@ async fn a_link_runs_over_a_stream_the_transport_already_secured() {
     let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
     b.attach(Arc::new(eb.clone())).await.unwrap();
     let (one, other) = tokio::io::duplex(64 * 1024);
-    ea.adopt_authenticated(idb, Box::new(one));
-    eb.adopt_authenticated(ida, Box::new(other));
+    ea.adopt_authenticated(idb, Box::new(one), true);
+    eb.adopt_authenticated(ida, Box::new(other), false);
 
     let publisher = a.publish::<Reading>("secured").unwrap();
     let mut subscriber = b.subscribe::<Reading>("secured").unwrap();
@@ -158,6 +158,54 @@ async fn a_link_runs_over_a_stream_the_transport_already_secured() {
         );
     }
     assert_eq!(ea.peers(), vec![idb]);
+    b.close().await;
+    a.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_both_peers_open_a_stream_at_once_both_keep_the_same_one() {
+    // Each side hands its own stream to its link first, then gets the peer's: without a
+    // tie-break each would wait for a hello on a stream the other is not reading.
+    let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let (ida, idb) = (ka.peer_id(), kb.peer_id());
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let (a_opened, b_side) = tokio::io::duplex(64 * 1024);
+    let (b_opened, a_side) = tokio::io::duplex(64 * 1024);
+    ea.adopt_authenticated(idb, Box::new(a_opened), true);
+    eb.adopt_authenticated(ida, Box::new(b_opened), true);
+    ea.adopt_authenticated(idb, Box::new(a_side), false);
+    eb.adopt_authenticated(ida, Box::new(b_side), false);
+
+    let (mut changes_a, mut changes_b) = (ea.link_changes(), eb.link_changes());
+    let idle = RemoteConfig::default().session.idle_timeout;
+    // In virtual time: up well before an idle timeout could have cleared a wrong pairing.
+    let up = tokio::time::timeout(idle / 2, async {
+        while !(ea.is_connected(&idb) && eb.is_connected(&ida)) {
+            tokio::select! {
+                _ = changes_a.changed() => {}
+                _ = changes_b.changed() => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        up.is_ok(),
+        "both links up on one stream before any idle timeout"
+    );
+    let publisher = a.publish::<Reading>("both").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("both").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    publisher.send(Reading { seq: 7 }).await.unwrap();
+    let got = tokio::time::timeout(GUARD, subscriber.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.seq, 7);
     b.close().await;
     a.close().await;
 }
