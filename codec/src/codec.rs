@@ -30,7 +30,15 @@ pub struct Encoder {
     compressor: Option<Compressor<'static>>,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
+    /// Consecutive batches that did not shrink, and how many batches to send uncompressed
+    /// before trying again: incompressible data (random, already compressed) costs one zstd
+    /// attempt per 2^streak batches (up to `MAX_SKIP`) instead of one per batch.
+    incompressible: u32,
+    skip: u32,
 }
+
+/// Most batches sent uncompressed between two attempts on incompressible data.
+const MAX_SKIP: u32 = 64;
 
 /// Per-batch encoding options: dictionary and signature.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,6 +66,8 @@ impl Encoder {
             compressor: None,
             scratch: Vec::new(),
             compressed: Vec::new(),
+            incompressible: 0,
+            skip: 0,
         }
     }
 
@@ -141,7 +151,23 @@ impl Encoder {
                     && raw_len >= c.threshold()
                     && raw_len <= self.limits.max_decompressed_len() as usize =>
             {
-                self.compress(batch, raw_len, c, options.dictionary)?
+                if self.skip > 0 {
+                    self.skip -= 1;
+                    None
+                } else {
+                    let compressed = self.compress(batch, raw_len, c, options.dictionary)?;
+                    if compressed.is_some() {
+                        self.incompressible = 0;
+                    } else {
+                        self.incompressible = self.incompressible.saturating_add(1);
+                        self.skip = 1u32
+                            .checked_shl(self.incompressible)
+                            .unwrap_or(MAX_SKIP)
+                            .min(MAX_SKIP)
+                            - 1;
+                    }
+                    compressed
+                }
             }
             _ => None,
         };

@@ -381,3 +381,51 @@ fn ping_bytes_match_the_worked_example_in_protocol_md() {
         &[0x64, 0x6e, 0x64, 0x6d, 1, 5, 0, 0, 0, 0, 0, 2, 0x08, 0x07]
     );
 }
+
+#[test]
+fn after_incompressible_batches_compression_backs_off_then_resumes() {
+    let limits = Limits::default();
+    let mut enc = Encoder::new(limits).with_compression(Compression::new(3, 0));
+    let mut dec = Decoder::new(limits);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut noise = || {
+        let bytes: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        Batch {
+            messages: vec![BatchMessage {
+                payload: Bytes::from(bytes),
+                ..BatchMessage::default()
+            }],
+            ..Batch::default()
+        }
+    };
+    for _ in 0..20 {
+        let batch = noise();
+        let out = enc.encode(&Frame::Batch(batch.clone())).unwrap();
+        assert_eq!(out[6], 0, "random data sent plain");
+        assert_eq!(dec.decode(&out).unwrap(), Frame::Batch(batch));
+    }
+    // Compressible data again: some batches go plain while the encoder backs off, but it
+    // tries again within 64 batches and keeps compressing from then on.
+    let mut plain_before = 0;
+    let mut compressed = 0;
+    for seq in 0..200u64 {
+        let batch = support::telemetry_batch(seq * 8, 8);
+        let out = enc.encode(&Frame::Batch(batch.clone())).unwrap();
+        assert_eq!(dec.decode(&out).unwrap(), Frame::Batch(batch));
+        if out[6] == 0 {
+            assert_eq!(compressed, 0, "once compression resumed it stays on");
+            plain_before += 1;
+        } else {
+            compressed += 1;
+        }
+    }
+    assert!(plain_before < 64, "resumed after {plain_before} plain batches");
+    assert!(compressed > 0);
+}
