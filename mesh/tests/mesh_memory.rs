@@ -306,3 +306,30 @@ async fn overlapping_patterns_of_one_peer_each_get_every_message_once() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_stops_the_swarm_and_leaves_no_task() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let a_port = port(70);
+    let (a, ea) = node(71, Some(a_port), None).await;
+    let (b, eb) = node(72, None, Some(a_port)).await;
+    let publisher = a.publish::<Reading>("close.me").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("close.me").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    publisher.send(Reading { seq: 1 }).await.unwrap();
+    tokio::time::timeout(GUARD, subscriber.recv()).await.unwrap().unwrap();
+    assert!(metrics.num_alive_tasks() > baseline, "the mesh runs tasks");
+    assert_eq!(ea.mesh_peers().len(), 1);
+    tokio::time::timeout(GUARD, b.close()).await.expect("b closes");
+    tokio::time::timeout(GUARD, a.close()).await.expect("a closes");
+    drop((publisher, subscriber, ea, eb));
+    // libp2p's connection tasks end when the swarm is dropped; wait for that event (guarded).
+    tokio::time::timeout(GUARD, async {
+        while metrics.num_alive_tasks() > baseline {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("no task the mesh spawned is left");
+}

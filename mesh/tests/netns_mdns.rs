@@ -75,8 +75,12 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
 
     // Discovery: no dial addresses anywhere, so every session comes from mDNS (and what the
     // first peers tell over Kademlia). Each node ends with sessions to both others.
+    let mut h1_peer = String::new();
     for host in [&mut h1, &mut h2, &mut h3] {
-        host.expect("ready");
+        let ready = host.expect("ready");
+        if host.name == "h1" {
+            h1_peer = ready.rsplit(' ').next().unwrap().to_owned();
+        }
         host.expect("peers 2");
     }
     // (`lan` counts the peers a node found itself: one that dialed it first may not be
@@ -120,7 +124,12 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
         host.send(&format!("expect {total}"));
         host.expect(&format!("done {total}"));
     }
-    for host in [&mut h1, &mut h2, &mut h3] {
+    // Close: h1's DNS-SD record is withdrawn (a goodbye), as a plain browser in h2 sees.
+    h2.send(&format!("watch {h1_peer}"));
+    h2.expect(&format!("mdns-seen {h1_peer}"));
+    h1.quit();
+    h2.expect(&format!("mdns-gone {h1_peer}"));
+    for host in [&mut h2, &mut h3] {
         host.quit();
     }
     eprintln!(
@@ -330,11 +339,36 @@ async fn subscriber(
                     target = Some(text["expect ".len()..].parse().unwrap());
                     check(next, target);
                 }
+                Some(text) if text.starts_with("watch ") => watch_mdns(text["watch ".len()..].to_owned()),
                 Some("quit") | None => return format!("received {next}"),
                 Some(other) => say(format!("bad command {other}")),
             },
         }
     }
+}
+
+/// Browses `_dndm._udp.local.` with a daemon of its own (as any DNS-SD browser would) and
+/// reports `mdns-seen <peer>` when `peer`'s record resolves, `mdns-gone <peer>` when it is
+/// withdrawn.
+fn watch_mdns(peer: String) {
+    let daemon = mdns_sd::ServiceDaemon::new().unwrap();
+    let events = daemon.browse(dndm_mesh::SERVICE_TYPE).unwrap();
+    let instance = format!("{peer}.{}", dndm_mesh::SERVICE_TYPE);
+    std::thread::spawn(move || {
+        let _daemon = daemon;
+        while let Ok(event) = events.recv() {
+            match event {
+                mdns_sd::ServiceEvent::ServiceResolved(service) if service.fullname == instance => {
+                    say(format!("mdns-seen {peer}"));
+                }
+                mdns_sd::ServiceEvent::ServiceRemoved(_, name) if name == instance => {
+                    say(format!("mdns-gone {peer}"));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Whether this process runs with effective uid 0.
