@@ -333,3 +333,53 @@ async fn close_stops_the_swarm_and_leaves_no_task() {
     .await
     .expect("no task the mesh spawned is left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_snapshot_shows_mesh_peers_and_their_routes() {
+    let a_port = port(80);
+    let (a, ea) = node(81, Some(a_port), None).await;
+    let (b, eb) = node(82, None, Some(a_port)).await;
+    let publisher = a.publish::<Reading>("snap.imu").unwrap();
+    let _subscriber = b.subscribe::<Reading>("snap.*").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    let snapshot = a.snapshot();
+    let peer = snapshot
+        .peers
+        .iter()
+        .find(|p| p.peer == eb.peer_id())
+        .expect("b in a's snapshot");
+    assert!(peer.connected, "{peer:?}");
+    assert_eq!(peer.path.as_deref(), Some("direct"));
+    assert!(
+        peer.addresses.iter().any(|addr| addr.starts_with("/memory/")),
+        "{peer:?}"
+    );
+    // The routes b declared are a's interests with b as their origin.
+    assert!(snapshot.interests.iter().any(|i| {
+        i.origin == dndm_router::Origin::Peer(eb.peer_id()) && i.pattern.as_str() == "test.Reading@snap.*"
+    }));
+    let mesh_peer = &ea.mesh_peers()[0];
+    assert_eq!(mesh_peer.peer, eb.peer_id());
+    assert!(mesh_peer.session && mesh_peer.connections >= 1);
+    b.close().await;
+    a.close().await;
+}
+
+#[test]
+fn the_identity_file_gives_the_same_peer_id_every_start() {
+    let dir = std::env::temp_dir().join(format!("dndm-mesh-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.key");
+    let mut config = dndm_core::Config::default();
+    config.node.identity_file = Some(path.clone());
+    let first = MeshEndpoint::from_config(&config).unwrap().peer_id();
+    let second = MeshEndpoint::from_config(&config).unwrap().peer_id();
+    assert_eq!(first, second, "loaded, not generated again");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
