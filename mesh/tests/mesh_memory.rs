@@ -318,11 +318,18 @@ async fn close_stops_the_swarm_and_leaves_no_task() {
     let mut subscriber = b.subscribe::<Reading>("close.me").unwrap();
     publisher.wait_for_interest(GUARD).await.unwrap();
     publisher.send(Reading { seq: 1 }).await.unwrap();
-    tokio::time::timeout(GUARD, subscriber.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(GUARD, subscriber.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(metrics.num_alive_tasks() > baseline, "the mesh runs tasks");
     assert_eq!(ea.mesh_peers().len(), 1);
-    tokio::time::timeout(GUARD, b.close()).await.expect("b closes");
-    tokio::time::timeout(GUARD, a.close()).await.expect("a closes");
+    tokio::time::timeout(GUARD, b.close())
+        .await
+        .expect("b closes");
+    tokio::time::timeout(GUARD, a.close())
+        .await
+        .expect("a closes");
     drop((publisher, subscriber, ea, eb));
     // libp2p's connection tasks end when the swarm is dropped; wait for that event (guarded).
     tokio::time::timeout(GUARD, async {
@@ -351,12 +358,15 @@ async fn the_router_snapshot_shows_mesh_peers_and_their_routes() {
     assert!(peer.connected, "{peer:?}");
     assert_eq!(peer.path.as_deref(), Some("direct"));
     assert!(
-        peer.addresses.iter().any(|addr| addr.starts_with("/memory/")),
+        peer.addresses
+            .iter()
+            .any(|addr| addr.starts_with("/memory/")),
         "{peer:?}"
     );
     // The routes b declared are a's interests with b as their origin.
     assert!(snapshot.interests.iter().any(|i| {
-        i.origin == dndm_router::Origin::Peer(eb.peer_id()) && i.pattern.as_str() == "test.Reading@snap.*"
+        i.origin == dndm_router::Origin::Peer(eb.peer_id())
+            && i.pattern.as_str() == "test.Reading@snap.*"
     }));
     let mesh_peer = &ea.mesh_peers()[0];
     assert_eq!(mesh_peer.peer, eb.peer_id());
