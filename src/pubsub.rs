@@ -351,19 +351,16 @@ fn read_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
 /// How [`confirm_delivery`] ended.
 #[derive(Debug, Default)]
 struct Confirmation {
-    /// Peers that answered two pings after the last message.
+    /// Peers that acknowledged everything sent.
     confirmed: usize,
     /// Peers whose session closed first (a `dndm sub --count` that had enough, say).
     left: usize,
-    /// Peers that did not answer in time.
+    /// Peers that did not acknowledge in time.
     unconfirmed: usize,
 }
 
-/// Waits until every peer subscribed to intent `id` has answered two keepalive pings sent
-/// after the last message: its session is ordered, so it has then received everything.
-///
-/// The session does not expose its unacknowledged count; two RTT updates are the closest
-/// observable proof of delivery (the first ping may have left before the last message).
+/// Waits until every peer subscribed to intent `id` has acknowledged everything sent to it
+/// (`MeshEndpoint::flush`), or its session ended.
 async fn confirm_delivery(node: &Ephemeral, id: dndm::HandleId) -> Confirmation {
     let snapshot = node.router.snapshot();
     let linked: Vec<u64> = snapshot
@@ -372,7 +369,7 @@ async fn confirm_delivery(node: &Ephemeral, id: dndm::HandleId) -> Confirmation 
         .filter(|l| l.intent == id)
         .map(|l| l.interest.get())
         .collect();
-    let mut peers: Vec<dndm::PeerId> = snapshot
+    let mut waiting: Vec<dndm::PeerId> = snapshot
         .interests
         .iter()
         .filter(|i| linked.contains(&i.id.get()))
@@ -381,46 +378,20 @@ async fn confirm_delivery(node: &Ephemeral, id: dndm::HandleId) -> Confirmation 
             _ => None,
         })
         .collect();
-    peers.sort();
-    peers.dedup();
-    let link_of = |peer: &dndm::PeerId| {
-        node.mesh
-            .links()
-            .into_iter()
-            .find(|l| l.peer == *peer)
-            .map(|l| (l.connected, l.rtt))
-    };
-    let mut waiting: Vec<(dndm::PeerId, Option<Duration>, u8)> = peers
-        .iter()
-        .map(|p| (*p, link_of(p).and_then(|(_, rtt)| rtt), 0))
-        .collect();
+    waiting.sort();
+    waiting.dedup();
     let mut outcome = Confirmation::default();
-    let keepalive = Duration::from_millis(node.config.remote.keepalive_ms);
-    let guard = keepalive * 3 + Duration::from_secs(2);
-    // RTT updates raise no event: check on a short tick.
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let wait = async {
-        while !waiting.is_empty() {
-            tick.tick().await;
-            waiting.retain_mut(|(peer, last, updates)| {
-                let Some((true, rtt)) = link_of(peer) else {
-                    outcome.left += 1;
-                    return false;
-                };
-                if rtt != *last {
-                    *last = rtt;
-                    *updates += 1;
-                }
-                if *updates >= 2 {
-                    outcome.confirmed += 1;
-                    return false;
-                }
-                true
-            });
+    let guard = Duration::from_millis(node.config.remote.idle_timeout_ms) + Duration::from_secs(2);
+    let flushes = waiting
+        .iter()
+        .map(|peer| async move { tokio::time::timeout(guard, node.mesh.flush(peer)).await });
+    for result in futures::future::join_all(flushes).await {
+        match result {
+            Ok(Ok(())) => outcome.confirmed += 1,
+            Ok(Err(_)) => outcome.left += 1,
+            Err(_) => outcome.unconfirmed += 1,
         }
-    };
-    let _ = tokio::time::timeout(guard, wait).await;
-    outcome.unconfirmed = waiting.len();
+    }
     outcome
 }
 

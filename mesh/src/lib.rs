@@ -318,6 +318,15 @@ impl MeshEndpoint {
         self.inner.links.link_changes()
     }
 
+    /// Waits until `peer` has acknowledged every message published to it before this call
+    /// (see `RemoteEndpoint::flush`). Bound it with a timeout.
+    ///
+    /// # Errors
+    /// [`dndm_core::CallError::Closed`] when there is no link to `peer` or it ends first.
+    pub async fn flush(&self, peer: &PeerId) -> Result<(), dndm_core::CallError> {
+        self.inner.links.flush(peer).await
+    }
+
     /// Peers with a dndm link.
     pub fn peers(&self) -> Vec<PeerId> {
         self.inner.links.peers()

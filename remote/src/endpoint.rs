@@ -204,6 +204,10 @@ pub struct LinkInfo {
     pub peer_intents: Vec<dndm_core::Route>,
     /// Patterns the peer declared it subscribes to.
     pub peer_interests: Vec<dndm_core::RoutePattern>,
+    /// What the peer has not acknowledged yet: publishes waiting in the link's queue or to be
+    /// batched, plus sent batches. Zero means the peer has everything sent so far;
+    /// [`RemoteEndpoint::link_changes`] fires when it becomes zero.
+    pub unacked: u64,
 }
 
 impl LinkInfo {
@@ -253,6 +257,8 @@ struct Inner {
     links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
     /// What each link last reported about itself.
     infos: Mutex<HashMap<PeerId, LinkInfo>>,
+    /// Each link's command queue, for [`RemoteEndpoint::flush`].
+    commands: Mutex<HashMap<PeerId, mpsc::Sender<Command>>>,
     /// Peers whose link is running a connection now (hello exchanged or not).
     active: Mutex<HashSet<PeerId>>,
     /// Bumped whenever a link connects, fails, closes or goes away; see `link_changes`.
@@ -369,6 +375,7 @@ impl RemoteEndpoint {
                 infos: Mutex::new(HashMap::new()),
                 link_state: watch::Sender::new(0),
                 active: Mutex::new(HashSet::new()),
+                commands: Mutex::new(HashMap::new()),
                 bound: Mutex::new(Vec::new()),
                 stats: Mutex::new(RemoteStats::default()),
                 tracker: TaskTracker::new(),
@@ -389,8 +396,9 @@ impl RemoteEndpoint {
         infos
     }
 
-    /// A receiver that changes whenever a link connects, fails, closes or goes away: wait on it
-    /// (`changed().await`) and read [`links`](Self::links) instead of polling.
+    /// A receiver that changes whenever a link connects, fails, closes or goes away, or has
+    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0): wait on it (`changed().await`)
+    /// and read [`links`](Self::links) instead of polling.
     pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.inner.link_state.subscribe()
     }
@@ -400,6 +408,25 @@ impl RemoteEndpoint {
         lock(&self.inner.infos)
             .get(peer)
             .is_some_and(|info| info.connected)
+    }
+
+    /// Waits until `peer` has acknowledged every message published to it before this call
+    /// (across reconnects: the session resends what was not acknowledged).
+    ///
+    /// # Errors
+    /// [`CallError::Closed`] when there is no link to `peer` or it ends first. Bound the wait
+    /// with a timeout: a peer that never comes back never acknowledges.
+    pub async fn flush(&self, peer: &PeerId) -> Result<(), CallError> {
+        let commands = lock(&self.inner.commands)
+            .get(peer)
+            .cloned()
+            .ok_or(CallError::Closed)?;
+        let (done, flushed) = oneshot::channel();
+        commands
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| CallError::Closed)?;
+        flushed.await.map_err(|_| CallError::Closed)
     }
 
     /// Whether the link to `peer` is running a connection (possibly still exchanging hellos):
@@ -819,6 +846,8 @@ enum Command {
         to: u64,
         result: Result<Bytes, CallError>,
     },
+    /// Answer once the peer acknowledged everything queued before this command.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The sink a peer's service gets: queues requests for the link task.
@@ -893,6 +922,8 @@ struct Link {
     /// New connections from the handshake tasks, and the one to run next.
     connections: mpsc::Receiver<Handoff>,
     next: Option<Handoff>,
+    /// Flushes waiting for the peer to acknowledge up to a sequence number.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 fn now() -> std::time::Instant {
@@ -926,7 +957,9 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
         peer_interests: Vec::new(),
         connections,
         next: None,
+        flushes: Vec::new(),
     };
+    lock(&link.inner.commands).insert(link.peer, link.commands_tx.clone());
     link.sync_local();
     loop {
         if link.inner.cancel.is_cancelled() {
@@ -962,6 +995,7 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
     }
     lock(&link.inner.links).remove(&link.peer);
     lock(&link.inner.infos).remove(&link.peer);
+    lock(&link.inner.commands).remove(&link.peer);
     link.inner.link_state.send_modify(|v| *v += 1);
 }
 
@@ -1013,11 +1047,14 @@ impl Link {
             stats: self.session.stats(),
             peer_intents: self.peer_intents.clone(),
             peer_interests: self.peer_interests.clone(),
+            unacked: (self.commands.len() + self.session.queued() + self.session.unacked_batches())
+                as u64,
         };
-        let state = (info.connected, info.stats.failures);
+        let state = (info.connected, info.stats.failures, info.unacked == 0);
         let previous = lock(&self.inner.infos).insert(self.peer, info);
         // Wake watchers only on state changes, not on every batch's counters.
-        let changed = previous.is_none_or(|p| (p.connected, p.stats.failures) != state);
+        let changed =
+            previous.is_none_or(|p| (p.connected, p.stats.failures, p.unacked == 0) != state);
         if changed {
             self.inner.link_state.send_modify(|v| *v += 1);
         }
@@ -1070,6 +1107,14 @@ impl Link {
                 });
                 if let Err(e) = self.session.respond(&route, to, result) {
                     tracing::debug!(peer = %self.peer, %route, error = %e, "response not sent");
+                }
+            }
+            Command::Flush(done) => {
+                let target = self.session.enqueued_through();
+                if self.session.acked_through() >= target {
+                    let _ = done.send(());
+                } else {
+                    self.flushes.push((target, done));
                 }
             }
         }
@@ -1150,6 +1195,16 @@ impl Link {
                 self.session.handle_disconnect(failure);
             }
             let end = self.events().await;
+            if !self.flushes.is_empty() {
+                let acked = self.session.acked_through();
+                let (reached, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+                    .into_iter()
+                    .partition(|(target, _)| *target <= acked);
+                self.flushes = waiting;
+                for (_, done) in reached {
+                    let _ = done.send(());
+                }
+            }
             self.report();
             if let Some(end) = end {
                 break end;

@@ -209,3 +209,41 @@ async fn when_both_peers_open_a_stream_at_once_both_keep_the_same_one() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn flush_returns_once_the_peer_acknowledged_everything_sent_before() {
+    let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let (ida, idb) = (ka.peer_id(), kb.peer_id());
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+    assert!(
+        matches!(ea.flush(&idb).await, Err(dndm_core::CallError::Closed)),
+        "no link yet"
+    );
+    let (one, other) = tokio::io::duplex(64 * 1024);
+    ea.adopt_authenticated(idb, Box::new(one), true);
+    eb.adopt_authenticated(ida, Box::new(other), false);
+    let publisher = a.publish::<Reading>("flushed").unwrap();
+    let mut subscriber = b.subscribe::<Reading>("flushed").unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    for seq in 0..1000 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    tokio::time::timeout(GUARD, ea.flush(&idb))
+        .await
+        .expect("flush returns")
+        .expect("b acknowledged");
+    for seq in 0..1000 {
+        let got = tokio::time::timeout(GUARD, subscriber.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.seq, seq);
+    }
+    b.close().await;
+    a.close().await;
+}

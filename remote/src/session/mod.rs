@@ -411,6 +411,8 @@ pub struct Session {
     /// Sequence numbers to resend from (go-back-N), set on resume and retransmit timeout.
     resend_from: Option<u64>,
     next_seq: u64,
+    /// The highest cumulative acknowledgement from the peer.
+    acked: u64,
     expected: u64,
     ack_due: bool,
     /// Batches that arrived ahead of a gap (lossy transports only), by first sequence.
@@ -449,6 +451,7 @@ impl Session {
             unacked_reliable: 0,
             resend_from: None,
             next_seq: 1,
+            acked: 0,
             expected: 1,
             ack_due: false,
             early: BTreeMap::new(),
@@ -839,5 +842,16 @@ impl Session {
     /// Messages waiting to be batched.
     pub fn queued(&self) -> usize {
         self.outgoing.len()
+    }
+
+    /// The sequence number the last message accepted so far has or will have: once
+    /// [`Session::acked_through`] reaches it, the peer has everything sent before.
+    pub fn enqueued_through(&self) -> u64 {
+        self.next_seq - 1 + self.outgoing.len() as u64
+    }
+
+    /// The highest sequence number the peer acknowledged (cumulatively).
+    pub fn acked_through(&self) -> u64 {
+        self.acked
     }
 }

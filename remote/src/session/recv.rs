@@ -411,6 +411,7 @@ impl Session {
 
     /// Drops kept batches up to `seq`; true if anything was dropped.
     pub(super) fn acknowledge(&mut self, seq: u64) -> bool {
+        self.acked = self.acked.max(seq);
         let mut progressed = false;
         while self.unacked.front().is_some_and(|s| s.last <= seq) {
             if let Some(sent) = self.unacked.pop_front() {
