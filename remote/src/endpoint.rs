@@ -96,7 +96,8 @@ pub struct RemoteConfig {
     pub dial: Vec<Target>,
     /// The session protocol settings.
     pub session: SessionConfig,
-    /// Noise handshake plus the peer's hello must finish within this.
+    /// The Noise handshake and the identity preamble must finish within this (the hello that
+    /// follows is bounded by the session's idle timeout).
     pub handshake_timeout: Duration,
     /// First redial delay; doubles up to `backoff_max`, with jitter.
     pub backoff_initial: Duration,
@@ -227,7 +228,8 @@ impl LinkInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteStats {
-    /// Connections that failed before the peer's hello (Noise, timeout, garbage).
+    /// Connections that failed during the Noise handshake or identity preamble (timeout,
+    /// garbage, wrong key); a bad hello counts as a link failure.
     pub handshake_failures: u64,
     /// Connections that ended with a failure after the hello.
     pub link_failures: u64,

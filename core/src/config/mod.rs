@@ -7,7 +7,7 @@
 //! 2. A TOML file ([`Config::from_file`], [`Config::from_toml_str`]); every section and key is
 //!    optional and unknown keys are rejected.
 //! 3. Environment overrides ([`Config::with_env_overrides`]): `DNDM_<SECTION>__<KEY>=<value>`,
-//!    a double underscore between section and key, e.g. `DNDM_MESH__MAX_PEERS=8`,
+//!    a double underscore between section and key, e.g. `DNDM_MESH__MAX_PEERS=32`,
 //!    `DNDM_NODE__NAME=robot1`, `DNDM_REMOTE__LISTEN=["127.0.0.1:7000"]`.
 //!
 //! [`Config::load`] does all three. Validation always checks every field, including fields of
@@ -113,7 +113,7 @@ pub struct RouterConfig {
     /// How long a request waits for its reply before failing, in milliseconds. Default 5000; 1 to
     /// 3 600 000.
     pub request_timeout_ms: u64,
-    /// Requests in flight at once per node; further requests wait. Default 256; 1 to 65 536.
+    /// Requests in flight at once per service; further requests wait. Default 256; 1 to 65 536.
     pub max_concurrent_requests: usize,
 }
 
@@ -199,8 +199,9 @@ pub struct MeshConfig {
     pub bootstrap: Vec<String>,
     /// Most peers connected at once. Default 50; 1 to 10 000.
     pub max_peers: usize,
-    /// Up to this many peers every peer forwards to every other (full mesh); above it a sparse
-    /// overlay is used. Default 16; 1 to `max_peers`.
+    /// Below this many connected peers, every peer learned of is dialed and gets a session (a
+    /// full mesh); above it only LAN, configured and wanted peers (providers of routes this node
+    /// subscribes to) do. Default 16; 1 to `max_peers`.
     pub full_mesh_threshold: usize,
 }
 
