@@ -426,6 +426,9 @@ fn after_incompressible_batches_compression_backs_off_then_resumes() {
             compressed += 1;
         }
     }
-    assert!(plain_before < 64, "resumed after {plain_before} plain batches");
+    assert!(
+        plain_before < 64,
+        "resumed after {plain_before} plain batches"
+    );
     assert!(compressed > 0);
 }

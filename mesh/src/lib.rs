@@ -51,9 +51,11 @@ use tokio_util::task::TaskTracker;
 
 mod discovery;
 mod keys;
+mod nat;
 mod swarm;
 
 pub use discovery::SERVICE_TYPE;
+pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
 use swarm::{Command, Routes, dndm_peer};
 
 /// The dndm protocol id on libp2p streams.
@@ -94,6 +96,25 @@ pub struct MeshConfig {
     /// The session settings of the dndm streams (listen/dial targets there are ignored; the
     /// node name there is the one announced over mDNS).
     pub remote: RemoteConfig,
+    /// Serve as a circuit relay (v2) for peers behind NAT, within [`Self::relay_limits`]
+    /// (TCP transport only). Default off.
+    pub relay_server: bool,
+    /// What a relay server hands out. See [`RelayLimits`] for the defaults.
+    pub relay_limits: RelayLimits,
+    /// Relays to reserve a slot on, each `/…/p2p/<relay PeerId>` (TCP transport only): the
+    /// node listens on `<relay>/p2p-circuit`, so peers that cannot dial it can reach it at
+    /// `<relay>/p2p-circuit/p2p/<this node>`. Default none.
+    pub relays: Vec<Multiaddr>,
+    /// Upgrade relayed connections to direct ones by hole punching (DCUtR). Default on; only
+    /// takes effect when [`Self::relays`] is not empty.
+    pub hole_punching: bool,
+    /// Learn whether this node is reachable (AutoNAT v1: connected peers dial it back), and
+    /// answer other nodes' dial-back requests. See [`MeshEndpoint::reachability`]. Default off.
+    pub autonat: bool,
+    /// Addresses this node is known to be reachable at (a public relay's address, say), added
+    /// as confirmed external addresses at start. Default none: a relay server without any
+    /// confirms its non-loopback listen addresses instead.
+    pub external: Vec<Multiaddr>,
 }
 
 impl Default for MeshConfig {
@@ -106,6 +127,12 @@ impl Default for MeshConfig {
             max_peers: 50,
             full_mesh_threshold: 16,
             remote: RemoteConfig::default(),
+            relay_server: false,
+            relay_limits: RelayLimits::default(),
+            relays: Vec::new(),
+            hole_punching: true,
+            autonat: false,
+            external: Vec::new(),
         }
     }
 }
@@ -144,6 +171,7 @@ impl MeshConfig {
             max_peers: mesh.max_peers,
             full_mesh_threshold: mesh.full_mesh_threshold,
             remote,
+            ..Self::default()
         };
         out.validate()?;
         Ok(out)
@@ -161,6 +189,23 @@ impl MeshConfig {
             return Err(bad(format!(
                 "full_mesh_threshold = {} is invalid: must be between 1 and max_peers ({})",
                 self.full_mesh_threshold, self.max_peers
+            )));
+        }
+        for (i, relay) in self.relays.iter().enumerate() {
+            if !matches!(
+                relay.iter().last(),
+                Some(libp2p::multiaddr::Protocol::P2p(_))
+            ) {
+                return Err(bad(format!(
+                    "relays[{i}] = \"{relay}\" is invalid: must end with /p2p/<relay PeerId>"
+                )));
+            }
+        }
+        let limits = &self.relay_limits;
+        if self.relay_server && (limits.max_reservations == 0 || limits.max_circuits == 0) {
+            return Err(bad(format!(
+                "relay_limits (max_reservations = {}, max_circuits = {}) is invalid: a relay server needs at least 1 of each",
+                limits.max_reservations, limits.max_circuits
             )));
         }
         Ok(())
@@ -200,6 +245,12 @@ pub struct MeshPeer {
     pub messages_received: u64,
     /// Session connections that failed.
     pub failures: u64,
+    /// Direct, or only through a relay's circuit.
+    pub path: Path,
+    /// Why a relayed peer stayed relayed: the last hole punching (DCUtR) failure, e.g.
+    /// `failed to hole-punch connection: giving up after 3 dial attempts` behind a symmetric
+    /// NAT. `None` on a direct path.
+    pub relay_reason: Option<String>,
 }
 
 /// A router endpoint on a libp2p mesh. See the crate docs.
@@ -216,6 +267,12 @@ pub(crate) struct State {
     pub(crate) ping_rtt: HashMap<libp2p::PeerId, Duration>,
     pub(crate) wanted: Vec<libp2p::PeerId>,
     pub(crate) lan: Vec<libp2p::PeerId>,
+    /// Connections that run through a relay's circuit.
+    pub(crate) relayed: std::collections::HashSet<ConnectionId>,
+    /// The last hole punching failure per peer (cleared when it succeeds).
+    pub(crate) hole_punch_failures: HashMap<libp2p::PeerId, String>,
+    pub(crate) reachability: Reachability,
+    pub(crate) reservations: Vec<RelayReservation>,
 }
 
 #[derive(Debug)]
@@ -365,6 +422,8 @@ impl MeshEndpoint {
             messages_sent: 0,
             messages_received: 0,
             failures: 0,
+            path: Path::Direct,
+            relay_reason: None,
         };
         for (peer_id, conns) in &state.connections {
             let Some(peer) = dndm_peer(peer_id) else {
@@ -377,6 +436,10 @@ impl MeshEndpoint {
             entry.rtt = state.ping_rtt.get(peer_id).copied();
             entry.wanted = state.wanted.contains(peer_id);
             entry.lan = state.lan.contains(peer_id);
+            if !conns.is_empty() && conns.keys().all(|id| state.relayed.contains(id)) {
+                entry.path = Path::Relayed;
+                entry.relay_reason = state.hole_punch_failures.get(peer_id).cloned();
+            }
         }
         for (peer, link) in links {
             let entry = peers.entry(peer).or_insert_with(|| blank(peer));
@@ -389,6 +452,17 @@ impl MeshEndpoint {
         let mut peers: Vec<MeshPeer> = peers.into_values().collect();
         peers.sort_by_key(|p| p.peer);
         peers
+    }
+
+    /// Whether other nodes can dial this one, as AutoNAT last found ([`Reachability::Unknown`]
+    /// until a probe finished, and always when [`MeshConfig::autonat`] is off).
+    pub fn reachability(&self) -> Reachability {
+        self.inner.state().reachability.clone()
+    }
+
+    /// The slots this node holds (or failed to get) on the relays of [`MeshConfig::relays`].
+    pub fn relay_reservations(&self) -> Vec<RelayReservation> {
+        self.inner.state().reservations.clone()
     }
 
     /// This node's PeerId.
@@ -425,6 +499,9 @@ impl Endpoint for MeshEndpoint {
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| config_error(format!("listen on {addr}: {e}")))?;
+        }
+        for addr in &inner.config.external {
+            swarm.add_external_address(addr.clone());
         }
         let mut dials = HashMap::new();
         for addr in &inner.config.dial {
@@ -501,7 +578,7 @@ impl Endpoint for MeshEndpoint {
                 info.messages_sent = p.messages_sent;
                 info.messages_received = p.messages_received;
                 info.failures = p.failures;
-                info.path = Some("direct".into());
+                info.path = Some(p.path.to_string());
                 info
             })
             .collect()

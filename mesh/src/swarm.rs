@@ -22,13 +22,18 @@ use dndm_remote::backoff::{Backoff, CircuitBreaker};
 use futures::StreamExt as _;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, Swarm, autonat, connection_limits, dcutr, identify, noise, ping, relay, tcp, yamux,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
 use crate::discovery::{Found, Mdns};
+
+mod relaying;
 use crate::{Inner, MeshConfig, MeshError, PROTOCOL, Transport, keys};
 
 /// How often the actor reconciles streams, lookups and provider records.
@@ -69,6 +74,8 @@ pub(crate) enum Command {
     RedialPeer(libp2p::PeerId),
     /// A dndm stream open to the peer finished (opened or failed).
     Opened(libp2p::PeerId),
+    /// Ask a configured relay for a reservation again (after its backoff delay).
+    Reserve(Multiaddr),
 }
 
 /// The local routes the actor announces and looks up.
@@ -85,6 +92,53 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) stream: libp2p_stream::Behaviour,
+    /// Circuit relay v2 server ([`MeshConfig::relay_server`]).
+    relay_server: Toggle<relay::Behaviour>,
+    /// Circuit relay v2 client: reservations on relays, dials through them (TCP only).
+    relay_client: Toggle<relay::client::Behaviour>,
+    /// Hole punching over relayed connections ([`MeshConfig::hole_punching`]).
+    dcutr: Toggle<dcutr::Behaviour>,
+    /// Reachability probes and dial-backs ([`MeshConfig::autonat`]).
+    autonat: Toggle<autonat::Behaviour>,
+}
+
+impl Behaviour {
+    fn new(
+        key: &libp2p::identity::Keypair,
+        config: &MeshConfig,
+        limits: connection_limits::ConnectionLimits,
+        relay_client: Option<relay::client::Behaviour>,
+    ) -> Self {
+        let peer = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(identify::Config::new(
+            "/dndm/id/1.0.0".to_owned(),
+            key.public(),
+        ));
+        let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
+        // Answer queries like any Kademlia node, reachable or not yet confirmed.
+        kad.set_mode(Some(kad::Mode::Server));
+        let relay_server = config.relay_server.then(|| {
+            let mut server = relay::Behaviour::new(peer, config.relay_limits.server_config());
+            // Serve from the start: a relay is configured as one, not discovered to be one.
+            server.set_status(Some(relay::Status::Enable));
+            server
+        });
+        let punching = relay_client.is_some() && config.hole_punching && !config.relays.is_empty();
+        Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            stream: libp2p_stream::Behaviour::new(),
+            relay_server: relay_server.into(),
+            relay_client: relay_client.into(),
+            dcutr: punching.then(|| dcutr::Behaviour::new(peer)).into(),
+            autonat: config
+                .autonat
+                .then(|| autonat::Behaviour::new(peer, crate::nat::autonat_config()))
+                .into(),
+        }
+    }
 }
 
 /// Builds the swarm for `config` with this identity.
@@ -94,29 +148,15 @@ pub(crate) fn build(
 ) -> Result<Swarm<Behaviour>, MeshError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(keypair.secret_seed())
         .map_err(|e| MeshError::Setup(e.to_string()))?;
+    // Two per peer: a relayed connection and the direct one hole punching opened, for the
+    // moment it takes to move the dndm stream over.
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)))
         .with_max_established_per_peer(Some(2))
         .with_max_pending_outgoing(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)));
-    let behaviour = move |key: &libp2p::identity::Keypair| {
-        let peer = key.public().to_peer_id();
-        let identify = identify::Behaviour::new(identify::Config::new(
-            "/dndm/id/1.0.0".to_owned(),
-            key.public(),
-        ));
-        let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
-        // Answer queries like any Kademlia node, reachable or not yet confirmed.
-        kad.set_mode(Some(kad::Mode::Server));
-        Behaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify,
-            ping: ping::Behaviour::default(),
-            kad,
-            stream: libp2p_stream::Behaviour::new(),
-        }
-    };
     let setup = |e: &dyn std::fmt::Display| MeshError::Setup(e.to_string());
     let swarm = match config.transport {
+        // TCP, plus the relay client transport for `/p2p-circuit` addresses.
         Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -125,7 +165,11 @@ pub(crate) fn build(
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
-            .with_behaviour(behaviour)
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, config, limits, Some(relay_client))
+            })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build(),
@@ -141,7 +185,7 @@ pub(crate) fn build(
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| setup(&e))?
-            .with_behaviour(behaviour)
+            .with_behaviour(|key| Behaviour::new(key, config, limits, None))
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build(),
@@ -211,6 +255,12 @@ pub(crate) struct Actor {
     ticks: u64,
     started: Instant,
     random: u64,
+    /// Circuit listeners by relay (reservations, see `relaying.rs`).
+    relay_listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
+    reservation_backoff: HashMap<Multiaddr, Backoff>,
+    /// Configured relayed dials replaced by a hole-punched connection: redialed when the
+    /// peer's last connection closes.
+    relay_fallback: HashMap<libp2p::PeerId, Multiaddr>,
 }
 
 impl Actor {
@@ -254,6 +304,9 @@ impl Actor {
             started: Instant::now(),
             random: u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 ^ u64::from(local.to_bytes().last().copied().unwrap_or(0)),
+            relay_listeners: HashMap::new(),
+            reservation_backoff: HashMap::new(),
+            relay_fallback: HashMap::new(),
         }
     }
 
@@ -262,6 +315,7 @@ impl Actor {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.routes_changed();
+        self.start_relays();
         loop {
             tokio::select! {
                 biased;
@@ -312,10 +366,12 @@ impl Actor {
             Command::Opened(peer) => {
                 self.opening.remove(&peer);
             }
+            Command::Reserve(relay) => self.reserve(relay),
         }
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.on_nat_event(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 self.inner.state().listening.push(address);

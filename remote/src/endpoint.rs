@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::backoff::{Backoff, CircuitBreaker};
 use crate::noise::{self, Channel, StaticKey};
@@ -819,7 +820,11 @@ async fn hand_off(
             _ => {
                 let (tx, rx) = mpsc::channel(LINK_CONNECTIONS);
                 links.insert(peer, tx.clone());
-                inner.tracker.spawn(link_task(inner.clone(), peer, rx));
+                // Every log line of the link carries its peer.
+                let span = tracing::info_span!("link", %peer);
+                inner
+                    .tracker
+                    .spawn(link_task(inner.clone(), peer, rx).instrument(span));
                 tx
             }
         }

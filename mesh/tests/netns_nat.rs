@@ -1,0 +1,693 @@
+//! Peers behind two NATs reach each other through a relay, and hole punching makes the path
+//! direct while a reliable stream runs (`tests/netns/nat.sh`: private networks A and B, each
+//! behind its own masquerading NAT, and a public network with the relay and a spare client c).
+//!
+//! a publishes `Reading { seq }` on a reliable route; b subscribes losslessly. Both hold a
+//! reservation on the relay; b dials a at `<relay>/p2p-circuit/p2p/<a>`. First the NATs refuse
+//! each other's connections (`nat.sh block`): hole punching fails, the path stays relayed,
+//! a's snapshot says why, and the stream flows over the circuit. Then the block is lifted and
+//! b drops its connection: the redial goes through the relay again, hole punching succeeds, the
+//! relayed connection closes and the session resumes on the direct one. b must have every
+//! message exactly once and in order. The relay takes two reservations; c, the third client, is
+//! refused with the relay's reason.
+//!
+//! The parent runs this test binary once per host (the `#[ignore]`d test `nat_child`), as
+//! `netns_mdns.rs` does: commands on stdin, `@@ <report>` lines on stdout.
+//!
+//! Needs root (CI runs as root); without root the test fails unless `DNDM_SKIP_NETNS=1`. Run by
+//! hand: `cargo test -p dndm-mesh --test netns_nat -- --nocapture` (`DNDM_LOG=debug` logs each
+//! node's tracing on stderr, prefixed with its host).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
+
+use dndm_core::{Keypair, Message, PeerId, Qos};
+use dndm_mesh::{MeshConfig, MeshEndpoint, Path, Transport};
+use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+use libp2p::Multiaddr;
+
+/// Longest wait for any one report of a child: a failure guard, never a pace.
+const GUARD: Duration = Duration::from_secs(30);
+/// Names the host a child process plays.
+const ROLE: &str = "DNDM_NETNS_ROLE";
+/// Set to `1` to skip the test where network namespaces cannot be made (not root).
+const SKIP: &str = "DNDM_SKIP_NETNS";
+/// Marks a child's report lines on stdout.
+const MARK: &str = "@@ ";
+/// The route path of the stream.
+const PATH: &str = "nat.stream";
+/// The subscriber's queue (lossless: the publisher waits when it is full).
+const QUEUE: usize = 1024;
+/// The subscriber reports progress every this many messages.
+const REPORT_EVERY: u64 = 200;
+/// The publisher sends one message per tick.
+const SEND_TICK: Duration = Duration::from_millis(2);
+/// How often a child looks at its mesh snapshot for changes worth a report.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+/// The relay's public address and its reservation bound (a and b fit, c does not).
+const RELAY_ADDR: &str = "/ip4/203.0.113.10/tcp/4001";
+const RELAY_RESERVATIONS: usize = 2;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Reading {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+fn seed(role: &str) -> [u8; 32] {
+    match role {
+        "relay" => [10; 32],
+        "a" => [11; 32],
+        "b" => [12; 32],
+        _ => [13; 32],
+    }
+}
+
+fn peer_of(role: &str) -> PeerId {
+    Keypair::from_seed(seed(role)).peer_id()
+}
+
+fn relay_addr() -> Multiaddr {
+    format!("{RELAY_ADDR}/p2p/{}", peer_of("relay"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
+    if std::env::var(SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("netns_nat skipped: {SKIP}=1");
+        return;
+    }
+    assert!(
+        is_root(),
+        "netns_nat needs root to create network namespaces (CI runs as root): run it as root, or set {SKIP}=1 to skip it"
+    );
+    let started = Instant::now();
+    let testbed = Testbed::up("cone");
+    // Hole punching fails while the NATs refuse each other.
+    testbed.run(&["block"]);
+    let mut relay = Host::spawn(&testbed, "relay");
+    relay.expect("ready");
+    let mut a = Host::spawn(&testbed, "a");
+    let mut b = Host::spawn(&testbed, "b");
+    a.expect("reservation ok");
+    b.expect("reservation ok");
+
+    // The relay is full: c is refused, and says why.
+    let mut c = Host::spawn(&testbed, "c");
+    let refused = c.expect("reservation error ");
+    assert!(
+        refused.contains("resource limit exceeded"),
+        "c: unexpected refusal reason: {refused}"
+    );
+    eprintln!("c: {refused}");
+
+    // The session runs over the circuit; hole punching failed and the snapshot says why.
+    // (a answered the relayed connection, so a drives hole punching and sees it fail.)
+    b.expect_or_seen("link up relayed");
+    a.expect_or_seen("link up relayed");
+    let reason = a.expect("reason ");
+    eprintln!("a stays relayed: {reason} ({:?})", started.elapsed());
+    a.send("subscribers 1");
+    a.expect("subscribers 1");
+    a.send("start");
+    b.expect(&format!("got {}", 2 * REPORT_EVERY));
+    let relayed_at = Instant::now();
+    let got_relayed = b.last_count("got ");
+
+    // Lift the block and reconnect: hole punching on the new relayed connection succeeds, and
+    // the session moves to the direct connection mid-stream.
+    // A simultaneous open can still lose a race (a SYN that reaches the other NAT before that
+    // side's own SYN left is dropped): each new relayed connection tries again, so reconnect
+    // up to three times.
+    testbed.run(&["unblock"]);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let asked = Instant::now();
+        b.send("disconnect a");
+        let outcome = a.expect_any_since(asked, &["link up direct", "reason "]);
+        if outcome.starts_with("link up direct") {
+            break;
+        }
+        eprintln!("hole punch attempt {tries} failed: {outcome}");
+        assert!(tries < 3, "hole punching failed {tries} times: {outcome}");
+    }
+    b.expect_since(Some(relayed_at), "link up direct");
+    let direct_at = Instant::now();
+    eprintln!(
+        "direct after {:?} ({got_relayed} messages over the relay)",
+        relayed_at.elapsed()
+    );
+    let before = b.last_count("got ");
+    b.expect_since(
+        Some(direct_at),
+        &format!("got {}", (before / REPORT_EVERY + 2) * REPORT_EVERY),
+    );
+    a.send("stop");
+    let stopped = a.expect("stopped ");
+    let sent: u64 = stopped["stopped ".len()..].parse().unwrap();
+    b.send(&format!("expect {sent}"));
+    b.expect(&format!("done {sent}"));
+    for host in [&mut relay, &mut a, &mut b] {
+        host.send("status");
+        let status = host.expect("status ");
+        eprintln!("{}: {status}", host.name);
+    }
+    eprintln!(
+        "{sent} messages, 0 lost, 0 duplicated; test took {:?}",
+        started.elapsed()
+    );
+    for host in [&mut c, &mut b, &mut a, &mut relay] {
+        host.quit();
+    }
+}
+
+/// One node of the NAT testbed. Not run on its own: the parent test runs it per host.
+#[test]
+#[ignore = "run by the netns_nat parent test inside a network namespace"]
+fn nat_child() {
+    let role = std::env::var(ROLE).expect("DNDM_NETNS_ROLE names the host");
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(child_node(&role));
+}
+
+/// Prints a report line for the parent.
+fn say(line: impl std::fmt::Display) {
+    println!("{MARK}{line}");
+}
+
+fn config(role: &str) -> MeshConfig {
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Tcp;
+    config.mdns = false;
+    config.autonat = true;
+    config.remote.session.keepalive = Duration::from_millis(500);
+    config.remote.session.idle_timeout = Duration::from_secs(3);
+    config.remote.session.node_name = role.to_owned();
+    config.remote.backoff_initial = Duration::from_millis(100);
+    config.remote.backoff_max = Duration::from_millis(500);
+    let port = match role {
+        "relay" => 4001,
+        "a" => 4101,
+        "b" => 4102,
+        _ => 4103,
+    };
+    if role == "relay" {
+        let addr: Multiaddr = RELAY_ADDR.parse().unwrap();
+        config.listen = vec![addr.clone()];
+        config.external = vec![addr];
+        config.relay_server = true;
+        config.relay_limits.max_reservations = RELAY_RESERVATIONS;
+    } else {
+        // A fixed port: outgoing connections reuse it, so the NAT maps it the same way for
+        // every destination (what hole punching relies on).
+        config.listen = vec![format!("/ip4/0.0.0.0/tcp/{port}").parse().unwrap()];
+        config.relays = vec![relay_addr()];
+    }
+    if role == "b" {
+        config.dial = vec![
+            relay_addr()
+                .with(libp2p::multiaddr::Protocol::P2pCircuit)
+                .with(libp2p::multiaddr::Protocol::P2p(
+                    libp2p::PeerId::from_bytes(&peer_of("a").to_bytes()).unwrap(),
+                )),
+        ];
+    }
+    config
+}
+
+async fn child_node(role: &str) {
+    let router = Router::builder().name(role).build().unwrap();
+    let endpoint = MeshEndpoint::new(Keypair::from_seed(seed(role)), config(role)).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    say(format!("ready {role} {}", endpoint.peer_id()));
+
+    // Snapshot reports: reservation, reachability, the path to the other side and why.
+    let other = match role {
+        "a" => Some(peer_of("b")),
+        "b" => Some(peer_of("a")),
+        _ => None,
+    };
+    let watcher = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move {
+            let mut tick = tokio::time::interval(WATCH_TICK);
+            let mut last: Vec<String> = Vec::new();
+            loop {
+                tick.tick().await;
+                let lines = snapshot(&endpoint, other);
+                for line in &lines {
+                    if !last.contains(line) {
+                        say(line);
+                    }
+                }
+                last = lines;
+            }
+        }
+    });
+
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if commands_tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+        let _ = commands_tx.blocking_send("quit".to_owned());
+    });
+
+    let summary = match role {
+        "a" => publisher(&router, &endpoint, &mut commands).await,
+        "b" => subscriber(&router, &endpoint, &mut commands).await,
+        _ => idle(&endpoint, &mut commands).await,
+    };
+    watcher.abort();
+    router.close().await;
+    say(format!("bye {summary}"));
+}
+
+/// The report lines of a snapshot: `reservation ok|refused <why>`, `reach <status>`, and for
+/// the other NATed peer `link up <path>|link down` and `reason <why it stayed relayed>`.
+fn snapshot(endpoint: &MeshEndpoint, other: Option<PeerId>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in endpoint.relay_reservations() {
+        match (r.reserved, r.error) {
+            (true, _) => lines.push("reservation ok".to_owned()),
+            (false, Some(e)) => lines.push(format!("reservation error {e}")),
+            (false, None) => {}
+        }
+    }
+    lines.push(format!("reach {}", endpoint.reachability()));
+    if let Some(other) = other {
+        let peer = endpoint.mesh_peers().into_iter().find(|p| p.peer == other);
+        match peer {
+            Some(p) if p.session => {
+                lines.push(format!("link up {}", p.path));
+                if let (Path::Relayed, Some(reason)) = (p.path, p.relay_reason) {
+                    lines.push(format!("reason {reason}"));
+                }
+            }
+            _ => lines.push("link down".to_owned()),
+        }
+    }
+    lines
+}
+
+fn status(endpoint: &MeshEndpoint) -> String {
+    let peers: Vec<String> = endpoint
+        .mesh_peers()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}{}",
+                &p.peer.to_string()[..8],
+                p.path,
+                if p.session { "+session" } else { "" }
+            )
+        })
+        .collect();
+    format!(
+        "reach {} peers [{}]",
+        endpoint.reachability(),
+        peers.join(" ")
+    )
+}
+
+/// relay, c: answer `status`, quit on `quit`.
+async fn idle(
+    endpoint: &MeshEndpoint,
+    commands: &mut tokio::sync::mpsc::Receiver<String>,
+) -> String {
+    loop {
+        match commands.recv().await.as_deref() {
+            Some("status") => say(format!("status {}", status(endpoint))),
+            Some("quit") | None => return "idle".to_owned(),
+            Some(other) => say(format!("bad command {other}")),
+        }
+    }
+}
+
+/// a: `subscribers N` answers once N subscribers are linked; `start` streams `Reading { seq }`
+/// on a reliable route until `stop`, which answers `stopped <count>`.
+async fn publisher(
+    router: &Router,
+    endpoint: &MeshEndpoint,
+    commands: &mut tokio::sync::mpsc::Receiver<String>,
+) -> String {
+    let publisher = Arc::new(
+        router
+            .publish_with::<Reading>(PATH, PublishOptions::default().qos(Qos::reliable()))
+            .unwrap(),
+    );
+    let mut events = publisher.events();
+    let mut wanted: Option<usize> = None;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut sender: Option<tokio::task::JoinHandle<u64>> = None;
+    loop {
+        if let Some(n) = wanted
+            && publisher.subscriber_count() >= n
+        {
+            say(format!("subscribers {n}"));
+            wanted = None;
+        }
+        tokio::select! {
+            Ok(_) = events.recv() => {}
+            command = commands.recv() => match command.as_deref() {
+                Some("status") => say(format!("status {}", status(endpoint))),
+                Some(text) if text.starts_with("subscribers ") => {
+                    wanted = Some(text["subscribers ".len()..].parse().unwrap());
+                }
+                Some("start") => {
+                    let (publisher, stop) = (publisher.clone(), stop.clone());
+                    sender = Some(tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(SEND_TICK);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let mut seq = 0;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            tick.tick().await;
+                            if let Err(e) = publisher.send(Reading { seq }).await {
+                                say(format!("bad send of {seq}: {e}"));
+                                break;
+                            }
+                            seq += 1;
+                        }
+                        seq
+                    }));
+                }
+                Some("stop") => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let sent = match sender.take() {
+                        Some(task) => task.await.unwrap(),
+                        None => 0,
+                    };
+                    say(format!("stopped {sent}"));
+                }
+                Some("quit") | None => return format!("subscribers {}", publisher.subscriber_count()),
+                Some(other) => say(format!("bad command {other}")),
+            },
+        }
+    }
+}
+
+/// b: receive losslessly, checking order; `got N` every `REPORT_EVERY` messages, `bad …` on a
+/// gap or duplicate; `expect T` answers `done T`; `disconnect a` drops the connections to a.
+async fn subscriber(
+    router: &Router,
+    endpoint: &MeshEndpoint,
+    commands: &mut tokio::sync::mpsc::Receiver<String>,
+) -> String {
+    let lossless = SubscribeOptions::default()
+        .capacity(QUEUE)
+        .overflow(Overflow::Block);
+    let mut interest = router.subscribe_with::<Reading>(PATH, lossless).unwrap();
+    let mut next = 0u64;
+    let mut target: Option<u64> = None;
+    let check = |next: u64, target: Option<u64>| match target {
+        Some(t) if next == t => say(format!("done {t}")),
+        Some(t) if next > t => say(format!("bad received {next} messages, expected {t}")),
+        _ => {}
+    };
+    loop {
+        tokio::select! {
+            reading = interest.recv() => {
+                let Ok(reading) = reading else {
+                    return format!("closed after {next}");
+                };
+                if reading.seq != next {
+                    say(format!("bad got seq {} where {next} was due", reading.seq));
+                }
+                next = reading.seq.max(next) + 1;
+                if next.is_multiple_of(REPORT_EVERY) {
+                    say(format!("got {next}"));
+                }
+                check(next, target);
+            }
+            command = commands.recv() => match command.as_deref() {
+                Some("status") => say(format!("status {}", status(endpoint))),
+                Some("disconnect a") => endpoint.disconnect(peer_of("a")),
+                Some(text) if text.starts_with("expect ") => {
+                    target = Some(text["expect ".len()..].parse().unwrap());
+                    check(next, target);
+                }
+                Some("quit") | None => return format!("received {next}"),
+                Some(other) => say(format!("bad command {other}")),
+            },
+        }
+    }
+}
+
+/// Whether this process runs with effective uid 0.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// The NAT testbed of this test run (namespaces prefixed with this process's id); dropping it
+/// takes the testbed down, on panic too.
+struct Testbed {
+    prefix: String,
+}
+
+impl Testbed {
+    fn script(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/netns/{name}"))
+    }
+
+    fn up(mode: &str) -> Self {
+        // Through bash: a checkout that lost the executable bits still runs them.
+        let setup = Command::new("bash")
+            .arg(Self::script("setup.sh"))
+            .arg("nat")
+            .status()
+            .unwrap();
+        assert!(setup.success(), "tests/netns/setup.sh nat failed: {setup}");
+        let testbed = Self {
+            prefix: format!("dndmnat{}", std::process::id()),
+        };
+        testbed.run(&["up", mode]);
+        testbed
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("bash");
+        command.arg(Self::script("nat.sh"));
+        command.env("DNDM_NETNS_PREFIX", &self.prefix);
+        command
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = self.command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "nat.sh {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        match self.command().arg("down").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "nat.sh down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("nat.sh down did not run: {e}"),
+        }
+    }
+}
+
+/// A child node running in one host of the testbed.
+struct Host {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Reports, with when they arrived.
+    lines: Receiver<(Instant, String)>,
+    /// Every report seen, for `last_count`.
+    seen: Vec<String>,
+}
+
+impl Host {
+    fn spawn(testbed: &Testbed, name: &'static str) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = testbed
+            .command()
+            .args(["exec", name])
+            .arg(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "nat_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = sync_channel(4096);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest may print "test netns_child ... " in front of the first report.
+                if let Some((_, report)) = line.split_once(MARK)
+                    && tx.send((Instant::now(), report.to_owned())).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // The child's stderr (panics, DNDM_LOG tracing), prefixed with its host. Threads spawned
+        // here inherit the test's output capture: shown when the test fails or with --nocapture.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || forward_stderr(name, stderr));
+        let stdin = child.stdin.take();
+        Self {
+            name,
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the next report starting with `prefix` and returns it; a `bad …` report fails.
+    fn expect(&mut self, prefix: &str) -> String {
+        self.expect_since(None, prefix)
+    }
+
+    /// As `expect`, skipping reports that arrived before `since` (state reports from before an
+    /// event must not answer for it).
+    fn expect_since(&mut self, since: Option<Instant>, prefix: &str) -> String {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = match self.lines.recv_timeout(left) {
+                Ok(report) => report,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no \"{prefix}…\" within {GUARD:?}; last reports: {:?}",
+                    self.name,
+                    self.last_reports()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: stopped before reporting \"{prefix}…\" (exit: {:?}); last reports: {:?}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.last_reports()
+                ),
+            };
+            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) && since.is_none_or(|since| at >= since) {
+                return line;
+            }
+        }
+    }
+
+    /// As `expect`, but a matching report seen earlier (while waiting for another) counts.
+    fn expect_or_seen(&mut self, prefix: &str) -> String {
+        match self.seen.iter().find(|l| l.starts_with(prefix)) {
+            Some(line) => line.clone(),
+            None => self.expect(prefix),
+        }
+    }
+
+    /// The first report since `since` that starts with any of `prefixes`.
+    fn expect_any_since(&mut self, since: Instant, prefixes: &[&str]) -> String {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((at, line)) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "{}: none of {prefixes:?} within {GUARD:?}; last reports: {:?}",
+                    self.name,
+                    self.last_reports()
+                );
+            };
+            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
+            self.seen.push(line.clone());
+            if at >= since && prefixes.iter().any(|p| line.starts_with(p)) {
+                return line;
+            }
+        }
+    }
+
+    fn last_reports(&self) -> &[String] {
+        &self.seen[self.seen.len().saturating_sub(8)..]
+    }
+
+    /// The largest count of the reports `<prefix><count>` seen so far.
+    fn last_count(&self, prefix: &str) -> u64 {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Asks the child to close its router and exit, and checks it did so cleanly.
+    fn quit(&mut self) {
+        self.send("quit");
+        self.expect("bye ");
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // After a failure the child may still run: end it (the testbed's `down` would, too).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn forward_stderr(name: &str, stderr: impl Read) {
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        eprintln!("[{name}] {line}");
+    }
+}
