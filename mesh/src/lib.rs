@@ -558,7 +558,11 @@ impl Endpoint for MeshEndpoint {
             mdns,
             dials,
         );
-        inner.tracker.spawn(actor.run());
+        // Every log line of the swarm actor carries this node's PeerId.
+        let span = tracing::info_span!("mesh", local = %inner.keypair.peer_id());
+        inner
+            .tracker
+            .spawn(tracing::Instrument::instrument(actor.run(), span));
         Ok(())
     }
 

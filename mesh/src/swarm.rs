@@ -40,7 +40,7 @@ use crate::{Inner, MeshConfig, MeshError, PROTOCOL, Transport, keys};
 const TICK: Duration = Duration::from_millis(500);
 
 /// How long an idle libp2p connection (no stream, no query) stays open.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Provider records are published again this often (in ticks): remote stores expire them.
 /// After a change, sooner: from `REPROVIDE_FIRST_TICKS`, doubling.
@@ -48,7 +48,7 @@ const REPROVIDE_TICKS: u64 = 120;
 const REPROVIDE_FIRST_TICKS: u64 = 4;
 
 /// At most one eviction for refused newcomers per this long.
-const EVICT_SPACING: Duration = Duration::from_secs(1);
+const EVICT_SPACING: Duration = Duration::from_millis(250);
 
 /// A lookup that found every provider connected is repeated after this many ticks; one that
 /// did not is retried sooner, doubling from 1 tick up to `LOOKUP_RETRY_MAX`.
@@ -221,6 +221,10 @@ struct Lookup {
     running: Option<QueryId>,
     /// Whether the last run found a provider that is not connected.
     missing: bool,
+    /// Whether the last run found a provider earlier runs had not.
+    new: bool,
+    /// Providers found so far.
+    seen: HashSet<libp2p::PeerId>,
 }
 
 /// The swarm actor's state.
@@ -248,6 +252,8 @@ pub(crate) struct Actor {
     reprovide_at: u64,
     reprovide_every: u64,
     last_eviction: Option<Instant>,
+    /// Connections we dialed to known peers (the circuit breaker counts only these).
+    peer_dials: HashSet<ConnectionId>,
     /// Peers reached through configured addresses.
     configured: HashSet<libp2p::PeerId>,
     /// When each connected peer's first live connection was established.
@@ -300,6 +306,7 @@ impl Actor {
             last_eviction: None,
             since: HashMap::new(),
             configured: HashSet::new(),
+            peer_dials: HashSet::new(),
             ticks: 0,
             started: Instant::now(),
             random: u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -374,10 +381,18 @@ impl Actor {
         self.on_nat_event(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
+                // Provider records carry the provider's external addresses; without any, a
+                // subscriber that does not already know us cannot dial us. Listen addresses are
+                // the candidates: loopback ones only when we were asked to listen on loopback.
+                let loopback_wanted = self.inner.config.listen.iter().any(is_loopback);
+                if !is_loopback(&address) || loopback_wanted {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.inner.state().listening.push(address);
                 self.register_mdns();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
                 self.inner.state().listening.retain(|a| a != &address);
             }
             SwarmEvent::ConnectionEstablished {
@@ -386,6 +401,7 @@ impl Actor {
                 endpoint,
                 ..
             } => {
+                self.peer_dials.remove(&connection_id);
                 if let Some(addr) = self.dials.get(&connection_id) {
                     self.dial_backoffs.remove(addr);
                     self.configured.insert(peer_id);
@@ -434,14 +450,21 @@ impl Actor {
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
-                ..
+                error,
             } => {
                 if let Some(addr) = self.dials.remove(&connection_id) {
                     self.redial_address(addr);
                 }
-                if let Some(peer) = peer_id {
+                // Only our own dials count, and not those our connection limit refused:
+                // Kademlia's query dials and a busy moment are not evidence that the peer is
+                // unreachable.
+                let ours = self.peer_dials.remove(&connection_id);
+                let refused_here = matches!(error, libp2p::swarm::DialError::Denied { .. });
+                if let Some(peer) = peer_id.filter(|_| ours) {
                     let now = self.started.elapsed();
-                    if let Some(known) = self.known.get_mut(&peer) {
+                    if let Some(known) = self.known.get_mut(&peer)
+                        && !refused_here
+                    {
                         known
                             .breaker
                             .get_or_insert_with(|| {
@@ -511,6 +534,8 @@ impl Actor {
                     providers, ..
                 })) => {
                     let mut missing = false;
+                    tracing::debug!(?providers, "providers found");
+                    let found: Vec<libp2p::PeerId> = providers.iter().copied().collect();
                     for provider in providers {
                         if provider == self.local {
                             continue;
@@ -524,11 +549,13 @@ impl Actor {
                             self.open_if_needed(provider);
                         }
                     }
-                    if missing
-                        && let Some(key) = self.queries.get(&id)
+                    if let Some(key) = self.queries.get(&id)
                         && let Some(lookup) = self.lookups.get_mut(key)
                     {
-                        lookup.missing = true;
+                        lookup.missing |= missing;
+                        for provider in &found {
+                            lookup.new |= lookup.seen.insert(*provider);
+                        }
                     }
                     if step.last {
                         self.lookup_done(id);
@@ -549,14 +576,18 @@ impl Actor {
         let ticks = self.ticks;
         if let Some(lookup) = self.lookups.get_mut(&key) {
             lookup.running = None;
-            if lookup.missing || !self.bootstrapped {
-                lookup.retry = (lookup.retry * 2).clamp(1, LOOKUP_RETRY_MAX);
-                lookup.due = ticks + lookup.retry;
+            // Records are still spreading while the mesh forms: look again soon while runs find
+            // new or unconnected providers, then back off to the settled interval.
+            lookup.retry = if lookup.new {
+                1
+            } else if lookup.missing || !self.bootstrapped {
+                (lookup.retry * 2).clamp(1, LOOKUP_RETRY_MAX)
             } else {
-                lookup.retry = 1;
-                lookup.due = ticks + LOOKUP_SETTLED_TICKS;
-            }
+                (lookup.retry * 2).clamp(1, LOOKUP_SETTLED_TICKS)
+            };
+            lookup.due = ticks + lookup.retry;
             lookup.missing = false;
+            lookup.new = false;
         }
     }
 
@@ -646,6 +677,8 @@ impl Actor {
                 retry: 1,
                 running: None,
                 missing: false,
+                new: false,
+                seen: HashSet::new(),
             });
         }
         self.applied = current;
@@ -740,8 +773,12 @@ impl Actor {
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "dial not started");
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.peer_dials.insert(id);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "dial not started"),
         }
     }
 
@@ -906,6 +943,16 @@ fn tcp_port(addr: &Multiaddr) -> Option<u16> {
         (Some(Protocol::Ip6(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
         _ => None,
     }
+}
+
+/// Whether an address is on the loopback interface (or in-process memory: the same host).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        Protocol::Memory(_) => true,
+        _ => false,
+    })
 }
 
 /// Whether an address a peer reports is worth dialing (not unspecified).

@@ -53,6 +53,7 @@ async fn thirty_nodes_bootstrapped_with_one_peer_each_link_through_kademlia() {
         config.full_mesh_threshold = FULL_MESH;
         let endpoint = MeshEndpoint::new(Keypair::from_seed([i as u8 + 1; 32]), config).unwrap();
         router.attach(Arc::new(endpoint.clone())).await.unwrap();
+        tracing::info!(node = i, peer = %endpoint.peer_id(), "node");
         nodes.push((router, endpoint));
     }
     // Publishers at the first leaves of the tree, subscribers at the far end: none of them
@@ -88,6 +89,7 @@ async fn thirty_nodes_bootstrapped_with_one_peer_each_link_through_kademlia() {
     // Converged when every publisher sees all its subscribers (one exact, one pattern).
     for (p, intent) in &intents {
         let want = 2;
+        let waited = Instant::now();
         tokio::time::timeout(GUARD, async {
             let mut events = intent.events();
             while intent.subscriber_count() < want {
@@ -102,6 +104,7 @@ async fn thirty_nodes_bootstrapped_with_one_peer_each_link_through_kademlia() {
                 intent.subscriber_count()
             )
         });
+        tracing::info!(publisher = p, at = ?started.elapsed(), waited = ?waited.elapsed(), "linked");
     }
     let converged = started.elapsed();
     for (p, intent) in &intents {

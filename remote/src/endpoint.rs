@@ -1454,7 +1454,10 @@ impl Link {
                     }
                 }
                 Event::Rtt(rtt) => self.rtt = Some(rtt),
-                Event::Established { .. } | Event::SendReady => {}
+                Event::Established { resumed, .. } => {
+                    tracing::debug!(resumed, "session established");
+                }
+                Event::SendReady => {}
             }
         }
         None
