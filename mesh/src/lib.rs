@@ -163,6 +163,11 @@ impl MeshConfig {
         let mut remote = RemoteConfig::from_config(config)?;
         remote.listen.clear();
         remote.dial.clear();
+        let mut relay_limits = RelayLimits::default();
+        relay_limits.max_reservations = mesh.relay_max_reservations;
+        relay_limits.max_circuits = mesh.relay_max_circuits;
+        relay_limits.circuit_duration = Duration::from_millis(mesh.relay_circuit_duration_ms);
+        relay_limits.circuit_bytes = mesh.relay_circuit_bytes;
         let out = Self {
             transport: Transport::Tcp,
             listen: parse("listen", &mesh.listen)?,
@@ -171,7 +176,12 @@ impl MeshConfig {
             max_peers: mesh.max_peers,
             full_mesh_threshold: mesh.full_mesh_threshold,
             remote,
-            ..Self::default()
+            relay_server: mesh.relay_server,
+            relay_limits,
+            relays: parse("relays", &mesh.relays)?,
+            hole_punching: mesh.hole_punching,
+            autonat: mesh.autonat,
+            external: parse("external", &mesh.external)?,
         };
         out.validate()?;
         Ok(out)

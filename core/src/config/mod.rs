@@ -203,6 +203,28 @@ pub struct MeshConfig {
     /// full mesh); above it only LAN, configured and wanted peers (providers of routes this node
     /// subscribes to) do. Default 16; 1 to `max_peers`.
     pub full_mesh_threshold: usize,
+    /// Whether this node relays circuits for others (circuit relay v2 server). Default false.
+    pub relay_server: bool,
+    /// Most reservations the relay server holds at once. Default 128; 1 to 100 000.
+    pub relay_max_reservations: usize,
+    /// Most circuits the relay server runs at once. Default 64; 1 to 100 000.
+    pub relay_max_circuits: usize,
+    /// A relayed circuit closes after this long, in milliseconds (the session resumes on a new
+    /// one). Default 3 600 000 (1 hour); 1000 to 86 400 000.
+    pub relay_circuit_duration_ms: u64,
+    /// A relayed circuit closes after this many bytes each way. Default 1 GiB; at least 65 536.
+    pub relay_circuit_bytes: u64,
+    /// Relays to reserve a slot on, so peers behind other NATs can reach this node: multiaddrs
+    /// ending in `/p2p/<PeerId>`. Default none.
+    pub relays: Vec<String>,
+    /// Upgrade relayed connections to direct ones by hole punching (DCUtR) when `relays` is
+    /// set. Default true.
+    pub hole_punching: bool,
+    /// Ask peers whether this node is reachable (AutoNAT). Default false.
+    pub autonat: bool,
+    /// Addresses this node is known to be reachable on from outside (e.g. a port forward),
+    /// announced to peers. Default none.
+    pub external: Vec<String>,
 }
 
 /// The `[metrics]` section: the Prometheus endpoint.
@@ -611,6 +633,15 @@ impl Default for MeshConfig {
             bootstrap: Vec::new(),
             max_peers: 50,
             full_mesh_threshold: 16,
+            relay_server: false,
+            relay_max_reservations: 128,
+            relay_max_circuits: 64,
+            relay_circuit_duration_ms: 3_600_000,
+            relay_circuit_bytes: 1 << 30,
+            relays: Vec::new(),
+            hole_punching: true,
+            autonat: false,
+            external: Vec::new(),
         }
     }
 }
@@ -638,6 +669,46 @@ impl MeshConfig {
                 );
             }
         }
+        for (index, address) in self.relays.iter().enumerate() {
+            let has_peer = address
+                .split_once("/p2p/")
+                .is_some_and(|(_, peer)| !peer.is_empty());
+            if !address.starts_with('/') || !has_peer {
+                problems.invalid(
+                    format!("mesh.relays[{index}]"),
+                    quoted(address),
+                    "must be a multiaddr ending in /p2p/<PeerId>",
+                );
+            }
+        }
+        for (index, address) in self.external.iter().enumerate() {
+            if !address.starts_with('/') || address.len() < 2 {
+                problems.invalid(
+                    format!("mesh.external[{index}]"),
+                    quoted(address),
+                    "must be a multiaddr such as /ip4/203.0.113.7/tcp/4001",
+                );
+            }
+        }
+        problems.range(
+            "mesh.relay_max_reservations",
+            self.relay_max_reservations,
+            1,
+            100_000,
+        );
+        problems.range("mesh.relay_max_circuits", self.relay_max_circuits, 1, 100_000);
+        problems.range(
+            "mesh.relay_circuit_duration_ms",
+            self.relay_circuit_duration_ms,
+            1000,
+            86_400_000,
+        );
+        problems.range(
+            "mesh.relay_circuit_bytes",
+            self.relay_circuit_bytes,
+            65_536,
+            u64::MAX,
+        );
         problems.range("mesh.max_peers", self.max_peers, 1, MAX_PEERS);
         if !(1..=MAX_PEERS).contains(&self.max_peers) {
             // Compare against max_peers only when it is itself valid, to report one problem.

@@ -515,7 +515,7 @@ fn keys_list_every_field() {
     let mut sections = Vec::new();
     let _ = Config::deserialize(FieldNames(&mut sections));
     assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
-    assert_eq!(keys.len(), 2 + 5 + 13 + 6 + 2);
+    assert_eq!(keys.len(), 2 + 5 + 13 + 15 + 2);
     assert!(keys.contains(&"node.identity_file".to_owned()));
     // Every key can be overridden from the environment.
     for key in &keys {
@@ -525,4 +525,27 @@ fn keys_list_every_field() {
             assert!(!reason.contains("unknown config key"), "{var}: {reason}");
         }
     }
+}
+
+#[test]
+fn nat_keys_are_checked_and_name_the_bad_value() {
+    let config = Config::from_toml_str(
+        "[mesh]\nrelays = [\"/ip4/203.0.113.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN\"]\nrelay_server = true\n",
+    )
+    .unwrap();
+    assert!(config.mesh.relay_server && config.mesh.hole_punching);
+    let error = Config::from_toml_str("[mesh]\nrelays = [\"/ip4/203.0.113.1/tcp/4001\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("mesh.relays[0] = \"/ip4/203.0.113.1/tcp/4001\" is invalid"),
+        "{error}"
+    );
+    let error = Config::from_toml_str("[mesh]\nrelay_circuit_bytes = 10\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("mesh.relay_circuit_bytes = 10 is invalid"),
+        "{error}"
+    );
 }
