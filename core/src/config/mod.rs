@@ -696,7 +696,12 @@ impl MeshConfig {
             1,
             100_000,
         );
-        problems.range("mesh.relay_max_circuits", self.relay_max_circuits, 1, 100_000);
+        problems.range(
+            "mesh.relay_max_circuits",
+            self.relay_max_circuits,
+            1,
+            100_000,
+        );
         problems.range(
             "mesh.relay_circuit_duration_ms",
             self.relay_circuit_duration_ms,
