@@ -163,11 +163,13 @@ impl MeshConfig {
         let mut remote = RemoteConfig::from_config(config)?;
         remote.listen.clear();
         remote.dial.clear();
-        let mut relay_limits = RelayLimits::default();
-        relay_limits.max_reservations = mesh.relay_max_reservations;
-        relay_limits.max_circuits = mesh.relay_max_circuits;
-        relay_limits.circuit_duration = Duration::from_millis(mesh.relay_circuit_duration_ms);
-        relay_limits.circuit_bytes = mesh.relay_circuit_bytes;
+        let relay_limits = RelayLimits {
+            max_reservations: mesh.relay_max_reservations,
+            max_circuits: mesh.relay_max_circuits,
+            circuit_duration: Duration::from_millis(mesh.relay_circuit_duration_ms),
+            circuit_bytes: mesh.relay_circuit_bytes,
+            ..RelayLimits::default()
+        };
         let out = Self {
             transport: Transport::Tcp,
             listen: parse("listen", &mesh.listen)?,
