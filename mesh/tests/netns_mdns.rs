@@ -15,25 +15,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod netns;
+
+use std::io::BufRead as _;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use dndm_core::{Keypair, Message, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+use netns::{Host, ROLE, Testbed, say};
 
-/// Longest wait for any one report of a child: a failure guard, never a pace.
-const GUARD: Duration = Duration::from_secs(20);
-/// Names the host a child process plays.
-const ROLE: &str = "DNDM_NETNS_ROLE";
-/// Set to `1` to skip the test where network namespaces cannot be made (not root).
-const SKIP: &str = "DNDM_SKIP_NETNS";
-/// Marks a child's report lines on stdout.
-const MARK: &str = "@@ ";
 /// The route path of the stream.
 const PATH: &str = "netns.stream";
 /// The subscribers' queue (lossless: the publisher waits when it is full).
@@ -59,19 +51,14 @@ impl Message for Reading {}
 
 #[test]
 fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
-    if std::env::var(SKIP).is_ok_and(|v| v == "1") {
-        eprintln!("netns_mdns skipped: {SKIP}=1");
+    if !netns::should_run("netns_mdns") {
         return;
     }
-    assert!(
-        is_root(),
-        "netns_mdns needs root to create network namespaces (CI runs as root): run it as root, or set {SKIP}=1 to skip it"
-    );
     let started = Instant::now();
-    let testbed = Testbed::up(3);
-    let mut h1 = Host::spawn(&testbed, "h1");
-    let mut h2 = Host::spawn(&testbed, "h2");
-    let mut h3 = Host::spawn(&testbed, "h3");
+    let testbed = Testbed::up("testbed.sh", &[], "dndm", &["3"]);
+    let mut h1 = Host::spawn(&testbed, "h1", "netns_child");
+    let mut h2 = Host::spawn(&testbed, "h2", "netns_child");
+    let mut h3 = Host::spawn(&testbed, "h3", "netns_child");
 
     // Discovery: no dial addresses anywhere, so every session comes from mDNS (and what the
     // first peers tell over Kademlia). Each node ends with sessions to both others.
@@ -97,7 +84,7 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
     h1.send("start");
     h3.expect(&format!("got {REPORT_EVERY}"));
     let cut = Instant::now();
-    testbed.link("h3", "down");
+    testbed.run(&["link", "h3", "down"]);
     // The publisher keeps going; the sessions to h3 end by idle timeout on both sides.
     h1.expect_since(Some(cut), "peers 1 ");
     h3.expect_since(Some(cut), "peers 0 ");
@@ -108,7 +95,7 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
     );
 
     let heal = Instant::now();
-    testbed.link("h3", "up");
+    testbed.run(&["link", "h3", "up"]);
     h1.expect_since(Some(heal), "peers 2 ");
     h3.expect_since(Some(heal), "peers 2 ");
     eprintln!("h3's sessions back {:?} after the heal", heal.elapsed());
@@ -159,11 +146,6 @@ fn netns_child() {
         .build()
         .unwrap();
     runtime.block_on(child_node(&role));
-}
-
-/// Prints a report line for the parent.
-fn say(line: impl std::fmt::Display) {
-    println!("{MARK}{line}");
 }
 
 async fn child_node(role: &str) {
@@ -369,210 +351,4 @@ fn watch_mdns(peer: String) {
             }
         }
     });
-}
-
-/// Whether this process runs with effective uid 0.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// The testbed of this test run (namespaces prefixed with this process's id); dropping it
-/// takes the testbed down, on panic too.
-struct Testbed {
-    prefix: String,
-}
-
-impl Testbed {
-    fn script(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/netns/{name}"))
-    }
-
-    fn up(hosts: usize) -> Self {
-        // Through bash: a checkout that lost the executable bits still runs them.
-        let setup = Command::new("bash")
-            .arg(Self::script("setup.sh"))
-            .status()
-            .unwrap();
-        assert!(setup.success(), "tests/netns/setup.sh failed: {setup}");
-        let testbed = Self {
-            prefix: format!("dndm{}", std::process::id()),
-        };
-        testbed.run(&["up", &hosts.to_string()]);
-        testbed
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new("bash");
-        command.arg(Self::script("testbed.sh"));
-        command.env("DNDM_NETNS_PREFIX", &self.prefix);
-        command
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = self.command().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "testbed.sh {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn link(&self, host: &str, state: &str) {
-        self.run(&["link", host, state]);
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        match self.command().arg("down").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "testbed.sh down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("testbed.sh down did not run: {e}"),
-        }
-    }
-}
-
-/// A child node running in one host of the testbed.
-struct Host {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Reports, with when they arrived.
-    lines: Receiver<(Instant, String)>,
-    /// Every report seen, for `last_count`.
-    seen: Vec<String>,
-}
-
-impl Host {
-    fn spawn(testbed: &Testbed, name: &'static str) -> Self {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = testbed
-            .command()
-            .args(["exec", name])
-            .arg(exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "netns_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = sync_channel(4096);
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // libtest may print "test netns_child ... " in front of the first report.
-                if let Some((_, report)) = line.split_once(MARK)
-                    && tx.send((Instant::now(), report.to_owned())).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        // The child's stderr (panics, DNDM_LOG tracing), prefixed with its host. Threads spawned
-        // here inherit the test's output capture: shown when the test fails or with --nocapture.
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || forward_stderr(name, stderr));
-        let stdin = child.stdin.take();
-        Self {
-            name,
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, command: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{command}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for the next report starting with `prefix` and returns it; a `bad …` report fails.
-    fn expect(&mut self, prefix: &str) -> String {
-        self.expect_since(None, prefix)
-    }
-
-    /// As `expect`, skipping reports that arrived before `since` (state reports from before an
-    /// event must not answer for it).
-    fn expect_since(&mut self, since: Option<Instant>, prefix: &str) -> String {
-        let deadline = Instant::now() + GUARD;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (at, line) = match self.lines.recv_timeout(left) {
-                Ok(report) => report,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no \"{prefix}…\" within {GUARD:?}; last reports: {:?}",
-                    self.name,
-                    self.last_reports()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: stopped before reporting \"{prefix}…\" (exit: {:?}); last reports: {:?}",
-                    self.name,
-                    self.child.try_wait(),
-                    self.last_reports()
-                ),
-            };
-            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
-            self.seen.push(line.clone());
-            if line.starts_with(prefix) && since.is_none_or(|since| at >= since) {
-                return line;
-            }
-        }
-    }
-
-    fn last_reports(&self) -> &[String] {
-        &self.seen[self.seen.len().saturating_sub(8)..]
-    }
-
-    /// The largest count of the reports `<prefix><count>` seen so far.
-    fn last_count(&self, prefix: &str) -> u64 {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Asks the child to close its router and exit, and checks it did so cleanly.
-    fn quit(&mut self) {
-        self.send("quit");
-        self.expect("bye ");
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{} exited with {status}", self.name);
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // After a failure the child may still run: end it (the testbed's `down` would, too).
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn forward_stderr(name: &str, stderr: impl Read) {
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        eprintln!("[{name}] {line}");
-    }
 }

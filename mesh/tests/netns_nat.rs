@@ -20,26 +20,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod netns;
+
+use std::io::BufRead as _;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use dndm_core::{Keypair, Message, PeerId, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Path, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
 use libp2p::Multiaddr;
+use netns::{Host, ROLE, Testbed, say};
 
-/// Longest wait for any one report of a child: a failure guard, never a pace.
-const GUARD: Duration = Duration::from_secs(30);
-/// Names the host a child process plays.
-const ROLE: &str = "DNDM_NETNS_ROLE";
-/// Set to `1` to skip the test where network namespaces cannot be made (not root).
-const SKIP: &str = "DNDM_SKIP_NETNS";
-/// Marks a child's report lines on stdout.
-const MARK: &str = "@@ ";
 /// The route path of the stream.
 const PATH: &str = "nat.stream";
 /// The subscriber's queue (lossless: the publisher waits when it is full).
@@ -87,27 +79,22 @@ fn relay_addr() -> Multiaddr {
 
 #[test]
 fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
-    if std::env::var(SKIP).is_ok_and(|v| v == "1") {
-        eprintln!("netns_nat skipped: {SKIP}=1");
+    if !netns::should_run("netns_nat") {
         return;
     }
-    assert!(
-        is_root(),
-        "netns_nat needs root to create network namespaces (CI runs as root): run it as root, or set {SKIP}=1 to skip it"
-    );
     let started = Instant::now();
-    let testbed = Testbed::up("cone");
+    let testbed = Testbed::up("nat.sh", &["nat"], "dndmnat", &["cone"]);
     // Hole punching fails while the NATs refuse each other.
     testbed.run(&["block"]);
-    let mut relay = Host::spawn(&testbed, "relay");
+    let mut relay = Host::spawn(&testbed, "relay", "nat_child");
     relay.expect("ready");
-    let mut a = Host::spawn(&testbed, "a");
-    let mut b = Host::spawn(&testbed, "b");
+    let mut a = Host::spawn(&testbed, "a", "nat_child");
+    let mut b = Host::spawn(&testbed, "b", "nat_child");
     a.expect("reservation ok");
     b.expect("reservation ok");
 
     // The relay is full: c is refused, and says why.
-    let mut c = Host::spawn(&testbed, "c");
+    let mut c = Host::spawn(&testbed, "c", "nat_child");
     let refused = c.expect("reservation error ");
     assert!(
         refused.contains("resource limit exceeded"),
@@ -196,11 +183,6 @@ fn nat_child() {
         .build()
         .unwrap();
     runtime.block_on(child_node(&role));
-}
-
-/// Prints a report line for the parent.
-fn say(line: impl std::fmt::Display) {
-    println!("{MARK}{line}");
 }
 
 fn config(role: &str) -> MeshConfig {
@@ -460,236 +442,5 @@ async fn subscriber(
                 Some(other) => say(format!("bad command {other}")),
             },
         }
-    }
-}
-
-/// Whether this process runs with effective uid 0.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// The NAT testbed of this test run (namespaces prefixed with this process's id); dropping it
-/// takes the testbed down, on panic too.
-struct Testbed {
-    prefix: String,
-}
-
-impl Testbed {
-    fn script(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/netns/{name}"))
-    }
-
-    fn up(mode: &str) -> Self {
-        // Through bash: a checkout that lost the executable bits still runs them.
-        let setup = Command::new("bash")
-            .arg(Self::script("setup.sh"))
-            .arg("nat")
-            .status()
-            .unwrap();
-        assert!(setup.success(), "tests/netns/setup.sh nat failed: {setup}");
-        let testbed = Self {
-            prefix: format!("dndmnat{}", std::process::id()),
-        };
-        testbed.run(&["up", mode]);
-        testbed
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new("bash");
-        command.arg(Self::script("nat.sh"));
-        command.env("DNDM_NETNS_PREFIX", &self.prefix);
-        command
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = self.command().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "nat.sh {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        match self.command().arg("down").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "nat.sh down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("nat.sh down did not run: {e}"),
-        }
-    }
-}
-
-/// A child node running in one host of the testbed.
-struct Host {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Reports, with when they arrived.
-    lines: Receiver<(Instant, String)>,
-    /// Every report seen, for `last_count`.
-    seen: Vec<String>,
-}
-
-impl Host {
-    fn spawn(testbed: &Testbed, name: &'static str) -> Self {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = testbed
-            .command()
-            .args(["exec", name])
-            .arg(exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "nat_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = sync_channel(4096);
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // libtest may print "test netns_child ... " in front of the first report.
-                if let Some((_, report)) = line.split_once(MARK)
-                    && tx.send((Instant::now(), report.to_owned())).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        // The child's stderr (panics, DNDM_LOG tracing), prefixed with its host. Threads spawned
-        // here inherit the test's output capture: shown when the test fails or with --nocapture.
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || forward_stderr(name, stderr));
-        let stdin = child.stdin.take();
-        Self {
-            name,
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, command: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{command}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for the next report starting with `prefix` and returns it; a `bad …` report fails.
-    fn expect(&mut self, prefix: &str) -> String {
-        self.expect_since(None, prefix)
-    }
-
-    /// As `expect`, skipping reports that arrived before `since` (state reports from before an
-    /// event must not answer for it).
-    fn expect_since(&mut self, since: Option<Instant>, prefix: &str) -> String {
-        let deadline = Instant::now() + GUARD;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (at, line) = match self.lines.recv_timeout(left) {
-                Ok(report) => report,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no \"{prefix}…\" within {GUARD:?}; last reports: {:?}",
-                    self.name,
-                    self.last_reports()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: stopped before reporting \"{prefix}…\" (exit: {:?}); last reports: {:?}",
-                    self.name,
-                    self.child.try_wait(),
-                    self.last_reports()
-                ),
-            };
-            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
-            self.seen.push(line.clone());
-            if line.starts_with(prefix) && since.is_none_or(|since| at >= since) {
-                return line;
-            }
-        }
-    }
-
-    /// As `expect`, but a matching report seen earlier (while waiting for another) counts.
-    fn expect_or_seen(&mut self, prefix: &str) -> String {
-        match self.seen.iter().find(|l| l.starts_with(prefix)) {
-            Some(line) => line.clone(),
-            None => self.expect(prefix),
-        }
-    }
-
-    /// The first report since `since` that starts with any of `prefixes`.
-    fn expect_any_since(&mut self, since: Instant, prefixes: &[&str]) -> String {
-        let deadline = Instant::now() + GUARD;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok((at, line)) = self.lines.recv_timeout(left) else {
-                panic!(
-                    "{}: none of {prefixes:?} within {GUARD:?}; last reports: {:?}",
-                    self.name,
-                    self.last_reports()
-                );
-            };
-            assert!(!line.starts_with("bad "), "{}: {line}", self.name);
-            self.seen.push(line.clone());
-            if at >= since && prefixes.iter().any(|p| line.starts_with(p)) {
-                return line;
-            }
-        }
-    }
-
-    fn last_reports(&self) -> &[String] {
-        &self.seen[self.seen.len().saturating_sub(8)..]
-    }
-
-    /// The largest count of the reports `<prefix><count>` seen so far.
-    fn last_count(&self, prefix: &str) -> u64 {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Asks the child to close its router and exit, and checks it did so cleanly.
-    fn quit(&mut self) {
-        self.send("quit");
-        self.expect("bye ");
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{} exited with {status}", self.name);
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // After a failure the child may still run: end it (the testbed's `down` would, too).
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn forward_stderr(name: &str, stderr: impl Read) {
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        eprintln!("[{name}] {line}");
     }
 }
