@@ -20,6 +20,7 @@
 //! | `dndm_peer_rtt_seconds` | `peer`, `endpoint` | last measured round trip |
 //! | `dndm_peer_messages_sent_total`, `dndm_peer_messages_received_total` | `peer`, `endpoint` | session traffic |
 //! | `dndm_peer_failures_total` | `peer`, `endpoint` | connections that failed (each followed by a reconnect) |
+//! | `dndm_signature_failures_total`, `dndm_bad_frames_total` | `endpoint` | connections closed for a bad signature, or for a frame that does not decode |
 //! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
 //! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
 
@@ -63,16 +64,15 @@ impl Observed {
         if let Some(remote) = &self.remote {
             listening.extend(remote.bound().iter().map(ToString::to_string));
         }
-        let remote = self.remote.as_ref().map(|r| {
-            let stats = r.stats();
-            RemoteStatsView {
-                handshake_failures: stats.handshake_failures,
-                link_failures: stats.link_failures,
-                dial_failures: stats.dial_failures,
-                refused_routes: stats.refused_routes,
-            }
-        });
-        NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote)
+        let remote = self
+            .remote
+            .as_ref()
+            .map(|r| RemoteStatsView::from(r.stats()));
+        let mesh = self.mesh.as_ref().map(|m| RemoteStatsView::from(m.stats()));
+        let mut snapshot =
+            NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote);
+        snapshot.mesh = mesh;
+        snapshot
     }
 }
 
@@ -95,6 +95,9 @@ pub(crate) struct NodeSnapshot {
     pub(crate) type_mismatches: u64,
     /// Counters of the remote-link endpoint, when one is attached.
     pub(crate) remote: Option<RemoteStatsView>,
+    /// Session counters of the mesh endpoint, if any.
+    #[serde(default)]
+    pub(crate) mesh: Option<RemoteStatsView>,
 }
 
 /// One intent.
@@ -165,6 +168,21 @@ pub(crate) struct RemoteStatsView {
     pub(crate) link_failures: u64,
     pub(crate) dial_failures: u64,
     pub(crate) refused_routes: u64,
+    pub(crate) signature_failures: u64,
+    pub(crate) bad_frames: u64,
+}
+
+impl From<dndm::remote::endpoint::RemoteStats> for RemoteStatsView {
+    fn from(stats: dndm::remote::endpoint::RemoteStats) -> Self {
+        Self {
+            handshake_failures: stats.handshake_failures,
+            link_failures: stats.link_failures,
+            dial_failures: stats.dial_failures,
+            refused_routes: stats.refused_routes,
+            signature_failures: stats.signature_failures,
+            bad_frames: stats.bad_frames,
+        }
+    }
 }
 
 impl NodeSnapshot {
@@ -249,6 +267,7 @@ impl NodeSnapshot {
             fingerprint_mismatches: snapshot.counters.fingerprint_mismatches,
             type_mismatches: snapshot.counters.type_mismatches,
             remote,
+            mesh: None,
         }
     }
 }
@@ -447,6 +466,32 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         "dndm_peer_failures",
         "Connections to a peer that failed (each followed by a reconnect attempt)",
         peer_failures,
+    );
+    let mut signature_failures = BTreeMap::new();
+    let mut bad_frames = BTreeMap::new();
+    for (kind, stats) in [("remote", snapshot.remote), ("mesh", snapshot.mesh)] {
+        if let Some(stats) = stats {
+            add(
+                &mut signature_failures,
+                vec![("endpoint", kind.to_owned())],
+                stats.signature_failures,
+            );
+            add(
+                &mut bad_frames,
+                vec![("endpoint", kind.to_owned())],
+                stats.bad_frames,
+            );
+        }
+    }
+    scrape.counters(
+        "dndm_signature_failures",
+        "Connections closed because a batch signature did not verify",
+        signature_failures,
+    );
+    scrape.counters(
+        "dndm_bad_frames",
+        "Connections closed because the peer sent a frame that does not decode or breaks the protocol",
+        bad_frames,
     );
     if let Some(remote) = snapshot.remote {
         scrape.counter(

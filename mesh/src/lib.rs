@@ -396,6 +396,12 @@ impl MeshEndpoint {
         self.inner.links.flush(peer).await
     }
 
+    /// Counters of the dndm sessions: link failures, signature failures, bad frames, refused
+    /// routes.
+    pub fn stats(&self) -> dndm_remote::endpoint::RemoteStats {
+        self.inner.links.stats()
+    }
+
     /// Peers with a dndm link.
     pub fn peers(&self) -> Vec<PeerId> {
         self.inner.links.peers()

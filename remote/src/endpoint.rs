@@ -238,6 +238,11 @@ pub struct RemoteStats {
     pub dial_failures: u64,
     /// Peer routes the router refused (fingerprint mismatch).
     pub refused_routes: u64,
+    /// Connections closed because a batch's signature did not verify.
+    pub signature_failures: u64,
+    /// Connections closed because the peer sent a frame that does not decode or breaks the
+    /// protocol.
+    pub bad_frames: u64,
 }
 
 /// Links a router to peers over TCP and Unix sockets. See the module docs.
@@ -1410,7 +1415,14 @@ impl Link {
                     }
                 }
                 Event::Disconnected(failure) => {
-                    lock(&self.inner.stats).link_failures += 1;
+                    let mut stats = lock(&self.inner.stats);
+                    stats.link_failures += 1;
+                    match &failure {
+                        LinkFailure::Signature(_) => stats.signature_failures += 1,
+                        LinkFailure::Decode(_) | LinkFailure::Protocol(_) => stats.bad_frames += 1,
+                        _ => {}
+                    }
+                    drop(stats);
                     return Some(Some(failure));
                 }
                 Event::Closed {

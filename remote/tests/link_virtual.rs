@@ -247,3 +247,27 @@ async fn flush_returns_once_the_peer_acknowledged_everything_sent_before() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_garbage_frame_closes_the_link_and_is_counted() {
+    use tokio::io::AsyncWriteExt as _;
+    let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let (one, mut other) = tokio::io::duplex(64 * 1024);
+    let mut changes = ea.link_changes();
+    ea.adopt_authenticated(kb.peer_id(), Box::new(one), true);
+    other.write_all(&[0xde; 64]).await.unwrap();
+    tokio::time::timeout(GUARD, async {
+        while ea.stats().bad_frames == 0 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the bad frame is counted");
+    let stats = ea.stats();
+    assert_eq!((stats.bad_frames, stats.signature_failures), (1, 0));
+    assert!(!ea.is_connected(&kb.peer_id()));
+    a.close().await;
+}
