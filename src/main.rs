@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod http;
 mod inspect;
@@ -48,6 +49,8 @@ enum Command {
     Peers(inspect::PeersArgs),
     /// List a running node's routes, links, queue depths and drops.
     Routes(inspect::RoutesArgs),
+    /// Measure throughput and round trip over in-process, remote and mesh links; print a table.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Keygen(args) => keygen::run(args),
             Command::Node(args) => node::run(args).await,
             Command::Pub(args) => pubsub::run_pub(args).await,
