@@ -16,7 +16,8 @@
 //!
 //! Needs root (CI runs as root); without root the test fails unless `DNDM_SKIP_NETNS=1`. Run by
 //! hand: `cargo test -p dndm-mesh --test netns_nat -- --nocapture` (`DNDM_LOG=debug` logs each
-//! node's tracing on stderr, prefixed with its host).
+//! node's tracing on stderr, prefixed with its host). `DNDM_NAT_BENCH=<count>` adds an unpaced
+//! burst over the relayed and over the direct path and prints msgs/s and round trips.
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,6 +46,9 @@ const WATCH_TICK: Duration = Duration::from_millis(50);
 /// The relay's public address and its reservation bound (a and b fit, c does not).
 const RELAY_ADDR: &str = "/ip4/203.0.113.10/tcp/4001";
 const RELAY_RESERVATIONS: usize = 2;
+/// Set to a message count to measure throughput and round trip over the relayed and the direct
+/// path (printed, never asserted; `docs/benchmarks.md`).
+const BENCH: &str = "DNDM_NAT_BENCH";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Reading {
@@ -112,6 +116,10 @@ fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
     a.expect("subscribers 1");
     a.send("start");
     b.expect(&format!("got {}", 2 * REPORT_EVERY));
+    let bench: Option<u64> = std::env::var(BENCH).ok().and_then(|n| n.parse().ok());
+    if let Some(n) = bench {
+        measure(&mut a, &mut b, "relayed", n);
+    }
     let relayed_at = Instant::now();
     let got_relayed = b.last_count("got ");
 
@@ -139,6 +147,9 @@ fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
         "direct after {:?} ({got_relayed} messages over the relay)",
         relayed_at.elapsed()
     );
+    if let Some(n) = bench {
+        measure(&mut a, &mut b, "direct", n);
+    }
     // The relay goes away; the direct session does not need it.
     relay.quit();
     let before = b.last_count("got ");
@@ -163,6 +174,34 @@ fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
     for host in [&mut c, &mut b, &mut a] {
         host.quit();
     }
+}
+
+/// a sends `n` messages unpaced (within the stream); prints how long until b had them all, and
+/// the session round trips of both sides.
+fn measure(a: &mut Host, b: &mut Host, path: &str, n: u64) {
+    let started = Instant::now();
+    a.send(&format!("burst {n}"));
+    let done = a.expect("burst done ");
+    let end: u64 = done["burst done ".len()..].parse().unwrap();
+    b.send(&format!("mark {end}"));
+    b.expect(&format!("reached {end}"));
+    let took = started.elapsed();
+    let mut rtts = Vec::new();
+    for (host, other) in [(&mut *a, "b"), (&mut *b, "a")] {
+        host.send("status");
+        let status = host.expect("status ");
+        let link = status
+            .split(['[', ']', ' '])
+            .find(|e| e.starts_with(&short(peer_of(other))))
+            .unwrap_or("none")
+            .to_owned();
+        rtts.push(format!("{} to {other}: {link}", host.name));
+    }
+    eprintln!(
+        "bench {path}: {n} messages in {took:?} = {:.0} msgs/s; {}",
+        n as f64 / took.as_secs_f64(),
+        rtts.join("; ")
+    );
 }
 
 /// One node of the NAT testbed. Not run on its own: the parent test runs it per host.
@@ -302,16 +341,23 @@ fn snapshot(endpoint: &MeshEndpoint, other: Option<PeerId>) -> Vec<String> {
     lines
 }
 
+/// The end of a peer id (their starts are all alike).
+fn short(peer: PeerId) -> String {
+    let id = peer.to_string();
+    id[id.len() - 6..].to_owned()
+}
+
 fn status(endpoint: &MeshEndpoint) -> String {
     let peers: Vec<String> = endpoint
         .mesh_peers()
         .iter()
         .map(|p| {
             format!(
-                "{}:{}{}",
-                &p.peer.to_string()[..8],
+                "{}:{}{}{}",
+                short(p.peer),
                 p.path,
-                if p.session { "+session" } else { "" }
+                if p.session { "+session" } else { "" },
+                p.rtt.map(|r| format!("@{r:.2?}")).unwrap_or_default()
             )
         })
         .collect();
@@ -352,6 +398,8 @@ async fn publisher(
     let mut wanted: Option<usize> = None;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut sender: Option<tokio::task::JoinHandle<u64>> = None;
+    // Messages the sender sends without waiting for its tick (`burst N`).
+    let unpaced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         if let Some(n) = wanted
             && publisher.subscriber_count() >= n
@@ -366,19 +414,34 @@ async fn publisher(
                 Some(text) if text.starts_with("subscribers ") => {
                     wanted = Some(text["subscribers ".len()..].parse().unwrap());
                 }
+                Some(text) if text.starts_with("burst ") => {
+                    let n = text["burst ".len()..].parse().unwrap();
+                    unpaced.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
                 Some("start") => {
                     let (publisher, stop) = (publisher.clone(), stop.clone());
+                    let unpaced = unpaced.clone();
                     sender = Some(tokio::spawn(async move {
                         let mut tick = tokio::time::interval(SEND_TICK);
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         let mut seq = 0;
                         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            tick.tick().await;
+                            let left = unpaced.load(std::sync::atomic::Ordering::Relaxed);
+                            if left == 0 {
+                                tick.tick().await;
+                            }
                             if let Err(e) = publisher.send(Reading { seq }).await {
                                 say(format!("bad send of {seq}: {e}"));
                                 break;
                             }
                             seq += 1;
+                            if left == 1 {
+                                say(format!("burst done {seq}"));
+                            }
+                            if left > 0 {
+                                unpaced.store(left - 1, std::sync::atomic::Ordering::Relaxed);
+                                tick.reset();
+                            }
                         }
                         seq
                     }));
@@ -411,6 +474,8 @@ async fn subscriber(
     let mut interest = router.subscribe_with::<Reading>(PATH, lossless).unwrap();
     let mut next = 0u64;
     let mut target: Option<u64> = None;
+    // `mark T` answers `reached T` once T messages are in.
+    let mut mark: Option<u64> = None;
     let check = |next: u64, target: Option<u64>| match target {
         Some(t) if next == t => say(format!("done {t}")),
         Some(t) if next > t => say(format!("bad received {next} messages, expected {t}")),
@@ -430,10 +495,21 @@ async fn subscriber(
                     say(format!("got {next}"));
                 }
                 check(next, target);
+                if mark.is_some_and(|m| next >= m) {
+                    say(format!("reached {}", mark.take().unwrap()));
+                }
             }
             command = commands.recv() => match command.as_deref() {
                 Some("status") => say(format!("status {}", status(endpoint))),
                 Some("disconnect a") => endpoint.disconnect(peer_of("a")),
+                Some(text) if text.starts_with("mark ") => {
+                    let m: u64 = text["mark ".len()..].parse().unwrap();
+                    if next >= m {
+                        say(format!("reached {m}"));
+                    } else {
+                        mark = Some(m);
+                    }
+                }
                 Some(text) if text.starts_with("expect ") => {
                     target = Some(text["expect ".len()..].parse().unwrap());
                     check(next, target);

@@ -6,7 +6,8 @@
 # Usage:
 #   nat.sh up [cone|symmetric]   build it; `cone` (default) NATs keep a host's source port, so
 #                                hole punching works; `symmetric` NATs pick a random port per
-#                                connection, so it cannot
+#                                connection, so it cannot (and they reset unsolicited TCP, so
+#                                hole-punch dials fail fast)
 #   nat.sh down                  kill what still runs in the namespaces, delete them all
 #   nat.sh exec HOST CMD...      run CMD in HOST: relay, a, b, c, nata, natb, wan
 #   nat.sh block                 each NAT refuses (TCP RST) connections to the other NAT's
@@ -20,8 +21,8 @@
 #   private B 192.168.2.0/24: natb 192.168.2.1 (gateway), b 192.168.2.2
 #
 # A NAT masquerades what leaves through its public side and drops every new connection that
-# arrives there (no RST), like a home router. The prefix comes from DNDM_NETNS_PREFIX (default
-# "dndmnat"); give every concurrent testbed its own.
+# arrives there (no RST), like a home router; a symmetric one resets new TCP instead. The prefix
+# comes from DNDM_NETNS_PREFIX (default "dndmnat"); give every concurrent testbed its own.
 set -euo pipefail
 set -o errtrace
 
@@ -59,7 +60,7 @@ plug_public() {
 
 # A private network: NAT box $1 with gateway address $3 on lan0, host $2 with address $4.
 private_net() {
-  local nat=$1 host=$2 gw=$3 addr=$4 mode=$5 flags=""
+  local nat=$1 host=$2 gw=$3 addr=$4 mode=$5 flags="" refuse=""
   ip -n "${PREFIX}-$nat" link add name lan0 type veth peer name eth0 netns "${PREFIX}-$host"
   ip -n "${PREFIX}-$nat" addr add "$gw/24" dev lan0
   ip -n "${PREFIX}-$nat" link set lan0 up
@@ -67,7 +68,12 @@ private_net() {
   ip -n "${PREFIX}-$host" link set eth0 up
   ip -n "${PREFIX}-$host" route add default via "$gw"
   ip netns exec "${PREFIX}-$nat" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
-  [ "$mode" = symmetric ] && flags="fully-random"
+  # Symmetric: a random public port per connection, and unsolicited TCP is refused with a
+  # reset (as many such NATs do) so that hole-punch dials fail fast instead of timing out.
+  if [ "$mode" = symmetric ]; then
+    flags="fully-random"
+    refuse='iifname "wan0" ct state new meta l4proto tcp reject with tcp reset'
+  fi
   ip netns exec "${PREFIX}-$nat" nft -f - <<NFT
 table ip nat {
   chain postrouting {
@@ -78,10 +84,12 @@ table ip nat {
 table inet filter {
   chain input {
     type filter hook input priority filter; policy accept;
+    $refuse
     iifname "wan0" ct state new drop
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
+    $refuse
     iifname "wan0" ct state new drop
     jump block
   }
@@ -165,9 +173,9 @@ case "$command" in
   block) block ;;
   unblock) unblock ;;
   list) namespaces ;;
-  help | -h | --help) sed -n '2,24s/^# \{0,1\}//p' "$0" ;;
+  help | -h | --help) sed -n '2,25s/^# \{0,1\}//p' "$0" ;;
   *)
-    sed -n '2,24s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,25s/^# \{0,1\}//p' "$0" >&2
     exit 64
     ;;
 esac
