@@ -81,6 +81,12 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
         snapshot.peers.len(),
         snapshot.peers.iter().filter(|p| p.connected).count()
     );
+    if let Some(reachability) = &snapshot.reachability {
+        out.push_str(&format!("reachability {reachability}\n"));
+    }
+    for relay in &snapshot.relays {
+        out.push_str(&format!("relay {relay}\n"));
+    }
     let rows = snapshot
         .peers
         .iter()
@@ -94,6 +100,7 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
                 p.messages_received.to_string(),
                 p.failures.to_string(),
                 p.endpoint.split(':').next().unwrap_or_default().to_owned(),
+                p.path.clone().unwrap_or_else(|| "-".to_owned()),
                 if p.addresses.is_empty() {
                     "-".to_owned()
                 } else {
@@ -111,6 +118,7 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
             "RECEIVED",
             "FAILURES",
             "ENDPOINT",
+            "PATH",
             "ADDRESSES",
         ],
         rows,

@@ -72,6 +72,18 @@ impl Observed {
         let mut snapshot =
             NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote);
         snapshot.mesh = mesh;
+        if let Some(mesh) = &self.mesh {
+            snapshot.reachability = Some(mesh.reachability().to_string());
+            snapshot.relays = mesh
+                .relay_reservations()
+                .iter()
+                .map(|r| match (&r.error, r.reserved) {
+                    (_, true) => format!("{} reserved", r.relay),
+                    (Some(why), false) => format!("{} not reserved: {why}", r.relay),
+                    (None, false) => format!("{} not reserved yet", r.relay),
+                })
+                .collect();
+        }
         snapshot
     }
 }
@@ -98,6 +110,12 @@ pub(crate) struct NodeSnapshot {
     /// Session counters of the mesh endpoint, if any.
     #[serde(default)]
     pub(crate) mesh: Option<RemoteStatsView>,
+    /// Whether peers can reach this node directly (AutoNAT's verdict), with a mesh.
+    #[serde(default)]
+    pub(crate) reachability: Option<String>,
+    /// The node's relay reservations: `<relay> reserved`, or `<relay> not reserved: <why>`.
+    #[serde(default)]
+    pub(crate) relays: Vec<String>,
 }
 
 /// One intent.
@@ -268,6 +286,8 @@ impl NodeSnapshot {
             type_mismatches: snapshot.counters.type_mismatches,
             remote,
             mesh: None,
+            reachability: None,
+            relays: Vec::new(),
         }
     }
 }

@@ -138,6 +138,11 @@ fn two_nodes_carry_lines_from_pub_to_sub_and_show_peers_and_metrics() {
     assert_eq!(cells[1], "up", "{row}");
     assert_eq!(cells[3], "ms", "{row}");
     assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{row}");
+    assert!(cells.contains(&"direct"), "the path: {row}");
+    assert!(
+        table.lines().any(|l| l == "reachability unknown"),
+        "AutoNAT is off, so reachability is unknown:\n{table}"
+    );
 
     let routes = Command::new(env!("CARGO_BIN_EXE_dndm"))
         .args(["routes", "--node", &n2.metrics])
