@@ -126,17 +126,21 @@ async fn a_link_runs_over_any_byte_stream() {
     a.close().await;
 }
 
+/// A router with a remote endpoint (no listener, no dial) that streams can be handed to.
+async fn node(name: &str, keypair: Keypair) -> (Router, RemoteEndpoint) {
+    let router = Router::builder().name(name).build().unwrap();
+    let endpoint = RemoteEndpoint::new(keypair, RemoteConfig::default()).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    (router, endpoint)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_link_runs_over_a_stream_the_transport_already_secured() {
     // What the mesh does with a libp2p stream: no Noise layer, the peer is known up front.
     let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
     let (ida, idb) = (ka.peer_id(), kb.peer_id());
-    let a = Router::builder().name("a").build().unwrap();
-    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let b = Router::builder().name("b").build().unwrap();
-    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let (a, ea) = node("a", ka).await;
+    let (b, eb) = node("b", kb).await;
     let (one, other) = tokio::io::duplex(64 * 1024);
     ea.adopt_authenticated(idb, Box::new(one), true);
     eb.adopt_authenticated(ida, Box::new(other), false);
@@ -168,12 +172,8 @@ async fn when_both_peers_open_a_stream_at_once_both_keep_the_same_one() {
     // tie-break each would wait for a hello on a stream the other is not reading.
     let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
     let (ida, idb) = (ka.peer_id(), kb.peer_id());
-    let a = Router::builder().name("a").build().unwrap();
-    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let b = Router::builder().name("b").build().unwrap();
-    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let (a, ea) = node("a", ka).await;
+    let (b, eb) = node("b", kb).await;
     let (a_opened, b_side) = tokio::io::duplex(64 * 1024);
     let (b_opened, a_side) = tokio::io::duplex(64 * 1024);
     ea.adopt_authenticated(idb, Box::new(a_opened), true);
@@ -214,12 +214,8 @@ async fn when_both_peers_open_a_stream_at_once_both_keep_the_same_one() {
 async fn flush_returns_once_the_peer_acknowledged_everything_sent_before() {
     let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
     let (ida, idb) = (ka.peer_id(), kb.peer_id());
-    let a = Router::builder().name("a").build().unwrap();
-    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let b = Router::builder().name("b").build().unwrap();
-    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
+    let (a, ea) = node("a", ka).await;
+    let (b, eb) = node("b", kb).await;
     assert!(
         matches!(ea.flush(&idb).await, Err(dndm_core::CallError::Closed)),
         "no link yet"
@@ -252,9 +248,7 @@ async fn flush_returns_once_the_peer_acknowledged_everything_sent_before() {
 async fn a_garbage_frame_closes_the_link_and_is_counted() {
     use tokio::io::AsyncWriteExt as _;
     let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
-    let a = Router::builder().name("a").build().unwrap();
-    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let (a, ea) = node("a", ka).await;
     let (one, mut other) = tokio::io::duplex(64 * 1024);
     let mut changes = ea.link_changes();
     ea.adopt_authenticated(kb.peer_id(), Box::new(one), true);
