@@ -249,6 +249,8 @@ pub(crate) struct Actor {
     lookups: HashMap<RecordKey, Lookup>,
     queries: HashMap<QueryId, RecordKey>,
     bootstrapped: bool,
+    /// A peer became wanted or LAN (or stopped being LAN): introspection needs a fresh copy.
+    known_changed: bool,
     reprovide_at: u64,
     reprovide_every: u64,
     last_eviction: Option<Instant>,
@@ -301,6 +303,7 @@ impl Actor {
             lookups: HashMap::new(),
             queries: HashMap::new(),
             bootstrapped: false,
+            known_changed: false,
             reprovide_at: REPROVIDE_TICKS,
             reprovide_every: REPROVIDE_TICKS,
             last_eviction: None,
@@ -340,7 +343,10 @@ impl Actor {
                 },
                 _ = tick.tick() => self.on_tick(),
             }
-            self.publish_state();
+            if self.known_changed {
+                self.known_changed = false;
+                self.publish_state();
+            }
         }
         if let Some(mdns) = self.mdns.take() {
             mdns.stop().await;
@@ -541,6 +547,7 @@ impl Actor {
                             continue;
                         }
                         self.known.entry(provider).or_default().wanted = true;
+                        self.known_changed = true;
                         if !self.swarm.is_connected(&provider) {
                             missing = true;
                             self.make_room_for_wanted();
@@ -603,6 +610,7 @@ impl Actor {
                 }
                 let known = self.known.entry(peer).or_default();
                 known.lan = true;
+                self.known_changed = true;
                 known.addrs = addrs;
                 if !self.swarm.is_connected(&peer) && self.dense() {
                     self.dial_peer(peer);
@@ -611,6 +619,7 @@ impl Actor {
             Found::Gone(peer) => {
                 if let Some(known) = self.known.get_mut(&peer) {
                     known.lan = false;
+                    self.known_changed = true;
                 }
             }
         }

@@ -203,9 +203,9 @@ pub struct LinkInfo {
     /// Session counters (messages and batches sent, resends, drops...).
     pub stats: crate::session::SessionStats,
     /// Routes the peer declared it publishes on.
-    pub peer_intents: Vec<dndm_core::Route>,
+    pub peer_intents: Arc<[dndm_core::Route]>,
     /// Patterns the peer declared it subscribes to.
-    pub peer_interests: Vec<dndm_core::RoutePattern>,
+    pub peer_interests: Arc<[dndm_core::RoutePattern]>,
     /// What the peer has not acknowledged yet: publishes waiting in the link's queue or to be
     /// batched, plus sent batches. Zero means the peer has everything sent so far;
     /// [`RemoteEndpoint::link_changes`] fires when it becomes zero.
@@ -928,9 +928,10 @@ struct Link {
     /// Commands to process before withdrawing intents: messages a publisher sent before it
     /// dropped its intent are queued ahead of the withdrawal and must still go out.
     hold_removals: usize,
-    /// The peer's declared routes, refreshed when it declares or withdraws one.
-    peer_intents: Vec<dndm_core::Route>,
-    peer_interests: Vec<dndm_core::RoutePattern>,
+    /// The peer's declared routes, refreshed when it declares or withdraws one (shared: every
+    /// report copies them).
+    peer_intents: Arc<[dndm_core::Route]>,
+    peer_interests: Arc<[dndm_core::RoutePattern]>,
     /// New connections from the handshake tasks, and the one to run next.
     connections: mpsc::Receiver<Handoff>,
     next: Option<Handoff>,
@@ -965,8 +966,8 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
         next_request: 0,
         rtt: None,
         hold_removals: 0,
-        peer_intents: Vec::new(),
-        peer_interests: Vec::new(),
+        peer_intents: Arc::from([]),
+        peer_interests: Arc::from([]),
         connections,
         next: None,
         flushes: Vec::new(),
@@ -1369,8 +1370,8 @@ impl Link {
                     | Event::PeerInterestAdded(_)
                     | Event::PeerInterestRemoved(_)
             ) {
-                self.peer_intents = self.session.peer_intents();
-                self.peer_interests = self.session.peer_interests();
+                self.peer_intents = self.session.peer_intents().into();
+                self.peer_interests = self.session.peer_interests().into();
             }
             match event {
                 Event::Message { route, payload, .. } => {
