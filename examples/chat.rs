@@ -313,21 +313,11 @@ impl Member {
 
 /// The mesh's listen addresses with `/p2p/<PeerId>`, once its listener is up.
 async fn listen_addresses(mesh: &MeshEndpoint) -> anyhow::Result<Vec<String>> {
-    // The mesh has no event for new listen addresses: look on a short tick.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let wait = async {
-        loop {
-            tick.tick().await;
-            let addresses = mesh.listening();
-            if !addresses.is_empty() {
-                let id = mesh.peer_id();
-                return addresses.iter().map(|a| format!("{a}/p2p/{id}")).collect();
-            }
-        }
-    };
-    tokio::time::timeout(GUARD, wait)
+    let addresses = tokio::time::timeout(GUARD, mesh.wait_listening())
         .await
-        .context("the mesh listener did not come up")
+        .context("the mesh listener did not come up")?;
+    let id = mesh.peer_id();
+    Ok(addresses.iter().map(|a| format!("{a}/p2p/{id}")).collect())
 }
 
 /// Lines typed on stdin, read on a thread of their own: a blocking read cannot be cancelled,

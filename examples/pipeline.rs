@@ -264,17 +264,11 @@ async fn mesh(
 
 /// The mesh's first listen address with `/p2p/<PeerId>`, once its listener is up.
 async fn listen_address(mesh: &MeshEndpoint) -> anyhow::Result<String> {
-    // The mesh has no event for new listen addresses: look on a short tick.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let wait = async {
-        loop {
-            tick.tick().await;
-            if let Some(address) = mesh.listening().first() {
-                return format!("{address}/p2p/{}", mesh.peer_id());
-            }
-        }
-    };
-    tokio::time::timeout(GUARD, wait)
+    let addresses = tokio::time::timeout(GUARD, mesh.wait_listening())
         .await
-        .context("the mesh listener did not come up")
+        .context("the mesh listener did not come up")?;
+    let address = addresses
+        .first()
+        .context("the mesh has no listen address")?;
+    Ok(format!("{address}/p2p/{}", mesh.peer_id()))
 }

@@ -191,19 +191,13 @@ async fn start_mesh(count: usize) -> anyhow::Result<Vec<Node>> {
 
 /// The mesh's first listen address, once its listener is up.
 pub(crate) async fn first_listen_address(mesh: &MeshEndpoint) -> anyhow::Result<String> {
-    // The mesh has no notification for new listen addresses: check on a short tick.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let wait = async {
-        loop {
-            tick.tick().await;
-            if let Some(address) = mesh.listening().first() {
-                return address.to_string();
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
+    let listening = tokio::time::timeout(Duration::from_secs(10), mesh.wait_listening())
         .await
-        .context("the mesh listener did not come up within 10 s")
+        .context("the mesh listener did not come up within 10 s")?;
+    listening
+        .first()
+        .map(ToString::to_string)
+        .context("the mesh has no listen address")
 }
 
 /// Declares every role, runs the exchange and prints the report.

@@ -300,6 +300,8 @@ pub(crate) struct Inner {
     commands: OnceLock<mpsc::Sender<Command>>,
     /// Local routes, for provider records and lookups.
     routes: watch::Sender<Routes>,
+    /// Bumped when a listen address comes or goes ([`MeshEndpoint::wait_listening`]).
+    pub(crate) listen_changes: watch::Sender<u64>,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -333,6 +335,7 @@ impl MeshEndpoint {
                 started: OnceLock::new(),
                 commands: OnceLock::new(),
                 routes: watch::Sender::new(Routes::default()),
+                listen_changes: watch::Sender::new(0),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -361,6 +364,18 @@ impl MeshEndpoint {
     /// Addresses the swarm listens on (known once the listeners are up).
     pub fn listening(&self) -> Vec<Multiaddr> {
         self.inner.state().listening.clone()
+    }
+
+    /// The listen addresses, once there is at least one (after `start`, when the listeners are
+    /// up). Bound it with a timeout: a node configured with no listen address never has one.
+    pub async fn wait_listening(&self) -> Vec<Multiaddr> {
+        let mut changes = self.inner.listen_changes.subscribe();
+        loop {
+            let listening = self.listening();
+            if !listening.is_empty() || changes.changed().await.is_err() {
+                return listening;
+            }
+        }
     }
 
     /// Closes every connection to `peer` (configured, LAN and wanted peers are redialed with

@@ -395,11 +395,13 @@ impl Actor {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.inner.state().listening.push(address);
+                self.inner.listen_changes.send_modify(|n| *n += 1);
                 self.register_mdns();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.swarm.remove_external_address(&address);
                 self.inner.state().listening.retain(|a| a != &address);
+                self.inner.listen_changes.send_modify(|n| *n += 1);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,

@@ -151,18 +151,10 @@ pub(crate) async fn child(case: Case) {
             |b: Blob| async move { Ok::<_, HandlerError>(b) },
         )
         .unwrap();
-    // MeshEndpoint has no "listening" notification: look until the swarm reports its address
-    // (a few milliseconds at start).
-    let addr = tokio::time::timeout(GUARD, async {
-        loop {
-            if let Some(addr) = endpoint.listening().into_iter().next() {
-                return addr;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the mesh listens");
+    let addr = tokio::time::timeout(GUARD, endpoint.wait_listening())
+        .await
+        .expect("the mesh listens")
+        .remove(0);
     announce(&addr);
     wait_stdin_closed().await;
     router.close().await;
