@@ -35,6 +35,13 @@ impl Message for Blob {}
 
 const SIZES: [usize; 3] = [8, 1024, 65536];
 
+/// Payload sizes selected with `--size` (all of [`SIZES`] when unset).
+static SIZE_FILTER: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+fn selected(size: usize) -> bool {
+    SIZE_FILTER.get().is_none_or(|s| s.contains(&size))
+}
+
 fn count_for(size: usize, quick: bool) -> u64 {
     let n = match size {
         8 => 1_000_000,
@@ -205,12 +212,16 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     )
 }
 
-async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
-    let mode = format!(
+fn mode_name(sign: bool, zstd: bool) -> String {
+    format!(
         "dndm{}{}",
         if sign { "+sign" } else { "" },
         if zstd { "+zstd" } else { "" }
-    );
+    )
+}
+
+async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
+    let mode = mode_name(sign, zstd);
     let (child, addr) = spawn_child(&mode);
     let router = Router::builder().name("source").build().unwrap();
     let mut config = session_config(sign, zstd);
@@ -241,6 +252,11 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
     ping.wait_for_interest(guard).await.unwrap();
     let mut rates = Vec::new();
     for size in SIZES {
+        if !selected(size) {
+            rates.push(f64::NAN);
+            batches.push(f64::NAN);
+            continue;
+        }
         let n = count_for(size, quick);
         let payload = bytes::Bytes::from(vec![0x5a; size]);
         let before = sent(&endpoint);
@@ -267,7 +283,7 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
         let after = sent(&endpoint);
         batches.push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
     }
-    let rounds = if quick { 2_000 } else { 20_000 };
+    let rounds = if quick || SIZE_FILTER.get().is_some() { 2_000 } else { 20_000 };
     let mut samples = Vec::with_capacity(rounds);
     for seq in 0..rounds as u64 {
         let start = Instant::now();
@@ -363,11 +379,33 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // `-- --only dndm+sign` (repeatable) runs just the named rows, e.g. under a profiler.
+    let args: Vec<String> = std::env::args().collect();
+    let only: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--only")
+        .map(|w| w[1].clone())
+        .collect();
+    let wanted = move |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    // `-- --size 65536` (repeatable) measures only those payload sizes.
+    let sizes: Vec<usize> = args
+        .windows(2)
+        .filter(|w| w[0] == "--size")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
+    if !sizes.is_empty() {
+        let _ = SIZE_FILTER.set(sizes);
+    }
     let rows = runtime.block_on(async move {
         tokio::spawn(async move {
-            let mut rows = vec![bench_raw(quick).await];
+            let mut rows = Vec::new();
+            if wanted("raw") {
+                rows.push(bench_raw(quick).await);
+            }
             for (sign, zstd) in [(false, false), (true, false), (false, true), (true, true)] {
-                rows.push(bench_dndm(sign, zstd, quick).await);
+                if wanted(&mode_name(sign, zstd)) {
+                    rows.push(bench_dndm(sign, zstd, quick).await);
+                }
             }
             rows
         })

@@ -60,6 +60,7 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use dndm_core::{Keypair, PublicKey};
+use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, TransportState, params::NoiseParams};
 
 /// The Noise protocol name used by every dndm remote link.
@@ -557,7 +558,10 @@ fn params() -> Result<NoiseParams, NoiseError> {
 }
 
 fn builder(static_key: &StaticKey) -> Result<Builder<'_>, NoiseError> {
-    Builder::new(params()?)
+    // ring for the transport cipher (the hot path), the pure-Rust resolver for the rest
+    // (ring has no X25519 or BLAKE2s in snow).
+    let resolver = FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver));
+    Builder::with_resolver(params()?, Box::new(resolver))
         .local_private_key(&static_key.private)
         .map_err(|e| NoiseError::Snow(format!("setting static key: {e}")))
 }
