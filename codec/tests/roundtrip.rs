@@ -6,10 +6,10 @@ mod support;
 
 use bytes::Bytes;
 use dndm_codec::{
-    Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression, Correlation,
-    DeclPattern, DeclRoute, Decoder, Dictionary, EncodeError, Encoder, Frame, Hello, IntentDecl,
-    InterestDecl, LimitKind, Limits, ResponseError, ResumeState, SessionId, split_frame,
-    verify_batch,
+    Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
+    Correlation, DeclPattern, DeclRoute, Decoder, Dictionary, EncodeError, Encoder, Frame, Hello,
+    IntentDecl, InterestDecl, LimitKind, Limits, Ping, Pong, ResponseError, ResumeState, SessionId,
+    split_frame, verify_batch,
 };
 use dndm_core::{Fingerprint, Keypair, Qos, Route};
 use proptest::prelude::*;
@@ -209,6 +209,51 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
         reason: max_text,
     };
     roundtrip(&Frame::Close(close), &mut enc, &mut dec);
+}
+
+#[test]
+fn maximal_advert_and_scalar_frames_round_trip_and_one_more_route_is_refused() {
+    // max_routes entries in all, a quarter per list; routes of max_route_len bytes.
+    let limits = Limits::builder().max_routes(1024).build().unwrap();
+    let (mut enc, mut dec) = (Encoder::new(limits), Decoder::new(limits));
+    let quarter = limits.max_routes() as usize / 4;
+    let fp = Fingerprint::from_bytes([0xff; 8]);
+    let advert = Advert {
+        intents_added: (0..quarter)
+            .map(|i| IntentDecl {
+                id: u32::MAX - i as u32,
+                route: DeclRoute::Plain(long_route(limits.max_route_len() as usize, i)),
+                fingerprint: fp,
+                qos: Qos::reliable(),
+            })
+            .collect(),
+        intents_removed: (0..quarter as u32).map(|i| u32::MAX - i).collect(),
+        interests_added: (0..quarter)
+            .map(|i| InterestDecl {
+                id: u32::MAX - i as u32,
+                pattern: DeclPattern::Plain(long_route(limits.max_route_len() as usize, i).into()),
+                fingerprint: fp,
+            })
+            .collect(),
+        interests_removed: (0..quarter as u32).map(|i| u32::MAX - i).collect(),
+    };
+    roundtrip(&Frame::Advert(advert.clone()), &mut enc, &mut dec);
+    let mut over = advert;
+    over.interests_removed.push(0);
+    assert!(matches!(
+        enc.encode(&Frame::Advert(over)),
+        Err(EncodeError::Limit(e)) if e.kind == LimitKind::Routes
+    ));
+
+    for frame in [
+        Frame::Ack(Ack {
+            cumulative_seq: u64::MAX,
+        }),
+        Frame::Ping(Ping { nonce: u64::MAX }),
+        Frame::Pong(Pong { nonce: u64::MAX }),
+    ] {
+        roundtrip(&frame, &mut enc, &mut dec);
+    }
 }
 
 #[test]
