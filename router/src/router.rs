@@ -455,6 +455,7 @@ impl Router {
                     .collect(),
                 peers: Vec::new(),
                 counters: linker.counters,
+                tasks: self.inner.tracker.len(),
             };
             (snapshot, linker.endpoints.clone())
         };

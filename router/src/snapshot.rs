@@ -135,4 +135,7 @@ pub struct Snapshot {
     pub peers: Vec<dndm_core::PeerInfo>,
     /// Router-wide counters.
     pub counters: RouterCounters,
+    /// Tasks the router spawned (service loops, request handlers) that have not ended yet.
+    /// 0 once [`Router::close`](crate::Router::close) has returned.
+    pub tasks: usize,
 }

@@ -47,9 +47,16 @@ async fn close_leaves_no_task_and_every_handle_closed() {
         "service, handler and caller are running"
     );
 
+    assert!(
+        router.snapshot().tasks >= 2,
+        "service and handler are tracked"
+    );
     tokio::time::timeout(GUARD, router.close())
         .await
         .expect("close returns");
+    // close() returned only after every task it spawned ended (the tracker is empty now, not
+    // eventually).
+    assert_eq!(router.snapshot().tasks, 0);
     // The caller is ours, not the router's: it ends because its request failed.
     let outcome = tokio::time::timeout(GUARD, caller).await.unwrap().unwrap();
     assert_eq!(
