@@ -245,6 +245,10 @@ fn main() {
         runtime.block_on(async { tokio::spawn(profile_one_to_one()).await.unwrap() });
         return;
     }
+    if std::env::args().any(|a| a == "--profile-fanout") {
+        runtime.block_on(async { tokio::spawn(profile_fan_out()).await.unwrap() });
+        return;
+    }
     runtime.block_on(async { runtime_main(quick).await });
 }
 
@@ -295,5 +299,19 @@ async fn profile_one_to_one() {
         let rate = dndm_throughput(8, 1, 1_000_000).await;
         let mpsc = mpsc_throughput(8, 1_000_000).await;
         println!("1→1 8 B: dndm {} mpsc {}", fmt_rate(rate), fmt_rate(mpsc));
+    }
+}
+
+/// `--profile-fanout`: only 1→8 at 8 B, dndm and broadcast, for a profiler.
+#[allow(dead_code)]
+async fn profile_fan_out() {
+    for _ in 0..3 {
+        let rate = dndm_throughput(8, 8, 250_000).await;
+        let (broadcast, _) = broadcast_throughput(8, 8, 250_000).await;
+        println!(
+            "1→8 8 B: dndm {} broadcast {}",
+            fmt_rate(rate),
+            fmt_rate(broadcast)
+        );
     }
 }

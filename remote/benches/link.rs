@@ -283,7 +283,11 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
         let after = sent(&endpoint);
         batches.push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
     }
-    let rounds = if quick || SIZE_FILTER.get().is_some() { 2_000 } else { 20_000 };
+    let rounds = if quick || SIZE_FILTER.get().is_some() {
+        2_000
+    } else {
+        20_000
+    };
     let mut samples = Vec::with_capacity(rounds);
     for seq in 0..rounds as u64 {
         let start = Instant::now();

@@ -5,7 +5,10 @@
 //! circuit breaker), one handshake task per new connection, and one link task per peer. The link
 //! task owns that peer's [`Session`] for its whole life, across reconnects, so reliable messages
 //! resume where they stopped; connections are handed to it after the Noise handshake and the
-//! peer's hello identify the peer. Every task is tracked; [`Endpoint::close`] cancels them, each
+//! peer's identity preamble (its ed25519 key and that key's signature over its Noise static key)
+//! identify the peer, and only if that signature verifies and the allow-list (if any) admits the
+//! peer. A link whose peer never completed a hello ends with its connection, so identities that
+//! get no further leave nothing behind. Every task is tracked; [`Endpoint::close`] cancels them, each
 //! link closes its session in order (the peer sees the reason), and `close` returns when all
 //! have ended.
 
@@ -36,10 +39,14 @@ use crate::session::{
 /// Commands queued per link (publishes from local intents). Bounded: a full queue
 /// back-pressures the publishers.
 const LINK_COMMANDS: usize = 1024;
-/// Connections waiting to be adopted by a link task.
+/// Connections waiting to be adopted by a link task. Beyond it a new connection of that peer is
+/// dropped at once (and counted as a handshake failure) rather than waiting.
 const LINK_CONNECTIONS: usize = 4;
-/// Length of the identity preamble: an ed25519 public key.
+/// Length of an ed25519 public key.
 const IDENTITY_LEN: usize = 32;
+/// Length of the identity preamble: the sender's ed25519 public key, then that key's signature
+/// over the sender's Noise static key ([`noise::sign_binding`]).
+const PREAMBLE_LEN: usize = IDENTITY_LEN + 64;
 /// Read buffer size per connection.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -229,8 +236,10 @@ impl LinkInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteStats {
-    /// Connections that failed during the Noise handshake or identity preamble (timeout,
-    /// garbage, wrong key); a bad hello counts as a link failure.
+    /// Connections dropped before reaching a link: the Noise handshake or identity preamble
+    /// failed (timeout, garbage, a key that does not sign the Noise static key), the peer is not
+    /// on the allow-list, or [`LINK_CONNECTIONS`] connections of that peer already wait. A bad
+    /// hello counts as a link failure.
     pub handshake_failures: u64,
     /// Connections that ended with a failure after the hello.
     pub link_failures: u64,
@@ -243,6 +252,9 @@ pub struct RemoteStats {
     /// Connections closed because the peer sent a frame that does not decode or breaks the
     /// protocol.
     pub bad_frames: u64,
+    /// Connections closed because a Noise transport message did not decrypt (tampered,
+    /// truncated or replayed ciphertext). Also a link failure; not counted in `bad_frames`.
+    pub decrypt_failures: u64,
 }
 
 /// Links a router to peers over TCP and Unix sockets. See the module docs.
@@ -292,10 +304,27 @@ struct Handoff {
     /// Plaintext already read after the identity preamble.
     rest: BytesMut,
     /// Told how the connection ended (dial loops wait on it).
-    done: Option<oneshot::Sender<LinkFailure>>,
+    done: Option<oneshot::Sender<Ended>>,
     /// Opened by the peer with the lower PeerId. When both peers open a connection at once,
     /// both keep that one, so they do not each wait for a hello on a different connection.
     preferred: bool,
+}
+
+/// How a connection handed to a link ended, for the dial loop that opened it.
+#[derive(Debug)]
+struct Ended {
+    /// Whether the peer's hello was accepted on it.
+    opened: bool,
+    /// Why it failed; `None` when it closed in order.
+    failure: Option<LinkFailure>,
+}
+
+impl Ended {
+    /// Whether the dial worked: the session opened and nothing ended it that redialing cannot
+    /// fix (a refusal, a protocol violation).
+    fn is_success(&self) -> bool {
+        self.opened && self.failure.as_ref().is_none_or(LinkFailure::is_transient)
+    }
 }
 
 /// The security layer of a connection: our Noise channel, or none when the transport already
@@ -354,6 +383,10 @@ enum HandshakeError {
     Timeout,
     #[error("connection closed during the handshake")]
     Eof,
+    #[error("peer {0} is not allowed")]
+    NotAllowed(PeerId),
+    #[error("{LINK_CONNECTIONS} connections of peer {0} already wait for its link")]
+    Busy(PeerId),
     #[error("endpoint closing")]
     Closing,
 }
@@ -482,11 +515,9 @@ impl RemoteEndpoint {
             done: None,
             preferred,
         };
-        self.inner.tracker.spawn(async move {
-            if let Err(e) = hand_off(&inner, peer, handoff).await {
-                tracing::debug!(%peer, error = %e, "adopted stream not handed off");
-            }
-        });
+        if let Err(e) = hand_off(&inner, peer, handoff) {
+            tracing::debug!(%peer, error = %e, "adopted stream not handed off");
+        }
     }
 
     /// Runs a link over a stream the caller accepted itself (any transport), as the responder.
@@ -668,15 +699,26 @@ async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
                     let (done_tx, done_rx) = oneshot::channel();
                     match handshake(&inner, io, true, Some(done_tx)).await {
                         Ok(()) => {
-                            breaker.on_success();
-                            backoff.reset();
-                            // Wait for the link to end (or the endpoint to close).
-                            tokio::select! {
+                            // Wait for the link to end (or the endpoint to close). The dial
+                            // worked only if the session opened and did not end in a refusal.
+                            let ended = tokio::select! {
                                 biased;
                                 () = inner.cancel.cancelled() => return,
-                                _ = done_rx => {}
+                                ended = done_rx => ended,
+                            };
+                            match ended {
+                                Ok(ended) if ended.is_success() => {
+                                    breaker.on_success();
+                                    backoff.reset();
+                                    false
+                                }
+                                Ok(ended) => {
+                                    tracing::debug!(%target, ?ended, "link failed before it worked");
+                                    true
+                                }
+                                // Dropped unrun (the link ended first).
+                                Err(_) => true,
                             }
-                            false
                         }
                         Err(e) => {
                             tracing::debug!(%target, error = %e, "outbound handshake failed");
@@ -728,23 +770,19 @@ async fn handshake(
     inner: &Arc<Inner>,
     mut io: Box<dyn ByteStream>,
     initiator: bool,
-    done: Option<oneshot::Sender<LinkFailure>>,
+    done: Option<oneshot::Sender<Ended>>,
 ) -> Result<(), HandshakeError> {
     match secure(inner, &mut io, initiator).await {
         Ok((channel, rest, peer)) => {
             let preferred = initiator == (inner.keypair.peer_id() < peer);
-            hand_off(
-                inner,
-                peer,
-                Handoff {
-                    io,
-                    channel: Secure::Noise(channel),
-                    rest,
-                    done,
-                    preferred,
-                },
-            )
-            .await
+            let handoff = Handoff {
+                io,
+                channel: Secure::Noise(channel),
+                rest,
+                done,
+                preferred,
+            };
+            hand_off(inner, peer, handoff)
         }
         Err(e) => {
             // Counted while the connection is still open: whoever sees it close sees the count.
@@ -761,9 +799,10 @@ async fn secure(
     io: &mut Box<dyn ByteStream>,
     initiator: bool,
 ) -> Result<(Channel, BytesMut, PeerId), HandshakeError> {
-    // After the Noise handshake each side sends its 32-byte ed25519 public key (the identity
-    // preamble) before any frame, so both learn the peer without waiting for each other; the
-    // session then checks the hello against it and the key binding against the Noise key.
+    // After the Noise handshake each side sends its identity preamble before any frame: its
+    // 32-byte ed25519 public key and that key's signature over its Noise static key. Both learn
+    // and verify the peer without waiting for each other, so a connection reaches the peer's
+    // link only once it proved that identity; the session then checks the hello against it.
     let work = async {
         let mut channel = if initiator {
             Channel::initiator(&inner.static_key)?
@@ -775,7 +814,10 @@ async fn secure(
         let mut sent_identity = false;
         loop {
             if channel.is_established() && !sent_identity {
-                channel.write(&inner.keypair.public().to_bytes())?;
+                let mut preamble = [0u8; PREAMBLE_LEN];
+                preamble[..IDENTITY_LEN].copy_from_slice(&inner.keypair.public().to_bytes());
+                preamble[IDENTITY_LEN..].copy_from_slice(&inner.binding);
+                channel.write(&preamble)?;
                 sent_identity = true;
             }
             while let Some(out) = channel.poll_transmit() {
@@ -784,9 +826,9 @@ async fn secure(
             while let Some(chunk) = channel.poll_plaintext() {
                 plain.extend_from_slice(&chunk);
             }
-            if plain.len() >= IDENTITY_LEN {
-                let key = plain.split_to(IDENTITY_LEN);
-                return Ok((channel, plain, key));
+            if plain.len() >= PREAMBLE_LEN {
+                let preamble = plain.split_to(PREAMBLE_LEN);
+                return Ok((channel, plain, preamble));
             }
             buf.clear();
             if io.read_buf(&mut buf).await? == 0 {
@@ -795,49 +837,63 @@ async fn secure(
             channel.handle_input(&buf)?;
         }
     };
-    let (channel, rest, key) = tokio::select! {
+    let (channel, rest, preamble) = tokio::select! {
         biased;
         () = inner.cancel.cancelled() => return Err(HandshakeError::Closing),
         result = tokio::time::timeout(inner.config.handshake_timeout, work) => {
             result.map_err(|_| HandshakeError::Timeout)??
         }
     };
+    let (key, signature) = preamble.split_at(IDENTITY_LEN);
     let key: [u8; IDENTITY_LEN] = key
-        .as_ref()
         .try_into()
         .map_err(|_| HandshakeError::Frame("short identity".into()))?;
-    let peer = PublicKey::from_bytes(&key)
-        .map_err(|e| HandshakeError::Frame(e.to_string()))?
-        .peer_id();
-    Ok((channel, rest, peer))
+    let key = PublicKey::from_bytes(&key).map_err(|e| HandshakeError::Frame(e.to_string()))?;
+    let remote_static = channel
+        .remote_static()
+        .ok_or_else(|| HandshakeError::Frame("noise channel not established".into()))?;
+    noise::verify_binding(&key, &remote_static, signature)?;
+    Ok((channel, rest, key.peer_id()))
 }
 
-/// Gives a secured connection to the peer's link task, starting one on first contact.
-async fn hand_off(
-    inner: &Arc<Inner>,
-    peer: PeerId,
-    handoff: Handoff,
-) -> Result<(), HandshakeError> {
-    let sender = {
-        let mut links = lock(&inner.links);
-        match links.get(&peer) {
-            Some(tx) if !tx.is_closed() => tx.clone(),
-            _ => {
-                let (tx, rx) = mpsc::channel(LINK_CONNECTIONS);
-                links.insert(peer, tx.clone());
-                // Every log line of the link carries its peer.
-                let span = tracing::info_span!("link", %peer);
-                inner
-                    .tracker
-                    .spawn(link_task(inner.clone(), peer, rx).instrument(span));
-                tx
-            }
+/// Gives a secured connection to the peer's link task, starting one on first contact. Never
+/// waits: a peer not on the allow-list, or one whose link already has [`LINK_CONNECTIONS`]
+/// connections waiting, is refused and counted as a handshake failure.
+fn hand_off(inner: &Arc<Inner>, peer: PeerId, handoff: Handoff) -> Result<(), HandshakeError> {
+    let refused = |e: HandshakeError| {
+        // Counted while the connection is still open: whoever sees it close sees the count.
+        lock(&inner.stats).handshake_failures += 1;
+        Err(e)
+    };
+    if let Some(allowed) = &inner.config.session.allow_peers
+        && !allowed.contains(&peer)
+    {
+        return refused(HandshakeError::NotAllowed(peer));
+    }
+    // Sent under the lock: a link task retires (leaves `links` and closes its queue) under it
+    // too, so a connection never lands in a queue nobody reads.
+    let mut links = lock(&inner.links);
+    let sender = match links.get(&peer) {
+        Some(tx) if !tx.is_closed() => tx.clone(),
+        _ => {
+            let (tx, rx) = mpsc::channel(LINK_CONNECTIONS);
+            links.insert(peer, tx.clone());
+            // Every log line of the link carries its peer.
+            let span = tracing::info_span!("link", %peer);
+            inner
+                .tracker
+                .spawn(link_task(inner.clone(), peer, rx).instrument(span));
+            tx
         }
     };
-    sender
-        .send(handoff)
-        .await
-        .map_err(|_| HandshakeError::Closing)
+    match sender.try_send(handoff) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_handoff)) => {
+            drop(links);
+            refused(HandshakeError::Busy(peer))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(HandshakeError::Closing),
+    }
 }
 
 /// A command for a link task.
@@ -937,6 +993,10 @@ struct Link {
     next: Option<Handoff>,
     /// Flushes waiting for the peer to acknowledge up to a sequence number.
     flushes: Vec<(u64, oneshot::Sender<()>)>,
+    /// Whether the peer's hello was accepted on the current connection.
+    opened: bool,
+    /// Whether the current connection failed because a Noise message did not decrypt.
+    decrypt_failed: bool,
 }
 
 fn now() -> std::time::Instant {
@@ -971,22 +1031,25 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
         connections,
         next: None,
         flushes: Vec::new(),
+        opened: false,
+        decrypt_failed: false,
     };
     lock(&link.inner.commands).insert(link.peer, link.commands_tx.clone());
     link.sync_local();
-    loop {
+    // Whether the loop already retired the link.
+    let retired = loop {
         if link.inner.cancel.is_cancelled() {
-            break;
+            break false;
         }
         let handoff = if let Some(next) = link.next.take() {
             next
         } else {
             tokio::select! {
             biased;
-            () = link.inner.cancel.cancelled() => break,
+            () = link.inner.cancel.cancelled() => break false,
             handoff = link.connections.recv() => match handoff {
                 Some(h) => h,
-                None => break,
+                None => break false,
             },
             // While disconnected, keep following route changes so the next hello is current.
             changed = link.local.changed() => {
@@ -997,22 +1060,53 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
         };
         let failure = link.run(handoff).await;
         if link.session.is_closed() || link.inner.cancel.is_cancelled() {
-            break;
+            break false;
         }
-        if let Some(failure) = failure {
+        if let Some(failure) = &failure {
             tracing::debug!(peer = %link.peer, %failure, "link lost; waiting for the next connection");
         }
+        // A peer that never got through a hello keeps no link: otherwise every identity that
+        // passes the handshake once would leave a task and a session behind for good.
+        if link.session.peer().is_none() && link.next.is_none() {
+            let inner = link.inner.clone();
+            let mut links = lock(&inner.links);
+            match link.connections.try_recv() {
+                Ok(next) => link.next = Some(next),
+                Err(_) => {
+                    link.retire_locked(&mut links);
+                    break true;
+                }
+            }
+        }
+    };
+    if !retired {
+        link.retire();
     }
     if let Some(port) = link.inner.port.get() {
         port.remove_peer(&link.peer);
     }
-    lock(&link.inner.links).remove(&link.peer);
-    lock(&link.inner.infos).remove(&link.peer);
-    lock(&link.inner.commands).remove(&link.peer);
     link.inner.link_state.send_modify(|v| *v += 1);
 }
 
 impl Link {
+    /// Takes this link out of the endpoint, closing its connection queue: new connections of the
+    /// peer start a new link. Call once, right before the task ends.
+    fn retire(&mut self) {
+        let inner = self.inner.clone();
+        self.retire_locked(&mut lock(&inner.links));
+    }
+
+    /// [`Link::retire`] with `links` already locked.
+    fn retire_locked(&mut self, links: &mut HashMap<PeerId, mpsc::Sender<Handoff>>) {
+        // Under the links lock, like `hand_off`'s send: no connection is queued after this, and
+        // while this link's open queue is in `links` no other link of the peer exists, so the
+        // entries removed here are this link's.
+        links.remove(&self.peer);
+        lock(&self.inner.infos).remove(&self.peer);
+        lock(&self.inner.commands).remove(&self.peer);
+        self.connections.close();
+    }
+
     /// Brings the session's local routes in line with the endpoint's.
     fn sync_local(&mut self) {
         let mut current = self.local.borrow_and_update().clone();
@@ -1167,6 +1261,8 @@ impl Link {
                 expected_peer: Some(self.peer),
             },
         };
+        self.opened = false;
+        self.decrypt_failed = false;
         self.session.handle_connect(now(), info);
         lock(&self.inner.active).insert(self.peer);
         let mut plain = rest;
@@ -1194,15 +1290,7 @@ impl Link {
             }
             // What arrived while we were writing.
             if !buf.is_empty() {
-                let input = channel.handle_input(&buf);
-                buf.clear();
-                if let Err(e) = input {
-                    self.session
-                        .handle_disconnect(LinkFailure::Transport(format!("noise: {e}")));
-                }
-                while let Some(chunk) = channel.poll_plaintext() {
-                    plain.extend_from_slice(&chunk);
-                }
+                self.handle_input(&mut channel, &mut buf, &mut plain);
             }
             if let Some(failure) = ended {
                 self.session.handle_disconnect(failure);
@@ -1240,16 +1328,7 @@ impl Link {
                 read = reader.read_buf(&mut buf) => {
                     match read {
                         Ok(0) => self.session.handle_disconnect(LinkFailure::Transport("connection closed by peer".into())),
-                        Ok(_) => {
-                            let input = channel.handle_input(&buf);
-                            buf.clear();
-                            if let Err(e) = input {
-                                self.session.handle_disconnect(LinkFailure::Transport(format!("noise: {e}")));
-                            }
-                            while let Some(chunk) = channel.poll_plaintext() {
-                                plain.extend_from_slice(&chunk);
-                            }
-                        }
+                        Ok(_) => self.handle_input(&mut channel, &mut buf, &mut plain),
                         Err(e) => self.session.handle_disconnect(LinkFailure::Transport(e.to_string())),
                     }
                 }
@@ -1301,13 +1380,29 @@ impl Link {
         };
         lock(&self.inner.active).remove(&self.peer);
         if let Some(done) = done {
-            let _ = done.send(
-                failure
-                    .clone()
-                    .unwrap_or(LinkFailure::Transport("closed".into())),
-            );
+            let _ = done.send(Ended {
+                opened: self.opened,
+                failure: failure.clone(),
+            });
         }
         failure
+    }
+
+    /// Decrypts what was read (`input`, emptied) into `plain`. Ciphertext that does not
+    /// decrypt is the peer's (or an attacker's) doing, not a network drop: the connection fails
+    /// with a non-transient failure, counted in [`RemoteStats::decrypt_failures`].
+    fn handle_input(&mut self, channel: &mut Secure, input: &mut BytesMut, plain: &mut BytesMut) {
+        let result = channel.handle_input(input);
+        input.clear();
+        // Plaintext decrypted before a bad message is still the peer's, in order.
+        while let Some(chunk) = channel.poll_plaintext() {
+            plain.extend_from_slice(&chunk);
+        }
+        if let Err(e) = result {
+            self.decrypt_failed = true;
+            self.session
+                .handle_disconnect(LinkFailure::Decode(format!("noise: {e}")));
+        }
     }
 
     /// Writes what the session and the channel have to send. While a write waits for the peer
@@ -1419,6 +1514,7 @@ impl Link {
                     let mut stats = lock(&self.inner.stats);
                     stats.link_failures += 1;
                     match &failure {
+                        _ if self.decrypt_failed => stats.decrypt_failures += 1,
                         LinkFailure::Signature(_) => stats.signature_failures += 1,
                         LinkFailure::Decode(_) | LinkFailure::Protocol(_) => stats.bad_frames += 1,
                         _ => {}
@@ -1468,6 +1564,7 @@ impl Link {
                 }
                 Event::Rtt(rtt) => self.rtt = Some(rtt),
                 Event::Established { resumed, .. } => {
+                    self.opened = true;
                     tracing::debug!(resumed, "session established");
                 }
                 Event::SendReady => {}

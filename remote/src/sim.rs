@@ -3,7 +3,9 @@
 //! Deterministic for a seed: latency, jitter (which reorders frames), loss, duplication and
 //! periodic disconnects, with no runtime and no sleeping. The clock jumps to the next thing that
 //! can happen (a frame arriving, a session timer, a reconnect). Use it to test code built on
-//! sessions, or the sessions themselves.
+//! sessions, or the sessions themselves. Disconnects come every N frames or every N messages
+//! sent; [`Pair::pause`] holds one side's frames (a peer that stops acknowledging while still
+//! connected); counters on [`Pair`] say which faults really happened.
 //!
 //! Faults apply to data frames (`Batch`, `Ack`, `Ping`, `Pong`). Control frames (`Hello`,
 //! `Advert`, `Close`) only suffer latency and disconnects: every real transport a session runs
@@ -32,6 +34,10 @@ pub struct SimConfig {
     pub duplicate: f64,
     /// Cut the connection after this many frames delivered (both ways); `None` never.
     pub disconnect_every: Option<u64>,
+    /// Cut the connection each time the sessions sent this many more messages (first
+    /// transmissions, both ways, counted by their `messages_sent`); checked as frames arrive.
+    /// `None` never. Independent of `disconnect_every`.
+    pub disconnect_every_messages: Option<u64>,
     /// How long a cut connection stays down.
     pub reconnect_after: Duration,
     /// Seed of the fault generator.
@@ -47,6 +53,7 @@ impl Default for SimConfig {
             loss: 0.0,
             duplicate: 0.0,
             disconnect_every: None,
+            disconnect_every_messages: None,
             reconnect_after: Duration::from_millis(50),
             seed: 1,
         }
@@ -60,6 +67,15 @@ pub enum Side {
     A,
     /// Session `b`.
     B,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Self::A => 0,
+            Self::B => 1,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,12 +108,22 @@ pub struct Pair {
     held: [Option<Bytes>; 2],
     link_free_at: [Instant; 2],
     frames: u64,
+    /// Messages sent (both sessions) at which the next message-count disconnect happens.
+    next_message_cut: Option<u64>,
+    /// Per destination (A, B): the highest send order delivered so far.
+    delivered_order: [u64; 2],
+    /// Per sending side (A, B): its frames stay with its session (see [`Pair::pause`]).
+    paused: [bool; 2],
     events_a: Vec<Event>,
     events_b: Vec<Event>,
     /// Connections cut so far.
     pub disconnects: u64,
     /// Data frames dropped so far.
     pub dropped: u64,
+    /// Data frames sent twice so far.
+    pub duplicated: u64,
+    /// Frames delivered after a frame sent later (to the same side) so far.
+    pub reordered: u64,
 }
 
 impl Pair {
@@ -105,6 +131,7 @@ impl Pair {
     pub fn new(a: Session, b: Session, config: SimConfig) -> Self {
         let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
         let now = Instant::now();
+        let next_message_cut = config.disconnect_every_messages;
         Self {
             a,
             b,
@@ -119,10 +146,15 @@ impl Pair {
             held: [None, None],
             link_free_at: [now, now],
             frames: 0,
+            next_message_cut,
+            delivered_order: [0, 0],
+            paused: [false, false],
             events_a: Vec::new(),
             events_b: Vec::new(),
             disconnects: 0,
             dropped: 0,
+            duplicated: 0,
+            reordered: 0,
         }
     }
 
@@ -162,6 +194,18 @@ impl Pair {
         self.reconnect_at = Some(self.now + self.config.reconnect_after);
     }
 
+    /// Stops taking frames from `side`'s session: they wait in it (and what it has not sent
+    /// cannot be acknowledged or answered) until [`Pair::resume`]. Frames to `side` still
+    /// arrive. Models a peer that stops acknowledging while the connection stays up.
+    pub fn pause(&mut self, side: Side) {
+        self.paused[side.index()] = true;
+    }
+
+    /// Takes frames from `side`'s session again (see [`Pair::pause`]).
+    pub fn resume(&mut self, side: Side) {
+        self.paused[side.index()] = false;
+    }
+
     /// Takes the events a session reported so far.
     pub fn events(&mut self, side: Side) -> Vec<Event> {
         self.collect_events();
@@ -192,6 +236,11 @@ impl Pair {
         let mut progressed = self.flush();
         if let Some(index) = self.next_due() {
             let frame = self.in_flight.swap_remove(index);
+            let last = &mut self.delivered_order[frame.to.index()];
+            if frame.order < *last {
+                self.reordered += 1;
+            }
+            *last = (*last).max(frame.order);
             match frame.to {
                 Side::A => self.a.handle_frame(self.now, frame.frame),
                 Side::B => self.b.handle_frame(self.now, frame.frame),
@@ -202,12 +251,27 @@ impl Pair {
             {
                 self.disconnect();
             }
+            let sent = self.a.stats().messages_sent + self.b.stats().messages_sent;
+            if let Some(at) = self.next_message_cut
+                && sent >= at
+            {
+                self.next_message_cut = self
+                    .config
+                    .disconnect_every_messages
+                    .map(|every| at + every);
+                self.disconnect();
+            }
             progressed = true;
         }
         if progressed {
             return true;
         }
-        let link = |i: usize| self.held[i].as_ref().map(|_| self.link_free_at[i]);
+        let link = |i: usize| {
+            self.held[i]
+                .as_ref()
+                .filter(|_| !self.paused[i])
+                .map(|_| self.link_free_at[i])
+        };
         let next = [
             self.in_flight.iter().map(|f| f.at).min(),
             link(0),
@@ -250,7 +314,7 @@ impl Pair {
     fn flush(&mut self) -> bool {
         let mut moved = false;
         for (i, from) in [(0, Side::A), (1, Side::B)] {
-            loop {
+            while !self.paused[i] {
                 if self.held[i].is_none() {
                     self.held[i] = match from {
                         Side::A => self.a.poll_transmit(self.now),
@@ -286,6 +350,7 @@ impl Pair {
             return;
         }
         let copies = if data && self.chance(self.config.duplicate) {
+            self.duplicated += 1;
             2
         } else {
             1

@@ -126,6 +126,73 @@ async fn a_link_runs_over_any_byte_stream() {
     a.close().await;
 }
 
+/// Opens in-memory pipes to `listener` (like [`Pipe`]) and reports when each attempt happened.
+#[derive(Debug)]
+struct TimedPipe(RemoteEndpoint, mpsc::Sender<Instant>);
+
+#[async_trait::async_trait]
+impl Connector for TimedPipe {
+    async fn connect(&self) -> std::io::Result<Box<dyn ByteStream>> {
+        let _ = self.1.send(Instant::now()).await;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        self.0.accept_stream(Box::new(theirs));
+        Ok(Box::new(ours))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_refuses_us_after_the_handshake_opens_the_breaker() {
+    // The listener completes the Noise handshake with anyone but admits only another peer, so
+    // every connection of ours ends before a session opens: a failed dial, not a working one.
+    let mut config = RemoteConfig::default();
+    config.session.allow_peers = Some([Keypair::from_seed([9; 32]).peer_id()].into());
+    let listener = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    let server = Router::builder().build().unwrap();
+    server.attach(Arc::new(listener.clone())).await.unwrap();
+
+    let (tx, mut attempts) = mpsc::channel(16);
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Custom(Arc::new(TimedPipe(listener.clone(), tx)))];
+    config.backoff_initial = Duration::from_millis(100);
+    config.backoff_max = Duration::from_secs(1);
+    config.breaker_threshold = 5;
+    config.breaker_cool_down = Duration::from_secs(10);
+    let router = Router::builder().build().unwrap();
+    let endpoint = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        times.push(
+            tokio::time::timeout(GUARD, attempts.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // The delays grow as for refused dials (the handshake itself takes no virtual time)...
+    for (i, gap) in gaps[..4].iter().enumerate() {
+        let ceiling = Duration::from_millis(100 << i);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "gap {i}: {gap:?} not in [{:?}, {ceiling:?}]",
+            ceiling / 2
+        );
+    }
+    // ...and five of them open the breaker.
+    assert!(
+        gaps[4] >= Duration::from_secs(10) && gaps[4] <= Duration::from_secs(11),
+        "{:?}",
+        gaps[4]
+    );
+    assert_eq!(endpoint.stats().dial_failures, 0);
+    assert!(listener.stats().handshake_failures >= 5);
+    assert!(listener.peers().is_empty() && endpoint.peers().is_empty());
+    router.close().await;
+    server.close().await;
+}
+
 /// A router with a remote endpoint (no listener, no dial) that streams can be handed to.
 async fn node(name: &str, keypair: Keypair) -> (Router, RemoteEndpoint) {
     let router = Router::builder().name(name).build().unwrap();

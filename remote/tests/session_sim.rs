@@ -126,59 +126,74 @@ fn hello_exchanges_routes_and_messages_flow_in_order() {
     assert_eq!(received, (0..1000).collect::<Vec<_>>());
 }
 
-#[test]
-fn reliable_100k_under_loss_reorder_duplication_and_disconnects_loses_nothing() {
-    let sim = SimConfig {
+/// The faults of the 100k runs: 1% loss, 1% duplication, reordering by jitter, and a
+/// disconnect each time another 5,000 messages were sent.
+fn faults(seed: u64) -> SimConfig {
+    SimConfig {
         latency: Duration::from_millis(2),
         jitter: Duration::from_millis(3),
         loss: 0.01,
         duplicate: 0.01,
-        disconnect_every: Some(150),
+        disconnect_every_messages: Some(5_000),
         reconnect_after: Duration::from_millis(100),
-        seed: 42,
+        seed,
         ..SimConfig::default()
-    };
-    let mut pair = pair(Qos::reliable(), true, sim);
+    }
+}
+
+/// The sim really injected every fault it was asked for.
+fn assert_faults_happened(pair: &Pair, count: u64) {
+    let cuts = count / 5_000;
+    assert!(
+        (cuts - 1..=cuts + 1).contains(&pair.disconnects),
+        "one disconnect per 5,000 messages: {} for {count}",
+        pair.disconnects
+    );
+    assert!(pair.dropped > 0, "the network lost frames");
+    assert!(pair.duplicated > 0, "the network duplicated frames");
+    assert!(pair.reordered > 0, "the network reordered frames");
+}
+
+#[test]
+fn reliable_100k_under_loss_reorder_duplication_and_disconnects_loses_nothing() {
+    let mut pair = pair(Qos::reliable(), true, faults(42));
     let received = transfer(&mut pair, 100_000);
     assert_eq!(received.len(), 100_000, "0 lost, 0 duplicated");
     assert!(
         received.iter().enumerate().all(|(i, &n)| i as u64 == n),
         "in order"
     );
-    assert!(
-        pair.disconnects >= 15,
-        "about one disconnect per ~5000 messages: {}",
-        pair.disconnects
-    );
-    assert!(pair.dropped > 0, "the network did lose frames");
+    assert_faults_happened(&pair, 100_000);
     let stats = pair.a.stats();
     assert!(stats.retransmitted > 0, "{stats:?}");
-    assert_eq!(pair.b.stats().best_effort_lost, 0);
+    let stats = pair.b.stats();
+    assert!(
+        stats.duplicates > 0,
+        "duplicates reached B and were dropped: {stats:?}"
+    );
+    assert!(stats.gaps > 0, "gaps reached B and were dropped: {stats:?}");
+    assert_eq!(stats.best_effort_lost, 0);
 }
 
 #[test]
 fn best_effort_under_the_same_faults_counts_losses_and_never_duplicates() {
-    let sim = SimConfig {
-        latency: Duration::from_millis(2),
-        jitter: Duration::from_millis(3),
-        loss: 0.01,
-        duplicate: 0.01,
-        disconnect_every: Some(150),
-        reconnect_after: Duration::from_millis(100),
-        seed: 7,
-        ..SimConfig::default()
-    };
-    let mut pair = pair(Qos::best_effort(), true, sim);
-    let received = transfer(&mut pair, 50_000);
+    let mut pair = pair(Qos::best_effort(), true, faults(7));
+    let received = transfer(&mut pair, 100_000);
     assert!(
         received.windows(2).all(|w| w[0] < w[1]),
         "never duplicated, never reordered"
     );
-    let lost = pair.b.stats().best_effort_lost;
+    assert_faults_happened(&pair, 100_000);
+    let stats = pair.b.stats();
+    assert!(
+        stats.duplicates > 0,
+        "duplicates reached B and were dropped: {stats:?}"
+    );
+    let lost = stats.best_effort_lost;
     assert!(lost > 0, "faults lost some best-effort messages");
     assert_eq!(
         received.len() as u64 + lost,
-        50_000,
+        100_000,
         "every message is delivered or counted lost"
     );
 }
@@ -273,36 +288,243 @@ fn a_full_retransmit_buffer_back_pressures_and_memory_stays_bounded() {
     // When the link returns, everything arrives and the sender hears it has room again.
     let received = transfer(&mut pair, 0);
     assert_eq!(received, (0..accepted).collect::<Vec<_>>());
-    assert!(pair.events(Side::A).contains(&Event::SendReady) || pair.a.can_send());
+    assert!(
+        pair.events(Side::A).contains(&Event::SendReady),
+        "the refused sender hears it has room again"
+    );
+}
+
+/// Sends payloads `next..count` from A while it accepts, collecting B's messages and checking
+/// A's memory bounds after every step, for up to `limit` of virtual time or until `done`
+/// holds. Returns the next payload number and whether `done` held.
+fn pump(
+    pair: &mut Pair,
+    limit: Duration,
+    (mut next, count): (u64, u64),
+    received: &mut Vec<u64>,
+    mut done: impl FnMut(&mut Pair, u64, Option<SessionSendError>) -> bool,
+) -> (u64, bool) {
+    let capacity = config(false).retransmit_capacity;
+    let finished = pair.run_until(limit, |pair| {
+        let mut refused = None;
+        while next < count {
+            match pair.a.send(&route(), payload(next), Correlation::None) {
+                Ok(()) => next += 1,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(pair.a.unacked() <= capacity, "{}", pair.a.unacked());
+        assert!(pair.a.unacked_batches() <= capacity);
+        assert!(pair.a.queued() <= config(false).send_queue);
+        for event in pair.events(Side::B) {
+            if let Event::Message { payload, .. } = event {
+                received.push(number(&payload));
+            }
+        }
+        done(pair, next, refused)
+    });
+    (next, finished)
 }
 
 #[test]
-fn orderly_close_reaches_the_peer_with_its_reason() {
+fn a_peer_that_stops_acknowledging_back_pressures_the_publisher_without_loss() {
+    let capacity = config(false).retransmit_capacity;
+    let send_queue = config(false).send_queue;
     let mut pair = pair(Qos::reliable(), false, SimConfig::default());
     assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
-    for n in 0..5 {
-        pair.a
-            .send(&route(), payload(n), Correlation::None)
-            .unwrap();
+    pair.events(Side::A);
+    // B stays connected and receives, but its acks (and everything else it sends) wait.
+    pair.pause(Side::B);
+    let mut received = Vec::new();
+    let (next, full) = pump(
+        &mut pair,
+        MINUTE,
+        (0, u64::MAX),
+        &mut received,
+        |p, _, e| e.is_some() && p.a.unacked() == capacity,
+    );
+    assert!(full);
+    assert_eq!(
+        pair.a.send(&route(), payload(next), Correlation::None),
+        Err(SessionSendError::Full),
+        "a full buffer refuses with a typed error, it does not drop"
+    );
+    assert!(!pair.a.can_send());
+    assert_eq!(next, (capacity + send_queue) as u64);
+    // Time passes (keepalives, no acks): nothing more is batched, nothing is dropped.
+    assert!(!pair.run_until(Duration::from_secs(3), |_| false));
+    assert_eq!(pair.a.unacked(), capacity);
+    assert_eq!(pair.a.queued(), send_queue);
+    assert_eq!(pair.a.stats().messages_sent, capacity as u64);
+    assert!(
+        pair.a.is_open() && !pair.a.can_send(),
+        "{:?}",
+        pair.events(Side::A)
+    );
+    // B acknowledges again, slowly: its frames flow for 20 ms out of every 100 ms.
+    let total = 20_000;
+    let mut next = next;
+    let mut events = Vec::new();
+    for _ in 0..1_000 {
+        let mut finished = false;
+        for (paused, period) in [(false, 20), (true, 80)] {
+            if paused {
+                pair.pause(Side::B);
+            } else {
+                pair.resume(Side::B);
+            }
+            let period = Duration::from_millis(period);
+            (next, finished) = pump(
+                &mut pair,
+                period,
+                (next, total),
+                &mut received,
+                |p, n, _| {
+                    events.extend(p.events(Side::A));
+                    n == total && p.a.unacked() == 0 && p.a.queued() == 0
+                },
+            );
+            if finished {
+                break;
+            }
+        }
+        if finished {
+            break;
+        }
     }
-    pair.a.close(CloseCode(0), "shutting down");
-    assert!(pair.run_until(MINUTE, |p| p.b.is_closed()));
-    let b = pair.events(Side::B);
-    let messages = b
+    pair.resume(Side::B);
+    assert_eq!(
+        received,
+        (0..total).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    assert!(events.contains(&Event::SendReady), "{events:?}");
+    assert_eq!(pair.a.stats().failures, 0, "the connection never dropped");
+}
+
+/// `closer` closes after queueing five messages to the other side; the other side sees the
+/// close with its reason after the messages.
+fn close_from(closer: Side) {
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    let now = pair.now();
+    let back: Route = "test.Reading@robot.back".parse().unwrap();
+    let fingerprint = Fingerprint::of_name("test.Reading");
+    // B publishes too, so either side has messages in flight when it closes.
+    pair.b.add_local_intent(
+        IntentAd {
+            route: back.clone(),
+            fingerprint,
+            qos: Qos::reliable(),
+        },
+        now,
+    );
+    pair.a.add_local_interest(
+        InterestAd {
+            pattern: RoutePattern::from(back.clone()),
+            fingerprint,
+        },
+        now,
+    );
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
+    let (closing, route, peer) = match closer {
+        Side::A => (&mut pair.a, route(), Side::B),
+        Side::B => (&mut pair.b, back, Side::A),
+    };
+    for n in 0..5 {
+        closing.send(&route, payload(n), Correlation::None).unwrap();
+    }
+    closing.close(CloseCode(0), "shutting down");
+    assert!(pair.run_until(MINUTE, |p| match peer {
+        Side::A => p.a.is_closed(),
+        Side::B => p.b.is_closed(),
+    }));
+    let events = pair.events(peer);
+    let messages = events
         .iter()
         .filter(|e| matches!(e, Event::Message { .. }))
         .count();
     assert_eq!(messages, 5, "queued messages are flushed before the close");
-    assert!(b.iter().any(|e| matches!(e, Event::Closed { by_peer: true, reason, .. } if reason == "shutting down")), "{b:?}");
+    let closed_at = events.iter().position(
+        |e| matches!(e, Event::Closed { by_peer: true, reason, .. } if reason == "shutting down"),
+    );
+    assert_eq!(
+        closed_at,
+        Some(events.len() - 1),
+        "the close comes last: {events:?}"
+    );
     assert!(
-        pair.events(Side::A)
+        pair.events(closer)
             .iter()
             .any(|e| matches!(e, Event::Closed { by_peer: false, .. }))
     );
+    let closing = match closer {
+        Side::A => &mut pair.a,
+        Side::B => &mut pair.b,
+    };
     assert_eq!(
-        pair.a.send(&route(), payload(9), Correlation::None),
+        closing.send(&route, payload(9), Correlation::None),
         Err(SessionSendError::Closed)
     );
+}
+
+#[test]
+fn orderly_close_reaches_the_peer_with_its_reason() {
+    close_from(Side::A);
+}
+
+#[test]
+fn orderly_close_by_the_other_side_reaches_the_first_with_its_reason() {
+    close_from(Side::B);
+}
+
+#[test]
+fn close_with_a_full_retransmit_buffer_still_reaches_the_peer() {
+    let capacity = config(false).retransmit_capacity;
+    let mut pair = pair(Qos::reliable(), false, SimConfig::default());
+    assert!(pair.run_until(MINUTE, |p| p.a.is_open() && p.b.is_open()));
+    // B never acknowledges again: A's retransmit buffer fills and its queue behind it.
+    pair.pause(Side::B);
+    let mut received = Vec::new();
+    let (accepted, full) = pump(
+        &mut pair,
+        MINUTE,
+        (0, u64::MAX),
+        &mut received,
+        |p, _, e| e.is_some() && p.a.unacked() == capacity,
+    );
+    assert!(full);
+    pair.a.close(CloseCode(3), "going away");
+    let mut closed = None;
+    assert!(
+        pair.run_until(Duration::from_secs(1), |p| {
+            for event in p.events(Side::B) {
+                match event {
+                    Event::Message { payload, .. } => received.push(number(&payload)),
+                    Event::Closed {
+                        by_peer: true,
+                        code,
+                        reason,
+                    } => closed = Some((code, reason)),
+                    _ => {}
+                }
+            }
+            closed.is_some()
+        }),
+        "the close went out without waiting for acks"
+    );
+    assert_eq!(closed, Some((CloseCode(3), "going away".to_owned())));
+    // What the buffer held arrived, in order; what was still queued is counted, not lost
+    // silently.
+    assert_eq!(received, (0..capacity as u64).collect::<Vec<_>>());
+    assert_eq!(
+        pair.a.stats().unsent_on_close,
+        accepted - capacity as u64,
+        "every accepted message is delivered or counted"
+    );
+    assert!(pair.a.is_closed());
 }
 
 #[test]

@@ -68,6 +68,38 @@ pub enum EventsError {
     Lagged(u64),
 }
 
+/// A handle's event channel. The first listener also gets what happened while the handle was
+/// being declared (a refusal is often decided inside `publish`/`subscribe`, before the caller
+/// could ask for events); later listeners get events from the moment they ask.
+pub(crate) struct EventHub {
+    sender: broadcast::Sender<LinkEvent>,
+    /// Subscribed at creation; handed to the first listener. Bounded like every receiver: an
+    /// untaken one only lags, the sender never waits.
+    first: std::sync::Mutex<Option<broadcast::Receiver<LinkEvent>>>,
+}
+
+impl EventHub {
+    pub(crate) fn new() -> Self {
+        let sender = broadcast::Sender::new(EVENT_CAPACITY);
+        let first = std::sync::Mutex::new(Some(sender.subscribe()));
+        Self { sender, first }
+    }
+
+    pub(crate) fn send(&self, event: LinkEvent) {
+        // No receiver is fine: events are for whoever listens.
+        let _ = self.sender.send(event);
+    }
+
+    pub(crate) fn listen(&self) -> LinkEvents {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        LinkEvents::new(first.unwrap_or_else(|| self.sender.subscribe()))
+    }
+}
+
 /// A handle's stream of [`LinkEvent`]s (bounded; see [`EventsError::Lagged`]).
 #[derive(Debug)]
 pub struct LinkEvents {

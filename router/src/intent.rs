@@ -8,11 +8,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dndm_core::{Fingerprint, Message, PayloadSink, PeerId, Qos, Route, SinkError};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{SendError, SendErrorKind, WaitError};
-use crate::events::{EVENT_CAPACITY, LinkEvent, LinkEvents};
+use crate::events::{EventHub, LinkEvent, LinkEvents};
 use crate::queue::{Push, Queue};
 use crate::router::Inner;
 use crate::snapshot::HandleId;
@@ -54,7 +54,7 @@ pub(crate) struct IntentShared<T> {
     /// lock-free by `send`.
     sinks: ArcSwap<Vec<(HandleId, Sink<T>)>>,
     status: watch::Sender<Status>,
-    events: broadcast::Sender<LinkEvent>,
+    events: EventHub,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
 }
@@ -71,7 +71,7 @@ impl<T: Message> IntentShared<T> {
         Self {
             sinks: ArcSwap::from_pointee(Vec::new()),
             status: watch::Sender::new(Status::default()),
-            events: broadcast::Sender::new(EVENT_CAPACITY),
+            events: EventHub::new(),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
         }
@@ -153,8 +153,7 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     }
 
     fn event(&self, event: LinkEvent) {
-        // No receiver is fine: events are for whoever listens.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn close(&self) {
@@ -350,9 +349,11 @@ impl<T: Message> Intent<T> {
         self.shared.subscribers()
     }
 
-    /// A stream of link events (linked, unlinked, refused) from now on.
+    /// A stream of link events (linked, unlinked, refused). The first call also returns the
+    /// events since this handle was declared (so a refusal decided while declaring it is not
+    /// missed), as many as fit the bounded channel; later calls get events from now on.
     pub fn events(&self) -> LinkEvents {
-        LinkEvents::new(self.shared.events.subscribe())
+        self.shared.events.listen()
     }
 
     /// The route this intent publishes on.

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use dndm_core::{Fingerprint, Message, Overflow, PayloadSink, RoutePattern};
 use futures::Stream;
-use tokio::sync::broadcast;
 
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::events::{EVENT_CAPACITY, LinkEvent, LinkEvents};
+use crate::events::{EventHub, LinkEvent, LinkEvents};
 use crate::queue::{Queue, Receiver};
 use crate::router::Inner;
 use crate::snapshot::{HandleId, QueueStats};
@@ -19,14 +18,14 @@ use crate::snapshot::{HandleId, QueueStats};
 /// Subscriber state shared between the handle and the linker.
 pub(crate) struct InterestShared<T> {
     pub(crate) queue: Arc<Queue<T>>,
-    events: broadcast::Sender<LinkEvent>,
+    events: EventHub,
 }
 
 impl<T: Message> InterestShared<T> {
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
         Self {
             queue: Arc::new(Queue::new(capacity, overflow)),
-            events: broadcast::Sender::new(EVENT_CAPACITY),
+            events: EventHub::new(),
         }
     }
 }
@@ -55,8 +54,7 @@ impl<T: Message> InterestSlot for InterestShared<T> {
     }
 
     fn event(&self, event: LinkEvent) {
-        // No receiver is fine: events are for whoever listens.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn close(&self) {
@@ -161,9 +159,11 @@ impl<T: Message> Interest<T> {
         self.shared.stats()
     }
 
-    /// A stream of link events (linked, unlinked, refused) from now on.
+    /// A stream of link events (linked, unlinked, refused). The first call also returns the
+    /// events since this handle was declared (so a refusal decided while declaring it is not
+    /// missed), as many as fit the bounded channel; later calls get events from now on.
     pub fn events(&self) -> LinkEvents {
-        LinkEvents::new(self.shared.events.subscribe())
+        self.shared.events.listen()
     }
 
     /// The pattern this interest subscribes to.

@@ -60,7 +60,24 @@ async fn same_name_other_fingerprint_is_refused_and_reported() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(router.snapshot().counters.fingerprint_mismatches, 1);
-    // The publisher learns it too: a later intent sees its own refusal event.
+    // The publisher learns it too: the refusal was decided inside `publish`, and the intent's
+    // first listener still gets it.
+    let mut intent_events = intent.events();
+    let event = tokio::time::timeout(GUARD, intent_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            event,
+            LinkEvent::Refused {
+                error: LinkError::FingerprintMismatch { .. },
+                origin: Origin::Local,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
     let second = router.publish::<Reading>("a.b").unwrap();
     drop(second);
     assert_eq!(router.snapshot().counters.fingerprint_mismatches, 2);
@@ -169,15 +186,23 @@ async fn dropping_a_handle_unlinks_and_the_publisher_sees_it() {
         matches!(&seen[2], LinkEvent::Unlinked { other, origin: Origin::Local } if *other == first_id)
     );
     assert!(router.snapshot().links.is_empty());
-    // The interest side sees the publisher go.
+    // The interest side sees the publisher go. Its first listener also gets the link made
+    // while it was being declared.
     let sub = router.subscribe::<Reading>("x.y").unwrap();
     let mut sub_events = sub.events();
     drop(intent);
-    let event = tokio::time::timeout(GUARD, sub_events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(event, LinkEvent::Unlinked { .. }), "{event:?}");
+    for expected in ["linked", "unlinked"] {
+        let event = tokio::time::timeout(GUARD, sub_events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let kind = match event {
+            LinkEvent::Linked { .. } => "linked",
+            LinkEvent::Unlinked { .. } => "unlinked",
+            _ => "other",
+        };
+        assert_eq!(kind, expected, "{event:?}");
+    }
 }
 
 #[tokio::test]

@@ -316,6 +316,9 @@ pub struct SessionStats {
     pub acl_denials: u64,
     /// Bytes of frames produced.
     pub bytes_sent: u64,
+    /// Messages still queued when the session closed (by [`Session::close`] with the
+    /// retransmit buffer full, without a connection, or by the peer), dropped unsent.
+    pub unsent_on_close: u64,
 }
 
 /// A message waiting to be batched.
@@ -733,8 +736,10 @@ impl Session {
         Ok(())
     }
 
-    /// Closes the session in order: flushes what it can, sends `Close`, reports
-    /// [`Event::Closed`]. Without a connection it closes at once.
+    /// Closes the session in order: batches what the retransmit buffer admits, sends `Close`,
+    /// reports [`Event::Closed`]. It does not wait for acknowledgements: when the buffer is
+    /// full, the messages still queued are dropped and counted in
+    /// [`SessionStats::unsent_on_close`]. Without a connection it closes at once.
     pub fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
         if self.closed || self.closing.is_some() {
             return;

@@ -118,6 +118,7 @@ impl Session {
         self.closed = true;
         self.closing = None;
         self.conn = None;
+        self.stats.unsent_on_close += self.outgoing.len() as u64;
         self.outgoing.clear();
         self.events.push_back(Event::Closed {
             by_peer,
@@ -146,8 +147,11 @@ impl Session {
         }
         while self.transmit.len() < 2 && self.batch_new(now) {}
         self.flush_withdrawals(now);
+        // Closing: once everything the retransmit buffer admits is batched, the close goes
+        // out. Messages still queued then (the buffer is full: the peer is slow to
+        // acknowledge) are not waited for, so a close never hangs on the peer; they are
+        // counted, not silently lost.
         if self.transmit.is_empty()
-            && self.outgoing.is_empty()
             && let Some(close) = self.closing.take()
         {
             self.queue_frame(&Frame::Close(close.clone()), now);
