@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dndm_codec::{
     Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
-    Correlation, DeclPattern, DeclRoute, Decoder, Encoder, Frame, FrameHeader, FrameKind, Hello,
-    IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong, ResponseError, ResumeState,
-    SessionId, verify_batch,
+    Correlation, DeclPattern, DeclRoute, Decoder, Dictionary, Encoder, Frame, FrameHeader,
+    FrameKind, Hello, IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong,
+    ResponseError, ResumeState, SessionId, verify_batch,
 };
 use dndm_core::{
     IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern, ServiceAd,
@@ -102,6 +102,12 @@ pub struct SessionConfig {
     /// declaration it denies ends the connection with [`LinkFailure::Denied`]. Default:
     /// [`Acl::allow_all`] (no restriction).
     pub acl: Acl,
+    /// zstd dictionaries by message type name (the protobuf full name in `TypeName@path`),
+    /// each trained on samples of that type ([`Dictionary::train`]). Their ids are announced in
+    /// the hello; a batch whose messages are all of one such type is compressed with its
+    /// dictionary when the peer announced that id too. Batches from the peer may use any of
+    /// them. Both sides must hold the same dictionary under the same id. Default: none.
+    pub dictionaries: BTreeMap<String, Dictionary>,
 }
 
 impl Default for SessionConfig {
@@ -121,6 +127,7 @@ impl Default for SessionConfig {
             node_name: "dndm".to_owned(),
             allow_peers: None,
             acl: Acl::allow_all(),
+            dictionaries: BTreeMap::new(),
         }
     }
 }
@@ -407,6 +414,9 @@ pub struct Session {
     peer_epoch: Option<u64>,
     peer_routes: PeerRoutes,
     peer_key: Option<PublicKey>,
+    /// What the peer's last hello announced: its limits, zstd and dictionaries, which our
+    /// batches respect.
+    peer_caps: Option<Capabilities>,
     outgoing: VecDeque<Outgoing>,
     send_refused: bool,
     unacked: VecDeque<Sent>,
@@ -436,7 +446,11 @@ impl Session {
         if let Some(compression) = config.compression {
             encoder = encoder.with_compression(compression);
         }
-        let decoder = Decoder::new(config.limits);
+        let mut decoder = Decoder::new(config.limits);
+        for dictionary in config.dictionaries.values() {
+            encoder = encoder.with_dictionary(dictionary.clone());
+            decoder = decoder.with_dictionary(dictionary.clone());
+        }
         Self {
             config,
             keypair,
@@ -448,6 +462,7 @@ impl Session {
             peer_epoch: None,
             peer_routes: PeerRoutes::default(),
             peer_key: None,
+            peer_caps: None,
             outgoing: VecDeque::new(),
             send_refused: false,
             unacked: VecDeque::new(),

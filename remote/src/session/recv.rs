@@ -112,6 +112,7 @@ impl Session {
         }
         self.peer = Some(peer);
         self.peer_key = Some(key);
+        self.peer_caps = Some(hello.capabilities.clone());
         self.peer_epoch = Some(resume.session_epoch);
         if let Some(conn) = self.conn.as_mut() {
             conn.open = true;

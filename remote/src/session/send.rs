@@ -2,6 +2,25 @@
 
 use super::*;
 
+/// Upper bound of a batch frame's bytes besides payloads and per-message framing: header,
+/// sequence range, dictionary id, raw length and signature.
+const FRAME_OVERHEAD: usize = 128;
+
+/// Upper bound of one message's framing in a batch (tags, lengths, route id, sequence number
+/// and request/response id); a response error's text comes on top and is bounded by
+/// `max_text_len`.
+const MESSAGE_OVERHEAD: usize = 48;
+
+/// How one batch is compressed.
+enum Packing {
+    /// Uncompressed.
+    Plain,
+    /// zstd with this dictionary.
+    Dictionary(u32),
+    /// The session's [`SessionConfig::compression`].
+    AsConfigured,
+}
+
 impl Session {
     pub(super) fn hello(&self) -> Hello {
         let key_binding = self
@@ -42,7 +61,12 @@ impl Session {
                 .collect(),
             capabilities: Capabilities {
                 zstd: self.config.compression.is_some(),
-                dictionary_ids: Vec::new(),
+                dictionary_ids: self
+                    .config
+                    .dictionaries
+                    .values()
+                    .map(Dictionary::id)
+                    .collect(),
                 max_frame_len: limits.max_frame_len(),
                 max_batch_messages: limits.max_batch_messages(),
                 max_decompressed_len: limits.max_decompressed_len(),
@@ -189,10 +213,10 @@ impl Session {
         let mut reliable = Vec::new();
         let mut bytes = 0usize;
         let first = self.next_seq;
+        let (max_messages, max_bytes) = self.batch_bounds();
         while let Some(next) = self.outgoing.front() {
-            if messages.len() >= self.config.max_batch_messages
-                || (!messages.is_empty()
-                    && bytes + next.payload.len() > self.config.max_batch_bytes)
+            if messages.len() >= max_messages
+                || (!messages.is_empty() && bytes + next.payload.len() > max_bytes)
                 || (next.reliable
                     && self.unacked_reliable + reliable.len() >= self.config.retransmit_capacity)
             {
@@ -247,14 +271,79 @@ impl Session {
         true
     }
 
+    /// Most messages and payload bytes per batch: ours, narrowed by the limits the peer
+    /// announced (its frame and decompressed sizes, less room for per-message overhead).
+    fn batch_bounds(&self) -> (usize, usize) {
+        let (mut messages, mut bytes) =
+            (self.config.max_batch_messages, self.config.max_batch_bytes);
+        if let Some(caps) = &self.peer_caps {
+            if caps.max_batch_messages > 0 {
+                messages = messages.min(caps.max_batch_messages as usize);
+            }
+            let overhead = FRAME_OVERHEAD + messages * MESSAGE_OVERHEAD;
+            let usable = |limit: u32| (limit as usize).saturating_sub(overhead).max(1);
+            if caps.max_frame_len > 0 {
+                bytes = bytes.min(usable(caps.max_frame_len));
+            }
+            if caps.max_decompressed_len > 0 {
+                bytes = bytes.min(usable(caps.max_decompressed_len));
+            }
+        }
+        (messages.max(1), bytes)
+    }
+
+    /// How a batch is compressed for this peer: not at all if it did not announce zstd; with
+    /// the dictionary of the batch's one message type when both sides hold it; else as
+    /// configured.
+    fn batch_packing(&self, batch: &Batch) -> Packing {
+        let Some(caps) = self.peer_caps.as_ref() else {
+            return Packing::AsConfigured;
+        };
+        if !caps.zstd {
+            return Packing::Plain;
+        }
+        match self.batch_dictionary(batch) {
+            Some(id) if self.config.compression.is_some() && caps.dictionary_ids.contains(&id) => {
+                Packing::Dictionary(id)
+            }
+            _ => Packing::AsConfigured,
+        }
+    }
+
+    /// The dictionary id for `batch` if all its messages share one message type that has a
+    /// dictionary.
+    fn batch_dictionary(&self, batch: &Batch) -> Option<u32> {
+        if self.config.dictionaries.is_empty() {
+            return None;
+        }
+        let mut type_name = None;
+        for message in &batch.messages {
+            let route = match self.local.intents.get(&message.route_id) {
+                Some(ad) => &ad.route,
+                None => &self.local.services.get(&message.route_id)?.response_route,
+            };
+            match type_name {
+                None => type_name = Some(route.type_name()),
+                Some(name) if name == route.type_name() => {}
+                Some(_) => return None,
+            }
+        }
+        self.config.dictionaries.get(type_name?).map(Dictionary::id)
+    }
+
     pub(super) fn queue_batch(&mut self, batch: &Batch, now: Instant) {
         let session_id = self.conn.as_ref().map(|c| c.info.session_id);
-        let encoded = match (&session_id, self.config.sign_batches) {
-            (Some(id), true) => self
-                .encoder
-                .encode_batch(batch, &BatchOptions::new().sign(&self.keypair, id)),
-            _ => self.encoder.encode_batch(batch, &BatchOptions::new()),
+        let mut options = match self.batch_packing(batch) {
+            Packing::Plain => BatchOptions::new().uncompressed(),
+            Packing::Dictionary(id) => BatchOptions::new().dictionary(id),
+            Packing::AsConfigured => BatchOptions::new(),
         };
+        if self.config.sign_batches
+            && let Some(id) = &session_id
+        {
+            options = options.sign(&self.keypair, id);
+        }
+        let encoded = self.encoder.encode_batch(batch, &options);
         match encoded {
             Ok(frame) => {
                 self.stats.batches_sent += 1;
