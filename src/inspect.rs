@@ -273,6 +273,19 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             "remote links: {} handshake failures, {} link failures, {} dial failures, {} refused routes",
             r.handshake_failures, r.link_failures, r.dial_failures, r.refused_routes
         );
+        let _ = writeln!(
+            out,
+            "remote connections closed: {} bad signatures, {} bad frames, {} decrypt failures",
+            r.signature_failures, r.bad_frames, r.decrypt_failures
+        );
+    }
+    if let Some(m) = s.mesh {
+        // No decrypt failures: libp2p decrypts mesh streams.
+        let _ = writeln!(
+            out,
+            "mesh connections closed: {} bad signatures, {} bad frames",
+            m.signature_failures, m.bad_frames
+        );
     }
     out
 }

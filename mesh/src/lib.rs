@@ -14,6 +14,61 @@
 //! meshes (below [`MeshConfig::full_mesh_threshold`] peers); connections stay within
 //! [`MeshConfig::max_peers`]. See `swarm.rs` for the policy.
 //!
+//! # Usage
+//!
+//! Two nodes on libp2p's in-process memory transport ([`Transport::Memory`]; the whole libp2p
+//! stack runs, only the sockets are in memory): `b` dials `a`, the pair opens a dndm session,
+//! and a message `a` publishes reaches `b`'s subscriber.
+//!
+//! ```
+//! # #[derive(Clone, PartialEq, prost::Message)]
+//! # pub struct Imu { #[prost(float, tag = "1")] pub ax: f32 }
+//! # impl prost::Name for Imu { const NAME: &'static str = "Imu"; const PACKAGE: &'static str = "example"; }
+//! # impl dndm_core::Message for Imu {}
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use dndm_core::Keypair;
+//! use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
+//! use dndm_router::Router;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Only a failure guard: every wait below ends as soon as its event happens.
+//! let guard = Duration::from_secs(20);
+//! // Memory ports are process-wide; this one is unlikely to be taken.
+//! let address: libp2p::Multiaddr =
+//!     format!("/memory/{}", u64::from(std::process::id()) * 100 + 77).parse()?;
+//!
+//! let a = Router::builder().name("a").build()?;
+//! let mut config = MeshConfig::default();
+//! config.transport = Transport::Memory;
+//! config.listen = vec![address.clone()];
+//! let mesh_a = MeshEndpoint::new(Keypair::generate()?, config)?;
+//! a.attach(Arc::new(mesh_a.clone())).await?;
+//!
+//! let b = Router::builder().name("b").build()?;
+//! let mut config = MeshConfig::default();
+//! config.transport = Transport::Memory;
+//! config.dial = vec![address];
+//! let mesh_b = MeshEndpoint::new(Keypair::generate()?, config)?;
+//! b.attach(Arc::new(mesh_b.clone())).await?;
+//!
+//! let arm = a.publish::<Imu>("robot.arm.imu")?;
+//! let mut imu = b.subscribe::<Imu>("robot.*.imu")?;
+//! assert_eq!(arm.wait_for_interest(guard).await?, 1, "b's interest reached a");
+//! arm.send(Imu { ax: 9.81 }).await?;
+//! assert_eq!(imu.recv_timeout(guard).await?.ax, 9.81);
+//! assert_eq!(mesh_a.peers(), vec![mesh_b.peer_id()]);
+//!
+//! b.close().await;
+//! a.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! On a network, keep the default TCP transport and listen on a TCP address; peers on the LAN
+//! find each other over mDNS:
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;

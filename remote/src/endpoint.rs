@@ -331,7 +331,7 @@ impl Ended {
 /// authenticated and encrypted it (a libp2p stream).
 enum Secure {
     Noise(Channel),
-    Plain { out: BytesMut, input: BytesMut },
+    Plain { out: BytesMut },
 }
 
 impl Secure {
@@ -352,20 +352,18 @@ impl Secure {
         }
     }
 
-    fn handle_input(&mut self, bytes: &[u8]) -> Result<(), noise::NoiseError> {
+    /// Decrypts `bytes` and appends the plaintext to `out` (the link's frame buffer).
+    fn handle_input_into(
+        &mut self,
+        bytes: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), noise::NoiseError> {
         match self {
-            Self::Noise(channel) => channel.handle_input(bytes),
-            Self::Plain { input, .. } => {
-                input.extend_from_slice(bytes);
+            Self::Noise(channel) => channel.handle_input_into(bytes, out),
+            Self::Plain { .. } => {
+                out.extend_from_slice(bytes);
                 Ok(())
             }
-        }
-    }
-
-    fn poll_plaintext(&mut self) -> Option<Bytes> {
-        match self {
-            Self::Noise(channel) => channel.poll_plaintext(),
-            Self::Plain { input, .. } => (!input.is_empty()).then(|| input.split().freeze()),
         }
     }
 }
@@ -506,7 +504,6 @@ impl RemoteEndpoint {
         let inner = self.inner.clone();
         let channel = Secure::Plain {
             out: BytesMut::new(),
-            input: BytesMut::new(),
         };
         let handoff = Handoff {
             io: stream,
@@ -1392,12 +1389,9 @@ impl Link {
     /// decrypt is the peer's (or an attacker's) doing, not a network drop: the connection fails
     /// with a non-transient failure, counted in [`RemoteStats::decrypt_failures`].
     fn handle_input(&mut self, channel: &mut Secure, input: &mut BytesMut, plain: &mut BytesMut) {
-        let result = channel.handle_input(input);
-        input.clear();
         // Plaintext decrypted before a bad message is still the peer's, in order.
-        while let Some(chunk) = channel.poll_plaintext() {
-            plain.extend_from_slice(&chunk);
-        }
+        let result = channel.handle_input_into(input, plain);
+        input.clear();
         if let Err(e) = result {
             self.decrypt_failed = true;
             self.session

@@ -8,6 +8,53 @@
 //! in from the caller. The tokio driver, [`endpoint::RemoteEndpoint`], runs them over TCP and
 //! Unix sockets and joins them to a router as a [`dndm_core::Endpoint`].
 //!
+//! # Usage
+//!
+//! Two routers joined by a remote link: `a` listens on a loopback TCP port, `b` dials it. Once
+//! `b`'s interest has crossed the link, a message `a` publishes reaches `b`'s subscriber.
+//!
+//! ```
+//! # #[derive(Clone, PartialEq, prost::Message)]
+//! # pub struct Imu { #[prost(float, tag = "1")] pub ax: f32 }
+//! # impl prost::Name for Imu { const NAME: &'static str = "Imu"; const PACKAGE: &'static str = "example"; }
+//! # impl dndm_core::Message for Imu {}
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use dndm_core::Keypair;
+//! use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
+//! use dndm_router::Router;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Only a failure guard: every wait below ends as soon as its event happens.
+//! let guard = Duration::from_secs(20);
+//!
+//! let a = Router::builder().name("a").build()?;
+//! let mut config = RemoteConfig::default();
+//! config.listen = vec![Target::Tcp("127.0.0.1:0".parse()?)];
+//! let link_a = RemoteEndpoint::new(Keypair::generate()?, config)?;
+//! a.attach(Arc::new(link_a.clone())).await?;
+//!
+//! let b = Router::builder().name("b").build()?;
+//! let mut config = RemoteConfig::default();
+//! config.dial = link_a.bound(); // the port the listener actually got
+//! let link_b = RemoteEndpoint::new(Keypair::generate()?, config)?;
+//! b.attach(Arc::new(link_b.clone())).await?;
+//!
+//! let arm = a.publish::<Imu>("robot.arm.imu")?;
+//! let mut imu = b.subscribe::<Imu>("robot.*.imu")?;
+//! assert_eq!(arm.wait_for_interest(guard).await?, 1, "b's interest reached a");
+//! arm.send(Imu { ax: 9.81 }).await?;
+//! assert_eq!(imu.recv_timeout(guard).await?.ax, 9.81);
+//! assert_eq!(link_a.peers(), vec![link_b.peer_id()]);
+//! assert_eq!(link_a.stats().handshake_failures, 0);
+//!
+//! b.close().await;
+//! a.close().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # Feature flags
 //!
 //! - `runtime` (default): the tokio driver and [`endpoint::RemoteEndpoint`]. Without it the

@@ -122,7 +122,11 @@ fn a_dictionary_both_sides_hold_is_used_for_batches_of_its_type() {
     };
     let (seen, received) = run(with_dictionary(), with_dictionary(), 8);
     assert_eq!(received, expected(8));
-    assert_eq!(seen.batches, vec![(true, true)], "one batch, with the dictionary");
+    assert_eq!(
+        seen.batches,
+        vec![(true, true)],
+        "one batch, with the dictionary"
+    );
 }
 
 #[test]
@@ -136,7 +140,11 @@ fn a_dictionary_the_peer_lacks_is_not_used() {
         .insert("test.Status".to_owned(), status_dictionary(8));
     let (seen, received) = run(a, b, 8);
     assert_eq!(received, expected(8));
-    assert_eq!(seen.batches, vec![(true, false)], "plain zstd, no dictionary");
+    assert_eq!(
+        seen.batches,
+        vec![(true, false)],
+        "plain zstd, no dictionary"
+    );
 }
 
 #[test]

@@ -280,6 +280,34 @@ impl Channel {
         result
     }
 
+    /// Like [`Channel::handle_input`], but appends the decrypted plaintext straight to `out`
+    /// (no copy through the channel's own buffer) and leaves bounding `out` to the caller.
+    /// Plaintext already queued in the channel comes first.
+    ///
+    /// # Errors
+    /// As [`Channel::handle_input`], without [`NoiseError::Backlog`].
+    pub fn handle_input_into(
+        &mut self,
+        bytes: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), NoiseError> {
+        if matches!(self.state, State::Failed) {
+            return Err(NoiseError::Failed);
+        }
+        if !self.plaintext.is_empty() {
+            out.extend_from_slice(&self.plaintext);
+            self.plaintext.clear();
+        }
+        // Decrypt into `out`'s buffer: the two swaps move no bytes.
+        std::mem::swap(&mut self.plaintext, out);
+        let result = self.process_input(bytes);
+        std::mem::swap(&mut self.plaintext, out);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
     /// Encrypts `plaintext` (any length, including 0) into as many transport messages as
     /// needed, each carrying at most [`MAX_PLAINTEXT_PER_MESSAGE`] bytes, and queues them for
     /// [`Channel::poll_transmit`].
