@@ -18,7 +18,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dndm_codec::{
     Batch, BatchMessage, BatchOptions, Compression, Correlation, Decoder, Dictionary, Encoder,
-    Frame, Limits, SessionId, verify_batch,
+    Frame, FrameHeader, Limits, SessionId, verify_batch,
 };
 use dndm_core::Keypair;
 
@@ -94,6 +94,17 @@ fn bench_codec(c: &mut Criterion) {
                         };
                         let mut enc = encoder(compress);
                         if is_encode {
+                            // What the timed encoder produces (zstd backs off on data that
+                            // does not compress; this shows it did not).
+                            let frame = enc.encode_batch(&b, &options).unwrap();
+                            let header = FrameHeader::parse(&frame, &limits()).unwrap();
+                            println!(
+                                "frame n{n}/{size}B/zstd-{}/sig-{}: {} B, compressed {}",
+                                if compress { "on" } else { "off" },
+                                if sign { "on" } else { "off" },
+                                frame.len(),
+                                header.is_compressed()
+                            );
                             group.bench_function(id, |bench| {
                                 bench.iter(|| enc.encode_batch(black_box(&b), &options).unwrap())
                             });
@@ -128,17 +139,18 @@ fn report_ratios() {
     for (name, generate) in kinds {
         let samples: Vec<Bytes> = (0..5000).map(generate).collect();
         let dict = Dictionary::train(1, &samples, 8192).expect("training succeeds");
-        let mut raw = Encoder::new(limits());
-        let mut plain = Encoder::new(limits()).with_compression(Compression::new(3, 0));
-        let mut with_dict = Encoder::new(limits())
-            .with_compression(Compression::new(3, 0))
-            .with_dictionary(dict.clone());
         println!(
             "zstd level 3, {name} message ~{} B, dictionary {} B trained on 5000 samples:",
             generate(0).len(),
             dict.as_bytes().len()
         );
         for n in [1u64, 8, 64, 1024] {
+            // Fresh encoders: one that kept a batch plain backs off from compressing the next.
+            let mut raw = Encoder::new(limits());
+            let mut plain = Encoder::new(limits()).with_compression(Compression::new(3, 0));
+            let mut with_dict = Encoder::new(limits())
+                .with_compression(Compression::new(3, 0))
+                .with_dictionary(dict.clone());
             // Fresh messages, not the training samples.
             let b = Batch {
                 first_seq: 1,
