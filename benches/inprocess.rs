@@ -149,6 +149,9 @@ async fn broadcast_throughput(size: usize, fanout: usize, n: u64) -> (f64, u64) 
         }))
         .unwrap();
     }
+    // The ring keeps every message until the channel is gone; drop the sender here so the last
+    // receiver releases them inside the timed region, as dndm's subscribers release theirs.
+    drop(tx);
     let mut lagged = 0;
     for c in consumers {
         lagged += c.await.unwrap();
