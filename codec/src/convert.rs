@@ -75,6 +75,7 @@ pub(crate) fn to_body(frame: &Frame) -> Result<Body, &crate::frame::Batch> {
                 session_epoch: r.session_epoch,
                 last_received_seq: r.last_received_seq,
                 last_sent_seq: r.last_sent_seq,
+                peer_epoch: r.peer_epoch,
             }),
         }),
         Frame::Ack(a) => Body::Ack(proto::Ack {
@@ -255,6 +256,7 @@ fn hello_from(h: proto::Hello, limits: &Limits) -> Result<Frame, DecodeError> {
             session_epoch: r.session_epoch,
             last_received_seq: r.last_received_seq,
             last_sent_seq: r.last_sent_seq,
+            peer_epoch: r.peer_epoch,
         }),
     };
     Ok(Frame::Hello(hello))

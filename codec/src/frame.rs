@@ -124,6 +124,10 @@ pub struct ResumeState {
     pub last_received_seq: u64,
     /// Last reliable sequence number the sender sent to the peer.
     pub last_sent_seq: u64,
+    /// Epoch of the receiver's session that the sender last saw in a hello; 0 when it saw
+    /// none. Tells the receiver whether the sender treats it as resumed (and will resend what
+    /// it did not receive) or as new.
+    pub peer_epoch: u64,
 }
 
 /// A batch of messages.

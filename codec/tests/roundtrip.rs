@@ -159,6 +159,7 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
             session_epoch: u64::MAX,
             last_received_seq: u64::MAX,
             last_sent_seq: u64::MAX,
+            peer_epoch: u64::MAX,
         }),
     };
     roundtrip(&Frame::Hello(hello.clone()), &mut enc, &mut dec);

@@ -46,7 +46,13 @@ fn count_for(size: usize, quick: bool) -> u64 {
     let n = match size {
         8 => 1_000_000,
         1024 => 300_000,
-        _ => 10_000 * std::env::var("DNDM_BENCH_SCALE").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1),
+        _ => {
+            10_000
+                * std::env::var("DNDM_BENCH_SCALE")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+        }
     };
     if quick { n / 10 } else { n }
 }

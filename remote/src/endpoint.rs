@@ -65,6 +65,33 @@ pub enum Target {
     /// Any byte stream a [`Connector`] opens (dial only; hand inbound streams to
     /// [`RemoteEndpoint::accept_stream`]).
     Custom(Arc<dyn Connector>),
+    /// Dial `target` and accept only `peer` there (dial only): a node at that address with
+    /// another identity, however valid, is cut after the handshake and counted in
+    /// [`RemoteStats::handshake_failures`]. In config files: `<peer id>@<address>`.
+    Peer {
+        /// The identity the node at `target` must prove.
+        peer: PeerId,
+        /// Where to dial.
+        target: Box<Target>,
+    },
+}
+
+impl Target {
+    /// `target`, accepting only `peer` there.
+    pub fn pinned(peer: PeerId, target: Target) -> Target {
+        Target::Peer {
+            peer,
+            target: Box::new(target),
+        }
+    }
+
+    /// The peer this target pins, if any.
+    fn expected_peer(&self) -> Option<PeerId> {
+        match self {
+            Self::Peer { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
 }
 
 /// A byte stream a link can run over: anything `AsyncRead + AsyncWrite`.
@@ -90,6 +117,7 @@ impl std::fmt::Display for Target {
             #[cfg(unix)]
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Custom(connector) => write!(f, "custom:{connector:?}"),
+            Self::Peer { peer, target } => write!(f, "{peer}@{target}"),
         }
     }
 }
@@ -149,6 +177,21 @@ impl RemoteConfig {
             }
         };
         let target = |key: &str, text: &String| -> Result<Target, EndpointError> {
+            // `<peer id>@<address>` pins the identity expected at a dialed address.
+            if key == "connect"
+                && let Some((peer, address)) = text.split_once('@')
+                && let Ok(peer) = peer.parse::<PeerId>()
+            {
+                let address = address.to_owned();
+                #[cfg(unix)]
+                if let Some(path) = address.strip_prefix("unix:") {
+                    return Ok(Target::pinned(peer, Target::Unix(path.into())));
+                }
+                return address
+                    .parse()
+                    .map(|addr| Target::pinned(peer, Target::Tcp(addr)))
+                    .map_err(|e| bad(key, text, &e));
+            }
             #[cfg(unix)]
             if let Some(path) = text.strip_prefix("unix:") {
                 return Ok(Target::Unix(path.into()));
@@ -271,6 +314,10 @@ struct Inner {
     static_key: StaticKey,
     /// Our binding signature over our Noise static key.
     binding: [u8; 64],
+    /// Our session epoch, the same for every peer's session: a peer's link task started again
+    /// (after a connection that never got through a hello) is the same incarnation to the
+    /// peer, which then resumes instead of dropping what it sent as lost to a restart.
+    epoch: u64,
     port: OnceLock<Arc<dyn RouterPort>>,
     /// The local route set; link tasks follow it.
     local: watch::Sender<LocalSet>,
@@ -383,6 +430,8 @@ enum HandshakeError {
     Eof,
     #[error("peer {0} is not allowed")]
     NotAllowed(PeerId),
+    #[error("dialed {expected} but the node there is {actual}")]
+    UnexpectedPeer { expected: PeerId, actual: PeerId },
     #[error("{LINK_CONNECTIONS} connections of peer {0} already wait for its link")]
     Busy(PeerId),
     #[error("endpoint closing")]
@@ -408,6 +457,7 @@ impl RemoteEndpoint {
                 keypair,
                 static_key,
                 binding,
+                epoch: new_epoch(),
                 port: OnceLock::new(),
                 local: watch::Sender::new(LocalSet::default()),
                 links: Mutex::new(HashMap::new()),
@@ -435,9 +485,10 @@ impl RemoteEndpoint {
         infos
     }
 
-    /// A receiver that changes whenever a link connects, fails, closes or goes away, or has
-    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0): wait on it (`changed().await`)
-    /// and read [`links`](Self::links) instead of polling.
+    /// A receiver that changes whenever a link connects, fails, closes or goes away, has
+    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0), or a connection fails its
+    /// handshake ([`RemoteStats::handshake_failures`]): wait on it (`changed().await`) and read
+    /// [`links`](Self::links) or [`stats`](Self::stats) instead of polling.
     pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.inner.link_state.subscribe()
     }
@@ -522,7 +573,7 @@ impl RemoteEndpoint {
     pub fn accept_stream(&self, stream: Box<dyn ByteStream>) {
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
-            if let Err(e) = handshake(&inner, stream, false, None).await {
+            if let Err(e) = handshake(&inner, stream, false, None, None).await {
                 tracing::debug!(error = %e, "inbound handshake failed");
             }
         });
@@ -581,6 +632,15 @@ impl Endpoint for RemoteEndpoint {
                         endpoint: inner.name.clone(),
                         reason: format!(
                             "cannot listen on custom target {connector:?}; use accept_stream"
+                        ),
+                    });
+                }
+                Target::Peer { .. } => {
+                    return Err(EndpointError::Config {
+                        endpoint: inner.name.clone(),
+                        reason: format!(
+                            "cannot listen on {target}: a peer is pinned only where we dial \
+                             (use session.allow_peers to restrict who connects)"
                         ),
                     });
                 }
@@ -667,7 +727,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
             Ok(io) => {
                 let inner2 = inner.clone();
                 inner.tracker.spawn(async move {
-                    if let Err(e) = handshake(&inner2, io, false, None).await {
+                    if let Err(e) = handshake(&inner2, io, false, None, None).await {
                         tracing::debug!(error = %e, "inbound handshake failed");
                     }
                 });
@@ -694,7 +754,8 @@ async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
             match dial(&target).await {
                 Ok(io) => {
                     let (done_tx, done_rx) = oneshot::channel();
-                    match handshake(&inner, io, true, Some(done_tx)).await {
+                    let expected = target.expected_peer();
+                    match handshake(&inner, io, true, Some(done_tx), expected).await {
                         Ok(()) => {
                             // Wait for the link to end (or the endpoint to close). The dial
                             // worked only if the session opened and did not end in a refusal.
@@ -748,7 +809,10 @@ async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
     }
 }
 
-async fn dial(target: &Target) -> std::io::Result<Box<dyn ByteStream>> {
+async fn dial(mut target: &Target) -> std::io::Result<Box<dyn ByteStream>> {
+    while let Target::Peer { target: inner, .. } = target {
+        target = inner;
+    }
     match target {
         Target::Tcp(addr) => {
             let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -758,18 +822,34 @@ async fn dial(target: &Target) -> std::io::Result<Box<dyn ByteStream>> {
         #[cfg(unix)]
         Target::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
         Target::Custom(connector) => connector.connect().await,
+        Target::Peer { .. } => Err(std::io::Error::other("unwrapped above")),
     }
 }
 
+/// Counts a connection that failed its handshake or was refused at hand-off, and tells
+/// [`RemoteEndpoint::link_changes`] listeners.
+fn handshake_failed(inner: &Inner) {
+    lock(&inner.stats).handshake_failures += 1;
+    inner.link_state.send_modify(|v| *v += 1);
+}
+
 /// Runs the Noise handshake and the identity preamble, then hands the connection to the peer's
-/// link task (creating it on first contact).
+/// link task (creating it on first contact). With `expected`, any other identity is refused.
 async fn handshake(
     inner: &Arc<Inner>,
     mut io: Box<dyn ByteStream>,
     initiator: bool,
     done: Option<oneshot::Sender<Ended>>,
+    expected: Option<PeerId>,
 ) -> Result<(), HandshakeError> {
     match secure(inner, &mut io, initiator).await {
+        Ok((_, _, peer)) if expected.is_some_and(|e| e != peer) => {
+            handshake_failed(inner);
+            Err(HandshakeError::UnexpectedPeer {
+                expected: expected.unwrap_or(peer),
+                actual: peer,
+            })
+        }
         Ok((channel, rest, peer)) => {
             let preferred = initiator == (inner.keypair.peer_id() < peer);
             let handoff = Handoff {
@@ -783,7 +863,7 @@ async fn handshake(
         }
         Err(e) => {
             // Counted while the connection is still open: whoever sees it close sees the count.
-            lock(&inner.stats).handshake_failures += 1;
+            handshake_failed(inner);
             Err(e)
         }
     }
@@ -859,7 +939,7 @@ async fn secure(
 fn hand_off(inner: &Arc<Inner>, peer: PeerId, handoff: Handoff) -> Result<(), HandshakeError> {
     let refused = |e: HandshakeError| {
         // Counted while the connection is still open: whoever sees it close sees the count.
-        lock(&inner.stats).handshake_failures += 1;
+        handshake_failed(inner);
         Err(e)
     };
     if let Some(allowed) = &inner.config.session.allow_peers
@@ -996,19 +1076,25 @@ struct Link {
     decrypt_failed: bool,
 }
 
+/// A random session epoch; it only needs to differ between process starts (the clock stands
+/// in when the OS has no randomness to give).
+fn new_epoch() -> u64 {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        seed = (u64::from(std::process::id()) ^ clock).to_le_bytes();
+    }
+    u64::from_le_bytes(seed)
+}
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
 async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<Handoff>) {
-    let epoch = {
-        let mut seed = [0u8; 8];
-        // The epoch only needs to differ between process starts; fall back to the clock.
-        if getrandom::fill(&mut seed).is_err() {
-            seed = (std::process::id() as u64 ^ now().elapsed().as_nanos() as u64).to_le_bytes();
-        }
-        u64::from_le_bytes(seed)
-    };
+    let epoch = inner.epoch;
     let (commands_tx, commands) = mpsc::channel(LINK_COMMANDS);
     let mut link = Link {
         session: Session::new(inner.config.session.clone(), inner.keypair.clone(), epoch),
@@ -1560,6 +1646,9 @@ impl Link {
                 Event::Established { resumed, .. } => {
                     self.opened = true;
                     tracing::debug!(resumed, "session established");
+                    // Shown connected before the peer's routes are linked (they follow this
+                    // event): whoever a link wakes sees the link up.
+                    self.report();
                 }
                 Event::SendReady => {}
             }

@@ -299,3 +299,54 @@ async fn tampered_ciphertext_closes_the_link_is_counted_and_the_peer_reconnects(
     real.close().await;
     server.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_pinned_to_another_identity_is_cut_and_the_right_pin_connects() {
+    let (server, server_endpoint, addr) = listener(None).await;
+    // Pinned to an identity the node at `addr` does not have: every attempt is cut after the
+    // handshake, counted, and no link comes up.
+    let wrong = Router::builder().name("wrong").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::pinned(peer(30), Target::Tcp(addr))];
+    let wrong_endpoint = RemoteEndpoint::new(keypair(REAL), config).unwrap();
+    wrong
+        .attach(Arc::new(wrong_endpoint.clone()))
+        .await
+        .unwrap();
+    until(&wrong_endpoint, "two refused dials", |e| {
+        e.stats().handshake_failures >= 2
+    })
+    .await;
+    assert!(wrong_endpoint.links().iter().all(|l| !l.connected));
+    assert_eq!(wrong_endpoint.stats().link_failures, 0);
+    wrong.close().await;
+
+    // Pinned to the server's identity: the link works.
+    let right = Router::builder().name("right").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::pinned(peer(SERVER), Target::Tcp(addr))];
+    let right_endpoint = RemoteEndpoint::new(keypair(REAL), config).unwrap();
+    right
+        .attach(Arc::new(right_endpoint.clone()))
+        .await
+        .unwrap();
+    exchange(&server, &right, "pinned", 7).await;
+    assert_eq!(right_endpoint.stats().handshake_failures, 0);
+    assert_eq!(right_endpoint.peers(), vec![server_endpoint.peer_id()]);
+    right.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_pinned_target_cannot_be_listened_on() {
+    let router = Router::builder().build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::pinned(
+        peer(SERVER),
+        Target::Tcp("127.0.0.1:0".parse().unwrap()),
+    )];
+    let endpoint = RemoteEndpoint::new(keypair(REAL), config).unwrap();
+    let err = router.attach(Arc::new(endpoint)).await.unwrap_err();
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    router.close().await;
+}

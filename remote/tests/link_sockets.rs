@@ -243,7 +243,7 @@ fn remote_settings_come_from_the_node_config() {
         name = "gateway"
         [remote]
         listen = ["127.0.0.1:7000", "unix:/tmp/dndm.sock"]
-        connect = ["10.0.0.2:7000"]
+        connect = ["10.0.0.2:7000", "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA@unix:/tmp/b@x.sock"]
         keepalive_ms = 250
         idle_timeout_ms = 2000
         retransmit_buffer = 100
@@ -256,6 +256,11 @@ fn remote_settings_come_from_the_node_config() {
     assert_eq!(remote.listen.len(), 2);
     assert!(matches!(remote.listen[0], Target::Tcp(addr) if addr.port() == 7000));
     assert!(matches!(&remote.dial[0], Target::Tcp(addr) if addr.to_string() == "10.0.0.2:7000"));
+    // `<peer id>@<address>` pins the identity expected there (a unix path may contain '@').
+    assert_eq!(
+        remote.dial[1].to_string(),
+        "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA@unix:/tmp/b@x.sock"
+    );
     assert_eq!(remote.session.node_name, "gateway");
     assert_eq!(remote.session.keepalive, Duration::from_millis(250));
     assert_eq!(remote.session.idle_timeout, Duration::from_secs(2));

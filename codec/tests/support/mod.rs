@@ -105,7 +105,7 @@ pub fn hello() -> impl Strategy<Value = Hello> {
             any::<[u32; 3]>(),
             any::<bool>(),
         ),
-        proptest::option::of(any::<[u64; 3]>()),
+        proptest::option::of(any::<[u64; 4]>()),
     )
         .prop_map(
             |(v, pk, kb, name, intents, interests, (zstd, dicts, lims, signed), resume)| Hello {
@@ -123,10 +123,11 @@ pub fn hello() -> impl Strategy<Value = Hello> {
                     max_decompressed_len: lims[2],
                     signed_batches: signed,
                 },
-                resume: resume.map(|[a, b, c]| ResumeState {
+                resume: resume.map(|[a, b, c, d]| ResumeState {
                     session_epoch: a,
                     last_received_seq: b,
                     last_sent_seq: c,
+                    peer_epoch: d,
                 }),
             },
         )
@@ -248,6 +249,7 @@ pub fn samples() -> Vec<Frame> {
                 session_epoch: 3,
                 last_received_seq: 100,
                 last_sent_seq: 90,
+                peer_epoch: 7,
             }),
         }),
         Frame::Batch(telemetry_batch(0, 4)),

@@ -153,7 +153,8 @@ pub struct RemoteConfig {
     /// Addresses to listen on: `host:port` socket addresses or `unix:<path>`. Default none.
     pub listen: Vec<String>,
     /// Addresses to connect to (and reconnect to with backoff): `host:port` socket addresses or
-    /// `unix:<path>`. Default none.
+    /// `unix:<path>`, optionally prefixed by `<peer id>@` to accept only that identity there.
+    /// Default none.
     pub connect: Vec<String>,
     /// How long a link may take to complete its handshake, in milliseconds. Default 5000; 1 to
     /// 600 000.
@@ -548,10 +549,10 @@ impl RemoteConfig {
 
     fn check(&self, problems: &mut Problems) {
         for (index, address) in self.listen.iter().enumerate() {
-            check_link_address(problems, "remote.listen", index, address);
+            check_link_address(problems, "remote.listen", index, address, false);
         }
         for (index, address) in self.connect.iter().enumerate() {
-            check_link_address(problems, "remote.connect", index, address);
+            check_link_address(problems, "remote.connect", index, address, true);
         }
         problems.range(
             "remote.handshake_timeout_ms",
@@ -798,18 +799,44 @@ impl Problems {
     }
 }
 
-/// Checks one `remote.listen` or `remote.connect` entry: a socket address or `unix:<path>`.
-fn check_link_address(problems: &mut Problems, field: &str, index: usize, address: &str) {
-    let valid = match address.strip_prefix("unix:") {
+/// Checks one `remote.listen` or `remote.connect` entry: a socket address or `unix:<path>`,
+/// with `pinned`, optionally after `<peer id>@`.
+fn check_link_address(
+    problems: &mut Problems,
+    field: &str,
+    index: usize,
+    address: &str,
+    pinned: bool,
+) {
+    let name = format!("{field}[{index}]");
+    let mut rest = address;
+    // A unix path may itself contain '@'; a peer id never starts with "unix:".
+    if pinned
+        && !address.starts_with("unix:")
+        && let Some((peer, after)) = address.split_once('@')
+    {
+        if let Err(e) = peer.parse::<PeerId>() {
+            problems.invalid(
+                name,
+                quoted(address),
+                format!("the part before '@' must be a peer id: {e}"),
+            );
+            return;
+        }
+        rest = after;
+    }
+    let valid = match rest.strip_prefix("unix:") {
         Some(path) => !path.is_empty(),
-        None => address.parse::<SocketAddr>().is_ok(),
+        None => rest.parse::<SocketAddr>().is_ok(),
     };
     if !valid {
-        problems.invalid(
-            format!("{field}[{index}]"),
-            quoted(address),
-            "must be a socket address (127.0.0.1:7000, [::1]:7000) or unix:<path>",
-        );
+        let expected = if pinned {
+            "must be a socket address (127.0.0.1:7000, [::1]:7000) or unix:<path>, \
+             optionally after <peer id>@"
+        } else {
+            "must be a socket address (127.0.0.1:7000, [::1]:7000) or unix:<path>"
+        };
+        problems.invalid(name, quoted(address), expected);
     }
 }
 

@@ -69,7 +69,7 @@ fn toml_round_trip() {
     c.router.overflow = Overflow::Block;
     c.remote.enabled = true;
     c.remote.listen = vec!["0.0.0.0:7000".to_owned(), "unix:/run/dndm.sock".to_owned()];
-    c.remote.connect = vec!["[::1]:7001".to_owned()];
+    c.remote.connect = vec!["[::1]:7001".to_owned(), format!("{}@10.0.0.9:7000", peer())];
     c.remote.signing = Signing::Off;
     c.remote.allow_peers = vec![peer()];
     c.mesh.bootstrap = vec![format!("/ip4/10.0.0.1/tcp/4001/p2p/{}", peer())];
@@ -137,6 +137,15 @@ fn each_rule_is_enforced_and_names_the_field() {
             "remote.listen[1]",
         ),
         ("[remote]\nconnect = [\"10.0.0.1\"]", "remote.connect[0]"),
+        // A peer pin names a peer id, and only where we dial.
+        (
+            "[remote]\nconnect = [\"not-a-peer@10.0.0.1:7000\"]",
+            "remote.connect[0]",
+        ),
+        (
+            "[remote]\nlisten = [\"12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA@10.0.0.1:7000\"]",
+            "remote.listen[0]",
+        ),
         (
             "[remote]\nhandshake_timeout_ms = 0",
             "remote.handshake_timeout_ms",

@@ -83,7 +83,12 @@ impl Session {
         let resume = hello.resume.unwrap_or_default();
         // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
         // otherwise is lying, and would overflow the arithmetic below.
+        // We resume the peer: it is the incarnation we talked to, so we resend what it has
+        // not received. The peer resumes us: it saw our epoch before, so it will resend what we
+        // have not received (from our `last_received_seq`). Usually both or neither; they
+        // differ when one side's hello never arrived before a connection broke.
         let resumed = self.peer_epoch == Some(resume.session_epoch);
+        let peer_resumes_us = resume.peer_epoch != 0 && resume.peer_epoch == self.epoch;
         // What the peer received from an earlier incarnation of us says nothing about our
         // sequence numbers; within one it cannot exceed what we sent.
         if resume.last_sent_seq >= MAX_SEQ || (resumed && resume.last_received_seq >= self.next_seq)
@@ -101,12 +106,14 @@ impl Session {
             if self.unacked.front().is_some() {
                 self.resend_from = Some(resume.last_received_seq + 1);
             }
-        } else {
-            if self.peer_epoch.is_some() {
-                self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
-                self.unacked.clear();
-                self.unacked_reliable = 0;
-            }
+        } else if self.peer_epoch.is_some() {
+            self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
+            self.unacked.clear();
+            self.unacked_reliable = 0;
+        }
+        if !peer_resumes_us {
+            // The peer dropped (or never had) what it sent to an earlier incarnation of us:
+            // continue after its last sequence number.
             self.expected = resume.last_sent_seq + 1;
             self.early.clear();
         }

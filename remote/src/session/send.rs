@@ -76,6 +76,7 @@ impl Session {
                 session_epoch: self.epoch,
                 last_received_seq: self.expected - 1,
                 last_sent_seq: self.next_seq - 1,
+                peer_epoch: self.peer_epoch.unwrap_or(0),
             }),
         }
     }
