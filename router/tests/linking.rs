@@ -128,6 +128,56 @@ async fn n_publishers_m_subscribers_each_get_each_message_once() {
 }
 
 #[tokio::test]
+async fn n_publishers_m_overlapping_patterns_each_get_each_matching_message_once_in_order() {
+    const K: u64 = 100;
+    let router = router();
+    let routes = ["a.b.c", "a.x.c", "a.b", "b.b.c"];
+    // Each pattern with the publishers (indexes into `routes`) it must hear.
+    let expected: [(&str, &[u32]); 5] = [
+        ("a.*.c", &[0, 1]),
+        ("a.**", &[0, 1, 2]),
+        ("a.b.c", &[0]),
+        ("*.b.c", &[0, 3]),
+        ("**", &[0, 1, 2, 3]),
+    ];
+    let patterns: Vec<&str> = expected.iter().map(|(p, _)| *p).collect();
+    let mut subs: Vec<_> = patterns
+        .iter()
+        .map(|p| router.subscribe::<Reading>(p).unwrap())
+        .collect();
+    let pubs: Vec<_> = routes
+        .iter()
+        .map(|r| router.publish::<Reading>(r).unwrap())
+        .collect();
+    for seq in 0..K {
+        for (p, intent) in pubs.iter().enumerate() {
+            intent.send(Reading::new(p as u32, seq)).await.unwrap();
+        }
+    }
+    for ((pattern, matching), sub) in expected.iter().zip(&mut subs) {
+        let mut next = vec![0u64; routes.len()];
+        for _ in 0..(matching.len() as u64 * K) {
+            let r = sub.try_recv().unwrap();
+            assert!(
+                matching.contains(&r.publisher),
+                "{pattern} got {}",
+                routes[r.publisher as usize]
+            );
+            assert_eq!(
+                r.seq, next[r.publisher as usize],
+                "{pattern}: in order, once"
+            );
+            next[r.publisher as usize] += 1;
+        }
+        assert_eq!(
+            sub.try_recv().unwrap_err(),
+            TryRecvError::Empty,
+            "{pattern}: nothing twice"
+        );
+    }
+}
+
+#[tokio::test]
 async fn overlapping_patterns_each_get_each_message_once() {
     let router = router();
     let mut exact = router.subscribe::<Reading>("a.b.c").unwrap();
