@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::acl::{Acl, AclRule};
 use crate::backoff::{Backoff, CircuitBreaker};
 use crate::noise::{self, Channel, StaticKey};
 use crate::session::{
@@ -163,7 +164,8 @@ impl Default for RemoteConfig {
 impl RemoteConfig {
     /// Settings from the `[remote]` and `[node]` sections of a validated [`dndm_core::Config`]:
     /// `listen`/`connect` (`host:port` or `unix:/path`), timeouts, `retransmit_buffer`,
-    /// `signing`, `compression_threshold`, `max_frame_len`, backoff and `allow_peers`.
+    /// `signing`, `compression_threshold`, `max_frame_len`, backoff, `allow_peers` and the
+    /// `[[remote.acl]]` rules.
     ///
     /// # Errors
     /// [`EndpointError::Config`] naming the key when a value does not fit (a config that passed
@@ -235,6 +237,31 @@ impl RemoteConfig {
                 );
             }
             session.allow_peers = Some(allowed);
+        }
+        if !remote.acl.is_empty() {
+            let mut rules = Vec::new();
+            for (index, rule) in remote.acl.iter().enumerate() {
+                let mut peers = Vec::new();
+                for text in &rule.peers {
+                    let key = format!("acl[{index}].peers");
+                    peers.push(text.parse::<PeerId>().map_err(|e| bad(&key, text, &e))?);
+                }
+                let mut out_rule = if peers.is_empty() {
+                    AclRule::any_peer()
+                } else {
+                    AclRule::for_peers(peers)
+                };
+                for text in &rule.publish {
+                    let key = format!("acl[{index}].publish");
+                    out_rule = out_rule.publish(text.parse().map_err(|e| bad(&key, text, &e))?);
+                }
+                for text in &rule.subscribe {
+                    let key = format!("acl[{index}].subscribe");
+                    out_rule = out_rule.subscribe(text.parse().map_err(|e| bad(&key, text, &e))?);
+                }
+                rules.push(out_rule);
+            }
+            session.acl = Acl::from_rules(rules);
         }
         Ok(out)
     }

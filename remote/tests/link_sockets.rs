@@ -249,10 +249,26 @@ fn remote_settings_come_from_the_node_config() {
         retransmit_buffer = 100
         signing = "off"
         max_frame_len = 65536
+        [[remote.acl]]
+        publish = ["dndm.Text@robot.**"]
+        [[remote.acl]]
+        peers = ["12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]
+        subscribe = ["dndm.Text@robot.*.cmd"]
         "#,
     )
     .unwrap();
     let remote = RemoteConfig::from_config(&config).unwrap();
+    // Everyone may publish under robot; only that peer may subscribe, and only to commands.
+    let acl = &remote.session.acl;
+    let trusted: dndm_core::PeerId = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+        .parse()
+        .unwrap();
+    let other = Keypair::from_seed([9; 32]).peer_id();
+    assert!(acl.may_publish(&other, &"dndm.Text@robot.arm".parse().unwrap()));
+    assert!(!acl.may_publish(&other, &"dndm.Text@fleet.arm".parse().unwrap()));
+    assert!(acl.may_subscribe(&trusted, &"dndm.Text@robot.arm.cmd".parse().unwrap()));
+    assert!(!acl.may_subscribe(&other, &"dndm.Text@robot.arm.cmd".parse().unwrap()));
+    assert!(!acl.may_subscribe(&trusted, &"dndm.Text@robot.**".parse().unwrap()));
     assert_eq!(remote.listen.len(), 2);
     assert!(matches!(remote.listen[0], Target::Tcp(addr) if addr.port() == 7000));
     assert!(matches!(&remote.dial[0], Target::Tcp(addr) if addr.to_string() == "10.0.0.2:7000"));

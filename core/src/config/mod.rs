@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::PeerId;
+use crate::{PeerId, RoutePattern};
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "DNDM_";
@@ -183,6 +183,24 @@ pub struct RemoteConfig {
     pub backoff_max_ms: u64,
     /// PeerIds allowed to complete a handshake; empty allows every peer. Default empty.
     pub allow_peers: Vec<String>,
+    /// Per-route access control, as `[[remote.acl]]` rules. None (the default) lets every peer
+    /// publish and subscribe to anything; with rules, a peer may publish on a route or
+    /// subscribe with a pattern only if a rule for it grants that, and a declaration no rule
+    /// grants closes its link.
+    pub acl: Vec<AclRuleConfig>,
+}
+
+/// One `[[remote.acl]]` rule: what some peers may publish and subscribe to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AclRuleConfig {
+    /// PeerIds the rule applies to; empty applies it to every peer.
+    pub peers: Vec<String>,
+    /// Route patterns (`TypeName@path`, with `*` and `**`) the peers may publish on.
+    pub publish: Vec<String>,
+    /// Route patterns the peers may subscribe with (a subscription must lie within one).
+    pub subscribe: Vec<String>,
 }
 
 /// The `[mesh]` section: the libp2p mesh.
@@ -517,6 +535,7 @@ impl Default for RemoteConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
             allow_peers: Vec::new(),
+            acl: Vec::new(),
         }
     }
 }
@@ -620,6 +639,28 @@ impl RemoteConfig {
                     quoted(peer),
                     format!("must be a PeerId: {error}"),
                 );
+            }
+        }
+        for (index, rule) in self.acl.iter().enumerate() {
+            for (i, peer) in rule.peers.iter().enumerate() {
+                if let Err(error) = peer.parse::<PeerId>() {
+                    problems.invalid(
+                        format!("remote.acl[{index}].peers[{i}]"),
+                        quoted(peer),
+                        format!("must be a PeerId: {error}"),
+                    );
+                }
+            }
+            for (what, patterns) in [("publish", &rule.publish), ("subscribe", &rule.subscribe)] {
+                for (i, pattern) in patterns.iter().enumerate() {
+                    if let Err(error) = pattern.parse::<RoutePattern>() {
+                        problems.invalid(
+                            format!("remote.acl[{index}].{what}[{i}]"),
+                            quoted(pattern),
+                            format!("must be a route pattern (TypeName@path): {error}"),
+                        );
+                    }
+                }
             }
         }
     }

@@ -137,6 +137,14 @@ fn each_rule_is_enforced_and_names_the_field() {
             "remote.listen[1]",
         ),
         ("[remote]\nconnect = [\"10.0.0.1\"]", "remote.connect[0]"),
+        (
+            "[[remote.acl]]\npeers = [\"nobody\"]",
+            "remote.acl[0].peers[0]",
+        ),
+        (
+            "[[remote.acl]]\npublish = [\"dndm.Text@a.*\"]\n[[remote.acl]]\nsubscribe = [\"no-type-name\"]",
+            "remote.acl[1].subscribe[0]",
+        ),
         // A peer pin names a peer id, and only where we dial.
         (
             "[remote]\nconnect = [\"not-a-peer@10.0.0.1:7000\"]",
@@ -400,6 +408,17 @@ fn env_overrides_set_each_kind_of_value() {
         .unwrap();
     assert_eq!(c.node.name, "42");
     assert!(c.remote.listen.is_empty());
+
+    // A list of tables, as docs/operations.md shows for `remote.acl`.
+    let c = Config::default()
+        .with_env_overrides([(
+            "DNDM_REMOTE__ACL",
+            r#"[{publish=["dndm.Text@robot.**"]}, {subscribe=["dndm.Text@a.*"]}]"#,
+        )])
+        .unwrap();
+    assert_eq!(c.remote.acl.len(), 2);
+    assert_eq!(c.remote.acl[0].publish, ["dndm.Text@robot.**"]);
+    assert_eq!(c.remote.acl[1].subscribe, ["dndm.Text@a.*"]);
 }
 
 #[test]
@@ -524,7 +543,7 @@ fn keys_list_every_field() {
     let mut sections = Vec::new();
     let _ = Config::deserialize(FieldNames(&mut sections));
     assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
-    assert_eq!(keys.len(), 2 + 5 + 13 + 15 + 2);
+    assert_eq!(keys.len(), 2 + 5 + 14 + 15 + 2);
     assert!(keys.contains(&"node.identity_file".to_owned()));
     // Every key can be overridden from the environment.
     for key in &keys {
