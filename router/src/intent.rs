@@ -261,8 +261,14 @@ impl<T: Message> Intent<T> {
                     ..
                 } => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
-                    // A peer that went away is unlinked by the endpoint; nothing to report here.
-                    if let Err(SinkError::Full) = peer.send(&self.route, bytes).await {
+                    // Without waiting when there is room (no boxed future per message); a full
+                    // link is waited for. A peer that went away is unlinked by the endpoint;
+                    // nothing to report here.
+                    let sent = match peer.try_send(&self.route, bytes.clone()) {
+                        Err(SinkError::Full) => peer.send(&self.route, bytes).await,
+                        other => other,
+                    };
+                    if let Err(SinkError::Full) = sent {
                         undelivered += 1;
                     }
                 }

@@ -153,9 +153,15 @@ impl PayloadSink for PeerIntent {
         let sinks = self.sinks.load_full();
         let mut result = Ok(());
         for (_, sink) in sinks.iter() {
+            // Without waiting when there is room (no boxed future per message); a full `Block`
+            // queue is waited for.
+            let sent = match sink.try_send(route, payload.clone()) {
+                Err(SinkError::Full) => sink.send(route, payload.clone()).await,
+                other => other,
+            };
             // A decode error is the peer's fault: report it, the link decides. A local interest
             // that closed meanwhile is being unlinked; not an error.
-            if let Err(e @ SinkError::Decode { .. }) = sink.send(route, payload.clone()).await {
+            if let Err(e @ SinkError::Decode { .. }) = sent {
                 result = Err(e);
             }
         }
