@@ -136,8 +136,9 @@ fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
     // Lift the block and reconnect: hole punching on the new relayed connection succeeds, and
     // the session moves to the direct connection mid-stream.
     // A simultaneous open can still lose a race (a SYN that reaches the other NAT before that
-    // side's own SYN left is dropped): each new relayed connection tries again, so reconnect
-    // up to three times.
+    // side's own SYN left is dropped), more often on a loaded machine (DCUtR times the two
+    // dials by the measured RTT): each new relayed connection tries again, so reconnect up to
+    // six times.
     testbed.run(&["unblock"]);
     let mut tries = 0;
     loop {
@@ -149,7 +150,7 @@ fn peers_behind_two_nats_meet_through_a_relay_and_hole_punch_to_direct() {
             break;
         }
         eprintln!("hole punch attempt {tries} failed: {outcome}");
-        assert!(tries < 3, "hole punching failed {tries} times: {outcome}");
+        assert!(tries < 6, "hole punching failed {tries} times: {outcome}");
     }
     b.expect_since(Some(relayed_at), "link up direct");
     let direct_at = Instant::now();
