@@ -1,6 +1,7 @@
 //! Reliable delivery over real sockets through a fault-injecting TCP proxy: the proxy cuts every
 //! connection again and again and blackholes redials for a while; 100,000 reliable messages
-//! still arrive exactly once, in order.
+//! still arrive exactly once, in order. A network that goes silent (no FIN, no RST) is detected
+//! by both ends, and the stream resumes without loss once it is back.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,6 +30,9 @@ struct Proxy {
     generation: watch::Sender<u64>,
     /// While true, new connections are accepted and dropped at once.
     blackhole: watch::Sender<bool>,
+    /// While true, no byte is forwarded either way, yet every connection stays open: a
+    /// network gone silent, with no FIN or RST to tell the ends.
+    stall: watch::Sender<bool>,
     /// Connections dropped by the blackhole; notifies on each.
     refused: AtomicU64,
     refused_event: Notify,
@@ -41,6 +45,7 @@ impl Proxy {
             addr: listener.local_addr().unwrap(),
             generation: watch::Sender::new(0),
             blackhole: watch::Sender::new(false),
+            stall: watch::Sender::new(false),
             refused: AtomicU64::new(0),
             refused_event: Notify::new(),
         });
@@ -57,10 +62,13 @@ impl Proxy {
                     continue;
                 };
                 let mut cut = this.generation.subscribe();
+                let (client_rx, client_tx) = client.into_split();
+                let (server_rx, server_tx) = server.into_split();
+                let up = forward(client_rx, server_tx, this.stall.subscribe());
+                let down = forward(server_rx, client_tx, this.stall.subscribe());
                 tokio::spawn(async move {
-                    let (mut client, mut server) = (client, server);
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async { tokio::join!(up, down) } => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -71,6 +79,27 @@ impl Proxy {
 
     fn cut_all(&self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is stalled.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stall: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 || stall.wait_for(|stalled| !stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -180,6 +209,96 @@ async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
     assert!(
         stats.handshake_failures + stats.dial_failures >= 3,
         "blackholed dials failed: {stats:?}"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_gone_silent_is_detected_and_the_stream_resumes_without_loss() {
+    const COUNT: u64 = 20_000;
+    let a = Router::builder().name("a").build().unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    // Short keepalive and idle timeout, so silence is noticed quickly.
+    let session = |config: &mut RemoteConfig| {
+        config.session.keepalive = Duration::from_millis(50);
+        config.session.idle_timeout = Duration::from_millis(400);
+        config.handshake_timeout = Duration::from_millis(400);
+    };
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    session(&mut config);
+    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let Target::Tcp(a_addr) = ea.bound().remove(0) else {
+        panic!("tcp")
+    };
+    let proxy = Proxy::start(a_addr).await;
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Tcp(proxy.addr)];
+    config.backoff_initial = Duration::from_millis(10);
+    config.backoff_max = Duration::from_millis(100);
+    session(&mut config);
+    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+
+    let publisher = a
+        .publish_with::<Reading>("quiet", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let lossless = SubscribeOptions::default()
+        .capacity(1024)
+        .overflow(Overflow::Block);
+    let mut subscriber = b.subscribe_with::<Reading>("quiet", lossless).unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for seq in 0..COUNT {
+            publisher.send(Reading { seq }).await.unwrap();
+        }
+        publisher
+    });
+    let (progress_tx, mut progress) = watch::channel(0u64);
+    let consumer = tokio::spawn(async move {
+        for expected in 0..COUNT {
+            let got = tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .expect("progress")
+                .unwrap();
+            assert_eq!(got.seq, expected, "exactly once, in order");
+            progress_tx.send_replace(expected + 1);
+        }
+        subscriber
+    });
+
+    // Mid-stream the network goes silent: nothing is closed, nothing gets through.
+    tokio::time::timeout(GUARD, progress.wait_for(|&n| n >= COUNT / 4))
+        .await
+        .expect("progress")
+        .unwrap();
+    let before = (ea.stats().link_failures, eb.stats().link_failures);
+    proxy.stall.send_replace(true);
+    // Both ends notice on their own (idle timeout or a write that stalls), with no FIN or RST.
+    for (endpoint, failures) in [(&ea, before.0), (&eb, before.1)] {
+        let mut changes = endpoint.link_changes();
+        tokio::time::timeout(GUARD, async {
+            while endpoint.stats().link_failures <= failures {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the silent link is detected");
+    }
+    // The network comes back; the stalled connections are gone for good.
+    proxy.cut_all();
+    proxy.stall.send_replace(false);
+    let mut subscriber = tokio::time::timeout(GUARD, consumer)
+        .await
+        .unwrap()
+        .unwrap();
+    let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
+    assert_eq!(
+        subscriber.try_recv().ok().map(|r| r.seq),
+        None,
+        "nothing extra"
     );
     a.close().await;
     b.close().await;
