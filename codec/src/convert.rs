@@ -76,6 +76,7 @@ pub(crate) fn to_body(frame: &Frame) -> Result<Body, &crate::frame::Batch> {
                 last_received_seq: r.last_received_seq,
                 last_sent_seq: r.last_sent_seq,
                 peer_epoch: r.peer_epoch,
+                first_unacked_seq: r.first_unacked_seq,
             }),
         }),
         Frame::Ack(a) => Body::Ack(proto::Ack {
@@ -257,6 +258,7 @@ fn hello_from(h: proto::Hello, limits: &Limits) -> Result<Frame, DecodeError> {
             last_received_seq: r.last_received_seq,
             last_sent_seq: r.last_sent_seq,
             peer_epoch: r.peer_epoch,
+            first_unacked_seq: r.first_unacked_seq,
         }),
     };
     Ok(Frame::Hello(hello))

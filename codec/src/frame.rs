@@ -128,6 +128,9 @@ pub struct ResumeState {
     /// none. Tells the receiver whether the sender treats it as resumed (and will resend what
     /// it did not receive) or as new.
     pub peer_epoch: u64,
+    /// First sequence number the sender still holds unacknowledged, so resends start there;
+    /// `last_sent_seq + 1` when it holds none; 0 when not given.
+    pub first_unacked_seq: u64,
 }
 
 /// A batch of messages.

@@ -160,6 +160,7 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
             last_received_seq: u64::MAX,
             last_sent_seq: u64::MAX,
             peer_epoch: u64::MAX,
+            first_unacked_seq: u64::MAX,
         }),
     };
     roundtrip(&Frame::Hello(hello.clone()), &mut enc, &mut dec);

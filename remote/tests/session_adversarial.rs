@@ -935,6 +935,7 @@ fn a_hello_claiming_sequence_u64_max_is_rejected_without_panicking() {
             last_received_seq: 0,
             last_sent_seq: u64::MAX,
             peer_epoch: 0,
+            first_unacked_seq: 0,
         }),
         ..Hello::default()
     };

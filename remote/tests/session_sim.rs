@@ -376,6 +376,55 @@ fn messages_sent_before_the_peer_accepted_our_hello_survive_a_new_session_of_the
 }
 
 #[test]
+fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_still_hold() {
+    // B's process restarted once (epoch 200 to 300) after acknowledging A's first messages; a
+    // connection to the new process then broke after A accepted its hello but before it
+    // accepted A's, and the new process started a fresh session for A (same epoch 300). A
+    // treats epoch 300 as resumed and resends what it holds, which starts well after 1.
+    let now = std::time::Instant::now();
+    let (mut a, mut b) = fresh_pair(200);
+    a.handle_connect(now, connection(1));
+    b.handle_connect(now, connection(1));
+    settle(&mut a, &mut b, now);
+    for n in 0..5 {
+        a.send(&route(), payload(n), Correlation::None).unwrap();
+    }
+    settle(&mut a, &mut b, now);
+    assert_eq!(a.unacked(), 0, "B acknowledged 0..5");
+    a.handle_disconnect(LinkFailure::Transport("restart".into()));
+
+    // B restarts (epoch 300). Only its hello reaches A; A sends 5..8 into the void.
+    let (_, mut b) = fresh_pair(300);
+    a.handle_connect(now, connection(2));
+    b.handle_connect(now, connection(2));
+    while let Some(frame) = b.poll_transmit(now) {
+        a.handle_frame(now, frame);
+    }
+    for n in 5..8 {
+        a.send(&route(), payload(n), Correlation::None).unwrap();
+    }
+    while a.poll_transmit(now).is_some() {}
+    a.handle_disconnect(LinkFailure::Transport("cut".into()));
+
+    // B's endpoint starts a fresh session for A, same epoch 300.
+    let (_, mut b) = fresh_pair(300);
+    a.handle_connect(now, connection(3));
+    b.handle_connect(now, connection(3));
+    settle(&mut a, &mut b, now);
+    assert!(
+        a.is_open() && b.is_open(),
+        "no gap or replay closed the link"
+    );
+    let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
+    assert_eq!(received, vec![5, 6, 7]);
+    // And the stream goes on.
+    a.send(&route(), payload(8), Correlation::None).unwrap();
+    settle(&mut a, &mut b, now);
+    let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
+    assert_eq!(received, vec![8]);
+}
+
+#[test]
 fn messages_unacknowledged_by_a_restarted_peer_are_counted_lost_not_resent() {
     // A restarted process (another epoch) may have delivered before it crashed: at most once,
     // so A counts them lost instead of sending them twice.

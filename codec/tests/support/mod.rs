@@ -105,7 +105,7 @@ pub fn hello() -> impl Strategy<Value = Hello> {
             any::<[u32; 3]>(),
             any::<bool>(),
         ),
-        proptest::option::of(any::<[u64; 4]>()),
+        proptest::option::of(any::<[u64; 5]>()),
     )
         .prop_map(
             |(v, pk, kb, name, intents, interests, (zstd, dicts, lims, signed), resume)| Hello {
@@ -123,11 +123,12 @@ pub fn hello() -> impl Strategy<Value = Hello> {
                     max_decompressed_len: lims[2],
                     signed_batches: signed,
                 },
-                resume: resume.map(|[a, b, c, d]| ResumeState {
+                resume: resume.map(|[a, b, c, d, e]| ResumeState {
                     session_epoch: a,
                     last_received_seq: b,
                     last_sent_seq: c,
                     peer_epoch: d,
+                    first_unacked_seq: e,
                 }),
             },
         )
@@ -250,6 +251,7 @@ pub fn samples() -> Vec<Frame> {
                 last_received_seq: 100,
                 last_sent_seq: 90,
                 peer_epoch: 7,
+                first_unacked_seq: 80,
             }),
         }),
         Frame::Batch(telemetry_batch(0, 4)),

@@ -81,21 +81,25 @@ impl Session {
         }
         self.check_acl(peer, &hello.intents, &hello.interests)?;
         let resume = hello.resume.unwrap_or_default();
-        // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
-        // otherwise is lying, and would overflow the arithmetic below.
         // We resume the peer: it is the incarnation we talked to, so we resend what it has
         // not received. The peer resumes us: it saw our epoch before, so it will resend what we
-        // have not received (from our `last_received_seq`). Usually both or neither; they
-        // differ when one side's hello never arrived before a connection broke.
+        // have not received. Usually both or neither; they differ when one side's hello never
+        // arrived before a connection broke.
         let resumed = self.peer_epoch == Some(resume.session_epoch);
         let peer_resumes_us = resume.peer_epoch != 0 && resume.peer_epoch == self.epoch;
-        // What the peer received from an earlier incarnation of us says nothing about our
-        // sequence numbers; within one it cannot exceed what we sent.
-        if resume.last_sent_seq >= MAX_SEQ || (resumed && resume.last_received_seq >= self.next_seq)
+        // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
+        // otherwise is lying, and would overflow the arithmetic below. What the peer received
+        // from an earlier incarnation of us says nothing about our sequence numbers; within one
+        // it cannot exceed what we sent. The first it still holds comes after none it sent.
+        if resume.last_sent_seq >= MAX_SEQ
+            || (resumed && resume.last_received_seq >= self.next_seq)
+            || resume.first_unacked_seq > resume.last_sent_seq + 1
         {
             return Err(LinkFailure::Protocol(format!(
-                "resume state out of range: last sent {}, last received {} (we sent up to {})",
+                "resume state out of range: last sent {}, first unacknowledged {}, last \
+                 received {} (we sent up to {})",
                 resume.last_sent_seq,
+                resume.first_unacked_seq,
                 resume.last_received_seq,
                 self.next_seq - 1
             )));
@@ -116,6 +120,13 @@ impl Session {
             // continue after its last sequence number.
             self.expected = resume.last_sent_seq + 1;
             self.early.clear();
+        } else if resume.first_unacked_seq > self.expected {
+            // The peer resends from the first message it still holds; what lies before was
+            // acknowledged to an earlier incarnation of us (this session is new to the peer's
+            // numbering) and is not ours to wait for.
+            let first = resume.first_unacked_seq;
+            self.expected = first;
+            self.early.retain(|&at, _| at >= first);
         }
         self.peer = Some(peer);
         self.peer_key = Some(key);

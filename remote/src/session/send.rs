@@ -77,6 +77,7 @@ impl Session {
                 last_received_seq: self.expected - 1,
                 last_sent_seq: self.next_seq - 1,
                 peer_epoch: self.peer_epoch.unwrap_or(0),
+                first_unacked_seq: self.unacked.front().map_or(self.next_seq, |s| s.first),
             }),
         }
     }
