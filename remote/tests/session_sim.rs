@@ -273,31 +273,34 @@ fn a_restarted_peer_counts_what_it_never_acknowledged() {
 
 /// A's publisher and B's subscriber sessions (epochs 100 and `b_epoch`), not connected.
 fn fresh_pair(b_epoch: u64) -> (Session, Session) {
-    let Pair { a, b, .. } = pair_unconnected(b_epoch);
-    (a, b)
+    (publisher(100), subscriber(b_epoch))
 }
 
-fn pair_unconnected(b_epoch: u64) -> Pair {
-    let now = std::time::Instant::now();
-    let mut a = session(1, 100, config(false));
-    let fingerprint = Fingerprint::of_name("test.Reading");
+/// A's publisher session on `route()` (reliable), epoch `epoch`.
+fn publisher(epoch: u64) -> Session {
+    let mut a = session(1, epoch, config(false));
     a.add_local_intent(
         IntentAd {
             route: route(),
-            fingerprint,
+            fingerprint: Fingerprint::of_name("test.Reading"),
             qos: Qos::reliable(),
         },
-        now,
+        std::time::Instant::now(),
     );
-    let mut b = session(2, b_epoch, config(false));
+    a
+}
+
+/// B's subscriber session for `route()`, epoch `epoch`.
+fn subscriber(epoch: u64) -> Session {
+    let mut b = session(2, epoch, config(false));
     b.add_local_interest(
         InterestAd {
             pattern: RoutePattern::from(route()),
-            fingerprint,
+            fingerprint: Fingerprint::of_name("test.Reading"),
         },
-        now,
+        std::time::Instant::now(),
     );
-    Pair::new(a, b, SimConfig::default())
+    b
 }
 
 fn connection(id: u8) -> Connection {
@@ -347,7 +350,7 @@ fn hello_lost_then_reconnect(b_epoch: u64) -> (Vec<u64>, u64) {
     a.handle_disconnect(LinkFailure::Transport("cut".into()));
     b.handle_disconnect(LinkFailure::Transport("cut".into()));
 
-    let (_, mut b) = fresh_pair(b_epoch);
+    let mut b = subscriber(b_epoch);
     a.handle_connect(now, connection(2));
     b.handle_connect(now, connection(2));
     settle(&mut a, &mut b, now);
@@ -394,7 +397,7 @@ fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_st
     a.handle_disconnect(LinkFailure::Transport("restart".into()));
 
     // B restarts (epoch 300). Only its hello reaches A; A sends 5..8 into the void.
-    let (_, mut b) = fresh_pair(300);
+    let mut b = subscriber(300);
     a.handle_connect(now, connection(2));
     b.handle_connect(now, connection(2));
     while let Some(frame) = b.poll_transmit(now) {
@@ -407,7 +410,7 @@ fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_st
     a.handle_disconnect(LinkFailure::Transport("cut".into()));
 
     // B's endpoint starts a fresh session for A, same epoch 300.
-    let (_, mut b) = fresh_pair(300);
+    let mut b = subscriber(300);
     a.handle_connect(now, connection(3));
     b.handle_connect(now, connection(3));
     settle(&mut a, &mut b, now);
@@ -422,6 +425,62 @@ fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_st
     settle(&mut a, &mut b, now);
     let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
     assert_eq!(received, vec![8]);
+}
+
+#[test]
+fn a_restarted_publisher_whose_hello_was_lost_resends_everything_once() {
+    // B talks to A's first process for a while (B expects A's 6th message next). A restarts
+    // (fresh session, new epoch); on its first connection A accepts B's hello and sends 3
+    // messages, but B never gets A's hello before the connection breaks. On the next one B
+    // must follow A's new numbering, and A must resend all 3 (B has delivered none of them).
+    let now = std::time::Instant::now();
+    let (mut a, mut b) = fresh_pair(200);
+    a.handle_connect(now, connection(1));
+    b.handle_connect(now, connection(1));
+    settle(&mut a, &mut b, now);
+    for n in 0..5 {
+        a.send(&route(), payload(n), Correlation::None).unwrap();
+    }
+    settle(&mut a, &mut b, now);
+    assert_eq!(
+        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
+        vec![0, 1, 2, 3, 4]
+    );
+    b.handle_disconnect(LinkFailure::Transport("a restarts".into()));
+
+    // A's new process: epoch 101.
+    let mut a = publisher(101);
+    a.handle_connect(now, connection(2));
+    b.handle_connect(now, connection(2));
+    while let Some(frame) = b.poll_transmit(now) {
+        a.handle_frame(now, frame);
+    }
+    assert!(a.is_open() && !b.is_open(), "only A accepted a hello");
+    for n in 100..103 {
+        a.send(&route(), payload(n), Correlation::None).unwrap();
+    }
+    while a.poll_transmit(now).is_some() {}
+    a.handle_disconnect(LinkFailure::Transport("cut".into()));
+    b.handle_disconnect(LinkFailure::Transport("cut".into()));
+
+    a.handle_connect(now, connection(3));
+    b.handle_connect(now, connection(3));
+    settle(&mut a, &mut b, now);
+    assert!(
+        a.is_open() && b.is_open(),
+        "no gap or replay closed the link"
+    );
+    assert_eq!(
+        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
+        vec![100, 101, 102]
+    );
+    assert_eq!(a.stats().lost_on_peer_restart, 0);
+    a.send(&route(), payload(103), Correlation::None).unwrap();
+    settle(&mut a, &mut b, now);
+    assert_eq!(
+        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
+        vec![103]
+    );
 }
 
 #[test]

@@ -87,12 +87,15 @@ impl Session {
         // arrived before a connection broke.
         let resumed = self.peer_epoch == Some(resume.session_epoch);
         let peer_resumes_us = resume.peer_epoch != 0 && resume.peer_epoch == self.epoch;
+        // The peer's `last_received_seq` is in our numbering only if it resumes us; our
+        // `expected` is in its numbering only if we resume it.
+        let in_step = resumed && peer_resumes_us;
         // Sequence numbers stay far below u64::MAX (one per message); a hello claiming
-        // otherwise is lying, and would overflow the arithmetic below. What the peer received
-        // from an earlier incarnation of us says nothing about our sequence numbers; within one
-        // it cannot exceed what we sent. The first it still holds comes after none it sent.
+        // otherwise is lying, and would overflow the arithmetic below. Within one pair of
+        // incarnations the peer cannot have received more than we sent, and the first message
+        // it still holds comes after none it sent.
         if resume.last_sent_seq >= MAX_SEQ
-            || (resumed && resume.last_received_seq >= self.next_seq)
+            || (in_step && resume.last_received_seq >= self.next_seq)
             || resume.first_unacked_seq > resume.last_sent_seq + 1
         {
             return Err(LinkFailure::Protocol(format!(
@@ -104,26 +107,37 @@ impl Session {
                 self.next_seq - 1
             )));
         }
-        if resumed {
+        // What we sent.
+        if in_step {
             // Resend what the peer has not received; forget what it has.
             self.acknowledge(resume.last_received_seq);
             if self.unacked.front().is_some() {
                 self.resend_from = Some(resume.last_received_seq + 1);
+            }
+        } else if resumed {
+            // Same peer incarnation, but a session of it that never took our hello: it has
+            // delivered nothing of what we still hold, so all of it goes again.
+            if let Some(first) = self.unacked.front().map(|s| s.first) {
+                self.resend_from = Some(first);
             }
         } else if self.peer_epoch.is_some() {
             self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
             self.unacked.clear();
             self.unacked_reliable = 0;
         }
-        if !peer_resumes_us {
+        // What the peer sends.
+        if !peer_resumes_us || resume.first_unacked_seq == 0 {
             // The peer dropped (or never had) what it sent to an earlier incarnation of us:
             // continue after its last sequence number.
             self.expected = resume.last_sent_seq + 1;
             self.early.clear();
+        } else if !resumed {
+            // The peer resends what it holds, in a numbering this session has not followed.
+            self.expected = resume.first_unacked_seq;
+            self.early.clear();
         } else if resume.first_unacked_seq > self.expected {
-            // The peer resends from the first message it still holds; what lies before was
-            // acknowledged to an earlier incarnation of us (this session is new to the peer's
-            // numbering) and is not ours to wait for.
+            // In step, but the peer no longer holds that far back (best-effort batches it
+            // gave up on): resends start at the first it holds.
             let first = resume.first_unacked_seq;
             self.expected = first;
             self.early.retain(|&at, _| at >= first);
