@@ -1189,11 +1189,14 @@ async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<
             }
         }
     };
+    // A link retired in the loop never took a hello, so it registered nothing with the router.
+    // Otherwise withdraw the peer's routes while this link is still the peer's: once it leaves
+    // `links`, a new link of the peer may register routes that `remove_peer` must not touch.
     if !retired {
+        if let Some(port) = link.inner.port.get() {
+            port.remove_peer(&link.peer);
+        }
         link.retire();
-    }
-    if let Some(port) = link.inner.port.get() {
-        port.remove_peer(&link.peer);
     }
     link.inner.link_state.send_modify(|v| *v += 1);
 }

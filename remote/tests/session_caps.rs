@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dndm_codec::{Compression, Dictionary, FrameHeader, FrameKind, Limits};
 use dndm_core::{Fingerprint, IntentAd, InterestAd, Qos, Route};
-use dndm_remote::session::{Session, SessionConfig};
+use dndm_remote::session::{Session, SessionConfig, SessionSendError};
 use support::{conn, events, keypair, messages};
 
 const ROUTE: &str = "test.Status@fleet.robot1";
@@ -176,4 +176,95 @@ fn batches_respect_the_peers_smaller_limits() {
         "{} batches",
         seen.batches.len()
     );
+}
+
+/// A publisher and a subscriber session on `ROUTE`, not connected.
+fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Session, Route) {
+    let now = Instant::now();
+    let fingerprint = Fingerprint::of_name("test.Status");
+    let route: Route = ROUTE.parse().unwrap();
+    let mut a = Session::new(a_config, keypair(1), 1);
+    let mut b = Session::new(b_config, keypair(2), 2);
+    a.add_local_intent(
+        IntentAd {
+            route: route.clone(),
+            fingerprint,
+            qos: Qos::reliable(),
+        },
+        now,
+    );
+    b.add_local_interest(
+        InterestAd {
+            pattern: "test.Status@fleet.*".parse().unwrap(),
+            fingerprint,
+        },
+        now,
+    );
+    (a, b, route)
+}
+
+fn small_frames(max_frame_len: u32) -> SessionConfig {
+    let mut c = config();
+    c.limits = Limits::builder()
+        .max_frame_len(max_frame_len)
+        .build()
+        .unwrap();
+    c
+}
+
+#[test]
+fn a_message_no_frame_can_carry_is_refused_with_a_typed_error() {
+    let (mut a, _, route) = sessions(small_frames(2048), config());
+    let err = a
+        .send(&route, Bytes::from(vec![1u8; 4096]), Default::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, SessionSendError::TooLarge { len: 4096, max } if max < 2048),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+}
+
+#[test]
+fn batches_fit_our_own_frame_limit() {
+    // 4 KiB frames against the default 256 KiB of payload per batch: batches must shrink to
+    // what our own encoder accepts, or the link would fail on its own batch.
+    let mut a_config = small_frames(4096);
+    a_config.compression = None;
+    let (seen, received) = {
+        let now = Instant::now();
+        let (mut a, mut b, route) = sessions(a_config, config());
+        a.handle_connect(now, conn(1));
+        b.handle_connect(now, conn(1));
+        shuttle(&mut a, &mut b, now);
+        events(&mut b);
+        for i in 0..100 {
+            a.send(&route, Bytes::from(vec![i as u8; 1000]), Default::default())
+                .unwrap();
+        }
+        let seen = shuttle(&mut a, &mut b, now);
+        assert!(a.is_open() && b.is_open());
+        assert_eq!(a.stats().failures + b.stats().failures, 0);
+        (seen, messages(&events(&mut b)))
+    };
+    assert_eq!(received.len(), 100);
+    assert!(seen.batches.len() >= 25, "{} batches", seen.batches.len());
+}
+
+#[test]
+fn a_message_queued_before_the_peers_smaller_limit_was_known_is_dropped_and_counted() {
+    let now = Instant::now();
+    let mut a_config = config();
+    a_config.compression = None;
+    let (mut a, mut b, route) = sessions(a_config, small_frames(2048));
+    // Queued before any hello: only our own (large) limits are known.
+    a.send(&route, Bytes::from(vec![7u8; 3000]), Default::default())
+        .unwrap();
+    a.send(&route, status(1), Default::default()).unwrap();
+    a.handle_connect(now, conn(1));
+    b.handle_connect(now, conn(1));
+    shuttle(&mut a, &mut b, now);
+    assert!(a.is_open() && b.is_open(), "the link survives");
+    assert_eq!(a.stats().oversized, 1);
+    assert_eq!(messages(&events(&mut b)), vec![status(1)]);
 }

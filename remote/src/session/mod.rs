@@ -286,6 +286,14 @@ pub enum SessionSendError {
     /// The session is closed.
     #[error("session is closed")]
     Closed,
+    /// The message cannot fit in one frame that both sides accept.
+    #[error("message of {len} bytes exceeds {max} bytes, the most one frame can carry here")]
+    TooLarge {
+        /// The message's size in bytes (payload and error text).
+        len: usize,
+        /// The most one message may have.
+        max: usize,
+    },
 }
 
 impl SessionSendError {
@@ -326,6 +334,9 @@ pub struct SessionStats {
     /// Messages still queued when the session closed (by [`Session::close`] with the
     /// retransmit buffer full, without a connection, or by the peer), dropped unsent.
     pub unsent_on_close: u64,
+    /// Queued messages dropped at batching because the peer's announced limits (learned after
+    /// they were queued) leave no frame that can carry them.
+    pub oversized: u64,
 }
 
 /// A message waiting to be batched.
@@ -335,6 +346,28 @@ struct Outgoing {
     reliable: bool,
     correlation: Correlation,
     payload: Bytes,
+}
+
+/// A message's bytes in a batch besides its framing: payload and response error text.
+fn message_len(payload: &Bytes, correlation: &Correlation) -> usize {
+    let error = match correlation {
+        Correlation::Response {
+            error: Some(error), ..
+        } => error.message.len(),
+        _ => 0,
+    };
+    payload.len() + error
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate_text(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
 /// A sent batch kept for resending: its range and its reliable messages.
@@ -722,7 +755,14 @@ impl Session {
         };
         let (payload, error) = match result {
             Ok(payload) => (payload, None),
-            Err(error) => (Bytes::new(), Some(error)),
+            Err(mut error) => {
+                // The codec refuses longer text; a long handler error must not fail the link.
+                truncate_text(
+                    &mut error.message,
+                    self.config.limits.max_text_len() as usize,
+                );
+                (Bytes::new(), Some(error))
+            }
         };
         self.enqueue(route_id, true, Correlation::Response { to, error }, payload)
     }
@@ -741,6 +781,11 @@ impl Session {
         if self.outgoing.len() >= self.config.send_queue {
             self.send_refused = true;
             return Err(SessionSendError::Full);
+        }
+        let len = message_len(&payload, &correlation);
+        let max = self.frame_room().saturating_sub(send::MESSAGE_OVERHEAD);
+        if len > max {
+            return Err(SessionSendError::TooLarge { len, max });
         }
         self.outgoing.push_back(Outgoing {
             route_id,

@@ -9,7 +9,7 @@ const FRAME_OVERHEAD: usize = 128;
 /// Upper bound of one message's framing in a batch (tags, lengths, route id, sequence number
 /// and request/response id); a response error's text comes on top and is bounded by
 /// `max_text_len`.
-const MESSAGE_OVERHEAD: usize = 48;
+pub(super) const MESSAGE_OVERHEAD: usize = 64;
 
 /// How one batch is compressed.
 enum Packing {
@@ -216,9 +216,21 @@ impl Session {
         let mut bytes = 0usize;
         let first = self.next_seq;
         let (max_messages, max_bytes) = self.batch_bounds();
+        let room = self.frame_room();
+        // What the batch's messages take in the frame, framing included.
+        let mut framed = 0usize;
         while let Some(next) = self.outgoing.front() {
+            let size = message_len(&next.payload, &next.correlation) + MESSAGE_OVERHEAD;
+            if messages.is_empty() && size > room {
+                // Queued before the peer's limits were known, and no frame it accepts can
+                // carry it: counted, never sent (it would fail the link on every resend).
+                self.outgoing.pop_front();
+                self.stats.oversized += 1;
+                continue;
+            }
             if messages.len() >= max_messages
-                || (!messages.is_empty() && bytes + next.payload.len() > max_bytes)
+                || (!messages.is_empty()
+                    && (bytes + next.payload.len() > max_bytes || framed + size > room))
                 || (next.reliable
                     && self.unacked_reliable + reliable.len() >= self.config.retransmit_capacity)
             {
@@ -228,6 +240,7 @@ impl Session {
                 break;
             };
             bytes += next.payload.len();
+            framed += message_len(&next.payload, &next.correlation) + MESSAGE_OVERHEAD;
             let message = BatchMessage {
                 route_id: next.route_id,
                 seq: Some(self.next_seq),
@@ -273,25 +286,35 @@ impl Session {
         true
     }
 
-    /// Most messages and payload bytes per batch: ours, narrowed by the limits the peer
-    /// announced (its frame and decompressed sizes, less room for per-message overhead).
+    /// Most messages and payload bytes per batch: ours, narrowed by our codec limits and by
+    /// what the peer announced.
     fn batch_bounds(&self) -> (usize, usize) {
-        let (mut messages, mut bytes) =
-            (self.config.max_batch_messages, self.config.max_batch_bytes);
+        let mut messages = self
+            .config
+            .max_batch_messages
+            .min(self.config.limits.max_batch_messages() as usize);
+        if let Some(caps) = &self.peer_caps
+            && caps.max_batch_messages > 0
+        {
+            messages = messages.min(caps.max_batch_messages as usize);
+        }
+        (messages.max(1), self.config.max_batch_bytes)
+    }
+
+    /// Bytes one frame has for messages (payloads, error texts and their framing): the
+    /// smallest frame and decompressed size of ours and the peer's, less the frame's own
+    /// overhead.
+    pub(super) fn frame_room(&self) -> usize {
+        let limits = &self.config.limits;
+        let mut room = limits.max_frame_len().min(limits.max_decompressed_len());
         if let Some(caps) = &self.peer_caps {
-            if caps.max_batch_messages > 0 {
-                messages = messages.min(caps.max_batch_messages as usize);
-            }
-            let overhead = FRAME_OVERHEAD + messages * MESSAGE_OVERHEAD;
-            let usable = |limit: u32| (limit as usize).saturating_sub(overhead).max(1);
-            if caps.max_frame_len > 0 {
-                bytes = bytes.min(usable(caps.max_frame_len));
-            }
-            if caps.max_decompressed_len > 0 {
-                bytes = bytes.min(usable(caps.max_decompressed_len));
+            for limit in [caps.max_frame_len, caps.max_decompressed_len] {
+                if limit > 0 {
+                    room = room.min(limit);
+                }
             }
         }
-        (messages.max(1), bytes)
+        (room as usize).saturating_sub(FRAME_OVERHEAD)
     }
 
     /// How a batch is compressed for this peer: not at all if it did not announce zstd; with
