@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use dndm_core::{Keypair, Message, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
-use netns::{Host, ROLE, Testbed, say};
+use netns::{Host, InOrder, ROLE, Testbed, say};
 
 /// The route path of the stream.
 const PATH: &str = "netns.stream";
@@ -293,36 +293,22 @@ async fn subscriber(
         .capacity(QUEUE)
         .overflow(Overflow::Block);
     let mut interest = router.subscribe_with::<Reading>(PATH, lossless).unwrap();
-    let mut next = 0u64;
-    let mut target: Option<u64> = None;
-    let check = |next: u64, target: Option<u64>| match target {
-        Some(t) if next == t => say(format!("done {t}")),
-        Some(t) if next > t => say(format!("bad received {next} messages, expected {t}")),
-        _ => {}
-    };
+    let mut order = InOrder::new(REPORT_EVERY);
     loop {
         tokio::select! {
             reading = interest.recv() => {
                 let Ok(reading) = reading else {
-                    return format!("closed after {next}");
+                    return format!("closed after {}", order.next);
                 };
-                if reading.seq != next {
-                    say(format!("bad got seq {} where {next} was due", reading.seq));
-                }
-                next = reading.seq.max(next) + 1;
-                if next.is_multiple_of(REPORT_EVERY) {
-                    say(format!("got {next}"));
-                }
-                check(next, target);
+                order.received(reading.seq);
             }
             command = commands.recv() => match command.as_deref() {
                 Some("status") => say(format!("status {}", status(endpoint))),
                 Some(text) if text.starts_with("expect ") => {
-                    target = Some(text["expect ".len()..].parse().unwrap());
-                    check(next, target);
+                    order.expect(text["expect ".len()..].parse().unwrap());
                 }
                 Some(text) if text.starts_with("watch ") => watch_mdns(text["watch ".len()..].to_owned()),
-                Some("quit") | None => return format!("received {next}"),
+                Some("quit") | None => return format!("received {}", order.next),
                 Some(other) => say(format!("bad command {other}")),
             },
         }

@@ -31,7 +31,7 @@ use dndm_core::{Keypair, Message, PeerId, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Path, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
 use libp2p::Multiaddr;
-use netns::{Host, ROLE, Testbed, say};
+use netns::{Host, InOrder, ROLE, Testbed, say};
 
 /// The route path of the stream.
 const PATH: &str = "nat.stream";
@@ -556,30 +556,17 @@ async fn subscriber(
         .capacity(QUEUE)
         .overflow(Overflow::Block);
     let mut interest = router.subscribe_with::<Reading>(PATH, lossless).unwrap();
-    let mut next = 0u64;
-    let mut target: Option<u64> = None;
+    let mut order = InOrder::new(REPORT_EVERY);
     // `mark T` answers `reached T` once T messages are in.
     let mut mark: Option<u64> = None;
-    let check = |next: u64, target: Option<u64>| match target {
-        Some(t) if next == t => say(format!("done {t}")),
-        Some(t) if next > t => say(format!("bad received {next} messages, expected {t}")),
-        _ => {}
-    };
     loop {
         tokio::select! {
             reading = interest.recv() => {
                 let Ok(reading) = reading else {
-                    return format!("closed after {next}");
+                    return format!("closed after {}", order.next);
                 };
-                if reading.seq != next {
-                    say(format!("bad got seq {} where {next} was due", reading.seq));
-                }
-                next = reading.seq.max(next) + 1;
-                if next.is_multiple_of(REPORT_EVERY) {
-                    say(format!("got {next}"));
-                }
-                check(next, target);
-                if mark.is_some_and(|m| next >= m) {
+                order.received(reading.seq);
+                if mark.is_some_and(|m| order.next >= m) {
                     say(format!("reached {}", mark.take().unwrap()));
                 }
             }
@@ -588,17 +575,16 @@ async fn subscriber(
                 Some("disconnect a") => endpoint.disconnect(peer_of("a")),
                 Some(text) if text.starts_with("mark ") => {
                     let m: u64 = text["mark ".len()..].parse().unwrap();
-                    if next >= m {
+                    if order.next >= m {
                         say(format!("reached {m}"));
                     } else {
                         mark = Some(m);
                     }
                 }
                 Some(text) if text.starts_with("expect ") => {
-                    target = Some(text["expect ".len()..].parse().unwrap());
-                    check(next, target);
+                    order.expect(text["expect ".len()..].parse().unwrap());
                 }
-                Some("quit") | None => return format!("received {next}"),
+                Some("quit") | None => return format!("received {}", order.next),
                 Some(other) => say(format!("bad command {other}")),
             },
         }

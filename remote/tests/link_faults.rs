@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use dndm_core::{Keypair, Qos};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
-use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+use dndm_router::{Intent, Interest, Overflow, PublishOptions, Router, SubscribeOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use support::Reading;
 
@@ -103,6 +104,120 @@ async fn forward(
     }
 }
 
+/// Router a listens, router b dials it through a [`Proxy`]; a streams `count` readings to b on
+/// a reliable route into a lossless queue, and b checks each arrives exactly once, in order.
+struct Stream {
+    a: Router,
+    b: Router,
+    ea: RemoteEndpoint,
+    eb: RemoteEndpoint,
+    proxy: Arc<Proxy>,
+    /// How many readings b has received (the controller acts on progress, never on time).
+    progress: watch::Receiver<u64>,
+    sender: Option<JoinHandle<Intent<Reading>>>,
+    consumer: Option<JoinHandle<Interest<Reading>>>,
+}
+
+impl Stream {
+    /// Starts the stream; `tune` adjusts both endpoints' settings, and b redials from 10 ms
+    /// up to `backoff_max`.
+    async fn start(
+        route: &str,
+        count: u64,
+        backoff_max: Duration,
+        tune: impl Fn(&mut RemoteConfig),
+    ) -> Stream {
+        let a = Router::builder().name("a").build().unwrap();
+        let b = Router::builder().name("b").build().unwrap();
+        let mut config = RemoteConfig::default();
+        config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+        tune(&mut config);
+        let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+        a.attach(Arc::new(ea.clone())).await.unwrap();
+        let Target::Tcp(a_addr) = ea.bound().remove(0) else {
+            panic!("tcp")
+        };
+        let proxy = Proxy::start(a_addr).await;
+
+        let mut config = RemoteConfig::default();
+        config.dial = vec![Target::Tcp(proxy.addr)];
+        config.backoff_initial = Duration::from_millis(10);
+        config.backoff_max = backoff_max;
+        tune(&mut config);
+        let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+        b.attach(Arc::new(eb.clone())).await.unwrap();
+
+        let publisher = a
+            .publish_with::<Reading>(route, PublishOptions::default().qos(Qos::reliable()))
+            .unwrap();
+        // Lossless end to end: the network is reliable, and the local queue blocks instead of
+        // dropping (back-pressure reaches the link, then the publisher).
+        let lossless = SubscribeOptions::default()
+            .capacity(1024)
+            .overflow(Overflow::Block);
+        let mut subscriber = b.subscribe_with::<Reading>(route, lossless).unwrap();
+        publisher.wait_for_interest(GUARD).await.unwrap();
+
+        let sender = tokio::spawn(async move {
+            for seq in 0..count {
+                publisher.send(Reading { seq }).await.unwrap();
+            }
+            publisher
+        });
+        let (progress_tx, progress) = watch::channel(0u64);
+        let consumer = tokio::spawn(async move {
+            for expected in 0..count {
+                let got = tokio::time::timeout(GUARD, subscriber.recv())
+                    .await
+                    .expect("progress")
+                    .unwrap();
+                assert_eq!(got.seq, expected, "exactly once, in order");
+                progress_tx.send_replace(expected + 1);
+            }
+            subscriber
+        });
+        Stream {
+            a,
+            b,
+            ea,
+            eb,
+            proxy,
+            progress,
+            sender: Some(sender),
+            consumer: Some(consumer),
+        }
+    }
+
+    /// Waits until b has received `n` readings.
+    async fn reached(&mut self, n: u64) {
+        tokio::time::timeout(GUARD, self.progress.wait_for(|&got| got >= n))
+            .await
+            .expect("progress")
+            .unwrap();
+    }
+
+    /// Waits for the whole stream and checks nothing extra arrived.
+    async fn finish(&mut self) {
+        let consumer = self.consumer.take().expect("finished once");
+        let mut subscriber = tokio::time::timeout(GUARD, consumer)
+            .await
+            .unwrap()
+            .unwrap();
+        let sender = self.sender.take().expect("finished once");
+        let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
+        assert_eq!(
+            subscriber.try_recv().ok().map(|r| r.seq),
+            None,
+            "nothing extra"
+        );
+    }
+
+    async fn close(self) {
+        self.a.close().await;
+        self.b.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
     if std::env::var("DNDM_LOG").is_ok() {
@@ -110,61 +225,11 @@ async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
             .try_init();
     }
-    let a = Router::builder().name("a").build().unwrap();
-    let b = Router::builder().name("b").build().unwrap();
-    let mut config = RemoteConfig::default();
-    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let Target::Tcp(a_addr) = ea.bound().remove(0) else {
-        panic!("tcp")
-    };
-    let proxy = Proxy::start(a_addr).await;
-
-    let mut config = RemoteConfig::default();
-    config.dial = vec![Target::Tcp(proxy.addr)];
-    config.backoff_initial = Duration::from_millis(10);
-    config.backoff_max = Duration::from_millis(200);
-    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
-
-    let publisher = a
-        .publish_with::<Reading>("stream", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
-    // Lossless end to end: the network is reliable, and the local queue blocks instead of
-    // dropping (back-pressure reaches the link, then the publisher).
-    let lossless = SubscribeOptions::default()
-        .capacity(1024)
-        .overflow(Overflow::Block);
-    let mut subscriber = b.subscribe_with::<Reading>("stream", lossless).unwrap();
-    publisher.wait_for_interest(GUARD).await.unwrap();
-
-    let sender = tokio::spawn(async move {
-        for seq in 0..MESSAGES {
-            publisher.send(Reading { seq }).await.unwrap();
-        }
-        publisher
-    });
-
-    // The consumer reports progress; the controller cuts on progress, never on time.
-    let (progress_tx, mut progress) = watch::channel(0u64);
-    let consumer = tokio::spawn(async move {
-        for expected in 0..MESSAGES {
-            let got = tokio::time::timeout(GUARD, subscriber.recv())
-                .await
-                .expect("progress")
-                .unwrap();
-            assert_eq!(got.seq, expected, "exactly once, in order");
-            progress_tx.send_replace(expected + 1);
-        }
-        subscriber
-    });
+    let mut stream = Stream::start("stream", MESSAGES, Duration::from_millis(200), |_| {}).await;
+    let proxy = stream.proxy.clone();
     let mut cuts = 0;
     for point in (CUT_EVERY..MESSAGES).step_by(CUT_EVERY as usize) {
-        tokio::time::timeout(GUARD, progress.wait_for(|&n| n >= point))
-            .await
-            .expect("progress")
-            .unwrap();
+        stream.reached(point).await;
         cuts += 1;
         if cuts % 3 == 0 {
             // Blackhole: the redials fail until three were refused, then let them through.
@@ -185,7 +250,7 @@ async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
                 panic!(
                     "the dialer kept retrying: refused {} of {target}, {:?}",
                     proxy.refused.load(Ordering::SeqCst),
-                    eb.stats()
+                    stream.eb.stats()
                 )
             });
             proxy.blackhole.send_replace(false);
@@ -193,91 +258,35 @@ async fn reliable_route_survives_cuts_and_blackholes_through_a_proxy() {
             proxy.cut_all();
         }
     }
-    let mut subscriber = tokio::time::timeout(GUARD, consumer)
-        .await
-        .unwrap()
-        .unwrap();
-    let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
-    assert_eq!(
-        subscriber.try_recv().ok().map(|r| r.seq),
-        None,
-        "nothing extra"
-    );
+    stream.finish().await;
     assert_eq!(cuts, (MESSAGES - 1) / CUT_EVERY);
-    let stats = eb.stats();
+    let stats = stream.eb.stats();
     assert!(stats.link_failures >= cuts, "every cut was seen: {stats:?}");
     assert!(
         stats.handshake_failures + stats.dial_failures >= 3,
         "blackholed dials failed: {stats:?}"
     );
-    a.close().await;
-    b.close().await;
+    stream.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_gone_silent_is_detected_and_the_stream_resumes_without_loss() {
     const COUNT: u64 = 20_000;
-    let a = Router::builder().name("a").build().unwrap();
-    let b = Router::builder().name("b").build().unwrap();
     // Short keepalive and idle timeout, so silence is noticed quickly.
-    let session = |config: &mut RemoteConfig| {
+    let mut stream = Stream::start("quiet", COUNT, Duration::from_millis(100), |config| {
         config.session.keepalive = Duration::from_millis(50);
         config.session.idle_timeout = Duration::from_millis(400);
         config.handshake_timeout = Duration::from_millis(400);
-    };
-    let mut config = RemoteConfig::default();
-    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    session(&mut config);
-    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let Target::Tcp(a_addr) = ea.bound().remove(0) else {
-        panic!("tcp")
-    };
-    let proxy = Proxy::start(a_addr).await;
-    let mut config = RemoteConfig::default();
-    config.dial = vec![Target::Tcp(proxy.addr)];
-    config.backoff_initial = Duration::from_millis(10);
-    config.backoff_max = Duration::from_millis(100);
-    session(&mut config);
-    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
-
-    let publisher = a
-        .publish_with::<Reading>("quiet", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
-    let lossless = SubscribeOptions::default()
-        .capacity(1024)
-        .overflow(Overflow::Block);
-    let mut subscriber = b.subscribe_with::<Reading>("quiet", lossless).unwrap();
-    publisher.wait_for_interest(GUARD).await.unwrap();
-    let sender = tokio::spawn(async move {
-        for seq in 0..COUNT {
-            publisher.send(Reading { seq }).await.unwrap();
-        }
-        publisher
-    });
-    let (progress_tx, mut progress) = watch::channel(0u64);
-    let consumer = tokio::spawn(async move {
-        for expected in 0..COUNT {
-            let got = tokio::time::timeout(GUARD, subscriber.recv())
-                .await
-                .expect("progress")
-                .unwrap();
-            assert_eq!(got.seq, expected, "exactly once, in order");
-            progress_tx.send_replace(expected + 1);
-        }
-        subscriber
-    });
+    })
+    .await;
 
     // Mid-stream the network goes silent: nothing is closed, nothing gets through.
-    tokio::time::timeout(GUARD, progress.wait_for(|&n| n >= COUNT / 4))
-        .await
-        .expect("progress")
-        .unwrap();
+    stream.reached(COUNT / 4).await;
+    let (ea, eb) = (&stream.ea, &stream.eb);
     let before = (ea.stats().link_failures, eb.stats().link_failures);
-    proxy.stall.send_replace(true);
+    stream.proxy.stall.send_replace(true);
     // Both ends notice on their own (idle timeout or a write that stalls), with no FIN or RST.
-    for (endpoint, failures) in [(&ea, before.0), (&eb, before.1)] {
+    for (endpoint, failures) in [(ea, before.0), (eb, before.1)] {
         let mut changes = endpoint.link_changes();
         tokio::time::timeout(GUARD, async {
             while endpoint.stats().link_failures <= failures {
@@ -288,18 +297,8 @@ async fn a_network_gone_silent_is_detected_and_the_stream_resumes_without_loss()
         .expect("the silent link is detected");
     }
     // The network comes back; the stalled connections are gone for good.
-    proxy.cut_all();
-    proxy.stall.send_replace(false);
-    let mut subscriber = tokio::time::timeout(GUARD, consumer)
-        .await
-        .unwrap()
-        .unwrap();
-    let _publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
-    assert_eq!(
-        subscriber.try_recv().ok().map(|r| r.seq),
-        None,
-        "nothing extra"
-    );
-    a.close().await;
-    b.close().await;
+    stream.proxy.cut_all();
+    stream.proxy.stall.send_replace(false);
+    stream.finish().await;
+    stream.close().await;
 }

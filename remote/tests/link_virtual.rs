@@ -33,19 +33,23 @@ impl Connector for Refusing {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn redials_follow_the_backoff_schedule_then_the_breaker() {
-    let (tx, mut attempts) = mpsc::channel(16);
+/// Dials through `connector` with backoff from 100 ms up to 1 s and a breaker that opens
+/// after 5 failures for 10 s.
+fn redialing(connector: Arc<dyn Connector>) -> RemoteConfig {
     let mut config = RemoteConfig::default();
-    config.dial = vec![Target::Custom(Arc::new(Refusing(tx)))];
+    config.dial = vec![Target::Custom(connector)];
     config.backoff_initial = Duration::from_millis(100);
     config.backoff_max = Duration::from_secs(1);
     config.breaker_threshold = 5;
     config.breaker_cool_down = Duration::from_secs(10);
-    let router = Router::builder().build().unwrap();
-    let endpoint = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
-    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    config
+}
 
+/// Waits for six dial attempts and checks their spacing against [`redialing`]'s settings:
+/// attempts 1..5 with delays drawn from [d/2, d], d doubling from 100 ms; then five failures
+/// have opened the breaker, so the sixth waits out the cool-down (plus at most one backoff
+/// delay of the capped 1 s), not just the next backoff step.
+async fn assert_backoff_then_breaker(attempts: &mut mpsc::Receiver<Instant>) {
     let mut times = Vec::new();
     for _ in 0..6 {
         times.push(
@@ -56,7 +60,6 @@ async fn redials_follow_the_backoff_schedule_then_the_breaker() {
         );
     }
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // Attempts 1..5: delays drawn from [d/2, d] with d doubling from 100 ms.
     for (i, gap) in gaps[..4].iter().enumerate() {
         let ceiling = Duration::from_millis(100 << i);
         assert!(
@@ -65,13 +68,21 @@ async fn redials_follow_the_backoff_schedule_then_the_breaker() {
             ceiling / 2
         );
     }
-    // Five failures opened the breaker: the next attempt waits out the cool-down (plus at most
-    // one backoff delay of the capped 1 s), not just the next backoff step.
     assert!(
         gaps[4] >= Duration::from_secs(10) && gaps[4] <= Duration::from_secs(11),
         "{:?}",
         gaps[4]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn redials_follow_the_backoff_schedule_then_the_breaker() {
+    let (tx, mut attempts) = mpsc::channel(16);
+    let config = redialing(Arc::new(Refusing(tx)));
+    let router = Router::builder().build().unwrap();
+    let endpoint = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    assert_backoff_then_breaker(&mut attempts).await;
     assert_eq!(endpoint.stats().dial_failures, 6);
     router.close().await;
 }
@@ -151,41 +162,13 @@ async fn a_peer_that_refuses_us_after_the_handshake_opens_the_breaker() {
     server.attach(Arc::new(listener.clone())).await.unwrap();
 
     let (tx, mut attempts) = mpsc::channel(16);
-    let mut config = RemoteConfig::default();
-    config.dial = vec![Target::Custom(Arc::new(TimedPipe(listener.clone(), tx)))];
-    config.backoff_initial = Duration::from_millis(100);
-    config.backoff_max = Duration::from_secs(1);
-    config.breaker_threshold = 5;
-    config.breaker_cool_down = Duration::from_secs(10);
+    let config = redialing(Arc::new(TimedPipe(listener.clone(), tx)));
     let router = Router::builder().build().unwrap();
     let endpoint = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
     router.attach(Arc::new(endpoint.clone())).await.unwrap();
-
-    let mut times = Vec::new();
-    for _ in 0..6 {
-        times.push(
-            tokio::time::timeout(GUARD, attempts.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // The delays grow as for refused dials (the handshake itself takes no virtual time)...
-    for (i, gap) in gaps[..4].iter().enumerate() {
-        let ceiling = Duration::from_millis(100 << i);
-        assert!(
-            *gap >= ceiling / 2 && *gap <= ceiling,
-            "gap {i}: {gap:?} not in [{:?}, {ceiling:?}]",
-            ceiling / 2
-        );
-    }
-    // ...and five of them open the breaker.
-    assert!(
-        gaps[4] >= Duration::from_secs(10) && gaps[4] <= Duration::from_secs(11),
-        "{:?}",
-        gaps[4]
-    );
+    // The delays grow as for refused dials (the handshake itself takes no virtual time), and
+    // five of them open the breaker.
+    assert_backoff_then_breaker(&mut attempts).await;
     assert_eq!(endpoint.stats().dial_failures, 0);
     assert!(listener.stats().handshake_failures >= 5);
     assert!(listener.peers().is_empty() && endpoint.peers().is_empty());

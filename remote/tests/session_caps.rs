@@ -74,33 +74,24 @@ fn config() -> SessionConfig {
 /// A publishes `ROUTE`, B subscribes; they connect; A sends `n` status lines in one go.
 /// Returns what crossed and what B received, after checking both links stayed up.
 fn run(a_config: SessionConfig, b_config: SessionConfig, n: u64) -> (Seen, Vec<Bytes>) {
+    transfer(a_config, b_config, (0..n).map(status))
+}
+
+/// As [`run`], with the given payloads.
+fn transfer(
+    a_config: SessionConfig,
+    b_config: SessionConfig,
+    payloads: impl IntoIterator<Item = Bytes>,
+) -> (Seen, Vec<Bytes>) {
     let now = Instant::now();
-    let fingerprint = Fingerprint::of_name("test.Status");
-    let route: Route = ROUTE.parse().unwrap();
-    let mut a = Session::new(a_config, keypair(1), 1);
-    let mut b = Session::new(b_config, keypair(2), 2);
-    a.add_local_intent(
-        IntentAd {
-            route: route.clone(),
-            fingerprint,
-            qos: Qos::reliable(),
-        },
-        now,
-    );
-    b.add_local_interest(
-        InterestAd {
-            pattern: "test.Status@fleet.*".parse().unwrap(),
-            fingerprint,
-        },
-        now,
-    );
+    let (mut a, mut b, route) = sessions(a_config, b_config);
     a.handle_connect(now, conn(1));
     b.handle_connect(now, conn(1));
     shuttle(&mut a, &mut b, now);
     assert!(a.is_open() && b.is_open());
     events(&mut b);
-    for i in 0..n {
-        a.send(&route, status(i), Default::default()).unwrap();
+    for payload in payloads {
+        a.send(&route, payload, Default::default()).unwrap();
     }
     let seen = shuttle(&mut a, &mut b, now);
     assert!(a.is_open() && b.is_open(), "no side failed the link");
@@ -231,22 +222,8 @@ fn batches_fit_our_own_frame_limit() {
     // what our own encoder accepts, or the link would fail on its own batch.
     let mut a_config = small_frames(4096);
     a_config.compression = None;
-    let (seen, received) = {
-        let now = Instant::now();
-        let (mut a, mut b, route) = sessions(a_config, config());
-        a.handle_connect(now, conn(1));
-        b.handle_connect(now, conn(1));
-        shuttle(&mut a, &mut b, now);
-        events(&mut b);
-        for i in 0..100 {
-            a.send(&route, Bytes::from(vec![i as u8; 1000]), Default::default())
-                .unwrap();
-        }
-        let seen = shuttle(&mut a, &mut b, now);
-        assert!(a.is_open() && b.is_open());
-        assert_eq!(a.stats().failures + b.stats().failures, 0);
-        (seen, messages(&events(&mut b)))
-    };
+    let payloads = (0..100u8).map(|i| Bytes::from(vec![i; 1000]));
+    let (seen, received) = transfer(a_config, config(), payloads);
     assert_eq!(received.len(), 100);
     assert!(seen.batches.len() >= 25, "{} batches", seen.batches.len());
 }

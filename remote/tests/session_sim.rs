@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dndm_codec::SessionId;
 use dndm_codec::{CloseCode, Correlation};
 use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, Qos, Route, RoutePattern};
-use dndm_remote::session::{
-    Connection, Event, LinkFailure, Session, SessionConfig, SessionSendError,
-};
+use dndm_remote::session::{Event, LinkFailure, Session, SessionConfig, SessionSendError};
 use dndm_remote::sim::{Pair, Side, SimConfig};
+use support::{conn, events, shuttle};
+
+mod support;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -37,26 +37,7 @@ fn session(seed: u8, epoch: u64, config: SessionConfig) -> Session {
 
 /// A publishes `route()` with `qos`; B subscribes to it.
 fn pair(qos: Qos, lossy: bool, sim: SimConfig) -> Pair {
-    let mut a = session(1, 100, config(lossy));
-    let mut b = session(2, 200, config(lossy));
-    let now = std::time::Instant::now();
-    let fingerprint = Fingerprint::of_name("test.Reading");
-    a.add_local_intent(
-        IntentAd {
-            route: route(),
-            fingerprint,
-            qos,
-        },
-        now,
-    );
-    b.add_local_interest(
-        InterestAd {
-            pattern: RoutePattern::from(route()),
-            fingerprint,
-        },
-        now,
-    );
-    let mut pair = Pair::new(a, b, sim);
+    let mut pair = Pair::new(publisher(100, qos, lossy), subscriber(200, lossy), sim);
     pair.connect();
     pair
 }
@@ -271,19 +252,14 @@ fn a_restarted_peer_counts_what_it_never_acknowledged() {
     );
 }
 
-/// A's publisher and B's subscriber sessions (epochs 100 and `b_epoch`), not connected.
-fn fresh_pair(b_epoch: u64) -> (Session, Session) {
-    (publisher(100), subscriber(b_epoch))
-}
-
-/// A's publisher session on `route()` (reliable), epoch `epoch`.
-fn publisher(epoch: u64) -> Session {
-    let mut a = session(1, epoch, config(false));
+/// A's publisher session on `route()` with `qos`, epoch `epoch`.
+fn publisher(epoch: u64, qos: Qos, lossy: bool) -> Session {
+    let mut a = session(1, epoch, config(lossy));
     a.add_local_intent(
         IntentAd {
             route: route(),
             fingerprint: Fingerprint::of_name("test.Reading"),
-            qos: Qos::reliable(),
+            qos,
         },
         std::time::Instant::now(),
     );
@@ -291,8 +267,8 @@ fn publisher(epoch: u64) -> Session {
 }
 
 /// B's subscriber session for `route()`, epoch `epoch`.
-fn subscriber(epoch: u64) -> Session {
-    let mut b = session(2, epoch, config(false));
+fn subscriber(epoch: u64, lossy: bool) -> Session {
+    let mut b = session(2, epoch, config(lossy));
     b.add_local_interest(
         InterestAd {
             pattern: RoutePattern::from(route()),
@@ -303,30 +279,58 @@ fn subscriber(epoch: u64) -> Session {
     b
 }
 
-fn connection(id: u8) -> Connection {
-    Connection {
-        session_id: SessionId::from_bytes([id; 32]),
-        binding: None,
-        expected_peer: None,
+/// A reliable publisher (epoch `a_epoch`) and a subscriber (epoch `b_epoch`) on an ordered
+/// transport, driven by hand below.
+fn by_hand(a_epoch: u64, b_epoch: u64) -> (Session, Session) {
+    (
+        publisher(a_epoch, Qos::reliable(), false),
+        subscriber(b_epoch, false),
+    )
+}
+
+/// Connection `id` comes up and both hellos cross.
+fn connect(a: &mut Session, b: &mut Session, now: std::time::Instant, id: u8) {
+    a.handle_connect(now, conn(id));
+    b.handle_connect(now, conn(id));
+    shuttle(a, b, now);
+}
+
+/// Connection `id` comes up, B's hello reaches A, and A's never reaches B; A sends messages
+/// `numbers` on it, which are lost with it, and the connection breaks.
+fn half_open_then_cut(
+    a: &mut Session,
+    b: &mut Session,
+    now: std::time::Instant,
+    id: u8,
+    numbers: std::ops::Range<u64>,
+) {
+    a.handle_connect(now, conn(id));
+    b.handle_connect(now, conn(id));
+    while let Some(frame) = b.poll_transmit(now) {
+        a.handle_frame(now, frame);
+    }
+    assert!(a.is_open() && !b.is_open(), "only A accepted a hello");
+    send(a, numbers);
+    while a.poll_transmit(now).is_some() {}
+    a.handle_disconnect(LinkFailure::Transport("cut".into()));
+    b.handle_disconnect(LinkFailure::Transport("cut".into()));
+}
+
+fn send(a: &mut Session, numbers: std::ops::Range<u64>) {
+    for n in numbers {
+        a.send(&route(), payload(n), Correlation::None).unwrap();
     }
 }
 
-/// Moves frames both ways until both sessions are quiet.
-fn settle(a: &mut Session, b: &mut Session, now: std::time::Instant) {
-    loop {
-        let mut moved = false;
-        while let Some(frame) = a.poll_transmit(now) {
-            b.handle_frame(now, frame);
-            moved = true;
-        }
-        while let Some(frame) = b.poll_transmit(now) {
-            a.handle_frame(now, frame);
-            moved = true;
-        }
-        if !moved {
-            return;
-        }
-    }
+/// The numbers of the messages `b` delivered since last asked.
+fn received(b: &mut Session) -> Vec<u64> {
+    events(b)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { payload, .. } => Some(number(payload)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A connection breaks after B's hello reached A but before A's reached B; A already sent
@@ -335,38 +339,12 @@ fn settle(a: &mut Session, b: &mut Session, now: std::time::Instant) {
 /// on the next connection, and A's count of messages lost to a peer restart.
 fn hello_lost_then_reconnect(b_epoch: u64) -> (Vec<u64>, u64) {
     let now = std::time::Instant::now();
-    let (mut a, mut b) = fresh_pair(200);
-    a.handle_connect(now, connection(1));
-    b.handle_connect(now, connection(1));
-    while let Some(frame) = b.poll_transmit(now) {
-        a.handle_frame(now, frame);
-    }
-    assert!(a.is_open() && !b.is_open(), "only A accepted a hello");
-    for n in 0..5 {
-        a.send(&route(), payload(n), Correlation::None).unwrap();
-    }
-    // Everything A writes on this connection is lost with it.
-    while a.poll_transmit(now).is_some() {}
-    a.handle_disconnect(LinkFailure::Transport("cut".into()));
-    b.handle_disconnect(LinkFailure::Transport("cut".into()));
-
-    let mut b = subscriber(b_epoch);
-    a.handle_connect(now, connection(2));
-    b.handle_connect(now, connection(2));
-    settle(&mut a, &mut b, now);
+    let (mut a, mut b) = by_hand(100, 200);
+    half_open_then_cut(&mut a, &mut b, now, 1, 0..5);
+    let mut b = subscriber(b_epoch, false);
+    connect(&mut a, &mut b, now, 2);
     assert!(a.is_open() && b.is_open());
-    let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
-    (received, a.stats().lost_on_peer_restart)
-}
-
-fn messages_of(events: &[Event]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { payload, .. } => Some(number(payload)),
-            _ => None,
-        })
-        .collect()
+    (received(&mut b), a.stats().lost_on_peer_restart)
 }
 
 #[test]
@@ -385,46 +363,29 @@ fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_st
     // accepted A's, and the new process started a fresh session for A (same epoch 300). A
     // treats epoch 300 as resumed and resends what it holds, which starts well after 1.
     let now = std::time::Instant::now();
-    let (mut a, mut b) = fresh_pair(200);
-    a.handle_connect(now, connection(1));
-    b.handle_connect(now, connection(1));
-    settle(&mut a, &mut b, now);
-    for n in 0..5 {
-        a.send(&route(), payload(n), Correlation::None).unwrap();
-    }
-    settle(&mut a, &mut b, now);
+    let (mut a, mut b) = by_hand(100, 200);
+    connect(&mut a, &mut b, now, 1);
+    send(&mut a, 0..5);
+    shuttle(&mut a, &mut b, now);
     assert_eq!(a.unacked(), 0, "B acknowledged 0..5");
     a.handle_disconnect(LinkFailure::Transport("restart".into()));
 
     // B restarts (epoch 300). Only its hello reaches A; A sends 5..8 into the void.
-    let mut b = subscriber(300);
-    a.handle_connect(now, connection(2));
-    b.handle_connect(now, connection(2));
-    while let Some(frame) = b.poll_transmit(now) {
-        a.handle_frame(now, frame);
-    }
-    for n in 5..8 {
-        a.send(&route(), payload(n), Correlation::None).unwrap();
-    }
-    while a.poll_transmit(now).is_some() {}
-    a.handle_disconnect(LinkFailure::Transport("cut".into()));
+    let mut b = subscriber(300, false);
+    half_open_then_cut(&mut a, &mut b, now, 2, 5..8);
 
     // B's endpoint starts a fresh session for A, same epoch 300.
-    let mut b = subscriber(300);
-    a.handle_connect(now, connection(3));
-    b.handle_connect(now, connection(3));
-    settle(&mut a, &mut b, now);
+    let mut b = subscriber(300, false);
+    connect(&mut a, &mut b, now, 3);
     assert!(
         a.is_open() && b.is_open(),
         "no gap or replay closed the link"
     );
-    let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
-    assert_eq!(received, vec![5, 6, 7]);
+    assert_eq!(received(&mut b), vec![5, 6, 7]);
     // And the stream goes on.
-    a.send(&route(), payload(8), Correlation::None).unwrap();
-    settle(&mut a, &mut b, now);
-    let received = messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>());
-    assert_eq!(received, vec![8]);
+    send(&mut a, 8..9);
+    shuttle(&mut a, &mut b, now);
+    assert_eq!(received(&mut b), vec![8]);
 }
 
 #[test]
@@ -434,53 +395,27 @@ fn a_restarted_publisher_whose_hello_was_lost_resends_everything_once() {
     // messages, but B never gets A's hello before the connection breaks. On the next one B
     // must follow A's new numbering, and A must resend all 3 (B has delivered none of them).
     let now = std::time::Instant::now();
-    let (mut a, mut b) = fresh_pair(200);
-    a.handle_connect(now, connection(1));
-    b.handle_connect(now, connection(1));
-    settle(&mut a, &mut b, now);
-    for n in 0..5 {
-        a.send(&route(), payload(n), Correlation::None).unwrap();
-    }
-    settle(&mut a, &mut b, now);
-    assert_eq!(
-        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
-        vec![0, 1, 2, 3, 4]
-    );
+    let (mut a, mut b) = by_hand(100, 200);
+    connect(&mut a, &mut b, now, 1);
+    send(&mut a, 0..5);
+    shuttle(&mut a, &mut b, now);
+    assert_eq!(received(&mut b), vec![0, 1, 2, 3, 4]);
     b.handle_disconnect(LinkFailure::Transport("a restarts".into()));
 
     // A's new process: epoch 101.
-    let mut a = publisher(101);
-    a.handle_connect(now, connection(2));
-    b.handle_connect(now, connection(2));
-    while let Some(frame) = b.poll_transmit(now) {
-        a.handle_frame(now, frame);
-    }
-    assert!(a.is_open() && !b.is_open(), "only A accepted a hello");
-    for n in 100..103 {
-        a.send(&route(), payload(n), Correlation::None).unwrap();
-    }
-    while a.poll_transmit(now).is_some() {}
-    a.handle_disconnect(LinkFailure::Transport("cut".into()));
-    b.handle_disconnect(LinkFailure::Transport("cut".into()));
+    let mut a = publisher(101, Qos::reliable(), false);
+    half_open_then_cut(&mut a, &mut b, now, 2, 100..103);
 
-    a.handle_connect(now, connection(3));
-    b.handle_connect(now, connection(3));
-    settle(&mut a, &mut b, now);
+    connect(&mut a, &mut b, now, 3);
     assert!(
         a.is_open() && b.is_open(),
         "no gap or replay closed the link"
     );
-    assert_eq!(
-        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
-        vec![100, 101, 102]
-    );
+    assert_eq!(received(&mut b), vec![100, 101, 102]);
     assert_eq!(a.stats().lost_on_peer_restart, 0);
-    a.send(&route(), payload(103), Correlation::None).unwrap();
-    settle(&mut a, &mut b, now);
-    assert_eq!(
-        messages_of(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()),
-        vec![103]
-    );
+    send(&mut a, 103..104);
+    shuttle(&mut a, &mut b, now);
+    assert_eq!(received(&mut b), vec![103]);
 }
 
 #[test]

@@ -26,6 +26,55 @@ pub(crate) fn say(line: impl std::fmt::Display) {
     println!("{MARK}{line}");
 }
 
+/// A child subscriber's bookkeeping: checks that sequence numbers arrive in order, each once,
+/// and reports `got N` every `report_every` messages, `bad …` on a gap or duplicate, and
+/// `done T` once exactly the `expect`ed T arrived.
+pub(crate) struct InOrder {
+    /// Messages received so far (the next sequence number due).
+    pub(crate) next: u64,
+    target: Option<u64>,
+    report_every: u64,
+}
+
+impl InOrder {
+    pub(crate) fn new(report_every: u64) -> Self {
+        Self {
+            next: 0,
+            target: None,
+            report_every,
+        }
+    }
+
+    /// Records one received sequence number.
+    pub(crate) fn received(&mut self, seq: u64) {
+        let next = self.next;
+        if seq != next {
+            say(format!("bad got seq {seq} where {next} was due"));
+        }
+        self.next = seq.max(next) + 1;
+        if self.next.is_multiple_of(self.report_every) {
+            say(format!("got {}", self.next));
+        }
+        self.check();
+    }
+
+    /// Answers `done T` once exactly `target` messages are in (now or later).
+    pub(crate) fn expect(&mut self, target: u64) {
+        self.target = Some(target);
+        self.check();
+    }
+
+    fn check(&self) {
+        match self.target {
+            Some(t) if self.next == t => say(format!("done {t}")),
+            Some(t) if self.next > t => {
+                say(format!("bad received {} messages, expected {t}", self.next));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Whether the test should run: false (with a line) when skipped; panics without root.
 pub(crate) fn should_run(test: &str) -> bool {
     if std::env::var(SKIP).is_ok_and(|v| v == "1") {

@@ -240,7 +240,7 @@ impl Session {
                 break;
             };
             bytes += next.payload.len();
-            framed += message_len(&next.payload, &next.correlation) + MESSAGE_OVERHEAD;
+            framed += size;
             let message = BatchMessage {
                 route_id: next.route_id,
                 seq: Some(self.next_seq),
