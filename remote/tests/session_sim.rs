@@ -322,6 +322,15 @@ fn send(a: &mut Session, numbers: std::ops::Range<u64>) {
     }
 }
 
+/// A (epoch 100) and B (epoch 200) after connection 1 carried A's messages 0..5 to B.
+fn acquainted(now: std::time::Instant) -> (Session, Session) {
+    let (mut a, mut b) = by_hand(100, 200);
+    connect(&mut a, &mut b, now, 1);
+    send(&mut a, 0..5);
+    shuttle(&mut a, &mut b, now);
+    (a, b)
+}
+
 /// The numbers of the messages `b` delivered since last asked.
 fn received(b: &mut Session) -> Vec<u64> {
     events(b)
@@ -363,10 +372,7 @@ fn a_new_session_of_a_peer_process_we_resume_takes_our_numbering_from_what_we_st
     // accepted A's, and the new process started a fresh session for A (same epoch 300). A
     // treats epoch 300 as resumed and resends what it holds, which starts well after 1.
     let now = std::time::Instant::now();
-    let (mut a, mut b) = by_hand(100, 200);
-    connect(&mut a, &mut b, now, 1);
-    send(&mut a, 0..5);
-    shuttle(&mut a, &mut b, now);
+    let (mut a, _b) = acquainted(now);
     assert_eq!(a.unacked(), 0, "B acknowledged 0..5");
     a.handle_disconnect(LinkFailure::Transport("restart".into()));
 
@@ -395,10 +401,7 @@ fn a_restarted_publisher_whose_hello_was_lost_resends_everything_once() {
     // messages, but B never gets A's hello before the connection breaks. On the next one B
     // must follow A's new numbering, and A must resend all 3 (B has delivered none of them).
     let now = std::time::Instant::now();
-    let (mut a, mut b) = by_hand(100, 200);
-    connect(&mut a, &mut b, now, 1);
-    send(&mut a, 0..5);
-    shuttle(&mut a, &mut b, now);
+    let (_a, mut b) = acquainted(now);
     assert_eq!(received(&mut b), vec![0, 1, 2, 3, 4]);
     b.handle_disconnect(LinkFailure::Transport("a restarts".into()));
 
