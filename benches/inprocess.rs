@@ -34,9 +34,9 @@ impl dndm::Message for Msg {}
 const QUEUE: usize = 1024;
 const ROUNDS: usize = 5;
 
-fn lossless() -> SubscribeOptions {
+fn lossless(capacity: usize) -> SubscribeOptions {
     SubscribeOptions::default()
-        .capacity(QUEUE)
+        .capacity(capacity)
         .overflow(Overflow::Block)
 }
 
@@ -50,13 +50,13 @@ fn messages_for(size: usize, quick: bool) -> u64 {
 }
 
 /// dndm: one publisher, `fanout` subscribers; returns msgs/s (messages published per second).
-async fn dndm_throughput(size: usize, fanout: usize, n: u64) -> f64 {
+async fn dndm_throughput(size: usize, fanout: usize, n: u64, queue: usize) -> f64 {
     let router = Router::builder()
         .send_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let subs: Vec<_> = (0..fanout)
-        .map(|_| router.subscribe_with::<Msg>("b", lossless()).unwrap())
+        .map(|_| router.subscribe_with::<Msg>("b", lossless(queue)).unwrap())
         .collect();
     let intent = router.publish::<Msg>("b").unwrap();
     let template = vec![7u8; size];
@@ -113,11 +113,17 @@ async fn mpsc_throughput(size: usize, n: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The broadcast ring for a run of `n` messages (every message fits), and the capacity of the
+/// "ring-sized" dndm queues that get the same room.
+fn ring_for(n: u64) -> usize {
+    n.next_power_of_two() as usize
+}
+
 /// Returns (msgs/s, lagged messages summed over receivers).
 async fn broadcast_throughput(size: usize, fanout: usize, n: u64) -> (f64, u64) {
     // Capacity for every message: broadcast has no back-pressure, so this is how it delivers
     // every message to every receiver (its best case: it never waits and never lags).
-    let (tx, _) = broadcast::channel::<Arc<Msg>>(n.next_power_of_two() as usize);
+    let (tx, _) = broadcast::channel::<Arc<Msg>>(ring_for(n));
     let template = vec![7u8; size];
     let consumers: Vec<_> = (0..fanout)
         .map(|_| {
@@ -167,8 +173,8 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 
 async fn dndm_pingpong(n: usize) -> (Duration, Duration) {
     let router = Router::builder().build().unwrap();
-    let mut pings = router.subscribe_with::<Msg>("ping", lossless()).unwrap();
-    let mut pongs = router.subscribe_with::<Msg>("pong", lossless()).unwrap();
+    let mut pings = router.subscribe_with::<Msg>("ping", lossless(QUEUE)).unwrap();
+    let mut pongs = router.subscribe_with::<Msg>("pong", lossless(QUEUE)).unwrap();
     let ping = router.publish::<Msg>("ping").unwrap();
     let pong = router.publish::<Msg>("pong").unwrap();
     let echo = tokio::spawn(async move {
@@ -257,28 +263,33 @@ fn main() {
 
 async fn runtime_main(quick: bool) {
     tokio::spawn(async move {
-        println!("| size | 1→1 dndm | 1→1 mpsc | dndm/mpsc | 1→8 dndm | 1→8 broadcast | dndm/broadcast | broadcast lagged |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| size | 1→1 dndm | 1→1 mpsc | dndm/mpsc | 1→8 dndm | 1→8 dndm, ring-sized queues | 1→8 broadcast | dndm/broadcast | ring-sized/broadcast | broadcast lagged |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for size in [8usize, 1024, 65536] {
             let n = messages_for(size, quick);
-            let (mut d1, mut m1, mut d8, mut b8, mut lag) = (vec![], vec![], vec![], vec![], 0);
+            let (mut d1, mut m1, mut d8, mut r8, mut b8, mut lag) =
+                (vec![], vec![], vec![], vec![], vec![], 0);
             for _ in 0..ROUNDS {
-                d1.push(dndm_throughput(size, 1, n).await);
+                d1.push(dndm_throughput(size, 1, n, QUEUE).await);
                 m1.push(mpsc_throughput(size, n).await);
-                d8.push(dndm_throughput(size, 8, n / 4).await);
+                d8.push(dndm_throughput(size, 8, n / 4, QUEUE).await);
+                r8.push(dndm_throughput(size, 8, n / 4, ring_for(n / 4)).await);
                 let (rate, lagged) = broadcast_throughput(size, 8, n / 4).await;
                 b8.push(rate);
                 lag += lagged;
             }
-            let (d1, m1, d8, b8) = (median(d1), median(m1), median(d8), median(b8));
+            let (d1, m1, d8, r8, b8) =
+                (median(d1), median(m1), median(d8), median(r8), median(b8));
             println!(
-                "| {size} B | {} | {} | {:.2} | {} | {} | {:.2} | {lag} |",
+                "| {size} B | {} | {} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {lag} |",
                 fmt_rate(d1),
                 fmt_rate(m1),
                 d1 / m1,
                 fmt_rate(d8),
+                fmt_rate(r8),
                 fmt_rate(b8),
-                d8 / b8
+                d8 / b8,
+                r8 / b8
             );
         }
         let n = if quick { 20_000 } else { 200_000 };
@@ -299,7 +310,7 @@ async fn runtime_main(quick: bool) {
 #[allow(dead_code)]
 async fn profile_one_to_one() {
     for _ in 0..3 {
-        let rate = dndm_throughput(8, 1, 1_000_000).await;
+        let rate = dndm_throughput(8, 1, 1_000_000, QUEUE).await;
         let mpsc = mpsc_throughput(8, 1_000_000).await;
         println!("1→1 8 B: dndm {} mpsc {}", fmt_rate(rate), fmt_rate(mpsc));
     }
@@ -309,11 +320,13 @@ async fn profile_one_to_one() {
 #[allow(dead_code)]
 async fn profile_fan_out() {
     for _ in 0..3 {
-        let rate = dndm_throughput(8, 8, 250_000).await;
+        let rate = dndm_throughput(8, 8, 250_000, QUEUE).await;
+        let ring = dndm_throughput(8, 8, 250_000, ring_for(250_000)).await;
         let (broadcast, _) = broadcast_throughput(8, 8, 250_000).await;
         println!(
-            "1→8 8 B: dndm {} broadcast {}",
+            "1→8 8 B: dndm {} dndm (queues as broadcast's ring) {} broadcast {}",
             fmt_rate(rate),
+            fmt_rate(ring),
             fmt_rate(broadcast)
         );
     }
