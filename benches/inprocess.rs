@@ -7,7 +7,8 @@
 //!   by the producer (payload cloned from a template) and read by every consumer, for all three
 //!   systems; dndm uses lossless `Block` queues of 1024, mpsc a channel of 1024. broadcast has no
 //!   back-pressure, so it gets a ring as large as the run (its best case: it never waits and no
-//!   receiver lags; lagged messages would be reported) and carries `Arc`s.
+//!   receiver lags; lagged messages would be reported) and carries `Arc`s. 1→8 also runs dndm
+//!   with queues as large as broadcast's ring, so both get the same room.
 //! - Ping-pong round trip (8 B): p50 and p99 over many round trips.
 #![allow(missing_docs, clippy::unwrap_used, unreachable_pub)]
 
