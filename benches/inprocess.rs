@@ -174,8 +174,12 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 
 async fn dndm_pingpong(n: usize) -> (Duration, Duration) {
     let router = Router::builder().build().unwrap();
-    let mut pings = router.subscribe_with::<Msg>("ping", lossless(QUEUE)).unwrap();
-    let mut pongs = router.subscribe_with::<Msg>("pong", lossless(QUEUE)).unwrap();
+    let mut pings = router
+        .subscribe_with::<Msg>("ping", lossless(QUEUE))
+        .unwrap();
+    let mut pongs = router
+        .subscribe_with::<Msg>("pong", lossless(QUEUE))
+        .unwrap();
     let ping = router.publish::<Msg>("ping").unwrap();
     let pong = router.publish::<Msg>("pong").unwrap();
     let echo = tokio::spawn(async move {
