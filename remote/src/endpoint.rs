@@ -180,27 +180,27 @@ impl RemoteConfig {
         };
         let target = |key: &str, text: &String| -> Result<Target, EndpointError> {
             // `<peer id>@<address>` pins the identity expected at a dialed address.
-            if key == "connect"
-                && let Some((peer, address)) = text.split_once('@')
-                && let Ok(peer) = peer.parse::<PeerId>()
-            {
-                let address = address.to_owned();
-                #[cfg(unix)]
-                if let Some(path) = address.strip_prefix("unix:") {
-                    return Ok(Target::pinned(peer, Target::Unix(path.into())));
-                }
-                return address
-                    .parse()
-                    .map(|addr| Target::pinned(peer, Target::Tcp(addr)))
-                    .map_err(|e| bad(key, text, &e));
-            }
+            let (peer, address) = match text.split_once('@') {
+                Some((peer, address)) if key == "connect" => match peer.parse::<PeerId>() {
+                    Ok(peer) => (Some(peer), address),
+                    Err(_) => (None, text.as_str()),
+                },
+                _ => (None, text.as_str()),
+            };
             #[cfg(unix)]
-            if let Some(path) = text.strip_prefix("unix:") {
-                return Ok(Target::Unix(path.into()));
-            }
-            text.parse()
-                .map(Target::Tcp)
-                .map_err(|e| bad(key, text, &e))
+            let unix = address
+                .strip_prefix("unix:")
+                .map(|path| Target::Unix(path.into()));
+            #[cfg(not(unix))]
+            let unix = None;
+            let base = match unix {
+                Some(target) => target,
+                None => Target::Tcp(address.parse().map_err(|e| bad(key, text, &e))?),
+            };
+            Ok(match peer {
+                Some(peer) => Target::pinned(peer, base),
+                None => base,
+            })
         };
         let mut out = Self::default();
         for text in &remote.listen {
@@ -870,14 +870,14 @@ async fn handshake(
     expected: Option<PeerId>,
 ) -> Result<(), HandshakeError> {
     match secure(inner, &mut io, initiator).await {
-        Ok((_, _, peer)) if expected.is_some_and(|e| e != peer) => {
-            handshake_failed(inner);
-            Err(HandshakeError::UnexpectedPeer {
-                expected: expected.unwrap_or(peer),
-                actual: peer,
-            })
-        }
         Ok((channel, rest, peer)) => {
+            if let Some(expected) = expected.filter(|expected| *expected != peer) {
+                handshake_failed(inner);
+                return Err(HandshakeError::UnexpectedPeer {
+                    expected,
+                    actual: peer,
+                });
+            }
             let preferred = initiator == (inner.keypair.peer_id() < peer);
             let handoff = Handoff {
                 io,

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::{SendError, SendErrorKind, WaitError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
+use crate::linker::deliver;
 use crate::queue::{Push, Queue};
 use crate::router::Inner;
 use crate::snapshot::HandleId;
@@ -261,14 +262,8 @@ impl<T: Message> Intent<T> {
                     ..
                 } => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
-                    // Without waiting when there is room (no boxed future per message); a full
-                    // link is waited for. A peer that went away is unlinked by the endpoint;
-                    // nothing to report here.
-                    let sent = match peer.try_send(&self.route, bytes.clone()) {
-                        Err(SinkError::Full) => peer.send(&self.route, bytes).await,
-                        other => other,
-                    };
-                    if let Err(SinkError::Full) = sent {
+                    // A peer that went away is unlinked by the endpoint; nothing to report.
+                    if let Err(SinkError::Full) = deliver(&**peer, &self.route, bytes).await {
                         undelivered += 1;
                     }
                 }

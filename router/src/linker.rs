@@ -147,18 +147,26 @@ impl PeerIntent {
     }
 }
 
+/// Delivers to `sink` without waiting when it has room (no boxed future per message), and
+/// waits only when it is full.
+pub(crate) async fn deliver(
+    sink: &dyn PayloadSink,
+    route: &Route,
+    payload: Bytes,
+) -> Result<(), SinkError> {
+    match sink.try_send(route, payload.clone()) {
+        Err(SinkError::Full) => sink.send(route, payload).await,
+        other => other,
+    }
+}
+
 #[async_trait::async_trait]
 impl PayloadSink for PeerIntent {
     async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
         let sinks = self.sinks.load_full();
         let mut result = Ok(());
         for (_, sink) in sinks.iter() {
-            // Without waiting when there is room (no boxed future per message); a full `Block`
-            // queue is waited for.
-            let sent = match sink.try_send(route, payload.clone()) {
-                Err(SinkError::Full) => sink.send(route, payload.clone()).await,
-                other => other,
-            };
+            let sent = deliver(&**sink, route, payload.clone()).await;
             // A decode error is the peer's fault: report it, the link decides. A local interest
             // that closed meanwhile is being unlinked; not an error.
             if let Err(e @ SinkError::Decode { .. }) = sent {

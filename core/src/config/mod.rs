@@ -632,25 +632,9 @@ impl RemoteConfig {
         } else {
             problems.range("remote.backoff_max_ms", self.backoff_max_ms, 1, MAX_MS);
         }
-        for (index, peer) in self.allow_peers.iter().enumerate() {
-            if let Err(error) = peer.parse::<PeerId>() {
-                problems.invalid(
-                    format!("remote.allow_peers[{index}]"),
-                    quoted(peer),
-                    format!("must be a PeerId: {error}"),
-                );
-            }
-        }
+        check_peer_ids(problems, "remote.allow_peers", &self.allow_peers);
         for (index, rule) in self.acl.iter().enumerate() {
-            for (i, peer) in rule.peers.iter().enumerate() {
-                if let Err(error) = peer.parse::<PeerId>() {
-                    problems.invalid(
-                        format!("remote.acl[{index}].peers[{i}]"),
-                        quoted(peer),
-                        format!("must be a PeerId: {error}"),
-                    );
-                }
-            }
+            check_peer_ids(problems, &format!("remote.acl[{index}].peers"), &rule.peers);
             for (what, patterns) in [("publish", &rule.publish), ("subscribe", &rule.subscribe)] {
                 for (i, pattern) in patterns.iter().enumerate() {
                     if let Err(error) = pattern.parse::<RoutePattern>() {
@@ -836,6 +820,19 @@ impl Problems {
             0 => Ok(()),
             1 => Err(self.0.remove(0)),
             _ => Err(ConfigError::Multiple(self.0)),
+        }
+    }
+}
+
+/// Checks that every entry of the list `field` is a PeerId.
+fn check_peer_ids(problems: &mut Problems, field: &str, peers: &[String]) {
+    for (index, peer) in peers.iter().enumerate() {
+        if let Err(error) = peer.parse::<PeerId>() {
+            problems.invalid(
+                format!("{field}[{index}]"),
+                quoted(peer),
+                format!("must be a PeerId: {error}"),
+            );
         }
     }
 }
