@@ -1,8 +1,8 @@
 //! The publisher handle [`Intent`] and its fan-out.
 
 use std::any::Any;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,12 +15,14 @@ use crate::error::{SendError, SendErrorKind, WaitError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
 use crate::linker::deliver;
 use crate::queue::{Push, Queue};
+use crate::ring::Ring;
 use crate::router::Inner;
 use crate::snapshot::HandleId;
 
-/// Where an intent's messages go.
+/// Where an intent's messages go, besides the ring.
 enum Sink<T> {
-    /// A local interest's queue: gets the `Arc<T>` itself (zero copy).
+    /// A local interest's queue (`DropNewest`, or larger than the ring): gets the `Arc<T>`
+    /// itself (zero copy).
     Local(Arc<Queue<T>>),
     /// A peer's interest: gets the encoded bytes (encoded once per message). Only the
     /// `primary` link of each peer sends: a peer with several matching interests (`a.*` and
@@ -56,6 +58,12 @@ pub(crate) struct IntentShared<T> {
     sinks: ArcSwap<Vec<(HandleId, Sink<T>)>>,
     status: watch::Sender<Status>,
     events: EventHub,
+    /// Local `Block` and `DropOldest` subscribers read from here (made at the first link).
+    ring: OnceLock<Arc<Ring<T>>>,
+    /// The ring's size: the router's default queue capacity (a larger first subscriber's
+    /// capacity wins), rounded up to a power of two.
+    ring_capacity: usize,
+    closed: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
 }
@@ -68,9 +76,13 @@ struct Status {
 }
 
 impl<T: Message> IntentShared<T> {
-    pub(crate) fn new() -> Self {
+    /// A new intent's state; `ring_capacity` is the router's default queue capacity.
+    pub(crate) fn new(ring_capacity: usize) -> Self {
         Self {
             sinks: ArcSwap::from_pointee(Vec::new()),
+            ring: OnceLock::new(),
+            ring_capacity,
+            closed: AtomicBool::new(false),
             status: watch::Sender::new(Status::default()),
             events: EventHub::new(),
             sent: AtomicU64::new(0),
@@ -81,7 +93,7 @@ impl<T: Message> IntentShared<T> {
     fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Sink<T>)>)) {
         let mut sinks = Vec::clone(&self.sinks.load());
         f(&mut sinks);
-        let subscribers = sinks.len();
+        let subscribers = sinks.len() + self.ring.get().map_or(0, |r| r.linked());
         self.sinks.store(Arc::new(sinks));
         self.status.send_modify(|s| s.subscribers = subscribers);
     }
@@ -109,7 +121,15 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool {
         match queue.clone().downcast::<Queue<T>>() {
             Ok(queue) => {
-                self.update(|sinks| sinks.push((interest, Sink::Local(queue))));
+                let ring = self
+                    .ring
+                    .get_or_init(|| Arc::new(Ring::new(self.ring_capacity.max(queue.capacity()))));
+                if ring.fits(&queue) {
+                    ring.link(interest, queue);
+                    self.update(|_| {});
+                } else {
+                    self.update(|sinks| sinks.push((interest, Sink::Local(queue))));
+                }
                 true
             }
             Err(_) => false,
@@ -133,6 +153,10 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     }
 
     fn unlink(&self, interest: HandleId) {
+        if self.ring.get().is_some_and(|r| r.unlink(interest)) {
+            self.update(|_| {});
+            return;
+        }
         self.update(|sinks| {
             let Some(at) = sinks.iter().position(|(id, _)| *id == interest) else {
                 return;
@@ -158,7 +182,11 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     }
 
     fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.sinks.store(Arc::new(Vec::new()));
+        if let Some(ring) = self.ring.get() {
+            ring.unlink_all();
+        }
         self.status.send_modify(|s| {
             s.subscribers = 0;
             s.closed = true;
@@ -222,10 +250,10 @@ impl<T: Message> Intent<T> {
         // waits still yields now and then, so its subscribers get to run.
         std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|c| c.made_progress()))
             .await;
-        let sinks = self.shared.sinks.load();
-        if sinks.is_empty() && self.is_closed() {
+        if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
+        let sinks = self.shared.sinks.load();
         // Pass 1: offer to every local queue without waiting or waking; one fence, then wake
         // the consumers that sleep. Full `Block` queues are remembered for pass 2.
         let mut full: Vec<(&Arc<Queue<T>>, Arc<T>)> = Vec::new();
@@ -236,16 +264,25 @@ impl<T: Message> Intent<T> {
                 full.push((queue, back));
             }
         }
-        fence(Ordering::SeqCst);
-        for (_, sink) in sinks.iter() {
-            if let Sink::Local(queue) = sink {
-                queue.wake_if_parked();
+        if !sinks.is_empty() {
+            fence(Ordering::SeqCst);
+            for (_, sink) in sinks.iter() {
+                if let Sink::Local(queue) = sink {
+                    queue.wake_if_parked();
+                }
             }
         }
-        // Pass 2: wait for full queues (each wakes its own consumer), then peers.
+        // The ring (local `Block` and `DropOldest` subscribers): one write, waiting for room.
         let mut undelivered = 0;
+        let mut deadline = None;
+        if let Some(ring) = self.shared.ring.get() {
+            undelivered += ring
+                .send(message.clone(), self.send_timeout, &mut deadline)
+                .await;
+        }
+        // Pass 2: wait for full queues (each wakes its own consumer), then peers.
         if !full.is_empty() {
-            let deadline = Instant::now() + self.send_timeout;
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.send_timeout);
             for (queue, back) in full {
                 if let Push::Full(_) = queue.push(back, Some(deadline)).await {
                     undelivered += 1;
@@ -283,12 +320,17 @@ impl<T: Message> Intent<T> {
     /// (local or peer) was full (every other subscriber got the message).
     pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
         let message = Arc::new(message);
-        let sinks = self.shared.sinks.load();
-        if sinks.is_empty() && self.is_closed() {
+        if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
+        let sinks = self.shared.sinks.load();
         let mut encoded: Option<Bytes> = None;
         let mut undelivered = 0;
+        if let Some(ring) = self.shared.ring.get()
+            && let Err(back) = ring.offer(message.clone())
+        {
+            undelivered += ring.force(back);
+        }
         for (_, sink) in sinks.iter() {
             let full = match sink {
                 Sink::Local(queue) => matches!(queue.try_push(message.clone()), Push::Full(_)),

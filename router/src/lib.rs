@@ -54,6 +54,7 @@ mod intent;
 mod interest;
 mod linker;
 mod queue;
+mod ring;
 mod router;
 mod service;
 mod snapshot;

@@ -6,9 +6,12 @@
 //! different cores do not contend on a lock. The consumer parks on an [`AtomicWaker`] behind a
 //! `parked` flag (producers touch the waker only when the consumer sleeps); producers blocked by
 //! the `Block` policy park on a [`Notify`]. Every wait is woken by `close`.
+//!
+//! Local intents reach `Block` and `DropOldest` subscribers through their rings instead (see
+//! [`crate::ring`]): the queue then lists the subscriber's cursors, and its receiver reads both.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +21,8 @@ use dndm_core::{Message, Overflow, PayloadSink, Route, SinkError};
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::ring::Cursor;
 
 /// What happened to an item offered to a queue.
 #[derive(Debug)]
@@ -75,6 +80,10 @@ pub(crate) struct Queue<T> {
     closed: AtomicBool,
     produced: CachePadded<ProducerCounters>,
     delivered: CachePadded<AtomicU64>,
+    /// Cursors in local intents' rings; the receiver reads them besides `items`.
+    sources: Mutex<Vec<Arc<Cursor<T>>>>,
+    /// Bumped when `sources` changes, so the receiver refreshes its copy.
+    sources_version: AtomicU64,
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
@@ -101,6 +110,8 @@ impl<T> Queue<T> {
             closed: AtomicBool::new(false),
             produced: CachePadded::new(ProducerCounters::default()),
             delivered: CachePadded::new(AtomicU64::new(0)),
+            sources: Mutex::new(Vec::new()),
+            sources_version: AtomicU64::new(0),
         }
     }
 
@@ -115,9 +126,11 @@ impl<T> Queue<T> {
     /// Queue depth and counters (each read atomically; together they are a close snapshot).
     pub(crate) fn stats(&self) -> (usize, Counters) {
         let p = &self.produced;
-        let len = self.items.len();
+        let (ring_len, ring_dropped) = self.ring_pending();
+        let len = self.items.len() + ring_len as usize;
         let delivered = self.delivered.load(Ordering::Relaxed);
-        let dropped_oldest = p.dropped_oldest.load(Ordering::Relaxed);
+        // Messages a cursor will find dropped count as dropped now, as a queue's would.
+        let dropped_oldest = p.dropped_oldest.load(Ordering::Relaxed) + ring_dropped;
         let counters = Counters {
             accepted: delivered + len as u64 + dropped_oldest,
             delivered,
@@ -128,8 +141,45 @@ impl<T> Queue<T> {
         (len, counters)
     }
 
+    /// Messages waiting, in the queue and in rings.
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.ring_pending().0 as usize
+    }
+
+    /// Messages waiting in rings, and messages the cursors will find dropped.
+    fn ring_pending(&self) -> (u64, u64) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| c.pending())
+            .fold((0, 0), |(l, d), (cl, cd)| (l + cl, d + cd))
+    }
+
+    /// Adds a ring cursor for the receiver to read.
+    pub(crate) fn add_source(&self, cursor: Arc<Cursor<T>>) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.push(cursor);
+        self.sources_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Forgets a cursor that is done.
+    fn remove_source(&self, cursor: &Arc<Cursor<T>>) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|c| !Arc::ptr_eq(c, cursor));
+        self.sources_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts messages a cursor skipped (`DropOldest`, or lapped).
+    pub(crate) fn count_dropped_oldest(&self, n: u64) {
+        self.produced.dropped_oldest.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Wakes the consumer whether or not it sleeps.
+    pub(crate) fn wake(&self) {
+        fence(Ordering::SeqCst);
+        self.parked.store(false, Ordering::Relaxed);
+        self.consumer.wake();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -236,27 +286,6 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Polls for the oldest item; `Ready(None)` when closed and drained.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
-        match self.try_pop() {
-            Ok(item) => return Poll::Ready(Some(item)),
-            Err(true) => return Poll::Ready(None),
-            Err(false) => {}
-        }
-        self.consumer.register(cx.waker());
-        self.parked.store(true, Ordering::Relaxed);
-        // Pairs with the fence in `try_push` and `close`.
-        fence(Ordering::SeqCst);
-        match self.try_pop() {
-            Ok(item) => {
-                self.parked.store(false, Ordering::Relaxed);
-                Poll::Ready(Some(item))
-            }
-            Err(true) => Poll::Ready(None),
-            Err(false) => Poll::Pending,
-        }
-    }
-
     fn popped(&self) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         if self.blocked.load(Ordering::SeqCst) > 0 && self.items.len() <= self.low_water {
@@ -268,43 +297,119 @@ impl<T> Queue<T> {
     /// already queued stay receivable.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        fence(Ordering::SeqCst);
-        self.parked.store(false, Ordering::Relaxed);
-        self.consumer.wake();
+        self.wake();
         self.space.notify_waiters();
+        // Publishers waiting for room in this subscriber's cursors stop counting it.
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        for cursor in sources.iter() {
+            cursor.release_publishers();
+        }
     }
 
-    /// Closes the queue and discards what it holds.
+    /// Closes the queue and discards what it holds (also its cursors, which refer back to it).
     pub(crate) fn close_and_clear(&self) {
         self.close();
         while self.items.pop().is_some() {}
+        let cursors =
+            std::mem::take(&mut *self.sources.lock().unwrap_or_else(PoisonError::into_inner));
+        self.sources_version.fetch_add(1, Ordering::Release);
+        drop(cursors);
     }
 }
 
-/// The consuming end of a [`Queue`], held by the interest.
+/// The consuming end of a [`Queue`] and of its ring cursors, held by the interest.
 pub(crate) struct Receiver<T> {
     queue: Arc<Queue<T>>,
+    /// The queue's cursors as of `version`, each with the position up to which it was last
+    /// seen readable.
+    cursors: Vec<(Arc<Cursor<T>>, u64)>,
+    version: u64,
+    /// Where the next read starts among the cursors, so no publisher starves the others.
+    turn: usize,
 }
 
 impl<T> Receiver<T> {
     pub(crate) fn new(queue: Arc<Queue<T>>) -> Self {
-        Self { queue }
+        Self {
+            queue,
+            cursors: Vec::new(),
+            version: 0,
+            turn: 0,
+        }
     }
 
-    /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
+    /// Takes the oldest item of one source without waiting. `Err(true)` when closed and
+    /// drained.
     pub(crate) fn try_pop(&mut self) -> Result<Arc<T>, bool> {
-        self.queue.try_pop()
+        let version = self.queue.sources_version.load(Ordering::Acquire);
+        if version != self.version {
+            self.version = version;
+            self.cursors = self
+                .queue
+                .sources
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|c| (c.clone(), 0))
+                .collect();
+        }
+        // Sources in turns: the cursors, then the queue (index `n`).
+        let n = self.cursors.len();
+        let mut closed = false;
+        let start = self.turn;
+        for i in 0..=n {
+            let at = (start + i) % (n + 1);
+            self.turn = at + 1;
+            if at == n {
+                match self.queue.try_pop() {
+                    Ok(item) => return Ok(item),
+                    Err(queue_closed) => closed = queue_closed,
+                }
+                continue;
+            }
+            let (cursor, seen) = &mut self.cursors[at];
+            if let Some(item) = cursor.pop(seen) {
+                self.queue.delivered.fetch_add(1, Ordering::Relaxed);
+                return Ok(item);
+            }
+            if cursor.is_done() {
+                let done = cursor.clone();
+                self.queue.remove_source(&done);
+            }
+        }
+        // Closed and drained: every cursor was empty too (nothing is linked after close).
+        Err(closed)
     }
 
     /// Polls for the oldest item; `Ready(None)` when closed and drained. Takes part in tokio's
     /// cooperative budget, like tokio's own channels, so a busy receiver yields now and then.
     pub(crate) fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let polled = self.queue.poll_pop(cx);
+        let polled = self.poll_pop_inner(cx);
         if polled.is_ready() {
             coop.made_progress();
         }
         polled
+    }
+
+    fn poll_pop_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<T>>> {
+        match self.try_pop() {
+            Ok(item) => return Poll::Ready(Some(item)),
+            Err(true) => return Poll::Ready(None),
+            Err(false) => {}
+        }
+        self.queue.consumer.register(cx.waker());
+        self.queue.parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `try_push`, the ring's `write` and `close`.
+        fence(Ordering::SeqCst);
+        match self.try_pop() {
+            Ok(item) => {
+                self.queue.parked.store(false, Ordering::Relaxed);
+                Poll::Ready(Some(item))
+            }
+            Err(true) => Poll::Ready(None),
+            Err(false) => Poll::Pending,
+        }
     }
 
     /// The shared queue.

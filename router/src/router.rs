@@ -315,7 +315,7 @@ impl Router {
         options: PublishOptions,
     ) -> Result<Intent<T>, PublishError> {
         let route = Route::new(&T::type_name(), path)?;
-        let shared = Arc::new(IntentShared::<T>::new());
+        let shared = Arc::new(IntentShared::<T>::new(self.inner.settings.queue_capacity));
         let id = self.inner.next_id();
         {
             let mut linker = self.inner.linker();

@@ -1,0 +1,437 @@
+//! A publisher's ring: how a local intent reaches its local `Block` and `DropOldest`
+//! subscribers.
+//!
+//! Each message is written once into the intent's ring; every such subscriber reads it through
+//! its own [`Cursor`] (a position in the ring, a window of `capacity` messages and the policy).
+//! Compared with pushing an `Arc` into one queue per subscriber, a send touches one slot instead
+//! of one queue per subscriber, subscribers read a slot that stays in shared cache state, and the
+//! ring drops old messages on the publisher's thread.
+//!
+//! Invariants:
+//! - Sequence numbers only grow; slot `seq & mask` holds message `seq` once `tail > seq`, until
+//!   the publisher writes `seq + capacity`.
+//! - A `Block` cursor is never overwritten while it has not read a message: the publisher waits
+//!   (up to its deadline) until every linked `Block` cursor has room in its window, and never
+//!   writes a slot a `Block` cursor has not read (a cursor stuck for a whole ring of timed-out
+//!   sends is the one exception; it then loses its oldest messages, counted as dropped).
+//! - A `DropOldest` cursor never holds the publisher back: a reader more than its window
+//!   behind jumps to the newest `capacity` messages and counts the rest as dropped; one lapped
+//!   while it reads sees another sequence number in the slot and jumps too.
+//! - The cursor set lives under the writer lock, so a send sees a cursor either linked or not.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use dndm_core::Overflow;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::queue::Queue;
+use crate::snapshot::HandleId;
+
+/// Marks a cursor still linked: it reads up to the tail.
+const LINKED: u64 = u64::MAX;
+
+/// One slot: the sequence number of the message it holds.
+struct Slot<T> {
+    seq: u64,
+    value: Option<Arc<T>>,
+}
+
+/// Writer state: the linked cursors and the first sequence number a `Block` cursor has no room
+/// for (cached; recomputed when reached or when the cursor set changed).
+struct Writer<T> {
+    cursors: Vec<(HandleId, Arc<Cursor<T>>)>,
+    limit: u64,
+}
+
+/// The slots and the mask that maps a sequence number to its slot.
+struct Buffer<T> {
+    slots: Box<[RwLock<Slot<T>>]>,
+    mask: u64,
+}
+
+/// The ring of one local intent.
+pub(crate) struct Ring<T> {
+    /// Read-only after creation; on its own cache line, apart from what the publisher writes.
+    buf: CachePadded<Buffer<T>>,
+    /// Next sequence number to write; stored (Release) after the slot is written.
+    tail: CachePadded<AtomicU64>,
+    writer: CachePadded<Mutex<Writer<T>>>,
+    /// Publishers waiting for room in a `Block` cursor.
+    space: Notify,
+    /// Number of publishers waiting on `space`; readers skip the notify when zero.
+    blocked: CachePadded<AtomicUsize>,
+}
+
+impl<T> std::fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.buf.slots.len())
+            .field("tail", &self.tail.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A subscriber's position in a ring.
+pub(crate) struct Cursor<T> {
+    ring: Arc<Ring<T>>,
+    /// The subscriber's queue: its wake-up, closed flag and counters.
+    queue: Arc<Queue<T>>,
+    /// Next sequence number to read. Written by the reader, read by the publisher.
+    next: CachePadded<AtomicU64>,
+    /// The subscriber's capacity.
+    window: u64,
+    block: bool,
+    /// Tail when the cursor was unlinked: it reads up to there and is then done.
+    end: AtomicU64,
+    /// `Block` only: messages a send left out because this subscriber stayed full (ascending).
+    skips: Mutex<VecDeque<u64>>,
+    skip_count: AtomicUsize,
+}
+
+impl<T> std::fmt::Debug for Cursor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("next", &self.next.load(Ordering::Relaxed))
+            .field("window", &self.window)
+            .field("block", &self.block)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
+    // Nothing panics while holding these locks; a poisoned lock still holds consistent data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T> Ring<T> {
+    /// A ring of `capacity` slots, rounded up to a power of two.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.next_power_of_two();
+        Self {
+            buf: CachePadded::new(Buffer {
+                slots: (0..capacity)
+                    .map(|_| {
+                        RwLock::new(Slot {
+                            seq: u64::MAX,
+                            value: None,
+                        })
+                    })
+                    .collect(),
+                mask: capacity as u64 - 1,
+            }),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            writer: CachePadded::new(Mutex::new(Writer {
+                cursors: Vec::new(),
+                limit: 0,
+            })),
+            space: Notify::new(),
+            blocked: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.buf.mask + 1
+    }
+
+    /// Whether a subscriber of this capacity and policy reads through the ring (otherwise it
+    /// gets its own queue): `Block` or `DropOldest`, with a window no larger than the ring.
+    pub(crate) fn fits(&self, queue: &Queue<T>) -> bool {
+        matches!(queue.overflow(), Overflow::Block | Overflow::DropOldest)
+            && (queue.capacity() as u64) <= self.capacity()
+    }
+
+    /// Links a subscriber: it reads every message written from now on.
+    pub(crate) fn link(self: &Arc<Self>, id: HandleId, queue: Arc<Queue<T>>) {
+        let mut writer = lock(&self.writer);
+        let cursor = Arc::new(Cursor {
+            ring: self.clone(),
+            next: CachePadded::new(AtomicU64::new(self.tail.load(Ordering::Relaxed))),
+            window: queue.capacity() as u64,
+            block: queue.overflow() == Overflow::Block,
+            end: AtomicU64::new(LINKED),
+            skips: Mutex::new(VecDeque::new()),
+            skip_count: AtomicUsize::new(0),
+            queue: queue.clone(),
+        });
+        writer.limit = 0;
+        writer.cursors.push((id, cursor.clone()));
+        drop(writer);
+        queue.add_source(cursor);
+    }
+
+    /// Unlinks a subscriber: it still reads what was written before. False if not linked here.
+    pub(crate) fn unlink(&self, id: HandleId) -> bool {
+        let mut writer = lock(&self.writer);
+        let Some(at) = writer.cursors.iter().position(|(c, _)| *c == id) else {
+            return false;
+        };
+        let (_, cursor) = writer.cursors.remove(at);
+        cursor
+            .end
+            .store(self.tail.load(Ordering::Relaxed), Ordering::Release);
+        writer.limit = 0;
+        drop(writer);
+        // The reader may be parked waiting for more; it now sees its end.
+        cursor.queue.wake();
+        // A publisher waiting for this subscriber's room need not wait any more.
+        self.space.notify_waiters();
+        true
+    }
+
+    /// Unlinks every subscriber (the intent closed).
+    pub(crate) fn unlink_all(&self) {
+        let ids: Vec<HandleId> = lock(&self.writer)
+            .cursors
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.unlink(id);
+        }
+    }
+
+    /// Number of linked subscribers.
+    pub(crate) fn linked(&self) -> usize {
+        lock(&self.writer).cursors.len()
+    }
+
+    /// Writes a message for every linked cursor if every `Block` cursor has room; hands the
+    /// message back otherwise.
+    pub(crate) fn offer(&self, message: Arc<T>) -> Result<(), Arc<T>> {
+        let mut writer = lock(&self.writer);
+        if writer.cursors.is_empty() {
+            return Ok(());
+        }
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail >= writer.limit {
+            writer.limit = self.limit(&writer.cursors);
+        }
+        if tail < writer.limit {
+            self.write(&writer, tail, message);
+            Ok(())
+        } else {
+            Err(message)
+        }
+    }
+
+    /// Writes a message without waiting: `Block` cursors without room do not get it. Returns
+    /// how many were left out.
+    pub(crate) fn force(&self, message: Arc<T>) -> usize {
+        let writer = lock(&self.writer);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let left_out = self.skip_full(&writer, tail);
+        self.write(&writer, tail, message);
+        left_out
+    }
+
+    /// Writes a message, waiting up to `timeout` (from the first wait; `deadline` keeps it,
+    /// so one send shares one deadline) for every `Block` cursor to have room. Returns how many
+    /// `Block` subscribers were still full and do not get the message.
+    ///
+    /// # Cancel safety
+    /// Cancelling while waiting loses the message for every cursor.
+    pub(crate) async fn send(
+        &self,
+        mut message: Arc<T>,
+        timeout: Duration,
+        deadline: &mut Option<Instant>,
+    ) -> usize {
+        loop {
+            match self.offer(message) {
+                Ok(()) => return 0,
+                Err(back) => message = back,
+            }
+            let until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+            if Instant::now() >= until {
+                return self.force(message);
+            }
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            // Register before re-checking, so room made after the check wakes us.
+            notified.as_mut().enable();
+            self.blocked.fetch_add(1, Ordering::SeqCst);
+            match self.offer(message) {
+                Ok(()) => {
+                    self.blocked.fetch_sub(1, Ordering::SeqCst);
+                    return 0;
+                }
+                Err(back) => message = back,
+            }
+            // On timeout the next round finds the deadline passed and writes without waiting.
+            let _ = tokio::time::timeout_at(until, notified).await;
+            self.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The first sequence number some linked `Block` cursor has no room for.
+    fn limit(&self, cursors: &[(HandleId, Arc<Cursor<T>>)]) -> u64 {
+        cursors
+            .iter()
+            .filter(|(_, c)| c.block && !c.queue.is_closed())
+            .map(|(_, c)| c.room_until())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Marks message `seq` as left out for every full `Block` cursor; returns how many.
+    fn skip_full(&self, writer: &Writer<T>, seq: u64) -> usize {
+        let mut left_out = 0;
+        for (_, cursor) in &writer.cursors {
+            if cursor.block && !cursor.queue.is_closed() && seq >= cursor.room_until() {
+                // Only while the ring still holds its unread messages; a cursor stuck for a
+                // whole ring is lapped instead and loses its oldest (counted by the reader).
+                if seq < cursor.next.load(Ordering::SeqCst) + self.capacity() {
+                    lock(&cursor.skips).push_back(seq);
+                    cursor.skip_count.fetch_add(1, Ordering::Release);
+                }
+                left_out += 1;
+            }
+        }
+        left_out
+    }
+
+    /// Writes message `seq` (the tail) and wakes the readers that sleep.
+    fn write(&self, writer: &Writer<T>, seq: u64, message: Arc<T>) {
+        let old = {
+            let mut slot = self.buf.slots[(seq & self.buf.mask) as usize]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            slot.seq = seq;
+            slot.value.replace(message)
+        };
+        // Dropped outside the slot lock (the publisher frees old messages, not the readers).
+        drop(old);
+        self.tail.store(seq + 1, Ordering::Release);
+        // Pairs with the fence in the reader's park: either it sees the new tail, or we see it
+        // parked.
+        fence(Ordering::SeqCst);
+        for (_, cursor) in &writer.cursors {
+            cursor.queue.wake_if_parked();
+        }
+    }
+}
+
+impl<T> Cursor<T> {
+    /// The first sequence number this `Block` cursor has no room for: its window plus the
+    /// messages left out for it, and never a whole ring ahead of it.
+    fn room_until(&self) -> u64 {
+        let next = self.next.load(Ordering::SeqCst);
+        let skipped = self.skip_count.load(Ordering::Acquire) as u64;
+        (next + self.window + skipped).min(next + self.ring.capacity())
+    }
+
+    /// The last sequence number (exclusive) this cursor reads now.
+    fn readable_until(&self) -> u64 {
+        self.ring
+            .tail
+            .load(Ordering::Acquire)
+            .min(self.end.load(Ordering::Acquire))
+    }
+
+    /// Whether the cursor was unlinked and has read everything written before.
+    pub(crate) fn is_done(&self) -> bool {
+        let end = self.end.load(Ordering::Acquire);
+        end != LINKED && self.next.load(Ordering::Relaxed) >= end
+    }
+
+    /// Messages waiting for the reader and messages it will find dropped (`DropOldest`).
+    pub(crate) fn pending(&self) -> (u64, u64) {
+        let lag = self
+            .readable_until()
+            .saturating_sub(self.next.load(Ordering::Relaxed));
+        let skipped = self.skip_count.load(Ordering::Relaxed) as u64;
+        let lag = lag.saturating_sub(skipped);
+        if self.block {
+            (lag, 0)
+        } else {
+            (lag.min(self.window), lag.saturating_sub(self.window))
+        }
+    }
+
+    /// Wakes publishers waiting for room (the subscriber closed).
+    pub(crate) fn release_publishers(&self) {
+        self.ring.space.notify_waiters();
+    }
+
+    /// Reads the next message, if any. Only the subscriber's receiver calls this; `seen` is
+    /// its copy of [`Cursor::readable_until`], refreshed only when it has read up to there (so
+    /// a reader does not load the publisher's tail for every message).
+    pub(crate) fn pop(&self, seen: &mut u64) -> Option<Arc<T>> {
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            if next >= *seen {
+                *seen = self.readable_until();
+                if next >= *seen {
+                    return None;
+                }
+            }
+            let until = *seen;
+            if !self.block && until - next > self.window {
+                let dropped = until - self.window - next;
+                self.queue.count_dropped_oldest(dropped);
+                next = until - self.window;
+            }
+            if self.block && self.skip_count.load(Ordering::Acquire) > 0 && self.take_skip(next) {
+                next += 1;
+                self.advance(next);
+                continue;
+            }
+            let slot = self.ring.buf.slots[(next & self.ring.buf.mask) as usize]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.seq == next
+                && let Some(value) = slot.value.clone()
+            {
+                drop(slot);
+                self.advance(next + 1);
+                return Some(value);
+            }
+            let seq = slot.seq;
+            drop(slot);
+            if seq == u64::MAX || seq < next {
+                // Not written yet (cannot happen below the tail); read it next time.
+                return None;
+            }
+            // Lapped while behind: the publisher overwrote it. Skip to what the ring still holds.
+            *seen = self.readable_until();
+            let until = *seen;
+            let resume = (next + 1).max(until.saturating_sub(self.window.min(self.ring.buf.mask)));
+            self.queue.count_dropped_oldest(resume - next);
+            next = resume;
+            self.advance(next);
+        }
+    }
+
+    /// Removes `seq` from the skip list if it is the next skip. Drops stale entries.
+    fn take_skip(&self, seq: u64) -> bool {
+        let mut skips = lock(&self.skips);
+        while let Some(&front) = skips.front() {
+            if front > seq {
+                return false;
+            }
+            skips.pop_front();
+            self.skip_count.fetch_sub(1, Ordering::Release);
+            if front == seq {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Publishes the reader's position; wakes a publisher waiting for room once a quarter of
+    /// the window is free.
+    fn advance(&self, next: u64) {
+        self.next.store(next, Ordering::SeqCst);
+        if self.block && self.ring.blocked.load(Ordering::SeqCst) > 0 {
+            let until = self.readable_until();
+            if until.saturating_sub(next) <= self.window - self.window.div_ceil(4) {
+                self.ring.space.notify_waiters();
+            }
+        }
+    }
+}
