@@ -163,6 +163,14 @@ impl<T> Queue<T> {
         self.sources_version.fetch_add(1, Ordering::Release);
     }
 
+    /// Number of ring cursors the receiver reads.
+    pub(crate) fn source_count(&self) -> usize {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Forgets a cursor that is done.
     fn remove_source(&self, cursor: &Arc<Cursor<T>>) {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);

@@ -35,6 +35,12 @@ use crate::snapshot::HandleId;
 /// Marks a cursor still linked: it reads up to the tail.
 const LINKED: u64 = u64::MAX;
 
+/// Rings one subscriber reads at most; its further publishers push into its queue.
+pub(crate) const MAX_CURSORS: usize = 8;
+
+/// Largest ring: a subscriber with a larger capacity gets its own queue.
+pub(crate) const MAX_RING: usize = 1 << 16;
+
 /// One slot: the sequence number of the message it holds.
 struct Slot<T> {
     seq: u64,
@@ -109,9 +115,9 @@ fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
 }
 
 impl<T> Ring<T> {
-    /// A ring of `capacity` slots, rounded up to a power of two.
+    /// A ring of `capacity` slots, rounded up to a power of two, at most [`MAX_RING`].
     pub(crate) fn new(capacity: usize) -> Self {
-        let capacity = capacity.next_power_of_two();
+        let capacity = capacity.clamp(1, MAX_RING).next_power_of_two();
         Self {
             buf: CachePadded::new(Buffer {
                 slots: (0..capacity)
@@ -138,11 +144,14 @@ impl<T> Ring<T> {
         self.buf.mask + 1
     }
 
-    /// Whether a subscriber of this capacity and policy reads through the ring (otherwise it
-    /// gets its own queue): `Block` or `DropOldest`, with a window no larger than the ring.
+    /// Whether a subscriber reads through the ring (otherwise its own queue gets the
+    /// messages): `Block` or `DropOldest`, with a window no larger than the ring, and fewer than
+    /// [`MAX_CURSORS`] rings read already (a receiver polls each of them when it looks for a
+    /// message).
     pub(crate) fn fits(&self, queue: &Queue<T>) -> bool {
         matches!(queue.overflow(), Overflow::Block | Overflow::DropOldest)
             && (queue.capacity() as u64) <= self.capacity()
+            && queue.source_count() < MAX_CURSORS
     }
 
     /// Links a subscriber: it reads every message written from now on.
@@ -433,5 +442,112 @@ impl<T> Cursor<T> {
                 self.ring.space.notify_waiters();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Receiver;
+
+    fn linked(ring: &Arc<Ring<u64>>, capacity: usize, overflow: Overflow) -> Receiver<u64> {
+        let queue = Arc::new(Queue::new(capacity, overflow));
+        ring.link(HandleId(1), queue.clone());
+        Receiver::new(queue)
+    }
+
+    fn drain(rx: &mut Receiver<u64>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_pop().ok().map(|v| *v)).collect()
+    }
+
+    #[test]
+    fn a_lapped_drop_oldest_reader_skips_to_what_the_ring_holds_and_counts_it() {
+        let ring = Arc::new(Ring::new(4));
+        let mut rx = linked(&ring, 4, Overflow::DropOldest);
+        for seq in 0..2 {
+            assert!(
+                ring.offer(Arc::new(seq)).is_ok(),
+                "DropOldest never holds back"
+            );
+        }
+        // The reader takes one and remembers that two were readable.
+        assert_eq!(*rx.try_pop().unwrap(), 0);
+        for seq in 2..12 {
+            assert!(ring.offer(Arc::new(seq)).is_ok());
+        }
+        // Slot of seq 1 now holds seq 9: lapped. It resumes where no write is about to land.
+        assert_eq!(drain(&mut rx), vec![9, 10, 11]);
+        let (len, counters) = rx.queue().stats();
+        assert_eq!(len, 0);
+        assert_eq!(counters.dropped_oldest, 8, "seqs 1 to 8");
+        assert_eq!(counters.delivered, 4);
+        assert_eq!(counters.accepted, 12, "delivered + dropped");
+    }
+
+    #[test]
+    fn a_full_block_reader_holds_the_writer_back_then_is_left_out_by_force() {
+        let ring = Arc::new(Ring::new(8));
+        let mut rx = linked(&ring, 2, Overflow::Block);
+        assert!(ring.offer(Arc::new(0)).is_ok());
+        assert!(ring.offer(Arc::new(1)).is_ok());
+        let back = ring.offer(Arc::new(2)).unwrap_err();
+        assert_eq!(*back, 2, "no room: the message comes back");
+        assert_eq!(ring.force(back), 1, "the full reader is left out");
+        assert_eq!(ring.force(Arc::new(3)), 1);
+        assert_eq!(rx.queue().len(), 2, "left-out messages are not waiting");
+        assert_eq!(*rx.try_pop().unwrap(), 0);
+        assert!(ring.offer(Arc::new(4)).is_ok(), "room again");
+        assert_eq!(drain(&mut rx), vec![1, 4], "2 and 3 skipped, order kept");
+        assert_eq!(rx.queue().stats().1.dropped_oldest, 0);
+    }
+
+    #[test]
+    fn an_unlinked_reader_reads_what_came_before_then_is_done() {
+        let ring = Arc::new(Ring::new(8));
+        let mut rx = linked(&ring, 8, Overflow::Block);
+        assert!(ring.offer(Arc::new(0)).is_ok());
+        assert!(ring.unlink(HandleId(1)));
+        assert!(!ring.unlink(HandleId(1)), "unlinked once");
+        assert_eq!(ring.linked(), 0);
+        assert!(
+            ring.offer(Arc::new(1)).is_ok(),
+            "no reader: nothing to wait for"
+        );
+        assert_eq!(drain(&mut rx), vec![0]);
+        assert_eq!(rx.queue().source_count(), 0, "a done cursor is forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_waits_for_room_until_the_deadline_and_close_releases_it() {
+        let ring = Arc::new(Ring::new(8));
+        let rx = linked(&ring, 1, Overflow::Block);
+        assert!(ring.offer(Arc::new(0)).is_ok());
+        let timeout = Duration::from_millis(40);
+        let start = Instant::now();
+        let left_out = ring.send(Arc::new(1), timeout, &mut None).await;
+        assert_eq!(left_out, 1);
+        assert_eq!(
+            start.elapsed(),
+            timeout,
+            "waited the timeout (virtual time)"
+        );
+
+        let sender = {
+            let ring = ring.clone();
+            tokio::spawn(async move {
+                ring.send(Arc::new(2), Duration::from_secs(3600), &mut None)
+                    .await
+            })
+        };
+        while ring.blocked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        rx.queue().close();
+        assert_eq!(
+            sender.await.unwrap(),
+            0,
+            "a closed reader holds nobody back"
+        );
+        assert_eq!(start.elapsed(), timeout, "released at once");
     }
 }

@@ -39,6 +39,10 @@ async fn burst_into_drop_oldest_keeps_the_newest_and_counts_the_rest() {
     for seq in 0..BURST {
         intent.send(Reading::new(0, seq)).await.unwrap();
     }
+    // Counted before anything is read, as a queue would.
+    assert_eq!(sub.len(), CAPACITY);
+    assert_eq!(sub.stats().dropped_oldest, BURST - CAPACITY as u64);
+    assert_eq!(sub.stats().accepted, BURST);
     let kept: Vec<u64> = std::iter::from_fn(|| sub.try_recv().ok().map(|r| r.seq)).collect();
     assert_eq!(kept, (BURST - CAPACITY as u64..BURST).collect::<Vec<_>>());
     let stats = sub.stats();
@@ -94,7 +98,7 @@ async fn block_send_times_out_and_hands_the_message_back() {
         .send_timeout(Duration::from_millis(50))
         .build()
         .unwrap();
-    let _full = router
+    let mut full = router
         .subscribe_with::<Reading>(
             "t",
             SubscribeOptions::default()
@@ -120,6 +124,100 @@ async fn block_send_times_out_and_hands_the_message_back() {
     assert_eq!(free.try_recv().unwrap().seq, 2);
     let err = intent.try_send(Reading::new(0, 3)).unwrap_err();
     assert_eq!(err.kind(), SendErrorKind::Full { undelivered: 1 });
+    // The full subscriber missed exactly the two it had no room for, and carries on in order.
+    assert_eq!(full.try_recv().unwrap().seq, 1);
+    intent.send(Reading::new(0, 4)).await.unwrap();
+    assert_eq!(full.try_recv().unwrap().seq, 4);
+    assert_eq!(full.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(free.try_recv().unwrap().seq, 3);
+    assert_eq!(free.try_recv().unwrap().seq, 4);
+}
+
+#[tokio::test]
+async fn messages_sent_before_the_publisher_left_stay_receivable() {
+    let router = router();
+    let mut subs = [Overflow::Block, Overflow::DropOldest, Overflow::DropNewest].map(|overflow| {
+        router
+            .subscribe_with::<Reading>("p", options(overflow))
+            .unwrap()
+    });
+    let intent = router.publish::<Reading>("p").unwrap();
+    for seq in 0..3 {
+        intent.send(Reading::new(0, seq)).await.unwrap();
+    }
+    drop(intent);
+    let later = router.publish::<Reading>("p").unwrap();
+    later.send(Reading::new(1, 0)).await.unwrap();
+    for sub in &mut subs {
+        let mut got: Vec<(u32, u64)> =
+            std::iter::from_fn(|| sub.try_recv().ok().map(|r| (r.publisher, r.seq))).collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![(0, 0), (0, 1), (0, 2), (1, 0)],
+            "{:?}",
+            sub.stats()
+        );
+        assert!(!sub.is_closed());
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_with_many_publishers_gets_them_all_in_order_per_publisher() {
+    const PUBLISHERS: u32 = 12;
+    let router = router();
+    // Room for everything: the first publishers reach it through their rings (a window of
+    // `capacity` each), the rest through its queue (one window shared).
+    let capacity = PUBLISHERS as usize * CAPACITY;
+    let mut sub = router
+        .subscribe_with::<Reading>("many.*", options(Overflow::Block).capacity(capacity))
+        .unwrap();
+    let intents: Vec<_> = (0..PUBLISHERS)
+        .map(|p| router.publish::<Reading>(&format!("many.p{p}")).unwrap())
+        .collect();
+    for seq in 0..CAPACITY as u64 {
+        for (p, intent) in intents.iter().enumerate() {
+            intent.try_send(Reading::new(p as u32, seq)).unwrap();
+        }
+    }
+    let mut next = vec![0u64; PUBLISHERS as usize];
+    for _ in 0..PUBLISHERS as usize * CAPACITY {
+        let r = sub.try_recv().unwrap();
+        assert_eq!(r.seq, next[r.publisher as usize], "in order per publisher");
+        next[r.publisher as usize] += 1;
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(
+        sub.stats().delivered,
+        u64::from(PUBLISHERS) * CAPACITY as u64
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_full_block_subscriber_releases_a_waiting_sender() {
+    let router = router();
+    let full = router
+        .subscribe_with::<Reading>(
+            "d",
+            SubscribeOptions::default()
+                .capacity(1)
+                .overflow(Overflow::Block),
+        )
+        .unwrap();
+    let mut other = router.subscribe::<Reading>("d").unwrap();
+    let intent = router.publish::<Reading>("d").unwrap();
+    intent.send(Reading::new(0, 0)).await.unwrap();
+    let sender = tokio::spawn(async move { intent.send(Reading::new(0, 1)).await.is_ok() });
+    tokio::task::yield_now().await;
+    drop(full);
+    // The send timeout is an hour: the sender ends because the full subscriber went away.
+    let sent = tokio::time::timeout(GUARD, sender)
+        .await
+        .expect("released, not waiting for the send timeout")
+        .unwrap();
+    assert!(sent);
+    assert_eq!(other.try_recv().unwrap().seq, 0);
+    assert_eq!(other.recv().await.unwrap().seq, 1);
 }
 
 #[tokio::test(start_paused = true)]
