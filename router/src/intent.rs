@@ -222,13 +222,13 @@ pub struct Intent<T: Message> {
 impl<T: Message> Intent<T> {
     /// Sends a message to every linked subscriber.
     ///
-    /// Never waits for `DropOldest` and `DropNewest` subscribers; waits up to the send timeout
-    /// for each full `Block` subscriber. A message with no subscriber is dropped (check
-    /// [`Intent::interested`] first when that matters).
+    /// Never waits for `DropOldest` and `DropNewest` subscribers; waits for full local `Block`
+    /// subscribers, up to the send timeout (one deadline for the whole send). A message with no
+    /// subscriber is dropped (check [`Intent::interested`] first when that matters).
     ///
     /// # Cancel safety
-    /// Cancelling while waiting on a full subscriber leaves the message delivered to the
-    /// subscribers before it and not to those after.
+    /// Cancelling while waiting on a full subscriber may leave the message delivered to some
+    /// subscribers and not to others.
     ///
     /// # Errors
     /// [`SendErrorKind::Closed`] when the intent or router is closed;

@@ -34,6 +34,13 @@
 //! `DropOldest` (default: evict the oldest), `DropNewest` (discard the new message), or `Block`
 //! (the publisher waits, up to its send timeout). Drops are counted ([`QueueStats`]).
 //!
+//! In process, a publisher writes each message once into its own ring, and its `Block` and
+//! `DropOldest` subscribers read it from there, each within a window of its capacity: the
+//! capacity then bounds what waits from each local publisher (for the first eight publishers
+//! of a subscriber; the rest, and peers, share its queue). The ring keeps a publisher's last
+//! messages (as many as the router's default queue capacity) alive until newer ones replace
+//! them or the publisher closes.
+//!
 //! # Feature flags
 //!
 //! None.

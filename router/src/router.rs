@@ -260,7 +260,9 @@ impl PublishOptions {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct SubscribeOptions {
-    /// Queue capacity, 1 to [`MAX_QUEUE_CAPACITY`]. Default: the router's.
+    /// Queue capacity, 1 to [`MAX_QUEUE_CAPACITY`]. Default: the router's. For a `Block` or
+    /// `DropOldest` interest, it bounds what waits from each local publisher (see the crate
+    /// docs, "Queues and overflow").
     pub capacity: Option<usize>,
     /// Overflow policy. Default: the router's.
     pub overflow: Option<Overflow>,
