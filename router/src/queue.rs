@@ -321,7 +321,9 @@ impl<T> Queue<T> {
         let cursors =
             std::mem::take(&mut *self.sources.lock().unwrap_or_else(PoisonError::into_inner));
         self.sources_version.fetch_add(1, Ordering::Release);
-        drop(cursors);
+        for cursor in &cursors {
+            cursor.abandon();
+        }
     }
 }
 

@@ -38,6 +38,12 @@ const LINKED: u64 = u64::MAX;
 /// Rings one subscriber reads at most; its further publishers push into its queue.
 pub(crate) const MAX_CURSORS: usize = 8;
 
+/// The publisher looks at how far its readers are every this many sends.
+const SCAN_EVERY: u64 = 32;
+
+/// Messages the publisher drops at most per send (see [`Ring::release_read`]).
+const RELEASE_PER_SEND: u64 = 2;
+
 /// Largest ring: a subscriber with a larger capacity gets its own queue.
 pub(crate) const MAX_RING: usize = 1 << 16;
 
@@ -51,7 +57,14 @@ struct Slot<T> {
 /// for (cached; recomputed when reached or when the cursor set changed).
 struct Writer<T> {
     cursors: Vec<(HandleId, Arc<Cursor<T>>)>,
+    /// Unlinked cursors still reading what came before: nothing they have not read is
+    /// released (they do not hold the publisher back; one a whole lap behind is lapped).
+    draining: Vec<Arc<Cursor<T>>>,
     limit: u64,
+    /// Slots below this sequence number hold no message (released after every reader passed).
+    released: u64,
+    /// Every linked reader had passed this sequence number when last looked at.
+    passed: u64,
 }
 
 /// The slots and the mask that maps a sequence number to its slot.
@@ -133,7 +146,10 @@ impl<T> Ring<T> {
             tail: CachePadded::new(AtomicU64::new(0)),
             writer: CachePadded::new(Mutex::new(Writer {
                 cursors: Vec::new(),
+                draining: Vec::new(),
                 limit: 0,
+                released: 0,
+                passed: 0,
             })),
             space: Notify::new(),
             blocked: CachePadded::new(AtomicUsize::new(0)),
@@ -184,6 +200,8 @@ impl<T> Ring<T> {
             .end
             .store(self.tail.load(Ordering::Relaxed), Ordering::Release);
         writer.limit = 0;
+        writer.draining.retain(|c| !c.is_done());
+        writer.draining.push(cursor.clone());
         drop(writer);
         // The reader may be parked waiting for more; it now sees its end.
         cursor.queue.wake();
@@ -192,7 +210,8 @@ impl<T> Ring<T> {
         true
     }
 
-    /// Unlinks every subscriber (the intent closed).
+    /// Unlinks every subscriber (the intent closed: nothing more is written, so nothing is
+    /// released either, and the ring forgets its cursors, which refer back to it).
     pub(crate) fn unlink_all(&self) {
         let ids: Vec<HandleId> = lock(&self.writer)
             .cursors
@@ -202,6 +221,7 @@ impl<T> Ring<T> {
         for id in ids {
             self.unlink(id);
         }
+        lock(&self.writer).draining.clear();
     }
 
     /// Number of linked subscribers.
@@ -221,7 +241,7 @@ impl<T> Ring<T> {
             writer.limit = self.limit(&writer.cursors);
         }
         if tail < writer.limit {
-            self.write(&writer, tail, message);
+            self.write(&mut writer, tail, message);
             Ok(())
         } else {
             Err(message)
@@ -231,10 +251,10 @@ impl<T> Ring<T> {
     /// Writes a message without waiting: `Block` cursors without room do not get it. Returns
     /// how many were left out.
     pub(crate) fn force(&self, message: Arc<T>) -> usize {
-        let writer = lock(&self.writer);
+        let mut writer = lock(&self.writer);
         let tail = self.tail.load(Ordering::Relaxed);
         let left_out = self.skip_full(&writer, tail);
-        self.write(&writer, tail, message);
+        self.write(&mut writer, tail, message);
         left_out
     }
 
@@ -305,7 +325,12 @@ impl<T> Ring<T> {
     }
 
     /// Writes message `seq` (the tail) and wakes the readers that sleep.
-    fn write(&self, writer: &Writer<T>, seq: u64, message: Arc<T>) {
+    fn write(&self, writer: &mut Writer<T>, seq: u64, message: Arc<T>) {
+        if seq.is_multiple_of(SCAN_EVERY) {
+            writer.draining.retain(|c| !c.is_done());
+            writer.passed = self.passed(writer);
+        }
+        self.release_read(writer);
         let old = {
             let mut slot = self.buf.slots[(seq & self.buf.mask) as usize]
                 .write()
@@ -325,6 +350,46 @@ impl<T> Ring<T> {
     }
 }
 
+impl<T> Ring<T> {
+    /// The smallest position among the readers, linked and draining.
+    fn passed(&self, writer: &Writer<T>) -> u64 {
+        writer
+            .cursors
+            .iter()
+            .map(|(_, c)| c)
+            .chain(&writer.draining)
+            .map(|c| c.next.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or_else(|| self.tail.load(Ordering::Relaxed))
+    }
+
+    /// Drops up to [`RELEASE_PER_SEND`] messages every linked reader has passed, on the
+    /// publisher's thread: the ring does not keep read messages alive for a whole lap, and the
+    /// frees come one or two per send, as the allocations do (glibc's per-thread cache holds
+    /// only a few blocks of a size; freeing in batches spills them to the shared arena).
+    fn release_read(&self, writer: &mut Writer<T>) {
+        // Never more than a lap back: older slots were overwritten already.
+        let passed = writer.passed;
+        let mut seq = writer.released.max(passed.saturating_sub(self.capacity()));
+        let until = passed.min(seq + RELEASE_PER_SEND);
+        while seq < until {
+            let mut slot = self.buf.slots[(seq & self.buf.mask) as usize]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The slot may hold a newer message already (a lap ahead of `seq`): keep that one.
+            let old = if slot.seq < passed {
+                slot.value.take()
+            } else {
+                None
+            };
+            drop(slot);
+            drop(old);
+            seq += 1;
+        }
+        writer.released = writer.released.max(seq);
+    }
+}
+
 impl<T> Cursor<T> {
     /// The first sequence number this `Block` cursor has no room for: its window plus the
     /// messages left out for it, and never a whole ring ahead of it.
@@ -340,6 +405,11 @@ impl<T> Cursor<T> {
             .tail
             .load(Ordering::Acquire)
             .min(self.end.load(Ordering::Acquire))
+    }
+
+    /// The reader is gone: it reads nothing more, and holds nothing back.
+    pub(crate) fn abandon(&self) {
+        self.end.store(0, Ordering::Release);
     }
 
     /// Whether the cursor was unlinked and has read everything written before.
@@ -515,6 +585,40 @@ mod tests {
         );
         assert_eq!(drain(&mut rx), vec![0]);
         assert_eq!(rx.queue().source_count(), 0, "a done cursor is forgotten");
+    }
+
+    #[test]
+    fn the_publisher_releases_read_messages_but_not_what_an_unlinked_reader_still_reads() {
+        let ring = Arc::new(Ring::new(1024));
+        let mut kept = linked(&ring, 8, Overflow::DropOldest);
+        let leaving = Arc::new(Queue::new(8, Overflow::Block));
+        ring.link(HandleId(2), leaving.clone());
+        let mut leaving_rx = Receiver::new(leaving);
+        let first = Arc::new(0);
+        let weak = Arc::downgrade(&first);
+        assert!(ring.offer(first).is_ok());
+        for seq in 1..3 {
+            assert!(ring.offer(Arc::new(seq)).is_ok());
+        }
+        assert!(ring.unlink(HandleId(2)));
+        for seq in 3..3 + 4 * SCAN_EVERY {
+            assert!(ring.offer(Arc::new(seq)).is_ok());
+            drain(&mut kept);
+        }
+        assert_eq!(
+            drain(&mut leaving_rx),
+            vec![0, 1, 2],
+            "unlinked: still reads its own, though the other reader moved on"
+        );
+        assert!(weak.upgrade().is_some(), "not released while unread");
+        for seq in 3 + 4 * SCAN_EVERY..3 + 8 * SCAN_EVERY {
+            assert!(ring.offer(Arc::new(seq)).is_ok());
+            drain(&mut kept);
+        }
+        assert!(
+            weak.upgrade().is_none(),
+            "read by every reader: released long before the ring laps"
+        );
     }
 
     #[tokio::test(start_paused = true)]
