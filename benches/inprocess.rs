@@ -1,7 +1,8 @@
 //! In-process benchmark: dndm's router against tokio `mpsc` and `broadcast` doing the same work,
 //! in one run. Prints a markdown table for `docs/benchmarks.md`.
 //!
-//! `cargo bench --bench inprocess` (add `-- --quick` for a short run).
+//! `cargo bench --bench inprocess` (add `-- --quick` for a short run; `-- --profile`,
+//! `--profile-fanout` or `--profile-pingpong` run one part, for a profiler).
 //!
 //! - 1→1 and 1→8 throughput for 8 B, 1 KiB and 64 KiB payloads. Every message is built fresh
 //!   by the producer (payload cloned from a template) and read by every consumer, for all three
@@ -259,6 +260,10 @@ fn main() {
         runtime.block_on(async { tokio::spawn(profile_one_to_one()).await.unwrap() });
         return;
     }
+    if std::env::args().any(|a| a == "--profile-pingpong") {
+        runtime.block_on(async { tokio::spawn(profile_ping_pong()).await.unwrap() });
+        return;
+    }
     if std::env::args().any(|a| a == "--profile-fanout") {
         runtime.block_on(async { tokio::spawn(profile_fan_out()).await.unwrap() });
         return;
@@ -318,6 +323,20 @@ async fn profile_one_to_one() {
         let rate = dndm_throughput(8, 1, 1_000_000, QUEUE).await;
         let mpsc = mpsc_throughput(8, 1_000_000).await;
         println!("1→1 8 B: dndm {} mpsc {}", fmt_rate(rate), fmt_rate(mpsc));
+    }
+}
+
+/// `--profile-pingpong`: only the ping-pong round trips, dndm and mpsc, for a profiler.
+#[allow(dead_code)]
+async fn profile_ping_pong() {
+    for _ in 0..3 {
+        let (dndm, _) = dndm_pingpong(200_000).await;
+        let (mpsc, _) = mpsc_pingpong(200_000).await;
+        println!(
+            "ping-pong p50: dndm {:.2} µs mpsc {:.2} µs",
+            dndm.as_secs_f64() * 1e6,
+            mpsc.as_secs_f64() * 1e6
+        );
     }
 }
 

@@ -121,9 +121,12 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool {
         match queue.clone().downcast::<Queue<T>>() {
             Ok(queue) => {
-                let ring = self
-                    .ring
-                    .get_or_init(|| Arc::new(Ring::new(self.ring_capacity.max(queue.capacity()))));
+                let ring = self.ring.get_or_init(|| {
+                    Arc::new(Ring::new(
+                        self.ring_capacity.max(queue.capacity()),
+                        |m: &T| m.encoded_len(),
+                    ))
+                });
                 if ring.fits(&queue) {
                     ring.link(interest, queue);
                     self.update(|_| {});

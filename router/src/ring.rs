@@ -41,11 +41,28 @@ pub(crate) const MAX_CURSORS: usize = 8;
 /// The publisher looks at how far its readers are every this many sends.
 const SCAN_EVERY: u64 = 32;
 
+/// Read messages a ring keeps alive at most, in bytes (see `Writer::keep`).
+const RETAIN_BYTES: usize = 1 << 20;
+
 /// Messages the publisher drops at most per send (see [`Ring::release_read`]).
 const RELEASE_PER_SEND: u64 = 2;
 
 /// Largest ring: a subscriber with a larger capacity gets its own queue.
 pub(crate) const MAX_RING: usize = 1 << 16;
+
+/// A slot and, outside its lock, the sequence number last written to it (stored after the
+/// write), so a reader can see without taking the lock whether its next message is there.
+struct SlotCell<T> {
+    stamp: AtomicU64,
+    slot: RwLock<Slot<T>>,
+}
+
+impl<T> std::ops::Deref for SlotCell<T> {
+    type Target = RwLock<Slot<T>>;
+    fn deref(&self) -> &Self::Target {
+        &self.slot
+    }
+}
 
 /// One slot: the sequence number of the message it holds.
 struct Slot<T> {
@@ -65,11 +82,15 @@ struct Writer<T> {
     released: u64,
     /// Every linked reader had passed this sequence number when last looked at.
     passed: u64,
+    /// Read messages the ring may keep behind the tail: about [`RETAIN_BYTES`] of them, by the
+    /// size of a recent message (the whole ring for small messages, whose early release costs
+    /// more than it saves).
+    keep: u64,
 }
 
 /// The slots and the mask that maps a sequence number to its slot.
 struct Buffer<T> {
-    slots: Box<[RwLock<Slot<T>>]>,
+    slots: Box<[SlotCell<T>]>,
     mask: u64,
 }
 
@@ -82,6 +103,8 @@ pub(crate) struct Ring<T> {
     writer: CachePadded<Mutex<Writer<T>>>,
     /// Publishers waiting for room in a `Block` cursor.
     space: Notify,
+    /// A message's size in bytes (its encoded length), sampled to size `Writer::keep`.
+    size_of: fn(&T) -> usize,
     /// Number of publishers waiting on `space`; readers skip the notify when zero.
     blocked: CachePadded<AtomicUsize>,
 }
@@ -128,17 +151,19 @@ fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
 }
 
 impl<T> Ring<T> {
-    /// A ring of `capacity` slots, rounded up to a power of two, at most [`MAX_RING`].
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A ring of `capacity` slots, rounded up to a power of two, at most [`MAX_RING`];
+    /// `size_of` tells a message's size in bytes.
+    pub(crate) fn new(capacity: usize, size_of: fn(&T) -> usize) -> Self {
         let capacity = capacity.clamp(1, MAX_RING).next_power_of_two();
         Self {
             buf: CachePadded::new(Buffer {
                 slots: (0..capacity)
-                    .map(|_| {
-                        RwLock::new(Slot {
+                    .map(|_| SlotCell {
+                        stamp: AtomicU64::new(u64::MAX),
+                        slot: RwLock::new(Slot {
                             seq: u64::MAX,
                             value: None,
-                        })
+                        }),
                     })
                     .collect(),
                 mask: capacity as u64 - 1,
@@ -150,8 +175,10 @@ impl<T> Ring<T> {
                 limit: 0,
                 released: 0,
                 passed: 0,
+                keep: capacity as u64,
             })),
             space: Notify::new(),
+            size_of,
             blocked: CachePadded::new(AtomicUsize::new(0)),
         }
     }
@@ -329,15 +356,17 @@ impl<T> Ring<T> {
         if seq.is_multiple_of(SCAN_EVERY) {
             writer.draining.retain(|c| !c.is_done());
             writer.passed = self.passed(writer);
+            let size = (self.size_of)(&message).max(1);
+            writer.keep = (RETAIN_BYTES / size).min(self.buf.slots.len()) as u64;
         }
-        self.release_read(writer);
+        self.release_read(writer, seq);
+        let cell = &self.buf.slots[(seq & self.buf.mask) as usize];
         let old = {
-            let mut slot = self.buf.slots[(seq & self.buf.mask) as usize]
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut slot = cell.write().unwrap_or_else(PoisonError::into_inner);
             slot.seq = seq;
             slot.value.replace(message)
         };
+        cell.stamp.store(seq, Ordering::Release);
         // Dropped outside the slot lock (the publisher frees old messages, not the readers).
         drop(old);
         self.tail.store(seq + 1, Ordering::Release);
@@ -367,9 +396,9 @@ impl<T> Ring<T> {
     /// publisher's thread: the ring does not keep read messages alive for a whole lap, and the
     /// frees come one or two per send, as the allocations do (glibc's per-thread cache holds
     /// only a few blocks of a size; freeing in batches spills them to the shared arena).
-    fn release_read(&self, writer: &mut Writer<T>) {
+    fn release_read(&self, writer: &mut Writer<T>, tail: u64) {
+        let passed = writer.passed.min(tail.saturating_sub(writer.keep));
         // Never more than a lap back: older slots were overwritten already.
-        let passed = writer.passed;
         let mut seq = writer.released.max(passed.saturating_sub(self.capacity()));
         let until = passed.min(seq + RELEASE_PER_SEND);
         while seq < until {
@@ -443,37 +472,51 @@ impl<T> Cursor<T> {
     pub(crate) fn pop(&self, seen: &mut u64) -> Option<Arc<T>> {
         let mut next = self.next.load(Ordering::Relaxed);
         loop {
-            if next >= *seen {
-                *seen = self.readable_until();
-                if next >= *seen {
+            if self.block {
+                // A `Block` reader is never overtaken (but see the lapped case below): the
+                // slot itself tells whether message `next` is there, no need to load the tail.
+                if next >= self.end.load(Ordering::Acquire) {
                     return None;
                 }
+            } else {
+                if next >= *seen {
+                    *seen = self.readable_until();
+                    if next >= *seen {
+                        return None;
+                    }
+                }
+                let until = *seen;
+                if until - next > self.window {
+                    let dropped = until - self.window - next;
+                    self.queue.count_dropped_oldest(dropped);
+                    next = until - self.window;
+                }
             }
-            let until = *seen;
-            if !self.block && until - next > self.window {
-                let dropped = until - self.window - next;
-                self.queue.count_dropped_oldest(dropped);
-                next = until - self.window;
+            let cell = &self.ring.buf.slots[(next & self.ring.buf.mask) as usize];
+            let stamp = cell.stamp.load(Ordering::Acquire);
+            if stamp == u64::MAX || stamp < next {
+                // Not written yet.
+                return None;
             }
-            if self.block && self.skip_count.load(Ordering::Acquire) > 0 && self.take_skip(next) {
-                next += 1;
-                self.advance(next);
-                continue;
-            }
-            let slot = self.ring.buf.slots[(next & self.ring.buf.mask) as usize]
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let slot = cell.read().unwrap_or_else(PoisonError::into_inner);
             if slot.seq == next
                 && let Some(value) = slot.value.clone()
             {
                 drop(slot);
+                // Checked after the slot: a skip is recorded before its message is written.
+                if self.block && self.skip_count.load(Ordering::Acquire) > 0 && self.take_skip(next)
+                {
+                    next += 1;
+                    self.advance(next);
+                    continue;
+                }
                 self.advance(next + 1);
                 return Some(value);
             }
             let seq = slot.seq;
             drop(slot);
             if seq == u64::MAX || seq < next {
-                // Not written yet (cannot happen below the tail); read it next time.
+                // Not written yet.
                 return None;
             }
             // Lapped while behind: the publisher overwrote it. Skip to what the ring still holds.
@@ -532,7 +575,7 @@ mod tests {
 
     #[test]
     fn a_lapped_drop_oldest_reader_skips_to_what_the_ring_holds_and_counts_it() {
-        let ring = Arc::new(Ring::new(4));
+        let ring = Arc::new(Ring::new(4, |_| 8));
         let mut rx = linked(&ring, 4, Overflow::DropOldest);
         for seq in 0..2 {
             assert!(
@@ -556,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_full_block_reader_holds_the_writer_back_then_is_left_out_by_force() {
-        let ring = Arc::new(Ring::new(8));
+        let ring = Arc::new(Ring::new(8, |_| 8));
         let mut rx = linked(&ring, 2, Overflow::Block);
         assert!(ring.offer(Arc::new(0)).is_ok());
         assert!(ring.offer(Arc::new(1)).is_ok());
@@ -573,7 +616,7 @@ mod tests {
 
     #[test]
     fn an_unlinked_reader_reads_what_came_before_then_is_done() {
-        let ring = Arc::new(Ring::new(8));
+        let ring = Arc::new(Ring::new(8, |_| 8));
         let mut rx = linked(&ring, 8, Overflow::Block);
         assert!(ring.offer(Arc::new(0)).is_ok());
         assert!(ring.unlink(HandleId(1)));
@@ -589,7 +632,7 @@ mod tests {
 
     #[test]
     fn the_publisher_releases_read_messages_but_not_what_an_unlinked_reader_still_reads() {
-        let ring = Arc::new(Ring::new(1024));
+        let ring = Arc::new(Ring::new(1024, |_| RETAIN_BYTES / 16));
         let mut kept = linked(&ring, 8, Overflow::DropOldest);
         let leaving = Arc::new(Queue::new(8, Overflow::Block));
         ring.link(HandleId(2), leaving.clone());
@@ -623,7 +666,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_send_waits_for_room_until_the_deadline_and_close_releases_it() {
-        let ring = Arc::new(Ring::new(8));
+        let ring = Arc::new(Ring::new(8, |_| 8));
         let rx = linked(&ring, 1, Overflow::Block);
         assert!(ring.offer(Arc::new(0)).is_ok());
         let timeout = Duration::from_millis(40);
