@@ -37,9 +37,9 @@
 //! In process, a publisher writes each message once into its own ring, and its `Block` and
 //! `DropOldest` subscribers read it from there, each within a window of its capacity: the
 //! capacity then bounds what waits from each local publisher (for the first eight publishers
-//! of a subscriber; the rest, and peers, share its queue). The ring keeps a publisher's last
-//! messages (as many as the router's default queue capacity) alive until newer ones replace
-//! them or the publisher closes.
+//! of a subscriber; the rest, and peers, share its queue). The ring may keep messages its
+//! subscribers have read alive for a while (about 1 MiB of them, or a lap of the ring for small
+//! messages) until newer ones replace them or the publisher closes.
 //!
 //! # Feature flags
 //!
