@@ -47,8 +47,12 @@ const RETAIN_BYTES: usize = 1 << 20;
 /// Messages the publisher drops at most per send (see [`Ring::release_read`]).
 const RELEASE_PER_SEND: u64 = 2;
 
-/// Largest ring: a subscriber with a larger capacity gets its own queue.
-pub(crate) const MAX_RING: usize = 1 << 16;
+/// Largest ring (the largest queue capacity a router accepts).
+pub(crate) const MAX_RING: usize = crate::router::MAX_QUEUE_CAPACITY;
+
+/// Bytes a message takes besides its encoded length (the `Arc`, the struct, its allocations),
+/// roughly, for sizing `Writer::keep`.
+const MESSAGE_OVERHEAD: usize = 64;
 
 /// A slot and, outside its lock, the sequence number last written to it (stored after the
 /// write), so a reader can see without taking the lock whether its next message is there.
@@ -356,7 +360,7 @@ impl<T> Ring<T> {
         if seq.is_multiple_of(SCAN_EVERY) {
             writer.draining.retain(|c| !c.is_done());
             writer.passed = self.passed(writer);
-            let size = (self.size_of)(&message).max(1);
+            let size = (self.size_of)(&message) + MESSAGE_OVERHEAD;
             writer.keep = (RETAIN_BYTES / size).min(self.buf.slots.len()) as u64;
         }
         self.release_read(writer, seq);
