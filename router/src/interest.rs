@@ -187,7 +187,9 @@ impl<T: Message> Interest<T> {
     }
 
     /// Unlinks the interest everywhere and wakes a waiting receiver, which gets the queued
-    /// messages and then [`RecvError::Closed`].
+    /// messages and then [`RecvError::Closed`]. (Messages waiting in a local publisher's ring
+    /// stay receivable until that publisher has written a whole ring more; older ones are then
+    /// counted as dropped.)
     pub fn close(&self) {
         self.router.remove_handle(self.id);
     }

@@ -22,7 +22,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::ring::Cursor;
+use crate::ring::{Cursor, Waiting};
 
 /// What happened to an item offered to a queue.
 #[derive(Debug)]
@@ -258,13 +258,10 @@ impl<T> Queue<T> {
             tokio::pin!(notified);
             // Register before re-checking, so a pop between the check and the wait wakes us.
             notified.as_mut().enable();
-            self.blocked.fetch_add(1, Ordering::SeqCst);
+            let waiting = Waiting::new(&self.blocked);
             let full = match self.try_push(item) {
                 Push::Full(back) => back,
-                other => {
-                    self.blocked.fetch_sub(1, Ordering::SeqCst);
-                    return other;
-                }
+                other => return other,
             };
             let timed_out = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_err(),
@@ -273,7 +270,7 @@ impl<T> Queue<T> {
                     false
                 }
             };
-            self.blocked.fetch_sub(1, Ordering::SeqCst);
+            drop(waiting);
             if timed_out {
                 // Wake-ups come in batches: make sure no space went unnoticed.
                 return self.try_push(full);
@@ -363,17 +360,18 @@ impl<T> Receiver<T> {
                 .map(|c| (c.clone(), 0))
                 .collect();
         }
+        // Read before looking at any source: the queue closes only after its cursors were
+        // unlinked, so if it was closed already, empty sources stay empty.
+        let closed = self.queue.is_closed();
         // Sources in turns: the cursors, then the queue (index `n`).
         let n = self.cursors.len();
-        let mut closed = false;
         let start = self.turn;
         for i in 0..=n {
             let at = (start + i) % (n + 1);
             self.turn = at + 1;
             if at == n {
-                match self.queue.try_pop() {
-                    Ok(item) => return Ok(item),
-                    Err(queue_closed) => closed = queue_closed,
+                if let Ok(item) = self.queue.try_pop() {
+                    return Ok(item);
                 }
                 continue;
             }
@@ -387,7 +385,6 @@ impl<T> Receiver<T> {
                 self.queue.remove_source(&done);
             }
         }
-        // Closed and drained: every cursor was empty too (nothing is linked after close).
         Err(closed)
     }
 

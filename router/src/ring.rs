@@ -68,6 +68,42 @@ impl<T> std::ops::Deref for SlotCell<T> {
     }
 }
 
+/// Messages a write replaced or released: up to [`RELEASE_PER_SEND`] plus the overwritten one.
+struct Freed<T>([Option<Arc<T>>; RELEASE_PER_SEND as usize + 1], usize);
+
+impl<T> Default for Freed<T> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| None), 0)
+    }
+}
+
+impl<T> Freed<T> {
+    fn push(&mut self, message: Option<Arc<T>>) {
+        if let Some(slot) = self.0.get_mut(self.1) {
+            *slot = message;
+            self.1 += 1;
+        }
+    }
+}
+
+/// Counts a publisher waiting for room for as long as it lives, so a cancelled wait does not
+/// leave the count raised.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more waiter (`SeqCst`: pairs with the readers' check after they make room).
+    pub(crate) fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One slot: the sequence number of the message it holds.
 struct Slot<T> {
     seq: u64,
@@ -216,7 +252,8 @@ impl<T> Ring<T> {
         });
         writer.limit = 0;
         writer.cursors.push((id, cursor.clone()));
-        drop(writer);
+        // Under the writer lock: a message written once the cursor is linked must find the
+        // receiver knowing about it, or the wake-up for it would be lost.
         queue.add_source(cursor);
     }
 
@@ -272,7 +309,9 @@ impl<T> Ring<T> {
             writer.limit = self.limit(&writer.cursors);
         }
         if tail < writer.limit {
-            self.write(&mut writer, tail, message);
+            let freed = self.write(&mut writer, tail, message);
+            drop(writer);
+            drop(freed);
             Ok(())
         } else {
             Err(message)
@@ -283,9 +322,16 @@ impl<T> Ring<T> {
     /// how many were left out.
     pub(crate) fn force(&self, message: Arc<T>) -> usize {
         let mut writer = lock(&self.writer);
+        if writer.cursors.is_empty() {
+            // Unlinked meanwhile (maybe closed): nobody to write for, and a write could release
+            // what draining readers have not read.
+            return 0;
+        }
         let tail = self.tail.load(Ordering::Relaxed);
         let left_out = self.skip_full(&writer, tail);
-        self.write(&mut writer, tail, message);
+        let freed = self.write(&mut writer, tail, message);
+        drop(writer);
+        drop(freed);
         left_out
     }
 
@@ -314,17 +360,13 @@ impl<T> Ring<T> {
             tokio::pin!(notified);
             // Register before re-checking, so room made after the check wakes us.
             notified.as_mut().enable();
-            self.blocked.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting::new(&self.blocked);
             match self.offer(message) {
-                Ok(()) => {
-                    self.blocked.fetch_sub(1, Ordering::SeqCst);
-                    return 0;
-                }
+                Ok(()) => return 0,
                 Err(back) => message = back,
             }
             // On timeout the next round finds the deadline passed and writes without waiting.
             let _ = tokio::time::timeout_at(until, notified).await;
-            self.blocked.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -345,25 +387,29 @@ impl<T> Ring<T> {
             if cursor.block && !cursor.queue.is_closed() && seq >= cursor.room_until() {
                 // Only while the ring still holds its unread messages; a cursor stuck for a
                 // whole ring is lapped instead and loses its oldest (counted by the reader).
+                // (It may then still read this message: not counted as left out.)
                 if seq < cursor.next.load(Ordering::SeqCst) + self.capacity() {
                     lock(&cursor.skips).push_back(seq);
                     cursor.skip_count.fetch_add(1, Ordering::Release);
+                    left_out += 1;
                 }
-                left_out += 1;
             }
         }
         left_out
     }
 
-    /// Writes message `seq` (the tail) and wakes the readers that sleep.
-    fn write(&self, writer: &mut Writer<T>, seq: u64, message: Arc<T>) {
+    /// Writes message `seq` (the tail) and wakes the readers that sleep. Returns the messages
+    /// it replaced or released, for the caller to drop after unlocking (a message's destructor
+    /// never runs under the writer lock).
+    #[must_use]
+    fn write(&self, writer: &mut Writer<T>, seq: u64, message: Arc<T>) -> Freed<T> {
         if seq.is_multiple_of(SCAN_EVERY) {
             writer.draining.retain(|c| !c.is_done());
             writer.passed = self.passed(writer);
             let size = (self.size_of)(&message) + MESSAGE_OVERHEAD;
             writer.keep = (RETAIN_BYTES / size).min(self.buf.slots.len()) as u64;
         }
-        self.release_read(writer, seq);
+        let mut freed = self.release_read(writer, seq);
         let cell = &self.buf.slots[(seq & self.buf.mask) as usize];
         let old = {
             let mut slot = cell.write().unwrap_or_else(PoisonError::into_inner);
@@ -371,8 +417,8 @@ impl<T> Ring<T> {
             slot.value.replace(message)
         };
         cell.stamp.store(seq, Ordering::Release);
-        // Dropped outside the slot lock (the publisher frees old messages, not the readers).
-        drop(old);
+        // The publisher frees old messages, not the readers.
+        freed.push(old);
         self.tail.store(seq + 1, Ordering::Release);
         // Pairs with the fence in the reader's park: either it sees the new tail, or we see it
         // parked.
@@ -380,6 +426,7 @@ impl<T> Ring<T> {
         for (_, cursor) in &writer.cursors {
             cursor.queue.wake_if_parked();
         }
+        freed
     }
 }
 
@@ -400,7 +447,8 @@ impl<T> Ring<T> {
     /// publisher's thread: the ring does not keep read messages alive for a whole lap, and the
     /// frees come one or two per send, as the allocations do (glibc's per-thread cache holds
     /// only a few blocks of a size; freeing in batches spills them to the shared arena).
-    fn release_read(&self, writer: &mut Writer<T>, tail: u64) {
+    fn release_read(&self, writer: &mut Writer<T>, tail: u64) -> Freed<T> {
+        let mut freed = Freed::default();
         let passed = writer.passed.min(tail.saturating_sub(writer.keep));
         // Never more than a lap back: older slots were overwritten already.
         let mut seq = writer.released.max(passed.saturating_sub(self.capacity()));
@@ -416,10 +464,11 @@ impl<T> Ring<T> {
                 None
             };
             drop(slot);
-            drop(old);
+            freed.push(old);
             seq += 1;
         }
         writer.released = writer.released.max(seq);
+        freed
     }
 }
 
@@ -527,10 +576,26 @@ impl<T> Cursor<T> {
             *seen = self.readable_until();
             let until = *seen;
             let resume = (next + 1).max(until.saturating_sub(self.window.min(self.ring.buf.mask)));
-            self.queue.count_dropped_oldest(resume - next);
+            // Messages left out for this reader were reported to the publisher already.
+            let skipped = self.forget_skips_below(resume);
+            self.queue
+                .count_dropped_oldest((resume - next).saturating_sub(skipped));
             next = resume;
             self.advance(next);
         }
+    }
+
+    /// Removes the skips below `seq`; returns how many.
+    fn forget_skips_below(&self, seq: u64) -> u64 {
+        if self.skip_count.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut skips = lock(&self.skips);
+        let before = skips.len();
+        skips.retain(|&s| s >= seq);
+        let removed = before - skips.len();
+        self.skip_count.fetch_sub(removed, Ordering::Release);
+        removed as u64
     }
 
     /// Removes `seq` from the skip list if it is the next skip. Drops stale entries.
@@ -666,6 +731,42 @@ mod tests {
             weak.upgrade().is_none(),
             "read by every reader: released long before the ring laps"
         );
+    }
+
+    #[test]
+    fn force_without_readers_writes_nothing() {
+        let ring = Arc::new(Ring::new(8, |_| 8));
+        let rx = linked(&ring, 1, Overflow::Block);
+        assert!(ring.offer(Arc::new(0)).is_ok());
+        let back = ring.offer(Arc::new(1)).unwrap_err();
+        ring.unlink_all();
+        assert_eq!(ring.force(back), 0);
+        assert_eq!(
+            ring.tail.load(Ordering::Relaxed),
+            1,
+            "nothing written after close"
+        );
+        drop(rx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_is_no_longer_counted() {
+        let ring = Arc::new(Ring::new(8, |_| 8));
+        let _rx = linked(&ring, 1, Overflow::Block);
+        assert!(ring.offer(Arc::new(0)).is_ok());
+        let sender = {
+            let ring = ring.clone();
+            tokio::spawn(async move {
+                ring.send(Arc::new(1), Duration::from_secs(3600), &mut None)
+                    .await
+            })
+        };
+        while ring.blocked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        sender.abort();
+        assert!(sender.await.unwrap_err().is_cancelled());
+        assert_eq!(ring.blocked.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]
