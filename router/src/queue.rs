@@ -327,9 +327,8 @@ impl<T> Queue<T> {
 /// The consuming end of a [`Queue`] and of its ring cursors, held by the interest.
 pub(crate) struct Receiver<T> {
     queue: Arc<Queue<T>>,
-    /// The queue's cursors as of `version`, each with the position up to which it was last
-    /// seen readable.
-    cursors: Vec<(Arc<Cursor<T>>, u64)>,
+    /// The queue's cursors as of `version`.
+    cursors: Vec<Arc<Cursor<T>>>,
     version: u64,
     /// Where the next read starts among the cursors, so no publisher starves the others.
     turn: usize,
@@ -356,9 +355,7 @@ impl<T> Receiver<T> {
                 .sources
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|c| (c.clone(), 0))
-                .collect();
+                .clone();
         }
         // Read before looking at any source: the queue closes only after its cursors were
         // unlinked, so if it was closed already, empty sources stay empty.
@@ -375,8 +372,8 @@ impl<T> Receiver<T> {
                 }
                 continue;
             }
-            let (cursor, seen) = &mut self.cursors[at];
-            if let Some(item) = cursor.pop(seen) {
+            let cursor = &self.cursors[at];
+            if let Some(item) = cursor.pop() {
                 self.queue.delivered.fetch_add(1, Ordering::Relaxed);
                 return Ok(item);
             }

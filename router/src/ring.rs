@@ -519,33 +519,32 @@ impl<T> Cursor<T> {
         self.ring.space.notify_waiters();
     }
 
-    /// Reads the next message, if any. Only the subscriber's receiver calls this; `seen` is
-    /// its copy of [`Cursor::readable_until`], refreshed only when it has read up to there (so
-    /// a reader does not load the publisher's tail for every message).
-    pub(crate) fn pop(&self, seen: &mut u64) -> Option<Arc<T>> {
+    /// Reads the next message, if any. Only the subscriber's receiver calls this.
+    ///
+    /// Neither policy loads the publisher's tail (a cache line written on every send) in the
+    /// common case: the stamp of slot `next` says whether message `next` is there, and for
+    /// `DropOldest` the stamp of slot `next + window` says whether the reader fell behind.
+    pub(crate) fn pop(&self) -> Option<Arc<T>> {
         let mut next = self.next.load(Ordering::Relaxed);
+        let slots = &self.ring.buf.slots;
+        let mask = self.ring.buf.mask;
         loop {
-            if self.block {
-                // A `Block` reader is never overtaken (but see the lapped case below): the
-                // slot itself tells whether message `next` is there, no need to load the tail.
-                if next >= self.end.load(Ordering::Acquire) {
-                    return None;
-                }
-            } else {
-                if next >= *seen {
-                    *seen = self.readable_until();
-                    if next >= *seen {
-                        return None;
+            if next >= self.end.load(Ordering::Acquire) {
+                return None;
+            }
+            if !self.block {
+                let ahead = next + self.window;
+                let stamp = slots[(ahead & mask) as usize].stamp.load(Ordering::Acquire);
+                if stamp != u64::MAX && stamp >= ahead {
+                    // Message `next + window` exists: more than a window behind.
+                    let until = self.readable_until();
+                    if until - next > self.window {
+                        self.queue.count_dropped_oldest(until - self.window - next);
+                        next = until - self.window;
                     }
                 }
-                let until = *seen;
-                if until - next > self.window {
-                    let dropped = until - self.window - next;
-                    self.queue.count_dropped_oldest(dropped);
-                    next = until - self.window;
-                }
             }
-            let cell = &self.ring.buf.slots[(next & self.ring.buf.mask) as usize];
+            let cell = &slots[(next & mask) as usize];
             let stamp = cell.stamp.load(Ordering::Acquire);
             if stamp == u64::MAX || stamp < next {
                 // Not written yet.
@@ -573,9 +572,8 @@ impl<T> Cursor<T> {
                 return None;
             }
             // Lapped while behind: the publisher overwrote it. Skip to what the ring still holds.
-            *seen = self.readable_until();
-            let until = *seen;
-            let resume = (next + 1).max(until.saturating_sub(self.window.min(self.ring.buf.mask)));
+            let until = self.readable_until();
+            let resume = (next + 1).max(until.saturating_sub(self.window.min(mask)));
             // Messages left out for this reader were reported to the publisher already.
             let skipped = self.forget_skips_below(resume);
             self.queue
@@ -643,7 +641,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lapped_drop_oldest_reader_skips_to_what_the_ring_holds_and_counts_it() {
+    fn a_drop_oldest_reader_lapped_between_reads_gets_the_newest_window_and_counts_the_rest() {
         let ring = Arc::new(Ring::new(4, |_| 8));
         let mut rx = linked(&ring, 4, Overflow::DropOldest);
         for seq in 0..2 {
@@ -652,17 +650,18 @@ mod tests {
                 "DropOldest never holds back"
             );
         }
-        // The reader takes one and remembers that two were readable.
         assert_eq!(*rx.try_pop().unwrap(), 0);
         for seq in 2..12 {
             assert!(ring.offer(Arc::new(seq)).is_ok());
         }
-        // Slot of seq 1 now holds seq 9: lapped. It resumes where no write is about to land.
-        assert_eq!(drain(&mut rx), vec![9, 10, 11]);
+        // The ring wrapped twice since: the reader sees it is behind without loading the tail
+        // for every read, and gets exactly the newest window, as a queue would hold.
+        assert_eq!(rx.queue().len(), 4);
+        assert_eq!(drain(&mut rx), vec![8, 9, 10, 11]);
         let (len, counters) = rx.queue().stats();
         assert_eq!(len, 0);
-        assert_eq!(counters.dropped_oldest, 8, "seqs 1 to 8");
-        assert_eq!(counters.delivered, 4);
+        assert_eq!(counters.dropped_oldest, 7, "seqs 1 to 7");
+        assert_eq!(counters.delivered, 5);
         assert_eq!(counters.accepted, 12, "delivered + dropped");
     }
 
@@ -801,5 +800,106 @@ mod tests {
             "a closed reader holds nobody back"
         );
         assert_eq!(start.elapsed(), timeout, "released at once");
+    }
+}
+
+#[cfg(test)]
+mod model {
+    //! The ring against a sequential model: one `Block` and one `DropOldest` reader, random
+    //! sends, forced sends and reads, on a ring small enough to wrap often.
+
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::queue::Receiver;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Offer,
+        Force,
+        PopBlock,
+        PopOldest,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Offer),
+            1 => Just(Op::Force),
+            2 => Just(Op::PopBlock),
+            2 => Just(Op::PopOldest),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn block_reader_is_exact_and_drop_oldest_reader_is_consistent(
+            block_window in 1usize..=8,
+            oldest_window in 1usize..=8,
+            release_all in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..400),
+        ) {
+            // `release_all`: every message counts as huge, so the publisher releases each one
+            // as soon as both readers passed it (and never one they have not).
+            let size: fn(&u64) -> usize = if release_all { |_| RETAIN_BYTES } else { |_| 8 };
+            let ring = Arc::new(Ring::new(8, size));
+            let block = Arc::new(Queue::new(block_window, Overflow::Block));
+            let oldest = Arc::new(Queue::new(oldest_window, Overflow::DropOldest));
+            ring.link(HandleId(1), block.clone());
+            ring.link(HandleId(2), oldest.clone());
+            let (mut block_rx, mut oldest_rx) = (Receiver::new(block), Receiver::new(oldest));
+            // Model of the Block reader: every message since its position, and whether it
+            // was left out for it.
+            let mut pending: VecDeque<(u64, bool)> = VecDeque::new();
+            let (mut written, mut last_oldest) = (0u64, None::<u64>);
+            for op in ops {
+                let unread = pending.iter().filter(|(_, skipped)| !skipped).count();
+                let room = unread < block_window && pending.len() < 8;
+                match op {
+                    Op::Offer => {
+                        let offered = ring.offer(Arc::new(written));
+                        prop_assert_eq!(offered.is_ok(), room, "room decides");
+                        if room {
+                            pending.push_back((written, false));
+                            written += 1;
+                        }
+                    }
+                    Op::Force if pending.len() < 8 => {
+                        let left_out = ring.force(Arc::new(written));
+                        prop_assert_eq!(left_out, usize::from(!room));
+                        pending.push_back((written, !room));
+                        written += 1;
+                    }
+                    Op::Force => {}
+                    Op::PopBlock => {
+                        while pending.front().is_some_and(|(_, skipped)| *skipped) {
+                            pending.pop_front();
+                        }
+                        let expected = pending.pop_front().map(|(seq, _)| seq);
+                        let got = block_rx.try_pop().ok().map(|m| *m);
+                        prop_assert_eq!(got, expected, "Block: exactly the model's next");
+                    }
+                    Op::PopOldest => {
+                        if let Ok(m) = oldest_rx.try_pop() {
+                            prop_assert!(*m < written, "only written messages");
+                            prop_assert!(last_oldest.is_none_or(|l| *m > l), "in order, once");
+                            prop_assert!(
+                                *m + oldest_window as u64 >= written,
+                                "DropOldest: one of the newest {} (got {}, written {})",
+                                oldest_window, *m, written
+                            );
+                            last_oldest = Some(*m);
+                        }
+                    }
+                }
+                let (len, counters) = block_rx.queue().stats();
+                prop_assert_eq!(len, pending.iter().filter(|(_, s)| !s).count());
+                prop_assert_eq!(counters.dropped_oldest, 0, "Block never drops");
+                let (len, counters) = oldest_rx.queue().stats();
+                prop_assert!(len <= oldest_window);
+                prop_assert_eq!(counters.accepted, written, "every message accounted for");
+            }
+        }
     }
 }
