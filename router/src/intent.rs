@@ -63,6 +63,8 @@ pub(crate) struct IntentShared<T> {
     /// The ring's size: the router's default queue capacity (a larger first subscriber's
     /// capacity wins), rounded up to a power of two.
     ring_capacity: usize,
+    /// Whether `sinks` is non-empty (so a send to rings only need not load it).
+    has_sinks: AtomicBool,
     closed: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
@@ -82,6 +84,7 @@ impl<T: Message> IntentShared<T> {
             sinks: ArcSwap::from_pointee(Vec::new()),
             ring: OnceLock::new(),
             ring_capacity,
+            has_sinks: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             status: watch::Sender::new(Status::default()),
             events: EventHub::new(),
@@ -94,6 +97,7 @@ impl<T: Message> IntentShared<T> {
         let mut sinks = Vec::clone(&self.sinks.load());
         f(&mut sinks);
         let subscribers = sinks.len() + self.ring.get().map_or(0, |r| r.linked());
+        self.has_sinks.store(!sinks.is_empty(), Ordering::Release);
         self.sinks.store(Arc::new(sinks));
         self.status.send_modify(|s| s.subscribers = subscribers);
     }
@@ -256,7 +260,15 @@ impl<T: Message> Intent<T> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
-        let sinks = self.shared.sinks.load();
+        // Most intents reach only rings: skip loading the sink list then (it costs atomic
+        // operations on every send).
+        let loaded;
+        let sinks: &[(HandleId, Sink<T>)] = if self.shared.has_sinks.load(Ordering::Acquire) {
+            loaded = self.shared.sinks.load();
+            &loaded
+        } else {
+            &[]
+        };
         // Pass 1: offer to every local queue without waiting or waking; one fence, then wake
         // the consumers that sleep. Full `Block` queues are remembered for pass 2.
         let mut full: Vec<(&Arc<Queue<T>>, Arc<T>)> = Vec::new();

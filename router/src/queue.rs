@@ -291,8 +291,15 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Counts one item handed to the consumer. Only the consumer writes `delivered` (the
+    /// `Receiver` is `&mut`), so a load and a store do, without a read-modify-write.
+    fn count_delivered(&self) {
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        self.delivered.store(delivered + 1, Ordering::Relaxed);
+    }
+
     fn popped(&self) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.count_delivered();
         if self.blocked.load(Ordering::SeqCst) > 0 && self.items.len() <= self.low_water {
             self.space.notify_waiters();
         }
@@ -374,7 +381,7 @@ impl<T> Receiver<T> {
             }
             let cursor = &self.cursors[at];
             if let Some(item) = cursor.pop() {
-                self.queue.delivered.fetch_add(1, Ordering::Relaxed);
+                self.queue.count_delivered();
                 return Ok(item);
             }
             if cursor.is_done() {
