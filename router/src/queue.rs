@@ -300,6 +300,11 @@ impl<T> Queue<T> {
 
     fn popped(&self) {
         self.count_delivered();
+        // The pop frees its slot with a plain store; the fence keeps the load of `blocked` from
+        // passing it (store-load reordering), pairing with the producer's increment before its
+        // push: either the producer sees the free slot, or we see it waiting. (Without it a
+        // producer could wait forever for room that exists.)
+        fence(Ordering::SeqCst);
         if self.blocked.load(Ordering::SeqCst) > 0 && self.items.len() <= self.low_water {
             self.space.notify_waiters();
         }
