@@ -8,8 +8,9 @@
 //! ring drops old messages on the publisher's thread.
 //!
 //! Invariants:
-//! - Sequence numbers only grow; slot `seq & mask` holds message `seq` once `tail > seq`, until
-//!   the publisher writes `seq + capacity`.
+//! - Sequence numbers only grow; slot `seq & mask` holds message `seq` once its stamp is `seq`
+//!   (stored before the tail), until the publisher writes `seq + capacity` or releases it after
+//!   every reader, linked or still draining, has passed it.
 //! - A `Block` cursor is never overwritten while it has not read a message: the publisher waits
 //!   (up to its deadline) until every linked `Block` cursor has room in its window, and never
 //!   writes a slot a `Block` cursor has not read (a cursor stuck for a whole ring of timed-out
