@@ -65,6 +65,7 @@ pub(crate) struct IntentShared<T> {
     ring_capacity: usize,
     /// Whether `sinks` is non-empty (so a send to rings only need not load it).
     has_sinks: AtomicBool,
+    /// Set by `close`: what `status.closed` says, readable without the watch's lock.
     closed: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
@@ -190,6 +191,7 @@ impl<T: Message> IntentSlot for IntentShared<T> {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.has_sinks.store(false, Ordering::Release);
         self.sinks.store(Arc::new(Vec::new()));
         if let Some(ring) = self.ring.get() {
             ring.unlink_all();
@@ -257,7 +259,7 @@ impl<T: Message> Intent<T> {
         // waits still yields now and then, so its subscribers get to run.
         std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|c| c.made_progress()))
             .await;
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
         // Most intents reach only rings: skip loading the sink list then (it costs atomic
@@ -335,7 +337,7 @@ impl<T: Message> Intent<T> {
     /// (local or peer) was full (every other subscriber got the message).
     pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
         let message = Arc::new(message);
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
         let sinks = self.shared.sinks.load();
@@ -436,7 +438,7 @@ impl<T: Message> Intent<T> {
 
     /// Whether the intent (or its router) is closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.status.borrow().closed
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Unlinks the intent everywhere; later sends fail with [`SendErrorKind::Closed`].

@@ -11,7 +11,7 @@
 //! [`crate::ring`]): the queue then lists the subscriber's cursors, and its receiver reads both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::ring::{Cursor, Waiting};
+use crate::ring::{Cursor, Waiting, lock};
 
 /// What happened to an item offered to a queue.
 #[derive(Debug)]
@@ -148,9 +148,7 @@ impl<T> Queue<T> {
 
     /// Messages waiting in rings, and messages the cursors will find dropped.
     fn ring_pending(&self) -> (u64, u64) {
-        self.sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.sources)
             .iter()
             .map(|c| c.pending())
             .fold((0, 0), |(l, d), (cl, cd)| (l + cl, d + cd))
@@ -158,22 +156,19 @@ impl<T> Queue<T> {
 
     /// Adds a ring cursor for the receiver to read.
     pub(crate) fn add_source(&self, cursor: Arc<Cursor<T>>) {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sources = lock(&self.sources);
         sources.push(cursor);
         self.sources_version.fetch_add(1, Ordering::Release);
     }
 
     /// Number of ring cursors the receiver reads.
     pub(crate) fn source_count(&self) -> usize {
-        self.sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.sources).len()
     }
 
     /// Forgets a cursor that is done.
     fn remove_source(&self, cursor: &Arc<Cursor<T>>) {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sources = lock(&self.sources);
         sources.retain(|c| !Arc::ptr_eq(c, cursor));
         self.sources_version.fetch_add(1, Ordering::Release);
     }
@@ -279,16 +274,11 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Takes the oldest item without waiting. `Err(true)` when closed and drained.
-    pub(crate) fn try_pop(&self) -> Result<Arc<T>, bool> {
-        match self.items.pop() {
-            Some(item) => {
-                self.popped();
-                Ok(item)
-            }
-            // Closed is checked after the pop failed: items pushed before close stay receivable.
-            None => Err(self.closed.load(Ordering::Acquire) && self.items.is_empty()),
-        }
+    /// Takes the oldest queued item without waiting (the receiver decides what empty means).
+    fn pop(&self) -> Option<Arc<T>> {
+        let item = self.items.pop()?;
+        self.popped();
+        Some(item)
     }
 
     /// Counts one item handed to the consumer. Only the consumer writes `delivered` (the
@@ -317,7 +307,7 @@ impl<T> Queue<T> {
         self.wake();
         self.space.notify_waiters();
         // Publishers waiting for room in this subscriber's cursors stop counting it.
-        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let sources = lock(&self.sources);
         for cursor in sources.iter() {
             cursor.release_publishers();
         }
@@ -327,8 +317,7 @@ impl<T> Queue<T> {
     pub(crate) fn close_and_clear(&self) {
         self.close();
         while self.items.pop().is_some() {}
-        let cursors =
-            std::mem::take(&mut *self.sources.lock().unwrap_or_else(PoisonError::into_inner));
+        let cursors = std::mem::take(&mut *lock(&self.sources));
         self.sources_version.fetch_add(1, Ordering::Release);
         for cursor in &cursors {
             cursor.abandon();
@@ -362,12 +351,7 @@ impl<T> Receiver<T> {
         let version = self.queue.sources_version.load(Ordering::Acquire);
         if version != self.version {
             self.version = version;
-            self.cursors = self
-                .queue
-                .sources
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            self.cursors = lock(&self.queue.sources).clone();
         }
         // Read before looking at any source: the queue closes only after its cursors were
         // unlinked, so if it was closed already, empty sources stay empty.
@@ -379,7 +363,7 @@ impl<T> Receiver<T> {
             let at = (start + i) % (n + 1);
             self.turn = at + 1;
             if at == n {
-                if let Ok(item) = self.queue.try_pop() {
+                if let Some(item) = self.queue.pop() {
                     return Ok(item);
                 }
                 continue;
@@ -390,8 +374,7 @@ impl<T> Receiver<T> {
                 return Ok(item);
             }
             if cursor.is_done() {
-                let done = cursor.clone();
-                self.queue.remove_source(&done);
+                self.queue.remove_source(cursor);
             }
         }
         Err(closed)

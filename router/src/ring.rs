@@ -186,7 +186,8 @@ impl<T> std::fmt::Debug for Cursor<T> {
     }
 }
 
-fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
+/// Locks a mutex of the ring or queue machinery.
+pub(crate) fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
     // Nothing panics while holding these locks; a poisoned lock still holds consistent data.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -429,9 +430,7 @@ impl<T> Ring<T> {
         }
         freed
     }
-}
 
-impl<T> Ring<T> {
     /// The smallest position among the readers, linked and draining.
     fn passed(&self, writer: &Writer<T>) -> u64 {
         writer
@@ -733,6 +732,21 @@ mod tests {
         );
     }
 
+    /// Spawns a send with an hour's timeout and returns once it waits for room.
+    async fn waiting_send(ring: &Arc<Ring<u64>>, seq: u64) -> tokio::task::JoinHandle<usize> {
+        let sender = {
+            let ring = ring.clone();
+            tokio::spawn(async move {
+                ring.send(Arc::new(seq), Duration::from_secs(3600), &mut None)
+                    .await
+            })
+        };
+        while ring.blocked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        sender
+    }
+
     #[test]
     fn force_without_readers_writes_nothing() {
         let ring = Arc::new(Ring::new(8, |_| 8));
@@ -754,16 +768,7 @@ mod tests {
         let ring = Arc::new(Ring::new(8, |_| 8));
         let _rx = linked(&ring, 1, Overflow::Block);
         assert!(ring.offer(Arc::new(0)).is_ok());
-        let sender = {
-            let ring = ring.clone();
-            tokio::spawn(async move {
-                ring.send(Arc::new(1), Duration::from_secs(3600), &mut None)
-                    .await
-            })
-        };
-        while ring.blocked.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let sender = waiting_send(&ring, 1).await;
         sender.abort();
         assert!(sender.await.unwrap_err().is_cancelled());
         assert_eq!(ring.blocked.load(Ordering::SeqCst), 0);
@@ -784,16 +789,7 @@ mod tests {
             "waited the timeout (virtual time)"
         );
 
-        let sender = {
-            let ring = ring.clone();
-            tokio::spawn(async move {
-                ring.send(Arc::new(2), Duration::from_secs(3600), &mut None)
-                    .await
-            })
-        };
-        while ring.blocked.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let sender = waiting_send(&ring, 2).await;
         rx.queue().close();
         assert_eq!(
             sender.await.unwrap(),

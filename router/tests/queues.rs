@@ -99,12 +99,7 @@ async fn block_send_times_out_and_hands_the_message_back() {
         .build()
         .unwrap();
     let mut full = router
-        .subscribe_with::<Reading>(
-            "t",
-            SubscribeOptions::default()
-                .capacity(1)
-                .overflow(Overflow::Block),
-        )
+        .subscribe_with::<Reading>("t", options(Overflow::Block).capacity(1))
         .unwrap();
     let mut free = router.subscribe::<Reading>("t").unwrap();
     let intent = router.publish::<Reading>("t").unwrap();
@@ -197,12 +192,7 @@ async fn a_subscriber_with_many_publishers_gets_them_all_in_order_per_publisher(
 async fn dropping_a_full_block_subscriber_releases_a_waiting_sender() {
     let router = router();
     let full = router
-        .subscribe_with::<Reading>(
-            "d",
-            SubscribeOptions::default()
-                .capacity(1)
-                .overflow(Overflow::Block),
-        )
+        .subscribe_with::<Reading>("d", options(Overflow::Block).capacity(1))
         .unwrap();
     let mut other = router.subscribe::<Reading>("d").unwrap();
     let intent = router.publish::<Reading>("d").unwrap();
@@ -315,12 +305,7 @@ async fn interest_is_a_stream_that_ends_on_close() {
 async fn a_blocked_sender_is_woken_by_close() {
     let router = router();
     let _full = router
-        .subscribe_with::<Reading>(
-            "b",
-            SubscribeOptions::default()
-                .capacity(1)
-                .overflow(Overflow::Block),
-        )
+        .subscribe_with::<Reading>("b", options(Overflow::Block).capacity(1))
         .unwrap();
     let intent = router.publish::<Reading>("b").unwrap();
     intent.send(Reading::new(0, 0)).await.unwrap();

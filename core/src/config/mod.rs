@@ -632,19 +632,26 @@ impl RemoteConfig {
         } else {
             problems.range("remote.backoff_max_ms", self.backoff_max_ms, 1, MAX_MS);
         }
-        check_peer_ids(problems, "remote.allow_peers", &self.allow_peers);
+        check_each::<PeerId>(
+            problems,
+            "remote.allow_peers",
+            &self.allow_peers,
+            "a PeerId",
+        );
         for (index, rule) in self.acl.iter().enumerate() {
-            check_peer_ids(problems, &format!("remote.acl[{index}].peers"), &rule.peers);
+            check_each::<PeerId>(
+                problems,
+                &format!("remote.acl[{index}].peers"),
+                &rule.peers,
+                "a PeerId",
+            );
             for (what, patterns) in [("publish", &rule.publish), ("subscribe", &rule.subscribe)] {
-                for (i, pattern) in patterns.iter().enumerate() {
-                    if let Err(error) = pattern.parse::<RoutePattern>() {
-                        problems.invalid(
-                            format!("remote.acl[{index}].{what}[{i}]"),
-                            quoted(pattern),
-                            format!("must be a route pattern (TypeName@path): {error}"),
-                        );
-                    }
-                }
+                check_each::<RoutePattern>(
+                    problems,
+                    &format!("remote.acl[{index}].{what}"),
+                    patterns,
+                    "a route pattern (TypeName@path)",
+                );
             }
         }
     }
@@ -824,14 +831,18 @@ impl Problems {
     }
 }
 
-/// Checks that every entry of the list `field` is a PeerId.
-fn check_peer_ids(problems: &mut Problems, field: &str, peers: &[String]) {
-    for (index, peer) in peers.iter().enumerate() {
-        if let Err(error) = peer.parse::<PeerId>() {
+/// Checks that every entry of the list `field` parses as `P` (described as `expected`).
+fn check_each<P>(problems: &mut Problems, field: &str, entries: &[String], expected: &str)
+where
+    P: std::str::FromStr,
+    P::Err: std::fmt::Display,
+{
+    for (index, entry) in entries.iter().enumerate() {
+        if let Err(error) = entry.parse::<P>() {
             problems.invalid(
                 format!("{field}[{index}]"),
-                quoted(peer),
-                format!("must be a PeerId: {error}"),
+                quoted(entry),
+                format!("must be {expected}: {error}"),
             );
         }
     }
