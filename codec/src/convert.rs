@@ -87,6 +87,8 @@ pub(crate) fn to_body(frame: &Frame) -> Result<Body, &crate::frame::Batch> {
             intents_removed: a.intents_removed.clone(),
             interests_added: a.interests_added.iter().map(interest_to).collect(),
             interests_removed: a.interests_removed.clone(),
+            paused: a.paused.clone(),
+            resumed: a.resumed.clone(),
         }),
         Frame::Ping(p) => Body::Ping(proto::Ping { nonce: p.nonce }),
         Frame::Pong(p) => Body::Pong(proto::Pong { nonce: p.nonce }),
@@ -210,7 +212,7 @@ fn precount_advert(body: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     let mut routes = 0usize;
     wire::for_each_field(body, |tag, value| match tag {
         1 | 3 => routes += 1,
-        2 | 4 => routes += wire::scalar_entries(value),
+        2 | 4 | 5 | 6 => routes += wire::scalar_entries(value),
         _ => {}
     })
     .map_err(|reason| DecodeError::Malformed {
@@ -278,6 +280,8 @@ fn advert_from(a: proto::Advert, limits: &Limits) -> Result<Frame, DecodeError> 
             .map(|i| interest_from(i, limits))
             .collect::<Result<_, _>>()?,
         interests_removed: a.interests_removed,
+        paused: a.paused,
+        resumed: a.resumed,
     }))
 }
 

@@ -208,6 +208,11 @@ pub struct Advert {
     pub interests_added: Vec<InterestDecl>,
     /// Ids of withdrawn interests.
     pub interests_removed: Vec<u32>,
+    /// Flow control: ids of the *receiver's* intents whose messages the sender cannot take now
+    /// (a local subscriber is full); the receiver holds back new messages on them.
+    pub paused: Vec<u32>,
+    /// Ids of the receiver's intents that the sender can take again.
+    pub resumed: Vec<u32>,
 }
 
 /// Liveness probe; the peer answers with a [`Pong`] carrying the same nonce.
@@ -395,7 +400,9 @@ impl Advert {
             self.intents_added.len()
                 + self.intents_removed.len()
                 + self.interests_added.len()
-                + self.interests_removed.len(),
+                + self.interests_removed.len()
+                + self.paused.len()
+                + self.resumed.len(),
         )?;
         decls(limits, &self.intents_added, &self.interests_added)
     }

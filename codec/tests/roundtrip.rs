@@ -238,6 +238,7 @@ fn maximal_advert_and_scalar_frames_round_trip_and_one_more_route_is_refused() {
             })
             .collect(),
         interests_removed: (0..quarter as u32).map(|i| u32::MAX - i).collect(),
+        ..Advert::default()
     };
     roundtrip(&Frame::Advert(advert.clone()), &mut enc, &mut dec);
     let mut over = advert;

@@ -153,6 +153,61 @@ pub trait PayloadSink: Send + Sync + fmt::Debug {
     /// # Errors
     /// As [`PayloadSink::send`], plus [`SinkError::Full`] where `send` would wait.
     fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError>;
+
+    /// Messages accepted by [`PayloadSink::try_send`] but held back because a receiver is full
+    /// (a peer's fan-in into a full local `Block` subscriber). The endpoint pauses the peer's
+    /// route while this is above zero. Default: 0 (the sink holds nothing back).
+    fn backlog(&self) -> usize {
+        0
+    }
+
+    /// Moves held-back messages on, as far as receivers have room; returns the backlog left.
+    fn pump(&self) -> usize {
+        0
+    }
+
+    /// Resolves when a held-back message may move on (a receiver made room or closed), or at
+    /// once when nothing is held back. Call [`PayloadSink::pump`] after it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    async fn ready(&self) {}
+}
+
+/// Why messages that a publisher handed to the router did not reach a subscriber. Reported on
+/// the intent ([`RouterPort::report_undelivered`] for losses inside an endpoint), never silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Undelivered {
+    /// The subscriber stayed full (or its link kept no room) past the send timeout.
+    Timeout,
+    /// The peer stayed away past its grace period; what was queued for it is given up.
+    PeerGone,
+    /// The peer restarted before acknowledging (a new incarnation does not take resends).
+    PeerRestarted,
+    /// The message is larger than any frame the peer accepts.
+    TooLarge,
+    /// The link closed (endpoint or router closing) before the peer acknowledged.
+    Closed,
+}
+
+impl Undelivered {
+    /// A short lowercase label, for metrics and logs (`timeout`, `peer_gone`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::PeerGone => "peer_gone",
+            Self::PeerRestarted => "peer_restarted",
+            Self::TooLarge => "too_large",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why the router refused a peer's announcement.
@@ -222,6 +277,10 @@ pub trait RouterPort: Send + Sync + fmt::Debug {
 
     /// A peer sent a request to a local service; the future answers it.
     fn handle_request(&self, peer: &PeerId, route: &Route, payload: Bytes) -> CallFuture;
+
+    /// `count` messages of local intents on `route`, accepted for `peer`, will never reach it
+    /// (`reason`). The router reports them on those intents (an event and a counter).
+    fn report_undelivered(&self, peer: &PeerId, route: &Route, count: u64, reason: Undelivered);
 }
 
 /// Why an endpoint failed to start.

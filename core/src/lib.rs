@@ -43,7 +43,7 @@ pub use config::{
 };
 pub use endpoint::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
-    PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError,
+    PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError, Undelivered,
 };
 pub use identity::{IdentityError, Keypair, PeerId, PeerIdError, PublicKey};
 pub use message::{Fingerprint, Message};

@@ -18,11 +18,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use dndm_codec::{CloseCode, Correlation, ResponseError, SessionId, split_frame};
+use bytes::BytesMut;
 use dndm_core::{
-    CallError, Endpoint, EndpointError, IntentAd, InterestAd, Keypair, LocalChange, PayloadSink,
-    PeerId, PublicKey, RequestSink, Route, RouterPort, ServiceAd, SinkError,
+    CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, PublicKey, RouterPort,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,14 +30,11 @@ use tracing::Instrument as _;
 
 use crate::acl::{Acl, AclRule};
 use crate::backoff::{Backoff, CircuitBreaker};
+use crate::driver::{Command, link_task};
+use crate::link::{LocalSet, Secure};
 use crate::noise::{self, Channel, StaticKey};
-use crate::session::{
-    Binding, Connection, Event, LinkFailure, Session, SessionConfig, SessionSendError,
-};
+use crate::session::{LinkFailure, SessionConfig};
 
-/// Commands queued per link (publishes from local intents). Bounded: a full queue
-/// back-pressures the publishers.
-const LINK_COMMANDS: usize = 1024;
 /// Connections waiting to be adopted by a link task. Beyond it a new connection of that peer is
 /// dropped at once (and counted as a handshake failure) rather than waiting.
 const LINK_CONNECTIONS: usize = 4;
@@ -50,9 +45,6 @@ const IDENTITY_LEN: usize = 32;
 const PREAMBLE_LEN: usize = IDENTITY_LEN + 64;
 /// Read buffer size per connection.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Most bytes read ahead while a write waits for the peer.
-const READ_AHEAD: usize = 4 * 1024 * 1024;
 
 /// Where to listen or dial.
 #[derive(Debug, Clone)]
@@ -144,6 +136,16 @@ pub struct RemoteConfig {
     pub breaker_threshold: u32,
     /// How long an open breaker refuses dials.
     pub breaker_cool_down: Duration,
+    /// How long a peer that got through a hello may stay away (no connection) before it is
+    /// retired: its interests and intents are withdrawn from the router (publishers see
+    /// `Unlinked`) and what was queued or unacknowledged for it is reported undelivered
+    /// ([`dndm_core::Undelivered::PeerGone`]). Back within it, the session resumes losslessly;
+    /// back later, it links afresh. Default 30 s.
+    pub peer_grace: Duration,
+    /// Messages one peer interest may have inside the link (queued, or sent and not yet
+    /// acknowledged on reliable routes). Past it, a publisher waits up to its send timeout,
+    /// then the message is dropped for that peer and reported. Default 4096.
+    pub route_window: usize,
 }
 
 impl Default for RemoteConfig {
@@ -157,6 +159,8 @@ impl Default for RemoteConfig {
             backoff_max: Duration::from_secs(30),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
+            peer_grace: Duration::from_secs(30),
+            route_window: 4096,
         }
     }
 }
@@ -325,6 +329,14 @@ pub struct RemoteStats {
     /// Connections closed because a Noise transport message did not decrypt (tampered,
     /// truncated or replayed ciphertext). Also a link failure; not counted in `bad_frames`.
     pub decrypt_failures: u64,
+    /// Messages of local intents that will never reach a peer (all links, all reasons; each
+    /// also reported on its intent). Kept when a link goes away.
+    pub undelivered: u64,
+    /// Peers retired after staying away past [`RemoteConfig::peer_grace`].
+    pub retired_peers: u64,
+    /// Peer messages dropped because a full local subscriber's hold overflowed (the peer kept
+    /// sending on a route it was asked to pause).
+    pub flow_overruns: u64,
 }
 
 /// Links a router to peers over TCP and Unix sockets. See the module docs.
@@ -334,63 +346,55 @@ pub struct RemoteEndpoint {
 }
 
 #[derive(Debug)]
-struct Inner {
-    name: String,
-    config: RemoteConfig,
-    keypair: Keypair,
-    static_key: StaticKey,
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) config: RemoteConfig,
+    pub(crate) keypair: Keypair,
+    pub(crate) static_key: StaticKey,
     /// Our binding signature over our Noise static key.
-    binding: [u8; 64],
+    pub(crate) binding: [u8; 64],
     /// Our session epoch, the same for every peer's session: a peer's link task started again
     /// (after a connection that never got through a hello) is the same incarnation to the
     /// peer, which then resumes instead of dropping what it sent as lost to a restart.
-    epoch: u64,
-    port: OnceLock<Arc<dyn RouterPort>>,
+    pub(crate) epoch: u64,
+    pub(crate) port: OnceLock<Arc<dyn RouterPort>>,
     /// The local route set; link tasks follow it.
-    local: watch::Sender<LocalSet>,
-    links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
+    pub(crate) local: watch::Sender<LocalSet>,
+    pub(crate) links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
     /// What each link last reported about itself.
-    infos: Mutex<HashMap<PeerId, LinkInfo>>,
+    pub(crate) infos: Mutex<HashMap<PeerId, LinkInfo>>,
     /// Each link's command queue, for [`RemoteEndpoint::flush`].
-    commands: Mutex<HashMap<PeerId, mpsc::Sender<Command>>>,
+    pub(crate) commands: Mutex<HashMap<PeerId, mpsc::Sender<Command>>>,
     /// Peers whose link is running a connection now (hello exchanged or not).
-    active: Mutex<HashSet<PeerId>>,
+    pub(crate) active: Mutex<HashSet<PeerId>>,
     /// Bumped whenever a link connects, fails, closes or goes away; see `link_changes`.
-    link_state: watch::Sender<u64>,
-    bound: Mutex<Vec<Target>>,
-    stats: Mutex<RemoteStats>,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
-}
-
-/// The local intents and interests a link advertises.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct LocalSet {
-    intents: HashSet<IntentAd>,
-    interests: HashSet<InterestAd>,
-    services: HashSet<ServiceAd>,
+    pub(crate) link_state: watch::Sender<u64>,
+    pub(crate) bound: Mutex<Vec<Target>>,
+    pub(crate) stats: Mutex<RemoteStats>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
 }
 
 /// A handshaken connection handed to a peer's link task.
-struct Handoff {
-    io: Box<dyn ByteStream>,
-    channel: Secure,
+pub(crate) struct Handoff {
+    pub(crate) io: Box<dyn ByteStream>,
+    pub(crate) channel: Secure,
     /// Plaintext already read after the identity preamble.
-    rest: BytesMut,
+    pub(crate) rest: BytesMut,
     /// Told how the connection ended (dial loops wait on it).
-    done: Option<oneshot::Sender<Ended>>,
+    pub(crate) done: Option<oneshot::Sender<Ended>>,
     /// Opened by the peer with the lower PeerId. When both peers open a connection at once,
     /// both keep that one, so they do not each wait for a hello on a different connection.
-    preferred: bool,
+    pub(crate) preferred: bool,
 }
 
 /// How a connection handed to a link ended, for the dial loop that opened it.
 #[derive(Debug)]
-struct Ended {
+pub(crate) struct Ended {
     /// Whether the peer's hello was accepted on it.
-    opened: bool,
+    pub(crate) opened: bool,
     /// Why it failed; `None` when it closed in order.
-    failure: Option<LinkFailure>,
+    pub(crate) failure: Option<LinkFailure>,
 }
 
 impl Ended {
@@ -398,47 +402,6 @@ impl Ended {
     /// fix (a refusal, a protocol violation).
     fn is_success(&self) -> bool {
         self.opened && self.failure.as_ref().is_none_or(LinkFailure::is_transient)
-    }
-}
-
-/// The security layer of a connection: our Noise channel, or none when the transport already
-/// authenticated and encrypted it (a libp2p stream).
-enum Secure {
-    Noise(Channel),
-    Plain { out: BytesMut },
-}
-
-impl Secure {
-    fn write(&mut self, frame: &[u8]) -> Result<(), noise::NoiseError> {
-        match self {
-            Self::Noise(channel) => channel.write(frame),
-            Self::Plain { out, .. } => {
-                out.extend_from_slice(frame);
-                Ok(())
-            }
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Bytes> {
-        match self {
-            Self::Noise(channel) => channel.poll_transmit(),
-            Self::Plain { out, .. } => (!out.is_empty()).then(|| out.split().freeze()),
-        }
-    }
-
-    /// Decrypts `bytes` and appends the plaintext to `out` (the link's frame buffer).
-    fn handle_input_into(
-        &mut self,
-        bytes: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), noise::NoiseError> {
-        match self {
-            Self::Noise(channel) => channel.handle_input_into(bytes, out),
-            Self::Plain { .. } => {
-                out.extend_from_slice(bytes);
-                Ok(())
-            }
-        }
     }
 }
 
@@ -580,9 +543,7 @@ impl RemoteEndpoint {
     ) {
         let preferred = opened_here == (self.inner.keypair.peer_id() < peer);
         let inner = self.inner.clone();
-        let channel = Secure::Plain {
-            out: BytesMut::new(),
-        };
+        let channel = Secure::plain();
         let handoff = Handoff {
             io: stream,
             channel,
@@ -607,7 +568,7 @@ impl RemoteEndpoint {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // No code that can panic runs under these locks, so a poisoned one is consistent.
     mutex
         .lock()
@@ -1000,109 +961,6 @@ fn hand_off(inner: &Arc<Inner>, peer: PeerId, handoff: Handoff) -> Result<(), Ha
     }
 }
 
-/// A command for a link task.
-enum Command {
-    Publish {
-        route: Route,
-        payload: Bytes,
-    },
-    /// A request to the peer's service on `route`; the answer goes to `reply`.
-    Request {
-        route: Route,
-        payload: Bytes,
-        reply: oneshot::Sender<Result<Bytes, CallError>>,
-    },
-    /// The answer to the peer's request `to` for the local service on `route`.
-    Respond {
-        route: Route,
-        to: u64,
-        result: Result<Bytes, CallError>,
-    },
-    /// Answer once the peer acknowledged everything queued before this command.
-    Flush(oneshot::Sender<()>),
-}
-
-/// The sink a peer's service gets: queues requests for the link task.
-#[derive(Debug)]
-struct LinkRequester(mpsc::Sender<Command>);
-
-#[async_trait::async_trait]
-impl RequestSink for LinkRequester {
-    async fn call(&self, route: &Route, payload: Bytes) -> Result<Bytes, CallError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Request {
-            route: route.clone(),
-            payload,
-            reply,
-        };
-        self.0.send(command).await.map_err(|_| CallError::Closed)?;
-        answer.await.map_err(|_| CallError::Closed)?
-    }
-}
-
-/// The sink a peer's interest gets: queues publishes for the link task.
-#[derive(Debug)]
-struct LinkSink(mpsc::Sender<Command>);
-
-#[async_trait::async_trait]
-impl PayloadSink for LinkSink {
-    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        self.0
-            .send(Command::Publish {
-                route: route.clone(),
-                payload,
-            })
-            .await
-            .map_err(|_| SinkError::Closed)
-    }
-
-    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        self.0
-            .try_send(Command::Publish {
-                route: route.clone(),
-                payload,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SinkError::Full,
-                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
-            })
-    }
-}
-
-/// State of one peer's link, across connections.
-struct Link {
-    inner: Arc<Inner>,
-    peer: PeerId,
-    session: Session,
-    /// Local routes as last given to the session.
-    applied: LocalSet,
-    local: watch::Receiver<LocalSet>,
-    commands_tx: mpsc::Sender<Command>,
-    commands: mpsc::Receiver<Command>,
-    /// Fan-in sinks of the peer's intents.
-    fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
-    /// Requests sent to the peer, waiting for their answers.
-    pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
-    next_request: u64,
-    rtt: Option<Duration>,
-    /// Commands to process before withdrawing intents: messages a publisher sent before it
-    /// dropped its intent are queued ahead of the withdrawal and must still go out.
-    hold_removals: usize,
-    /// The peer's declared routes, refreshed when it declares or withdraws one (shared: every
-    /// report copies them).
-    peer_intents: Arc<[dndm_core::Route]>,
-    peer_interests: Arc<[dndm_core::RoutePattern]>,
-    /// New connections from the handshake tasks, and the one to run next.
-    connections: mpsc::Receiver<Handoff>,
-    next: Option<Handoff>,
-    /// Flushes waiting for the peer to acknowledge up to a sequence number.
-    flushes: Vec<(u64, oneshot::Sender<()>)>,
-    /// Whether the peer's hello was accepted on the current connection.
-    opened: bool,
-    /// Whether the current connection failed because a Noise message did not decrypt.
-    decrypt_failed: bool,
-}
-
 /// A random session epoch; it only needs to differ between process starts (the clock stands
 /// in when the OS has no randomness to give).
 fn new_epoch() -> u64 {
@@ -1114,593 +972,4 @@ fn new_epoch() -> u64 {
         seed = (u64::from(std::process::id()) ^ clock).to_le_bytes();
     }
     u64::from_le_bytes(seed)
-}
-
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn link_task(inner: Arc<Inner>, peer: PeerId, connections: mpsc::Receiver<Handoff>) {
-    let epoch = inner.epoch;
-    let (commands_tx, commands) = mpsc::channel(LINK_COMMANDS);
-    let mut link = Link {
-        session: Session::new(inner.config.session.clone(), inner.keypair.clone(), epoch),
-        applied: LocalSet::default(),
-        local: inner.local.subscribe(),
-        inner,
-        peer,
-        commands_tx,
-        commands,
-        fan_ins: HashMap::new(),
-        pending: HashMap::new(),
-        next_request: 0,
-        rtt: None,
-        hold_removals: 0,
-        peer_intents: Arc::from([]),
-        peer_interests: Arc::from([]),
-        connections,
-        next: None,
-        flushes: Vec::new(),
-        opened: false,
-        decrypt_failed: false,
-    };
-    lock(&link.inner.commands).insert(link.peer, link.commands_tx.clone());
-    link.sync_local();
-    // Whether the loop already retired the link.
-    let retired = loop {
-        if link.inner.cancel.is_cancelled() {
-            break false;
-        }
-        let handoff = if let Some(next) = link.next.take() {
-            next
-        } else {
-            tokio::select! {
-            biased;
-            () = link.inner.cancel.cancelled() => break false,
-            handoff = link.connections.recv() => match handoff {
-                Some(h) => h,
-                None => break false,
-            },
-            // While disconnected, keep following route changes so the next hello is current.
-            changed = link.local.changed() => {
-                if changed.is_ok() { link.sync_local(); }
-                continue;
-            }
-            }
-        };
-        let failure = link.run(handoff).await;
-        if link.session.is_closed() || link.inner.cancel.is_cancelled() {
-            break false;
-        }
-        if let Some(failure) = &failure {
-            tracing::debug!(peer = %link.peer, %failure, "link lost; waiting for the next connection");
-        }
-        // A peer that never got through a hello keeps no link: otherwise every identity that
-        // passes the handshake once would leave a task and a session behind for good.
-        if link.session.peer().is_none() && link.next.is_none() {
-            let inner = link.inner.clone();
-            let mut links = lock(&inner.links);
-            match link.connections.try_recv() {
-                Ok(next) => link.next = Some(next),
-                Err(_) => {
-                    link.retire_locked(&mut links);
-                    break true;
-                }
-            }
-        }
-    };
-    // A link retired in the loop never took a hello, so it registered nothing with the router.
-    // Otherwise withdraw the peer's routes while this link is still the peer's: once it leaves
-    // `links`, a new link of the peer may register routes that `remove_peer` must not touch.
-    if !retired {
-        if let Some(port) = link.inner.port.get() {
-            port.remove_peer(&link.peer);
-        }
-        link.retire();
-    }
-    link.inner.link_state.send_modify(|v| *v += 1);
-}
-
-impl Link {
-    /// Takes this link out of the endpoint, closing its connection queue: new connections of the
-    /// peer start a new link. Call once, right before the task ends.
-    fn retire(&mut self) {
-        let inner = self.inner.clone();
-        self.retire_locked(&mut lock(&inner.links));
-    }
-
-    /// [`Link::retire`] with `links` already locked.
-    fn retire_locked(&mut self, links: &mut HashMap<PeerId, mpsc::Sender<Handoff>>) {
-        // Under the links lock, like `hand_off`'s send: no connection is queued after this, and
-        // while this link's open queue is in `links` no other link of the peer exists, so the
-        // entries removed here are this link's.
-        links.remove(&self.peer);
-        lock(&self.inner.infos).remove(&self.peer);
-        lock(&self.inner.commands).remove(&self.peer);
-        self.connections.close();
-    }
-
-    /// Brings the session's local routes in line with the endpoint's.
-    fn sync_local(&mut self) {
-        let mut current = self.local.borrow_and_update().clone();
-        let t = now();
-        let withdrawn: Vec<IntentAd> = self
-            .applied
-            .intents
-            .difference(&current.intents)
-            .cloned()
-            .collect();
-        if !withdrawn.is_empty() && self.hold_removals == 0 {
-            self.hold_removals = self.commands.len();
-        }
-        if self.hold_removals > 0 {
-            // Keep the withdrawn intents declared until what was queued before is processed.
-            current.intents.extend(withdrawn);
-        }
-        for ad in self.applied.intents.difference(&current.intents) {
-            self.session.remove_local_intent(&ad.route, t);
-        }
-        for ad in self.applied.interests.difference(&current.interests) {
-            self.session.remove_local_interest(&ad.pattern, t);
-        }
-        for ad in current.intents.difference(&self.applied.intents) {
-            self.session.add_local_intent(ad.clone(), t);
-        }
-        for ad in current.interests.difference(&self.applied.interests) {
-            self.session.add_local_interest(ad.clone(), t);
-        }
-        for ad in self.applied.services.difference(&current.services) {
-            self.session.remove_local_service(&ad.route, t);
-        }
-        for ad in current.services.difference(&self.applied.services) {
-            self.session.add_local_service(ad.clone(), t);
-        }
-        self.applied = current;
-    }
-
-    /// Publishes this link's state for [`RemoteEndpoint::links`].
-    fn report(&self) {
-        let info = LinkInfo {
-            peer: self.peer,
-            connected: self.session.is_open(),
-            rtt: self.rtt,
-            stats: self.session.stats(),
-            peer_intents: self.peer_intents.clone(),
-            peer_interests: self.peer_interests.clone(),
-            unacked: (self.commands.len() + self.session.queued() + self.session.unacked_batches())
-                as u64,
-        };
-        let state = (info.connected, info.stats.failures, info.unacked == 0);
-        let previous = lock(&self.inner.infos).insert(self.peer, info);
-        // Wake watchers only on state changes, not on every batch's counters.
-        let changed =
-            previous.is_none_or(|p| (p.connected, p.stats.failures, p.unacked == 0) != state);
-        if changed {
-            self.inner.link_state.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// Applies one command to the session.
-    fn command(&mut self, command: Command) {
-        if self.hold_removals > 0 {
-            self.hold_removals -= 1;
-            if self.hold_removals == 0 {
-                // The publish below was the last one queued before the withdrawal; the session
-                // keeps its order, so the withdrawal advert follows it.
-                self.command(command);
-                self.sync_local();
-                return;
-            }
-        }
-        match command {
-            Command::Publish { route, payload } => {
-                if let Err(e) = self.session.send(&route, payload, Correlation::None) {
-                    tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
-                }
-            }
-            Command::Request {
-                route,
-                payload,
-                reply,
-            } => {
-                self.next_request += 1;
-                let id = self.next_request;
-                match self.session.request(&route, payload, id) {
-                    Ok(()) => {
-                        self.pending.insert(id, reply);
-                    }
-                    Err(SessionSendError::UnknownRoute(route)) => {
-                        let _ = reply.send(Err(CallError::NoService(route)));
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(CallError::Closed));
-                    }
-                }
-            }
-            Command::Respond { route, to, result } => {
-                let result = result.map_err(|e| match e {
-                    CallError::Handler(message) => ResponseError { code: 1, message },
-                    other => ResponseError {
-                        code: 2,
-                        message: other.to_string(),
-                    },
-                });
-                if let Err(e) = self.session.respond(&route, to, result) {
-                    tracing::debug!(peer = %self.peer, %route, error = %e, "response not sent");
-                }
-            }
-            Command::Flush(done) => {
-                let target = self.session.enqueued_through();
-                if self.session.acked_through() >= target {
-                    let _ = done.send(());
-                } else {
-                    self.flushes.push((target, done));
-                }
-            }
-        }
-    }
-
-    /// Runs one connection until it ends. Returns the failure, if it failed.
-    async fn run(&mut self, handoff: Handoff) -> Option<LinkFailure> {
-        let Handoff {
-            io,
-            mut channel,
-            rest,
-            done,
-            preferred,
-        } = handoff;
-        let (mut reader, mut writer) = tokio::io::split(io);
-        let info = match &channel {
-            Secure::Noise(noise) => {
-                let (Some(remote_static), Some(hash)) =
-                    (noise.remote_static(), noise.handshake_hash())
-                else {
-                    return Some(LinkFailure::Protocol(
-                        "noise channel not established".into(),
-                    ));
-                };
-                Connection {
-                    session_id: SessionId::from_bytes(hash),
-                    binding: Some(Binding {
-                        local_signature: self.inner.binding,
-                        remote_static,
-                    }),
-                    expected_peer: Some(self.peer),
-                }
-            }
-            Secure::Plain { .. } => Connection {
-                session_id: plain_session_id(&self.inner.keypair.peer_id(), &self.peer),
-                binding: None,
-                expected_peer: Some(self.peer),
-            },
-        };
-        self.opened = false;
-        self.decrypt_failed = false;
-        self.session.handle_connect(now(), info);
-        lock(&self.inner.active).insert(self.peer);
-        let mut plain = rest;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let limits = self.inner.config.session.limits;
-        let failure = loop {
-            // Frames already read after the hello.
-            loop {
-                match split_frame(&mut plain, &limits) {
-                    Ok(Some(frame)) => self.session.handle_frame(now(), frame),
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.session
-                            .handle_disconnect(LinkFailure::Decode(e.to_string()));
-                        break;
-                    }
-                }
-            }
-            let mut ended = None;
-            if let Err(failure) = self
-                .flush(&mut channel, &mut writer, &mut reader, &mut buf, &mut ended)
-                .await
-            {
-                self.session.handle_disconnect(failure);
-            }
-            // What arrived while we were writing.
-            if !buf.is_empty() {
-                self.handle_input(&mut channel, &mut buf, &mut plain);
-            }
-            if let Some(failure) = ended {
-                self.session.handle_disconnect(failure);
-            }
-            let end = self.events().await;
-            if !self.flushes.is_empty() {
-                let acked = self.session.acked_through();
-                let (reached, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
-                    .into_iter()
-                    .partition(|(target, _)| *target <= acked);
-                self.flushes = waiting;
-                for (_, done) in reached {
-                    let _ = done.send(());
-                }
-            }
-            self.report();
-            if let Some(end) = end {
-                break end;
-            }
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
-            let can_send = self.session.can_send();
-            tokio::select! {
-                biased;
-                () = self.inner.cancel.cancelled() => {
-                    self.session.close(CloseCode(0), "endpoint closing");
-                    let mut ended = None;
-                    let _ = self
-                        .flush(&mut channel, &mut writer, &mut reader, &mut buf, &mut ended)
-                        .await;
-                    break None;
-                }
-                read = reader.read_buf(&mut buf) => {
-                    match read {
-                        Ok(0) => self.session.handle_disconnect(LinkFailure::Transport("connection closed by peer".into())),
-                        Ok(_) => self.handle_input(&mut channel, &mut buf, &mut plain),
-                        Err(e) => self.session.handle_disconnect(LinkFailure::Transport(e.to_string())),
-                    }
-                }
-                changed = self.local.changed() => {
-                    if changed.is_ok() { self.sync_local(); }
-                }
-                handoff = self.connections.recv(), if self.next.is_none() => {
-                    if let Some(new) = handoff {
-                        if self.session.is_open() {
-                            // The current connection works; the new one waits for it to end.
-                            self.next = Some(new);
-                        } else if new.preferred || !preferred {
-                            // Both sides opened a connection before either hello: keep the
-                            // lower PeerId's (or the newer of the same kind).
-                            self.next = Some(new);
-                            self.session.handle_disconnect(LinkFailure::Transport("superseded by a newer connection".into()));
-                        } else {
-                            tracing::debug!(peer = %self.peer, "connection from both sides; keeping ours");
-                        }
-                    }
-                }
-                command = self.commands.recv(), if can_send => {
-                    // Route changes first: a publish may be for a route just added.
-                    if self.local.has_changed().unwrap_or(false) { self.sync_local(); }
-                    // Take everything queued that the session accepts, so one batch (one
-                    // encryption, one signature, one write) carries it all.
-                    let mut next = command;
-                    let mut taken = 0usize;
-                    let mut lingered = false;
-                    loop {
-                        while let Some(command) = next {
-                            self.command(command);
-                            taken += 1;
-                            next = if self.session.can_send() { self.commands.try_recv().ok() } else { None };
-                        }
-                        // A busy publisher (more than one message was waiting): let it run
-                        // once more before sealing the batch, so batches (signatures,
-                        // encryptions, writes) are fewer and fuller. No timer: one yield.
-                        if lingered || taken < 2 || !self.session.can_send() {
-                            break;
-                        }
-                        lingered = true;
-                        tokio::task::yield_now().await;
-                        next = self.commands.try_recv().ok();
-                    }
-                }
-                () = sleep_until(deadline) => self.session.handle_timeout(now()),
-            }
-        };
-        lock(&self.inner.active).remove(&self.peer);
-        if let Some(done) = done {
-            let _ = done.send(Ended {
-                opened: self.opened,
-                failure: failure.clone(),
-            });
-        }
-        failure
-    }
-
-    /// Decrypts what was read (`input`, emptied) into `plain`. Ciphertext that does not
-    /// decrypt is the peer's (or an attacker's) doing, not a network drop: the connection fails
-    /// with a non-transient failure, counted in [`RemoteStats::decrypt_failures`].
-    fn handle_input(&mut self, channel: &mut Secure, input: &mut BytesMut, plain: &mut BytesMut) {
-        // Plaintext decrypted before a bad message is still the peer's, in order.
-        let result = channel.handle_input_into(input, plain);
-        input.clear();
-        if let Err(e) = result {
-            self.decrypt_failed = true;
-            self.session
-                .handle_disconnect(LinkFailure::Decode(format!("noise: {e}")));
-        }
-    }
-
-    /// Writes what the session and the channel have to send. While a write waits for the peer
-    /// to read, this keeps reading into `input` (up to a bound), so two peers writing to each
-    /// other at once cannot deadlock; the end of the peer's stream goes to `ended`. A write
-    /// that makes no progress for the idle timeout fails the connection (a peer gone silently
-    /// must not block the link, its keepalives and its timers).
-    async fn flush<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
-        &mut self,
-        channel: &mut Secure,
-        writer: &mut W,
-        reader: &mut R,
-        input: &mut BytesMut,
-        ended: &mut Option<LinkFailure>,
-    ) -> Result<(), LinkFailure> {
-        let t = now();
-        while let Some(frame) = self.session.poll_transmit(t) {
-            channel
-                .write(&frame)
-                .map_err(|e| LinkFailure::Transport(format!("noise: {e}")))?;
-        }
-        let stall = self.inner.config.session.idle_timeout;
-        let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
-        while let Some(bytes) = channel.poll_transmit() {
-            let deadline = tokio::time::Instant::now() + stall;
-            let mut write = std::pin::pin!(writer.write_all(&bytes));
-            loop {
-                tokio::select! {
-                    biased;
-                    written = &mut write => {
-                        written.map_err(|e| LinkFailure::Transport(e.to_string()))?;
-                        break;
-                    }
-                    read = reader.read_buf(input), if ended.is_none() && input.len() < READ_AHEAD => {
-                        match read {
-                            Ok(0) => *ended = Some(LinkFailure::Transport("connection closed by peer".into())),
-                            Ok(_) => {}
-                            Err(e) => *ended = Some(LinkFailure::Transport(e.to_string())),
-                        }
-                    }
-                    () = tokio::time::sleep_until(deadline) => return Err(stalled()),
-                }
-            }
-        }
-        match tokio::time::timeout(stall, writer.flush()).await {
-            Ok(flushed) => flushed.map_err(|e| LinkFailure::Transport(e.to_string())),
-            Err(_) => Err(stalled()),
-        }
-    }
-
-    /// Handles the session's events; `Some` when the connection ended (`Some(None)`: closed in
-    /// order).
-    async fn events(&mut self) -> Option<Option<LinkFailure>> {
-        let port = self.inner.port.get().cloned();
-        while let Some(event) = self.session.poll_event() {
-            if matches!(
-                event,
-                Event::PeerIntentAdded(_)
-                    | Event::PeerIntentRemoved(_)
-                    | Event::PeerInterestAdded(_)
-                    | Event::PeerInterestRemoved(_)
-            ) {
-                self.peer_intents = self.session.peer_intents().into();
-                self.peer_interests = self.session.peer_interests().into();
-            }
-            match event {
-                Event::Message { route, payload, .. } => {
-                    if let Some(sink) = self.fan_ins.get(&route)
-                        && let Err(e) = sink.send(&route, payload).await
-                    {
-                        tracing::debug!(peer = %self.peer, %route, error = %e, "message not delivered");
-                    }
-                }
-                Event::PeerIntentAdded(ad) => {
-                    let route = ad.route.clone();
-                    match port.as_ref().map(|p| p.add_peer_intent(&self.peer, ad)) {
-                        Some(Ok(sink)) => {
-                            self.fan_ins.insert(route, sink);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(peer = %self.peer, %route, error = %e, "peer intent refused");
-                            lock(&self.inner.stats).refused_routes += 1;
-                        }
-                        None => {}
-                    }
-                }
-                Event::PeerIntentRemoved(route) => {
-                    self.fan_ins.remove(&route);
-                    if let Some(port) = &port {
-                        port.remove_peer_intent(&self.peer, &route);
-                    }
-                }
-                Event::PeerInterestAdded(ad) => {
-                    let sink: Arc<dyn PayloadSink> = Arc::new(LinkSink(self.commands_tx.clone()));
-                    if let Some(Err(e)) = port
-                        .as_ref()
-                        .map(|p| p.add_peer_interest(&self.peer, ad, sink))
-                    {
-                        tracing::warn!(peer = %self.peer, error = %e, "peer interest refused");
-                        lock(&self.inner.stats).refused_routes += 1;
-                    }
-                }
-                Event::PeerInterestRemoved(pattern) => {
-                    if let Some(port) = &port {
-                        port.remove_peer_interest(&self.peer, &pattern);
-                    }
-                }
-                Event::Disconnected(failure) => {
-                    let mut stats = lock(&self.inner.stats);
-                    stats.link_failures += 1;
-                    match &failure {
-                        _ if self.decrypt_failed => stats.decrypt_failures += 1,
-                        LinkFailure::Signature(_) => stats.signature_failures += 1,
-                        LinkFailure::Decode(_) | LinkFailure::Protocol(_) => stats.bad_frames += 1,
-                        _ => {}
-                    }
-                    drop(stats);
-                    return Some(Some(failure));
-                }
-                Event::Closed {
-                    by_peer, reason, ..
-                } => {
-                    tracing::info!(peer = %self.peer, by_peer, %reason, "link closed");
-                    return Some(None);
-                }
-                Event::PeerServiceAdded(ad) => {
-                    let sink: Arc<dyn RequestSink> =
-                        Arc::new(LinkRequester(self.commands_tx.clone()));
-                    if let Some(port) = &port {
-                        port.add_peer_service(&self.peer, ad, sink);
-                    }
-                }
-                Event::PeerServiceRemoved(route) => {
-                    if let Some(port) = &port {
-                        port.remove_peer_service(&self.peer, &route);
-                    }
-                }
-                Event::Request { route, id, payload } => {
-                    if let Some(port) = &port {
-                        let answer = port.handle_request(&self.peer, &route, payload);
-                        let commands = self.commands_tx.clone();
-                        // Answered in its own task: a slow handler must not stall the link.
-                        self.inner.tracker.spawn(async move {
-                            let result = answer.await;
-                            let _ = commands
-                                .send(Command::Respond {
-                                    route,
-                                    to: id,
-                                    result,
-                                })
-                                .await;
-                        });
-                    }
-                }
-                Event::Response { id, result } => {
-                    if let Some(reply) = self.pending.remove(&id) {
-                        let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
-                    }
-                }
-                Event::Rtt(rtt) => self.rtt = Some(rtt),
-                Event::Established { resumed, .. } => {
-                    self.opened = true;
-                    tracing::debug!(resumed, "session established");
-                    // Shown connected before the peer's routes are linked (they follow this
-                    // event): whoever a link wakes sees the link up.
-                    self.report();
-                }
-                Event::SendReady => {}
-            }
-        }
-        None
-    }
-}
-
-/// The session id of a link without Noise: the same on both sides, bound to the two peers.
-fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
-    let (low, high) = if a < b { (a, b) } else { (b, a) };
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"dndm/plain-session/v1\0");
-    hasher.update(&low.to_bytes());
-    hasher.update(&high.to_bytes());
-    SessionId::from_bytes(*hasher.finalize().as_bytes())
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }

@@ -74,7 +74,10 @@
 pub mod acl;
 pub mod backoff;
 #[cfg(feature = "runtime")]
+mod driver;
+#[cfg(feature = "runtime")]
 pub mod endpoint;
+pub mod link;
 pub mod noise;
 pub mod session;
 #[cfg(any(test, feature = "test-utils"))]

@@ -1,6 +1,6 @@
 //! Link events: what handles learn about the other side of their links.
 
-use dndm_core::{LinkError, PeerId, Route, RoutePattern};
+use dndm_core::{LinkError, PeerId, Route, RoutePattern, Undelivered};
 use tokio::sync::broadcast;
 
 use crate::snapshot::HandleId;
@@ -53,6 +53,20 @@ pub enum LinkEvent {
         origin: Origin,
         /// Why.
         error: LinkError,
+    },
+    /// Messages of this intent did not reach a peer's subscriber (counted in
+    /// [`Intent::undelivered`](crate::Intent::undelivered) too). A subscriber that stays full
+    /// past the send timeout gets one event per missed message; losses inside a link (a peer
+    /// retired after its grace period, a restart, a close) come as one event per cause.
+    Undelivered {
+        /// The peer that missed them.
+        peer: PeerId,
+        /// The intent's route.
+        route: Route,
+        /// How many.
+        count: u64,
+        /// Why.
+        reason: Undelivered,
     },
 }
 

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dndm_core::{Fingerprint, Message, PayloadSink, PeerId, Qos, Route, SinkError};
+use dndm_core::{Fingerprint, Message, PayloadSink, PeerId, Qos, Route, SinkError, Undelivered};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{SendError, SendErrorKind, WaitError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
-use crate::linker::deliver;
 use crate::queue::{Push, Queue};
 use crate::ring::Ring;
 use crate::router::Inner;
@@ -31,6 +30,10 @@ enum Sink<T> {
         sink: Arc<dyn PayloadSink>,
         peer: PeerId,
         primary: bool,
+        /// Set when a send gave up waiting for this sink: later sends do not wait for it
+        /// (they drop for it at once, counted) until it takes a message again, so a vanished
+        /// or stalled peer costs the publisher one send timeout, not one per message.
+        lagging: Arc<AtomicBool>,
     },
 }
 
@@ -42,10 +45,12 @@ impl<T> Clone for Sink<T> {
                 sink,
                 peer,
                 primary,
+                lagging,
             } => Self::Peer {
                 sink: sink.clone(),
                 peer: *peer,
                 primary: *primary,
+                lagging: lagging.clone(),
             },
         }
     }
@@ -69,6 +74,8 @@ pub(crate) struct IntentShared<T> {
     closed: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
+    /// Messages that did not reach a peer subscriber, whatever the reason.
+    pub(crate) undelivered: AtomicU64,
 }
 
 /// Subscriber count and closed flag, watched by `interested()`.
@@ -91,6 +98,7 @@ impl<T: Message> IntentShared<T> {
             events: EventHub::new(),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
         }
     }
 
@@ -118,8 +126,10 @@ pub(crate) trait IntentSlot: Send + Sync {
     fn close(&self);
     /// Number of linked subscribers.
     fn subscribers(&self) -> usize;
-    /// Messages sent and sends that failed.
-    fn counters(&self) -> (u64, u64);
+    /// Messages sent, sends that failed, messages that did not reach a peer.
+    fn counters(&self) -> (u64, u64, u64);
+    /// Counts and reports messages that did not reach `peer`.
+    fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
 }
 
 impl<T: Message> IntentSlot for IntentShared<T> {
@@ -155,6 +165,7 @@ impl<T: Message> IntentSlot for IntentShared<T> {
                     sink,
                     peer,
                     primary,
+                    lagging: Arc::new(AtomicBool::new(false)),
                 },
             ));
         });
@@ -206,11 +217,22 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         self.status.borrow().subscribers
     }
 
-    fn counters(&self) -> (u64, u64) {
+    fn counters(&self) -> (u64, u64, u64) {
         (
             self.sent.load(Ordering::Relaxed),
             self.send_failures.load(Ordering::Relaxed),
+            self.undelivered.load(Ordering::Relaxed),
         )
+    }
+
+    fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered) {
+        self.undelivered.fetch_add(count, Ordering::Relaxed);
+        self.events.send(LinkEvent::Undelivered {
+            peer,
+            route: route.clone(),
+            count,
+            reason,
+        });
     }
 }
 
@@ -232,8 +254,11 @@ impl<T: Message> Intent<T> {
     /// Sends a message to every linked subscriber.
     ///
     /// Never waits for `DropOldest` and `DropNewest` subscribers; waits for full local `Block`
-    /// subscribers, up to the send timeout (one deadline for the whole send). A message with no
-    /// subscriber is dropped (check [`Intent::interested`] first when that matters).
+    /// subscribers and for peers whose link has no room for the message, up to the send timeout
+    /// (one deadline for the whole send). A peer that made a send time out is not waited for
+    /// again until it takes a message: meanwhile messages for it are dropped at once, each
+    /// counted ([`Intent::undelivered`]) and reported ([`LinkEvent::Undelivered`]). A message
+    /// with no subscriber is dropped (check [`Intent::interested`] first when that matters).
     ///
     /// # Cancel safety
     /// Cancelling while waiting on a full subscriber may leave the message delivered to some
@@ -241,8 +266,8 @@ impl<T: Message> Intent<T> {
     ///
     /// # Errors
     /// [`SendErrorKind::Closed`] when the intent or router is closed;
-    /// [`SendErrorKind::Timeout`] when a `Block` subscriber stayed full (every other subscriber
-    /// got the message). The error hands the message back.
+    /// [`SendErrorKind::Timeout`] when a `Block` subscriber or a peer stayed full (every other
+    /// subscriber got the message). The error hands the message back.
     pub async fn send(&self, message: T) -> Result<(), SendError<T>> {
         self.send_arc(Arc::new(message)).await
     }
@@ -308,19 +333,41 @@ impl<T: Message> Intent<T> {
         }
         let mut encoded: Option<Bytes> = None;
         for (_, sink) in sinks.iter() {
-            match sink {
-                Sink::Local(_) | Sink::Peer { primary: false, .. } => {}
-                Sink::Peer {
-                    sink: peer,
-                    primary: true,
-                    ..
-                } => {
-                    let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
-                    // A peer that went away is unlinked by the endpoint; nothing to report.
-                    if let Err(SinkError::Full) = deliver(&**peer, &self.route, bytes).await {
-                        undelivered += 1;
+            let Sink::Peer {
+                sink,
+                peer,
+                primary: true,
+                lagging,
+            } = sink
+            else {
+                continue;
+            };
+            let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
+            let sent = match sink.try_send(&self.route, bytes.clone()) {
+                Err(SinkError::Full) if !lagging.load(Ordering::Relaxed) => {
+                    // Wait for room under the send's one deadline, like a local `Block`
+                    // subscriber: a peer never holds a publisher longer than that.
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.send_timeout);
+                    match tokio::time::timeout_at(deadline, sink.send(&self.route, bytes)).await {
+                        Ok(sent) => sent,
+                        Err(_) => {
+                            lagging.store(true, Ordering::Relaxed);
+                            Err(SinkError::Full)
+                        }
                     }
                 }
+                other => other,
+            };
+            match sent {
+                Ok(()) => lagging.store(false, Ordering::Relaxed),
+                Err(SinkError::Full) => {
+                    undelivered += 1;
+                    self.shared
+                        .undelivered(*peer, &self.route, 1, Undelivered::Timeout);
+                }
+                // A peer that went away is unlinked by the endpoint; nothing to report.
+                Err(_) => {}
             }
         }
         if undelivered > 0 {
@@ -353,12 +400,20 @@ impl<T: Message> Intent<T> {
                 Sink::Local(queue) => matches!(queue.try_push(message.clone()), Push::Full(_)),
                 Sink::Peer { primary: false, .. } => false,
                 Sink::Peer {
-                    sink: peer,
+                    sink,
+                    peer,
                     primary: true,
-                    ..
+                    lagging,
                 } => {
                     let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
-                    matches!(peer.try_send(&self.route, bytes), Err(SinkError::Full))
+                    let full = matches!(sink.try_send(&self.route, bytes), Err(SinkError::Full));
+                    if full {
+                        self.shared
+                            .undelivered(*peer, &self.route, 1, Undelivered::Timeout);
+                    } else {
+                        lagging.store(false, Ordering::Relaxed);
+                    }
+                    full
                 }
             };
             undelivered += usize::from(full);
@@ -402,6 +457,12 @@ impl<T: Message> Intent<T> {
             Ok(result) => result,
             Err(_) => Err(WaitError::Timeout(timeout)),
         }
+    }
+
+    /// Messages that did not reach a peer subscriber: it stayed full past the send timeout, or
+    /// its link gave them up (see [`LinkEvent::Undelivered`] for each case and its reason).
+    pub fn undelivered(&self) -> u64 {
+        self.shared.undelivered.load(Ordering::Relaxed)
     }
 
     /// Number of linked subscribers (local and peer interests).

@@ -57,6 +57,7 @@
 
 mod error;
 mod events;
+mod fan_in;
 mod intent;
 mod interest;
 mod linker;

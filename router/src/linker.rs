@@ -11,14 +11,13 @@ use std::any::TypeId;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
 use dndm_core::{
     Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, PeerId, Qos,
-    Route, RoutePattern, SinkError,
+    Route, RoutePattern,
 };
 
 use crate::events::{LinkEvent, Origin};
+pub(crate) use crate::fan_in::PeerIntent;
 use crate::intent::IntentSlot;
 use crate::interest::InterestSlot;
 use crate::snapshot::{HandleId, IntentInfo, InterestInfo, LinkInfo, RouterCounters};
@@ -124,69 +123,6 @@ impl Entry {
             Self::Intent(e) => &mut e.links,
             Self::Interest(e) => &mut e.links,
         }
-    }
-}
-
-/// A peer's intent as seen by local interests: fans payloads in to every linked local queue.
-#[derive(Debug)]
-pub(crate) struct PeerIntent {
-    sinks: ArcSwap<Vec<(HandleId, Arc<dyn PayloadSink>)>>,
-}
-
-impl PeerIntent {
-    fn new() -> Self {
-        Self {
-            sinks: ArcSwap::from_pointee(Vec::new()),
-        }
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Arc<dyn PayloadSink>)>)) {
-        let mut sinks = Vec::clone(&self.sinks.load());
-        f(&mut sinks);
-        self.sinks.store(Arc::new(sinks));
-    }
-}
-
-/// Delivers to `sink` without waiting when it has room (no boxed future per message), and
-/// waits only when it is full.
-pub(crate) async fn deliver(
-    sink: &dyn PayloadSink,
-    route: &Route,
-    payload: Bytes,
-) -> Result<(), SinkError> {
-    match sink.try_send(route, payload.clone()) {
-        Err(SinkError::Full) => sink.send(route, payload).await,
-        other => other,
-    }
-}
-
-#[async_trait::async_trait]
-impl PayloadSink for PeerIntent {
-    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        let sinks = self.sinks.load_full();
-        let mut result = Ok(());
-        for (_, sink) in sinks.iter() {
-            let sent = deliver(&**sink, route, payload.clone()).await;
-            // A decode error is the peer's fault: report it, the link decides. A local interest
-            // that closed meanwhile is being unlinked; not an error.
-            if let Err(e @ SinkError::Decode { .. }) = sent {
-                result = Err(e);
-            }
-        }
-        result
-    }
-
-    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        let sinks = self.sinks.load();
-        let mut result = Ok(());
-        for (_, sink) in sinks.iter() {
-            if let Err(e @ (SinkError::Decode { .. } | SinkError::Full)) =
-                sink.try_send(route, payload.clone())
-            {
-                result = Err(e);
-            }
-        }
-        result
     }
 }
 
@@ -470,6 +406,21 @@ impl Linker {
             .unwrap_or_default()
     }
 
+    /// The first local intent on `route` (by id), where losses of messages on it are reported.
+    pub(crate) fn local_intent_on(&self, route: &Route) -> Option<Arc<dyn IntentSlot>> {
+        self.by_type
+            .get(route.type_name())?
+            .iter()
+            .find_map(|id| match self.entries.get(id) {
+                Some(Entry::Intent(IntentEntry {
+                    route: r,
+                    side: IntentSide::Local(slot),
+                    ..
+                })) if r == route => Some(slot.clone()),
+                _ => None,
+            })
+    }
+
     /// A peer intent's fan-in sink.
     pub(crate) fn peer_intent_sink(&self, id: HandleId) -> Option<Arc<PeerIntent>> {
         match self.entries.get(&id) {
@@ -481,8 +432,8 @@ impl Linker {
         }
     }
 
-    pub(crate) fn new_peer_intent() -> Arc<PeerIntent> {
-        Arc::new(PeerIntent::new())
+    pub(crate) fn new_peer_intent(route: Route) -> Arc<PeerIntent> {
+        Arc::new(PeerIntent::new(route))
     }
 
     /// The current local route set, as `*Added` changes (for a starting endpoint).
@@ -538,9 +489,9 @@ impl Linker {
         for id in ids {
             match &self.entries[id] {
                 Entry::Intent(e) => {
-                    let (sent, send_failures) = match &e.side {
+                    let (sent, send_failures, undelivered) = match &e.side {
                         IntentSide::Local(slot) => slot.counters(),
-                        IntentSide::Peer(_) => (0, 0),
+                        IntentSide::Peer(_) => (0, 0, 0),
                     };
                     links.extend(e.links.iter().map(|&interest| LinkInfo {
                         intent: *id,
@@ -555,6 +506,7 @@ impl Linker {
                         subscribers: e.links.len(),
                         sent,
                         send_failures,
+                        undelivered,
                     });
                 }
                 Entry::Interest(e) => interests.push(InterestInfo {

@@ -437,6 +437,21 @@ impl<T: Message> PayloadSink for Queue<T> {
             _ => Ok(()),
         }
     }
+
+    /// Resolves once the queue has room (woken in batches, like a blocked push) or closed.
+    async fn ready(&self) {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a pop between the check and the wait wakes us.
+            notified.as_mut().enable();
+            let _waiting = Waiting::new(&self.blocked);
+            if self.is_closed() || self.items.len() < self.items.capacity() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl<T: Message> Queue<T> {

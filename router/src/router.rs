@@ -9,7 +9,7 @@ use bytes::Bytes;
 use dndm_core::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
     Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern, RouterPort,
-    ServiceAd,
+    ServiceAd, Undelivered,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -527,7 +527,7 @@ impl RouterPort for Port {
         if let Some(old) = linker.peer_intent(peer, &ad.route) {
             linker.remove(old);
         }
-        let fan_in = Linker::new_peer_intent();
+        let fan_in = Linker::new_peer_intent(ad.route.clone());
         let entry = IntentEntry::new(
             ad.route,
             ad.fingerprint,
@@ -614,6 +614,18 @@ impl RouterPort for Port {
         match self.0.upgrade() {
             Some(inner) => inner.services.call_local(route, payload),
             None => Box::pin(async { Err(CallError::Closed) }),
+        }
+    }
+
+    fn report_undelivered(&self, peer: &PeerId, route: &Route, count: u64, reason: Undelivered) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        // Several local intents on one route share the link's queue; the first one is told.
+        let slot = inner.linker().local_intent_on(route);
+        match slot {
+            Some(slot) => slot.undelivered(*peer, route, count, reason),
+            None => tracing::debug!(%peer, %route, count, %reason, "undelivered, intent gone"),
         }
     }
 }

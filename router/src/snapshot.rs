@@ -72,6 +72,9 @@ pub struct IntentInfo {
     pub sent: u64,
     /// Sends that failed (local intents only).
     pub send_failures: u64,
+    /// Messages that did not reach a peer subscriber (local intents only; see
+    /// [`LinkEvent::Undelivered`](crate::LinkEvent::Undelivered)).
+    pub undelivered: u64,
 }
 
 /// One interest in a [`Snapshot`].

@@ -189,12 +189,15 @@ pub fn advert() -> impl Strategy<Value = Advert> {
         vec(any::<u32>(), 0..5),
         vec(interest(), 0..5),
         vec(any::<u32>(), 0..5),
+        (vec(any::<u32>(), 0..3), vec(any::<u32>(), 0..3)),
     )
-        .prop_map(|(ia, ir, sa, sr)| Advert {
+        .prop_map(|(ia, ir, sa, sr, (paused, resumed))| Advert {
             intents_added: ia,
             intents_removed: ir,
             interests_added: sa,
             interests_removed: sr,
+            paused,
+            resumed,
         })
 }
 
@@ -285,6 +288,8 @@ pub fn samples() -> Vec<Frame> {
             intents_removed: vec![9, 10],
             interests_added: vec![interest],
             interests_removed: vec![11],
+            paused: vec![12],
+            resumed: vec![13],
         }),
         Frame::Ping(Ping { nonce: 12345 }),
         Frame::Pong(Pong { nonce: 12345 }),

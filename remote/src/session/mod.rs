@@ -51,11 +51,13 @@ use dndm_codec::{
 };
 use dndm_core::{
     IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern, ServiceAd,
+    Undelivered,
 };
 
 use crate::acl::Acl;
 use crate::noise;
 
+mod flow;
 mod recv;
 mod send;
 
@@ -260,6 +262,24 @@ pub enum Event {
     Rtt(Duration),
     /// The send queue has room again after refusing a message.
     SendReady,
+    /// `count` messages accepted by [`Session::send`] on `route` left our hands: the peer
+    /// acknowledged them (reliable routes) or they went out in a batch (best effort). Every
+    /// accepted message ends in exactly one `Settled` or [`Event::Undelivered`].
+    Settled {
+        /// The local intent's route.
+        route: Route,
+        /// How many messages.
+        count: u64,
+    },
+    /// `count` messages accepted by [`Session::send`] on `route` will never reach the peer.
+    Undelivered {
+        /// The local intent's route.
+        route: Route,
+        /// How many messages.
+        count: u64,
+        /// Why.
+        reason: Undelivered,
+    },
     /// The connection failed; the session waits for the next one.
     Disconnected(LinkFailure),
     /// The session closed in order (by us or by the peer); it will not resume.
@@ -337,6 +357,15 @@ pub struct SessionStats {
     /// Queued messages dropped at batching because the peer's announced limits (learned after
     /// they were queued) leave no frame that can carry them.
     pub oversized: u64,
+    /// Reliable messages the peer acknowledged.
+    pub acked: u64,
+    /// Messages accepted by [`Session::send`] that will never reach the peer, for any reason
+    /// (each also reported as [`Event::Undelivered`]).
+    pub undelivered: u64,
+    /// Times we asked the peer to hold back a route of its (a local subscriber was full).
+    pub pauses_sent: u64,
+    /// Times the peer asked us to hold back one of our routes.
+    pub pauses_received: u64,
 }
 
 /// A message waiting to be batched.
@@ -456,6 +485,15 @@ pub struct Session {
     unacked_reliable: usize,
     /// Sequence numbers to resend from (go-back-N), set on resume and retransmit timeout.
     resend_from: Option<u64>,
+    /// The next kept batch to resend from: resends go out a batch at a time, paced like new
+    /// batches (new batches wait until they are done, keeping sequence order).
+    resending: Option<u64>,
+    /// Our intents (by id) the peer asked us to hold back: their queued messages wait.
+    paused: HashSet<u32>,
+    /// The peer's intents (by its ids) we asked it to hold back.
+    pausing_peer: HashSet<u32>,
+    /// Queued messages of paused routes, by route id, oldest first.
+    held: HashMap<u32, VecDeque<Outgoing>>,
     next_seq: u64,
     /// The highest cumulative acknowledgement from the peer.
     acked: u64,
@@ -501,6 +539,10 @@ impl Session {
             unacked: VecDeque::new(),
             unacked_reliable: 0,
             resend_from: None,
+            resending: None,
+            paused: HashSet::new(),
+            pausing_peer: HashSet::new(),
+            held: HashMap::new(),
             next_seq: 1,
             acked: 0,
             expected: 1,
@@ -532,6 +574,9 @@ impl Session {
             progress_at: now,
         });
         self.ack_due = false;
+        self.resending = None;
+        // Pauses last one connection; the peer announces them again after its hello.
+        self.release_all_held();
         let hello = self.hello();
         self.queue_frame(&Frame::Hello(hello), now);
     }
@@ -541,6 +586,7 @@ impl Session {
         if self.conn.take().is_some() && !self.closed {
             self.stats.failures += 1;
             self.transmit.clear();
+            self.resending = None;
             self.events.push_back(Event::Disconnected(failure));
         }
     }
@@ -778,8 +824,14 @@ impl Session {
         if self.closed || self.closing.is_some() {
             return Err(SessionSendError::Closed);
         }
-        if self.outgoing.len() >= self.config.send_queue {
-            self.send_refused = true;
+        let paused = !self.paused.is_empty() && self.paused.contains(&route_id);
+        let queued = if paused {
+            self.held.get(&route_id).map_or(0, VecDeque::len)
+        } else {
+            self.outgoing.len()
+        };
+        if queued >= self.config.send_queue {
+            self.send_refused |= !paused;
             return Err(SessionSendError::Full);
         }
         let len = message_len(&payload, &correlation);
@@ -787,12 +839,18 @@ impl Session {
         if len > max {
             return Err(SessionSendError::TooLarge { len, max });
         }
-        self.outgoing.push_back(Outgoing {
+        let message = Outgoing {
             route_id,
             reliable,
             correlation,
             payload,
-        });
+        };
+        if paused {
+            // The peer cannot take this route now: wait aside, out of other routes' way.
+            self.held.entry(route_id).or_default().push_back(message);
+        } else {
+            self.outgoing.push_back(message);
+        }
         Ok(())
     }
 
@@ -904,15 +962,15 @@ impl Session {
         self.unacked.len()
     }
 
-    /// Messages waiting to be batched.
+    /// Messages waiting to be batched (also those of routes the peer paused).
     pub fn queued(&self) -> usize {
-        self.outgoing.len()
+        self.outgoing.len() + self.held_len()
     }
 
     /// The sequence number the last message accepted so far has or will have: once
     /// [`Session::acked_through`] reaches it, the peer has everything sent before.
     pub fn enqueued_through(&self) -> u64 {
-        self.next_seq - 1 + self.outgoing.len() as u64
+        self.next_seq - 1 + self.queued() as u64
     }
 
     /// The highest sequence number the peer acknowledged (cumulatively).

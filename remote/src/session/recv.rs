@@ -122,8 +122,13 @@ impl Session {
             }
         } else if self.peer_epoch.is_some() {
             self.stats.lost_on_peer_restart += self.unacked_reliable as u64;
-            self.unacked.clear();
+            let lost: Vec<u32> = self
+                .unacked
+                .drain(..)
+                .flat_map(|sent| sent.reliable.into_iter().map(|m| m.route_id))
+                .collect();
             self.unacked_reliable = 0;
+            self.lose(lost, Undelivered::PeerRestarted);
         }
         // What the peer sends.
         if !peer_resumes_us || resume.first_unacked_seq == 0 {
@@ -219,6 +224,7 @@ impl Session {
             self.events.push_back(Event::PeerInterestAdded(ad.clone()));
         }
         self.peer_routes = next;
+        self.reannounce_pauses(now);
         Ok(())
     }
 
@@ -229,6 +235,7 @@ impl Session {
         };
         self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
         let mut advert = advert;
+        self.on_flow(&advert.paused, &advert.resumed);
         // Service declarations (ids from SERVICE_ID_BASE) come and go in pairs.
         let removed: Vec<u32> = advert
             .intents_removed
@@ -445,13 +452,17 @@ impl Session {
     /// Drops kept batches up to `seq`; true if anything was dropped.
     pub(super) fn acknowledge(&mut self, seq: u64) -> bool {
         self.acked = self.acked.max(seq);
+        let mut acked = Vec::new();
         let mut progressed = false;
         while self.unacked.front().is_some_and(|s| s.last <= seq) {
             if let Some(sent) = self.unacked.pop_front() {
                 self.unacked_reliable -= sent.reliable.len();
+                acked.extend(sent.reliable.iter().map(|m| m.route_id));
                 progressed = true;
             }
         }
+        self.stats.acked += acked.len() as u64;
+        self.settle(acked);
         progressed
     }
 }

@@ -97,6 +97,7 @@ impl Session {
         }
         let busy = |id: u32| {
             self.outgoing.iter().any(|m| m.route_id == id)
+                || self.held.get(&id).is_some_and(|h| !h.is_empty())
                 || self
                     .unacked
                     .iter()
@@ -144,8 +145,17 @@ impl Session {
         self.closed = true;
         self.closing = None;
         self.conn = None;
-        self.stats.unsent_on_close += self.outgoing.len() as u64;
-        self.outgoing.clear();
+        // Neither sent nor acknowledged: the peer may or may not have what was in flight, so
+        // it counts as undelivered (never as delivered without an acknowledgement).
+        let queued = self.take_queued();
+        self.stats.unsent_on_close += queued.len() as u64;
+        let unacked: Vec<u32> = self
+            .unacked
+            .drain(..)
+            .flat_map(|sent| sent.reliable.into_iter().map(|m| m.route_id))
+            .collect();
+        self.unacked_reliable = 0;
+        self.lose(unacked.into_iter().chain(queued), Undelivered::Closed);
         self.events.push_back(Event::Closed {
             by_peer,
             code: close.code,
@@ -169,9 +179,14 @@ impl Session {
             self.queue_frame(&Frame::Ack(ack), now);
         }
         if let Some(from) = self.resend_from.take() {
-            self.resend(from, now);
+            self.resending = Some(from);
+            if let Some(conn) = self.conn.as_mut() {
+                conn.progress_at = now;
+            }
         }
-        while self.transmit.len() < 2 && self.batch_new(now) {}
+        // Resends first, then new batches (sequence order), each paced: at most two frames
+        // wait for the driver, so a resume never re-encodes the whole buffer at once.
+        while self.transmit.len() < 2 && (self.resend_next(now) || self.batch_new(now)) {}
         self.flush_withdrawals(now);
         // Closing: once everything the retransmit buffer admits is batched, the close goes
         // out. Messages still queued then (the buffer is full: the peer is slow to
@@ -185,34 +200,37 @@ impl Session {
         }
     }
 
-    /// Resends every kept batch that ends at or after `from`.
-    pub(super) fn resend(&mut self, from: u64, now: Instant) {
-        let batches: Vec<Batch> = self
-            .unacked
-            .iter()
-            .filter(|s| s.last >= from)
-            .map(|s| Batch {
-                first_seq: s.first,
-                last_seq: s.last,
-                messages: s.reliable.clone(),
-            })
-            .collect();
-        for batch in batches {
-            self.stats.retransmitted += batch.messages.len() as u64;
-            self.queue_batch(&batch, now);
-        }
-        if let Some(conn) = self.conn.as_mut() {
-            conn.progress_at = now;
-        }
+    /// Resends the next kept batch that ends at or after the resend position; false when
+    /// no resend is under way (or it just finished).
+    pub(super) fn resend_next(&mut self, now: Instant) -> bool {
+        let Some(from) = self.resending else {
+            return false;
+        };
+        // Kept batches are in sequence order.
+        let at = self.unacked.partition_point(|s| s.last < from);
+        let Some(sent) = self.unacked.get(at) else {
+            self.resending = None;
+            return false;
+        };
+        let batch = Batch {
+            first_seq: sent.first,
+            last_seq: sent.last,
+            messages: sent.reliable.clone(),
+        };
+        self.resending = Some(sent.last + 1);
+        self.stats.retransmitted += batch.messages.len() as u64;
+        self.queue_batch(&batch, now);
+        true
     }
 
     /// Takes messages from the send queue into one batch; false when nothing was taken.
     pub(super) fn batch_new(&mut self, now: Instant) -> bool {
-        if self.unacked.len() >= self.config.retransmit_capacity {
+        if self.resending.is_some() || self.unacked.len() >= self.config.retransmit_capacity {
             return false;
         }
         let mut messages = Vec::new();
         let mut reliable = Vec::new();
+        let mut best_effort = Vec::new();
         let mut bytes = 0usize;
         let first = self.next_seq;
         let (max_messages, max_bytes) = self.batch_bounds();
@@ -224,8 +242,10 @@ impl Session {
             if messages.is_empty() && size > room {
                 // Queued before the peer's limits were known, and no frame it accepts can
                 // carry it: counted, never sent (it would fail the link on every resend).
-                self.outgoing.pop_front();
-                self.stats.oversized += 1;
+                if let Some(dropped) = self.outgoing.pop_front() {
+                    self.stats.oversized += 1;
+                    self.lose([dropped.route_id], Undelivered::TooLarge);
+                }
                 continue;
             }
             if messages.len() >= max_messages
@@ -250,6 +270,8 @@ impl Session {
             self.next_seq += 1;
             if next.reliable {
                 reliable.push(message.clone());
+            } else {
+                best_effort.push(message.route_id);
             }
             messages.push(message);
         }
@@ -258,6 +280,10 @@ impl Session {
         }
         let last = self.next_seq - 1;
         self.stats.messages_sent += messages.len() as u64;
+        // Best-effort messages are done with once they go out; reliable ones at their ack.
+        if !best_effort.is_empty() {
+            self.settle(best_effort);
+        }
         // Every batch is kept until acknowledged, even with no reliable message: a resent empty
         // range tells the receiver the best-effort messages in it are gone.
         if self.unacked.is_empty()
