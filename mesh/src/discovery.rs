@@ -27,12 +27,15 @@ pub(crate) enum Found {
     Gone(libp2p::PeerId),
 }
 
-/// A running mDNS registration and browser.
+/// A running mDNS registration and browser. Dropped without [`Mdns::stop`] (the actor's task
+/// dropped by a runtime shutting down), it still tells the daemon thread to end.
 pub(crate) struct Mdns {
     daemon: ServiceDaemon,
     events: mdns_sd::Receiver<ServiceEvent>,
     registered: Option<String>,
     local: libp2p::PeerId,
+    /// [`Mdns::stop`] already shut the daemon down.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Mdns {
@@ -53,6 +56,7 @@ impl Mdns {
             events,
             registered: None,
             local,
+            stopped: false,
         })
     }
 
@@ -120,14 +124,26 @@ impl Mdns {
     }
 
     /// Withdraws the record (a goodbye packet) and stops the daemon thread.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(fullname) = &self.registered
             && let Ok(status) = self.daemon.unregister(fullname)
         {
             let _ = tokio::time::timeout(STOP_WAIT, status.recv_async()).await;
         }
+        self.stopped = true;
         if let Ok(status) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(STOP_WAIT, status.recv_async()).await;
+        }
+    }
+}
+
+impl Drop for Mdns {
+    fn drop(&mut self) {
+        // The daemon thread holds a sender of its own command queue, so it never sees the
+        // queue close: without an exit command it runs for the life of the process. Queuing
+        // one does not wait (no goodbye packet here: that needs a wait).
+        if !self.stopped {
+            let _ = self.daemon.shutdown();
         }
     }
 }

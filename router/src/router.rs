@@ -2,7 +2,7 @@
 
 use std::any::TypeId;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
     next_id: AtomicU64,
+    /// The runtime the first endpoint was attached on, where their tasks run: a router dropped
+    /// without [`Router::close`] closes its endpoints there.
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 impl Inner {
@@ -214,6 +217,7 @@ impl RouterBuilder {
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             next_id: AtomicU64::new(1),
+            runtime: OnceLock::new(),
         });
         Ok(Router {
             _close_on_drop: Arc::new(CloseOnDrop(inner.clone())),
@@ -227,8 +231,40 @@ struct CloseOnDrop(Arc<Inner>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        // Endpoints get their cancellation through the token; nobody is left to await them.
-        let _ = self.0.shutdown();
+        let endpoints = self.0.shutdown();
+        if endpoints.is_empty() {
+            return;
+        }
+        // Endpoints have their own tasks (and threads) that the router's token does not reach,
+        // and closing one is async: close them in a task of their own, tracked like every
+        // router task. Their runtime is alive while their tasks are; once it shuts down, it
+        // drops the task and their tasks alike.
+        let runtime = self
+            .0
+            .runtime
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        match runtime {
+            Some(runtime) => {
+                self.0
+                    .tracker
+                    .spawn_on(close_endpoints(endpoints), &runtime);
+            }
+            // `attach` records the runtime it runs on; an endpoint attached from outside tokio
+            // could not have spawned anything on one either.
+            None => tracing::warn!(
+                router = %self.0.settings.name,
+                "router dropped outside a tokio runtime; its endpoints were not closed"
+            ),
+        }
+    }
+}
+
+/// Closes endpoints in reverse order of attachment, each after the previous one has ended.
+async fn close_endpoints(endpoints: Vec<Arc<dyn Endpoint>>) {
+    for endpoint in endpoints.iter().rev() {
+        endpoint.close().await;
     }
 }
 
@@ -286,7 +322,8 @@ impl SubscribeOptions {
 ///
 /// Cheap to clone; every clone is the same router. [`Router::close`] closes every handle, wakes
 /// every waiter and returns when every task the router spawned has ended. Dropping the last
-/// clone closes too, without waiting.
+/// clone closes too, without waiting: the endpoints close in a task on the runtime they were
+/// attached on, and their tasks, listeners and threads end soon after.
 #[derive(Clone)]
 pub struct Router {
     pub(crate) inner: Arc<Inner>,
@@ -407,6 +444,9 @@ impl Router {
     /// The endpoint's start error; [`EndpointError::State`] when the router is closed.
     pub async fn attach(&self, endpoint: Arc<dyn Endpoint>) -> Result<(), EndpointError> {
         let port: Arc<dyn RouterPort> = Arc::new(Port(Arc::downgrade(&self.inner)));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let _ = self.inner.runtime.set(runtime);
+        }
         // Register first (under the lock, with the snapshot of adverts) so no change is missed
         // between the snapshot and the registration.
         let local = {
@@ -483,10 +523,7 @@ impl Router {
     /// # Cancel safety
     /// Cancelling the wait does not undo the close; tasks still end.
     pub async fn close(&self) {
-        let endpoints = self.inner.shutdown();
-        for endpoint in endpoints.iter().rev() {
-            endpoint.close().await;
-        }
+        close_endpoints(self.inner.shutdown()).await;
         self.inner.tracker.wait().await;
     }
 }
