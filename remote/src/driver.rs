@@ -590,6 +590,7 @@ impl Driver {
                         let _ = reply.send(Err(CallError::Closed));
                     }
                     lock(&self.inner.stats).retired_peers += 1;
+                    self.inner.link_state.send_modify(|v| *v += 1);
                     routes_changed = true;
                 }
             }
@@ -824,11 +825,15 @@ impl Driver {
             peer_interests: self.peer_interests.clone(),
             unacked: (self.commands.len() + session.queued() + session.unacked_batches()) as u64,
         };
-        let state = (info.connected, info.stats.failures, info.unacked == 0);
+        let state = |i: &LinkInfo| {
+            let s = &i.stats;
+            let flow = s.pauses_sent + s.pauses_received;
+            (i.connected, s.failures, i.unacked == 0, flow)
+        };
+        let now = state(&info);
         let previous = lock(&self.inner.infos).insert(self.peer, info);
         // Wake watchers only on state changes, not on every batch's counters.
-        let changed =
-            previous.is_none_or(|p| (p.connected, p.stats.failures, p.unacked == 0) != state);
+        let changed = previous.is_none_or(|p| state(&p) != now);
         if changed {
             self.inner.link_state.send_modify(|v| *v += 1);
         }

@@ -476,8 +476,9 @@ impl RemoteEndpoint {
     }
 
     /// A receiver that changes whenever a link connects, fails, closes or goes away, has
-    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0), or a connection fails its
-    /// handshake ([`RemoteStats::handshake_failures`]): wait on it (`changed().await`) and read
+    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0), pauses or is paused by its
+    /// peer, its peer is retired, or a connection fails its handshake
+    /// ([`RemoteStats::handshake_failures`]): wait on it (`changed().await`) and read
     /// [`links`](Self::links) or [`stats`](Self::stats) instead of polling.
     pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.inner.link_state.subscribe()

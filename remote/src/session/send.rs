@@ -11,6 +11,9 @@ const FRAME_OVERHEAD: usize = 128;
 /// `max_text_len`.
 pub(super) const MESSAGE_OVERHEAD: usize = 64;
 
+/// Most bytes of messages in one resent piece of a kept batch (one message may exceed it).
+const RESEND_CHUNK: usize = 16 * 1024;
+
 /// How one batch is compressed.
 enum Packing {
     /// Uncompressed.
@@ -212,12 +215,29 @@ impl Session {
             self.resending = None;
             return false;
         };
+        // A kept batch goes again in pieces of at most RESEND_CHUNK bytes, from where the peer
+        // is (possibly inside it): on a path that breaks every few tens of kilobytes, each
+        // connection still completes a piece, and the next resumes after it.
+        let first = from.max(sent.first);
+        let mut messages = Vec::new();
+        let mut bytes = 0usize;
+        let mut last = sent.last;
+        for message in sent.reliable.iter().filter(|m| m.seq >= Some(first)) {
+            let size = message_len(&message.payload, &message.correlation) + MESSAGE_OVERHEAD;
+            if !messages.is_empty() && bytes + size > RESEND_CHUNK {
+                // Ends just before this message: the next piece starts at it.
+                last = message.seq.map_or(sent.last, |seq| seq - 1);
+                break;
+            }
+            bytes += size;
+            messages.push(message.clone());
+        }
         let batch = Batch {
-            first_seq: sent.first,
-            last_seq: sent.last,
-            messages: sent.reliable.clone(),
+            first_seq: first,
+            last_seq: last,
+            messages,
         };
-        self.resending = Some(sent.last + 1);
+        self.resending = Some(last + 1);
         self.stats.retransmitted += batch.messages.len() as u64;
         self.queue_batch(&batch, now);
         true
