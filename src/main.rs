@@ -9,7 +9,8 @@
 //! - `dndm peers --node URL` / `dndm routes --node URL`: inspect a running node.
 //!
 //! Errors print one line, `error: ...`, naming the cause, and exit with status 1 (2 for bad
-//! arguments).
+//! arguments; 3 when `dndm pub` could not confirm that every linked subscriber acknowledged
+//! every message).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +43,7 @@ enum Command {
     /// Run a long-lived node from a TOML config: mesh, remote links, /metrics and /snapshot.
     Node(node::Args),
     /// Publish lines from standard input on a route (reliable), as an ephemeral mesh node.
+    #[command(after_help = pubsub::PUB_EXIT_HELP)]
     Pub(pubsub::PubArgs),
     /// Print the messages matching a route pattern, one per line, as an ephemeral mesh node.
     Sub(pubsub::SubArgs),
@@ -99,7 +101,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            if e.downcast_ref::<pubsub::Unconfirmed>().is_some() {
+                ExitCode::from(pubsub::UNCONFIRMED_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! (or a `--config` file's `[mesh]` section, or mDNS when neither names a peer), and links to
 //! its peers directly (the mesh does not forward between peers).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use dndm::builtin::{Bytes, Json, Text};
 use dndm::mesh::MeshEndpoint;
-use dndm::{Config, Interest, Origin, Overflow, PublishOptions, Qos, Router, SubscribeOptions};
+use dndm::{
+    Config, EventsError, Interest, LinkEvent, LinkEvents, Origin, Overflow, PublishOptions, Qos,
+    Router, SubscribeOptions,
+};
+use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
 use crate::{config_error, signals};
@@ -230,6 +235,10 @@ async fn publish_on<T: Line>(node: &Ephemeral, args: &PubArgs) -> anyhow::Result
         .router
         .publish_with::<T>(&args.route, PublishOptions::default().qos(Qos::reliable()))?;
     let route = intent.route().clone();
+    // The first listener also gets the links made before it: every peer that subscribes at any
+    // time is recorded.
+    let mut events = intent.events();
+    let mut linked = Linked::default();
     let want = args.subscribers as usize;
     let mut lines = read_lines();
     let shutdown = signals::shutdown();
@@ -254,11 +263,20 @@ async fn publish_on<T: Line>(node: &Ephemeral, args: &PubArgs) -> anyhow::Result
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick
     });
-    let mut sent = 0u64;
+    // Messages published (whether or not every subscriber took them), and those whose send
+    // failed for some subscriber.
+    let mut published = 0u64;
+    let mut failed = 0u64;
     let mut number = 0u64;
-    while args.count.is_none_or(|n| sent < n) {
+    let mut listening = true;
+    while args.count.is_none_or(|n| published < n) {
         let line = tokio::select! {
             line = lines.recv() => line,
+            // Record links and losses while waiting for input too (the channel is bounded).
+            event = events.recv(), if listening => {
+                listening = linked.handle(event, node, intent.id(), published);
+                continue;
+            }
             signal = &mut shutdown => {
                 eprintln!("pub: {}; stopping", signal?);
                 break;
@@ -271,22 +289,41 @@ async fn publish_on<T: Line>(node: &Ephemeral, args: &PubArgs) -> anyhow::Result
         if let Some(tick) = tick.as_mut() {
             tick.tick().await;
         }
-        intent
-            .send(message)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot publish line {number} on {route}: {e}"))?;
-        sent += 1;
+        linked.drain(&mut events, node, intent.id(), published);
+        let sent = intent.send(message).await;
+        published += 1;
+        match sent {
+            Ok(()) => {}
+            // A subscriber stayed full or its peer away: the others got the message; it is
+            // counted undelivered for that peer, and reported below.
+            Err(e) if e.is_transient() => failed += 1,
+            Err(e) => bail!("cannot publish line {number} on {route}: {e}"),
+        }
     }
-    let outcome = confirm_delivery(node, intent.id()).await;
+    let outcome = confirm_delivery(node, &intent, &mut events, &mut linked, published).await;
     eprintln!(
-        "pub: sent {sent} message(s) on {route}; {} peer(s) confirmed, {} left",
-        outcome.confirmed, outcome.left
+        "pub: sent {published} message(s) on {route}; {} of {} linked peer(s) confirmed, {} left",
+        outcome.confirmed, outcome.peers, outcome.left
     );
-    if outcome.unconfirmed > 0 {
+    for (peer, count, why) in &outcome.unconfirmed {
+        eprintln!("pub: peer {peer}: {count} message(s) not confirmed ({why})");
+    }
+    if outcome.unattributed > 0 {
         eprintln!(
-            "pub: warning: delivery to {} peer(s) not confirmed before exit",
-            outcome.unconfirmed
+            "pub: {} more message(s) reported undelivered to peers not told apart (link events were missed)",
+            outcome.unattributed
         );
+    }
+    let messages =
+        outcome.unconfirmed.iter().map(|(_, n, _)| n).sum::<u64>() + outcome.unattributed;
+    if messages > 0 || failed > 0 || !outcome.unconfirmed.is_empty() {
+        return Err(Unconfirmed {
+            messages,
+            peers: outcome.unconfirmed.len(),
+            linked: outcome.peers,
+            failed,
+        }
+        .into());
     }
     Ok(())
 }
@@ -348,52 +385,263 @@ fn read_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     rx
 }
 
+/// What `dndm pub` knows of one peer that subscribed to its route at some time.
+#[derive(Debug, Default)]
+struct PeerRecord {
+    /// The peer's interests linked to the intent now.
+    links: BTreeSet<dndm::HandleId>,
+    /// Messages published before its latest link was made: they were not offered to it.
+    linked_at: u64,
+    /// Messages published when its last link went, if it has none now.
+    unlinked_at: Option<u64>,
+    /// Messages reported undelivered to it ([`LinkEvent::Undelivered`]), any cause.
+    undelivered: u64,
+    /// `undelivered` when its latest link was made.
+    undelivered_at_link: u64,
+}
+
+/// Every peer linked to the intent at any time during a run, from the intent's link events.
+#[derive(Debug, Default)]
+struct Linked {
+    peers: BTreeMap<dndm::PeerId, PeerRecord>,
+}
+
+impl Linked {
+    /// Takes the events waiting in `events`, `published` messages into the run. When events
+    /// were missed, re-reads the intent's links from a snapshot (undelivered counts missed with
+    /// them still show in [`dndm::Intent::undelivered`]).
+    fn drain(
+        &mut self,
+        events: &mut LinkEvents,
+        node: &Ephemeral,
+        intent: dndm::HandleId,
+        published: u64,
+    ) {
+        while let Some(event) = events.recv().now_or_never() {
+            if !self.handle(event, node, intent, published) {
+                return;
+            }
+        }
+    }
+
+    /// Takes one result of [`LinkEvents::recv`]; returns whether more events may come.
+    fn handle(
+        &mut self,
+        event: Result<LinkEvent, EventsError>,
+        node: &Ephemeral,
+        intent: dndm::HandleId,
+        published: u64,
+    ) -> bool {
+        match event {
+            Ok(event) => self.handle_event(event, published),
+            Err(EventsError::Lagged(_)) => self.handle_snapshot(node, intent, published),
+            Err(_) => return false,
+        }
+        true
+    }
+
+    fn handle_event(&mut self, event: LinkEvent, published: u64) {
+        match event {
+            LinkEvent::Linked {
+                other,
+                origin: Origin::Peer(peer),
+                ..
+            } => self.link(peer, other, published),
+            LinkEvent::Unlinked {
+                other,
+                origin: Origin::Peer(peer),
+            } => {
+                if let Some(record) = self.peers.get_mut(&peer)
+                    && record.links.remove(&other)
+                    && record.links.is_empty()
+                {
+                    record.unlinked_at = Some(published);
+                }
+            }
+            LinkEvent::Undelivered { peer, count, .. } => {
+                self.peers.entry(peer).or_default().undelivered += count;
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_snapshot(&mut self, node: &Ephemeral, intent: dndm::HandleId, published: u64) {
+        let snapshot = node.router.snapshot();
+        let mut now: BTreeMap<dndm::PeerId, BTreeSet<dndm::HandleId>> = BTreeMap::new();
+        for link in snapshot.links.iter().filter(|l| l.intent == intent) {
+            let origin = snapshot
+                .interests
+                .iter()
+                .find(|i| i.id == link.interest)
+                .map(|i| i.origin);
+            if let Some(Origin::Peer(peer)) = origin {
+                now.entry(peer).or_default().insert(link.interest);
+            }
+        }
+        for record in self.peers.values_mut() {
+            let had = !record.links.is_empty();
+            record
+                .links
+                .retain(|id| now.values().any(|ids| ids.contains(id)));
+            if had && record.links.is_empty() {
+                record.unlinked_at = Some(published);
+            }
+        }
+        for (peer, ids) in now {
+            for id in ids {
+                self.link(peer, id, published);
+            }
+        }
+    }
+
+    fn link(&mut self, peer: dndm::PeerId, interest: dndm::HandleId, published: u64) {
+        let record = self.peers.entry(peer).or_default();
+        if record.links.is_empty() {
+            record.linked_at = published;
+            record.unlinked_at = None;
+            record.undelivered_at_link = record.undelivered;
+        }
+        record.links.insert(interest);
+    }
+}
+
 /// How [`confirm_delivery`] ended.
 #[derive(Debug, Default)]
 struct Confirmation {
-    /// Peers that acknowledged everything sent.
+    /// Peers linked at any time during the run.
+    peers: usize,
+    /// Peers that acknowledged everything published to them.
     confirmed: usize,
-    /// Peers whose session closed first (a `dndm sub --count` that had enough, say).
+    /// Peers whose link ended after they had everything (a `dndm sub --count` that had
+    /// enough, say).
     left: usize,
-    /// Peers that did not acknowledge in time.
-    unconfirmed: usize,
+    /// Peers that did not confirm everything: how many messages, and why.
+    unconfirmed: Vec<(dndm::PeerId, u64, String)>,
+    /// Messages reported undelivered that no recorded peer accounts for (events were missed).
+    unattributed: u64,
 }
 
-/// Waits until every peer subscribed to intent `id` has acknowledged everything sent to it
-/// (`MeshEndpoint::flush`), or its session ended.
-async fn confirm_delivery(node: &Ephemeral, id: dndm::HandleId) -> Confirmation {
-    let snapshot = node.router.snapshot();
-    let linked: Vec<u64> = snapshot
-        .links
-        .iter()
-        .filter(|l| l.intent == id)
-        .map(|l| l.interest.get())
-        .collect();
-    let mut waiting: Vec<dndm::PeerId> = snapshot
-        .interests
-        .iter()
-        .filter(|i| linked.contains(&i.id.get()))
-        .filter_map(|i| match i.origin {
-            Origin::Peer(peer) => Some(peer),
-            _ => None,
-        })
-        .collect();
-    waiting.sort();
-    waiting.dedup();
-    let mut outcome = Confirmation::default();
+/// Waits until every peer linked to `intent` during the run has acknowledged everything
+/// published to it (`MeshEndpoint::flush`), its link ended, or `remote.idle_timeout_ms` + 2 s
+/// passed; then counts, per peer, the messages it did not confirm.
+///
+/// A peer confirms when its flush completes and nothing was reported undelivered to it. A peer
+/// whose link ended confirmed unless messages were reported undelivered to it (a peer retired
+/// or closed with unacknowledged messages reports them). For a peer still linked without
+/// confirming, the count is what was published while it was linked less what it acknowledged
+/// (`LinkInfo::stats.acked`), plus what was reported undelivered before that link.
+async fn confirm_delivery<T: dndm::Message>(
+    node: &Ephemeral,
+    intent: &dndm::Intent<T>,
+    events: &mut LinkEvents,
+    linked: &mut Linked,
+    published: u64,
+) -> Confirmation {
+    linked.drain(events, node, intent.id(), published);
     let guard = Duration::from_millis(node.config.remote.idle_timeout_ms) + Duration::from_secs(2);
-    let flushes = waiting
+    let peers: Vec<dndm::PeerId> = linked.peers.keys().copied().collect();
+    let flushes = peers
         .iter()
         .map(|peer| async move { tokio::time::timeout(guard, node.mesh.flush(peer)).await });
-    for result in futures::future::join_all(flushes).await {
-        match result {
-            Ok(Ok(())) => outcome.confirmed += 1,
-            Ok(Err(_)) => outcome.left += 1,
-            Err(_) => outcome.unconfirmed += 1,
-        }
+    let flushed = futures::future::join_all(flushes).await;
+    // Read before the events: each loss is counted before its event is sent, so what the events
+    // fall short of this total was missed (lagged), not yet to come.
+    let undelivered = intent.undelivered();
+    // Losses reported while waiting (a peer retired, a link closed) count too.
+    linked.drain(events, node, intent.id(), published);
+    let acked: BTreeMap<dndm::PeerId, u64> = node
+        .mesh
+        .links()
+        .into_iter()
+        .map(|l| (l.peer, l.stats.acked))
+        .collect();
+    let mut outcome = Confirmation {
+        peers: peers.len(),
+        ..Confirmation::default()
+    };
+    let mut attributed = 0;
+    for (peer, result) in peers.into_iter().zip(flushed) {
+        let Some(record) = linked.peers.get(&peer) else {
+            continue;
+        };
+        attributed += record.undelivered;
+        let (count, why) = match result {
+            Ok(Ok(())) if record.undelivered == 0 => {
+                outcome.confirmed += 1;
+                continue;
+            }
+            Err(_) => {
+                // Still linked (or retired just now), without acknowledging everything.
+                let offered = record
+                    .unlinked_at
+                    .unwrap_or(published)
+                    .saturating_sub(record.linked_at);
+                let since_link = record.undelivered - record.undelivered_at_link;
+                let pending = acked.get(&peer).map_or(since_link, |acked| {
+                    offered.saturating_sub(*acked).max(since_link)
+                });
+                (
+                    record.undelivered_at_link + pending,
+                    format!("no acknowledgement within {} s", guard.as_secs_f64()),
+                )
+            }
+            Ok(Err(_)) if record.undelivered == 0 => {
+                outcome.left += 1;
+                continue;
+            }
+            Ok(Err(_)) => (record.undelivered, "went away before confirming".to_owned()),
+            Ok(Ok(())) => (record.undelivered, "reported undelivered".to_owned()),
+        };
+        outcome.unconfirmed.push((peer, count, why));
     }
+    outcome.unattributed = undelivered.saturating_sub(attributed);
     outcome
 }
+
+/// `dndm pub` ends with this error (exit status [`UNCONFIRMED_EXIT`]) when not every message
+/// was confirmed by every peer linked during the run.
+#[derive(Debug)]
+pub(crate) struct Unconfirmed {
+    /// Messages not confirmed, summed over peers.
+    messages: u64,
+    /// Peers that did not confirm everything.
+    peers: usize,
+    /// Peers linked at any time during the run.
+    linked: usize,
+    /// Sends that failed for some subscriber.
+    failed: u64,
+}
+
+impl std::fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "delivery not confirmed: {} message(s) not confirmed by {} of {} linked peer(s)",
+            self.messages, self.peers, self.linked
+        )?;
+        if self.failed > 0 {
+            write!(f, "; {} send(s) failed for some subscriber", self.failed)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Unconfirmed {}
+
+/// Exit status of `dndm pub` when delivery was not confirmed ([`Unconfirmed`]).
+pub(crate) const UNCONFIRMED_EXIT: u8 = 3;
+
+/// The end of `dndm pub --help`: how the command confirms delivery and its exit statuses.
+pub(crate) const PUB_EXIT_HELP: &str = "\
+Delivery: at the end of input (or --count), pub waits for every peer that subscribed at any time
+during the run to acknowledge every message published while it was linked, for at most
+remote.idle_timeout_ms + 2 s (12 s by default). It prints, per peer, how many messages were not
+confirmed and why (no acknowledgement in time, went away first, undelivered after a send
+timeout).
+
+Exit status: 0 when every linked peer confirmed every message; 1 on an error (no subscriber
+within --wait, a bad line, a bad config...); 2 for bad arguments; 3 when delivery was not
+confirmed (the last line says how many messages, for how many of the linked peers).";
 
 async fn subscribe<T: Line>(args: SubArgs) -> anyhow::Result<()> {
     let node = join(&args.mesh, "dndm-sub").await?;

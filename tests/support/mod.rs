@@ -1,5 +1,6 @@
 //! Helpers for tests that run the `dndm` binary: child processes whose output lines are read
-//! with timeouts (never sleeps), killed when dropped; scratch directories removed when dropped.
+//! with timeouts (never sleeps), killed when dropped; `dndm node` processes from TOML; scratch
+//! directories removed when dropped.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -133,6 +134,12 @@ impl Proc {
         self.child.wait().unwrap()
     }
 
+    /// Kills the child at once (SIGKILL on Unix: it cannot say goodbye) and waits for it.
+    pub(crate) fn kill(&mut self) -> ExitStatus {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// Everything the child wrote to stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
@@ -143,6 +150,56 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Failure guard for every wait (the machine may be busy building).
+pub(crate) const GUARD: Duration = Duration::from_secs(90);
+
+/// A node's TOML: a loopback mesh without mDNS, metrics on an ephemeral port.
+pub(crate) fn node_toml(name: &str, bootstrap: Option<&str>) -> String {
+    let bootstrap = bootstrap.map_or_else(String::new, |a| format!("bootstrap = [\"{a}\"]\n"));
+    format!(
+        "[node]\nname = \"{name}\"\n\n[mesh]\nenabled = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n{bootstrap}\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+    )
+}
+
+/// A started node: its PeerId, first mesh address and metrics URL.
+pub(crate) struct Node {
+    pub(crate) proc: Proc,
+    pub(crate) peer_id: String,
+    pub(crate) mesh: String,
+    pub(crate) metrics: String,
+}
+
+/// Starts `dndm node --config CONFIG --stop-on-eof EXTRA...` and reads its lines up to `ready`.
+pub(crate) fn start_node(name: &str, config: &std::path::Path, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "node",
+        "--config",
+        config.to_str().unwrap(),
+        "--stop-on-eof",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(name, &args);
+    let lines = proc.lines_until("ready", GUARD);
+    let field = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{name}: no {prefix:?} line in {lines:?}"))
+            .to_owned()
+    };
+    let node_line = field("node ");
+    let (node_name, peer_id) = node_line.split_once(' ').unwrap();
+    assert_eq!(node_name, name);
+    let mesh = field("mesh ");
+    assert!(mesh.ends_with(&format!("/p2p/{peer_id}")), "{mesh}");
+    Node {
+        peer_id: peer_id.to_owned(),
+        mesh,
+        metrics: field("metrics "),
+        proc,
     }
 }
 
