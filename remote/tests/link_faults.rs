@@ -37,10 +37,19 @@ struct Proxy {
     /// Connections dropped by the blackhole; notifies on each.
     refused: AtomicU64,
     refused_event: Notify,
+    /// With a limit, each connection is cut once this many bytes went through it (both ways).
+    cut_every: Option<u64>,
+    /// Connections cut by that limit.
+    budget_cuts: AtomicU64,
 }
 
 impl Proxy {
     async fn start(target: std::net::SocketAddr) -> Arc<Self> {
+        Self::start_with(target, None).await
+    }
+
+    /// A proxy that also cuts each connection after `cut_every` bytes, if given.
+    async fn start_with(target: std::net::SocketAddr, cut_every: Option<u64>) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = Arc::new(Self {
             addr: listener.local_addr().unwrap(),
@@ -49,6 +58,8 @@ impl Proxy {
             stall: watch::Sender::new(false),
             refused: AtomicU64::new(0),
             refused_event: Notify::new(),
+            cut_every,
+            budget_cuts: AtomicU64::new(0),
         });
         let this = proxy.clone();
         tokio::spawn(async move {
@@ -65,12 +76,21 @@ impl Proxy {
                 let mut cut = this.generation.subscribe();
                 let (client_rx, client_tx) = client.into_split();
                 let (server_rx, server_tx) = server.into_split();
-                let up = forward(client_rx, server_tx, this.stall.subscribe());
-                let down = forward(server_rx, client_tx, this.stall.subscribe());
+                let budget = Arc::new(Budget {
+                    left: AtomicU64::new(this.cut_every.unwrap_or(u64::MAX)),
+                    spent: Notify::new(),
+                });
+                let up = forward(client_rx, server_tx, this.stall.subscribe(), budget.clone());
+                let down = forward(server_rx, client_tx, this.stall.subscribe(), budget.clone());
+                let this = this.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = async { tokio::join!(up, down) } => {}
                         _ = cut.changed() => {}
+                        () = budget.spent.notified() => {}
+                    }
+                    if budget.left.load(Ordering::SeqCst) == 0 {
+                        this.budget_cuts.fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
@@ -83,11 +103,20 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to`, holding each chunk while the proxy is stalled.
+/// Bytes a connection may still carry before the proxy cuts it.
+struct Budget {
+    left: AtomicU64,
+    /// Notified (permit stored) when the budget runs out.
+    spent: Notify,
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is stalled; stops (and tells the
+/// connection to end) when the budget runs out, forwarding only what fits in it.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut stall: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut buf = vec![0u8; 64 * 1024];
@@ -98,7 +127,18 @@ async fn forward(
         if n == 0 || stall.wait_for(|stalled| !stalled).await.is_err() {
             return;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        let left = budget
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                Some(left.saturating_sub(n as u64))
+            })
+            .unwrap_or(0);
+        let pass = (n as u64).min(left) as usize;
+        if to.write_all(&buf[..pass]).await.is_err() {
+            return;
+        }
+        if pass < n || left == n as u64 {
+            budget.spent.notify_one();
             return;
         }
     }
@@ -147,9 +187,11 @@ impl Stream {
         let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
         b.attach(Arc::new(eb.clone())).await.unwrap();
 
-        let publisher = a
-            .publish_with::<Reading>(route, PublishOptions::default().qos(Qos::reliable()))
-            .unwrap();
+        // Back-pressure, not loss: the publisher may wait out any outage here.
+        let reliable = PublishOptions::default()
+            .qos(Qos::reliable())
+            .send_timeout(GUARD);
+        let publisher = a.publish_with::<Reading>(route, reliable).unwrap();
         // Lossless end to end: the network is reliable, and the local queue blocks instead of
         // dropping (back-pressure reaches the link, then the publisher).
         let lossless = SubscribeOptions::default()
@@ -301,4 +343,104 @@ async fn a_network_gone_silent_is_detected_and_the_stream_resumes_without_loss()
     stream.proxy.stall.send_replace(false);
     stream.finish().await;
     stream.close().await;
+}
+
+/// A reading with a payload that does not compress.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Blob {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    data: Vec<u8>,
+}
+
+impl prost::Name for Blob {
+    const NAME: &'static str = "Blob";
+    const PACKAGE: &'static str = "test";
+}
+impl dndm_core::Message for Blob {}
+
+/// `len` bytes of noise derived from `seed` (xorshift), so zstd cannot shrink them.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = (seed + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_resets_every_50_kb_still_delivers_everything_in_order() {
+    const COUNT: u64 = 10_000;
+    const CUT_EVERY_BYTES: u64 = 50_000;
+    let a = Router::builder().name("a").build().unwrap();
+    let b = Router::builder().name("b").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    let ea = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let Target::Tcp(a_addr) = ea.bound().remove(0) else {
+        panic!("tcp")
+    };
+    let proxy = Proxy::start_with(a_addr, Some(CUT_EVERY_BYTES)).await;
+    let mut config = RemoteConfig::default();
+    config.dial = vec![Target::Tcp(proxy.addr)];
+    config.backoff_initial = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(20);
+    // Cuts are the path, not the peer: never give up dialing.
+    config.breaker_threshold = u32::MAX;
+    let eb = RemoteEndpoint::new(Keypair::from_seed([2; 32]), config).unwrap();
+    b.attach(Arc::new(eb.clone())).await.unwrap();
+
+    let reliable = PublishOptions::default()
+        .qos(Qos::reliable())
+        .send_timeout(GUARD * 10);
+    let publisher = a.publish_with::<Blob>("blobs", reliable).unwrap();
+    let lossless = SubscribeOptions::default()
+        .capacity(COUNT as usize)
+        .overflow(Overflow::Block);
+    let mut subscriber = b.subscribe_with::<Blob>("blobs", lossless).unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for seq in 0..COUNT {
+            publisher
+                .send(Blob {
+                    seq,
+                    data: noise(seq, 600),
+                })
+                .await
+                .unwrap();
+        }
+        publisher
+    });
+    for seq in 0..COUNT {
+        let got = tokio::time::timeout(GUARD * 10, subscriber.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "stuck at {seq} after {} cuts: a {:?} b {:?}",
+                    proxy.budget_cuts.load(Ordering::SeqCst),
+                    ea.links(),
+                    eb.stats()
+                )
+            })
+            .unwrap();
+        assert_eq!(got.seq, seq, "in order, exactly once");
+        assert_eq!(got.data, noise(seq, 600));
+    }
+    let publisher = tokio::time::timeout(GUARD, sender).await.unwrap().unwrap();
+    assert_eq!(publisher.undelivered(), 0);
+    assert_eq!(
+        subscriber.try_recv().ok().map(|r| r.seq),
+        None,
+        "nothing extra"
+    );
+    let cuts = proxy.budget_cuts.load(Ordering::SeqCst);
+    assert!(cuts >= 100, "the path was cut {cuts} times");
+    a.close().await;
+    b.close().await;
 }
