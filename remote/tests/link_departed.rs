@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{Keypair, PeerId, Qos};
+use dndm_core::{PeerId, Qos};
 use dndm_remote::endpoint::{ByteStream, Connector, RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::{Intent, Interest, Overflow, PublishOptions, Router, SubscribeOptions};
 use tokio::sync::watch;
@@ -344,5 +344,220 @@ async fn a_full_block_subscriber_pauses_only_its_route() {
     assert_eq!(slow_route.undelivered(), 0);
     assert_eq!(ea.stats().link_failures, 0);
     b.close().await;
+    a.close().await;
+}
+
+/// A hand-made peer over TCP: a real Noise handshake, identity preamble and session that
+/// subscribes to `pattern`, answers pings and keeps its link alive, but never sends an `Ack`.
+/// Runs until `stop` fires.
+async fn never_acking_peer(
+    addr: std::net::SocketAddr,
+    server: PeerId,
+    pattern: &str,
+    mut stop: watch::Receiver<bool>,
+) {
+    use dndm_codec::{FrameHeader, FrameKind, Limits, SessionId, split_frame};
+    use dndm_core::{InterestAd, Message as _};
+    use dndm_remote::noise::{Channel, StaticKey, sign_binding};
+    use dndm_remote::session::{Binding, Connection, Session, SessionConfig};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let keypair = keypair(9);
+    let static_key = StaticKey::generate().unwrap();
+    let mut channel = Channel::initiator(&static_key).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !channel.is_established() {
+        while let Some(out) = channel.poll_transmit() {
+            stream.write_all(&out).await.unwrap();
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed during the handshake");
+        channel.handle_input(&buf[..n]).unwrap();
+    }
+    let binding = sign_binding(&keypair, &static_key.public());
+    let mut preamble = keypair.public().to_bytes().to_vec();
+    preamble.extend_from_slice(&binding);
+    channel.write(&preamble).unwrap();
+
+    let limits = Limits::default();
+    let mut session = Session::new(SessionConfig::default(), keypair, 7);
+    let t = || tokio::time::Instant::now().into_std();
+    session.add_local_interest(
+        InterestAd {
+            pattern: format!("test.Reading@{pattern}").parse().unwrap(),
+            fingerprint: Reading::fingerprint(),
+        },
+        t(),
+    );
+    let connection = Connection {
+        session_id: SessionId::from_bytes(channel.handshake_hash().unwrap()),
+        binding: Some(Binding {
+            local_signature: binding,
+            remote_static: channel.remote_static().unwrap(),
+        }),
+        expected_peer: Some(server),
+    };
+    session.handle_connect(t(), connection);
+    let mut plain = bytes::BytesMut::new();
+    let mut skipped_preamble = false;
+    loop {
+        while let Some(frame) = session.poll_transmit(t()) {
+            let ack = FrameHeader::parse(&frame, &limits).is_ok_and(|h| h.kind() == FrameKind::Ack);
+            if !ack {
+                channel.write(&frame).unwrap();
+            }
+        }
+        while let Some(out) = channel.poll_transmit() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+        while session.poll_event().is_some() {}
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            read = stream.read(&mut buf) => {
+                let Ok(n @ 1..) = read else { return };
+                channel.handle_input(&buf[..n]).unwrap();
+                while let Some(bytes) = channel.poll_plaintext() {
+                    plain.extend_from_slice(&bytes);
+                }
+                if !skipped_preamble && plain.len() >= 96 {
+                    // The server's identity preamble (key and binding signature).
+                    let _ = plain.split_to(96);
+                    skipped_preamble = true;
+                }
+                while skipped_preamble && let Ok(Some(frame)) = split_frame(&mut plain, &limits) {
+                    session.handle_frame(t(), frame);
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => session.handle_timeout(t()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_peer_that_never_acknowledges_costs_one_send_timeout() {
+    const WINDOW: usize = 256;
+    let timeout = Duration::from_millis(200);
+    let a = Router::builder()
+        .name("a")
+        .send_timeout(timeout)
+        .build()
+        .unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    config.route_window = WINDOW;
+    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let Target::Tcp(addr) = ea.bound().remove(0) else {
+        panic!("tcp")
+    };
+    let (stop, stopped) = watch::channel(false);
+    let rogue = tokio::spawn(never_acking_peer(addr, ea.peer_id(), "robot.imu", stopped));
+
+    let publisher = a
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let mut local = a
+        .subscribe_with::<Reading>("robot.imu", lossless())
+        .unwrap();
+    tokio::time::timeout(GUARD, async {
+        while publisher.subscriber_count() < 2 {
+            publisher.interested().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the rogue peer subscribed");
+    let mut failed = 0;
+    for seq in 0..MESSAGES {
+        let sent = tokio::time::timeout(timeout + GUARD, publisher.send(Reading { seq }))
+            .await
+            .expect("a send never hangs on a peer that does not acknowledge");
+        failed += u64::from(sent.is_err());
+    }
+    receive_all(&mut local, MESSAGES).await;
+    // Exactly one window of messages entered the rogue's link (never acknowledged, never
+    // settled); every other one was dropped for it alone, counted and reported.
+    assert_eq!(publisher.undelivered(), MESSAGES - WINDOW as u64);
+    assert_eq!(failed, MESSAGES - WINDOW as u64);
+    let link = ea.links().remove(0);
+    assert!(link.connected, "the rogue keeps its link alive with pings");
+    assert_eq!(link.stats.acked, 0);
+    stop.send_replace(true);
+    rogue.await.unwrap();
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_runtime_that_dies_over_tcp_does_not_block_the_publisher() {
+    let timeout = Duration::from_millis(200);
+    let a = Router::builder()
+        .name("a")
+        .send_timeout(timeout)
+        .build()
+        .unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    config.peer_grace = Duration::from_millis(500);
+    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let dial = ea.bound();
+
+    // b lives in a runtime of its own, which dies without closing anything in order.
+    let runtime_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ready, ready_rx) = tokio::sync::oneshot::channel();
+    runtime_b.spawn(async move {
+        let b = Router::builder().name("b").build().unwrap();
+        let mut config = RemoteConfig::default();
+        config.dial = dial;
+        let eb = RemoteEndpoint::new(keypair(2), config).unwrap();
+        b.attach(Arc::new(eb)).await.unwrap();
+        let subscriber = b.subscribe::<Reading>("robot.imu").unwrap();
+        let _ = ready.send(());
+        let _keep = (b, subscriber);
+        std::future::pending::<()>().await;
+    });
+    ready_rx.await.unwrap();
+    let publisher = a
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let mut local = a
+        .subscribe_with::<Reading>("robot.imu", lossless())
+        .unwrap();
+    tokio::time::timeout(GUARD, async {
+        while publisher.subscriber_count() < 2 {
+            publisher.interested().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("b subscribed");
+    runtime_b.shutdown_background();
+
+    for seq in 0..MESSAGES {
+        tokio::time::timeout(timeout + GUARD, publisher.send(Reading { seq }))
+            .await
+            .expect("a send never hangs on a peer that is gone")
+            .ok();
+    }
+    receive_all(&mut local, MESSAGES).await;
+    until(&ea, "b retired", |e| e.stats().retired_peers == 1).await;
+    assert_eq!(publisher.subscriber_count(), 1, "b's interest is unlinked");
+    // Whatever was offered to b is acknowledged or reported (all of it, when the sends ended
+    // before the grace period did; fewer were offered otherwise).
+    let offered = ea.links().remove(0).stats.acked + publisher.undelivered();
+    assert!(offered > 0 && offered <= MESSAGES, "{offered}");
     a.close().await;
 }
