@@ -389,9 +389,9 @@ impl Link {
     /// above zero the peer is asked to hold the route back, at zero it is released.
     pub fn handle_backlog(&mut self, route: &Route, backlog: usize, now: Instant) {
         if backlog > 0 {
-            if self.paused.insert(route.clone()) {
-                self.session.pause_peer_route(route, now);
-            }
+            self.paused.insert(route.clone());
+            // Idempotent in the session, and repeated here: a restarted peer forgot the pause.
+            self.session.pause_peer_route(route, now);
         } else if self.paused.remove(route) {
             self.session.resume_peer_route(route, now);
         }
@@ -593,3 +593,6 @@ fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
     hasher.update(&high.to_bytes());
     SessionId::from_bytes(*hasher.finalize().as_bytes())
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,7 +56,7 @@ impl PeerIntent {
     }
 
     /// Messages dropped because a subscriber's hold was full (the peer ignored the pause).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn overruns(&self) -> u64 {
         self.overruns.load(Ordering::Relaxed)
     }
@@ -163,5 +163,98 @@ impl PayloadSink for PeerIntent {
             return;
         }
         futures::future::select_all(waiting.iter().map(|sink| sink.ready())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use dndm_core::Overflow;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::queue::{Queue, Receiver};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Num {
+        #[prost(uint64, tag = "1")]
+        n: u64,
+    }
+
+    impl prost::Name for Num {
+        const NAME: &'static str = "Num";
+        const PACKAGE: &'static str = "test";
+    }
+    impl dndm_core::Message for Num {}
+
+    fn route() -> Route {
+        "test.Num@x".parse().unwrap()
+    }
+
+    fn encoded(n: u64) -> Bytes {
+        Bytes::from(Num { n }.encode_to_vec())
+    }
+
+    /// A fan-in into one `Block` queue of `capacity` and one roomy one.
+    fn fan_in(capacity: usize) -> (PeerIntent, Receiver<Num>, Receiver<Num>) {
+        let full = Arc::new(Queue::<Num>::new(capacity, Overflow::Block));
+        let roomy = Arc::new(Queue::<Num>::new(2 * MAX_HELD, Overflow::Block));
+        let fan_in = PeerIntent::new(route());
+        let (a, b): (Arc<dyn PayloadSink>, Arc<dyn PayloadSink>) = (full.clone(), roomy.clone());
+        fan_in.update(|sinks| {
+            sinks.push((HandleId(1), a));
+            sinks.push((HandleId(2), b));
+        });
+        (fan_in, Receiver::new(full), Receiver::new(roomy))
+    }
+
+    #[tokio::test]
+    async fn a_full_subscriber_holds_messages_back_in_order_while_others_get_them() {
+        let (fan_in, mut slow, mut fast) = fan_in(2);
+        for n in 0..10 {
+            fan_in.try_send(&route(), encoded(n)).unwrap();
+        }
+        assert_eq!(fan_in.backlog(), 8, "two fit, eight held");
+        for n in 0..10 {
+            assert_eq!(
+                fast.try_pop().ok().map(|m| m.n),
+                Some(n),
+                "the other got all"
+            );
+        }
+        // Nothing held moves while the subscriber is full.
+        assert_eq!(fan_in.pump(), 8);
+        let mut got = Vec::new();
+        while fan_in.backlog() > 0 {
+            while let Ok(m) = slow.try_pop() {
+                got.push(m.n);
+            }
+            // Room was made: ready resolves at once, and pumping moves messages on.
+            tokio::time::timeout(std::time::Duration::from_secs(5), fan_in.ready())
+                .await
+                .unwrap();
+            fan_in.pump();
+        }
+        while let Ok(m) = slow.try_pop() {
+            got.push(m.n);
+        }
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert_eq!(fan_in.overruns(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hold_past_its_bound_drops_and_counts() {
+        let (fan_in, _slow, _fast) = fan_in(1);
+        for n in 0..(MAX_HELD as u64 + 1) {
+            fan_in.try_send(&route(), encoded(n)).unwrap();
+        }
+        assert_eq!(fan_in.backlog(), MAX_HELD);
+        assert_eq!(
+            fan_in.try_send(&route(), encoded(0)),
+            Err(SinkError::Full),
+            "past the bound the message is lost for that subscriber, and said so"
+        );
+        assert_eq!(fan_in.overruns(), 1);
     }
 }

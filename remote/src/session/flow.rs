@@ -4,8 +4,9 @@
 //!   the peer to hold that route back ([`Session::pause_peer_route`], an `Advert` with
 //!   `paused`), and releases it later ([`Session::resume_peer_route`]). The sender moves the
 //!   route's queued messages aside (`held`) until then, so every other route, acks, pings and
-//!   requests keep flowing. A pause lasts one connection: after a reconnect the receiver
-//!   announces it again right after its hello.
+//!   requests keep flowing. After every hello the receiver states each route it ever paused
+//!   (paused or resumed), so a pause or resume lost with a connection is repaired; the sender
+//!   keeps pauses across reconnects of one peer incarnation and drops them for a new one.
 //! - **Settlement.** Each accepted message ends in exactly one [`Event::Settled`] (the peer
 //!   acknowledged it, or, best effort, it went out) or one [`Event::Undelivered`] (with the
 //!   reason), so a driver can keep per-route credit and nothing is lost silently.
@@ -19,6 +20,7 @@ impl Session {
         if let Some(id) = self.peer_intent_id(route)
             && self.pausing_peer.insert(id)
         {
+            self.ever_paused_peer.insert(id);
             self.stats.pauses_sent += 1;
             self.send_flow(vec![id], Vec::new(), now);
         }
@@ -51,6 +53,7 @@ impl Session {
         self.lose(unacked.into_iter().chain(queued), Undelivered::PeerGone);
         self.peer_routes = PeerRoutes::default();
         self.pausing_peer.clear();
+        self.ever_paused_peer.clear();
         self.paused.clear();
         self.flush_withdrawals(now);
     }
@@ -81,14 +84,29 @@ impl Session {
             .map(|(&id, _)| id)
     }
 
-    /// After the peer's hello: pauses still wanted (on routes it still declares) go out again.
-    pub(super) fn reannounce_pauses(&mut self, now: Instant) {
+    /// After the peer's hello: the state of every route we ever paused (that it still
+    /// declares) goes out again; `new_incarnation`: the peer restarted and holds nothing back.
+    pub(super) fn reannounce_pauses(&mut self, new_incarnation: bool, now: Instant) {
+        if new_incarnation {
+            // Its pauses of our routes died with it, and its ids may now name other routes:
+            // ours start afresh (the driver pauses again while its subscriber is still full).
+            self.release_all_held();
+            self.pausing_peer.clear();
+            self.ever_paused_peer.clear();
+        }
         let intents = &self.peer_routes.intents;
         self.pausing_peer.retain(|id| intents.contains_key(id));
-        if !self.pausing_peer.is_empty() {
-            let paused = self.pausing_peer.iter().copied().collect();
-            self.send_flow(paused, Vec::new(), now);
+        self.ever_paused_peer.retain(|id| intents.contains_key(id));
+        if self.ever_paused_peer.is_empty() {
+            return;
         }
+        let paused = self.pausing_peer.iter().copied().collect();
+        let resumed = self
+            .ever_paused_peer
+            .difference(&self.pausing_peer)
+            .copied()
+            .collect();
+        self.send_flow(paused, resumed, now);
     }
 
     /// The peer's pauses and resumes of our routes.
@@ -111,7 +129,7 @@ impl Session {
         }
     }
 
-    /// Every pause ends (a new connection): held messages queue again.
+    /// Every pause ends (the peer restarted): held messages queue again.
     pub(super) fn release_all_held(&mut self) {
         self.paused.clear();
         let ids: Vec<u32> = self.held.keys().copied().collect();

@@ -492,6 +492,9 @@ pub struct Session {
     paused: HashSet<u32>,
     /// The peer's intents (by its ids) we asked it to hold back.
     pausing_peer: HashSet<u32>,
+    /// The peer's intents we ever paused (this peer incarnation): after each hello the peer is
+    /// told the state of each, so a pause or resume lost with a connection is repaired.
+    ever_paused_peer: HashSet<u32>,
     /// Queued messages of paused routes, by route id, oldest first.
     held: HashMap<u32, VecDeque<Outgoing>>,
     next_seq: u64,
@@ -542,6 +545,7 @@ impl Session {
             resending: None,
             paused: HashSet::new(),
             pausing_peer: HashSet::new(),
+            ever_paused_peer: HashSet::new(),
             held: HashMap::new(),
             next_seq: 1,
             acked: 0,
@@ -575,8 +579,6 @@ impl Session {
         });
         self.ack_due = false;
         self.resending = None;
-        // Pauses last one connection; the peer announces them again after its hello.
-        self.release_all_held();
         let hello = self.hello();
         self.queue_frame(&Frame::Hello(hello), now);
     }

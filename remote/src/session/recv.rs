@@ -224,7 +224,7 @@ impl Session {
             self.events.push_back(Event::PeerInterestAdded(ad.clone()));
         }
         self.peer_routes = next;
-        self.reannounce_pauses(now);
+        self.reannounce_pauses(!resumed, now);
         Ok(())
     }
 
