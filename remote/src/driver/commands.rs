@@ -1,0 +1,114 @@
+//! Commands from publishers and callers, fed to the link machine in order.
+
+use std::sync::Arc;
+
+use dndm_codec::ResponseError;
+use dndm_core::{CallError, Undelivered};
+
+use super::{Command, Driver, now};
+use crate::session::SessionSendError;
+
+impl Driver {
+    /// Takes `first` and everything queued that the session accepts, so one batch (one
+    /// encryption, one signature, one write) carries it all.
+    pub(super) async fn commands_batch(&mut self, first: Command) {
+        if self.local.has_changed().unwrap_or(false) {
+            // Route changes first: a publish may be for a route just added.
+            self.sync_local();
+        }
+        let mut next = Some(first);
+        let mut taken = 0usize;
+        let mut lingered = false;
+        loop {
+            while let Some(command) = next {
+                self.command(command);
+                taken += 1;
+                next = if self.link.can_send() {
+                    self.commands.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            // A busy publisher (more than one message was waiting): let it run once more
+            // before sealing the batch. No timer: one yield.
+            if lingered || taken < 2 || !self.link.can_send() {
+                break;
+            }
+            lingered = true;
+            tokio::task::yield_now().await;
+            next = self.commands.try_recv().ok();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let t = now();
+        match command {
+            Command::Publish {
+                route,
+                payload,
+                credit,
+            } => match self.link.handle_publish(&route, payload, t) {
+                Ok(()) => {
+                    let queue = self.credits.entry(route).or_default();
+                    match queue.back_mut() {
+                        Some((last, count)) if Arc::ptr_eq(last, &credit) => *count += 1,
+                        _ => queue.push_back((credit, 1)),
+                    }
+                }
+                Err(e) => {
+                    credit.give_back(1);
+                    let reason = match e {
+                        SessionSendError::TooLarge { .. } => Undelivered::TooLarge,
+                        SessionSendError::Full => Undelivered::Timeout,
+                        _ => Undelivered::Closed,
+                    };
+                    tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                    self.undelivered(&route, 1, reason);
+                }
+            },
+            Command::Request {
+                route,
+                payload,
+                reply,
+            } => {
+                self.next_id += 1;
+                let id = self.next_id;
+                match self.link.handle_request(&route, payload, id, t) {
+                    Ok(()) => {
+                        // Callers that gave up leave their entry behind; forget those.
+                        self.pending.retain(|_, reply| !reply.is_closed());
+                        self.pending.insert(id, reply);
+                    }
+                    Err(SessionSendError::UnknownRoute(route)) => {
+                        let _ = reply.send(Err(CallError::NoService(route)));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(CallError::Closed));
+                    }
+                }
+            }
+            Command::Respond { route, to, result } => {
+                let result = result.map_err(|e| match e {
+                    CallError::Handler(message) => ResponseError { code: 1, message },
+                    other => ResponseError {
+                        code: 2,
+                        message: other.to_string(),
+                    },
+                });
+                if let Err(e) = self.link.handle_respond(&route, to, result, t) {
+                    tracing::debug!(peer = %self.peer, %route, error = %e, "response not sent");
+                }
+            }
+            Command::Flush(done) => {
+                self.next_id += 1;
+                self.flushes.insert(self.next_id, done);
+                self.link.handle_flush(self.next_id, t);
+            }
+        }
+    }
+
+    pub(super) fn sync_local(&mut self) {
+        let wanted = self.local.borrow_and_update().clone();
+        self.link.handle_local(wanted, self.commands.len(), now());
+    }
+}

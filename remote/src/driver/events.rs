@@ -1,0 +1,314 @@
+//! The link machine's events, handed to the router without waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dndm_core::{
+    CallError, PayloadSink, PeerId, RequestSink, Route, RouterPort, SinkError, Undelivered,
+};
+use tokio::sync::mpsc;
+
+use super::{Command, Driver, LinkRequester, LinkSink, Ready, now};
+use crate::endpoint::{Ended, Handoff, LinkInfo, lock};
+use crate::link::Event;
+use crate::session::{Event as SessionEvent, LinkFailure};
+
+impl Driver {
+    /// Acts on the link's events; never waits.
+    pub(super) fn dispatch(&mut self) {
+        let port = self.inner.port.get().cloned();
+        let mut fed: Vec<Route> = Vec::new();
+        let mut routes_changed = false;
+        while let Some(event) = self.link.poll_event() {
+            match event {
+                Event::Session(event) => {
+                    routes_changed |= matches!(
+                        event,
+                        SessionEvent::PeerIntentAdded(_)
+                            | SessionEvent::PeerIntentRemoved(_)
+                            | SessionEvent::PeerInterestAdded(_)
+                            | SessionEvent::PeerInterestRemoved(_)
+                    );
+                    self.session_event(event, port.as_deref(), &mut fed);
+                }
+                Event::ConnectionEnded {
+                    opened,
+                    failure,
+                    decrypt_failed,
+                } => self.connection_ended(opened, failure, decrypt_failed),
+                Event::Flushed(id) => {
+                    if let Some(done) = self.flushes.remove(&id) {
+                        let _ = done.send(());
+                    }
+                }
+                Event::Retired => {
+                    tracing::info!(peer = %self.peer, "peer away past its grace period; retired");
+                    if let Some(port) = &port {
+                        port.remove_peer(&self.peer);
+                    }
+                    self.fan_ins.clear();
+                    self.ready = None;
+                    for (_, reply) in self.pending.drain() {
+                        let _ = reply.send(Err(CallError::Closed));
+                    }
+                    lock(&self.inner.stats).retired_peers += 1;
+                    self.inner.link_state.send_modify(|v| *v += 1);
+                    routes_changed = true;
+                }
+            }
+        }
+        if routes_changed {
+            self.peer_intents = self.link.session().peer_intents().into();
+            self.peer_interests = self.link.session().peer_interests().into();
+        }
+        // A peer's messages that wait for a full subscriber pause that route at the peer.
+        let t = now();
+        let mut paused = false;
+        for route in fed {
+            if let Some(sink) = self.fan_ins.get(&route) {
+                let backlog = sink.backlog();
+                paused |= backlog > 0;
+                self.link.handle_backlog(&route, backlog, t);
+            }
+        }
+        if paused && self.ready.is_none() {
+            self.arm_ready();
+        }
+        self.report();
+    }
+
+    fn session_event(
+        &mut self,
+        event: SessionEvent,
+        port: Option<&dyn RouterPort>,
+        fed: &mut Vec<Route>,
+    ) {
+        match event {
+            SessionEvent::Message { route, payload, .. } => {
+                if let Some(sink) = self.fan_ins.get(&route) {
+                    match sink.try_send(&route, payload) {
+                        Err(SinkError::Full) => lock(&self.inner.stats).flow_overruns += 1,
+                        Err(e @ SinkError::Decode { .. }) => {
+                            tracing::debug!(peer = %self.peer, %route, error = %e, "message does not decode");
+                        }
+                        _ => {}
+                    }
+                    if fed.last() != Some(&route) {
+                        fed.push(route);
+                    }
+                }
+            }
+            SessionEvent::PeerIntentAdded(ad) => {
+                let route = ad.route.clone();
+                match port.map(|p| p.add_peer_intent(&self.peer, ad)) {
+                    Some(Ok(sink)) => {
+                        self.fan_ins.insert(route, sink);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(peer = %self.peer, %route, error = %e, "peer intent refused");
+                        lock(&self.inner.stats).refused_routes += 1;
+                    }
+                    None => {}
+                }
+            }
+            SessionEvent::PeerIntentRemoved(route) => {
+                self.fan_ins.remove(&route);
+                self.link.handle_backlog(&route, 0, now());
+                if let Some(port) = port {
+                    port.remove_peer_intent(&self.peer, &route);
+                }
+            }
+            SessionEvent::PeerInterestAdded(ad) => {
+                let sink: Arc<dyn PayloadSink> = Arc::new(LinkSink::new(
+                    self.commands_tx.clone(),
+                    self.inner.config.route_window,
+                ));
+                if let Some(Err(e)) = port.map(|p| p.add_peer_interest(&self.peer, ad, sink)) {
+                    tracing::warn!(peer = %self.peer, error = %e, "peer interest refused");
+                    lock(&self.inner.stats).refused_routes += 1;
+                }
+            }
+            SessionEvent::PeerInterestRemoved(pattern) => {
+                if let Some(port) = port {
+                    port.remove_peer_interest(&self.peer, &pattern);
+                }
+            }
+            SessionEvent::PeerServiceAdded(ad) => {
+                let sink: Arc<dyn RequestSink> = Arc::new(LinkRequester(self.commands_tx.clone()));
+                if let Some(port) = port {
+                    port.add_peer_service(&self.peer, ad, sink);
+                }
+            }
+            SessionEvent::PeerServiceRemoved(route) => {
+                if let Some(port) = port {
+                    port.remove_peer_service(&self.peer, &route);
+                }
+            }
+            SessionEvent::Request { route, id, payload } => {
+                if let Some(port) = port {
+                    let answer = port.handle_request(&self.peer, &route, payload);
+                    let commands = self.commands_tx.clone();
+                    // Answered in its own task: a slow handler must not stall the link.
+                    self.inner.tracker.spawn(async move {
+                        let result = answer.await;
+                        let _ = commands
+                            .send(Command::Respond {
+                                route,
+                                to: id,
+                                result,
+                            })
+                            .await;
+                    });
+                }
+            }
+            SessionEvent::Response { id, result } => {
+                if let Some(reply) = self.pending.remove(&id) {
+                    let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
+                }
+            }
+            SessionEvent::Settled { route, count } => self.give_back(&route, count),
+            SessionEvent::Undelivered {
+                route,
+                count,
+                reason,
+            } => {
+                self.give_back(&route, count);
+                self.undelivered(&route, count, reason);
+            }
+            SessionEvent::Rtt(rtt) => self.rtt = Some(rtt),
+            SessionEvent::Established { resumed, .. } => {
+                tracing::debug!(resumed, "session established");
+                // Shown connected before the peer's routes are linked (they follow this
+                // event): whoever a link wakes sees the link up.
+                self.report();
+            }
+            SessionEvent::Closed {
+                by_peer, reason, ..
+            } => tracing::info!(peer = %self.peer, by_peer, %reason, "link closed"),
+            _ => {}
+        }
+    }
+
+    /// Gives back the credits of `count` messages on `route`, oldest first.
+    fn give_back(&mut self, route: &Route, mut count: u64) {
+        let Some(queue) = self.credits.get_mut(route) else {
+            return;
+        };
+        while count > 0 {
+            let Some((credit, held)) = queue.front_mut() else {
+                break;
+            };
+            let n = (*held as u64).min(count);
+            credit.give_back(n as usize);
+            *held -= n as usize;
+            count -= n;
+            if *held == 0 {
+                queue.pop_front();
+            }
+        }
+        if queue.is_empty() {
+            self.credits.remove(route);
+        }
+    }
+
+    pub(super) fn undelivered(&self, route: &Route, count: u64, reason: Undelivered) {
+        lock(&self.inner.stats).undelivered += count;
+        if let Some(port) = self.inner.port.get() {
+            port.report_undelivered(&self.peer, route, count, reason);
+        }
+    }
+
+    fn connection_ended(&mut self, opened: bool, failure: Option<LinkFailure>, decrypt: bool) {
+        if let Some(failure) = &failure {
+            let mut stats = lock(&self.inner.stats);
+            stats.link_failures += 1;
+            match failure {
+                _ if decrypt => stats.decrypt_failures += 1,
+                LinkFailure::Signature(_) => stats.signature_failures += 1,
+                LinkFailure::Decode(_) | LinkFailure::Protocol(_) => stats.bad_frames += 1,
+                _ => {}
+            }
+            drop(stats);
+            tracing::debug!(peer = %self.peer, %failure, "connection lost");
+        }
+        if let Some(io) = self.io.take()
+            && let Some(done) = io.done
+        {
+            let _ = done.send(Ended { opened, failure });
+        }
+        lock(&self.inner.active).remove(&self.peer);
+    }
+
+    /// Pumps every paused fan-in whose subscriber made room; resumes the routes that drained.
+    pub(super) fn pump_fan_ins(&mut self) {
+        let t = now();
+        let paused: Vec<Route> = self.link.paused_routes().cloned().collect();
+        for route in paused {
+            let left = self.fan_ins.get(&route).map_or(0, |sink| sink.pump());
+            self.link.handle_backlog(&route, left, t);
+        }
+        self.arm_ready();
+    }
+
+    fn arm_ready(&mut self) {
+        let sinks: Vec<Arc<dyn PayloadSink>> = self
+            .link
+            .paused_routes()
+            .filter_map(|route| self.fan_ins.get(route).cloned())
+            .collect();
+        self.ready = (!sinks.is_empty()).then(|| -> Ready {
+            Box::pin(async move {
+                let mut waits: Vec<_> = sinks.iter().map(|sink| sink.ready()).collect();
+                // The first subscriber with room ends the wait.
+                std::future::poll_fn(|cx| {
+                    if waits
+                        .iter_mut()
+                        .any(|wait| wait.as_mut().poll(cx).is_ready())
+                    {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            })
+        });
+    }
+
+    /// Publishes this link's state for [`RemoteEndpoint::links`](crate::endpoint::RemoteEndpoint::links).
+    pub(super) fn report(&self) {
+        let session = self.link.session();
+        let info = LinkInfo {
+            peer: self.peer,
+            connected: session.is_open(),
+            rtt: self.rtt,
+            stats: session.stats(),
+            peer_intents: self.peer_intents.clone(),
+            peer_interests: self.peer_interests.clone(),
+            unacked: (self.commands.len() + session.queued() + session.unacked_batches()) as u64,
+        };
+        let state = |i: &LinkInfo| {
+            let s = &i.stats;
+            let flow = s.pauses_sent + s.pauses_received;
+            (i.connected, s.failures, i.unacked == 0, flow)
+        };
+        let now = state(&info);
+        let previous = lock(&self.inner.infos).insert(self.peer, info);
+        // Wake watchers only on state changes, not on every batch's counters.
+        let changed = previous.is_none_or(|p| state(&p) != now);
+        if changed {
+            self.inner.link_state.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Takes this link out of the endpoint (`links` locked), closing its connection queue: new
+    /// connections of the peer start a new link. Call once, right before the task ends.
+    pub(super) fn retire(&mut self, links: &mut HashMap<PeerId, mpsc::Sender<Handoff>>) {
+        // Under the links lock, like `hand_off`'s send: no connection is queued after this,
+        // and while this link's open queue is in `links` no other link of the peer exists.
+        links.remove(&self.peer);
+        lock(&self.inner.infos).remove(&self.peer);
+        lock(&self.inner.commands).remove(&self.peer);
+        self.connections.close();
+    }
+}

@@ -1,0 +1,160 @@
+//! What publishers and callers hold to reach a link task: peer-interest sinks with a credit
+//! window, and the requester of a peer's services.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use dndm_core::{CallError, PayloadSink, RequestSink, Route, SinkError};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// A command for a link task.
+pub(crate) enum Command {
+    Publish {
+        route: Route,
+        payload: Bytes,
+        /// Given back when the message is settled or reported undelivered.
+        credit: Arc<Credit>,
+    },
+    /// A request to the peer's service on `route`; the answer goes to `reply`.
+    Request {
+        route: Route,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    /// The answer to the peer's request `to` for the local service on `route`.
+    Respond {
+        route: Route,
+        to: u64,
+        result: Result<Bytes, CallError>,
+    },
+    /// Answer once the peer acknowledged everything queued before this command.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A window of messages a peer interest may have inside its link.
+#[derive(Debug)]
+pub(crate) struct Credit {
+    used: AtomicUsize,
+    window: usize,
+    room: Notify,
+}
+
+impl Credit {
+    pub(super) fn new(window: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            window: window.max(1),
+            room: Notify::new(),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.window).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    async fn take(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before checking: a give-back between the check and the wait wakes us.
+            room.as_mut().enable();
+            if self.try_take() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    pub(super) fn give_back(&self, count: usize) {
+        self.used.fetch_sub(count, Ordering::AcqRel);
+        self.room.notify_waiters();
+    }
+}
+
+/// Gives a credit back unless the message it was taken for entered the link.
+struct Taken<'a>(Option<&'a Credit>);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(credit) = self.0 {
+            credit.give_back(1);
+        }
+    }
+}
+
+/// The sink a peer's interest gets: queues publishes for the link task, within its credit.
+#[derive(Debug)]
+pub(crate) struct LinkSink {
+    commands: mpsc::Sender<Command>,
+    credit: Arc<Credit>,
+}
+
+impl LinkSink {
+    /// A sink for one peer interest, with room for `window` messages inside the link.
+    pub(super) fn new(commands: mpsc::Sender<Command>, window: usize) -> Self {
+        Self {
+            commands,
+            credit: Arc::new(Credit::new(window)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PayloadSink for LinkSink {
+    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        self.credit.take().await;
+        let mut taken = Taken(Some(&self.credit));
+        let command = Command::Publish {
+            route: route.clone(),
+            payload,
+            credit: self.credit.clone(),
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SinkError::Closed)?;
+        taken.0 = None;
+        Ok(())
+    }
+
+    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        if !self.credit.try_take() {
+            return Err(SinkError::Full);
+        }
+        let command = Command::Publish {
+            route: route.clone(),
+            payload,
+            credit: self.credit.clone(),
+        };
+        self.commands.try_send(command).map_err(|e| {
+            self.credit.give_back(1);
+            match e {
+                mpsc::error::TrySendError::Full(_) => SinkError::Full,
+                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+            }
+        })
+    }
+}
+
+/// The sink a peer's service gets: queues requests for the link task.
+#[derive(Debug)]
+pub(crate) struct LinkRequester(pub(crate) mpsc::Sender<Command>);
+
+#[async_trait::async_trait]
+impl RequestSink for LinkRequester {
+    async fn call(&self, route: &Route, payload: Bytes) -> Result<Bytes, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Request {
+            route: route.clone(),
+            payload,
+            reply,
+        };
+        self.0.send(command).await.map_err(|_| CallError::Closed)?;
+        answer.await.map_err(|_| CallError::Closed)?
+    }
+}
