@@ -302,6 +302,14 @@ impl LinkInfo {
         info.messages_sent = self.stats.messages_sent;
         info.messages_received = self.stats.messages_received;
         info.failures = self.stats.failures;
+        info.acked = self.stats.acked;
+        info.undelivered = self.stats.undelivered;
+        info.retransmitted = self.stats.retransmitted;
+        info.unacked = self.unacked;
+        info.batches_sent = self.stats.batches_sent;
+        info.bytes_sent = self.stats.bytes_sent;
+        info.pauses_sent = self.stats.pauses_sent;
+        info.pauses_received = self.stats.pauses_received;
         info
     }
 }

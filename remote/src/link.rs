@@ -172,6 +172,8 @@ pub struct Link {
     away_since: Option<Instant>,
     /// Routes of the peer we asked it to hold back.
     paused: HashSet<Route>,
+    /// The last bytes of a connection that closed in order (our `Close`), still to write.
+    parting: VecDeque<Bytes>,
     events: VecDeque<Event>,
 }
 
@@ -204,6 +206,7 @@ impl Link {
             grace,
             away_since: None,
             paused: HashSet::new(),
+            parting: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -407,6 +410,9 @@ impl Link {
 
     /// Bytes to write to the connection, in order.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        if let Some(bytes) = self.parting.pop_front() {
+            return Some(bytes);
+        }
         let secure = self.secure.as_mut()?;
         if let Some(bytes) = secure.poll_transmit() {
             return Some(bytes);
@@ -423,9 +429,13 @@ impl Link {
             self.handle_transport_failure(LinkFailure::Transport(format!("noise: {e}")), now);
             return None;
         }
-        // Building batches settles best-effort messages and may close the session.
+        // Building batches settles best-effort messages and may close the session (then the
+        // connection's last bytes wait in `parting`).
         self.pump_session(Some(now));
-        self.secure.as_mut()?.poll_transmit()
+        match self.secure.as_mut() {
+            Some(secure) => secure.poll_transmit(),
+            None => self.parting.pop_front(),
+        }
     }
 
     /// The next event, if any.
@@ -568,11 +578,17 @@ impl Link {
     }
 
     fn end_connection(&mut self, failure: Option<LinkFailure>, now: Option<Instant>) {
-        if self.secure.take().is_none() {
+        let Some(mut secure) = self.secure.take() else {
             return;
+        };
+        if failure.is_none() {
+            // Closed in order: our Close (and what precedes it) still goes out.
+            while let Some(bytes) = secure.poll_transmit() {
+                self.parting.push_back(bytes);
+            }
         }
         self.plain = BytesMut::new();
-        // Pauses last one connection (the session announces them again after the next hello).
+        // The grace period starts when a peer that got through a hello loses its connection.
         if self.session.peer().is_some() && !self.session.is_closed() && self.away_since.is_none() {
             self.away_since = now;
         }

@@ -239,3 +239,21 @@ fn withdrawals_wait_for_the_commands_queued_before_them() {
         Some(Event::Session(SessionEvent::PeerIntentRemoved(_)))
     ));
 }
+
+#[test]
+fn an_orderly_close_still_writes_its_close_frame() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    events(&mut b);
+    a.close("done", now);
+    shuttle(&mut a, &mut b, now);
+    assert!(!a.has_connection());
+    let got = events(&mut b);
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::Session(SessionEvent::Closed { by_peer: true, .. })
+        )),
+        "{got:?}"
+    );
+}
