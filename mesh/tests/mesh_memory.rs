@@ -197,9 +197,12 @@ async fn reliable_delivery_survives_forced_disconnects() {
     let eb = MeshEndpoint::new(Keypair::from_seed([42; 32]), config).unwrap();
     b.attach(Arc::new(eb.clone())).await.unwrap();
 
-    let publisher = a
-        .publish_with::<Reading>("stream", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    // Back-pressure through the cuts: the publisher may wait out a reconnect (a peer is
+    // waited for at most the send timeout, then dropped for).
+    let reliable = PublishOptions::default()
+        .qos(Qos::reliable())
+        .send_timeout(GUARD);
+    let publisher = a.publish_with::<Reading>("stream", reliable).unwrap();
     let lossless = SubscribeOptions::default()
         .capacity(1024)
         .overflow(Overflow::Block);
