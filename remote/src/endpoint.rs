@@ -216,6 +216,8 @@ impl RemoteConfig {
         out.handshake_timeout = remote.handshake_timeout();
         out.backoff_initial = remote.backoff_initial();
         out.backoff_max = remote.backoff_max();
+        out.peer_grace = remote.peer_grace();
+        out.route_window = remote.route_window;
         let session = &mut out.session;
         session.node_name = config.node.name.clone();
         session.keepalive = remote.keepalive();

@@ -170,6 +170,14 @@ pub struct RemoteConfig {
     /// Reliable messages kept per link for retransmission after a reconnect; beyond it the
     /// publisher is back-pressured. Default 4096; 1 to 1 048 576.
     pub retransmit_buffer: usize,
+    /// How long a peer that completed a hello may stay away before it is retired (its routes
+    /// withdrawn, what was queued for it reported undelivered), in milliseconds. Default
+    /// 30 000; 1 to 3 600 000.
+    pub peer_grace_ms: u64,
+    /// Messages one peer interest may have inside its link (queued, or unacknowledged on
+    /// reliable routes); beyond it a publisher waits at most its send timeout, then the
+    /// message is dropped for that peer and reported. Default 4096; 1 to 1 048 576.
+    pub route_window: usize,
     /// Whether frames are signed. Default [`Signing::Batch`].
     pub signing: Signing,
     /// Payloads at least this long (in bytes) are compressed. Default 512; at most
@@ -530,6 +538,8 @@ impl Default for RemoteConfig {
             idle_timeout_ms: 10_000,
             max_frame_len: 4 * 1024 * 1024,
             retransmit_buffer: 4096,
+            peer_grace_ms: 30_000,
+            route_window: 4096,
             signing: Signing::Batch,
             compression_threshold: 512,
             backoff_initial_ms: 100,
@@ -554,6 +564,11 @@ impl RemoteConfig {
     /// [`RemoteConfig::idle_timeout_ms`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`RemoteConfig::peer_grace_ms`] as a duration.
+    pub fn peer_grace(&self) -> Duration {
+        Duration::from_millis(self.peer_grace_ms)
     }
 
     /// [`RemoteConfig::backoff_initial_ms`] as a duration.
@@ -604,6 +619,8 @@ impl RemoteConfig {
             1,
             1_048_576,
         );
+        problems.range("remote.peer_grace_ms", self.peer_grace_ms, 1, MAX_MS);
+        problems.range("remote.route_window", self.route_window, 1, 1_048_576);
         if self.compression_threshold > self.max_frame_len {
             problems.invalid(
                 "remote.compression_threshold",

@@ -184,6 +184,9 @@ fn each_rule_is_enforced_and_names_the_field() {
             "[remote]\nretransmit_buffer = 1048577",
             "remote.retransmit_buffer",
         ),
+        ("[remote]\npeer_grace_ms = 0", "remote.peer_grace_ms"),
+        ("[remote]\nroute_window = 0", "remote.route_window"),
+        ("[remote]\nroute_window = 1048577", "remote.route_window"),
         (
             "[remote]\nbackoff_initial_ms = 0",
             "remote.backoff_initial_ms",
@@ -543,7 +546,7 @@ fn keys_list_every_field() {
     let mut sections = Vec::new();
     let _ = Config::deserialize(FieldNames(&mut sections));
     assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
-    assert_eq!(keys.len(), 2 + 5 + 14 + 15 + 2);
+    assert_eq!(keys.len(), 2 + 5 + 16 + 15 + 2);
     assert!(keys.contains(&"node.identity_file".to_owned()));
     // Every key can be overridden from the environment.
     for key in &keys {
