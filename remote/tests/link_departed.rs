@@ -561,3 +561,30 @@ async fn a_subscriber_runtime_that_dies_over_tcp_does_not_block_the_publisher() 
     assert!(offered > 0 && offered <= MESSAGES, "{offered}");
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_closing_node_could_not_deliver_is_counted() {
+    let a = Router::builder().name("a").build().unwrap();
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let Target::Tcp(addr) = ea.bound().remove(0) else {
+        panic!("tcp")
+    };
+    let (stop, stopped) = watch::channel(false);
+    let rogue = tokio::spawn(never_acking_peer(addr, ea.peer_id(), "robot.imu", stopped));
+    let publisher = a
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    for seq in 0..500 {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    // The peer never acknowledges: at close, all 500 are still the link's, queued or sent.
+    a.close().await;
+    let stats = ea.stats();
+    assert_eq!(stats.undelivered, 500, "{stats:?}");
+    stop.send_replace(true);
+    rogue.await.unwrap();
+}

@@ -40,7 +40,7 @@ impl Driver {
         }
     }
 
-    fn command(&mut self, command: Command) {
+    pub(super) fn command(&mut self, command: Command) {
         let t = now();
         match command {
             Command::Publish {

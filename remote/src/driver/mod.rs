@@ -127,6 +127,13 @@ pub(crate) async fn link_task(
     lock(&driver.inner.commands).insert(peer, driver.commands_tx.clone());
     driver.sync_local();
     let retired = driver.run().await;
+    // Nothing queued for the link ends unaccounted: the closed session refuses each command,
+    // and a refused publish is reported undelivered.
+    driver.commands.close();
+    while let Ok(command) = driver.commands.try_recv() {
+        driver.command(command);
+    }
+    driver.dispatch();
     // Withdraw the peer's routes while this link is still the peer's: once it leaves `links`,
     // a new link of the peer may register routes that `remove_peer` must not touch.
     if !retired {
@@ -152,7 +159,11 @@ impl Driver {
                 self.link.handle_transport_failure(failure, now());
             }
             self.dispatch();
-            if self.link.session().is_closed() || self.inner.cancel.is_cancelled() {
+            if self.inner.cancel.is_cancelled() {
+                self.close().await;
+                return false;
+            }
+            if self.link.session().is_closed() {
                 return false;
             }
             if self.io.is_none() {
@@ -184,11 +195,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = self.inner.cancel.cancelled() => {
-                    self.link.close("endpoint closing", now());
-                    if self.io.is_some() {
-                        let _ = self.write_out().await;
-                    }
-                    self.dispatch();
+                    self.close().await;
                     return false;
                 }
                 command = self.commands.recv(), if can_send => {
@@ -210,6 +217,19 @@ impl Driver {
                 () = sleep_until(deadline) => self.link.handle_timeout(now()),
             }
         }
+    }
+
+    /// Closes the session in order: commands already queued go in first (what the session
+    /// cannot send is reported undelivered), then the peer gets our Close.
+    async fn close(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(command);
+        }
+        self.link.close("endpoint closing", now());
+        if self.io.is_some() {
+            let _ = self.write_out().await;
+        }
+        self.dispatch();
     }
 
     fn offer(&mut self, handoff: Handoff) {
