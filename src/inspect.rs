@@ -98,6 +98,10 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
                     .map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1e3)),
                 p.messages_sent.to_string(),
                 p.messages_received.to_string(),
+                p.acked.to_string(),
+                p.unacked.to_string(),
+                p.retransmitted.to_string(),
+                p.undelivered.to_string(),
                 p.failures.to_string(),
                 p.endpoint.split(':').next().unwrap_or_default().to_owned(),
                 p.path.clone().unwrap_or_else(|| "-".to_owned()),
@@ -116,6 +120,10 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
             "RTT",
             "SENT",
             "RECEIVED",
+            "ACKED",
+            "UNACKED",
+            "RESENT",
+            "UNDELIVERED",
             "FAILURES",
             "ENDPOINT",
             "PATH",
@@ -162,6 +170,7 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             "SUBSCRIBERS",
             "SENT",
             "FAILURES",
+            "UNDELIVERED",
         ],
         s.intents
             .iter()
@@ -179,6 +188,7 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
                     i.subscribers.to_string(),
                     i.sent.to_string(),
                     i.send_failures.to_string(),
+                    i.undelivered.to_string(),
                 ]
             })
             .collect(),
@@ -278,6 +288,11 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             "remote connections closed: {} bad signatures, {} bad frames, {} decrypt failures",
             r.signature_failures, r.bad_frames, r.decrypt_failures
         );
+        let _ = writeln!(
+            out,
+            "remote peers: {} undelivered messages, {} retired peers, {} flow overruns",
+            r.undelivered, r.retired_peers, r.flow_overruns
+        );
     }
     if let Some(m) = s.mesh {
         // No decrypt failures: libp2p decrypts mesh streams.
@@ -285,6 +300,11 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             out,
             "mesh connections closed: {} bad signatures, {} bad frames",
             m.signature_failures, m.bad_frames
+        );
+        let _ = writeln!(
+            out,
+            "mesh peers: {} undelivered messages, {} retired peers, {} flow overruns",
+            m.undelivered, m.retired_peers, m.flow_overruns
         );
     }
     out
@@ -315,4 +335,80 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         line(&mut row.iter().map(String::as_str));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot with one peer and one local intent whose delivery figures are set.
+    fn snapshot() -> NodeSnapshot {
+        serde_json::from_value(serde_json::json!({
+            "node": "n1",
+            "peer_id": "12D3KooWself",
+            "closed": false,
+            "listening": [],
+            "endpoints": ["remote"],
+            "intents": [{
+                "id": 1, "route": "dndm.Text@chat.room1", "fingerprint": "f",
+                "reliable": true, "origin": "local", "subscribers": 1,
+                "sent": 40, "send_failures": 0, "undelivered": 11
+            }],
+            "interests": [],
+            "links": [],
+            "services": [],
+            "peers": [{
+                "peer": "12D3KooWpeer", "endpoint": "remote:tcp:10.0.0.2:7000",
+                "addresses": [], "connected": true, "rtt_us": 1500,
+                "messages_sent": 40, "messages_received": 2, "failures": 1, "path": null,
+                "acked": 27, "undelivered": 11, "retransmitted": 3, "unacked": 2
+            }],
+            "fingerprint_mismatches": 0,
+            "type_mismatches": 0,
+            "remote": {
+                "handshake_failures": 0, "link_failures": 0, "dial_failures": 0,
+                "refused_routes": 0, "signature_failures": 0, "bad_frames": 0,
+                "undelivered": 13, "retired_peers": 1, "flow_overruns": 0
+            }
+        }))
+        .unwrap()
+    }
+
+    /// The cell under `header` in the row starting with `first` (cells start where their
+    /// header does).
+    fn cell(table: &str, first: &str, header: &str) -> String {
+        let mut lines = table.lines().skip_while(|l| !l.contains(header));
+        let head = lines
+            .next()
+            .unwrap_or_else(|| panic!("no {header}:\n{table}"));
+        let row = lines
+            .find(|l| l.trim_start().starts_with(first))
+            .unwrap_or_else(|| panic!("no row {first}:\n{table}"));
+        let at = head.find(&format!(" {header}")).unwrap() + 1;
+        row[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_tables_show_what_peers_acknowledged_and_what_never_reached_them() {
+        let s = snapshot();
+        let peers = peers_table(&s);
+        for (header, value) in [
+            ("ACKED", "27"),
+            ("UNACKED", "2"),
+            ("RESENT", "3"),
+            ("UNDELIVERED", "11"),
+            ("FAILURES", "1"),
+        ] {
+            assert_eq!(cell(&peers, "12D3KooWpeer", header), value, "{peers}");
+        }
+        let routes = routes_table(&s);
+        assert_eq!(cell(&routes, "1", "UNDELIVERED"), "11", "{routes}");
+        assert!(
+            routes
+                .lines()
+                .any(|l| l
+                    == "remote peers: 13 undelivered messages, 1 retired peers, 0 flow overruns"),
+            "{routes}"
+        );
+    }
 }

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `dndm_messages_sent_total` | `route` | messages sent by local intents |
 //! | `dndm_send_failures_total` | `route` | local sends that failed |
+//! | `dndm_undelivered_total` | `route` | messages of local intents that reached no peer subscriber (per reason: the intent's `LinkEvent::Undelivered`) |
 //! | `dndm_messages_received_total` | `route` (a pattern) | messages handed to local subscribers |
 //! | `dndm_messages_dropped_total` | `route`, `reason` | `dropped_oldest`, `dropped_newest`, `decode_error` |
 //! | `dndm_queue_depth`, `dndm_queue_capacity` | `route` | local subscriber queues |
@@ -20,8 +21,13 @@
 //! | `dndm_peer_rtt_seconds` | `peer`, `endpoint` | last measured round trip |
 //! | `dndm_peer_messages_sent_total`, `dndm_peer_messages_received_total` | `peer`, `endpoint` | session traffic |
 //! | `dndm_peer_failures_total` | `peer`, `endpoint` | connections that failed (each followed by a reconnect) |
+//! | `dndm_peer_acked_total`, `dndm_peer_undelivered_total`, `dndm_peer_retransmitted_total` | `peer`, `endpoint` | reliable messages acknowledged, messages given up, reliable messages resent |
+//! | `dndm_peer_unacked` | `peer`, `endpoint` | messages waiting to be batched plus batches not acknowledged yet |
+//! | `dndm_peer_batches_sent_total`, `dndm_peer_bytes_sent_total` | `peer`, `endpoint` | batches (resends included) and frame bytes sent |
+//! | `dndm_peer_pauses_sent_total`, `dndm_peer_pauses_received_total` | `peer`, `endpoint` | flow-control pauses asked of the peer, and by it |
 //! | `dndm_signature_failures_total`, `dndm_bad_frames_total` | `endpoint` | connections closed for a bad signature, or for a frame that does not decode |
 //! | `dndm_decrypt_failures_total` | `endpoint` (`remote` only) | connections closed because a Noise transport message did not decrypt |
+//! | `dndm_endpoint_undelivered_total`, `dndm_retired_peers_total`, `dndm_flow_overruns_total` | `endpoint` | messages given up on all links (kept when links go), peers retired after their grace period, peer messages dropped past a pause |
 //! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
 //! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
 
@@ -131,6 +137,10 @@ pub(crate) struct IntentView {
     pub(crate) subscribers: usize,
     pub(crate) sent: u64,
     pub(crate) send_failures: u64,
+    /// Messages that reached no peer subscriber (local intents). Missing in snapshots of older
+    /// nodes.
+    #[serde(default)]
+    pub(crate) undelivered: u64,
 }
 
 /// One interest.
@@ -178,6 +188,23 @@ pub(crate) struct PeerView {
     pub(crate) messages_received: u64,
     pub(crate) failures: u64,
     pub(crate) path: Option<String>,
+    /// Session figures of [`dndm::core::PeerInfo`]; missing (0) in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) acked: u64,
+    #[serde(default)]
+    pub(crate) undelivered: u64,
+    #[serde(default)]
+    pub(crate) retransmitted: u64,
+    #[serde(default)]
+    pub(crate) unacked: u64,
+    #[serde(default)]
+    pub(crate) batches_sent: u64,
+    #[serde(default)]
+    pub(crate) bytes_sent: u64,
+    #[serde(default)]
+    pub(crate) pauses_sent: u64,
+    #[serde(default)]
+    pub(crate) pauses_received: u64,
 }
 
 /// Counters of a remote-link endpoint.
@@ -193,6 +220,16 @@ pub(crate) struct RemoteStatsView {
     /// mesh, whose streams libp2p decrypts. Missing in snapshots of older nodes.
     #[serde(default)]
     pub(crate) decrypt_failures: u64,
+    /// Messages of local intents given up on any link of the endpoint (kept when a link goes).
+    /// This and the next two are missing (0) in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) undelivered: u64,
+    /// Peers retired after staying away past their grace period.
+    #[serde(default)]
+    pub(crate) retired_peers: u64,
+    /// Peer messages dropped because the peer kept sending on a route it was asked to pause.
+    #[serde(default)]
+    pub(crate) flow_overruns: u64,
 }
 
 impl From<dndm::remote::endpoint::RemoteStats> for RemoteStatsView {
@@ -205,6 +242,9 @@ impl From<dndm::remote::endpoint::RemoteStats> for RemoteStatsView {
             signature_failures: stats.signature_failures,
             bad_frames: stats.bad_frames,
             decrypt_failures: stats.decrypt_failures,
+            undelivered: stats.undelivered,
+            retired_peers: stats.retired_peers,
+            flow_overruns: stats.flow_overruns,
         }
     }
 }
@@ -239,6 +279,7 @@ impl NodeSnapshot {
                     subscribers: i.subscribers,
                     sent: i.sent,
                     send_failures: i.send_failures,
+                    undelivered: i.undelivered,
                 })
                 .collect(),
             interests: snapshot
@@ -286,6 +327,14 @@ impl NodeSnapshot {
                     messages_received: p.messages_received,
                     failures: p.failures,
                     path: p.path.clone(),
+                    acked: p.acked,
+                    undelivered: p.undelivered,
+                    retransmitted: p.retransmitted,
+                    unacked: p.unacked,
+                    batches_sent: p.batches_sent,
+                    bytes_sent: p.bytes_sent,
+                    pauses_sent: p.pauses_sent,
+                    pauses_received: p.pauses_received,
                 })
                 .collect(),
             fingerprint_mismatches: snapshot.counters.fingerprint_mismatches,
@@ -352,6 +401,76 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Saturating conversion of a count for gauges.
+fn gauge_u64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The labels of a peer's samples.
+fn peer_labels(peer: &PeerView) -> Labels {
+    vec![
+        ("peer", peer.peer.clone()),
+        ("endpoint", endpoint_kind(&peer.endpoint)),
+    ]
+}
+
+/// A per-peer counter: name, help and where its value is.
+type PeerCounter = (&'static str, &'static str, fn(&PeerView) -> u64);
+
+/// The per-peer session counters, labelled with [`peer_labels`].
+const PEER_COUNTERS: [PeerCounter; 10] = [
+    (
+        "dndm_peer_messages_sent",
+        "Messages sent to a peer on its session",
+        |p| p.messages_sent,
+    ),
+    (
+        "dndm_peer_messages_received",
+        "Messages received from a peer on its session",
+        |p| p.messages_received,
+    ),
+    (
+        "dndm_peer_failures",
+        "Connections to a peer that failed (each followed by a reconnect attempt)",
+        |p| p.failures,
+    ),
+    (
+        "dndm_peer_acked",
+        "Reliable messages a peer acknowledged",
+        |p| p.acked,
+    ),
+    (
+        "dndm_peer_undelivered",
+        "Messages of local intents handed to a peer's link that will never reach it",
+        |p| p.undelivered,
+    ),
+    (
+        "dndm_peer_retransmitted",
+        "Reliable messages sent to a peer again because it had not acknowledged them",
+        |p| p.retransmitted,
+    ),
+    (
+        "dndm_peer_batches_sent",
+        "Batches sent to a peer, resends included",
+        |p| p.batches_sent,
+    ),
+    (
+        "dndm_peer_bytes_sent",
+        "Bytes of frames sent to a peer",
+        |p| p.bytes_sent,
+    ),
+    (
+        "dndm_peer_pauses_sent",
+        "Times this node asked a peer to hold back a route (a local subscriber was full)",
+        |p| p.pauses_sent,
+    ),
+    (
+        "dndm_peer_pauses_received",
+        "Times a peer asked this node to hold back a route",
+        |p| p.pauses_received,
+    ),
+];
+
 /// The kind of an endpoint from its name (`mesh:<id>` → `mesh`).
 fn endpoint_kind(name: &str) -> String {
     name.split(':').next().unwrap_or(name).to_owned()
@@ -363,7 +482,8 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         [(Cow::Borrowed("node"), Cow::Owned(snapshot.node.clone()))];
     let mut scrape = Scrape(Registry::with_labels(node.into_iter()));
 
-    let (mut sent, mut failures) = (BTreeMap::new(), BTreeMap::new());
+    let (mut sent, mut failures, mut undelivered) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut intents = BTreeMap::new();
     for intent in &snapshot.intents {
         let local = intent.origin == "local";
@@ -375,7 +495,8 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         if local {
             let route = vec![("route", intent.route.clone())];
             add(&mut sent, route.clone(), intent.sent);
-            add(&mut failures, route, intent.send_failures);
+            add(&mut failures, route.clone(), intent.send_failures);
+            add(&mut undelivered, route, intent.undelivered);
         }
     }
     let (mut received, mut dropped) = (BTreeMap::new(), BTreeMap::new());
@@ -410,6 +531,11 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         "dndm_send_failures",
         "Sends by local intents that failed",
         failures,
+    );
+    scrape.counters(
+        "dndm_undelivered",
+        "Messages of local intents that reached no peer subscriber (timeout, peer gone or restarted, too large, closed; per reason on the intent's event stream)",
+        undelivered,
     );
     scrape.counters(
         "dndm_messages_received",
@@ -455,47 +581,37 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         "Peers known to the endpoints, connected or not",
         gauge_value(snapshot.peers.len()),
     );
-    let (mut rtt, mut peer_sent, mut peer_received, mut peer_failures) = (
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-    );
+    let mut rtt = BTreeMap::new();
+    let mut unacked = BTreeMap::new();
     for peer in &snapshot.peers {
-        let labels = vec![
-            ("peer", peer.peer.clone()),
-            ("endpoint", endpoint_kind(&peer.endpoint)),
-        ];
+        let labels = peer_labels(peer);
         if let Some(us) = peer.rtt_us {
             rtt.insert(labels.clone(), us as f64 / 1e6);
         }
-        add(&mut peer_sent, labels.clone(), peer.messages_sent);
-        add(&mut peer_received, labels.clone(), peer.messages_received);
-        add(&mut peer_failures, labels, peer.failures);
+        add(&mut unacked, labels, gauge_u64(peer.unacked));
     }
     scrape.gauges_f64(
         "dndm_peer_rtt_seconds",
         "Last measured round trip to a peer",
         rtt,
     );
-    scrape.counters(
-        "dndm_peer_messages_sent",
-        "Messages sent to a peer on its session",
-        peer_sent,
+    scrape.gauges(
+        "dndm_peer_unacked",
+        "What a peer has not acknowledged yet: messages waiting to be batched plus batches sent",
+        unacked,
     );
-    scrape.counters(
-        "dndm_peer_messages_received",
-        "Messages received from a peer on its session",
-        peer_received,
-    );
-    scrape.counters(
-        "dndm_peer_failures",
-        "Connections to a peer that failed (each followed by a reconnect attempt)",
-        peer_failures,
-    );
+    for (name, help, value) in PEER_COUNTERS {
+        let mut samples = BTreeMap::new();
+        for peer in &snapshot.peers {
+            add(&mut samples, peer_labels(peer), value(peer));
+        }
+        scrape.counters(name, help, samples);
+    }
     let mut signature_failures = BTreeMap::new();
     let mut bad_frames = BTreeMap::new();
     let mut decrypt_failures = BTreeMap::new();
+    let (mut endpoint_undelivered, mut retired, mut overruns) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     if let Some(remote) = snapshot.remote {
         // Remote links only: mesh streams have no dndm Noise layer (libp2p decrypts them, and
         // a libp2p decryption failure closes the libp2p connection without a dndm count).
@@ -517,6 +633,10 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
                 vec![("endpoint", kind.to_owned())],
                 stats.bad_frames,
             );
+            let labels = vec![("endpoint", kind.to_owned())];
+            add(&mut endpoint_undelivered, labels.clone(), stats.undelivered);
+            add(&mut retired, labels.clone(), stats.retired_peers);
+            add(&mut overruns, labels, stats.flow_overruns);
         }
     }
     scrape.counters(
@@ -533,6 +653,21 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         "dndm_decrypt_failures",
         "Connections closed because a Noise transport message did not decrypt (tampered, truncated or replayed ciphertext)",
         decrypt_failures,
+    );
+    scrape.counters(
+        "dndm_endpoint_undelivered",
+        "Messages of local intents an endpoint's links gave up, all peers and reasons (kept when a link goes away)",
+        endpoint_undelivered,
+    );
+    scrape.counters(
+        "dndm_retired_peers",
+        "Peers retired after staying away past their grace period",
+        retired,
+    );
+    scrape.counters(
+        "dndm_flow_overruns",
+        "Peer messages dropped because the peer kept sending on a route it was asked to pause",
+        overruns,
     );
     if let Some(remote) = snapshot.remote {
         scrape.counter(
@@ -575,7 +710,16 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dndm::PublishOptions;
+    use dndm::remote::endpoint::RemoteConfig;
+
     use super::*;
+
+    /// Failure guard of the waits below.
+    const GUARD: Duration = Duration::from_secs(20);
 
     #[tokio::test]
     async fn a_router_with_traffic_renders_prometheus_text_and_json() {
@@ -634,40 +778,219 @@ mod tests {
             signature_failures: 5,
             bad_frames: 6,
             decrypt_failures: 7,
+            undelivered: 8,
+            retired_peers: 9,
+            flow_overruns: 10,
         };
         snapshot.remote = Some(stats);
         snapshot.mesh = Some(RemoteStatsView {
             decrypt_failures: 0,
+            undelivered: 18,
             ..stats
         });
+        snapshot.intents.push(IntentView {
+            id: 1,
+            route: "dndm.Text@chat.room1".to_owned(),
+            fingerprint: "f".to_owned(),
+            reliable: true,
+            origin: "local".to_owned(),
+            subscribers: 1,
+            sent: 40,
+            send_failures: 0,
+            undelivered: 11,
+        });
+        snapshot.peers.push(PeerView {
+            peer: "12D3KooWpeer".to_owned(),
+            endpoint: "remote:tcp:10.0.0.2:7000".to_owned(),
+            addresses: Vec::new(),
+            connected: true,
+            rtt_us: Some(1500),
+            messages_sent: 40,
+            messages_received: 2,
+            failures: 1,
+            path: None,
+            acked: 27,
+            undelivered: 11,
+            retransmitted: 3,
+            unacked: 2,
+            batches_sent: 5,
+            bytes_sent: 4096,
+            pauses_sent: 6,
+            pauses_received: 4,
+        });
         snapshot
+    }
+
+    /// The value of the sample of `name` whose labels include every one of `labels`.
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<String> {
+        text.lines()
+            .find(|line| {
+                line.starts_with(&format!("{name}{{"))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn session_figures_of_each_peer_and_undelivered_messages_are_exported() {
+        let snapshot = snapshot_with_endpoint_counters().await;
+        let text = render(&snapshot);
+        let peer = [("peer", "12D3KooWpeer"), ("endpoint", "remote")];
+        for (name, value) in [
+            ("dndm_peer_acked_total", "27"),
+            ("dndm_peer_undelivered_total", "11"),
+            ("dndm_peer_retransmitted_total", "3"),
+            ("dndm_peer_unacked", "2"),
+            ("dndm_peer_batches_sent_total", "5"),
+            ("dndm_peer_bytes_sent_total", "4096"),
+            ("dndm_peer_pauses_sent_total", "6"),
+            ("dndm_peer_pauses_received_total", "4"),
+            ("dndm_peer_messages_sent_total", "40"),
+            ("dndm_peer_failures_total", "1"),
+        ] {
+            assert_eq!(
+                sample(&text, name, &peer).as_deref(),
+                Some(value),
+                "{name}: {text}"
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "dndm_undelivered_total",
+                &[("route", "dndm.Text@chat.room1")]
+            )
+            .as_deref(),
+            Some("11"),
+            "{text}"
+        );
+        for (name, endpoint, value) in [
+            ("dndm_endpoint_undelivered_total", "remote", "8"),
+            ("dndm_endpoint_undelivered_total", "mesh", "18"),
+            ("dndm_retired_peers_total", "remote", "9"),
+            ("dndm_flow_overruns_total", "mesh", "10"),
+        ] {
+            assert_eq!(
+                sample(&text, name, &[("endpoint", endpoint)]).as_deref(),
+                Some(value),
+                "{name} {endpoint}: {text}"
+            );
+        }
+
+        // JSON from a node that predates these figures still parses, with zeros.
+        let mut json = serde_json::to_value(&snapshot).unwrap();
+        json["peers"][0].as_object_mut().unwrap().remove("acked");
+        json["intents"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("undelivered");
+        json["remote"]
+            .as_object_mut()
+            .unwrap()
+            .remove("retired_peers");
+        let back: NodeSnapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back.peers[0].acked, 0);
+        assert_eq!(back.peers[0].unacked, 2);
+        assert_eq!(back.intents[0].undelivered, 0);
+        assert_eq!(back.remote.unwrap().retired_peers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_remote_peer_s_acknowledgements_reach_the_metrics() {
+        // Two routers linked by remote endpoints over an in-memory pipe (as the mesh hands
+        // over its streams): the figures come from the link, through `LinkInfo::peer_info`.
+        let (ka, kb) = (
+            dndm::Keypair::from_seed([1; 32]),
+            dndm::Keypair::from_seed([2; 32]),
+        );
+        let (ida, idb) = (ka.peer_id(), kb.peer_id());
+        let a = Router::builder().name("a").build().unwrap();
+        let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+        a.attach(Arc::new(ea.clone())).await.unwrap();
+        let b = Router::builder().name("b").build().unwrap();
+        let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
+        b.attach(Arc::new(eb.clone())).await.unwrap();
+        let (one, other) = tokio::io::duplex(64 * 1024);
+        ea.adopt_authenticated(idb, Box::new(one), true);
+        eb.adopt_authenticated(ida, Box::new(other), false);
+
+        let publisher = a
+            .publish_with::<dndm::builtin::Text>(
+                "metrics.acked",
+                PublishOptions::default().qos(dndm::Qos::reliable()),
+            )
+            .unwrap();
+        let mut subscriber = b.subscribe::<dndm::builtin::Text>("metrics.acked").unwrap();
+        publisher.wait_for_interest(GUARD).await.unwrap();
+        for line in ["one", "two", "three"] {
+            publisher.send(line.into()).await.unwrap();
+        }
+        for _ in 0..3 {
+            tokio::time::timeout(GUARD, subscriber.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::timeout(GUARD, ea.flush(&idb))
+            .await
+            .unwrap()
+            .unwrap();
+
+        let observed = Observed {
+            router: a.clone(),
+            peer_id: ida,
+            mesh: None,
+            remote: Some(ea),
+        };
+        let text = render(&observed.snapshot());
+        let peer_id = idb.to_string();
+        let peer = [("peer", peer_id.as_str()), ("endpoint", "remote")];
+        let value = |name: &str| {
+            sample(&text, name, &peer)
+                .unwrap_or_else(|| panic!("no {name} for {peer_id}: {text}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(value("dndm_peer_acked_total"), 3, "{text}");
+        assert_eq!(value("dndm_peer_unacked"), 0, "{text}");
+        assert_eq!(value("dndm_peer_undelivered_total"), 0, "{text}");
+        assert!(value("dndm_peer_batches_sent_total") >= 1, "{text}");
+        assert!(value("dndm_peer_bytes_sent_total") > 0, "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "dndm_undelivered_total",
+                &[("route", "dndm.Text@metrics.acked")]
+            )
+            .as_deref(),
+            Some("0"),
+            "{text}"
+        );
+        b.close().await;
+        a.close().await;
     }
 
     #[tokio::test]
     async fn decrypt_failures_are_exported_next_to_signature_failures() {
         let text = render(&snapshot_with_endpoint_counters().await);
-        let sample = |name: &str, endpoint: &str| {
-            text.lines()
-                .find(|line| {
-                    line.starts_with(&format!("{name}{{"))
-                        && line.contains(&format!("endpoint=\"{endpoint}\""))
-                })
-                .and_then(|line| line.rsplit(' ').next())
-                .map(str::to_owned)
-        };
+        let by_endpoint =
+            |name: &str, endpoint: &str| sample(&text, name, &[("endpoint", endpoint)]);
         assert_eq!(
-            sample("dndm_decrypt_failures_total", "remote").as_deref(),
+            by_endpoint("dndm_decrypt_failures_total", "remote").as_deref(),
             Some("7"),
             "{text}"
         );
         // The mesh has no dndm Noise layer: no sample rather than a permanent 0.
         assert_eq!(
-            sample("dndm_decrypt_failures_total", "mesh"),
+            by_endpoint("dndm_decrypt_failures_total", "mesh"),
             None,
             "{text}"
         );
         assert_eq!(
-            sample("dndm_signature_failures_total", "mesh").as_deref(),
+            by_endpoint("dndm_signature_failures_total", "mesh").as_deref(),
             Some("5"),
             "{text}"
         );

@@ -336,6 +336,26 @@ pub struct PeerInfo {
     pub failures: u64,
     /// How the peer is reached (`direct`, `relayed`...), where the endpoint tells.
     pub path: Option<String>,
+    /// Reliable messages the peer acknowledged.
+    pub acked: u64,
+    /// Messages of local intents handed to this peer's link that will never reach it, for any
+    /// [reason](Undelivered) (each also reported on its intent).
+    pub undelivered: u64,
+    /// Reliable messages sent again because the peer had not acknowledged them.
+    pub retransmitted: u64,
+    /// What the peer has not acknowledged yet: messages waiting to be batched plus batches sent
+    /// and not acknowledged. Zero when the peer has everything sent so far.
+    pub unacked: u64,
+    /// Batches sent, resends included; with `messages_sent` and `bytes_sent` it gives the
+    /// average batch size.
+    pub batches_sent: u64,
+    /// Bytes of frames sent to the peer.
+    pub bytes_sent: u64,
+    /// Times this side asked the peer to hold back one of its routes (a local subscriber was
+    /// full).
+    pub pauses_sent: u64,
+    /// Times the peer asked this side to hold back one of its routes.
+    pub pauses_received: u64,
 }
 
 impl PeerInfo {
@@ -351,6 +371,14 @@ impl PeerInfo {
             messages_received: 0,
             failures: 0,
             path: None,
+            acked: 0,
+            undelivered: 0,
+            retransmitted: 0,
+            unacked: 0,
+            batches_sent: 0,
+            bytes_sent: 0,
+            pauses_sent: 0,
+            pauses_received: 0,
         }
     }
 }
