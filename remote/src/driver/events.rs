@@ -277,6 +277,9 @@ impl Driver {
 
     /// Publishes this link's state for [`RemoteEndpoint::links`](crate::endpoint::RemoteEndpoint::links).
     pub(super) fn report(&self) {
+        if self.gone {
+            return;
+        }
         let session = self.link.session();
         let info = LinkInfo {
             peer: self.peer,
@@ -306,6 +309,7 @@ impl Driver {
     pub(super) fn retire(&mut self, links: &mut HashMap<PeerId, mpsc::Sender<Handoff>>) {
         // Under the links lock, like `hand_off`'s send: no connection is queued after this,
         // and while this link's open queue is in `links` no other link of the peer exists.
+        self.gone = true;
         links.remove(&self.peer);
         lock(&self.inner.infos).remove(&self.peer);
         lock(&self.inner.commands).remove(&self.peer);

@@ -80,6 +80,8 @@ struct Driver {
     rtt: Option<std::time::Duration>,
     peer_intents: Arc<[Route]>,
     peer_interests: Arc<[dndm_core::RoutePattern]>,
+    /// Set once the link left the endpoint: it reports nothing more.
+    gone: bool,
 }
 
 fn now() -> std::time::Instant {
@@ -123,6 +125,7 @@ pub(crate) async fn link_task(
         rtt: None,
         peer_intents: Arc::from([]),
         peer_interests: Arc::from([]),
+        gone: false,
     };
     lock(&driver.inner.commands).insert(peer, driver.commands_tx.clone());
     driver.sync_local();

@@ -40,26 +40,30 @@
 //! connection is lost; the session waits for the next `handle_connect`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dndm_codec::{
-    Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Compression,
-    Correlation, DeclPattern, DeclRoute, Decoder, Dictionary, Encoder, Frame, FrameHeader,
-    FrameKind, Hello, IntentDecl, InterestDecl, Limits, PROTOCOL_VERSION, Ping, Pong,
-    ResponseError, ResumeState, SessionId, verify_batch,
+    Ack, Advert, Batch, BatchMessage, BatchOptions, Capabilities, Close, CloseCode, Correlation,
+    DeclPattern, DeclRoute, Decoder, Dictionary, Encoder, Frame, FrameHeader, FrameKind, Hello,
+    IntentDecl, InterestDecl, PROTOCOL_VERSION, Ping, Pong, ResponseError, ResumeState,
+    verify_batch,
 };
 use dndm_core::{
     IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern, ServiceAd,
     Undelivered,
 };
 
-use crate::acl::Acl;
 use crate::noise;
 
 mod flow;
 mod recv;
 mod send;
+mod types;
+
+pub use types::{
+    Binding, Connection, Event, LinkFailure, SessionConfig, SessionSendError, SessionStats,
+};
 
 use send::{intent_decl, interest_decl, service_decls};
 
@@ -68,305 +72,6 @@ use send::{intent_decl, interest_decl, service_decls};
 const MAX_SEQ: u64 = 1 << 62;
 /// Early batches kept per session on lossy transports while waiting for a gap to fill.
 const MAX_EARLY_BATCHES: usize = 256;
-
-/// Settings of a session. [`SessionConfig::default`] suits TCP on a LAN.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct SessionConfig {
-    /// Frame limits, enforced on everything the peer sends.
-    pub limits: Limits,
-    /// zstd for batches above its threshold; `None` sends uncompressed.
-    pub compression: Option<Compression>,
-    /// Sign every batch with the node's ed25519 key and verify the peer's.
-    pub sign_batches: bool,
-    /// Messages waiting to be batched; beyond it [`Session::send`] refuses (back-pressure).
-    pub send_queue: usize,
-    /// Reliable messages (and batches) sent but not yet acknowledged; beyond it batching pauses.
-    pub retransmit_capacity: usize,
-    /// Most messages in one batch.
-    pub max_batch_messages: usize,
-    /// Most payload bytes in one batch (a larger single message still goes alone).
-    pub max_batch_bytes: usize,
-    /// Send a ping after this long without sending anything.
-    pub keepalive: Duration,
-    /// Declare the connection dead after this long without receiving anything.
-    pub idle_timeout: Duration,
-    /// Resend unacknowledged batches after this long without ack progress. Only for lossy
-    /// transports; `None` on ordered ones (which lose data only with the connection).
-    pub retransmit_timeout: Option<Duration>,
-    /// Whether the transport delivers frames in order without loss while connected.
-    pub ordered_transport: bool,
-    /// The node name sent to peers.
-    pub node_name: String,
-    /// Peers allowed to connect; `None` allows everyone.
-    pub allow_peers: Option<HashSet<PeerId>>,
-    /// Which routes the peer may publish on and which patterns it may subscribe with; a
-    /// declaration it denies ends the connection with [`LinkFailure::Denied`]. Default:
-    /// [`Acl::allow_all`] (no restriction).
-    pub acl: Acl,
-    /// zstd dictionaries by message type name (the protobuf full name in `TypeName@path`),
-    /// each trained on samples of that type ([`Dictionary::train`]). Their ids are announced in
-    /// the hello; a batch whose messages are all of one such type is compressed with its
-    /// dictionary when the peer announced that id too. Batches from the peer may use any of
-    /// them. Both sides must hold the same dictionary under the same id. Default: none.
-    pub dictionaries: BTreeMap<String, Dictionary>,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            compression: Some(Compression::default()),
-            sign_batches: true,
-            send_queue: 8192,
-            retransmit_capacity: 4096,
-            max_batch_messages: 1024,
-            max_batch_bytes: 256 * 1024,
-            keepalive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(10),
-            retransmit_timeout: None,
-            ordered_transport: true,
-            node_name: "dndm".to_owned(),
-            allow_peers: None,
-            acl: Acl::allow_all(),
-            dictionaries: BTreeMap::new(),
-        }
-    }
-}
-
-/// What the driver knows about a new connection.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    /// Binds batch signatures to this connection (e.g. the Noise handshake hash).
-    pub session_id: SessionId,
-    /// Over a Noise channel: our static key's binding signature and the peer's static key.
-    pub binding: Option<Binding>,
-    /// The peer we dialed or that the transport authenticated, if known.
-    pub expected_peer: Option<PeerId>,
-}
-
-/// The Noise identity binding of a connection.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    /// Our signature over our Noise static key (sent in our hello).
-    pub local_signature: [u8; 64],
-    /// The peer's Noise static key (its hello must carry a signature over it).
-    pub remote_static: [u8; 32],
-}
-
-/// Why a connection ended badly. The session stays resumable; the driver reconnects (or not).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LinkFailure {
-    /// A frame did not decode.
-    #[error("bad frame from peer: {0}")]
-    Decode(String),
-    /// A batch signature did not verify.
-    #[error("bad batch signature from peer: {0}")]
-    Signature(String),
-    /// The peer broke the protocol.
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    /// The hello's identity is not the peer we expected.
-    #[error("peer identity {actual} does not match expected {expected}")]
-    IdentityMismatch {
-        /// The PeerId we dialed or the transport authenticated.
-        expected: PeerId,
-        /// The PeerId of the hello's key.
-        actual: PeerId,
-    },
-    /// The peer is not on the allow-list.
-    #[error("peer {0} is not allowed")]
-    NotAllowed(PeerId),
-    /// The peer declared a route or pattern its [`Acl`] denies.
-    #[error("peer {peer} is denied {what}")]
-    Denied {
-        /// The peer.
-        peer: PeerId,
-        /// The denied declaration, e.g. `publish on test.Reading@secret.x`.
-        what: String,
-    },
-    /// The identity key does not sign the Noise static key.
-    #[error("identity key of {0} does not match the Noise static key")]
-    BadBinding(PeerId),
-    /// The peer speaks another protocol version.
-    #[error("protocol version {0} is not supported (this node speaks {PROTOCOL_VERSION})")]
-    Version(u32),
-    /// Nothing heard for the idle timeout.
-    #[error("no frame from peer for {0:?}")]
-    IdleTimeout(Duration),
-    /// The transport failed.
-    #[error("transport: {0}")]
-    Transport(String),
-}
-
-impl LinkFailure {
-    /// Whether reconnecting may help (a dead or flaky transport) rather than a peer that must
-    /// be fixed or is not wanted.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::IdleTimeout(_) | Self::Transport(_))
-    }
-}
-
-/// What a session reports to its driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// The peer's hello was accepted.
-    Established {
-        /// The peer.
-        peer: PeerId,
-        /// Its node name.
-        node_name: String,
-        /// Whether this continues an earlier connection of the same peer incarnation.
-        resumed: bool,
-    },
-    /// The peer declared an intent.
-    PeerIntentAdded(IntentAd),
-    /// The peer withdrew an intent.
-    PeerIntentRemoved(Route),
-    /// The peer declared an interest.
-    PeerInterestAdded(InterestAd),
-    /// The peer withdrew an interest.
-    PeerInterestRemoved(RoutePattern),
-    /// A message from the peer, in order.
-    Message {
-        /// The route it was published on.
-        route: Route,
-        /// The encoded message.
-        payload: Bytes,
-        /// Request/response correlation.
-        correlation: Correlation,
-    },
-    /// The peer serves requests.
-    PeerServiceAdded(ServiceAd),
-    /// The peer stopped serving the request route.
-    PeerServiceRemoved(Route),
-    /// The peer sent a request to a local service; answer with [`Session::respond`].
-    Request {
-        /// The request route (the local service's).
-        route: Route,
-        /// The peer's request id, to quote in the answer.
-        id: u64,
-        /// The encoded request.
-        payload: Bytes,
-    },
-    /// The answer to a request sent with [`Session::request`].
-    Response {
-        /// The request id.
-        id: u64,
-        /// The encoded response, or the handler's error.
-        result: Result<Bytes, ResponseError>,
-    },
-    /// A round trip was measured.
-    Rtt(Duration),
-    /// The send queue has room again after refusing a message.
-    SendReady,
-    /// `count` messages accepted by [`Session::send`] on `route` left our hands: the peer
-    /// acknowledged them (reliable routes) or they went out in a batch (best effort). Every
-    /// accepted message ends in exactly one `Settled` or [`Event::Undelivered`].
-    Settled {
-        /// The local intent's route.
-        route: Route,
-        /// How many messages.
-        count: u64,
-    },
-    /// `count` messages accepted by [`Session::send`] on `route` will never reach the peer.
-    Undelivered {
-        /// The local intent's route.
-        route: Route,
-        /// How many messages.
-        count: u64,
-        /// Why.
-        reason: Undelivered,
-    },
-    /// The connection failed; the session waits for the next one.
-    Disconnected(LinkFailure),
-    /// The session closed in order (by us or by the peer); it will not resume.
-    Closed {
-        /// Whether the peer closed it.
-        by_peer: bool,
-        /// The close code.
-        code: CloseCode,
-        /// The reason text.
-        reason: String,
-    },
-}
-
-/// Why [`Session::send`] refused a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SessionSendError {
-    /// The send queue is full; wait for [`Event::SendReady`].
-    #[error("send queue is full")]
-    Full,
-    /// No local intent on this route was declared to the session.
-    #[error("route {0} is not declared on this session")]
-    UnknownRoute(Route),
-    /// The session is closed.
-    #[error("session is closed")]
-    Closed,
-    /// The message cannot fit in one frame that both sides accept.
-    #[error("message of {len} bytes exceeds {max} bytes, the most one frame can carry here")]
-    TooLarge {
-        /// The message's size in bytes (payload and error text).
-        len: usize,
-        /// The most one message may have.
-        max: usize,
-    },
-}
-
-impl SessionSendError {
-    /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Full)
-    }
-}
-
-/// Counters of a session, all since it was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SessionStats {
-    /// Messages put into batches (first transmissions).
-    pub messages_sent: u64,
-    /// Messages delivered from the peer.
-    pub messages_received: u64,
-    /// Batches sent, including resends.
-    pub batches_sent: u64,
-    /// Reliable messages sent again.
-    pub retransmitted: u64,
-    /// Batches dropped as duplicates.
-    pub duplicates: u64,
-    /// Batches dropped for a gap (lossy transports).
-    pub gaps: u64,
-    /// Best-effort messages from the peer that never arrived.
-    pub best_effort_lost: u64,
-    /// Messages for a route id the peer never declared.
-    pub unknown_routes: u64,
-    /// Unacknowledged messages given up because the peer restarted.
-    pub lost_on_peer_restart: u64,
-    /// Connections that ended with a failure.
-    pub failures: u64,
-    /// Peer declarations denied by the ACL (each also ends its connection).
-    pub acl_denials: u64,
-    /// Bytes of frames produced.
-    pub bytes_sent: u64,
-    /// Messages still queued when the session closed (by [`Session::close`] with the
-    /// retransmit buffer full, without a connection, or by the peer), dropped unsent.
-    pub unsent_on_close: u64,
-    /// Queued messages dropped at batching because the peer's announced limits (learned after
-    /// they were queued) leave no frame that can carry them.
-    pub oversized: u64,
-    /// Reliable messages the peer acknowledged.
-    pub acked: u64,
-    /// Messages accepted by [`Session::send`] that will never reach the peer, for any reason
-    /// (each also reported as [`Event::Undelivered`]).
-    pub undelivered: u64,
-    /// Times we asked the peer to hold back a route of its (a local subscriber was full).
-    pub pauses_sent: u64,
-    /// Times the peer asked us to hold back one of our routes.
-    pub pauses_received: u64,
-}
 
 /// A message waiting to be batched.
 #[derive(Debug)]

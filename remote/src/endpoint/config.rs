@@ -1,0 +1,243 @@
+//! What a remote endpoint is told: where to listen and dial, and its settings (also from a
+//! node's config file).
+
+use std::collections::HashSet;
+#[cfg(unix)]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dndm_core::{EndpointError, PeerId};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+#[cfg(doc)]
+use super::{RemoteEndpoint, RemoteStats};
+use crate::acl::{Acl, AclRule};
+use crate::session::SessionConfig;
+
+/// Where to listen or dial.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Target {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    #[cfg(unix)]
+    Unix(PathBuf),
+    /// Any byte stream a [`Connector`] opens (dial only; hand inbound streams to
+    /// [`RemoteEndpoint::accept_stream`]).
+    Custom(Arc<dyn Connector>),
+    /// Dial `target` and accept only `peer` there (dial only): a node at that address with
+    /// another identity, however valid, is cut after the handshake and counted in
+    /// [`RemoteStats::handshake_failures`]. In config files: `<peer id>@<address>`.
+    Peer {
+        /// The identity the node at `target` must prove.
+        peer: PeerId,
+        /// Where to dial.
+        target: Box<Target>,
+    },
+}
+
+impl Target {
+    /// `target`, accepting only `peer` there.
+    pub fn pinned(peer: PeerId, target: Target) -> Target {
+        Target::Peer {
+            peer,
+            target: Box::new(target),
+        }
+    }
+
+    /// The peer this target pins, if any.
+    pub(super) fn expected_peer(&self) -> Option<PeerId> {
+        match self {
+            Self::Peer { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+}
+
+/// A byte stream a link can run over: anything `AsyncRead + AsyncWrite`.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// Opens byte streams to one peer, for dialing over transports other than TCP and Unix sockets
+/// (a serial line, a tunnel, an in-memory pipe in tests). The dial loop calls it on every
+/// (re)connection attempt.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
+    /// Opens a new stream.
+    ///
+    /// # Errors
+    /// Any I/O error; the dial loop backs off and retries.
+    async fn connect(&self) -> std::io::Result<Box<dyn ByteStream>>;
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "tcp:{addr}"),
+            #[cfg(unix)]
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Custom(connector) => write!(f, "custom:{connector:?}"),
+            Self::Peer { peer, target } => write!(f, "{peer}@{target}"),
+        }
+    }
+}
+
+/// Settings of a [`RemoteEndpoint`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RemoteConfig {
+    /// Listen on these.
+    pub listen: Vec<Target>,
+    /// Dial these (and redial them when the link drops).
+    pub dial: Vec<Target>,
+    /// The session protocol settings.
+    pub session: SessionConfig,
+    /// The Noise handshake and the identity preamble must finish within this (the hello that
+    /// follows is bounded by the session's idle timeout).
+    pub handshake_timeout: Duration,
+    /// First redial delay; doubles up to `backoff_max`, with jitter.
+    pub backoff_initial: Duration,
+    /// Longest redial delay.
+    pub backoff_max: Duration,
+    /// Consecutive failed dials that open a target's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses dials.
+    pub breaker_cool_down: Duration,
+    /// How long a peer that got through a hello may stay away (no connection) before it is
+    /// retired: its interests and intents are withdrawn from the router (publishers see
+    /// `Unlinked`) and what was queued or unacknowledged for it is reported undelivered
+    /// ([`dndm_core::Undelivered::PeerGone`]). Back within it, the session resumes losslessly;
+    /// back later, it links afresh. Default 30 s.
+    pub peer_grace: Duration,
+    /// Messages one peer interest may have inside the link (queued, or sent and not yet
+    /// acknowledged on reliable routes). Past it, a publisher waits up to its send timeout,
+    /// then the message is dropped for that peer and reported. Default 4096.
+    pub route_window: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            dial: Vec::new(),
+            session: SessionConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
+            peer_grace: Duration::from_secs(30),
+            route_window: 4096,
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// Settings from the `[remote]` and `[node]` sections of a validated [`dndm_core::Config`]:
+    /// `listen`/`connect` (`host:port` or `unix:/path`), timeouts, `retransmit_buffer`,
+    /// `signing`, `compression_threshold`, `max_frame_len`, backoff, `allow_peers` and the
+    /// `[[remote.acl]]` rules.
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] naming the key when a value does not fit (a config that passed
+    /// `validate()` always fits).
+    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
+        let remote = &config.remote;
+        let bad = |key: &str, value: &dyn std::fmt::Display, reason: &dyn std::fmt::Display| {
+            EndpointError::Config {
+                endpoint: "remote".into(),
+                reason: format!("remote.{key} = {value} is invalid: {reason}"),
+            }
+        };
+        let target = |key: &str, text: &String| -> Result<Target, EndpointError> {
+            // `<peer id>@<address>` pins the identity expected at a dialed address.
+            let (peer, address) = match text.split_once('@') {
+                Some((peer, address)) if key == "connect" => match peer.parse::<PeerId>() {
+                    Ok(peer) => (Some(peer), address),
+                    Err(_) => (None, text.as_str()),
+                },
+                _ => (None, text.as_str()),
+            };
+            #[cfg(unix)]
+            let unix = address
+                .strip_prefix("unix:")
+                .map(|path| Target::Unix(path.into()));
+            #[cfg(not(unix))]
+            let unix = None;
+            let base = match unix {
+                Some(target) => target,
+                None => Target::Tcp(address.parse().map_err(|e| bad(key, text, &e))?),
+            };
+            Ok(match peer {
+                Some(peer) => Target::pinned(peer, base),
+                None => base,
+            })
+        };
+        let mut out = Self::default();
+        for text in &remote.listen {
+            out.listen.push(target("listen", text)?);
+        }
+        for text in &remote.connect {
+            out.dial.push(target("connect", text)?);
+        }
+        out.handshake_timeout = remote.handshake_timeout();
+        out.backoff_initial = remote.backoff_initial();
+        out.backoff_max = remote.backoff_max();
+        out.peer_grace = remote.peer_grace();
+        out.route_window = remote.route_window;
+        let session = &mut out.session;
+        session.node_name = config.node.name.clone();
+        session.keepalive = remote.keepalive();
+        session.idle_timeout = remote.idle_timeout();
+        session.retransmit_capacity = remote.retransmit_buffer;
+        session.sign_batches = remote.signing == dndm_core::Signing::Batch;
+        session.compression = Some(dndm_codec::Compression::new(
+            dndm_codec::Compression::DEFAULT_LEVEL,
+            remote.compression_threshold,
+        ));
+        let frame_len = u32::try_from(remote.max_frame_len)
+            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
+        session.limits = dndm_codec::Limits::builder()
+            .max_frame_len(frame_len)
+            .build()
+            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
+        if !remote.allow_peers.is_empty() {
+            let mut allowed = HashSet::new();
+            for text in &remote.allow_peers {
+                allowed.insert(
+                    text.parse::<PeerId>()
+                        .map_err(|e| bad("allow_peers", text, &e))?,
+                );
+            }
+            session.allow_peers = Some(allowed);
+        }
+        if !remote.acl.is_empty() {
+            let mut rules = Vec::new();
+            for (index, rule) in remote.acl.iter().enumerate() {
+                let mut peers = Vec::new();
+                for text in &rule.peers {
+                    let key = format!("acl[{index}].peers");
+                    peers.push(text.parse::<PeerId>().map_err(|e| bad(&key, text, &e))?);
+                }
+                let mut out_rule = if peers.is_empty() {
+                    AclRule::any_peer()
+                } else {
+                    AclRule::for_peers(peers)
+                };
+                for text in &rule.publish {
+                    let key = format!("acl[{index}].publish");
+                    out_rule = out_rule.publish(text.parse().map_err(|e| bad(&key, text, &e))?);
+                }
+                for text in &rule.subscribe {
+                    let key = format!("acl[{index}].subscribe");
+                    out_rule = out_rule.subscribe(text.parse().map_err(|e| bad(&key, text, &e))?);
+                }
+                rules.push(out_rule);
+            }
+            session.acl = Acl::from_rules(rules);
+        }
+        Ok(out)
+    }
+}
