@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `dndm_messages_sent_total` | `route` | messages sent by local intents |
 //! | `dndm_send_failures_total` | `route` | local sends that failed |
-//! | `dndm_undelivered_total` | `route` | messages of local intents that reached no peer subscriber (per reason: the intent's `LinkEvent::Undelivered`) |
+//! | `dndm_undelivered_total` | `route`, `reason` | messages of local intents that reached no peer subscriber; `reason` is `Undelivered::as_str()`: `timeout`, `peer_gone`, `peer_restarted`, `too_large`, `closed` (every reason has a sample, 0 included) |
 //! | `dndm_messages_received_total` | `route` (a pattern) | messages handed to local subscribers |
 //! | `dndm_messages_dropped_total` | `route`, `reason` | `dropped_oldest`, `dropped_newest`, `decode_error` |
 //! | `dndm_queue_depth`, `dndm_queue_capacity` | `route` | local subscriber queues |
@@ -37,7 +37,7 @@ use std::sync::atomic::AtomicU64;
 
 use dndm::mesh::MeshEndpoint;
 use dndm::remote::endpoint::RemoteEndpoint;
-use dndm::{Origin, PeerId, Router, Snapshot};
+use dndm::{Origin, PeerId, Router, Snapshot, Undelivered};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -141,6 +141,10 @@ pub(crate) struct IntentView {
     /// nodes.
     #[serde(default)]
     pub(crate) undelivered: u64,
+    /// `undelivered` by reason (`Undelivered::as_str()` → count), non-zero reasons only.
+    /// Missing (empty) in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) undelivered_by_reason: BTreeMap<String, u64>,
 }
 
 /// One interest.
@@ -280,6 +284,11 @@ impl NodeSnapshot {
                     sent: i.sent,
                     send_failures: i.send_failures,
                     undelivered: i.undelivered,
+                    undelivered_by_reason: i
+                        .undelivered_by_reason
+                        .iter()
+                        .map(|(reason, count)| (reason.as_str().to_owned(), *count))
+                        .collect(),
                 })
                 .collect(),
             interests: snapshot
@@ -496,7 +505,18 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
             let route = vec![("route", intent.route.clone())];
             add(&mut sent, route.clone(), intent.sent);
             add(&mut failures, route.clone(), intent.send_failures);
-            add(&mut undelivered, route, intent.undelivered);
+            // Every known reason gets a sample (0 until it happens, so `increase()` sees the
+            // first loss); a reason only a newer node knows is kept too.
+            let known = Undelivered::ALL.iter().map(|r| (r.as_str(), 0));
+            let reported = intent
+                .undelivered_by_reason
+                .iter()
+                .map(|(r, count)| (r.as_str(), *count));
+            for (reason, count) in known.chain(reported) {
+                let mut labels = route.clone();
+                labels.push(("reason", reason.to_owned()));
+                add(&mut undelivered, labels, count);
+            }
         }
     }
     let (mut received, mut dropped) = (BTreeMap::new(), BTreeMap::new());
@@ -534,7 +554,7 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
     );
     scrape.counters(
         "dndm_undelivered",
-        "Messages of local intents that reached no peer subscriber (timeout, peer gone or restarted, too large, closed; per reason on the intent's event stream)",
+        "Messages of local intents that reached no peer subscriber, by reason (timeout, peer_gone, peer_restarted, too_large, closed)",
         undelivered,
     );
     scrape.counters(
@@ -798,6 +818,10 @@ mod tests {
             sent: 40,
             send_failures: 0,
             undelivered: 11,
+            undelivered_by_reason: BTreeMap::from([
+                ("timeout".to_owned(), 8),
+                ("peer_gone".to_owned(), 3),
+            ]),
         });
         snapshot.peers.push(PeerView {
             peer: "12D3KooWpeer".to_owned(),
@@ -857,14 +881,27 @@ mod tests {
                 "{name}: {text}"
             );
         }
-        assert_eq!(
-            sample(
-                &text,
-                "dndm_undelivered_total",
-                &[("route", "dndm.Text@chat.room1")]
-            )
-            .as_deref(),
-            Some("11"),
+        for (reason, value) in [
+            ("timeout", "8"),
+            ("peer_gone", "3"),
+            ("peer_restarted", "0"),
+            ("too_large", "0"),
+            ("closed", "0"),
+        ] {
+            assert_eq!(
+                sample(
+                    &text,
+                    "dndm_undelivered_total",
+                    &[("route", "dndm.Text@chat.room1"), ("reason", reason)]
+                )
+                .as_deref(),
+                Some(value),
+                "{reason}: {text}"
+            );
+        }
+        assert!(
+            text.lines().any(|line| line
+                == "dndm_undelivered_total{node=\"n1\",route=\"dndm.Text@chat.room1\",reason=\"timeout\"} 8"),
             "{text}"
         );
         for (name, endpoint, value) in [
@@ -887,6 +924,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("undelivered");
+        json["intents"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("undelivered_by_reason");
         json["remote"]
             .as_object_mut()
             .unwrap()
@@ -895,6 +936,7 @@ mod tests {
         assert_eq!(back.peers[0].acked, 0);
         assert_eq!(back.peers[0].unacked, 2);
         assert_eq!(back.intents[0].undelivered, 0);
+        assert!(back.intents[0].undelivered_by_reason.is_empty());
         assert_eq!(back.remote.unwrap().retired_peers, 0);
     }
 
@@ -959,15 +1001,90 @@ mod tests {
         assert_eq!(value("dndm_peer_undelivered_total"), 0, "{text}");
         assert!(value("dndm_peer_batches_sent_total") >= 1, "{text}");
         assert!(value("dndm_peer_bytes_sent_total") > 0, "{text}");
+        for reason in Undelivered::ALL {
+            assert_eq!(
+                sample(
+                    &text,
+                    "dndm_undelivered_total",
+                    &[
+                        ("route", "dndm.Text@metrics.acked"),
+                        ("reason", reason.as_str())
+                    ]
+                )
+                .as_deref(),
+                Some("0"),
+                "{reason}: {text}"
+            );
+        }
+        b.close().await;
+        a.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_for_the_peer_is_exported_with_its_reason() {
+        // Two routers linked by remote endpoints over an in-memory pipe. A message larger than
+        // the session's frame limit (`max_frame_len`, 4 MiB by default) is accepted by the
+        // publisher, then given up by the link, which reports it on the intent.
+        let (ka, kb) = (
+            dndm::Keypair::from_seed([3; 32]),
+            dndm::Keypair::from_seed([4; 32]),
+        );
+        let (ida, idb) = (ka.peer_id(), kb.peer_id());
+        let a = Router::builder().name("a").build().unwrap();
+        let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
+        a.attach(Arc::new(ea.clone())).await.unwrap();
+        let b = Router::builder().name("b").build().unwrap();
+        let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
+        b.attach(Arc::new(eb.clone())).await.unwrap();
+        let (one, other) = tokio::io::duplex(64 * 1024);
+        ea.adopt_authenticated(idb, Box::new(one), true);
+        eb.adopt_authenticated(ida, Box::new(other), false);
+
+        let publisher = a.publish::<dndm::builtin::Text>("metrics.large").unwrap();
+        let _subscriber = b.subscribe::<dndm::builtin::Text>("metrics.large").unwrap();
+        publisher.wait_for_interest(GUARD).await.unwrap();
+        let mut events = publisher.events();
+        publisher.send("x".repeat(5 << 20).into()).await.unwrap();
+        let reason = tokio::time::timeout(GUARD, async {
+            loop {
+                if let dndm::LinkEvent::Undelivered { reason, .. } = events.recv().await.unwrap() {
+                    break reason;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(reason, Undelivered::TooLarge);
+        assert_eq!(publisher.undelivered_by(Undelivered::TooLarge), 1);
+
+        let observed = Observed {
+            router: a.clone(),
+            peer_id: ida,
+            mesh: None,
+            remote: Some(ea),
+        };
+        let snapshot = observed.snapshot();
+        let text = render(&snapshot);
+        let route = "dndm.Text@metrics.large";
+        for (reason, value) in [("too_large", "1"), ("timeout", "0"), ("peer_gone", "0")] {
+            assert_eq!(
+                sample(
+                    &text,
+                    "dndm_undelivered_total",
+                    &[("route", route), ("reason", reason)]
+                )
+                .as_deref(),
+                Some(value),
+                "{reason}: {text}"
+            );
+        }
+        let json = serde_json::to_string(&snapshot).unwrap();
+        let back: NodeSnapshot = serde_json::from_str(&json).unwrap();
+        let intent = back.intents.iter().find(|i| i.route == route).unwrap();
+        assert_eq!(intent.undelivered, 1);
         assert_eq!(
-            sample(
-                &text,
-                "dndm_undelivered_total",
-                &[("route", "dndm.Text@metrics.acked")]
-            )
-            .as_deref(),
-            Some("0"),
-            "{text}"
+            intent.undelivered_by_reason,
+            BTreeMap::from([("too_large".to_owned(), 1)])
         );
         b.close().await;
         a.close().await;

@@ -192,6 +192,16 @@ pub enum Undelivered {
 }
 
 impl Undelivered {
+    /// Every reason, in declaration order: the reasons a per-reason counter covers (the router
+    /// keeps one count per entry). A new variant goes here too (a test fails otherwise).
+    pub const ALL: [Self; 5] = [
+        Self::Timeout,
+        Self::PeerGone,
+        Self::PeerRestarted,
+        Self::TooLarge,
+        Self::Closed,
+    ];
+
     /// A short lowercase label, for metrics and logs (`timeout`, `peer_gone`...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -409,5 +419,29 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
     /// The peers this endpoint reaches, for [snapshots](PeerInfo). None by default.
     fn peers(&self) -> Vec<PeerInfo> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_undelivered_reason_once() {
+        // `after` chains every reason and has no wildcard: a new variant does not compile here
+        // until it is chained in, and then the walk below fails until `ALL` lists it.
+        let after = |reason: Undelivered| match reason {
+            Undelivered::Timeout => Some(Undelivered::PeerGone),
+            Undelivered::PeerGone => Some(Undelivered::PeerRestarted),
+            Undelivered::PeerRestarted => Some(Undelivered::TooLarge),
+            Undelivered::TooLarge => Some(Undelivered::Closed),
+            Undelivered::Closed => None,
+        };
+        let walked: Vec<Undelivered> =
+            std::iter::successors(Some(Undelivered::Timeout), |r| after(*r)).collect();
+        assert_eq!(walked, Undelivered::ALL);
+        let labels: std::collections::BTreeSet<_> =
+            Undelivered::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Undelivered::ALL.len(), "labels are distinct");
     }
 }

@@ -74,8 +74,9 @@ pub(crate) struct IntentShared<T> {
     closed: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
-    /// Messages that did not reach a peer subscriber, whatever the reason.
-    pub(crate) undelivered: AtomicU64,
+    /// Messages that did not reach a peer subscriber, one count per reason, indexed like
+    /// [`Undelivered::ALL`]. Touched only when something is undelivered; the total is their sum.
+    undelivered: [AtomicU64; Undelivered::ALL.len()],
 }
 
 /// Subscriber count and closed flag, watched by `interested()`.
@@ -98,7 +99,7 @@ impl<T: Message> IntentShared<T> {
             events: EventHub::new(),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
-            undelivered: AtomicU64::new(0),
+            undelivered: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -109,6 +110,25 @@ impl<T: Message> IntentShared<T> {
         self.has_sinks.store(!sinks.is_empty(), Ordering::Release);
         self.sinks.store(Arc::new(sinks));
         self.status.send_modify(|s| s.subscribers = subscribers);
+    }
+
+    /// The count of messages undelivered for `reason`.
+    fn undelivered_count(&self, reason: Undelivered) -> &AtomicU64 {
+        let at = Undelivered::ALL
+            .iter()
+            .position(|r| *r == reason)
+            // Invariant: `Undelivered::ALL` lists every variant (dndm-core's
+            // `all_lists_every_undelivered_reason_once` test walks them all).
+            .expect("Undelivered::ALL lists every reason");
+        &self.undelivered[at]
+    }
+
+    /// Messages that did not reach a peer subscriber, all reasons.
+    fn undelivered_total(&self) -> u64 {
+        self.undelivered
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -126,8 +146,9 @@ pub(crate) trait IntentSlot: Send + Sync {
     fn close(&self);
     /// Number of linked subscribers.
     fn subscribers(&self) -> usize;
-    /// Messages sent, sends that failed, messages that did not reach a peer.
-    fn counters(&self) -> (u64, u64, u64);
+    /// Messages sent, sends that failed, and messages that did not reach a peer by reason
+    /// (non-zero counts only, in [`Undelivered::ALL`] order).
+    fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>);
     /// Counts and reports messages that did not reach `peer`.
     fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
 }
@@ -217,16 +238,23 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         self.status.borrow().subscribers
     }
 
-    fn counters(&self) -> (u64, u64, u64) {
+    fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>) {
+        let undelivered = Undelivered::ALL
+            .iter()
+            .zip(&self.undelivered)
+            .map(|(reason, count)| (*reason, count.load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
         (
             self.sent.load(Ordering::Relaxed),
             self.send_failures.load(Ordering::Relaxed),
-            self.undelivered.load(Ordering::Relaxed),
+            undelivered,
         )
     }
 
     fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered) {
-        self.undelivered.fetch_add(count, Ordering::Relaxed);
+        self.undelivered_count(reason)
+            .fetch_add(count, Ordering::Relaxed);
         self.events.send(LinkEvent::Undelivered {
             peer,
             route: route.clone(),
@@ -460,9 +488,20 @@ impl<T: Message> Intent<T> {
     }
 
     /// Messages that did not reach a peer subscriber: it stayed full past the send timeout, or
-    /// its link gave them up (see [`LinkEvent::Undelivered`] for each case and its reason).
+    /// its link gave them up (see [`LinkEvent::Undelivered`] for each case and its reason). The
+    /// sum of [`Intent::undelivered_by`] over [`Undelivered::ALL`].
     pub fn undelivered(&self) -> u64 {
-        self.shared.undelivered.load(Ordering::Relaxed)
+        self.shared.undelivered_total()
+    }
+
+    /// Messages that did not reach a peer subscriber for `reason`, all peers together, since
+    /// the intent was declared. [`Undelivered::Timeout`] counts sends that gave up on a full
+    /// peer ([`Intent::send`], [`Intent::try_send`]) and messages a link had no room for; the
+    /// other reasons count what endpoints report ([`LinkEvent::Undelivered`]).
+    pub fn undelivered_by(&self, reason: Undelivered) -> u64 {
+        self.shared
+            .undelivered_count(reason)
+            .load(Ordering::Relaxed)
     }
 
     /// Number of linked subscribers (local and peer interests).

@@ -67,7 +67,7 @@ mod router;
 mod service;
 mod snapshot;
 
-pub use dndm_core::Overflow;
+pub use dndm_core::{Overflow, Undelivered};
 pub use error::{
     BuildError, HandlerError, PublishError, RecvError, RecvTimeoutError, RequestError, SendError,
     SendErrorKind, ServeError, SubscribeError, TryRecvError, WaitError,

@@ -489,9 +489,9 @@ impl Linker {
         for id in ids {
             match &self.entries[id] {
                 Entry::Intent(e) => {
-                    let (sent, send_failures, undelivered) = match &e.side {
+                    let (sent, send_failures, undelivered_by_reason) = match &e.side {
                         IntentSide::Local(slot) => slot.counters(),
-                        IntentSide::Peer(_) => (0, 0, 0),
+                        IntentSide::Peer(_) => (0, 0, Vec::new()),
                     };
                     links.extend(e.links.iter().map(|&interest| LinkInfo {
                         intent: *id,
@@ -506,7 +506,8 @@ impl Linker {
                         subscribers: e.links.len(),
                         sent,
                         send_failures,
-                        undelivered,
+                        undelivered: undelivered_by_reason.iter().map(|(_, n)| n).sum(),
+                        undelivered_by_reason,
                     });
                 }
                 Entry::Interest(e) => interests.push(InterestInfo {

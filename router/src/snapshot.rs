@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use dndm_core::{Fingerprint, Overflow, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, Overflow, Qos, Route, RoutePattern, Undelivered};
 
 use crate::events::Origin;
 
@@ -73,8 +73,23 @@ pub struct IntentInfo {
     /// Sends that failed (local intents only).
     pub send_failures: u64,
     /// Messages that did not reach a peer subscriber (local intents only; see
-    /// [`LinkEvent::Undelivered`](crate::LinkEvent::Undelivered)).
+    /// [`LinkEvent::Undelivered`](crate::LinkEvent::Undelivered)): the sum of
+    /// `undelivered_by_reason`.
     pub undelivered: u64,
+    /// `undelivered` split by reason: the reasons with a non-zero count, in
+    /// [`Undelivered::ALL`] order (empty for peer intents and for intents that lost nothing).
+    /// Read one reason with [`IntentInfo::undelivered_by`].
+    pub undelivered_by_reason: Vec<(Undelivered, u64)>,
+}
+
+impl IntentInfo {
+    /// Messages that did not reach a peer subscriber for `reason` (0 when none did).
+    pub fn undelivered_by(&self, reason: Undelivered) -> u64 {
+        self.undelivered_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, count)| *count)
+    }
 }
 
 /// One interest in a [`Snapshot`].
