@@ -176,7 +176,8 @@ pub struct RemoteConfig {
     pub peer_grace_ms: u64,
     /// Messages one peer interest may have inside its link (queued, or unacknowledged on
     /// reliable routes); beyond it a publisher waits at most its send timeout, then the
-    /// message is dropped for that peer and reported. Default 4096; 1 to 1 048 576.
+    /// message is dropped for that peer and reported. Default 8192; 1 to 8192 (what a link
+    /// holds for one paused route).
     pub route_window: usize,
     /// Whether frames are signed. Default [`Signing::Batch`].
     pub signing: Signing,
@@ -539,7 +540,7 @@ impl Default for RemoteConfig {
             max_frame_len: 4 * 1024 * 1024,
             retransmit_buffer: 4096,
             peer_grace_ms: 30_000,
-            route_window: 4096,
+            route_window: 8192,
             signing: Signing::Batch,
             compression_threshold: 512,
             backoff_initial_ms: 100,
@@ -620,7 +621,7 @@ impl RemoteConfig {
             1_048_576,
         );
         problems.range("remote.peer_grace_ms", self.peer_grace_ms, 1, MAX_MS);
-        problems.range("remote.route_window", self.route_window, 1, 1_048_576);
+        problems.range("remote.route_window", self.route_window, 1, 8192);
         if self.compression_threshold > self.max_frame_len {
             problems.invalid(
                 "remote.compression_threshold",

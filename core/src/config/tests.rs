@@ -186,7 +186,7 @@ fn each_rule_is_enforced_and_names_the_field() {
         ),
         ("[remote]\npeer_grace_ms = 0", "remote.peer_grace_ms"),
         ("[remote]\nroute_window = 0", "remote.route_window"),
-        ("[remote]\nroute_window = 1048577", "remote.route_window"),
+        ("[remote]\nroute_window = 8193", "remote.route_window"),
         (
             "[remote]\nbackoff_initial_ms = 0",
             "remote.backoff_initial_ms",

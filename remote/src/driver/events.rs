@@ -119,10 +119,12 @@ impl Driver {
                 }
             }
             SessionEvent::PeerInterestAdded(ad) => {
-                let sink: Arc<dyn PayloadSink> = Arc::new(LinkSink::new(
-                    self.commands_tx.clone(),
-                    self.inner.config.route_window,
-                ));
+                // At most what the session holds for one paused route, so a message the link
+                // accepted is never refused for room later.
+                let config = &self.inner.config;
+                let window = config.route_window.min(config.session.send_queue);
+                let sink: Arc<dyn PayloadSink> =
+                    Arc::new(LinkSink::new(self.commands_tx.clone(), window));
                 if let Some(Err(e)) = port.map(|p| p.add_peer_interest(&self.peer, ad, sink)) {
                     tracing::warn!(peer = %self.peer, error = %e, "peer interest refused");
                     lock(&self.inner.stats).refused_routes += 1;

@@ -274,8 +274,9 @@ impl Driver {
             ),
             Ok(_) => {
                 if let Some(io) = self.io.as_mut() {
-                    let input = io.input.split();
-                    self.link.handle_input(&input, t);
+                    // Cleared, not split: the buffer keeps its capacity for the next read.
+                    self.link.handle_input(&io.input, t);
+                    io.input.clear();
                 }
             }
             Err(e) => self
@@ -324,8 +325,8 @@ impl Driver {
         // What arrived while we were writing.
         let ended = io.ended.take();
         if !io.input.is_empty() {
-            let input = io.input.split();
-            self.link.handle_input(&input, now());
+            self.link.handle_input(&io.input, now());
+            io.input.clear();
         }
         if let Some(failure) = ended {
             self.link.handle_transport_failure(failure, now());

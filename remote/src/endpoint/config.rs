@@ -113,7 +113,8 @@ pub struct RemoteConfig {
     pub peer_grace: Duration,
     /// Messages one peer interest may have inside the link (queued, or sent and not yet
     /// acknowledged on reliable routes). Past it, a publisher waits up to its send timeout,
-    /// then the message is dropped for that peer and reported. Default 4096.
+    /// then the message is dropped for that peer and reported. At most `session.send_queue`
+    /// takes effect (what the session holds for one paused route). Default 8192.
     pub route_window: usize,
 }
 
@@ -129,7 +130,7 @@ impl Default for RemoteConfig {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
             peer_grace: Duration::from_secs(30),
-            route_window: 4096,
+            route_window: 8192,
         }
     }
 }
