@@ -111,7 +111,7 @@ mod swarm;
 
 pub use discovery::SERVICE_TYPE;
 pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
-use swarm::{Command, Routes, dndm_peer};
+use swarm::{Command, Routes, Silent, Watched, dndm_peer};
 
 /// The dndm protocol id on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/1.0.0");
@@ -357,6 +357,8 @@ pub(crate) struct Inner {
     routes: watch::Sender<Routes>,
     /// Bumped when a listen address comes or goes ([`MeshEndpoint::wait_listening`]).
     pub(crate) listen_changes: watch::Sender<u64>,
+    /// Peers whose dndm stream went silent, for the actor (see `swarm/silence.rs`).
+    pub(crate) silent: Arc<Silent>,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -391,6 +393,7 @@ impl MeshEndpoint {
                 commands: OnceLock::new(),
                 routes: watch::Sender::new(Routes::default()),
                 listen_changes: watch::Sender::new(0),
+                silent: Arc::new(Silent::default()),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -622,6 +625,8 @@ impl Endpoint for MeshEndpoint {
         // Streams peers open to us.
         let links = inner.links.clone();
         let cancel = inner.cancel.clone();
+        let silent = inner.silent.clone();
+        let idle = inner.config.remote.session.idle_timeout;
         inner.tracker.spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -631,7 +636,10 @@ impl Endpoint for MeshEndpoint {
                 };
                 let Some((peer, stream)) = next else { break };
                 match dndm_peer(&peer) {
-                    Some(peer) => links.adopt_authenticated(peer, Box::new(stream.compat()), false),
+                    Some(dndm) => {
+                        let stream = Watched::new(stream.compat(), peer, silent.clone(), idle);
+                        links.adopt_authenticated(dndm, Box::new(stream), false);
+                    }
                     None => tracing::warn!(%peer, "dndm stream from a non-ed25519 peer refused"),
                 }
             }

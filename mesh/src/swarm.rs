@@ -12,6 +12,9 @@
 //!   free for a wanted provider or a newcomer.
 //! - Configured peers, mDNS peers and wanted providers are redialed with exponential backoff
 //!   and jitter after a loss, through a per-peer circuit breaker.
+//! - A connection whose dndm session went silent (the path died without a FIN or an RST; see
+//!   `swarm/silence.rs`) is closed and counts as lost at once: the peer is redialed as above
+//!   even while libp2p still waits for that connection's close to finish.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +37,9 @@ use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use crate::discovery::{Found, Mdns};
 
 mod relaying;
+mod silence;
+pub(crate) use silence::{Silent, Watched};
+
 use crate::{Inner, MeshConfig, MeshError, PROTOCOL, Transport, keys};
 
 /// How often the actor reconciles streams, lookups and provider records.
@@ -266,9 +272,16 @@ pub(crate) struct Actor {
     /// Circuit listeners by relay (reservations, see `relaying.rs`).
     relay_listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
     reservation_backoff: HashMap<Multiaddr, Backoff>,
-    /// Configured relayed dials replaced by a hole-punched connection: redialed when the
-    /// peer's last connection closes.
-    relay_fallback: HashMap<libp2p::PeerId, Multiaddr>,
+    /// Configured dials whose connection closed while another connection to the peer lived
+    /// on (a relayed dial replaced by a hole-punched connection, a redial that found the peer
+    /// already reached another way and went idle): redialed when the peer's last connection
+    /// closes, not at once (each such redial would go idle and close again).
+    dial_fallback: HashMap<libp2p::PeerId, Multiaddr>,
+    /// Connections closed because their dndm session went silent, until libp2p reports them
+    /// closed (which waits for a flush that a dead path may never allow).
+    closing: HashSet<ConnectionId>,
+    /// When each live connection was established (as this actor learned of it).
+    established: HashMap<ConnectionId, Instant>,
 }
 
 impl Actor {
@@ -316,7 +329,9 @@ impl Actor {
                 ^ u64::from(local.to_bytes().last().copied().unwrap_or(0)),
             relay_listeners: HashMap::new(),
             reservation_backoff: HashMap::new(),
-            relay_fallback: HashMap::new(),
+            dial_fallback: HashMap::new(),
+            closing: HashSet::new(),
+            established: HashMap::new(),
         }
     }
 
@@ -332,6 +347,11 @@ impl Actor {
                 () = self.inner.cancel.cancelled() => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(command) = self.commands.recv() => self.on_command(command),
+                () = self.inner.silent.reported() => {
+                    for peer in self.inner.silent.take() {
+                        self.replace_silent(peer);
+                    }
+                }
                 changed = self.routes.changed() => {
                     if changed.is_ok() {
                         self.routes_changed();
@@ -372,7 +392,7 @@ impl Actor {
                 if let Some(known) = self.known.get_mut(&peer) {
                     known.redial_pending = false;
                 }
-                if !self.swarm.is_connected(&peer) {
+                if !self.live(&peer) {
                     self.dial_peer(peer);
                 }
             }
@@ -427,6 +447,7 @@ impl Actor {
                     .or_default()
                     .insert(connection_id, endpoint.get_remote_address().clone());
                 self.since.entry(peer_id).or_insert_with(Instant::now);
+                self.established.insert(connection_id, Instant::now());
                 self.open_if_needed(peer_id);
             }
             SwarmEvent::ConnectionClosed {
@@ -435,6 +456,8 @@ impl Actor {
                 num_established,
                 ..
             } => {
+                self.closing.remove(&connection_id);
+                self.established.remove(&connection_id);
                 {
                     let mut state = self.inner.state();
                     if let Some(conns) = state.connections.get_mut(&peer_id) {
@@ -444,9 +467,7 @@ impl Actor {
                         }
                     }
                 }
-                if let Some(addr) = self.dials.remove(&connection_id) {
-                    self.redial_address(addr);
-                }
+                self.on_dial_closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.since.remove(&peer_id);
                     self.redial_peer_later(peer_id);
@@ -737,7 +758,8 @@ impl Actor {
         let kept = known.is_some_and(|k| k.lan) || self.configured.contains(&peer_id);
         let small = self.swarm.connected_peers().count() <= self.inner.config.full_mesh_threshold;
         let ours = self.local < peer_id && (kept || small);
-        if !(wanted || ours) || self.opening.contains(&peer_id) {
+        // On a connection being closed, the stream would only fail: wait for the new one.
+        if !(wanted || ours) || self.opening.contains(&peer_id) || !self.live(&peer_id) {
             return;
         }
         let Some(peer) = dndm_peer(&peer_id) else {
@@ -751,6 +773,8 @@ impl Actor {
         let links = self.inner.links.clone();
         let cancel = self.inner.cancel.clone();
         let done = self.commands_tx.clone();
+        let silent = self.inner.silent.clone();
+        let idle = self.inner.config.remote.session.idle_timeout;
         self.inner.tracker.spawn(async move {
             let opened = tokio::select! {
                 biased;
@@ -758,7 +782,10 @@ impl Actor {
                 opened = control.open_stream(peer_id, PROTOCOL) => opened,
             };
             match opened {
-                Ok(stream) => links.adopt_authenticated(peer, Box::new(stream.compat()), true),
+                Ok(stream) => {
+                    let stream = Watched::new(stream.compat(), peer_id, silent, idle);
+                    links.adopt_authenticated(peer, Box::new(stream), true);
+                }
                 Err(e) => tracing::debug!(%peer_id, error = %e, "dndm stream not opened"),
             }
             let _ = done.send(Command::Opened(peer_id)).await;
@@ -779,10 +806,17 @@ impl Actor {
             tracing::debug!(%peer, "circuit breaker open; dial skipped");
             return;
         }
+        // Connections being closed for silence do not count: libp2p still lists them until
+        // their close finishes, which a dead path can hold up.
+        let condition = if self.swarm.is_connected(&peer) {
+            PeerCondition::NotDialing
+        } else {
+            PeerCondition::DisconnectedAndNotDialing
+        };
         let opts = DialOpts::peer_id(peer)
             .addresses(known.addrs.clone())
             .extend_addresses_through_behaviour()
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(condition)
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {

@@ -97,18 +97,9 @@ impl Actor {
                 num_established,
                 ..
             } => {
-                let relayed = self.inner.state().relayed.remove(connection_id);
-                if relayed && *num_established > 0 {
-                    // Replaced by a direct connection: keep the relayed address for when the
-                    // direct one goes, instead of redialing it now.
-                    if let Some(addr) = self.dials.remove(connection_id) {
-                        self.relay_fallback.insert(*peer_id, addr);
-                    }
-                } else if *num_established == 0
-                    && let Some(addr) = self.relay_fallback.remove(peer_id)
-                {
-                    self.redial_address(addr);
-                }
+                // A relayed dial replaced by a direct connection is redialed only once the
+                // direct one goes too (`Actor::on_dial_closed`).
+                self.inner.state().relayed.remove(connection_id);
                 if *num_established == 0 {
                     self.inner.state().hole_punch_failures.remove(peer_id);
                 }
