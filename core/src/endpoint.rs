@@ -166,8 +166,16 @@ pub trait PayloadSink: Send + Sync + fmt::Debug {
         0
     }
 
-    /// Resolves when a held-back message may move on (a receiver made room or closed), or at
-    /// once when nothing is held back. Call [`PayloadSink::pump`] after it.
+    /// Whether a receiver is close to full (a `Block` queue past its high-water mark): the
+    /// endpoint pauses the peer's route before messages must be held back, and resumes it once
+    /// the receiver drained (see [`PayloadSink::ready`]). Default: false.
+    fn congested(&self) -> bool {
+        false
+    }
+
+    /// Resolves when a held-back message may move on or a congested receiver drained (it made
+    /// room or closed), or at once when nothing is held back or congested. Call
+    /// [`PayloadSink::pump`] after it.
     ///
     /// # Cancel safety
     /// Cancel safe.

@@ -1,11 +1,13 @@
 //! A peer's intent as seen by local interests: the fan-in an endpoint feeds with the peer's
 //! messages on one route.
 //!
-//! The fan-in never waits. A local `Block` subscriber that is full gets the message later: the
-//! fan-in holds it back (in order, per subscriber) and reports its [`backlog`](PayloadSink::backlog)
-//! to the endpoint, which pauses the peer's route (flow control on the wire) instead of stopping
-//! its whole link. When the subscriber makes room, [`ready`](PayloadSink::ready) resolves and the
-//! endpoint [`pump`](PayloadSink::pump)s the held messages on, then resumes the route.
+//! The fan-in never waits. A local `Block` subscriber three quarters full makes it
+//! [`congested`](PayloadSink::congested), and the endpoint pauses the peer's route (flow control
+//! on the wire) instead of stopping its whole link; what is still in flight fills the last
+//! quarter. A subscriber that is full gets the message later: the fan-in holds it back (in
+//! order, per subscriber) and reports its [`backlog`](PayloadSink::backlog). When the subscriber
+//! drained, [`ready`](PayloadSink::ready) resolves and the endpoint [`pump`](PayloadSink::pump)s
+//! the held messages on, then resumes the route.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -149,13 +151,19 @@ impl PayloadSink for PeerIntent {
         left
     }
 
+    fn congested(&self) -> bool {
+        self.sinks.load().iter().any(|(_, sink)| sink.congested())
+    }
+
     async fn ready(&self) {
         let waiting: Vec<Arc<dyn PayloadSink>> = {
             let held = self.held();
             let sinks = self.sinks.load();
             sinks
                 .iter()
-                .filter(|(id, _)| held.get(id).is_some_and(|q| !q.is_empty()))
+                .filter(|(id, sink)| {
+                    held.get(id).is_some_and(|q| !q.is_empty()) || sink.congested()
+                })
                 .map(|(_, sink)| sink.clone())
                 .collect()
         };

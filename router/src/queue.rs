@@ -430,6 +430,11 @@ impl<T: Message> PayloadSink for Queue<T> {
     }
 
     fn try_send(&self, _route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        // A full `Block` queue would refuse it: do not decode only to drop it (a peer's fan-in
+        // holds the payload and offers it again later).
+        if self.overflow == Overflow::Block && self.items.is_full() {
+            return Err(SinkError::Full);
+        }
         let item = Arc::new(self.decode(payload)?);
         match self.try_push(item) {
             Push::Closed => Err(SinkError::Closed),
@@ -438,7 +443,13 @@ impl<T: Message> PayloadSink for Queue<T> {
         }
     }
 
-    /// Resolves once the queue has room (woken in batches, like a blocked push) or closed.
+    /// A `Block` queue past its low-water mark (three quarters full) is congested.
+    fn congested(&self) -> bool {
+        self.overflow == Overflow::Block && self.items.len() > self.low_water
+    }
+
+    /// Resolves once the queue drained to its low-water mark (where blocked pushes are woken,
+    /// in batches) or closed.
     async fn ready(&self) {
         loop {
             let notified = self.space.notified();
@@ -446,7 +457,7 @@ impl<T: Message> PayloadSink for Queue<T> {
             // Register before checking, so a pop between the check and the wait wakes us.
             notified.as_mut().enable();
             let _waiting = Waiting::new(&self.blocked);
-            if self.is_closed() || self.items.len() < self.items.capacity() {
+            if self.is_closed() || self.items.len() <= self.low_water {
                 return;
             }
             notified.await;

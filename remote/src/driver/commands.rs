@@ -1,7 +1,5 @@
 //! Commands from publishers and callers, fed to the link machine in order.
 
-use std::sync::Arc;
-
 use dndm_codec::ResponseError;
 use dndm_core::{CallError, Undelivered};
 
@@ -14,14 +12,17 @@ impl Driver {
     pub(super) async fn commands_batch(&mut self, first: Command) {
         if self.local.has_changed().unwrap_or(false) {
             // Route changes first: a publish may be for a route just added.
-            self.sync_local();
+            // `first` was queued before the change too: it counts among what goes out first.
+            self.sync_local(1);
         }
         let mut next = Some(first);
         let mut taken = 0usize;
         let mut lingered = false;
+        // One clock read per batch: the commands of one wake-up happen at once.
+        let t = now();
         loop {
             while let Some(command) = next {
-                self.command(command);
+                self.command(command, t);
                 taken += 1;
                 next = if self.link.can_send() {
                     self.commands.try_recv().ok()
@@ -40,21 +41,14 @@ impl Driver {
         }
     }
 
-    pub(super) fn command(&mut self, command: Command) {
-        let t = now();
+    pub(super) fn command(&mut self, command: Command, t: std::time::Instant) {
         match command {
             Command::Publish {
                 route,
                 payload,
                 credit,
             } => match self.link.handle_publish(&route, payload, t) {
-                Ok(()) => {
-                    let queue = self.credits.entry(route).or_default();
-                    match queue.back_mut() {
-                        Some((last, count)) if Arc::ptr_eq(last, &credit) => *count += 1,
-                        _ => queue.push_back((credit, 1)),
-                    }
-                }
+                Ok(()) => self.credits.take(route, credit),
                 Err(e) => {
                     credit.give_back(1);
                     let reason = match e {
@@ -107,8 +101,11 @@ impl Driver {
         }
     }
 
-    pub(super) fn sync_local(&mut self) {
+    /// Applies the endpoint's route set; `in_hand` commands already taken from the queue
+    /// were queued before the change as well.
+    pub(super) fn sync_local(&mut self, in_hand: usize) {
         let wanted = self.local.borrow_and_update().clone();
-        self.link.handle_local(wanted, self.commands.len(), now());
+        self.link
+            .handle_local(wanted, self.commands.len() + in_hand, now());
     }
 }

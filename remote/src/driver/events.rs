@@ -61,14 +61,15 @@ impl Driver {
             self.peer_intents = self.link.session().peer_intents().into();
             self.peer_interests = self.link.session().peer_interests().into();
         }
-        // A peer's messages that wait for a full subscriber pause that route at the peer.
+        // A subscriber of the peer's messages that is nearly full (or full, holding messages
+        // back) pauses that route at the peer.
         let t = now();
         let mut paused = false;
         for route in fed {
             if let Some(sink) = self.fan_ins.get(&route) {
-                let backlog = sink.backlog();
-                paused |= backlog > 0;
-                self.link.handle_backlog(&route, backlog, t);
+                let pressure = pressure(&**sink);
+                paused |= pressure > 0;
+                self.link.handle_backlog(&route, pressure, t);
             }
         }
         if paused && self.ready.is_none() {
@@ -191,26 +192,8 @@ impl Driver {
         }
     }
 
-    /// Gives back the credits of `count` messages on `route`, oldest first.
-    fn give_back(&mut self, route: &Route, mut count: u64) {
-        let Some(queue) = self.credits.get_mut(route) else {
-            return;
-        };
-        while count > 0 {
-            let Some((credit, held)) = queue.front_mut() else {
-                break;
-            };
-            let n = (*held as u64).min(count);
-            credit.give_back(n as usize);
-            *held -= n as usize;
-            count -= n;
-            if *held == 0 {
-                queue.pop_front();
-            }
-        }
-        if queue.is_empty() {
-            self.credits.remove(route);
-        }
+    fn give_back(&mut self, route: &Route, count: u64) {
+        self.credits.give_back(route, count);
     }
 
     pub(super) fn undelivered(&self, route: &Route, count: u64, reason: Undelivered) {
@@ -239,6 +222,7 @@ impl Driver {
             let _ = done.send(Ended { opened, failure });
         }
         lock(&self.inner.active).remove(&self.peer);
+        self.inner.link_state.send_modify(|v| *v += 1);
     }
 
     /// Pumps every paused fan-in whose subscriber made room; resumes the routes that drained.
@@ -246,7 +230,10 @@ impl Driver {
         let t = now();
         let paused: Vec<Route> = self.link.paused_routes().cloned().collect();
         for route in paused {
-            let left = self.fan_ins.get(&route).map_or(0, |sink| sink.pump());
+            let left = self.fan_ins.get(&route).map_or(0, |sink| {
+                sink.pump();
+                pressure(&**sink)
+            });
             self.link.handle_backlog(&route, left, t);
         }
         self.arm_ready();
@@ -317,4 +304,10 @@ impl Driver {
         lock(&self.inner.commands).remove(&self.peer);
         self.connections.close();
     }
+}
+
+/// Messages a fan-in holds back, plus one while a subscriber is nearly full: above zero the
+/// peer's route is paused.
+fn pressure(sink: &dyn PayloadSink) -> usize {
+    sink.backlog() + usize::from(sink.congested())
 }

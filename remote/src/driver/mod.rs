@@ -13,7 +13,7 @@
 //! settled (acknowledged, or sent for best effort) or reported undelivered. A sink without
 //! credit is full, so a peer that is away or slow holds a publisher at most its send timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ mod commands;
 mod events;
 mod sinks;
 
-pub(crate) use sinks::{Command, Credit, LinkRequester, LinkSink};
+pub(crate) use sinks::{Command, Credits, LinkRequester, LinkSink};
 
 /// Commands queued per link (publishes from local intents, requests, flushes). Bounded: a full
 /// queue back-pressures the publishers (each only up to its send timeout).
@@ -69,8 +69,8 @@ struct Driver {
     local: watch::Receiver<LocalSet>,
     /// Fan-in sinks of the peer's intents.
     fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
-    /// Credits of messages inside the link, per route in queue order (run-length).
-    credits: HashMap<Route, VecDeque<(Arc<Credit>, usize)>>,
+    /// Credits of messages inside the link.
+    credits: Credits,
     /// Requests sent to the peer, waiting for their answers.
     pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
     next_id: u64,
@@ -117,7 +117,7 @@ pub(crate) async fn link_task(
         commands_tx,
         commands,
         fan_ins: HashMap::new(),
-        credits: HashMap::new(),
+        credits: Credits::default(),
         pending: HashMap::new(),
         next_id: 0,
         flushes: HashMap::new(),
@@ -128,13 +128,13 @@ pub(crate) async fn link_task(
         gone: false,
     };
     lock(&driver.inner.commands).insert(peer, driver.commands_tx.clone());
-    driver.sync_local();
+    driver.sync_local(0);
     let retired = driver.run().await;
     // Nothing queued for the link ends unaccounted: the closed session refuses each command,
     // and a refused publish is reported undelivered.
     driver.commands.close();
     while let Ok(command) = driver.commands.try_recv() {
-        driver.command(command);
+        driver.command(command, now());
     }
     driver.dispatch();
     // Withdraw the peer's routes while this link is still the peer's: once it leaves `links`,
@@ -207,7 +207,7 @@ impl Driver {
                     }
                 }
                 changed = self.local.changed() => {
-                    if changed.is_ok() { self.sync_local(); }
+                    if changed.is_ok() { self.sync_local(0); }
                 }
                 handoff = self.connections.recv(), if self.next.is_none() => {
                     if let Some(handoff) = handoff { self.offer(handoff); }
@@ -226,7 +226,7 @@ impl Driver {
     /// cannot send is reported undelivered), then the peer gets our Close.
     async fn close(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            self.command(command);
+            self.command(command, now());
         }
         self.link.close("endpoint closing", now());
         if self.io.is_some() {
@@ -262,6 +262,8 @@ impl Driver {
             done,
         });
         lock(&self.inner.active).insert(self.peer);
+        // Watchers of `has_connection` learn of it.
+        self.inner.link_state.send_modify(|v| *v += 1);
         self.link.handle_connect(channel, rest, preferred, now());
     }
 
@@ -291,7 +293,8 @@ impl Driver {
     async fn write_out(&mut self) -> Result<(), LinkFailure> {
         let stall = self.inner.config.session.idle_timeout;
         let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
-        while let Some(bytes) = self.link.poll_transmit(now()) {
+        let t = now();
+        while let Some(bytes) = self.link.poll_transmit(t) {
             let Some(io) = self.io.as_mut() else {
                 return Ok(());
             };

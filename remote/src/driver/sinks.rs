@@ -1,6 +1,7 @@
 //! What publishers and callers hold to reach a link task: peer-interest sinks with a credit
 //! window, and the requester of a peer's services.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -156,5 +157,57 @@ impl RequestSink for LinkRequester {
         };
         self.0.send(command).await.map_err(|_| CallError::Closed)?;
         answer.await.map_err(|_| CallError::Closed)?
+    }
+}
+
+/// The credits of the messages inside a link, per route in queue order (run-length: one entry
+/// per run of messages from one sink). A link has few routes, so a list beats hashing the
+/// route on every message.
+#[derive(Debug, Default)]
+pub(crate) struct Credits {
+    routes: Vec<(Route, Runs)>,
+}
+
+/// Runs of messages inside the link, oldest first: the credit they took, and how many.
+type Runs = VecDeque<(Arc<Credit>, usize)>;
+
+impl Credits {
+    /// A message on `route` entered the session with `credit`.
+    pub(super) fn take(&mut self, route: Route, credit: Arc<Credit>) {
+        let at = match self.routes.iter().position(|(r, _)| *r == route) {
+            Some(at) => at,
+            None => {
+                self.routes.push((route, VecDeque::new()));
+                self.routes.len() - 1
+            }
+        };
+        let queue = &mut self.routes[at].1;
+        match queue.back_mut() {
+            Some((last, count)) if Arc::ptr_eq(last, &credit) => *count += 1,
+            _ => queue.push_back((credit, 1)),
+        }
+    }
+
+    /// `count` messages on `route` left the link (settled or undelivered), oldest first.
+    pub(super) fn give_back(&mut self, route: &Route, mut count: u64) {
+        let Some(at) = self.routes.iter().position(|(r, _)| r == route) else {
+            return;
+        };
+        let queue = &mut self.routes[at].1;
+        while count > 0 {
+            let Some((credit, held)) = queue.front_mut() else {
+                break;
+            };
+            let n = (*held as u64).min(count);
+            credit.give_back(n as usize);
+            *held -= n as usize;
+            count -= n;
+            if *held == 0 {
+                queue.pop_front();
+            }
+        }
+        if queue.is_empty() {
+            self.routes.swap_remove(at);
+        }
     }
 }
