@@ -381,8 +381,9 @@ impl Link {
             .difference(&wanted.intents)
             .next()
             .is_some();
-        if withdraws && self.hold_removals == 0 {
-            self.hold_removals = queued;
+        if withdraws {
+            // Everything queued now came before this withdrawal (and any earlier one).
+            self.hold_removals = self.hold_removals.max(queued);
         }
         self.wanted = wanted;
         self.sync_local(now);
