@@ -361,6 +361,10 @@ pub(crate) struct Inner {
     pub(crate) silent: Arc<Silent>,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
+    /// Cancelled when [`Endpoint::close`] begins (and with `cancel`): from then on no dndm
+    /// stream is accepted or opened, so the links can close in order while the swarm still
+    /// carries their last frames.
+    pub(crate) closing: CancellationToken,
 }
 
 impl Inner {
@@ -382,6 +386,7 @@ impl MeshEndpoint {
         remote.listen.clear();
         remote.dial.clear();
         let links = RemoteEndpoint::new(keypair.clone(), remote)?;
+        let cancel = CancellationToken::new();
         Ok(Self {
             inner: Arc::new(Inner {
                 name: format!("mesh:{}", keypair.peer_id()),
@@ -395,7 +400,8 @@ impl MeshEndpoint {
                 listen_changes: watch::Sender::new(0),
                 silent: Arc::new(Silent::default()),
                 tracker: TaskTracker::new(),
-                cancel: CancellationToken::new(),
+                closing: cancel.child_token(),
+                cancel,
             }),
         })
     }
@@ -493,56 +499,7 @@ impl MeshEndpoint {
     /// Every peer with a libp2p connection or a dndm link: addresses, connections, session
     /// state, RTT, why it is known, counters. Sorted by PeerId.
     pub fn mesh_peers(&self) -> Vec<MeshPeer> {
-        let links: HashMap<PeerId, dndm_remote::endpoint::LinkInfo> = self
-            .inner
-            .links
-            .links()
-            .into_iter()
-            .map(|l| (l.peer, l))
-            .collect();
-        let state = self.inner.state();
-        let mut peers: HashMap<PeerId, MeshPeer> = HashMap::new();
-        let blank = |peer: PeerId| MeshPeer {
-            peer,
-            addresses: Vec::new(),
-            connections: 0,
-            session: false,
-            rtt: None,
-            wanted: false,
-            lan: false,
-            messages_sent: 0,
-            messages_received: 0,
-            failures: 0,
-            path: Path::Direct,
-            relay_reason: None,
-        };
-        for (peer_id, conns) in &state.connections {
-            let Some(peer) = dndm_peer(peer_id) else {
-                continue;
-            };
-            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
-            entry.connections = conns.len();
-            entry.addresses = conns.values().cloned().collect();
-            entry.addresses.sort();
-            entry.rtt = state.ping_rtt.get(peer_id).copied();
-            entry.wanted = state.wanted.contains(peer_id);
-            entry.lan = state.lan.contains(peer_id);
-            if !conns.is_empty() && conns.keys().all(|id| state.relayed.contains(id)) {
-                entry.path = Path::Relayed;
-                entry.relay_reason = state.hole_punch_failures.get(peer_id).cloned();
-            }
-        }
-        for (peer, link) in links {
-            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
-            entry.session = link.connected;
-            entry.rtt = link.rtt.or(entry.rtt);
-            entry.messages_sent = link.stats.messages_sent;
-            entry.messages_received = link.stats.messages_received;
-            entry.failures = link.stats.failures;
-        }
-        let mut peers: Vec<MeshPeer> = peers.into_values().collect();
-        peers.sort_by_key(|p| p.peer);
-        peers
+        self.mesh_peers_with(&self.links_by_peer())
     }
 
     /// Whether other nodes can dial this one, as AutoNAT last found ([`Reachability::Unknown`]
@@ -622,16 +579,17 @@ impl Endpoint for MeshEndpoint {
         }
         inner.links.start(port, local).await?;
 
-        // Streams peers open to us.
+        // Streams peers open to us, until the mesh starts closing: dropping `incoming` makes
+        // libp2p-stream refuse new dndm streams, so no link starts while the links close.
         let links = inner.links.clone();
-        let cancel = inner.cancel.clone();
+        let closing = inner.closing.clone();
         let silent = inner.silent.clone();
         let idle = inner.config.remote.session.idle_timeout;
         inner.tracker.spawn(async move {
             loop {
                 let next = tokio::select! {
                     biased;
-                    () = cancel.cancelled() => break,
+                    () = closing.cancelled() => break,
                     next = incoming.next() => next,
                 };
                 let Some((peer, stream)) = next else { break };
@@ -668,27 +626,42 @@ impl Endpoint for MeshEndpoint {
     }
 
     fn peers(&self) -> Vec<PeerInfo> {
-        self.mesh_peers()
+        let links = self.links_by_peer();
+        self.mesh_peers_with(&links)
             .into_iter()
             .map(|p| {
-                let mut info = PeerInfo::new(p.peer, self.inner.name.clone());
+                // A peer with a link reports the link's delivery figures (acked, undelivered,
+                // retransmitted...); the mesh adds what only it knows.
+                let mut info = match links.get(&p.peer) {
+                    Some(link) => link.peer_info(&self.inner.name),
+                    None => PeerInfo::new(p.peer, self.inner.name.clone()),
+                };
                 info.addresses = p.addresses.iter().map(ToString::to_string).collect();
                 info.connected = p.session;
-                info.rtt = p.rtt;
-                info.messages_sent = p.messages_sent;
-                info.messages_received = p.messages_received;
-                info.failures = p.failures;
+                info.rtt = info.rtt.or(p.rtt);
                 info.path = Some(p.path.to_string());
                 info
             })
             .collect()
     }
 
+    /// Closes the links first, while the swarm still carries their streams: each session sends
+    /// what it still owes its peer (acknowledgements, the batches its retransmit buffer admits)
+    /// and its Close, so the peer sees an orderly close rather than a lost connection. Every
+    /// write is bounded by the session's idle timeout, so a peer that stopped reading holds
+    /// this up at most that long. Then the swarm actor stops: it closes its libp2p connections
+    /// in order, so yamux writes those last frames before its GoAway (again within the idle
+    /// timeout), and the mesh's tasks end.
     async fn close(&self) {
-        self.inner.cancel.cancel();
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
-        self.inner.links.close().await;
+        let inner = &self.inner;
+        inner.closing.cancel();
+        inner.links.close().await;
+        inner.cancel.cancel();
+        inner.tracker.close();
+        inner.tracker.wait().await;
+        // A stream handed to the links just before `closing` was seen may have started a link
+        // after they closed; it ends at once (the links are cancelled): wait for it too.
+        inner.links.close().await;
     }
 }
 
@@ -702,5 +675,65 @@ impl MeshEndpoint {
             LocalChange::InterestRemoved(ad) => routes.interests.remove(&ad.pattern),
             _ => false,
         });
+    }
+
+    /// The links' entries by peer, read once for one consistent view.
+    fn links_by_peer(&self) -> HashMap<PeerId, dndm_remote::endpoint::LinkInfo> {
+        self.inner
+            .links
+            .links()
+            .into_iter()
+            .map(|l| (l.peer, l))
+            .collect()
+    }
+
+    /// [`MeshEndpoint::mesh_peers`] from these links.
+    fn mesh_peers_with(
+        &self,
+        links: &HashMap<PeerId, dndm_remote::endpoint::LinkInfo>,
+    ) -> Vec<MeshPeer> {
+        let state = self.inner.state();
+        let mut peers: HashMap<PeerId, MeshPeer> = HashMap::new();
+        let blank = |peer: PeerId| MeshPeer {
+            peer,
+            addresses: Vec::new(),
+            connections: 0,
+            session: false,
+            rtt: None,
+            wanted: false,
+            lan: false,
+            messages_sent: 0,
+            messages_received: 0,
+            failures: 0,
+            path: Path::Direct,
+            relay_reason: None,
+        };
+        for (peer_id, conns) in &state.connections {
+            let Some(peer) = dndm_peer(peer_id) else {
+                continue;
+            };
+            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
+            entry.connections = conns.len();
+            entry.addresses = conns.values().cloned().collect();
+            entry.addresses.sort();
+            entry.rtt = state.ping_rtt.get(peer_id).copied();
+            entry.wanted = state.wanted.contains(peer_id);
+            entry.lan = state.lan.contains(peer_id);
+            if !conns.is_empty() && conns.keys().all(|id| state.relayed.contains(id)) {
+                entry.path = Path::Relayed;
+                entry.relay_reason = state.hole_punch_failures.get(peer_id).cloned();
+            }
+        }
+        for (&peer, link) in links {
+            let entry = peers.entry(peer).or_insert_with(|| blank(peer));
+            entry.session = link.connected;
+            entry.rtt = link.rtt.or(entry.rtt);
+            entry.messages_sent = link.stats.messages_sent;
+            entry.messages_received = link.stats.messages_received;
+            entry.failures = link.stats.failures;
+        }
+        let mut peers: Vec<MeshPeer> = peers.into_values().collect();
+        peers.sort_by_key(|p| p.peer);
+        peers
     }
 }

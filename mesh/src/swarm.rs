@@ -37,6 +37,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use crate::discovery::{Found, Mdns};
 
 mod relaying;
+mod shutdown;
 mod silence;
 pub(crate) use silence::{Silent, Watched};
 
@@ -335,7 +336,8 @@ impl Actor {
         }
     }
 
-    /// Runs until the endpoint closes; withdraws the mDNS record on the way out.
+    /// Runs until the endpoint closes; then closes the connections in order (see
+    /// `swarm/shutdown.rs`, bounded by the session idle timeout) and withdraws the mDNS record.
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -368,6 +370,8 @@ impl Actor {
                 self.publish_state();
             }
         }
+        self.close_connections(self.inner.config.remote.session.idle_timeout)
+            .await;
         if let Some(mdns) = self.mdns.take() {
             mdns.stop().await;
         }
@@ -759,7 +763,11 @@ impl Actor {
         let small = self.swarm.connected_peers().count() <= self.inner.config.full_mesh_threshold;
         let ours = self.local < peer_id && (kept || small);
         // On a connection being closed, the stream would only fail: wait for the new one.
-        if !(wanted || ours) || self.opening.contains(&peer_id) || !self.live(&peer_id) {
+        if !(wanted || ours)
+            || self.opening.contains(&peer_id)
+            || !self.live(&peer_id)
+            || self.inner.closing.is_cancelled()
+        {
             return;
         }
         let Some(peer) = dndm_peer(&peer_id) else {
@@ -771,14 +779,15 @@ impl Actor {
         self.opening.insert(peer_id);
         let mut control = self.control.clone();
         let links = self.inner.links.clone();
-        let cancel = self.inner.cancel.clone();
+        // No stream is opened once the mesh is closing: its link would only miss the Close.
+        let closing = self.inner.closing.clone();
         let done = self.commands_tx.clone();
         let silent = self.inner.silent.clone();
         let idle = self.inner.config.remote.session.idle_timeout;
         self.inner.tracker.spawn(async move {
             let opened = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return,
+                () = closing.cancelled() => return,
                 opened = control.open_stream(peer_id, PROTOCOL) => opened,
             };
             match opened {
