@@ -178,6 +178,11 @@ async fn five_nodes_in_a_full_mesh_each_hear_every_publisher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_delivery_survives_forced_disconnects() {
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .try_init();
+    }
     use dndm_core::Qos;
     use dndm_router::{Overflow, PublishOptions, SubscribeOptions};
     // Messages between cuts, and a bound so a cut that is never seen fails the test.
@@ -240,7 +245,12 @@ async fn reliable_delivery_survives_forced_disconnects() {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no progress after message {expected}"));
+        .unwrap_or_else(|_| {
+            panic!(
+                "no progress after message {expected}: {:?}",
+                subscriber.stats()
+            )
+        });
         match step {
             Step::Got(seq) => {
                 assert_eq!(seq, expected, "0 lost, 0 duplicated, in order");

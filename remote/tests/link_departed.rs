@@ -588,3 +588,33 @@ async fn what_a_closing_node_could_not_deliver_is_counted() {
     stop.send_replace(true);
     rogue.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn messages_held_for_a_full_subscriber_survive_their_intent_s_withdrawal() {
+    let a = Router::builder().name("a").build().unwrap();
+    let ea = RemoteEndpoint::new(keypair(1), RemoteConfig::default()).unwrap();
+    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let (b, eb) = dialer("b", 2, Arc::new(Pipe(ea.clone()))).await;
+    let publisher = a
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap();
+    let one_slot = SubscribeOptions::default()
+        .capacity(1)
+        .overflow(Overflow::Block);
+    let mut subscriber = b.subscribe_with::<Reading>("robot.imu", one_slot).unwrap();
+    publisher.wait_for_interest(GUARD).await.unwrap();
+    const COUNT: u64 = 300;
+    for seq in 0..COUNT {
+        publisher.send(Reading { seq }).await.unwrap();
+    }
+    // Everything was acknowledged to a (b holds most of it for its one-slot subscriber); then
+    // a withdraws the intent. What b holds is still delivered, in order.
+    tokio::time::timeout(GUARD, ea.flush(&eb.peer_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(publisher);
+    receive_all(&mut subscriber, COUNT).await;
+    b.close().await;
+    a.close().await;
+}

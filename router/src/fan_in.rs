@@ -266,3 +266,64 @@ mod tests {
         assert_eq!(fan_in.overruns(), 1);
     }
 }
+
+/// A fan-in fed faster than its subscriber reads, on two threads: holding back, congestion and
+/// `ready` wake-ups never lose a message or hang.
+#[cfg(test)]
+mod stress {
+    #![allow(clippy::unwrap_used)]
+
+    use dndm_core::Overflow;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::queue::{Queue, Receiver};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Num {
+        #[prost(uint64, tag = "1")]
+        n: u64,
+    }
+
+    impl prost::Name for Num {
+        const NAME: &'static str = "Num";
+        const PACKAGE: &'static str = "test";
+    }
+    impl dndm_core::Message for Num {}
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ready_wakes_when_a_concurrent_consumer_drains() {
+        let route: Route = "test.Num@x".parse().unwrap();
+        let queue = Arc::new(Queue::<Num>::new(1024, Overflow::Block));
+        let fan_in = PeerIntent::new(route.clone());
+        let sink: Arc<dyn PayloadSink> = queue.clone();
+        fan_in.update(|sinks| sinks.push((HandleId(1), sink)));
+        let mut rx = Receiver::new(queue.clone());
+        const N: u64 = 200_000;
+        let consumer = tokio::spawn(async move {
+            for n in 0..N {
+                let got = std::future::poll_fn(|cx| rx.poll_pop(cx)).await.unwrap();
+                assert_eq!(got.n, n);
+            }
+        });
+        let mut n = 0;
+        while n < N {
+            fan_in
+                .try_send(&route, Bytes::from(Num { n }.encode_to_vec()))
+                .unwrap();
+            n += 1;
+            if fan_in.backlog() > 0 || fan_in.congested() {
+                loop {
+                    tokio::time::timeout(std::time::Duration::from_secs(5), fan_in.ready())
+                        .await
+                        .expect("ready wakes");
+                    fan_in.pump();
+                    if fan_in.backlog() == 0 && !fan_in.congested() {
+                        break;
+                    }
+                }
+            }
+        }
+        consumer.await.unwrap();
+    }
+}

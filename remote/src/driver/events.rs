@@ -46,7 +46,9 @@ impl Driver {
                     if let Some(port) = &port {
                         port.remove_peer(&self.peer);
                     }
+                    // Its routes are gone from the router, with whatever their fan-ins held.
                     self.fan_ins.clear();
+                    self.draining.clear();
                     self.ready = None;
                     for (_, reply) in self.pending.drain() {
                         let _ = reply.send(Err(CallError::Closed));
@@ -101,6 +103,12 @@ impl Driver {
             }
             SessionEvent::PeerIntentAdded(ad) => {
                 let route = ad.route.clone();
+                // Declared again while its fan-in still drains: keep that one (still linked),
+                // so what it holds stays ahead of what comes next.
+                if let Some(fan_in) = self.draining.remove(&route) {
+                    self.fan_ins.insert(route, fan_in);
+                    return;
+                }
                 match port.map(|p| p.add_peer_intent(&self.peer, ad)) {
                     Some(Ok(sink)) => {
                         self.fan_ins.insert(route, sink);
@@ -113,10 +121,19 @@ impl Driver {
                 }
             }
             SessionEvent::PeerIntentRemoved(route) => {
-                self.fan_ins.remove(&route);
-                self.link.handle_backlog(&route, 0, now());
-                if let Some(port) = port {
-                    port.remove_peer_intent(&self.peer, &route);
+                let fan_in = self.fan_ins.remove(&route);
+                match fan_in {
+                    // What it still holds was acknowledged to the peer: deliver it first (the
+                    // route stays paused, so the fan-in keeps being pumped), then withdraw.
+                    Some(fan_in) if fan_in.backlog() > 0 => {
+                        self.draining.insert(route, fan_in);
+                    }
+                    _ => {
+                        self.link.handle_backlog(&route, 0, now());
+                        if let Some(port) = port {
+                            port.remove_peer_intent(&self.peer, &route);
+                        }
+                    }
                 }
             }
             SessionEvent::PeerInterestAdded(ad) => {
@@ -226,15 +243,26 @@ impl Driver {
     }
 
     /// Pumps every paused fan-in whose subscriber made room; resumes the routes that drained.
+    /// The fan-in of the peer's `route`, also while it drains after a withdrawal.
+    fn fan_in(&self, route: &Route) -> Option<&Arc<dyn PayloadSink>> {
+        self.fan_ins.get(route).or_else(|| self.draining.get(route))
+    }
+
     pub(super) fn pump_fan_ins(&mut self) {
         let t = now();
         let paused: Vec<Route> = self.link.paused_routes().cloned().collect();
         for route in paused {
-            let left = self.fan_ins.get(&route).map_or(0, |sink| {
+            let left = self.fan_in(&route).map_or(0, |sink| {
                 sink.pump();
                 pressure(&**sink)
             });
             self.link.handle_backlog(&route, left, t);
+            if left == 0
+                && self.draining.remove(&route).is_some()
+                && let Some(port) = self.inner.port.get()
+            {
+                port.remove_peer_intent(&self.peer, &route);
+            }
         }
         self.arm_ready();
     }
@@ -243,7 +271,7 @@ impl Driver {
         let sinks: Vec<Arc<dyn PayloadSink>> = self
             .link
             .paused_routes()
-            .filter_map(|route| self.fan_ins.get(route).cloned())
+            .filter_map(|route| self.fan_in(route).cloned())
             .collect();
         self.ready = (!sinks.is_empty()).then(|| -> Ready {
             Box::pin(async move {

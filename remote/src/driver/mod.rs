@@ -69,6 +69,9 @@ struct Driver {
     local: watch::Receiver<LocalSet>,
     /// Fan-in sinks of the peer's intents.
     fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
+    /// Fan-ins of intents the peer withdrew while they still held messages for a full
+    /// subscriber: the peer had them acknowledged, so they are delivered before the fan-in goes.
+    draining: HashMap<Route, Arc<dyn PayloadSink>>,
     /// Credits of messages inside the link.
     credits: Credits,
     /// Requests sent to the peer, waiting for their answers.
@@ -117,6 +120,7 @@ pub(crate) async fn link_task(
         commands_tx,
         commands,
         fan_ins: HashMap::new(),
+        draining: HashMap::new(),
         credits: Credits::default(),
         pending: HashMap::new(),
         next_id: 0,

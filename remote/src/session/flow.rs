@@ -22,6 +22,7 @@ impl Session {
         {
             self.ever_paused_peer.insert(id);
             self.stats.pauses_sent += 1;
+            tracing::debug!(%route, id, open = self.is_open(), "pausing the peer's route");
             self.send_flow(vec![id], Vec::new(), now);
         }
     }
@@ -31,6 +32,7 @@ impl Session {
         if let Some(id) = self.peer_intent_id(route)
             && self.pausing_peer.remove(&id)
         {
+            tracing::debug!(%route, id, open = self.is_open(), "resuming the peer's route");
             self.send_flow(Vec::new(), vec![id], now);
         }
     }
@@ -111,6 +113,14 @@ impl Session {
 
     /// The peer's pauses and resumes of our routes.
     pub(super) fn on_flow(&mut self, paused: &[u32], resumed: &[u32]) {
+        if !paused.is_empty() || !resumed.is_empty() {
+            tracing::debug!(
+                ?paused,
+                ?resumed,
+                held = self.held_len(),
+                "peer flow control"
+            );
+        }
         for id in resumed {
             if self.paused.remove(id) {
                 self.release_held(*id);
