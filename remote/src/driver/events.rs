@@ -17,6 +17,7 @@ impl Driver {
     /// Acts on the link's events; never waits.
     pub(super) fn dispatch(&mut self) {
         let port = self.inner.port.get().cloned();
+        let mut flushed = Vec::new();
         let mut fed: Vec<Route> = Vec::new();
         let mut routes_changed = false;
         while let Some(event) = self.link.poll_event() {
@@ -36,11 +37,7 @@ impl Driver {
                     failure,
                     decrypt_failed,
                 } => self.connection_ended(opened, failure, decrypt_failed),
-                Event::Flushed(id) => {
-                    if let Some(done) = self.flushes.remove(&id) {
-                        let _ = done.send(());
-                    }
-                }
+                Event::Flushed(id) => flushed.push(id),
                 Event::Retired => {
                     tracing::info!(peer = %self.peer, "peer away past its grace period; retired");
                     if let Some(port) = &port {
@@ -78,6 +75,12 @@ impl Driver {
             self.arm_ready();
         }
         self.report();
+        // Answered after the report: whoever a flush wakes sees `links()` up to date.
+        for id in flushed {
+            if let Some(done) = self.flushes.remove(&id) {
+                let _ = done.send(());
+            }
+        }
     }
 
     fn session_event(
