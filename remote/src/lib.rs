@@ -3,10 +3,14 @@
 //!
 //! This crate sits on `dndm-codec` (frames) and `dndm-core` (identity, routes). Its protocol
 //! logic is sans-IO: [`session::Session`] (hello, adverts, batching, sequence numbers, acks,
-//! retransmission, resume, keepalive), [`noise::Channel`] (the Noise XX handshake and transport
-//! encryption), [`backoff`] (reconnect delays and a circuit breaker). Time and randomness come
-//! in from the caller. The tokio driver, [`endpoint::RemoteEndpoint`], runs them over TCP and
-//! Unix sockets and joins them to a router as a [`dndm_core::Endpoint`].
+//! retransmission, resume, keepalive, per-route flow control, the fate of every message),
+//! [`noise::Channel`] (the Noise XX handshake and transport encryption), [`link::Link`] (one
+//! peer link across connections: which connection runs, route-change order, flushes, the grace
+//! period after which an absent peer is retired), [`backoff`] (reconnect delays and a circuit
+//! breaker). Time and randomness come in from the caller. The tokio driver,
+//! [`endpoint::RemoteEndpoint`], runs them over TCP and Unix sockets and joins them to a router
+//! as a [`dndm_core::Endpoint`]; it never waits for the router or a subscriber, and waits for a
+//! peer at most a publisher's send timeout.
 //!
 //! # Usage
 //!
