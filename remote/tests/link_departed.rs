@@ -110,6 +110,42 @@ async fn until(endpoint: &RemoteEndpoint, what: &str, done: impl Fn(&RemoteEndpo
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// Waits until `publisher` has `count` subscribers.
+async fn until_subscribers(publisher: &Intent<Reading>, count: usize) {
+    tokio::time::timeout(GUARD, async {
+        while publisher.subscriber_count() < count {
+            publisher.interested().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} subscribers"));
+}
+
+/// A router `a` with a remote endpoint listening on loopback TCP (`tune` adjusts its settings),
+/// and the address it got.
+async fn tcp_listener(
+    router: Router,
+    tune: impl FnOnce(&mut RemoteConfig),
+) -> (Router, RemoteEndpoint, std::net::SocketAddr) {
+    let mut config = RemoteConfig::default();
+    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
+    tune(&mut config);
+    let endpoint = RemoteEndpoint::new(keypair(1), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    let Target::Tcp(addr) = endpoint.bound().remove(0) else {
+        panic!("tcp")
+    };
+    (router, endpoint, addr)
+}
+
+/// A reliable publisher on `robot.imu`.
+fn reliable_imu(router: &Router) -> Intent<Reading> {
+    router
+        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
+        .unwrap()
+}
+
 /// Acknowledged reliable messages on `endpoint`'s link to `peer`.
 fn acked(endpoint: &RemoteEndpoint, peer: PeerId) -> u64 {
     endpoint
@@ -149,9 +185,7 @@ async fn a_vanished_subscriber_costs_one_send_timeout_and_is_retired_with_an_exa
     let (b, eb) = dialer("b", 2, cuttable.clone()).await;
     let (c, _ec) = dialer("c", 3, Arc::new(Pipe(ea.clone()))).await;
 
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     let mut local = a
         .subscribe_with::<Reading>("robot.imu", lossless())
         .unwrap();
@@ -159,14 +193,7 @@ async fn a_vanished_subscriber_costs_one_send_timeout_and_is_retired_with_an_exa
     let mut healthy = c
         .subscribe_with::<Reading>("robot.imu", lossless())
         .unwrap();
-    tokio::time::timeout(GUARD, async {
-        while publisher.subscriber_count() < 3 {
-            publisher.interested().await.unwrap();
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("three subscribers");
+    until_subscribers(&publisher, 3).await;
 
     // b disappears: its stream ends without a Close, and it never gets through again.
     cuttable.cut();
@@ -206,9 +233,7 @@ async fn a_peer_back_within_its_grace_period_resumes_without_loss() {
         cut: watch::Sender::new(0),
     });
     let (b, _eb) = dialer("b", 2, pipe.clone()).await;
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     let mut subscriber = b
         .subscribe_with::<Reading>("robot.imu", lossless())
         .unwrap();
@@ -446,36 +471,16 @@ async fn never_acking_peer(
 async fn a_connected_peer_that_never_acknowledges_costs_one_send_timeout() {
     const WINDOW: usize = 256;
     let timeout = Duration::from_millis(200);
-    let a = Router::builder()
-        .name("a")
-        .send_timeout(timeout)
-        .build()
-        .unwrap();
-    let mut config = RemoteConfig::default();
-    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    config.route_window = WINDOW;
-    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let Target::Tcp(addr) = ea.bound().remove(0) else {
-        panic!("tcp")
-    };
+    let router = Router::builder().name("a").send_timeout(timeout).build();
+    let (a, ea, addr) = tcp_listener(router.unwrap(), |c| c.route_window = WINDOW).await;
     let (stop, stopped) = watch::channel(false);
     let rogue = tokio::spawn(never_acking_peer(addr, ea.peer_id(), "robot.imu", stopped));
 
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     let mut local = a
         .subscribe_with::<Reading>("robot.imu", lossless())
         .unwrap();
-    tokio::time::timeout(GUARD, async {
-        while publisher.subscriber_count() < 2 {
-            publisher.interested().await.unwrap();
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the rogue peer subscribed");
+    until_subscribers(&publisher, 2).await;
     let mut failed = 0;
     for seq in 0..MESSAGES {
         let sent = tokio::time::timeout(timeout + GUARD, publisher.send(Reading { seq }))
@@ -499,16 +504,9 @@ async fn a_connected_peer_that_never_acknowledges_costs_one_send_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_runtime_that_dies_over_tcp_does_not_block_the_publisher() {
     let timeout = Duration::from_millis(200);
-    let a = Router::builder()
-        .name("a")
-        .send_timeout(timeout)
-        .build()
-        .unwrap();
-    let mut config = RemoteConfig::default();
-    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    config.peer_grace = Duration::from_millis(500);
-    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
+    let router = Router::builder().name("a").send_timeout(timeout).build();
+    let grace = |c: &mut RemoteConfig| c.peer_grace = Duration::from_millis(500);
+    let (a, ea, _) = tcp_listener(router.unwrap(), grace).await;
     let dial = ea.bound();
 
     // b lives in a runtime of its own, which dies without closing anything in order.
@@ -530,20 +528,11 @@ async fn a_subscriber_runtime_that_dies_over_tcp_does_not_block_the_publisher() 
         std::future::pending::<()>().await;
     });
     ready_rx.await.unwrap();
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     let mut local = a
         .subscribe_with::<Reading>("robot.imu", lossless())
         .unwrap();
-    tokio::time::timeout(GUARD, async {
-        while publisher.subscriber_count() < 2 {
-            publisher.interested().await.unwrap();
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("b subscribed");
+    until_subscribers(&publisher, 2).await;
     runtime_b.shutdown_background();
 
     for seq in 0..MESSAGES {
@@ -564,19 +553,11 @@ async fn a_subscriber_runtime_that_dies_over_tcp_does_not_block_the_publisher() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_closing_node_could_not_deliver_is_counted() {
-    let a = Router::builder().name("a").build().unwrap();
-    let mut config = RemoteConfig::default();
-    config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    let ea = RemoteEndpoint::new(keypair(1), config).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let Target::Tcp(addr) = ea.bound().remove(0) else {
-        panic!("tcp")
-    };
+    let router = Router::builder().name("a").build().unwrap();
+    let (a, ea, addr) = tcp_listener(router, |_| {}).await;
     let (stop, stopped) = watch::channel(false);
     let rogue = tokio::spawn(never_acking_peer(addr, ea.peer_id(), "robot.imu", stopped));
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     publisher.wait_for_interest(GUARD).await.unwrap();
     for seq in 0..500 {
         publisher.send(Reading { seq }).await.unwrap();
@@ -595,9 +576,7 @@ async fn messages_held_for_a_full_subscriber_survive_their_intent_s_withdrawal()
     let ea = RemoteEndpoint::new(keypair(1), RemoteConfig::default()).unwrap();
     a.attach(Arc::new(ea.clone())).await.unwrap();
     let (b, eb) = dialer("b", 2, Arc::new(Pipe(ea.clone()))).await;
-    let publisher = a
-        .publish_with::<Reading>("robot.imu", PublishOptions::default().qos(Qos::reliable()))
-        .unwrap();
+    let publisher = reliable_imu(&a);
     let one_slot = SubscribeOptions::default()
         .capacity(1)
         .overflow(Overflow::Block);
