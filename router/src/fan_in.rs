@@ -265,35 +265,12 @@ mod tests {
         );
         assert_eq!(fan_in.overruns(), 1);
     }
-}
-
-/// A fan-in fed faster than its subscriber reads, on two threads: holding back, congestion and
-/// `ready` wake-ups never lose a message or hang.
-#[cfg(test)]
-mod stress {
-    #![allow(clippy::unwrap_used)]
-
-    use dndm_core::Overflow;
-    use prost::Message as _;
-
-    use super::*;
-    use crate::queue::{Queue, Receiver};
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Num {
-        #[prost(uint64, tag = "1")]
-        n: u64,
-    }
-
-    impl prost::Name for Num {
-        const NAME: &'static str = "Num";
-        const PACKAGE: &'static str = "test";
-    }
-    impl dndm_core::Message for Num {}
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// A fan-in fed faster than its subscriber reads, on two threads: holding back, congestion
+    /// and `ready` wake-ups never lose a message or hang.
     async fn ready_wakes_when_a_concurrent_consumer_drains() {
-        let route: Route = "test.Num@x".parse().unwrap();
+        let route = route();
         let queue = Arc::new(Queue::<Num>::new(1024, Overflow::Block));
         let fan_in = PeerIntent::new(route.clone());
         let sink: Arc<dyn PayloadSink> = queue.clone();
