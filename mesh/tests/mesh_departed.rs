@@ -4,28 +4,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{Keypair, Message, Qos};
+use dndm_core::{Keypair, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+
+use support::Reading;
 
 const GUARD: Duration = Duration::from_secs(60);
 /// Ten times the old limit (a link's 1,024-command queue).
 const MESSAGES: u64 = 12_000;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
 
 fn tcp(listen: bool, dial: Vec<libp2p::Multiaddr>) -> MeshConfig {
     let mut config = MeshConfig::default();

@@ -10,12 +10,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dndm_core::{Keypair, Message, Qos};
+use dndm_core::{Keypair, Qos};
 use dndm_mesh::{MeshConfig, MeshEndpoint};
 use dndm_router::{Intent, Overflow, PublishOptions, Router, SubscribeOptions};
 use libp2p::Multiaddr;
@@ -23,6 +25,8 @@ use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use support::Reading;
 
 /// A failure guard only: every wait ends as soon as its event happens.
 const GUARD: Duration = Duration::from_secs(60);
@@ -35,18 +39,6 @@ const AFTER: u64 = 10_000;
 /// connection's configured address (a failure, not a hang: the stream may flow on a direct
 /// connection meanwhile).
 const LIMIT: u64 = 1_000_000;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
 
 /// A TCP proxy to one target that can black-hole the connections it has accepted so far.
 struct Proxy {

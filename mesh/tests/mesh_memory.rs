@@ -3,48 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{Keypair, Message};
+use dndm_core::Keypair;
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::{HandlerError, RequestError, Router};
 
+use support::{Reading, node, port};
+
 const GUARD: Duration = Duration::from_secs(30);
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Reading {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
-
-async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, MeshEndpoint) {
-    let router = Router::builder().name(format!("n{seed}")).build().unwrap();
-    let mut config = MeshConfig::default();
-    config.transport = Transport::Memory;
-    config.listen = listen
-        .into_iter()
-        .map(|p| format!("/memory/{p}").parse().unwrap())
-        .collect();
-    config.dial = dial
-        .into_iter()
-        .map(|p| format!("/memory/{p}").parse().unwrap())
-        .collect();
-    let endpoint = MeshEndpoint::new(Keypair::from_seed([seed; 32]), config).unwrap();
-    router.attach(Arc::new(endpoint.clone())).await.unwrap();
-    (router, endpoint)
-}
-
-/// A memory port unique to this process and test.
-fn port(offset: u64) -> u64 {
-    u64::from(std::process::id()) * 100 + offset
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_exchange_typed_messages_and_requests() {

@@ -1,0 +1,45 @@
+//! What the mesh tests share: a test message and nodes on libp2p's memory transport.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use dndm_core::{Keypair, Message};
+use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
+use dndm_router::Router;
+
+/// A reading with a sequence number.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reading {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+}
+
+impl prost::Name for Reading {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "test";
+}
+impl Message for Reading {}
+
+/// A router named `n<seed>` with a mesh endpoint on the memory transport, listening on and
+/// dialing the given memory ports.
+pub async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, MeshEndpoint) {
+    let router = Router::builder().name(format!("n{seed}")).build().unwrap();
+    let mut config = MeshConfig::default();
+    config.transport = Transport::Memory;
+    config.listen = listen
+        .into_iter()
+        .map(|p| format!("/memory/{p}").parse().unwrap())
+        .collect();
+    config.dial = dial
+        .into_iter()
+        .map(|p| format!("/memory/{p}").parse().unwrap())
+        .collect();
+    let endpoint = MeshEndpoint::new(Keypair::from_seed([seed; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint.clone())).await.unwrap();
+    (router, endpoint)
+}
+
+/// A memory port unique to this process and test.
+pub fn port(offset: u64) -> u64 {
+    u64::from(std::process::id()) * 100 + offset
+}
