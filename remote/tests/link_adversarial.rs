@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use support::{Reading, keypair, peer};
+use support::{Reading, keypair, peer, until};
 
 const GUARD: Duration = Duration::from_secs(20);
 /// Seed of the listening endpoint.
@@ -89,18 +89,6 @@ async fn until_closed(stream: &mut TcpStream) {
     })
     .await
     .expect("the endpoint closed the connection");
-}
-
-/// Waits until `done` holds for `endpoint`, woken by its link changes.
-async fn until(endpoint: &RemoteEndpoint, what: &str, done: impl Fn(&RemoteEndpoint) -> bool) {
-    let mut changes = endpoint.link_changes();
-    tokio::time::timeout(GUARD, async {
-        while !done(endpoint) {
-            changes.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// `a` publishes `seq` reliably on `route`; `b` receives it.

@@ -16,7 +16,7 @@ use dndm_router::{Intent, Interest, Overflow, PublishOptions, Router, SubscribeO
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use support::{Reading, keypair};
+use support::{Reading, keypair, until};
 
 const GUARD: Duration = Duration::from_secs(120);
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -96,18 +96,6 @@ async fn receive_all(subscriber: &mut Interest<Reading>, count: u64) {
             .unwrap();
         assert_eq!(got.seq, seq, "in order, exactly once");
     }
-}
-
-/// Waits until `done` holds for `endpoint`, woken by its link changes.
-async fn until(endpoint: &RemoteEndpoint, what: &str, done: impl Fn(&RemoteEndpoint) -> bool) {
-    let mut changes = endpoint.link_changes();
-    tokio::time::timeout(GUARD, async {
-        while !done(endpoint) {
-            changes.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// Waits until `publisher` has `count` subscribers.

@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dndm_codec::SessionId;
 use dndm_core::{Fingerprint, Keypair, Message, PeerId};
+use dndm_remote::endpoint::RemoteEndpoint;
 use dndm_remote::session::{Connection, Event, Session};
 
 /// A reading with a sequence number.
@@ -94,4 +95,17 @@ pub fn messages(events: &[Event]) -> Vec<Bytes> {
             _ => None,
         })
         .collect()
+}
+
+/// Waits until `done` holds for `endpoint`, woken by its link changes (a minute of guard:
+/// it only bounds a failure).
+pub async fn until(endpoint: &RemoteEndpoint, what: &str, done: impl Fn(&RemoteEndpoint) -> bool) {
+    let mut changes = endpoint.link_changes();
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while !done(endpoint) {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
