@@ -189,13 +189,13 @@ impl Driver {
                     let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
                 }
             }
-            SessionEvent::Settled { route, count } => self.give_back(&route, count),
+            SessionEvent::Settled { route, count } => self.credits.give_back(&route, count),
             SessionEvent::Undelivered {
                 route,
                 count,
                 reason,
             } => {
-                self.give_back(&route, count);
+                self.credits.give_back(&route, count);
                 self.undelivered(&route, count, reason);
             }
             SessionEvent::Rtt(rtt) => self.rtt = Some(rtt),
@@ -210,10 +210,6 @@ impl Driver {
             } => tracing::info!(peer = %self.peer, by_peer, %reason, "link closed"),
             _ => {}
         }
-    }
-
-    fn give_back(&mut self, route: &Route, count: u64) {
-        self.credits.give_back(route, count);
     }
 
     pub(super) fn undelivered(&self, route: &Route, count: u64, reason: Undelivered) {
