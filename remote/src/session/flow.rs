@@ -60,11 +60,6 @@ impl Session {
         self.flush_withdrawals(now);
     }
 
-    /// Whether the peer asked us to hold back any of our routes.
-    pub fn has_paused_routes(&self) -> bool {
-        !self.paused.is_empty()
-    }
-
     /// A flow-control advert, if a connection is up (otherwise the next hello's aftermath
     /// carries the state: see [`Session::reannounce_pauses`]).
     fn send_flow(&mut self, paused: Vec<u32>, resumed: Vec<u32>, now: Instant) {
