@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PeerId, RoutePattern};
 
+mod budget;
+
+pub use budget::{BudgetConfig, BudgetKind};
+
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "DNDM_";
 
@@ -197,6 +201,9 @@ pub struct RemoteConfig {
     /// subscribe with a pattern only if a rule for it grants that, and a declaration no rule
     /// grants closes its link.
     pub acl: Vec<AclRuleConfig>,
+    /// What one peer, or a crowd of connections, may make the node spend: the
+    /// `[remote.budget]` table. Remote and mesh links share it.
+    pub budget: BudgetConfig,
 }
 
 /// One `[[remote.acl]]` rule: what some peers may publish and subscribe to.
@@ -547,6 +554,7 @@ impl Default for RemoteConfig {
             backoff_max_ms: 30_000,
             allow_peers: Vec::new(),
             acl: Vec::new(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -622,6 +630,7 @@ impl RemoteConfig {
         );
         problems.range("remote.peer_grace_ms", self.peer_grace_ms, 1, MAX_MS);
         problems.range("remote.route_window", self.route_window, 1, 8192);
+        self.budget.check(problems);
         if self.compression_threshold > self.max_frame_len {
             problems.invalid(
                 "remote.compression_threshold",

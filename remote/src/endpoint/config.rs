@@ -190,6 +190,7 @@ impl RemoteConfig {
         out.route_window = remote.route_window;
         let session = &mut out.session;
         session.node_name = config.node.name.clone();
+        session.budget = remote.budget.clone();
         session.keepalive = remote.keepalive();
         session.idle_timeout = remote.idle_timeout();
         session.retransmit_capacity = remote.retransmit_buffer;

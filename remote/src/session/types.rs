@@ -9,7 +9,10 @@ use dndm_codec::{
     CloseCode, Compression, Correlation, Dictionary, Limits, PROTOCOL_VERSION, ResponseError,
     SessionId,
 };
-use dndm_core::{IntentAd, InterestAd, PeerId, Route, RoutePattern, ServiceAd, Undelivered};
+use dndm_core::{
+    BudgetConfig, BudgetKind, IntentAd, InterestAd, PeerId, Route, RoutePattern, ServiceAd,
+    Undelivered,
+};
 
 use crate::acl::Acl;
 /// Settings of a session. [`SessionConfig::default`] suits TCP on a LAN.
@@ -53,6 +56,10 @@ pub struct SessionConfig {
     /// dictionary when the peer announced that id too. Batches from the peer may use any of
     /// them. Both sides must hold the same dictionary under the same id. Default: none.
     pub dictionaries: BTreeMap<String, Dictionary>,
+    /// What the peer may make this node spend (routes declared, bytes decoded and held,
+    /// requests); the endpoint also takes its connection budgets from here. Default:
+    /// [`BudgetConfig::default`].
+    pub budget: BudgetConfig,
 }
 
 impl Default for SessionConfig {
@@ -73,6 +80,7 @@ impl Default for SessionConfig {
             allow_peers: None,
             acl: Acl::allow_all(),
             dictionaries: BTreeMap::new(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -141,6 +149,16 @@ pub enum LinkFailure {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The peer made this node spend more than one of its budgets allows.
+    #[error("peer crossed {budget} ({limit}): {what}")]
+    OverBudget {
+        /// Which budget.
+        budget: BudgetKind,
+        /// Its value.
+        limit: usize,
+        /// What the peer did, e.g. `declared 4097 routes`.
+        what: String,
+    },
 }
 
 impl LinkFailure {
