@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dndm_core::{
-    CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, PublicKey, RouterPort,
+    BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, PublicKey,
+    RouterPort,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -122,6 +123,35 @@ pub struct RemoteStats {
     /// Peer messages dropped because a full local subscriber's hold overflowed (the peer kept
     /// sending on a route it was asked to pause).
     pub flow_overruns: u64,
+    /// Times a peer or a connection crossed each budget of `[remote.budget]` (a closed link, a
+    /// refused connection, a request answered `Busy`...). Kept when a link goes away.
+    pub over_budget: BudgetCounts,
+}
+
+/// Counts per [`BudgetKind`]: how often each budget was crossed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetCounts([u64; BudgetKind::ALL.len()]);
+
+impl BudgetCounts {
+    /// How often `kind` was crossed.
+    pub fn get(&self, kind: BudgetKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    /// Counts one crossing of `kind`.
+    pub fn add(&mut self, kind: BudgetKind) {
+        self.0[kind.index()] += 1;
+    }
+
+    /// Every budget with its count, in [`BudgetKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (BudgetKind, u64)> + '_ {
+        BudgetKind::ALL.iter().map(|&kind| (kind, self.get(kind)))
+    }
+
+    /// All crossings together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 /// Links a router to peers over TCP and Unix sockets. See the module docs.

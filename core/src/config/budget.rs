@@ -82,6 +82,11 @@ impl BudgetKind {
         Self::ConnectionsPerPeer,
     ];
 
+    /// This kind's position in [`BudgetKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The key of this budget in `[remote.budget]`, e.g. `"routes"`.
     pub fn key(self) -> &'static str {
         match self {
