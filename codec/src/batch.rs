@@ -7,8 +7,9 @@
 
 use std::ops::Range;
 
+use crate::Limits;
 use crate::error::DecodeError;
-use crate::header::{FrameHeader, HEADER_LEN};
+use crate::header::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::sign::SIGNATURE_LEN;
 
 /// Length of the sequence range at the start of a batch body.
@@ -86,4 +87,22 @@ impl BatchParts {
             signature,
         })
     }
+}
+
+/// The most bytes decoding the whole frame `frame` keeps alive: its own length, plus the
+/// decompressed length a compressed batch declares. Read from the cleartext prefix, without
+/// decompressing or verifying anything, so a receiver can count a frame against a budget
+/// before inflating it.
+///
+/// # Errors
+/// As [`FrameHeader::parse`], and [`DecodeError::Truncated`] or
+/// [`DecodeError::LengthMismatch`] when `frame` is not one whole frame.
+pub fn declared_len(frame: &[u8], limits: &Limits) -> Result<usize, DecodeError> {
+    let header = FrameHeader::parse(frame, limits)?;
+    if header.kind() == FrameKind::Batch && header.is_compressed() {
+        let parts = BatchParts::split(&header, frame)?;
+        let raw = parts.raw_len.map_or(0, |len| len as usize);
+        return Ok(frame.len() + raw);
+    }
+    Ok(frame.len())
 }

@@ -190,6 +190,17 @@ pub struct ResponseError {
     pub message: String,
 }
 
+impl ResponseError {
+    /// `code`: the handler returned an error.
+    pub const HANDLER: u32 = 1;
+    /// `code`: the request failed outside the handler (the service went away, a timeout).
+    pub const FAILED: u32 = 2;
+    /// `code`: the serving node has too many requests of this peer in flight; try later.
+    pub const BUSY: u32 = 3;
+    /// `code`: the serving node's ACL does not let this peer call the service.
+    pub const DENIED: u32 = 4;
+}
+
 /// Cumulative acknowledgement: every reliable message up to `cumulative_seq` arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Ack {

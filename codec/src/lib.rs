@@ -83,6 +83,7 @@ mod proto;
 mod sign;
 mod wire;
 
+pub use batch::declared_len;
 pub use bytes::Bytes;
 pub use codec::{BatchOptions, Decoder, Encoder};
 pub use compress::{Compression, Dictionary};

@@ -67,6 +67,14 @@ pub enum CallError {
     /// The link closed before the answer came.
     #[error("link closed before the answer")]
     Closed,
+    /// Too many requests in flight: the serving node's `remote.budget.requests` for this
+    /// peer, or this node's `remote.budget.pending_requests` to that peer. Nothing was
+    /// handled; retrying later may succeed.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The serving node's ACL does not let this node call the service.
+    #[error("denied: {0}")]
+    Denied(String),
 }
 
 /// Sends requests to one peer's service: implemented by endpoints.
@@ -158,6 +166,12 @@ pub trait PayloadSink: Send + Sync + fmt::Debug {
     /// (a peer's fan-in into a full local `Block` subscriber). The endpoint pauses the peer's
     /// route while this is above zero. Default: 0 (the sink holds nothing back).
     fn backlog(&self) -> usize {
+        0
+    }
+
+    /// Bytes of the messages counted in [`PayloadSink::backlog`] (a message held for two
+    /// receivers counts twice). Default: 0.
+    fn held_bytes(&self) -> usize {
         0
     }
 

@@ -1,5 +1,5 @@
-//! Per-route access control for remote links: which peers may publish on which routes and
-//! subscribe with which patterns.
+//! Per-route access control for remote links: which peers may publish on which routes,
+//! subscribe with which patterns and call which services.
 //!
 //! An [`Acl`] is either unrestricted ([`Acl::allow_all`], the default) or a list of
 //! [`AclRule`]s. A rule applies to some peers ([`PeerMatch`]) and grants them publish and
@@ -13,9 +13,17 @@
 //!   match is one the rule allows. A broad interest is never granted because some of its
 //!   routes happen to be allowed; the peer must ask for what it may see.
 //!
+//! - A peer may **call** a service if some rule that applies to the peer has a call pattern
+//!   that matches the service's request route.
+//!
 //! The [session](crate::session::Session) checks every declaration of the peer, in its hello
 //! and in later adverts, and ends the connection with
-//! [`LinkFailure::Denied`](crate::session::LinkFailure::Denied) on the first denied one.
+//! [`LinkFailure::Denied`](crate::session::LinkFailure::Denied) on the first denied one. A
+//! request to a service the peer may not call is answered with an error and counted.
+//!
+//! The ACL also limits what a peer **learns**: the hello and adverts declare to a peer only our
+//! intents it may subscribe to ([`Acl::may_see`]), our interests it may publish to
+//! ([`Acl::may_feed`]) and our services it may call.
 
 use std::collections::HashSet;
 
@@ -50,6 +58,8 @@ pub struct AclRule {
     pub publish: Vec<RoutePattern>,
     /// An interest pattern covered (see [`covers`]) by one of these may be subscribed with.
     pub subscribe: Vec<RoutePattern>,
+    /// A service whose request route is matched by one of these may be called.
+    pub call: Vec<RoutePattern>,
 }
 
 impl AclRule {
@@ -59,6 +69,7 @@ impl AclRule {
             peers: PeerMatch::Any,
             publish: Vec::new(),
             subscribe: Vec::new(),
+            call: Vec::new(),
         }
     }
 
@@ -68,6 +79,7 @@ impl AclRule {
             peers: PeerMatch::Only(peers.into_iter().collect()),
             publish: Vec::new(),
             subscribe: Vec::new(),
+            call: Vec::new(),
         }
     }
 
@@ -82,6 +94,13 @@ impl AclRule {
     #[must_use]
     pub fn subscribe(mut self, pattern: RoutePattern) -> Self {
         self.subscribe.push(pattern);
+        self
+    }
+
+    /// Also grants calling services whose request route `pattern` matches.
+    #[must_use]
+    pub fn call(mut self, pattern: RoutePattern) -> Self {
+        self.call.push(pattern);
         self
     }
 
@@ -153,6 +172,26 @@ impl Acl {
         })
     }
 
+    /// Whether `peer` may call the service whose request route is `route`.
+    pub fn may_call(&self, peer: &PeerId, route: &Route) -> bool {
+        self.granted(peer, |rule| rule.call.iter().any(|p| p.matches(route)))
+    }
+
+    /// Whether `peer` may learn of our intent on `route`: it may subscribe to that route.
+    pub fn may_see(&self, peer: &PeerId, route: &Route) -> bool {
+        self.granted(peer, |rule| rule.subscribe.iter().any(|p| p.matches(route)))
+    }
+
+    /// Whether `peer` may learn of our interest `pattern`: it may publish on some route the
+    /// pattern matches.
+    pub fn may_feed(&self, peer: &PeerId, pattern: &RoutePattern) -> bool {
+        self.granted(peer, |rule| {
+            rule.publish
+                .iter()
+                .any(|allowed| intersects(allowed, pattern))
+        })
+    }
+
     /// Whether some rule that applies to `peer` satisfies `grant` (always, without rules).
     fn granted(&self, peer: &PeerId, grant: impl Fn(&AclRule) -> bool) -> bool {
         match &self.rules {
@@ -213,6 +252,25 @@ pub fn covers(rule: &RoutePattern, pattern: &RoutePattern) -> bool {
             (Some(Segment::One), Some(_)) => {}
             (Some(Segment::Literal(r)), Some(Segment::Literal(p))) if r == p => {}
             (Some(Segment::Literal(_)), Some(_)) => return false,
+        }
+    }
+}
+
+/// Whether some route matches both `a` and `b`. Like [`covers`], it errs on the side of yes
+/// only where a route's path would have to be empty.
+pub fn intersects(a: &RoutePattern, b: &RoutePattern) -> bool {
+    if a.type_name() != b.type_name() {
+        return false;
+    }
+    let mut a_segments = a.path().split('.').map(Segment::parse);
+    let mut b_segments = b.path().split('.').map(Segment::parse);
+    loop {
+        match (a_segments.next(), b_segments.next()) {
+            (Some(Segment::Rest), _) | (_, Some(Segment::Rest)) | (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(Segment::One), Some(_)) | (Some(_), Some(Segment::One)) => {}
+            (Some(Segment::Literal(x)), Some(Segment::Literal(y))) if x == y => {}
+            (Some(Segment::Literal(_)), Some(Segment::Literal(_))) => return false,
         }
     }
 }
@@ -321,6 +379,27 @@ mod tests {
         assert_eq!(acl.rules().len(), 2);
     }
 
+    #[test]
+    fn calls_and_visibility_follow_the_rules() {
+        let acl = Acl::from_rules([AclRule::any_peer()
+            .publish(pattern("T@robot.*"))
+            .subscribe(pattern("T@public.**"))
+            .call(pattern("Req@admin.status"))]);
+        let p = peer(1);
+        assert!(acl.may_call(&p, &route("Req@admin.status")));
+        assert!(!acl.may_call(&p, &route("Req@admin.reboot")));
+        assert!(acl.may_see(&p, &route("T@public.news")));
+        assert!(!acl.may_see(&p, &route("T@vault.keys")));
+        assert!(acl.may_feed(&p, &pattern("T@robot.arm")));
+        assert!(acl.may_feed(&p, &pattern("T@**")));
+        assert!(!acl.may_feed(&p, &pattern("T@vault.*")));
+        assert!(!acl.may_feed(&p, &pattern("U@robot.arm")));
+        let none = Acl::deny_all();
+        assert!(!none.may_call(&p, &route("Req@admin.status")));
+        assert!(!none.may_see(&p, &route("T@public.news")));
+        assert!(Acl::allow_all().may_call(&p, &route("Req@admin.reboot")));
+    }
+
     /// One pattern segment from a small alphabet, so rules and patterns often line up.
     fn arb_segment() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -382,6 +461,20 @@ mod tests {
             if covers(&rule, &p) {
                 prop_assert!(rule.matches(&route), "{rule} covers {p} but not {route}");
             }
+        }
+
+        #[test]
+        fn patterns_sharing_a_route_intersect(
+            a in arb_pattern(),
+            b in arb_pattern(),
+            fills in prop::collection::vec("[abc]", 1..6),
+            rest_len in 0usize..4,
+        ) {
+            let route = fill(&a, &fills, rest_len);
+            if b.matches(&route) {
+                prop_assert!(intersects(&a, &b) && intersects(&b, &a), "{a} and {b} share {route}");
+            }
+            prop_assert_eq!(intersects(&a, &b), intersects(&b, &a));
         }
 
         #[test]

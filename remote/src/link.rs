@@ -37,7 +37,10 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use dndm_codec::{CloseCode, Correlation, Limits, ResponseError, SessionId, split_frame};
+use dndm_codec::{
+    CloseCode, Correlation, FrameHeader, Limits, ResponseError, SessionId, declared_len,
+    split_frame,
+};
 use dndm_core::{IntentAd, InterestAd, PeerId, Route, ServiceAd};
 
 use crate::noise::{self, Channel};
@@ -156,6 +159,11 @@ pub struct Link {
     secure: Option<Secure>,
     /// Decrypted bytes not yet cut into frames.
     plain: BytesMut,
+    /// Bytes decoded from the peer's frames whose events are not yet drained (see
+    /// [`Link::poll_event`]); decoding pauses at the session's `budget.decoded_bytes`.
+    decoded: usize,
+    /// Decoding paused on the budget with whole frames left in `plain`.
+    paced: bool,
     /// Whether the current connection was opened by the side that wins a tie-break.
     preferred: bool,
     opened: bool,
@@ -196,6 +204,8 @@ impl Link {
             session,
             secure: None,
             plain: BytesMut::new(),
+            decoded: 0,
+            paced: false,
             preferred: false,
             opened: false,
             decrypt_failed: false,
@@ -270,6 +280,7 @@ impl Link {
         };
         self.secure = Some(secure);
         self.plain = rest;
+        self.paced = false;
         self.preferred = preferred;
         self.opened = false;
         self.decrypt_failed = false;
@@ -439,9 +450,26 @@ impl Link {
         }
     }
 
-    /// The next event, if any.
+    /// The next event, if any. Once every event is drained, what they carried counts as
+    /// handed on: call [`Link::resume_input`] then.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            self.decoded = 0;
+        }
+        event
+    }
+
+    /// Decodes frames that waited for the decoded-bytes budget, once the events were drained;
+    /// true if it did (drain the events again, then call it again).
+    pub fn resume_input(&mut self, now: Instant) -> bool {
+        if !self.paced || !self.events.is_empty() {
+            return false;
+        }
+        self.decoded = 0;
+        self.paced = false;
+        self.process_frames(now);
+        true
     }
 
     /// When [`Link::handle_timeout`] must be called next.
@@ -484,9 +512,23 @@ impl Link {
     // ---- helpers ------------------------------------------------------------------------
 
     fn process_frames(&mut self, now: Instant) {
+        let budget = self.session.config().budget.decoded_bytes;
         while self.secure.is_some() {
+            // A frame's declared decoded size counts before it is inflated; past the budget the
+            // rest waits in `plain` until the events so far are drained. One frame always goes,
+            // so a frame larger than the budget still makes progress.
+            if self.decoded > 0
+                && let Some(next) = self.next_declared()
+                && self.decoded + next > budget
+            {
+                self.paced = true;
+                break;
+            }
             match split_frame(&mut self.plain, &self.limits) {
-                Ok(Some(frame)) => self.session.handle_frame(now, frame),
+                Ok(Some(frame)) => {
+                    self.decoded += declared_len(&frame, &self.limits).unwrap_or(frame.len());
+                    self.session.handle_frame(now, frame);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.session
@@ -498,6 +540,13 @@ impl Link {
             self.pump_session(Some(now));
         }
         self.pump_session(Some(now));
+    }
+
+    /// What decoding the next whole frame in `plain` would keep alive, if one is there.
+    fn next_declared(&self) -> Option<usize> {
+        let header = FrameHeader::parse(&self.plain, &self.limits).ok()?;
+        let frame = self.plain.get(..header.frame_len())?;
+        declared_len(frame, &self.limits).ok()
     }
 
     /// Counts one handled command against a held-back withdrawal.
@@ -589,6 +638,7 @@ impl Link {
             }
         }
         self.plain = BytesMut::new();
+        self.paced = false;
         // The grace period starts when a peer that got through a hello loses its connection.
         if self.session.peer().is_some() && !self.session.is_closed() && self.away_since.is_none() {
             self.away_since = now;

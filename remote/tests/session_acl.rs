@@ -297,10 +297,19 @@ fn a_denied_advert_after_the_hello_is_caught() {
         vec![Bytes::from_static(b"before")]
     );
 
-    // A now declares a denied intent: B ends the connection.
+    // A now declares a denied intent (by hand: A's own ACL would not tell B of it): B ends
+    // the connection.
     let before = b.stats();
-    a.add_local_intent(intent("test.Reading@secret.x"), now);
-    shuttle(&mut a, &mut b, now);
+    let advert = Advert {
+        intents_added: vec![IntentDecl {
+            id: 40,
+            route: DeclRoute::Plain(route("test.Reading@secret.x")),
+            fingerprint: fingerprint(),
+            qos: Qos::reliable(),
+        }],
+        ..Advert::default()
+    };
+    b.handle_frame(now, encode(&Frame::Advert(advert)));
     assert_eq!(
         the_denial(&mut b, now, before),
         denied(A_SEED, "publish on test.Reading@secret.x")

@@ -224,6 +224,23 @@ pub enum RequestError {
     /// The service stopped before answering.
     #[error("service on {0} closed before answering")]
     ServiceClosed(Route),
+    /// The serving peer (or the link to it) has too many requests in flight; nothing was
+    /// handled, and a retry later may succeed.
+    #[error("service on {route} is busy: {reason}")]
+    Busy {
+        /// The request route.
+        route: Route,
+        /// Which budget was full.
+        reason: String,
+    },
+    /// The serving peer's ACL does not let this node call the service.
+    #[error("calling {route} is denied: {reason}")]
+    Denied {
+        /// The request route.
+        route: Route,
+        /// The serving peer's explanation.
+        reason: String,
+    },
     /// The router is closed.
     #[error("router is closed")]
     Closed,

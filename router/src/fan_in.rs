@@ -36,6 +36,8 @@ pub(crate) struct PeerIntent {
     held: Mutex<HashMap<HandleId, VecDeque<Bytes>>>,
     /// Messages in `held`, so a send skips the mutex while nothing is held.
     held_count: AtomicUsize,
+    /// Bytes of the messages in `held` (the endpoint bounds them per peer).
+    held_bytes: AtomicUsize,
     /// Messages dropped because a subscriber's hold was full.
     overruns: AtomicU64,
 }
@@ -47,6 +49,7 @@ impl PeerIntent {
             sinks: ArcSwap::from_pointee(Vec::new()),
             held: Mutex::new(HashMap::new()),
             held_count: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             overruns: AtomicU64::new(0),
         }
     }
@@ -76,6 +79,7 @@ impl PeerIntent {
             self.overruns.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        self.held_bytes.fetch_add(payload.len(), Ordering::Relaxed);
         queue.push_back(payload);
         self.held_count.fetch_add(1, Ordering::Release);
         true
@@ -125,6 +129,10 @@ impl PayloadSink for PeerIntent {
         self.held_count.load(Ordering::Acquire)
     }
 
+    fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
     fn pump(&self) -> usize {
         if self.held_count.load(Ordering::Acquire) == 0 {
             return 0;
@@ -132,9 +140,11 @@ impl PayloadSink for PeerIntent {
         let sinks = self.sinks.load();
         let mut held = self.held();
         let mut left = 0;
+        let mut freed = 0;
         held.retain(|id, queue| {
             // Unlinked meanwhile: nobody left to deliver to.
             let Some((_, sink)) = sinks.iter().find(|(s, _)| s == id) else {
+                freed += queue.iter().map(Bytes::len).sum::<usize>();
                 return false;
             };
             while let Some(front) = queue.front() {
@@ -142,11 +152,13 @@ impl PayloadSink for PeerIntent {
                     break;
                 }
                 // Queued, or the subscriber closed, or it does not decode (counted there).
+                freed += front.len();
                 queue.pop_front();
             }
             left += queue.len();
             !queue.is_empty()
         });
+        self.held_bytes.fetch_sub(freed, Ordering::Relaxed);
         self.held_count.store(left, Ordering::Release);
         left
     }

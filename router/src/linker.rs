@@ -126,13 +126,34 @@ impl Entry {
     }
 }
 
+/// The entries of one type name, local and from peers.
+#[derive(Default)]
+struct ByType {
+    local: BTreeSet<HandleId>,
+    peer: BTreeSet<HandleId>,
+}
+
+impl ByType {
+    fn of(&mut self, origin: Origin) -> &mut BTreeSet<HandleId> {
+        match origin {
+            Origin::Local => &mut self.local,
+            Origin::Peer(_) => &mut self.peer,
+        }
+    }
+}
+
 /// The table of intents and interests.
 #[derive(Default)]
 pub(crate) struct Linker {
     pub(crate) closed: bool,
     entries: HashMap<HandleId, Entry>,
-    /// Entries by type name: only entries of one type name can ever link.
-    by_type: HashMap<String, BTreeSet<HandleId>>,
+    /// Entries by type name and origin: only entries of one type name can ever link, and a
+    /// peer's entries link only to local ones, so a peer's route costs O(local entries of its
+    /// type), however many routes peers declared.
+    by_type: HashMap<String, ByType>,
+    /// Each peer's intents by route and interests by pattern.
+    peer_routes: HashMap<(PeerId, Route), HandleId>,
+    peer_patterns: HashMap<(PeerId, RoutePattern), HandleId>,
     /// Local intents per advert, so endpoints see each route once.
     intent_ads: HashMap<IntentAd, usize>,
     /// Local interests per advert, so endpoints see each pattern once.
@@ -171,16 +192,30 @@ impl Linker {
 
     fn insert(&mut self, id: HandleId, entry: Entry) {
         let type_name = entry.type_name().to_owned();
-        if let Origin::Peer(peer) = entry.origin() {
+        let origin = entry.origin();
+        if let Origin::Peer(peer) = origin {
             self.by_peer.entry(peer).or_default().insert(id);
+            match &entry {
+                Entry::Intent(e) => self.peer_routes.insert((peer, e.route.clone()), id),
+                Entry::Interest(e) => self.peer_patterns.insert((peer, e.pattern.clone()), id),
+            };
         }
+        // Peers' entries never link to each other: a peer's entry is matched with local ones
+        // only.
         let candidates: Vec<HandleId> = self
             .by_type
             .get(&type_name)
-            .map(|ids| ids.iter().copied().collect())
+            .map(|ids| match origin {
+                Origin::Local => ids.local.iter().chain(&ids.peer).copied().collect(),
+                Origin::Peer(_) => ids.local.iter().copied().collect(),
+            })
             .unwrap_or_default();
         self.entries.insert(id, entry);
-        self.by_type.entry(type_name).or_default().insert(id);
+        self.by_type
+            .entry(type_name)
+            .or_default()
+            .of(origin)
+            .insert(id);
         for other in candidates {
             self.try_link(id, other);
         }
@@ -314,19 +349,23 @@ impl Linker {
         let Some(mut entry) = self.entries.remove(&id) else {
             return;
         };
+        let origin = entry.origin();
         if let Some(ids) = self.by_type.get_mut(entry.type_name()) {
-            ids.remove(&id);
-            if ids.is_empty() {
+            ids.of(origin).remove(&id);
+            if ids.local.is_empty() && ids.peer.is_empty() {
                 self.by_type.remove(entry.type_name());
             }
         }
-        let origin = entry.origin();
-        if let Origin::Peer(peer) = origin
-            && let Some(ids) = self.by_peer.get_mut(&peer)
-        {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_peer.remove(&peer);
+        if let Origin::Peer(peer) = origin {
+            match &entry {
+                Entry::Intent(e) => self.peer_routes.remove(&(peer, e.route.clone())),
+                Entry::Interest(e) => self.peer_patterns.remove(&(peer, e.pattern.clone())),
+            };
+            if let Some(ids) = self.by_peer.get_mut(&peer) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_peer.remove(&peer);
+                }
             }
         }
         for other in std::mem::take(entry.links_mut()) {
@@ -384,18 +423,12 @@ impl Linker {
 
     /// Finds a peer's intent on `route`.
     pub(crate) fn peer_intent(&self, peer: &PeerId, route: &Route) -> Option<HandleId> {
-        self.by_peer
-            .get(peer)?
-            .iter()
-            .copied()
-            .find(|id| matches!(self.entries.get(id), Some(Entry::Intent(e)) if e.route == *route))
+        self.peer_routes.get(&(*peer, route.clone())).copied()
     }
 
     /// Finds a peer's interest on `pattern`.
     pub(crate) fn peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) -> Option<HandleId> {
-        self.by_peer.get(peer)?.iter().copied().find(
-            |id| matches!(self.entries.get(id), Some(Entry::Interest(e)) if e.pattern == *pattern),
-        )
+        self.peer_patterns.get(&(*peer, pattern.clone())).copied()
     }
 
     /// Everything a peer declared.
@@ -410,6 +443,7 @@ impl Linker {
     pub(crate) fn local_intent_on(&self, route: &Route) -> Option<Arc<dyn IntentSlot>> {
         self.by_type
             .get(route.type_name())?
+            .local
             .iter()
             .find_map(|id| match self.entries.get(id) {
                 Some(Entry::Intent(IntentEntry {

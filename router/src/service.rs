@@ -358,6 +358,8 @@ async fn call_remote<Req: Message, Resp: Message>(
         }),
         Err(CallError::Handler(message)) => Err(RequestError::Handler { route, message }),
         Err(CallError::NoService(_)) => Err(RequestError::NoListener(route)),
+        Err(CallError::Busy(reason)) => Err(RequestError::Busy { route, reason }),
+        Err(CallError::Denied(reason)) => Err(RequestError::Denied { route, reason }),
         Err(_) => Err(RequestError::ServiceClosed(route)),
     }
 }

@@ -217,6 +217,8 @@ pub struct AclRuleConfig {
     pub publish: Vec<String>,
     /// Route patterns the peers may subscribe with (a subscription must lie within one).
     pub subscribe: Vec<String>,
+    /// Request route patterns of local services the peers may call.
+    pub call: Vec<String>,
 }
 
 /// The `[mesh]` section: the libp2p mesh.
@@ -672,7 +674,12 @@ impl RemoteConfig {
                 &rule.peers,
                 "a PeerId",
             );
-            for (what, patterns) in [("publish", &rule.publish), ("subscribe", &rule.subscribe)] {
+            let lists = [
+                ("publish", &rule.publish),
+                ("subscribe", &rule.subscribe),
+                ("call", &rule.call),
+            ];
+            for (what, patterns) in lists {
                 check_each::<RoutePattern>(
                     problems,
                     &format!("remote.acl[{index}].{what}"),
@@ -1039,28 +1046,40 @@ fn apply_env(
         }
         return Ok(());
     };
-    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-    let Some(expected) = template
-        .get(&section)
-        .and_then(toml::Value::as_table)
-        .and_then(|keys| keys.get(&key))
-    else {
-        return Err(env_error(format!("unknown config key {section}.{key}")));
+    // `DNDM_REMOTE__BUDGET__ROUTES`: every part but the last names a (nested) table.
+    let path: Vec<String> = std::iter::once(section)
+        .chain(key.split(ENV_SEPARATOR))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let dotted = path.join(".");
+    let Some((key, tables)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut expected_table = Some(template);
+    for name in tables {
+        expected_table = expected_table
+            .and_then(|t| t.get(name))
+            .and_then(toml::Value::as_table);
+    }
+    let Some(expected) = expected_table.and_then(|t| t.get(key)) else {
+        return Err(env_error(format!("unknown config key {dotted}")));
     };
     let value = env_value(raw, expected);
-    let Some(target) = table
-        .entry(section.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-    else {
-        return Err(env_error(format!(
-            "config section {section} is not a table"
-        )));
-    };
+    let mut target = &mut *table;
+    for name in tables {
+        let Some(next) = target
+            .entry(name.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+        else {
+            return Err(env_error(format!("config key {name} is not a table")));
+        };
+        target = next;
+    }
     target.insert(key.clone(), value);
     // Check now, so a type error is reported against the variable that caused it.
     if let Err(error) = table.clone().try_into::<Config>() {
-        return Err(env_error(format!("{section}.{key}: {}", error.message())));
+        return Err(env_error(format!("{dotted}: {}", error.message())));
     }
     Ok(())
 }

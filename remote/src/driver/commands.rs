@@ -1,9 +1,10 @@
 //! Commands from publishers and callers, fed to the link machine in order.
 
 use dndm_codec::ResponseError;
-use dndm_core::{CallError, Undelivered};
+use dndm_core::{BudgetKind, CallError, Undelivered};
 
 use super::{Command, Driver, now};
+use crate::endpoint::lock;
 use crate::session::SessionSendError;
 
 impl Driver {
@@ -67,10 +68,25 @@ impl Driver {
             } => {
                 self.next_id += 1;
                 let id = self.next_id;
+                let budget = self.inner.config.session.budget.pending_requests;
+                if self.pending.len() >= budget {
+                    // Callers that gave up leave their entry behind; forget those (amortised:
+                    // only when the budget is reached).
+                    self.pending.retain(|_, reply| !reply.is_closed());
+                }
+                if self.pending.len() >= budget {
+                    lock(&self.inner.stats)
+                        .over_budget
+                        .add(BudgetKind::PendingRequests);
+                    let _ = reply.send(Err(CallError::Busy(format!(
+                        "{budget} requests to {} wait for answers ({})",
+                        self.peer,
+                        BudgetKind::PendingRequests
+                    ))));
+                    return;
+                }
                 match self.link.handle_request(&route, payload, id, t) {
                     Ok(()) => {
-                        // Callers that gave up leave their entry behind; forget those.
-                        self.pending.retain(|_, reply| !reply.is_closed());
                         self.pending.insert(id, reply);
                     }
                     Err(SessionSendError::UnknownRoute(route)) => {
@@ -82,13 +98,7 @@ impl Driver {
                 }
             }
             Command::Respond { route, to, result } => {
-                let result = result.map_err(|e| match e {
-                    CallError::Handler(message) => ResponseError { code: 1, message },
-                    other => ResponseError {
-                        code: 2,
-                        message: other.to_string(),
-                    },
-                });
+                let result = result.map_err(response_error);
                 if let Err(e) = self.link.handle_respond(&route, to, result, t) {
                     tracing::debug!(peer = %self.peer, %route, error = %e, "response not sent");
                 }
@@ -107,5 +117,25 @@ impl Driver {
         let wanted = self.local.borrow_and_update().clone();
         self.link
             .handle_local(wanted, self.commands.len() + in_hand, now());
+    }
+}
+
+/// A local service's failure as the peer receives it.
+pub(super) fn response_error(error: CallError) -> ResponseError {
+    let (code, message) = match error {
+        CallError::Handler(message) => (ResponseError::HANDLER, message),
+        CallError::Busy(message) => (ResponseError::BUSY, message),
+        CallError::Denied(message) => (ResponseError::DENIED, message),
+        other => (ResponseError::FAILED, other.to_string()),
+    };
+    ResponseError { code, message }
+}
+
+/// A peer service's failure as the local caller receives it.
+pub(super) fn call_error(error: ResponseError) -> CallError {
+    match error.code {
+        ResponseError::BUSY => CallError::Busy(error.message),
+        ResponseError::DENIED => CallError::Denied(error.message),
+        _ => CallError::Handler(error.message),
     }
 }

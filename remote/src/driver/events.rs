@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dndm_core::{
-    CallError, PayloadSink, PeerId, RequestSink, Route, RouterPort, SinkError, Undelivered,
+    BudgetKind, CallError, PayloadSink, PeerId, RequestSink, Route, RouterPort, SinkError,
+    Undelivered,
 };
 use tokio::sync::mpsc;
 
+use super::commands::{call_error, response_error};
 use super::{Command, Driver, LinkRequester, LinkSink, Ready, now};
 use crate::endpoint::{Ended, Handoff, LinkInfo, lock};
 use crate::link::Event;
@@ -20,7 +22,7 @@ impl Driver {
         let mut flushed = Vec::new();
         let mut fed: Vec<Route> = Vec::new();
         let mut routes_changed = false;
-        while let Some(event) = self.link.poll_event() {
+        while let Some(event) = self.next_event() {
             match event {
                 Event::Session(event) => {
                     routes_changed |= matches!(
@@ -74,11 +76,47 @@ impl Driver {
         if paused && self.ready.is_none() {
             self.arm_ready();
         }
+        if paused {
+            self.check_held(t);
+        }
         self.report();
         // Answered after the report: whoever a flush wakes sees `links()` up to date.
         for id in flushed {
             if let Some(done) = self.flushes.remove(&id) {
                 let _ = done.send(());
+            }
+        }
+    }
+
+    /// Closes the connection of a peer whose messages held for full subscribers (it was asked
+    /// to pause those routes) pass `budget.held_bytes`.
+    fn check_held(&mut self, t: std::time::Instant) {
+        let limit = self.inner.config.session.budget.held_bytes;
+        let held: usize = self
+            .link
+            .paused_routes()
+            .filter_map(|route| self.fan_in(route))
+            .map(|sink| sink.held_bytes())
+            .sum();
+        if held > limit {
+            let failure = LinkFailure::OverBudget {
+                budget: BudgetKind::HeldBytes,
+                limit,
+                what: format!("{held} bytes held for full subscribers on paused routes"),
+            };
+            self.link.handle_transport_failure(failure, t);
+        }
+    }
+
+    /// The link's next event; frames that waited for the decoded-bytes budget are decoded
+    /// once what came before them was handed on.
+    fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.link.poll_event() {
+                return Some(event);
+            }
+            if !self.link.resume_input(now()) {
+                return None;
             }
         }
     }
@@ -168,25 +206,44 @@ impl Driver {
                 }
             }
             SessionEvent::Request { route, id, payload } => {
-                if let Some(port) = port {
-                    let answer = port.handle_request(&self.peer, &route, payload);
-                    let commands = self.commands_tx.clone();
-                    // Answered in its own task: a slow handler must not stall the link.
-                    self.inner.tracker.spawn(async move {
-                        let result = answer.await;
-                        let _ = commands
-                            .send(Command::Respond {
-                                route,
-                                to: id,
-                                result,
-                            })
-                            .await;
-                    });
-                }
+                let Some(port) = port else { return };
+                // At most `budget.requests` of this peer's requests are served at once; more
+                // are answered `Busy` without running anything.
+                let Ok(permit) = self.serving.clone().try_acquire_owned() else {
+                    lock(&self.inner.stats)
+                        .over_budget
+                        .add(BudgetKind::Requests);
+                    let busy = CallError::Busy(format!(
+                        "{} requests of this peer are being served ({})",
+                        self.inner.config.session.budget.requests,
+                        BudgetKind::Requests
+                    ));
+                    let refused =
+                        self.link
+                            .handle_respond(&route, id, Err(response_error(busy)), now());
+                    if let Err(e) = refused {
+                        tracing::debug!(peer = %self.peer, %route, error = %e, "busy answer not sent");
+                    }
+                    return;
+                };
+                let answer = port.handle_request(&self.peer, &route, payload);
+                let commands = self.commands_tx.clone();
+                // Answered in its own task: a slow handler must not stall the link.
+                self.inner.tracker.spawn(async move {
+                    let result = answer.await;
+                    drop(permit);
+                    let _ = commands
+                        .send(Command::Respond {
+                            route,
+                            to: id,
+                            result,
+                        })
+                        .await;
+                });
             }
             SessionEvent::Response { id, result } => {
                 if let Some(reply) = self.pending.remove(&id) {
-                    let _ = reply.send(result.map_err(|e| CallError::Handler(e.message)));
+                    let _ = reply.send(result.map_err(call_error));
                 }
             }
             SessionEvent::Settled { route, count } => self.credits.give_back(&route, count),
@@ -227,10 +284,15 @@ impl Driver {
                 _ if decrypt => stats.decrypt_failures += 1,
                 LinkFailure::Signature(_) => stats.signature_failures += 1,
                 LinkFailure::Decode(_) | LinkFailure::Protocol(_) => stats.bad_frames += 1,
+                LinkFailure::OverBudget { budget, .. } => stats.over_budget.add(*budget),
                 _ => {}
             }
             drop(stats);
-            tracing::debug!(peer = %self.peer, %failure, "connection lost");
+            if matches!(failure, LinkFailure::OverBudget { .. }) {
+                tracing::warn!(peer = %self.peer, %failure, "peer over budget; connection closed");
+            } else {
+                tracing::debug!(peer = %self.peer, %failure, "connection lost");
+            }
         }
         if let Some(io) = self.io.take()
             && let Some(done) = io.done

@@ -74,6 +74,8 @@ struct Driver {
     draining: HashMap<Route, Arc<dyn PayloadSink>>,
     /// Credits of messages inside the link.
     credits: Credits,
+    /// Permits for the peer's requests served at once (`budget.requests`).
+    serving: Arc<tokio::sync::Semaphore>,
     /// Requests sent to the peer, waiting for their answers.
     pending: HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>,
     next_id: u64,
@@ -101,6 +103,7 @@ pub(crate) async fn link_task(
     let (commands_tx, commands) = mpsc::channel(LINK_COMMANDS);
     let config = &inner.config;
     let session = Session::new(config.session.clone(), inner.keypair.clone(), inner.epoch);
+    let serving = Arc::new(tokio::sync::Semaphore::new(config.session.budget.requests));
     let link = Link::new(
         inner.keypair.peer_id(),
         peer,
@@ -122,6 +125,7 @@ pub(crate) async fn link_task(
         fan_ins: HashMap::new(),
         draining: HashMap::new(),
         credits: Credits::default(),
+        serving,
         pending: HashMap::new(),
         next_id: 0,
         flushes: HashMap::new(),

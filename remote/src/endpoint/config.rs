@@ -236,6 +236,10 @@ impl RemoteConfig {
                     let key = format!("acl[{index}].subscribe");
                     out_rule = out_rule.subscribe(text.parse().map_err(|e| bad(&key, text, &e))?);
                 }
+                for text in &rule.call {
+                    let key = format!("acl[{index}].call");
+                    out_rule = out_rule.call(text.parse().map_err(|e| bad(&key, text, &e))?);
+                }
                 rules.push(out_rule);
             }
             session.acl = Acl::from_rules(rules);

@@ -50,8 +50,8 @@ use dndm_codec::{
     verify_batch,
 };
 use dndm_core::{
-    IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern, ServiceAd,
-    Undelivered,
+    BudgetKind, IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern,
+    ServiceAd, Undelivered,
 };
 
 use crate::noise;
@@ -70,6 +70,9 @@ use send::{intent_decl, interest_decl, service_decls};
 /// Sequence numbers a peer may use: one per message, so 2^62 is beyond any session's life,
 /// and arithmetic on them never overflows.
 const MAX_SEQ: u64 = 1 << 62;
+/// Ids one route may be declared under at once: the current one and a few whose withdrawal
+/// is on its way.
+const MAX_IDS_PER_ROUTE: usize = 8;
 /// Early batches kept per session on lossy transports while waiting for a gap to fill.
 const MAX_EARLY_BATCHES: usize = 256;
 
@@ -160,12 +163,110 @@ impl LocalRoutes {
 /// responses name the service by that id, with their correlation saying which they are.
 pub(crate) const SERVICE_ID_BASE: u32 = 1 << 31;
 
-/// The peer's route declarations, by its ids.
+/// The peer's route declarations, by its ids. A route may be declared under several ids at
+/// once (re-declared with other options while its withdrawal is still on its way); the last
+/// declared is current, and the route is withdrawn when its last id goes.
 #[derive(Debug, Default, Clone)]
 struct PeerRoutes {
     intents: HashMap<u32, IntentAd>,
+    intent_ids: HashMap<Route, Vec<u32>>,
     interests: HashMap<u32, InterestAd>,
+    interest_ids: HashMap<RoutePattern, Vec<u32>>,
     services: HashMap<u32, ServiceAd>,
+}
+
+/// What a declaration change did to the routes the router sees.
+#[derive(Debug, PartialEq, Eq)]
+enum Change<T> {
+    Nothing,
+    Added(T),
+    Removed(T),
+    /// The current declaration of a route changed from the first to the second.
+    Replaced(T, T),
+}
+
+impl PeerRoutes {
+    /// Declarations held, as counted against [`BudgetConfig::routes`](dndm_core::BudgetConfig).
+    fn len(&self) -> usize {
+        self.intents.len() + self.interests.len() + self.services.len()
+    }
+
+    /// The intent currently declared on `route`, if any.
+    fn intent(&self, route: &Route) -> Option<&IntentAd> {
+        self.intents.get(self.intent_ids.get(route)?.last()?)
+    }
+
+    /// The interest currently declared with `pattern`, if any.
+    fn interest(&self, pattern: &RoutePattern) -> Option<&InterestAd> {
+        self.interests.get(self.interest_ids.get(pattern)?.last()?)
+    }
+}
+
+/// Declares `ad` under `id` in `ads` (by id) and `ids` (by key); returns the changes to the
+/// routes the router sees, in order (an id declared again first withdraws what it named).
+fn declare<K, T>(
+    ads: &mut HashMap<u32, T>,
+    ids: &mut HashMap<K, Vec<u32>>,
+    key: impl Fn(&T) -> &K,
+    id: u32,
+    ad: T,
+) -> Result<[Change<T>; 2], LinkFailure>
+where
+    K: std::hash::Hash + Eq + Clone + std::fmt::Display,
+    T: Clone + PartialEq,
+{
+    if ads.get(&id) == Some(&ad) {
+        return Ok([Change::Nothing, Change::Nothing]);
+    }
+    if ids
+        .get(key(&ad))
+        .is_some_and(|list| list.len() >= MAX_IDS_PER_ROUTE)
+    {
+        return Err(LinkFailure::Protocol(format!(
+            "{} declared under more than {MAX_IDS_PER_ROUTE} ids",
+            key(&ad)
+        )));
+    }
+    let first = withdraw(ads, ids, &key, id);
+    let list = ids.entry(key(&ad).clone()).or_default();
+    let current = list.last().and_then(|id| ads.get(id)).cloned();
+    list.push(id);
+    ads.insert(id, ad.clone());
+    let second = match current {
+        None => Change::Added(ad),
+        Some(current) if current == ad => Change::Nothing,
+        Some(current) => Change::Replaced(current, ad),
+    };
+    Ok([first, second])
+}
+
+/// Withdraws the declaration `id`; returns the change to the routes the router sees.
+fn withdraw<K, T>(
+    ads: &mut HashMap<u32, T>,
+    ids: &mut HashMap<K, Vec<u32>>,
+    key: impl Fn(&T) -> &K,
+    id: u32,
+) -> Change<T>
+where
+    K: std::hash::Hash + Eq + Clone,
+    T: Clone + PartialEq,
+{
+    let Some(ad) = ads.remove(&id) else {
+        return Change::Nothing;
+    };
+    let Some(list) = ids.get_mut(key(&ad)) else {
+        return Change::Removed(ad);
+    };
+    let was_current = list.last() == Some(&id);
+    list.retain(|&other| other != id);
+    match list.last().and_then(|id| ads.get(id)) {
+        None => {
+            ids.remove(key(&ad));
+            Change::Removed(ad)
+        }
+        Some(next) if was_current && *next != ad => Change::Replaced(ad, next.clone()),
+        Some(_) => Change::Nothing,
+    }
 }
 
 /// One logical link to one peer. See the module docs for the protocol and call order.
@@ -592,6 +693,11 @@ impl Session {
         Some(frame)
     }
 
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -637,24 +743,15 @@ impl Session {
 
     /// The routes the peer publishes on (as it last declared them), sorted.
     pub fn peer_intents(&self) -> Vec<Route> {
-        let mut routes: Vec<Route> = self
-            .peer_routes
-            .intents
-            .values()
-            .map(|ad| ad.route.clone())
-            .collect();
+        let mut routes: Vec<Route> = self.peer_routes.intent_ids.keys().cloned().collect();
         routes.sort();
         routes
     }
 
     /// The patterns the peer subscribes to (as it last declared them), sorted by text.
     pub fn peer_interests(&self) -> Vec<RoutePattern> {
-        let mut patterns: Vec<RoutePattern> = self
-            .peer_routes
-            .interests
-            .values()
-            .map(|ad| ad.pattern.clone())
-            .collect();
+        let mut patterns: Vec<RoutePattern> =
+            self.peer_routes.interest_ids.keys().cloned().collect();
         patterns.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         patterns
     }

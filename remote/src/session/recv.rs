@@ -160,7 +160,8 @@ impl Session {
             node_name: hello.node_name,
             resumed,
         });
-        // Resync the peer's routes: withdraw what is gone, declare what is new.
+        // Resync the peer's routes: withdraw what is gone, declare what is new. Lookups by
+        // route, so a hello of n routes costs O(n) however it differs from the last one.
         let mut next = PeerRoutes::default();
         let (service_intents, intents): (Vec<_>, Vec<_>) = hello
             .intents
@@ -170,17 +171,36 @@ impl Session {
             .interests
             .into_iter()
             .partition(|d| d.id >= SERVICE_ID_BASE);
+        next.services = pair_services(&service_intents, &service_interests)?;
         for decl in intents {
             if let Some(ad) = intent_ad(&decl) {
-                next.intents.insert(decl.id, ad);
+                let [replaced, _] = declare(
+                    &mut next.intents,
+                    &mut next.intent_ids,
+                    |ad| &ad.route,
+                    decl.id,
+                    ad,
+                )?;
+                if replaced != Change::Nothing {
+                    return Err(duplicate_id(decl.id));
+                }
             }
         }
         for decl in interests {
             if let Some(ad) = interest_ad(&decl) {
-                next.interests.insert(decl.id, ad);
+                let [replaced, _] = declare(
+                    &mut next.interests,
+                    &mut next.interest_ids,
+                    |ad| &ad.pattern,
+                    decl.id,
+                    ad,
+                )?;
+                if replaced != Change::Nothing {
+                    return Err(duplicate_id(decl.id));
+                }
             }
         }
-        next.services = pair_services(&service_intents, &service_interests)?;
+        self.check_routes(next.len())?;
         let previous = std::mem::take(&mut self.peer_routes);
         for (id, ad) in &previous.services {
             if next.services.get(id) != Some(ad) {
@@ -193,38 +213,35 @@ impl Session {
                 self.events.push_back(Event::PeerServiceAdded(ad.clone()));
             }
         }
-        for ad in previous
-            .intents
-            .values()
-            .filter(|ad| !next.intents.values().any(|n| n == *ad))
-        {
-            self.events
-                .push_back(Event::PeerIntentRemoved(ad.route.clone()));
+        for route in previous.intent_ids.keys() {
+            if next.intent(route) != previous.intent(route) {
+                self.events
+                    .push_back(Event::PeerIntentRemoved(route.clone()));
+            }
         }
-        for ad in previous
-            .interests
-            .values()
-            .filter(|ad| !next.interests.values().any(|n| n == *ad))
-        {
-            self.events
-                .push_back(Event::PeerInterestRemoved(ad.pattern.clone()));
+        for pattern in previous.interest_ids.keys() {
+            if next.interest(pattern) != previous.interest(pattern) {
+                self.events
+                    .push_back(Event::PeerInterestRemoved(pattern.clone()));
+            }
         }
-        for ad in next
-            .intents
-            .values()
-            .filter(|ad| !previous.intents.values().any(|p| p == *ad))
-        {
-            self.events.push_back(Event::PeerIntentAdded(ad.clone()));
+        for route in next.intent_ids.keys() {
+            if let Some(ad) = next.intent(route)
+                && previous.intent(route) != Some(ad)
+            {
+                self.events.push_back(Event::PeerIntentAdded(ad.clone()));
+            }
         }
-        for ad in next
-            .interests
-            .values()
-            .filter(|ad| !previous.interests.values().any(|p| p == *ad))
-        {
-            self.events.push_back(Event::PeerInterestAdded(ad.clone()));
+        for pattern in next.interest_ids.keys() {
+            if let Some(ad) = next.interest(pattern)
+                && previous.interest(pattern) != Some(ad)
+            {
+                self.events.push_back(Event::PeerInterestAdded(ad.clone()));
+            }
         }
         self.peer_routes = next;
         self.reannounce_pauses(!resumed, now);
+        self.announce_after_hello(now);
         Ok(())
     }
 
@@ -261,32 +278,94 @@ impl Session {
                 .partition(|d| d.id >= SERVICE_ID_BASE);
         advert.intents_added = intents_added;
         advert.interests_added = interests_added;
+        let routes = &mut self.peer_routes;
+        for id in advert.intents_removed {
+            let change = withdraw(
+                &mut routes.intents,
+                &mut routes.intent_ids,
+                |ad| &ad.route,
+                id,
+            );
+            self.events.extend(intent_events(change));
+        }
+        for id in advert.interests_removed {
+            let change = withdraw(
+                &mut routes.interests,
+                &mut routes.interest_ids,
+                |ad| &ad.pattern,
+                id,
+            );
+            self.events.extend(interest_events(change));
+        }
+        // Each declaration is counted before it is applied: the peer's total never exceeds the
+        // budget, whatever sequence of adverts it sends.
         for (id, ad) in pair_services(&service_intents, &service_interests)? {
+            if let Some(old) = self.peer_routes.services.remove(&id) {
+                self.events.push_back(Event::PeerServiceRemoved(old.route));
+            }
+            self.check_routes(self.peer_routes.len() + 1)?;
             self.peer_routes.services.insert(id, ad.clone());
             self.events.push_back(Event::PeerServiceAdded(ad));
         }
-        for id in advert.intents_removed {
-            if let Some(ad) = self.peer_routes.intents.remove(&id) {
-                self.events.push_back(Event::PeerIntentRemoved(ad.route));
-            }
-        }
-        for id in advert.interests_removed {
-            if let Some(ad) = self.peer_routes.interests.remove(&id) {
-                self.events
-                    .push_back(Event::PeerInterestRemoved(ad.pattern));
-            }
-        }
         for decl in advert.intents_added {
-            if let Some(ad) = intent_ad(&decl) {
-                self.peer_routes.intents.insert(decl.id, ad.clone());
-                self.events.push_back(Event::PeerIntentAdded(ad));
-            }
+            let Some(ad) = intent_ad(&decl) else { continue };
+            let grows = !self.peer_routes.intents.contains_key(&decl.id);
+            self.check_routes(self.peer_routes.len() + usize::from(grows))?;
+            let routes = &mut self.peer_routes;
+            let changes = declare(
+                &mut routes.intents,
+                &mut routes.intent_ids,
+                |ad| &ad.route,
+                decl.id,
+                ad,
+            )?;
+            self.events
+                .extend(changes.into_iter().flat_map(intent_events));
         }
         for decl in advert.interests_added {
-            if let Some(ad) = interest_ad(&decl) {
-                self.peer_routes.interests.insert(decl.id, ad.clone());
-                self.events.push_back(Event::PeerInterestAdded(ad));
-            }
+            let Some(ad) = interest_ad(&decl) else {
+                continue;
+            };
+            let grows = !self.peer_routes.interests.contains_key(&decl.id);
+            self.check_routes(self.peer_routes.len() + usize::from(grows))?;
+            let routes = &mut self.peer_routes;
+            let changes = declare(
+                &mut routes.interests,
+                &mut routes.interest_ids,
+                |ad| &ad.pattern,
+                decl.id,
+                ad,
+            )?;
+            self.events
+                .extend(changes.into_iter().flat_map(interest_events));
+        }
+        Ok(())
+    }
+
+    /// Answers a request the ACL does not allow with an error, and counts it.
+    fn refuse_call(&mut self, route_id: u32, id: u64) {
+        self.stats.acl_denials += 1;
+        let error = ResponseError {
+            code: ResponseError::DENIED,
+            message: "this peer may not call the service".into(),
+        };
+        let answer = Correlation::Response {
+            to: id,
+            error: Some(error),
+        };
+        // A full queue drops the refusal: the caller's own timeout answers it.
+        let _ = self.enqueue(route_id, true, answer, Bytes::new());
+    }
+
+    /// Fails the connection when the peer would have more than `budget.routes` declared.
+    fn check_routes(&self, count: usize) -> Result<(), LinkFailure> {
+        let limit = self.config.budget.routes;
+        if count > limit {
+            return Err(LinkFailure::OverBudget {
+                budget: BudgetKind::Routes,
+                limit,
+                what: format!("declared {count} routes"),
+            });
         }
         Ok(())
     }
@@ -401,20 +480,30 @@ impl Session {
             match message.correlation {
                 // A request names one of our services; a response, the service it answers.
                 Correlation::Request { id } => match self.local.services.get(&message.route_id) {
-                    Some(ad) => self.events.push_back(Event::Request {
-                        route: ad.route.clone(),
-                        id,
-                        payload: message.payload,
-                    }),
+                    Some(ad) if self.may_call_ours(&ad.route) => {
+                        self.events.push_back(Event::Request {
+                            route: ad.route.clone(),
+                            id,
+                            payload: message.payload,
+                        })
+                    }
+                    Some(_) => self.refuse_call(message.route_id, id),
                     None => self.stats.unknown_routes += 1,
                 },
-                Correlation::Response { to, error } => self.events.push_back(Event::Response {
-                    id: to,
-                    result: match error {
-                        None => Ok(message.payload),
-                        Some(error) => Err(error),
-                    },
-                }),
+                // Only the answer to a service we could have called: no other route id carries
+                // a response.
+                Correlation::Response { to, error }
+                    if self.peer_routes.services.contains_key(&message.route_id) =>
+                {
+                    self.events.push_back(Event::Response {
+                        id: to,
+                        result: match error {
+                            None => Ok(message.payload),
+                            Some(error) => Err(error),
+                        },
+                    });
+                }
+                Correlation::Response { .. } => self.stats.unknown_routes += 1,
                 correlation => match self.peer_routes.intents.get(&message.route_id) {
                     Some(ad) => self.events.push_back(Event::Message {
                         route: ad.route.clone(),
@@ -467,6 +556,37 @@ impl Session {
     }
 }
 
+/// The events of a change to the peer's intents.
+fn intent_events(change: Change<IntentAd>) -> Vec<Event> {
+    match change {
+        Change::Nothing => vec![],
+        Change::Added(ad) => vec![Event::PeerIntentAdded(ad)],
+        Change::Removed(ad) => vec![Event::PeerIntentRemoved(ad.route)],
+        Change::Replaced(old, new) => vec![
+            Event::PeerIntentRemoved(old.route),
+            Event::PeerIntentAdded(new),
+        ],
+    }
+}
+
+/// The events of a change to the peer's interests.
+fn interest_events(change: Change<InterestAd>) -> Vec<Event> {
+    match change {
+        Change::Nothing => vec![],
+        Change::Added(ad) => vec![Event::PeerInterestAdded(ad)],
+        Change::Removed(ad) => vec![Event::PeerInterestRemoved(ad.pattern)],
+        Change::Replaced(old, new) => vec![
+            Event::PeerInterestRemoved(old.pattern),
+            Event::PeerInterestAdded(new),
+        ],
+    }
+}
+
+/// A hello that declares one id twice.
+fn duplicate_id(id: u32) -> LinkFailure {
+    LinkFailure::Protocol(format!("id {id} declared twice in one hello"))
+}
+
 /// A peer's intent as an advert; hashed routes are not linked yet (`None`).
 pub(super) fn intent_ad(decl: &IntentDecl) -> Option<IntentAd> {
     match &decl.route {
@@ -494,17 +614,17 @@ pub(super) fn pair_services(
     intents: &[IntentDecl],
     interests: &[InterestDecl],
 ) -> Result<HashMap<u32, ServiceAd>, LinkFailure> {
+    let halves: HashMap<u32, &IntentDecl> = intents.iter().map(|i| (i.id, i)).collect();
     let mut services = HashMap::new();
+    let mut paired = 0;
     for interest in interests {
-        let intent = intents
-            .iter()
-            .find(|i| i.id == interest.id)
-            .ok_or_else(|| {
-                LinkFailure::Protocol(format!(
-                    "service {} declared without its response route",
-                    interest.id
-                ))
-            })?;
+        let intent = halves.get(&interest.id).ok_or_else(|| {
+            LinkFailure::Protocol(format!(
+                "service {} declared without its response route",
+                interest.id
+            ))
+        })?;
+        paired += 1;
         let (DeclPattern::Plain(pattern), DeclRoute::Plain(response_route)) =
             (&interest.pattern, &intent.route)
         else {
@@ -526,13 +646,14 @@ pub(super) fn pair_services(
             },
         );
     }
-    if let Some(intent) = intents
-        .iter()
-        .find(|i| !services.contains_key(&i.id) && !interests.iter().any(|n| n.id == i.id))
-    {
+    if paired != halves.len() || halves.len() != intents.len() {
+        let ids: HashSet<u32> = interests.iter().map(|i| i.id).collect();
+        let id = intents
+            .iter()
+            .find(|i| !ids.contains(&i.id))
+            .map_or(0, |i| i.id);
         return Err(LinkFailure::Protocol(format!(
-            "service {} declared without its request route",
-            intent.id
+            "service {id} declared without its request route (or twice)"
         )));
     }
     Ok(services)

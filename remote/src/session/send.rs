@@ -42,11 +42,13 @@ impl Session {
                 .local
                 .intents
                 .iter()
+                .filter(|(_, ad)| self.may_see(&ad.route))
                 .map(|(&id, ad)| intent_decl(id, ad))
                 .chain(
                     self.local
                         .services
                         .iter()
+                        .filter(|(_, ad)| self.may_call_ours(&ad.route))
                         .map(|(&id, ad)| service_decls(id, ad).0),
                 )
                 .collect(),
@@ -54,11 +56,13 @@ impl Session {
                 .local
                 .interests
                 .iter()
+                .filter(|(_, ad)| self.may_feed(&ad.pattern))
                 .map(|(&id, ad)| interest_decl(id, ad))
                 .chain(
                     self.local
                         .services
                         .iter()
+                        .filter(|(_, ad)| self.may_call_ours(&ad.route))
                         .map(|(&id, ad)| service_decls(id, ad).1),
                 )
                 .collect(),
@@ -85,12 +89,94 @@ impl Session {
         }
     }
 
-    pub(super) fn advertise(&mut self, advert: Advert, now: Instant) {
+    pub(super) fn advertise(&mut self, mut advert: Advert, now: Instant) {
         // Our hello goes out as soon as a connection is up; any change after that travels as an
         // advert behind it (without a connection, the next hello carries the full set).
-        if self.conn.is_some() {
+        if self.conn.is_none() {
+            return;
+        }
+        // The peer learns only what its ACL lets it use; withdrawals of what it never saw name
+        // ids only, and it ignores them.
+        if !self.config.acl.is_allow_all() {
+            advert.intents_added.retain(|decl| match &decl.route {
+                DeclRoute::Plain(_) if decl.id >= SERVICE_ID_BASE => self
+                    .local
+                    .services
+                    .get(&decl.id)
+                    .is_some_and(|ad| self.may_call_ours(&ad.route)),
+                DeclRoute::Plain(route) => self.may_see(route),
+                DeclRoute::Hashed(_) => false,
+            });
+            advert.interests_added.retain(|decl| match &decl.pattern {
+                DeclPattern::Plain(_) if decl.id >= SERVICE_ID_BASE => self
+                    .local
+                    .services
+                    .get(&decl.id)
+                    .is_some_and(|ad| self.may_call_ours(&ad.route)),
+                DeclPattern::Plain(pattern) => self.may_feed(pattern),
+                DeclPattern::Hashed(_) => false,
+            });
+            if advert == Advert::default() {
+                return;
+            }
+        }
+        self.queue_frame(&Frame::Advert(advert), now);
+    }
+
+    /// Declares our routes in an advert when the ACL restricts what the peer may learn and our
+    /// hello went out before we knew who the peer is (it declared nothing then).
+    pub(super) fn announce_after_hello(&mut self, now: Instant) {
+        let blind = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.info.expected_peer.is_none());
+        if self.config.acl.is_allow_all() || !blind {
+            return;
+        }
+        let hello = self.hello();
+        let advert = Advert {
+            intents_added: hello.intents,
+            interests_added: hello.interests,
+            ..Advert::default()
+        };
+        if advert != Advert::default() {
             self.queue_frame(&Frame::Advert(advert), now);
         }
+    }
+
+    /// The peer of the current connection, as far as known before its hello.
+    fn connection_peer(&self) -> Option<PeerId> {
+        self.conn
+            .as_ref()
+            .and_then(|c| c.info.expected_peer)
+            .or(self.peer)
+    }
+
+    /// Whether the ACL lets the peer learn of our intent on `route` (it may subscribe to it).
+    fn may_see(&self, route: &Route) -> bool {
+        let acl = &self.config.acl;
+        acl.is_allow_all()
+            || self
+                .connection_peer()
+                .is_some_and(|p| acl.may_see(&p, route))
+    }
+
+    /// Whether the ACL lets the peer learn of our interest `pattern` (it may publish to it).
+    fn may_feed(&self, pattern: &RoutePattern) -> bool {
+        let acl = &self.config.acl;
+        acl.is_allow_all()
+            || self
+                .connection_peer()
+                .is_some_and(|p| acl.may_feed(&p, pattern))
+    }
+
+    /// Whether the ACL lets the peer call our service on `route`.
+    pub(super) fn may_call_ours(&self, route: &Route) -> bool {
+        let acl = &self.config.acl;
+        acl.is_allow_all()
+            || self
+                .connection_peer()
+                .is_some_and(|p| acl.may_call(&p, route))
     }
 
     /// Tells the peer of withdrawn intents that no queued or unacknowledged message uses.
