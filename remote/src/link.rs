@@ -651,8 +651,9 @@ impl Link {
     }
 }
 
-/// The session id of a connection without Noise: the same on both sides, bound to the peers.
-fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
+/// The session id of a connection without Noise ([`Secure::plain`]): the same on both sides,
+/// bound to the two peers. Batches on such a connection are signed under it.
+pub fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
     let (low, high) = if a < b { (a, b) } else { (b, a) };
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"dndm/plain-session/v1\0");

@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dndm_codec::{
-    Advert, DeclPattern, DeclRoute, Encoder, Frame, IntentDecl, InterestDecl, Limits,
+    Advert, Batch, BatchMessage, BatchOptions, Correlation, DeclPattern, DeclRoute, Decoder,
+    Encoder, Frame, IntentDecl, InterestDecl, Limits, ResponseError,
 };
-use dndm_core::{Fingerprint, IntentAd, InterestAd, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, IntentAd, InterestAd, Qos, Route, RoutePattern, ServiceAd};
 use dndm_remote::acl::{Acl, AclRule};
 use dndm_remote::session::{Event, LinkFailure, Session, SessionConfig, SessionStats};
 use support::{conn, events, keypair, messages, peer, shuttle};
@@ -438,4 +439,75 @@ fn peer_scoped_rules_apply_only_to_their_peers() {
         the_denial(&mut b, now, SessionStats::default()),
         denied(C_SEED, "subscribe to test.Reading@robot.imu")
     );
+}
+
+#[test]
+fn a_peer_allowed_nothing_learns_nothing_and_its_calls_are_denied() {
+    let now = Instant::now();
+    let mut b = session(
+        B_SEED,
+        Acl::deny_all(),
+        &["test.Reading@vault.keys"],
+        &["test.Reading@vault.**"],
+        now,
+    );
+    b.add_local_service(
+        ServiceAd {
+            route: route("test.Req@admin.reboot"),
+            request_fingerprint: Fingerprint::of_name("test.Req"),
+            response_route: route("test.Resp@admin.reboot"),
+            response_fingerprint: Fingerprint::of_name("test.Resp"),
+        },
+        now,
+    );
+    let mut a = session(A_SEED, Acl::allow_all(), &[], &[], now);
+    connect(&mut a, &mut b, now, 1);
+    assert!(a.is_open() && b.is_open());
+    assert!(a.peer_intents().is_empty() && a.peer_interests().is_empty());
+    assert!(
+        !events(&mut a).iter().any(|e| matches!(
+            e,
+            Event::PeerIntentAdded(_) | Event::PeerInterestAdded(_) | Event::PeerServiceAdded(_)
+        )),
+        "A was told nothing"
+    );
+    events(&mut b);
+
+    // A guesses the service's id (the first one) and calls it anyway.
+    let batch = Batch {
+        first_seq: 1,
+        last_seq: 1,
+        messages: vec![BatchMessage {
+            route_id: (1 << 31) | 1,
+            seq: Some(1),
+            correlation: Correlation::Request { id: 9 },
+            payload: Bytes::from_static(b"please"),
+        }],
+    };
+    let key = keypair(A_SEED);
+    let session_id = conn(1).session_id;
+    let frame = Encoder::new(Limits::default())
+        .encode_batch(&batch, &BatchOptions::new().sign(&key, &session_id))
+        .unwrap();
+    b.handle_frame(now, frame);
+    assert!(
+        !events(&mut b)
+            .iter()
+            .any(|e| matches!(e, Event::Request { .. })),
+        "the ACL is not bypassed"
+    );
+    assert_eq!(b.stats().acl_denials, 1);
+    // B answers with a typed refusal.
+    let mut decoder = Decoder::new(Limits::default());
+    let denial = std::iter::from_fn(|| b.poll_transmit(now))
+        .filter_map(|bytes| match decoder.decode(&bytes).unwrap() {
+            Frame::Batch(batch) => Some(batch.messages),
+            _ => None,
+        })
+        .flatten()
+        .find_map(|m| match m.correlation {
+            Correlation::Response { to: 9, error } => error,
+            _ => None,
+        });
+    assert_eq!(denial.map(|e| e.code), Some(ResponseError::DENIED));
 }

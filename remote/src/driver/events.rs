@@ -80,6 +80,10 @@ impl Driver {
             self.check_held(t);
         }
         self.report();
+        if routes_changed {
+            // Watchers of `links()` see the peer's new route set.
+            self.inner.link_state.send_modify(|v| *v += 1);
+        }
         // Answered after the report: whoever a flush wakes sees `links()` up to date.
         for id in flushed {
             if let Some(done) = self.flushes.remove(&id) {
