@@ -5,11 +5,16 @@ use super::*;
 impl Session {
     pub(super) fn process(&mut self, now: Instant, bytes: &Bytes) -> Result<(), LinkFailure> {
         let open = self.conn.as_ref().is_some_and(|c| c.open);
+        let kind = FrameHeader::parse(bytes, &self.config.limits)
+            .map_err(|e| LinkFailure::Decode(e.to_string()))?
+            .kind();
+        // Nothing but the hello is decoded (let alone decompressed) before the hello.
+        if !open && kind != FrameKind::Hello {
+            return Err(LinkFailure::Protocol("a frame before the hello".into()));
+        }
         // Verify a batch's signature before decompressing anything the peer sent.
-        if open
-            && self.config.sign_batches
-            && FrameHeader::parse(bytes, &self.config.limits)
-                .is_ok_and(|h| h.kind() == FrameKind::Batch)
+        if self.config.sign_batches
+            && kind == FrameKind::Batch
             && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
         {
             verify_batch(bytes, &conn.info.session_id, key)
@@ -435,8 +440,12 @@ impl Session {
                     self.expected
                 )));
             }
-            // Lossy transport: keep a bounded number of early batches until the gap fills.
-            if self.early.len() < MAX_EARLY_BATCHES {
+            // Lossy transport: keep a bounded number of early batches, bounded in bytes by the
+            // decoded budget, until the gap fills.
+            let held: usize = self.early.values().map(batch_bytes).sum();
+            if self.early.len() < MAX_EARLY_BATCHES
+                && held + batch_bytes(&batch) <= self.config.budget.decoded_bytes
+            {
                 self.early.insert(first, batch);
             }
             return Ok(());
@@ -554,6 +563,11 @@ impl Session {
         self.settle(acked);
         progressed
     }
+}
+
+/// Payload bytes of a batch.
+fn batch_bytes(batch: &Batch) -> usize {
+    batch.messages.iter().map(|m| m.payload.len()).sum()
 }
 
 /// The events of a change to the peer's intents.
