@@ -271,6 +271,7 @@ fn a_zstd_bomb_keeps_at_most_the_decoded_budget_alive() {
     config.budget.decoded_bytes = 16 << 30;
     let (_a, mut b) = pair_with(now, link_with(B, A, config));
     let (unbounded, _) = feed(&mut b, &bombs(64, len), now);
+    println!("zstd bomb without the decoded budget: {unbounded:?}");
     assert!(
         unbounded.peak > fixed() + PER_INPUT_BYTE * unbounded.input,
         "{unbounded:?}"
