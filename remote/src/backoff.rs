@@ -180,10 +180,7 @@ impl AcceptBackoff {
             return AcceptAction::Retry;
         }
         let doublings = u32::try_from(self.errors.min(31)).unwrap_or(31);
-        let delay = self
-            .initial
-            .saturating_mul(1u32 << doublings)
-            .min(self.max);
+        let delay = self.initial.saturating_mul(1u32 << doublings).min(self.max);
         self.errors = self.errors.saturating_add(1);
         AcceptAction::Pause {
             delay,
@@ -318,7 +315,11 @@ mod tests {
             .iter()
             .map(|a| matches!(a, AcceptAction::Pause { first: true, .. }))
             .collect();
-        assert_eq!(firsts, [true, false, false, false, false, false], "one log line");
+        assert_eq!(
+            firsts,
+            [true, false, false, false, false, false],
+            "one log line"
+        );
         assert_eq!(backoff.handle_accept(), Some(6));
         assert_eq!(backoff.handle_accept(), None);
         // A new episode starts from the first pause and is logged again.

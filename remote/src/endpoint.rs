@@ -251,7 +251,9 @@ enum HandshakeError {
     NotAllowed(PeerId),
     #[error("dialed {expected} but the node there is {actual}")]
     UnexpectedPeer { expected: PeerId, actual: PeerId },
-    #[error("{waiting} connections of peer {peer} already wait for its link (remote.budget.connections_per_peer)")]
+    #[error(
+        "{waiting} connections of peer {peer} already wait for its link (remote.budget.connections_per_peer)"
+    )]
     Busy { peer: PeerId, waiting: usize },
     #[error("peer {peer} refused: {links} peers already have a link (remote.budget.links)")]
     TooManyLinks { peer: PeerId, links: usize },
@@ -271,11 +273,7 @@ impl RemoteEndpoint {
             reason: e.to_string(),
         })?;
         let binding = noise::sign_binding(&keypair, &static_key.public());
-        let handshakes = config
-            .session
-            .budget
-            .handshakes
-            .min(Semaphore::MAX_PERMITS);
+        let handshakes = config.session.budget.handshakes.min(Semaphore::MAX_PERMITS);
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
