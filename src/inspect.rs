@@ -1,5 +1,6 @@
 //! `dndm peers` and `dndm routes`: tables from a running node's `GET /snapshot`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -277,7 +278,7 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
         "refused matches: {} fingerprint, {} type",
         s.fingerprint_mismatches, s.type_mismatches
     );
-    if let Some(r) = s.remote {
+    if let Some(r) = &s.remote {
         let _ = writeln!(
             out,
             "remote links: {} handshake failures, {} link failures, {} dial failures, {} refused routes",
@@ -293,8 +294,9 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             "remote peers: {} undelivered messages, {} retired peers, {} flow overruns",
             r.undelivered, r.retired_peers, r.flow_overruns
         );
+        over_budget_line(&mut out, "remote", &r.over_budget);
     }
-    if let Some(m) = s.mesh {
+    if let Some(m) = &s.mesh {
         // No decrypt failures: libp2p decrypts mesh streams.
         let _ = writeln!(
             out,
@@ -306,11 +308,25 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             "mesh peers: {} undelivered messages, {} retired peers, {} flow overruns",
             m.undelivered, m.retired_peers, m.flow_overruns
         );
+        over_budget_line(&mut out, "mesh", &m.over_budget);
     }
     out
 }
 
 /// A left-aligned text table; `(none)` when there are no rows.
+/// One line naming the budgets `endpoint` saw crossed, if any (`remote over budget: handshakes
+/// 3, links 1`).
+fn over_budget_line(out: &mut String, endpoint: &str, counts: &BTreeMap<String, u64>) {
+    let crossed: Vec<String> = counts
+        .iter()
+        .filter(|&(_, &count)| count > 0)
+        .map(|(key, count)| format!("{key} {count}"))
+        .collect();
+    if !crossed.is_empty() {
+        let _ = writeln!(out, "{endpoint} over budget: {}", crossed.join(", "));
+    }
+}
+
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     if rows.is_empty() {
         return "  (none)\n".to_owned();

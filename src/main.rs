@@ -25,6 +25,7 @@ mod keygen;
 mod metrics;
 mod node;
 mod pubsub;
+mod terminal;
 
 /// Typed, decentralized publish/subscribe.
 #[derive(Debug, Parser)]

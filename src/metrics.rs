@@ -28,6 +28,7 @@
 //! | `dndm_signature_failures_total`, `dndm_bad_frames_total` | `endpoint` | connections closed for a bad signature, or for a frame that does not decode |
 //! | `dndm_decrypt_failures_total` | `endpoint` (`remote` only) | connections closed because a Noise transport message did not decrypt |
 //! | `dndm_endpoint_undelivered_total`, `dndm_retired_peers_total`, `dndm_flow_overruns_total` | `endpoint` | messages given up on all links (kept when links go), peers retired after their grace period, peer messages dropped past a pause |
+//! | `dndm_budget_exceeded_total` | `endpoint`, `budget` | times a peer or a connection crossed a `[remote.budget]` budget; `budget` is its key (`routes`, `handshakes`...; every budget has a sample, 0 included) |
 //! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
 //! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
 
@@ -35,6 +36,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
+use dndm::core::BudgetKind;
 use dndm::mesh::MeshEndpoint;
 use dndm::remote::endpoint::RemoteEndpoint;
 use dndm::{Origin, PeerId, Router, Snapshot, Undelivered};
@@ -212,7 +214,7 @@ pub(crate) struct PeerView {
 }
 
 /// Counters of a remote-link endpoint.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RemoteStatsView {
     pub(crate) handshake_failures: u64,
     pub(crate) link_failures: u64,
@@ -234,6 +236,10 @@ pub(crate) struct RemoteStatsView {
     /// Peer messages dropped because the peer kept sending on a route it was asked to pause.
     #[serde(default)]
     pub(crate) flow_overruns: u64,
+    /// Times each `[remote.budget]` budget was crossed, by its key (`routes`, `handshakes`...).
+    /// Missing (empty) in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) over_budget: BTreeMap<String, u64>,
 }
 
 impl From<dndm::remote::endpoint::RemoteStats> for RemoteStatsView {
@@ -249,6 +255,11 @@ impl From<dndm::remote::endpoint::RemoteStats> for RemoteStatsView {
             undelivered: stats.undelivered,
             retired_peers: stats.retired_peers,
             flow_overruns: stats.flow_overruns,
+            over_budget: stats
+                .over_budget
+                .iter()
+                .map(|(kind, count)| (kind.key().to_owned(), count))
+                .collect(),
         }
     }
 }
@@ -632,7 +643,8 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
     let mut decrypt_failures = BTreeMap::new();
     let (mut endpoint_undelivered, mut retired, mut overruns) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    if let Some(remote) = snapshot.remote {
+    let mut over_budget = BTreeMap::new();
+    if let Some(remote) = &snapshot.remote {
         // Remote links only: mesh streams have no dndm Noise layer (libp2p decrypts them, and
         // a libp2p decryption failure closes the libp2p connection without a dndm count).
         add(
@@ -641,7 +653,7 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
             remote.decrypt_failures,
         );
     }
-    for (kind, stats) in [("remote", snapshot.remote), ("mesh", snapshot.mesh)] {
+    for (kind, stats) in [("remote", &snapshot.remote), ("mesh", &snapshot.mesh)] {
         if let Some(stats) = stats {
             add(
                 &mut signature_failures,
@@ -657,6 +669,15 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
             add(&mut endpoint_undelivered, labels.clone(), stats.undelivered);
             add(&mut retired, labels.clone(), stats.retired_peers);
             add(&mut overruns, labels, stats.flow_overruns);
+            // Every budget has a sample, 0 included; a key an older node did not know reads 0.
+            for budget in BudgetKind::ALL {
+                let count = stats.over_budget.get(budget.key()).copied().unwrap_or(0);
+                let labels = vec![
+                    ("endpoint", kind.to_owned()),
+                    ("budget", budget.key().to_owned()),
+                ];
+                add(&mut over_budget, labels, count);
+            }
         }
     }
     scrape.counters(
@@ -685,14 +706,19 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         retired,
     );
     scrape.counters(
+        "dndm_budget_exceeded",
+        "Times a peer or a connection crossed a [remote.budget] budget (a link closed, a connection refused, a request answered Busy)",
+        over_budget,
+    );
+    scrape.counters(
         "dndm_flow_overruns",
         "Peer messages dropped because the peer kept sending on a route it was asked to pause",
         overruns,
     );
-    if let Some(remote) = snapshot.remote {
+    if let Some(remote) = &snapshot.remote {
         scrape.counter(
             "dndm_remote_handshake_failures",
-            "Remote-link connections refused before reaching a link: Noise handshake, identity preamble, allow-list, or too many waiting connections",
+            "Remote-link connections refused before reaching a link: Noise handshake, identity preamble, allow-list, or a connection budget",
             remote.handshake_failures,
         );
         scrape.counter(

@@ -21,6 +21,7 @@ use dndm::{
 use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
+use crate::terminal::escape_line;
 use crate::{config_error, signals};
 
 /// Lines read ahead of publishing.
@@ -101,7 +102,7 @@ pub(crate) struct SubArgs {
 pub(crate) trait Line: dndm::Message + Sized {
     /// The message for one input line (without its line ending).
     fn from_line(line: Vec<u8>) -> Result<Self, String>;
-    /// The bytes to print for the message (a newline follows).
+    /// The bytes to print for the message (escaped, then a newline).
     fn as_line(&self) -> &[u8];
 }
 
@@ -669,7 +670,8 @@ async fn subscribe<T: Line>(args: SubArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Prints each message of `interest` on its own line until `count` messages (or the interest
+/// Prints each message of `interest` on its own line, control characters escaped
+/// ([`escape_line`]), until `count` messages (or the interest
 /// closes, or stdout does); returns how many were printed.
 ///
 /// # Cancel safety
@@ -684,10 +686,8 @@ pub(crate) async fn print_messages<T: Line>(
             break;
         };
         let mut out = std::io::stdout().lock();
-        let written = out
-            .write_all(message.as_line())
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
+        // A peer chose these bytes: escaped, they cannot drive the terminal or forge lines.
+        let written = escape_line(&mut out, message.as_line()).and_then(|()| out.flush());
         if written.is_err() {
             // The reader went away (a closed pipe): nothing more to do.
             break;

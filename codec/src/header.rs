@@ -15,7 +15,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::DecodeError;
-use crate::limits::{LimitKind, Limits};
+use crate::limits::{LimitError, LimitKind, Limits};
 
 /// Length of the frame header in bytes.
 pub const HEADER_LEN: usize = 12;
@@ -166,12 +166,17 @@ impl FrameHeader {
             flags,
             body_len,
         };
-        Limits::check(
-            LimitKind::FrameLen,
-            "frame length",
-            header.frame_len(),
-            limits.max_frame_len(),
-        )?;
+        // In u64: a 4 GiB body length plus the header does not fit a 32-bit usize.
+        let frame_len = header.wire_len();
+        if frame_len > u64::from(limits.max_frame_len()) {
+            return Err(LimitError {
+                kind: LimitKind::FrameLen,
+                what: "frame length",
+                value: frame_len,
+                max: u64::from(limits.max_frame_len()),
+            }
+            .into());
+        }
         Ok(header)
     }
 
@@ -214,9 +219,16 @@ impl FrameHeader {
         self.body_len as usize
     }
 
-    /// Length of the whole frame, header included.
+    /// Length of the whole frame, header included. A parsed header's always fits a `usize`
+    /// (it is at most [`Limits::max_frame_len`]); a length that would not saturates to
+    /// `usize::MAX` instead of wrapping.
     pub fn frame_len(&self) -> usize {
-        HEADER_LEN + self.body_len as usize
+        usize::try_from(self.wire_len()).unwrap_or(usize::MAX)
+    }
+
+    /// Length of the whole frame, header included, in a type it always fits.
+    fn wire_len(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.body_len)
     }
 
     /// Whether the batch body is zstd-compressed.
@@ -293,6 +305,17 @@ mod tests {
             "frame length 4294967307 exceeds max_frame_len 4194304"
         );
         assert_eq!(buf.capacity(), cap, "no room reserved for the body");
+    }
+
+    #[test]
+    fn the_largest_body_length_neither_overflows_nor_wraps() {
+        // On a 32-bit target `12 + u32::MAX` does not fit a usize: it must not panic (debug)
+        // or wrap to a tiny frame (release).
+        let h = FrameHeader::new(FrameKind::Batch, 0, u32::MAX);
+        assert_eq!(h.wire_len(), 4_294_967_307);
+        let expected = usize::try_from(4_294_967_307u64).unwrap_or(usize::MAX);
+        assert_eq!(h.frame_len(), expected);
+        assert!(h.frame_len() >= h.body_len(), "never wraps below the body");
     }
 
     #[test]

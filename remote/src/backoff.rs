@@ -1,6 +1,7 @@
-//! Reconnect delays: exponential backoff with jitter, and a per-peer circuit breaker.
+//! Reconnect delays: exponential backoff with jitter, a per-peer circuit breaker, and the pause
+//! of an accept loop that runs out of resources.
 //!
-//! Both are plain state machines: time and randomness come in from the caller, so tests drive
+//! All are plain state machines: time and randomness come in from the caller, so tests drive
 //! them in virtual time with a seeded generator.
 
 use std::time::Duration;
@@ -124,6 +125,103 @@ impl CircuitBreaker {
     }
 }
 
+/// First pause of an accept loop after a resource error ([`AcceptBackoff`]).
+pub const ACCEPT_PAUSE_INITIAL: Duration = Duration::from_millis(100);
+/// Longest pause of an accept loop after resource errors ([`AcceptBackoff`]).
+pub const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// What an accept loop does after `accept` failed ([`AcceptBackoff::handle_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptAction {
+    /// The error concerned only the one connection (reset or aborted while queued): accept
+    /// again at once.
+    Retry,
+    /// The process or the system is out of a resource (`EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `ENOMEM`...): accepting again at once would fail again at once, for as long as a
+    /// connection waits in the backlog. Wait `delay`, then accept again.
+    Pause {
+        /// How long to wait.
+        delay: Duration,
+        /// Whether this error starts an episode: log it. Later errors of the same episode are
+        /// not worth a line each; [`AcceptBackoff::handle_accept`] ends the episode.
+        first: bool,
+    },
+}
+
+/// The pauses of an accept loop whose `accept` fails: a resource error (out of file
+/// descriptors, buffers or memory) pauses [`ACCEPT_PAUSE_INITIAL`], doubling up to
+/// [`ACCEPT_PAUSE_MAX`], until a connection is accepted again. Without it the loop would spin
+/// at full CPU and log a line per failure for as long as a connection waits in the backlog.
+///
+/// Call [`handle_error`](Self::handle_error) after each failed `accept` and do what it says;
+/// call [`handle_accept`](Self::handle_accept) after each accepted connection. No jitter: one
+/// loop has no one to spread out from.
+#[derive(Debug, Clone)]
+pub struct AcceptBackoff {
+    initial: Duration,
+    max: Duration,
+    /// Resource errors since the last accepted connection (the episode).
+    errors: u64,
+}
+
+impl AcceptBackoff {
+    /// A backoff pausing `initial` first, doubling up to `max` (raised to `initial` if lower).
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            errors: 0,
+        }
+    }
+
+    /// `accept` failed with `error`: what to do now.
+    pub fn handle_error(&mut self, error: &std::io::Error) -> AcceptAction {
+        if is_connection_error(error.kind()) {
+            return AcceptAction::Retry;
+        }
+        let doublings = u32::try_from(self.errors.min(31)).unwrap_or(31);
+        let delay = self.initial.saturating_mul(1u32 << doublings).min(self.max);
+        self.errors = self.errors.saturating_add(1);
+        AcceptAction::Pause {
+            delay,
+            first: self.errors == 1,
+        }
+    }
+
+    /// A connection was accepted. Returns the number of resource errors of the episode this
+    /// ends (log that the loop recovered), or `None` when there was none.
+    pub fn handle_accept(&mut self) -> Option<u64> {
+        let errors = std::mem::take(&mut self.errors);
+        (errors > 0).then_some(errors)
+    }
+
+    /// Resource errors since the last accepted connection.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+}
+
+impl Default for AcceptBackoff {
+    /// [`ACCEPT_PAUSE_INITIAL`] up to [`ACCEPT_PAUSE_MAX`].
+    fn default() -> Self {
+        Self::new(ACCEPT_PAUSE_INITIAL, ACCEPT_PAUSE_MAX)
+    }
+}
+
+/// Whether an `accept` error concerned only the connection being accepted (the peer reset or
+/// gave up while it waited in the backlog), as opposed to the listener or the process.
+fn is_connection_error(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        kind,
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +289,86 @@ mod tests {
         breaker.on_success();
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert!(breaker.allow(2001 * MS));
+    }
+
+    /// `EMFILE` as the OS reports it (24 on Linux and the BSDs).
+    fn emfile() -> std::io::Error {
+        std::io::Error::from_raw_os_error(24)
+    }
+
+    #[test]
+    fn resource_errors_pause_longer_until_an_accept_ends_the_episode() {
+        let mut backoff = AcceptBackoff::default();
+        let actions: Vec<_> = (0..6).map(|_| backoff.handle_error(&emfile())).collect();
+        let delays: Vec<_> = actions
+            .iter()
+            .map(|a| match a {
+                AcceptAction::Pause { delay, .. } => *delay,
+                AcceptAction::Retry => panic!("EMFILE must pause"),
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [100 * MS, 200 * MS, 400 * MS, 800 * MS, 1000 * MS, 1000 * MS]
+        );
+        let firsts: Vec<_> = actions
+            .iter()
+            .map(|a| matches!(a, AcceptAction::Pause { first: true, .. }))
+            .collect();
+        assert_eq!(
+            firsts,
+            [true, false, false, false, false, false],
+            "one log line"
+        );
+        assert_eq!(backoff.handle_accept(), Some(6));
+        assert_eq!(backoff.handle_accept(), None);
+        // A new episode starts from the first pause and is logged again.
+        assert_eq!(
+            backoff.handle_error(&emfile()),
+            AcceptAction::Pause {
+                delay: 100 * MS,
+                first: true
+            }
+        );
+    }
+
+    #[test]
+    fn errors_of_one_connection_retry_at_once_and_start_no_episode() {
+        let mut backoff = AcceptBackoff::default();
+        for kind in [
+            std::io::ErrorKind::ConnectionAborted,
+            std::io::ErrorKind::ConnectionReset,
+        ] {
+            assert_eq!(
+                backoff.handle_error(&kind.into()),
+                AcceptAction::Retry,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(backoff.errors(), 0);
+        assert_eq!(backoff.handle_accept(), None);
+        // Other failures (ENFILE, ENOBUFS, ENOMEM, anything unknown) pause.
+        for code in [23, 105, 12] {
+            let error = std::io::Error::from_raw_os_error(code);
+            assert!(
+                matches!(backoff.handle_error(&error), AcceptAction::Pause { .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_episode_stays_at_the_max() {
+        let mut backoff = AcceptBackoff::new(MS, 10 * MS);
+        for _ in 0..100 {
+            backoff.handle_error(&emfile());
+        }
+        assert_eq!(
+            backoff.handle_error(&emfile()),
+            AcceptAction::Pause {
+                delay: 10 * MS,
+                first: false
+            }
+        );
     }
 }

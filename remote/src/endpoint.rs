@@ -9,11 +9,21 @@
 //! peer's identity preamble (its ed25519 key and that key's signature over its Noise static key)
 //! identify the peer, and only if that signature verifies and the allow-list (if any) admits the
 //! peer. A link whose peer never completed a hello ends with its connection, so identities that
-//! get no further leave nothing behind. Every task is tracked; [`Endpoint::close`] cancels them, each
+//! get no further leave nothing behind.
+//!
+//! What a crowd of connections may cost is bounded by `[remote.budget]`
+//! ([`BudgetConfig`](dndm_core::BudgetConfig)): at most `handshakes` inbound handshakes run at
+//! once (a connection beyond it is closed as soon as it is accepted), at most `links` peers
+//! have a link (a new identity beyond it is refused after its handshake), and at most
+//! `connections_per_peer` connections of one identity wait for its link. Each refusal counts
+//! in [`RemoteStats::handshake_failures`] and [`RemoteStats::over_budget`]. An accept loop that
+//! runs out of file descriptors or memory pauses ([`AcceptBackoff`]) instead of spinning.
+//! Every task is tracked; [`Endpoint::close`] cancels them, each
 //! link closes its session in order (the peer sees the reason), and `close` returns when all
 //! have ended.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -23,12 +33,12 @@ use dndm_core::{
     RouterPort,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::backoff::{Backoff, CircuitBreaker};
+use crate::backoff::{AcceptAction, AcceptBackoff, Backoff, CircuitBreaker};
 use crate::driver::{Command, link_task};
 use crate::link::{LocalSet, Secure};
 use crate::noise::{self, Channel, StaticKey};
@@ -38,9 +48,6 @@ mod config;
 
 pub use config::{ByteStream, Connector, RemoteConfig, Target};
 
-/// Connections waiting to be adopted by a link task. Beyond it a new connection of that peer is
-/// dropped at once (and counted as a handshake failure) rather than waiting.
-const LINK_CONNECTIONS: usize = 4;
 /// Length of an ed25519 public key.
 const IDENTITY_LEN: usize = 32;
 /// Length of the identity preamble: the sender's ed25519 public key, then that key's signature
@@ -98,7 +105,8 @@ impl LinkInfo {
 pub struct RemoteStats {
     /// Connections dropped before reaching a link: the Noise handshake or identity preamble
     /// failed (timeout, garbage, a key that does not sign the Noise static key), the peer is not
-    /// on the allow-list, or 4 connections of that peer already wait. A bad
+    /// on the allow-list, or a connection budget refused it (`handshakes`, `links`,
+    /// `connections_per_peer`; those also count in [`over_budget`](Self::over_budget)). A bad
     /// hello counts as a link failure.
     pub handshake_failures: u64,
     /// Connections that ended with a failure after the hello.
@@ -186,6 +194,12 @@ pub(crate) struct Inner {
     pub(crate) link_state: watch::Sender<u64>,
     pub(crate) bound: Mutex<Vec<Target>>,
     pub(crate) stats: Mutex<RemoteStats>,
+    /// Inbound handshakes in progress: `budget.handshakes` permits.
+    pub(crate) handshakes: Arc<Semaphore>,
+    /// Set while the handshake budget refuses connections (logged once per episode).
+    pub(crate) handshakes_full: AtomicBool,
+    /// Set while the link budget refuses new peers (logged once per episode).
+    pub(crate) links_full: AtomicBool,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -237,8 +251,12 @@ enum HandshakeError {
     NotAllowed(PeerId),
     #[error("dialed {expected} but the node there is {actual}")]
     UnexpectedPeer { expected: PeerId, actual: PeerId },
-    #[error("{LINK_CONNECTIONS} connections of peer {0} already wait for its link")]
-    Busy(PeerId),
+    #[error(
+        "{waiting} connections of peer {peer} already wait for its link (remote.budget.connections_per_peer)"
+    )]
+    Busy { peer: PeerId, waiting: usize },
+    #[error("peer {peer} refused: {links} peers already have a link (remote.budget.links)")]
+    TooManyLinks { peer: PeerId, links: usize },
     #[error("endpoint closing")]
     Closing,
 }
@@ -255,6 +273,7 @@ impl RemoteEndpoint {
             reason: e.to_string(),
         })?;
         let binding = noise::sign_binding(&keypair, &static_key.public());
+        let handshakes = config.session.budget.handshakes.min(Semaphore::MAX_PERMITS);
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
@@ -272,6 +291,9 @@ impl RemoteEndpoint {
                 commands: Mutex::new(HashMap::new()),
                 bound: Mutex::new(Vec::new()),
                 stats: Mutex::new(RemoteStats::default()),
+                handshakes: Arc::new(Semaphore::new(handshakes)),
+                handshakes_full: AtomicBool::new(false),
+                links_full: AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -373,14 +395,10 @@ impl RemoteEndpoint {
     }
 
     /// Runs a link over a stream the caller accepted itself (any transport), as the responder.
-    /// The endpoint must be started; the stream is dropped if the endpoint is closed.
+    /// The endpoint must be started; the stream is dropped if the endpoint is closed, or at once
+    /// when `budget.handshakes` handshakes are already in progress.
     pub fn accept_stream(&self, stream: Box<dyn ByteStream>) {
-        let inner = self.inner.clone();
-        self.inner.tracker.spawn(async move {
-            if let Err(e) = handshake(&inner, stream, false, None, None).await {
-                tracing::debug!(error = %e, "inbound handshake failed");
-            }
-        });
+        start_handshake(&self.inner, stream);
     }
 }
 
@@ -512,6 +530,7 @@ enum Listener {
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
+    let mut pauses = AcceptBackoff::default();
     loop {
         let accepted: std::io::Result<Box<dyn ByteStream>> = tokio::select! {
             biased;
@@ -527,18 +546,65 @@ async fn accept_loop(inner: Arc<Inner>, listener: Listener) {
                 }
             } => accepted,
         };
-        match accepted {
+        let error = match accepted {
             Ok(io) => {
-                let inner2 = inner.clone();
-                inner.tracker.spawn(async move {
-                    if let Err(e) = handshake(&inner2, io, false, None, None).await {
-                        tracing::debug!(error = %e, "inbound handshake failed");
-                    }
-                });
+                if let Some(errors) = pauses.handle_accept() {
+                    tracing::info!(errors, "accepting connections again");
+                }
+                start_handshake(&inner, io);
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
+            Err(error) => error,
+        };
+        match pauses.handle_error(&error) {
+            AcceptAction::Retry => tracing::debug!(%error, "accept failed; one connection lost"),
+            AcceptAction::Pause { delay, first } => {
+                if first {
+                    tracing::warn!(
+                        %error,
+                        pause = ?delay,
+                        "accept failed; pausing the listener until it accepts again \
+                         (not logged again until then)"
+                    );
+                }
+                #[allow(clippy::disallowed_methods)]
+                // The pause is the point: accepting at once would fail at once.
+                let wait = tokio::time::sleep(delay);
+                tokio::select! {
+                    biased;
+                    () = inner.cancel.cancelled() => return,
+                    () = wait => {}
+                }
+            }
         }
     }
+}
+
+/// Starts the handshake of an inbound connection on its own task, or closes the connection at
+/// once (counted) when `budget.handshakes` handshakes are already in progress.
+fn start_handshake(inner: &Arc<Inner>, io: Box<dyn ByteStream>) {
+    let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
+        if !inner.handshakes_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = inner.config.session.budget.handshakes,
+                "remote.budget.handshakes reached: closing new connections at once \
+                 (not logged again until a handshake can start)"
+            );
+        }
+        // Counted while the connection is still open: whoever sees it close sees the count.
+        handshake_failed(inner, Some(BudgetKind::Handshakes));
+        drop(io);
+        return;
+    };
+    inner.handshakes_full.store(false, Ordering::Relaxed);
+    let inner2 = inner.clone();
+    inner.tracker.spawn(async move {
+        let result = handshake(&inner2, io, false, None, None).await;
+        drop::<OwnedSemaphorePermit>(permit);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "inbound handshake failed");
+        }
+    });
 }
 
 async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
@@ -630,10 +696,16 @@ async fn dial(mut target: &Target) -> std::io::Result<Box<dyn ByteStream>> {
     }
 }
 
-/// Counts a connection that failed its handshake or was refused at hand-off, and tells
-/// [`RemoteEndpoint::link_changes`] listeners.
-fn handshake_failed(inner: &Inner) {
-    lock(&inner.stats).handshake_failures += 1;
+/// Counts a connection that failed its handshake or was refused at hand-off (and the budget
+/// that refused it, if one did), and tells [`RemoteEndpoint::link_changes`] listeners.
+fn handshake_failed(inner: &Inner, budget: Option<BudgetKind>) {
+    {
+        let mut stats = lock(&inner.stats);
+        stats.handshake_failures += 1;
+        if let Some(kind) = budget {
+            stats.over_budget.add(kind);
+        }
+    }
     inner.link_state.send_modify(|v| *v += 1);
 }
 
@@ -649,7 +721,7 @@ async fn handshake(
     match secure(inner, &mut io, initiator).await {
         Ok((channel, rest, peer)) => {
             if let Some(expected) = expected.filter(|expected| *expected != peer) {
-                handshake_failed(inner);
+                handshake_failed(inner, None);
                 return Err(HandshakeError::UnexpectedPeer {
                     expected,
                     actual: peer,
@@ -667,7 +739,7 @@ async fn handshake(
         }
         Err(e) => {
             // Counted while the connection is still open: whoever sees it close sees the count.
-            handshake_failed(inner);
+            handshake_failed(inner, None);
             Err(e)
         }
     }
@@ -738,26 +810,51 @@ async fn secure(
 }
 
 /// Gives a secured connection to the peer's link task, starting one on first contact. Never
-/// waits: a peer not on the allow-list, or one whose link already has [`LINK_CONNECTIONS`]
-/// connections waiting, is refused and counted as a handshake failure.
+/// waits: a peer not on the allow-list, a new peer when `budget.links` peers already have a
+/// link, or a connection of a peer whose link already has `budget.connections_per_peer`
+/// connections waiting, is refused and counted as a handshake failure (and over budget).
 fn hand_off(inner: &Arc<Inner>, peer: PeerId, handoff: Handoff) -> Result<(), HandshakeError> {
-    let refused = |e: HandshakeError| {
+    let budget = &inner.config.session.budget;
+    let refused = |e: HandshakeError, kind: Option<BudgetKind>| {
         // Counted while the connection is still open: whoever sees it close sees the count.
-        handshake_failed(inner);
+        handshake_failed(inner, kind);
         Err(e)
     };
     if let Some(allowed) = &inner.config.session.allow_peers
         && !allowed.contains(&peer)
     {
-        return refused(HandshakeError::NotAllowed(peer));
+        return refused(HandshakeError::NotAllowed(peer), None);
     }
     // Sent under the lock: a link task retires (leaves `links` and closes its queue) under it
     // too, so a connection never lands in a queue nobody reads.
     let mut links = lock(&inner.links);
-    let sender = match links.get(&peer) {
-        Some(tx) if !tx.is_closed() => tx.clone(),
-        _ => {
-            let (tx, rx) = mpsc::channel(LINK_CONNECTIONS);
+    let running = links.get(&peer).filter(|tx| !tx.is_closed()).cloned();
+    let sender = match running {
+        Some(tx) => tx,
+        None => {
+            // A closed queue of this peer still in the map is about to be replaced.
+            let others = links.len() - usize::from(links.contains_key(&peer));
+            if others >= budget.links {
+                drop(links);
+                if !inner.links_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        %peer,
+                        limit = budget.links,
+                        "remote.budget.links reached: refusing new peers \
+                         (not logged again until a new link starts)"
+                    );
+                }
+                return refused(
+                    HandshakeError::TooManyLinks {
+                        peer,
+                        links: others,
+                    },
+                    Some(BudgetKind::Links),
+                );
+            }
+            inner.links_full.store(false, Ordering::Relaxed);
+            // `max(1)`: a budget built in code unvalidated must not panic the channel.
+            let (tx, rx) = mpsc::channel(budget.connections_per_peer.max(1));
             links.insert(peer, tx.clone());
             // Every log line of the link carries its peer.
             let span = tracing::info_span!("link", %peer);
@@ -771,7 +868,13 @@ fn hand_off(inner: &Arc<Inner>, peer: PeerId, handoff: Handoff) -> Result<(), Ha
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(_handoff)) => {
             drop(links);
-            refused(HandshakeError::Busy(peer))
+            refused(
+                HandshakeError::Busy {
+                    peer,
+                    waiting: budget.connections_per_peer,
+                },
+                Some(BudgetKind::ConnectionsPerPeer),
+            )
         }
         Err(mpsc::error::TrySendError::Closed(_)) => Err(HandshakeError::Closing),
     }

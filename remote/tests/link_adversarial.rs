@@ -1,7 +1,7 @@
 //! Hostile connections to a remote endpoint over real TCP: identities that are not allowed or do
 //! not own their Noise key, floods of connections for one peer, peers that never send a hello,
-//! and ciphertext tampered with on the wire. Each is cut and counted, and the real peer's link
-//! is unharmed.
+//! connections beyond the handshake and link budgets, and ciphertext tampered with on the wire.
+//! Each is cut and counted, and the real peer's link is unharmed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dndm_core::{Keypair, PeerId, Qos};
+use dndm_core::{BudgetKind, Keypair, PeerId, Qos};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm_remote::noise::{Channel, StaticKey, sign_binding};
 use dndm_router::{PublishOptions, Router};
@@ -31,10 +31,21 @@ const REAL: u8 = 6;
 
 /// A router whose endpoint listens on TCP loopback, admitting only `allow` if given.
 async fn listener(allow: Option<&[PeerId]>) -> (Router, RemoteEndpoint, SocketAddr) {
+    listener_with(|config| {
+        config.session.allow_peers =
+            allow.map(|peers| peers.iter().copied().collect::<HashSet<_>>());
+    })
+    .await
+}
+
+/// A router whose endpoint listens on TCP loopback, with `adjust` applied to its config.
+async fn listener_with(
+    adjust: impl FnOnce(&mut RemoteConfig),
+) -> (Router, RemoteEndpoint, SocketAddr) {
     let router = Router::builder().name("server").build().unwrap();
     let mut config = RemoteConfig::default();
     config.listen = vec![Target::Tcp("127.0.0.1:0".parse().unwrap())];
-    config.session.allow_peers = allow.map(|peers| peers.iter().copied().collect::<HashSet<_>>());
+    adjust(&mut config);
     let endpoint = RemoteEndpoint::new(keypair(SERVER), config).unwrap();
     router.attach(Arc::new(endpoint.clone())).await.unwrap();
     let Target::Tcp(addr) = endpoint.bound().remove(0) else {
@@ -177,6 +188,11 @@ async fn claims_and_floods_for_a_connected_peer_are_cut_and_its_link_stays_up() 
         .expect("an extra connection is cut")
         .unwrap();
     assert!(endpoint.stats().handshake_failures >= 2);
+    let stats = endpoint.stats();
+    assert!(
+        stats.over_budget.get(BudgetKind::ConnectionsPerPeer) >= 1,
+        "{stats:?}"
+    );
     assert_eq!(endpoint.stats().link_failures, 0);
     assert!(endpoint.is_connected(&real_id));
     assert_eq!(endpoint.peers(), vec![real_id]);
@@ -203,6 +219,69 @@ async fn a_peer_that_never_sends_its_hello_leaves_no_link_behind() {
     })
     .await;
     assert!(endpoint.links().is_empty());
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_the_handshake_budget_is_closed_at_once_and_counted() {
+    let (server, endpoint, addr) = listener_with(|config| {
+        config.session.budget.handshakes = 4;
+        // The waiting connections keep their slots for the whole test.
+        config.handshake_timeout = Duration::from_secs(600);
+    })
+    .await;
+    // Four connections that never start the handshake take every slot (the endpoint accepts
+    // in order), so the fifth is closed as soon as it is accepted.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        waiting.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fifth = TcpStream::connect(addr).await.unwrap();
+    until_closed(&mut fifth).await;
+    let stats = endpoint.stats();
+    assert_eq!(
+        stats.over_budget.get(BudgetKind::Handshakes),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.over_budget.total(), 1, "{stats:?}");
+    assert_eq!(stats.handshake_failures, 1, "{stats:?}");
+    // Their handshakes end when they go, freeing the slots: a real peer gets in.
+    drop(waiting);
+    until(&endpoint, "the four to end", |e| {
+        e.stats().handshake_failures == 5
+    })
+    .await;
+    let (real, _real_endpoint) = dialer(REAL, addr).await;
+    exchange(&server, &real, "after.crowd", 1).await;
+    assert_eq!(endpoint.stats().over_budget.total(), 1);
+    real.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_beyond_the_link_budget_is_refused_after_its_handshake() {
+    let (server, endpoint, addr) = listener_with(|config| config.session.budget.links = 2).await;
+    // Two identities with a connection (no hello yet) hold both links.
+    let first = client(addr, &keypair(40), &keypair(40)).await;
+    let _second = client(addr, &keypair(41), &keypair(41)).await;
+    until(&endpoint, "two links", |e| e.peers().len() == 2).await;
+    let mut third = client(addr, &keypair(42), &keypair(42)).await;
+    until_closed(&mut third).await;
+    let stats = endpoint.stats();
+    assert_eq!(stats.over_budget.get(BudgetKind::Links), 1, "{stats:?}");
+    assert_eq!(stats.over_budget.total(), 1, "{stats:?}");
+    assert_eq!(stats.handshake_failures, 1, "{stats:?}");
+    assert!(!endpoint.peers().contains(&peer(42)));
+    // A peer that never sent a hello keeps no link once its connection ends: room again.
+    drop(first);
+    until(&endpoint, "the first link to end", |e| e.peers().len() == 1).await;
+    let _third = client(addr, &keypair(42), &keypair(42)).await;
+    until(&endpoint, "the third identity's link", |e| {
+        e.peers().contains(&peer(42))
+    })
+    .await;
+    assert_eq!(endpoint.stats().over_budget.get(BudgetKind::Links), 1);
     server.close().await;
 }
 

@@ -70,11 +70,13 @@ async fn snapshot_with_endpoint_counters() -> NodeSnapshot {
         undelivered: 8,
         retired_peers: 9,
         flow_overruns: 10,
+        over_budget: BTreeMap::from([("handshakes".to_owned(), 12), ("routes".to_owned(), 13)]),
     };
-    snapshot.remote = Some(stats);
+    snapshot.remote = Some(stats.clone());
     snapshot.mesh = Some(RemoteStatsView {
         decrypt_failures: 0,
         undelivered: 18,
+        over_budget: BTreeMap::from([("routes".to_owned(), 2)]),
         ..stats
     });
     snapshot.intents.push(IntentView {
@@ -388,6 +390,53 @@ async fn decrypt_failures_are_exported_next_to_signature_failures() {
         .remove("decrypt_failures");
     let back: NodeSnapshot = serde_json::from_value(json).unwrap();
     assert_eq!(back.remote.unwrap().decrypt_failures, 0);
+}
+
+#[tokio::test]
+async fn budget_crossings_are_exported_per_budget_and_endpoint() {
+    let text = render(&snapshot_with_endpoint_counters().await);
+    let crossed = |endpoint: &str, budget: &str| {
+        sample(
+            &text,
+            "dndm_budget_exceeded_total",
+            &[("endpoint", endpoint), ("budget", budget)],
+        )
+    };
+    assert_eq!(
+        crossed("remote", "handshakes").as_deref(),
+        Some("12"),
+        "{text}"
+    );
+    assert_eq!(crossed("remote", "routes").as_deref(), Some("13"), "{text}");
+    assert_eq!(crossed("mesh", "routes").as_deref(), Some("2"), "{text}");
+    // Every budget has a sample on each endpoint, 0 included, labelled with its config key.
+    for kind in dndm::core::BudgetKind::ALL {
+        for endpoint in ["remote", "mesh"] {
+            assert!(
+                crossed(endpoint, kind.key()).is_some(),
+                "{endpoint} {kind}: {text}"
+            );
+        }
+    }
+    assert_eq!(crossed("remote", "links").as_deref(), Some("0"), "{text}");
+
+    // From live counters: the view keys each count by its budget.
+    let mut counts = dndm::remote::endpoint::BudgetCounts::default();
+    counts.add(dndm::core::BudgetKind::ConnectionsPerPeer);
+    counts.add(dndm::core::BudgetKind::ConnectionsPerPeer);
+    let mut stats = dndm::remote::endpoint::RemoteStats::default();
+    stats.over_budget = counts;
+    let view = RemoteStatsView::from(stats);
+    assert_eq!(view.over_budget.get("connections_per_peer"), Some(&2));
+
+    // JSON from a node that predates the counts still parses (no crossings).
+    let mut json = serde_json::to_value(snapshot_with_endpoint_counters().await).unwrap();
+    json["remote"]
+        .as_object_mut()
+        .unwrap()
+        .remove("over_budget");
+    let back: NodeSnapshot = serde_json::from_value(json).unwrap();
+    assert!(back.remote.unwrap().over_budget.is_empty());
 }
 
 #[tokio::test]

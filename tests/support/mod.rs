@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Output lines buffered per child before its reader thread waits.
@@ -21,15 +21,22 @@ pub(crate) struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
-    stderr: Arc<Mutex<Vec<String>>>,
+    /// Stderr lines so far; the condvar is notified on each new line.
+    stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Proc {
     /// Starts `dndm args...` with piped stdin, stdout and stderr.
     pub(crate) fn spawn(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dndm"))
-            .args(args)
-            .env("DNDM_LOG", "warn")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dndm"));
+        command.args(args).env("DNDM_LOG", "warn");
+        Self::spawn_command(name, command)
+    }
+
+    /// Starts `command` (which runs `dndm`, possibly through a shell) with piped stdin, stdout
+    /// and stderr.
+    pub(crate) fn spawn_command(name: &str, mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -45,7 +52,7 @@ impl Proc {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
         std::thread::spawn(move || {
@@ -57,12 +64,14 @@ impl Proc {
                 }
                 text.push_str(&String::from_utf8_lossy(&buf[..n]));
                 while let Some(end) = text.find('\n') {
-                    sink.lock().unwrap().push(text[..end].to_owned());
+                    sink.0.lock().unwrap().push(text[..end].to_owned());
+                    sink.1.notify_all();
                     text.drain(..=end);
                 }
             }
             if !text.is_empty() {
-                sink.lock().unwrap().push(text);
+                sink.0.lock().unwrap().push(text);
+                sink.1.notify_all();
             }
         });
         Self {
@@ -142,7 +151,29 @@ impl Proc {
 
     /// Everything the child wrote to stderr so far.
     pub(crate) fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
+        self.stderr.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `text`; returns it.
+    pub(crate) fn stderr_line(&self, text: &str, timeout: Duration) -> String {
+        let (lines, written) = &*self.stderr;
+        let found = |lines: &Vec<String>| lines.iter().find(|l| l.contains(text)).cloned();
+        let guard = lines.lock().unwrap();
+        let (guard, _) = written
+            .wait_timeout_while(guard, timeout, |lines| found(lines).is_none())
+            .unwrap();
+        found(&guard).unwrap_or_else(|| {
+            panic!(
+                "{}: no stderr line with {text:?} within {timeout:?}; stderr:\n{}",
+                self.name,
+                guard.join("\n")
+            )
+        })
+    }
+
+    /// The child's process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
     }
 }
 
