@@ -122,6 +122,10 @@ impl Driver {
             if !self.link.resume_input(now()) {
                 return None;
             }
+            // Counted as a pace, not a fault: the peer's frames waited for the budget.
+            lock(&self.inner.stats)
+                .over_budget
+                .add(BudgetKind::DecodedBytes);
         }
     }
 
