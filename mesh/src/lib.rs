@@ -110,11 +110,23 @@ mod nat;
 mod swarm;
 
 pub use discovery::SERVICE_TYPE;
+pub use keys::RouteKey;
 pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
 use swarm::{Command, Routes, Silent, Watched, dndm_peer};
 
 /// The dndm protocol id on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/1.0.0");
+
+/// The Kademlia protocol id a mesh uses by default ([`MeshConfig::kad_protocol`]): dndm nodes
+/// form their own DHT instead of joining the public IPFS one (`libp2p::kad::PROTOCOL_NAME`,
+/// `/ipfs/kad/1.0.0`).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/kad/1.0.0");
+
+/// Most incoming libp2p connections in their handshake (Noise, Yamux) at once; more are refused
+/// before any handshake work and counted in [`MeshStats::refused_over_limit`]. Bounds what
+/// connections that never finish their handshake can hold (each holds a socket and a Noise
+/// state until libp2p's upgrade timeout).
+pub const MAX_PENDING_INCOMING: u32 = 64;
 
 /// Commands queued for the swarm actor. Bounded: operator commands and timers only.
 const COMMANDS: usize = 256;
@@ -170,6 +182,13 @@ pub struct MeshConfig {
     /// as confirmed external addresses at start. Default none: a relay server without any
     /// confirms its non-loopback listen addresses instead.
     pub external: Vec<Multiaddr>,
+    /// The Kademlia protocol id. Default [`KAD_PROTOCOL`] (`/dndm/kad/1.0.0`); set
+    /// `libp2p::kad::PROTOCOL_NAME` (`/ipfs/kad/1.0.0`) to join a standard libp2p/IPFS DHT on
+    /// purpose.
+    pub kad_protocol: StreamProtocol,
+    /// The key of the hashes that stand for routes in DHT provider records. Default
+    /// [`RouteKey::DEFAULT`] (public); every node of a mesh needs the same key.
+    pub route_key: RouteKey,
 }
 
 impl Default for MeshConfig {
@@ -188,6 +207,8 @@ impl Default for MeshConfig {
             hole_punching: true,
             autonat: false,
             external: Vec::new(),
+            kad_protocol: KAD_PROTOCOL,
+            route_key: RouteKey::DEFAULT,
         }
     }
 }
@@ -225,6 +246,13 @@ impl MeshConfig {
             circuit_bytes: mesh.relay_circuit_bytes,
             ..RelayLimits::default()
         };
+        let kad_protocol = StreamProtocol::try_from_owned(mesh.kad_protocol.clone())
+            .map_err(|e| bad("mesh.kad_protocol".into(), &mesh.kad_protocol, &e))?;
+        let route_key = if mesh.route_key.is_empty() {
+            RouteKey::DEFAULT
+        } else {
+            RouteKey::from_secret(&mesh.route_key)
+        };
         let out = Self {
             transport: Transport::Tcp,
             listen: parse("listen", &mesh.listen)?,
@@ -239,6 +267,8 @@ impl MeshConfig {
             hole_punching: mesh.hole_punching,
             autonat: mesh.autonat,
             external: parse("external", &mesh.external)?,
+            kad_protocol,
+            route_key,
         };
         out.validate()?;
         Ok(out)
@@ -286,6 +316,23 @@ pub enum MeshError {
     /// Building the libp2p stack failed.
     #[error("libp2p setup: {0}")]
     Setup(String),
+}
+
+/// Counters of the libp2p layer ([`MeshEndpoint::mesh_stats`]); the dndm sessions' are in
+/// [`MeshEndpoint::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeshStats {
+    /// Incoming connections refused because the peer is not on the allow-list
+    /// (`remote.allow_peers`): closed right after Noise authenticated the peer, before
+    /// identify, ping, Kademlia, relay or a dndm stream served it.
+    pub refused_not_allowed: u64,
+    /// Incoming connections refused by a connection limit: [`MAX_PENDING_INCOMING`]
+    /// handshakes, or [`MeshConfig::max_peers`] established connections.
+    pub refused_over_limit: u64,
+    /// Dials refused because the peer is not on the allow-list (Kademlia dials the peers other
+    /// nodes name).
+    pub dials_not_allowed: u64,
 }
 
 /// One peer as the mesh sees it ([`MeshEndpoint::mesh_peers`]).
@@ -357,6 +404,8 @@ pub(crate) struct Inner {
     routes: watch::Sender<Routes>,
     /// Bumped when a listen address comes or goes ([`MeshEndpoint::wait_listening`]).
     pub(crate) listen_changes: watch::Sender<u64>,
+    /// Counters of the libp2p layer, written by the actor.
+    pub(crate) stats: watch::Sender<MeshStats>,
     /// Peers whose dndm stream went silent, for the actor (see `swarm/silence.rs`).
     pub(crate) silent: Arc<Silent>,
     pub(crate) tracker: TaskTracker,
@@ -398,6 +447,7 @@ impl MeshEndpoint {
                 commands: OnceLock::new(),
                 routes: watch::Sender::new(Routes::default()),
                 listen_changes: watch::Sender::new(0),
+                stats: watch::Sender::new(MeshStats::default()),
                 silent: Arc::new(Silent::default()),
                 tracker: TaskTracker::new(),
                 closing: cancel.child_token(),
@@ -479,6 +529,17 @@ impl MeshEndpoint {
     /// routes.
     pub fn stats(&self) -> dndm_remote::endpoint::RemoteStats {
         self.inner.links.stats()
+    }
+
+    /// Counters of the libp2p layer: connections refused (not on the allow-list, over a
+    /// limit) and dials the allow-list refused.
+    pub fn mesh_stats(&self) -> MeshStats {
+        *self.inner.stats.borrow()
+    }
+
+    /// A receiver of [`Self::mesh_stats`] that changes whenever a counter does.
+    pub fn mesh_stats_changes(&self) -> watch::Receiver<MeshStats> {
+        self.inner.stats.subscribe()
     }
 
     /// Peers with a dndm link.
