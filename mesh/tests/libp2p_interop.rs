@@ -164,7 +164,11 @@ async fn by_default_a_dndm_node_speaks_its_own_dht_protocol_not_ipfs() {
     .await
     .expect("the dndm node answers identify");
     assert!(info.protocols.contains(&PROTOCOL), "{:?}", info.protocols);
-    assert!(info.protocols.contains(&KAD_PROTOCOL), "{:?}", info.protocols);
+    assert!(
+        info.protocols.contains(&KAD_PROTOCOL),
+        "{:?}",
+        info.protocols
+    );
     assert!(
         !info.protocols.contains(&kad::PROTOCOL_NAME),
         "no /ipfs/kad/1.0.0 by default: {:?}",
