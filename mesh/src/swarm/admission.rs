@@ -11,17 +11,17 @@
 use libp2p::swarm::{ConnectionDenied, DialError};
 use libp2p::{allow_block_list, connection_limits};
 
-use super::{Actor, EVICT_SPACING, dndm_peer};
+use super::{Actor, EVICT_SPACING};
 
 impl Actor {
-    /// Whether `peer` may connect at all: on the allow-list, or any peer without one.
+    /// Whether `peer` may connect at all: on the libp2p allow-list (see `behaviour.rs`), or
+    /// any peer without one.
     pub(super) fn allowed(&self, peer: &libp2p::PeerId) -> bool {
-        match &self.inner.config.remote.session.allow_peers {
-            None => true,
-            Some(allowed) => {
-                dndm_peer(peer).is_some_and(|p| allowed.contains(&p)) || self.relay_peer(peer)
-            }
-        }
+        self.swarm
+            .behaviour()
+            .allow
+            .as_ref()
+            .is_none_or(|allow| allow.allowed_peers().contains(peer))
     }
 
     /// A behaviour refused an incoming connection: count it, and at the established bound free
@@ -68,12 +68,5 @@ impl Actor {
             tracing::debug!(?peer, "dial refused: peer not on remote.allow_peers");
             self.inner.stats.send_modify(|s| s.dials_not_allowed += 1);
         }
-    }
-
-    /// Whether `peer` is one of the configured relays (allowed at the libp2p layer).
-    fn relay_peer(&self, peer: &libp2p::PeerId) -> bool {
-        self.inner.config.relays.iter().any(|relay| {
-            matches!(relay.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(p)) if p == *peer)
-        })
     }
 }

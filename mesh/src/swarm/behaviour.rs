@@ -21,7 +21,7 @@ use crate::{MAX_PENDING_INCOMING, MeshConfig, MeshError, Transport};
 pub(crate) struct Behaviour {
     /// Only the allowed peers, when there is an allow-list (see the module docs). First, so a
     /// denied connection reaches no other behaviour.
-    allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    pub(super) allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
