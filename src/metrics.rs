@@ -30,6 +30,8 @@
 //! | `dndm_endpoint_undelivered_total`, `dndm_retired_peers_total`, `dndm_flow_overruns_total` | `endpoint` | messages given up on all links (kept when links go), peers retired after their grace period, peer messages dropped past a pause |
 //! | `dndm_budget_exceeded_total` | `endpoint`, `budget` | times a peer or a connection crossed a `[remote.budget]` budget; `budget` is its key (`routes`, `handshakes`...; every budget has a sample, 0 included) |
 //! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
+//! | `dndm_mesh_refused_connections_total` | `reason` (`not_allowed`, `over_limit`) | incoming libp2p connections the mesh refused |
+//! | `dndm_mesh_dials_not_allowed_total` | | mesh dials the allow-list refused |
 //! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
 
 use std::borrow::Cow;
@@ -82,6 +84,12 @@ impl Observed {
             NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote);
         snapshot.mesh = mesh;
         if let Some(mesh) = &self.mesh {
+            let stats = mesh.mesh_stats();
+            snapshot.mesh_connections = Some(MeshStatsView {
+                refused_not_allowed: stats.refused_not_allowed,
+                refused_over_limit: stats.refused_over_limit,
+                dials_not_allowed: stats.dials_not_allowed,
+            });
             snapshot.reachability = Some(mesh.reachability().to_string());
             snapshot.relays = mesh
                 .relay_reservations()
@@ -125,6 +133,20 @@ pub(crate) struct NodeSnapshot {
     /// The node's relay reservations: `<relay> reserved`, or `<relay> not reserved: <why>`.
     #[serde(default)]
     pub(crate) relays: Vec<String>,
+    /// Counters of the mesh's libp2p layer, with a mesh. Missing in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) mesh_connections: Option<MeshStatsView>,
+}
+
+/// Counters of the mesh's libp2p layer (`MeshStats`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct MeshStatsView {
+    /// Incoming connections of peers not on the allow-list.
+    pub(crate) refused_not_allowed: u64,
+    /// Incoming connections refused by a connection limit.
+    pub(crate) refused_over_limit: u64,
+    /// Dials the allow-list refused.
+    pub(crate) dials_not_allowed: u64,
 }
 
 /// One intent.
@@ -363,6 +385,7 @@ impl NodeSnapshot {
             mesh: None,
             reachability: None,
             relays: Vec::new(),
+            mesh_connections: None,
         }
     }
 }
@@ -735,6 +758,22 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
             "dndm_remote_refused_routes",
             "Peer routes refused by the router (fingerprint mismatch)",
             remote.refused_routes,
+        );
+    }
+    if let Some(mesh) = snapshot.mesh_connections {
+        let reason = |r: &str| vec![("reason", r.to_owned())];
+        scrape.counters(
+            "dndm_mesh_refused_connections",
+            "Incoming mesh connections refused: peer not on the allow-list, or a connection limit",
+            BTreeMap::from([
+                (reason("not_allowed"), mesh.refused_not_allowed),
+                (reason("over_limit"), mesh.refused_over_limit),
+            ]),
+        );
+        scrape.counter(
+            "dndm_mesh_dials_not_allowed",
+            "Mesh dials refused because the peer is not on the allow-list",
+            mesh.dials_not_allowed,
         );
     }
     scrape.counter(

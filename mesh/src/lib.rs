@@ -14,6 +14,12 @@
 //! meshes (below [`MeshConfig::full_mesh_threshold`] peers); connections stay within
 //! [`MeshConfig::max_peers`]. See `swarm.rs` for the policy.
 //!
+//! The DHT is dndm's own ([`KAD_PROTOCOL`], `/dndm/kad/1.0.0`, unless
+//! [`MeshConfig::kad_protocol`] joins the IPFS one), and its provider keys are keyed hashes of
+//! route names ([`RouteKey`]), never the names. With an allow-list
+//! (`RemoteConfig::session.allow_peers`), other peers are refused at the libp2p layer before
+//! any protocol serves them, and counted ([`MeshStats`]).
+//!
 //! # Usage
 //!
 //! Two nodes on libp2p's in-process memory transport ([`Transport::Memory`]; the whole libp2p
@@ -94,7 +100,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use dndm_core::{Endpoint, EndpointError, Keypair, LocalChange, PeerId, PeerInfo, RouterPort};
-use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint};
+use dndm_remote::endpoint::RemoteEndpoint;
 use futures::StreamExt as _;
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -104,180 +110,34 @@ use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod config;
 mod discovery;
 mod keys;
 mod nat;
 mod swarm;
 
+pub use config::{MeshConfig, Transport};
 pub use discovery::SERVICE_TYPE;
+pub use keys::RouteKey;
 pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
 use swarm::{Command, Routes, Silent, Watched, dndm_peer};
 
 /// The dndm protocol id on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/1.0.0");
 
+/// The Kademlia protocol id a mesh uses by default ([`MeshConfig::kad_protocol`]): dndm nodes
+/// form their own DHT instead of joining the public IPFS one (`libp2p::kad::PROTOCOL_NAME`,
+/// `/ipfs/kad/1.0.0`).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/kad/1.0.0");
+
+/// Most incoming libp2p connections in their handshake (Noise, Yamux) at once; more are refused
+/// before any handshake work and counted in [`MeshStats::refused_over_limit`]. Bounds what
+/// connections that never finish their handshake can hold (each holds a socket and a Noise
+/// state until libp2p's upgrade timeout).
+pub const MAX_PENDING_INCOMING: u32 = 64;
+
 /// Commands queued for the swarm actor. Bounded: operator commands and timers only.
 const COMMANDS: usize = 256;
-
-/// Which libp2p transport the swarm uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Transport {
-    /// TCP (listen on `/ip4/…/tcp/…`).
-    #[default]
-    Tcp,
-    /// libp2p's in-process memory transport (`/memory/N`), for tests. No mDNS.
-    Memory,
-}
-
-/// Settings of a [`MeshEndpoint`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct MeshConfig {
-    /// The transport.
-    pub transport: Transport,
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start (static bootstrap), redialed with backoff when lost. An address
-    /// ending in `/p2p/<PeerId>` also protects that peer from eviction at the connection bound.
-    pub dial: Vec<Multiaddr>,
-    /// Discover and announce on the LAN with DNS-SD over mDNS (TCP transport only). Default on.
-    pub mdns: bool,
-    /// Most peers connected at once. Default 50.
-    pub max_peers: usize,
-    /// Below this many connected peers, every peer learned of is dialed (a full mesh); above
-    /// it only providers of wanted routes are. Default 16.
-    pub full_mesh_threshold: usize,
-    /// The session settings of the dndm streams (listen/dial targets there are ignored; the
-    /// node name there is the one announced over mDNS).
-    pub remote: RemoteConfig,
-    /// Serve as a circuit relay (v2) for peers behind NAT, within [`Self::relay_limits`]
-    /// (TCP transport only). Default off.
-    pub relay_server: bool,
-    /// What a relay server hands out. See [`RelayLimits`] for the defaults.
-    pub relay_limits: RelayLimits,
-    /// Relays to reserve a slot on, each `/…/p2p/<relay PeerId>` (TCP transport only): the
-    /// node listens on `<relay>/p2p-circuit`, so peers that cannot dial it can reach it at
-    /// `<relay>/p2p-circuit/p2p/<this node>`. Default none.
-    pub relays: Vec<Multiaddr>,
-    /// Upgrade relayed connections to direct ones by hole punching (DCUtR). Default on; only
-    /// takes effect when [`Self::relays`] is not empty.
-    pub hole_punching: bool,
-    /// Learn whether this node is reachable (AutoNAT v1: connected peers dial it back), and
-    /// answer other nodes' dial-back requests. See [`MeshEndpoint::reachability`]. Default off.
-    pub autonat: bool,
-    /// Addresses this node is known to be reachable at (a public relay's address, say), added
-    /// as confirmed external addresses at start. Default none: a relay server without any
-    /// confirms its non-loopback listen addresses instead.
-    pub external: Vec<Multiaddr>,
-}
-
-impl Default for MeshConfig {
-    fn default() -> Self {
-        Self {
-            transport: Transport::Tcp,
-            listen: Vec::new(),
-            dial: Vec::new(),
-            mdns: true,
-            max_peers: 50,
-            full_mesh_threshold: 16,
-            remote: RemoteConfig::default(),
-            relay_server: false,
-            relay_limits: RelayLimits::default(),
-            relays: Vec::new(),
-            hole_punching: true,
-            autonat: false,
-            external: Vec::new(),
-        }
-    }
-}
-
-impl MeshConfig {
-    /// The mesh settings of a validated [`dndm_core::Config`]: `[mesh]` for the swarm,
-    /// `[remote]` for the session (timeouts, signing, compression), `node.name` for mDNS.
-    ///
-    /// # Errors
-    /// [`EndpointError::Config`] naming the key whose value does not parse.
-    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
-        let mesh = &config.mesh;
-        let bad =
-            |key: String, value: &str, reason: &dyn std::fmt::Display| EndpointError::Config {
-                endpoint: "mesh".into(),
-                reason: format!("{key} = \"{value}\" is invalid: {reason}"),
-            };
-        let parse = |key: &str, values: &[String]| -> Result<Vec<Multiaddr>, EndpointError> {
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    text.parse::<Multiaddr>()
-                        .map_err(|e| bad(format!("mesh.{key}[{i}]"), text, &e))
-                })
-                .collect()
-        };
-        let mut remote = RemoteConfig::from_config(config)?;
-        remote.listen.clear();
-        remote.dial.clear();
-        let relay_limits = RelayLimits {
-            max_reservations: mesh.relay_max_reservations,
-            max_circuits: mesh.relay_max_circuits,
-            circuit_duration: Duration::from_millis(mesh.relay_circuit_duration_ms),
-            circuit_bytes: mesh.relay_circuit_bytes,
-            ..RelayLimits::default()
-        };
-        let out = Self {
-            transport: Transport::Tcp,
-            listen: parse("listen", &mesh.listen)?,
-            dial: parse("bootstrap", &mesh.bootstrap)?,
-            mdns: mesh.mdns,
-            max_peers: mesh.max_peers,
-            full_mesh_threshold: mesh.full_mesh_threshold,
-            remote,
-            relay_server: mesh.relay_server,
-            relay_limits,
-            relays: parse("relays", &mesh.relays)?,
-            hole_punching: mesh.hole_punching,
-            autonat: mesh.autonat,
-            external: parse("external", &mesh.external)?,
-        };
-        out.validate()?;
-        Ok(out)
-    }
-
-    fn validate(&self) -> Result<(), EndpointError> {
-        let bad = |reason: String| EndpointError::Config {
-            endpoint: "mesh".into(),
-            reason,
-        };
-        if self.max_peers == 0 {
-            return Err(bad("max_peers = 0 is invalid: must be at least 1".into()));
-        }
-        if self.full_mesh_threshold == 0 || self.full_mesh_threshold > self.max_peers {
-            return Err(bad(format!(
-                "full_mesh_threshold = {} is invalid: must be between 1 and max_peers ({})",
-                self.full_mesh_threshold, self.max_peers
-            )));
-        }
-        for (i, relay) in self.relays.iter().enumerate() {
-            if !matches!(
-                relay.iter().last(),
-                Some(libp2p::multiaddr::Protocol::P2p(_))
-            ) {
-                return Err(bad(format!(
-                    "relays[{i}] = \"{relay}\" is invalid: must end with /p2p/<relay PeerId>"
-                )));
-            }
-        }
-        let limits = &self.relay_limits;
-        if self.relay_server && (limits.max_reservations == 0 || limits.max_circuits == 0) {
-            return Err(bad(format!(
-                "relay_limits (max_reservations = {}, max_circuits = {}) is invalid: a relay server needs at least 1 of each",
-                limits.max_reservations, limits.max_circuits
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +146,23 @@ pub enum MeshError {
     /// Building the libp2p stack failed.
     #[error("libp2p setup: {0}")]
     Setup(String),
+}
+
+/// Counters of the libp2p layer ([`MeshEndpoint::mesh_stats`]); the dndm sessions' are in
+/// [`MeshEndpoint::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeshStats {
+    /// Incoming connections refused because the peer is not on the allow-list
+    /// (`remote.allow_peers`): closed right after Noise authenticated the peer, before
+    /// identify, ping, Kademlia, relay or a dndm stream served it.
+    pub refused_not_allowed: u64,
+    /// Incoming connections refused by a connection limit: [`MAX_PENDING_INCOMING`]
+    /// handshakes, or [`MeshConfig::max_peers`] established connections.
+    pub refused_over_limit: u64,
+    /// Dials refused because the peer is not on the allow-list (Kademlia dials the peers other
+    /// nodes name).
+    pub dials_not_allowed: u64,
 }
 
 /// One peer as the mesh sees it ([`MeshEndpoint::mesh_peers`]).
@@ -357,6 +234,8 @@ pub(crate) struct Inner {
     routes: watch::Sender<Routes>,
     /// Bumped when a listen address comes or goes ([`MeshEndpoint::wait_listening`]).
     pub(crate) listen_changes: watch::Sender<u64>,
+    /// Counters of the libp2p layer, written by the actor.
+    pub(crate) stats: watch::Sender<MeshStats>,
     /// Peers whose dndm stream went silent, for the actor (see `swarm/silence.rs`).
     pub(crate) silent: Arc<Silent>,
     pub(crate) tracker: TaskTracker,
@@ -398,6 +277,7 @@ impl MeshEndpoint {
                 commands: OnceLock::new(),
                 routes: watch::Sender::new(Routes::default()),
                 listen_changes: watch::Sender::new(0),
+                stats: watch::Sender::new(MeshStats::default()),
                 silent: Arc::new(Silent::default()),
                 tracker: TaskTracker::new(),
                 closing: cancel.child_token(),
@@ -479,6 +359,17 @@ impl MeshEndpoint {
     /// routes.
     pub fn stats(&self) -> dndm_remote::endpoint::RemoteStats {
         self.inner.links.stats()
+    }
+
+    /// Counters of the libp2p layer: connections refused (not on the allow-list, over a
+    /// limit) and dials the allow-list refused.
+    pub fn mesh_stats(&self) -> MeshStats {
+        *self.inner.stats.borrow()
+    }
+
+    /// A receiver of [`Self::mesh_stats`] that changes whenever a counter does.
+    pub fn mesh_stats_changes(&self) -> watch::Receiver<MeshStats> {
+        self.inner.stats.subscribe()
     }
 
     /// Peers with a dndm link.

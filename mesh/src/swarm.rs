@@ -15,6 +15,8 @@
 //! - A connection whose dndm session went silent (the path died without a FIN or an RST; see
 //!   `swarm/silence.rs`) is closed and counts as lost at once: the peer is redialed as above
 //!   even while libp2p still waits for that connection's close to finish.
+//! - With an allow-list, other peers are refused at the libp2p layer and never dialed (see
+//!   `swarm/behaviour.rs` and `swarm/admission.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,23 +27,23 @@ use dndm_remote::backoff::{Backoff, CircuitBreaker};
 use futures::StreamExt as _;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    Multiaddr, Swarm, autonat, connection_limits, dcutr, identify, noise, ping, relay, tcp, yamux,
-};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, Swarm, identify, ping};
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
 use crate::discovery::{Found, Mdns};
 
+mod admission;
+mod behaviour;
 mod relaying;
 mod shutdown;
 mod silence;
+pub(crate) use behaviour::{Behaviour, BehaviourEvent, build};
 pub(crate) use silence::{Silent, Watched};
 
-use crate::{Inner, MeshConfig, MeshError, PROTOCOL, Transport, keys};
+use crate::{Inner, PROTOCOL};
 
 /// How often the actor reconciles streams, lookups and provider records.
 const TICK: Duration = Duration::from_millis(500);
@@ -90,114 +92,6 @@ pub(crate) enum Command {
 pub(crate) struct Routes {
     pub(crate) intents: BTreeSet<Route>,
     pub(crate) interests: HashSet<RoutePattern>,
-}
-
-#[derive(NetworkBehaviour)]
-pub(crate) struct Behaviour {
-    limits: connection_limits::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    pub(crate) stream: libp2p_stream::Behaviour,
-    /// Circuit relay v2 server ([`MeshConfig::relay_server`]).
-    relay_server: Toggle<relay::Behaviour>,
-    /// Circuit relay v2 client: reservations on relays, dials through them (TCP only).
-    relay_client: Toggle<relay::client::Behaviour>,
-    /// Hole punching over relayed connections ([`MeshConfig::hole_punching`]).
-    dcutr: Toggle<dcutr::Behaviour>,
-    /// Reachability probes and dial-backs ([`MeshConfig::autonat`]).
-    autonat: Toggle<autonat::Behaviour>,
-}
-
-impl Behaviour {
-    fn new(
-        key: &libp2p::identity::Keypair,
-        config: &MeshConfig,
-        limits: connection_limits::ConnectionLimits,
-        relay_client: Option<relay::client::Behaviour>,
-    ) -> Self {
-        let peer = key.public().to_peer_id();
-        let identify = identify::Behaviour::new(identify::Config::new(
-            "/dndm/id/1.0.0".to_owned(),
-            key.public(),
-        ));
-        let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
-        // Answer queries like any Kademlia node, reachable or not yet confirmed.
-        kad.set_mode(Some(kad::Mode::Server));
-        let relay_server = config.relay_server.then(|| {
-            let mut server = relay::Behaviour::new(peer, config.relay_limits.server_config());
-            // Serve from the start: a relay is configured as one, not discovered to be one.
-            server.set_status(Some(relay::Status::Enable));
-            server
-        });
-        let punching = relay_client.is_some() && config.hole_punching && !config.relays.is_empty();
-        Behaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify,
-            ping: ping::Behaviour::default(),
-            kad,
-            stream: libp2p_stream::Behaviour::new(),
-            relay_server: relay_server.into(),
-            relay_client: relay_client.into(),
-            dcutr: punching.then(|| dcutr::Behaviour::new(peer)).into(),
-            autonat: config
-                .autonat
-                .then(|| autonat::Behaviour::new(peer, crate::nat::autonat_config()))
-                .into(),
-        }
-    }
-}
-
-/// Builds the swarm for `config` with this identity.
-pub(crate) fn build(
-    keypair: &dndm_core::Keypair,
-    config: &MeshConfig,
-) -> Result<Swarm<Behaviour>, MeshError> {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(keypair.secret_seed())
-        .map_err(|e| MeshError::Setup(e.to_string()))?;
-    // Two per peer: a relayed connection and the direct one hole punching opened, for the
-    // moment it takes to move the dndm stream over.
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)))
-        .with_max_established_per_peer(Some(2))
-        .with_max_pending_outgoing(Some(u32::try_from(config.max_peers).unwrap_or(u32::MAX)));
-    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(e.to_string());
-    let swarm = match config.transport {
-        // TCP, plus the relay client transport for `/p2p-circuit` addresses.
-        Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| setup(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| setup(&e))?
-            .with_behaviour(|key, relay_client| {
-                Behaviour::new(key, config, limits, Some(relay_client))
-            })
-            .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-            .build(),
-        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_other_transport(|key| {
-                use libp2p::Transport as _;
-                let noise = noise::Config::new(key)
-                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-                Ok(libp2p::core::transport::MemoryTransport::default()
-                    .upgrade(libp2p::core::upgrade::Version::V1)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default()))
-            })
-            .map_err(|e| setup(&e))?
-            .with_behaviour(|key| Behaviour::new(key, config, limits, None))
-            .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-            .build(),
-    };
-    Ok(swarm)
 }
 
 /// The dndm PeerId of a libp2p peer (ed25519 keys only).
@@ -485,6 +379,7 @@ impl Actor {
                 peer_id,
                 error,
             } => {
+                self.on_dial_error(peer_id, &error);
                 if let Some(addr) = self.dials.remove(&connection_id) {
                     self.redial_address(addr);
                 }
@@ -508,16 +403,11 @@ impl Actor {
                     self.redial_peer_later(peer);
                 }
             }
-            // Someone wants us and the bound refused them: free a slot for their retry.
             SwarmEvent::IncomingConnectionError {
-                error: libp2p::swarm::ListenError::Denied { .. },
+                peer_id,
+                error: libp2p::swarm::ListenError::Denied { cause },
                 ..
-            } if self
-                .last_eviction
-                .is_none_or(|t| t.elapsed() >= EVICT_SPACING) =>
-            {
-                self.evict_idle();
-            }
+            } => self.on_incoming_denied(peer_id, &cause),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -682,7 +572,7 @@ impl Actor {
     fn routes_changed(&mut self) {
         let current = self.routes.borrow_and_update().clone();
         for route in self.applied.intents.difference(&current.intents) {
-            for key in keys::provided(route) {
+            for key in self.inner.config.route_key.provided(route) {
                 if let Some(count) = self.provided.get_mut(&key) {
                     *count -= 1;
                     if *count == 0 {
@@ -693,7 +583,7 @@ impl Actor {
             }
         }
         for route in current.intents.difference(&self.applied.intents) {
-            for key in keys::provided(route) {
+            for key in self.inner.config.route_key.provided(route) {
                 let count = self.provided.entry(key.clone()).or_insert(0);
                 *count += 1;
                 if *count == 1 {
@@ -705,7 +595,11 @@ impl Actor {
                 }
             }
         }
-        let wanted: HashSet<RecordKey> = current.interests.iter().map(keys::wanted).collect();
+        let wanted: HashSet<RecordKey> = current
+            .interests
+            .iter()
+            .map(|p| self.inner.config.route_key.wanted(p))
+            .collect();
         self.lookups.retain(|key, _| wanted.contains(key));
         for key in wanted {
             self.lookups.entry(key).or_insert(Lookup {
@@ -804,7 +698,7 @@ impl Actor {
     /// Dials a known peer (its addresses, plus whatever Kademlia knows), unless its breaker is
     /// open.
     fn dial_peer(&mut self, peer: libp2p::PeerId) {
-        if peer == self.local {
+        if peer == self.local || !self.allowed(&peer) {
             return;
         }
         let now = self.started.elapsed();

@@ -1,5 +1,7 @@
 //! A plain rust-libp2p node (not using dndm) dials a dndm mesh node and exercises the standard
-//! protocols: identify (which lists `/dndm/1.0.0`), ping, and Kademlia FIND_NODE.
+//! protocols: identify (which lists `/dndm/1.0.0`), ping, and Kademlia FIND_NODE on the IPFS
+//! protocol id, which a dndm node speaks only when configured to (`mesh.kad_protocol`); by
+//! default it speaks `/dndm/kad/1.0.0` instead.
 
 #![allow(clippy::unwrap_used)]
 
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dndm_core::Keypair;
-use dndm_mesh::{MeshConfig, MeshEndpoint, PROTOCOL, Transport};
+use dndm_mesh::{KAD_PROTOCOL, MeshConfig, MeshEndpoint, PROTOCOL, Transport};
 use dndm_router::Router;
 use futures::StreamExt as _;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -22,21 +24,31 @@ struct Plain {
     kad: kad::Behaviour<kad::store::MemoryStore>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node() {
-    let port = u64::from(std::process::id()) * 100 + 77;
+/// A dndm node listening on a memory port, with `kad_protocol` (the default when `None`).
+async fn dndm_node(
+    offset: u64,
+    kad_protocol: Option<libp2p::StreamProtocol>,
+) -> (Router, libp2p::PeerId, Multiaddr) {
+    let port = u64::from(std::process::id()) * 100 + offset;
     let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
     let router = Router::builder().name("dndm").build().unwrap();
     let mut config = MeshConfig::default();
     config.transport = Transport::Memory;
     config.listen = vec![addr.clone()];
+    if let Some(protocol) = kad_protocol {
+        config.kad_protocol = protocol;
+    }
     let dndm_keys = Keypair::from_seed([42; 32]);
     let dndm_peer: libp2p::PeerId =
         libp2p::PeerId::from_bytes(&dndm_keys.peer_id().to_bytes()).unwrap();
     let endpoint = MeshEndpoint::new(dndm_keys, config).unwrap();
     router.attach(Arc::new(endpoint)).await.unwrap();
+    (router, dndm_peer, addr)
+}
 
-    let mut plain = libp2p::SwarmBuilder::with_new_identity()
+/// A plain rust-libp2p node with identify, ping and Kademlia on the IPFS protocol id.
+fn plain_node() -> libp2p::Swarm<Plain> {
+    libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
             use libp2p::Transport as _;
@@ -60,7 +72,13 @@ async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node() {
             }
         })
         .unwrap()
-        .build();
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node_on_the_ipfs_dht() {
+    let (router, dndm_peer, addr) = dndm_node(77, Some(kad::PROTOCOL_NAME)).await;
+    let mut plain = plain_node();
     plain
         .behaviour_mut()
         .kad
@@ -94,9 +112,7 @@ async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node() {
                         info.protocols
                     );
                     assert!(
-                        info.protocols
-                            .iter()
-                            .any(|p| p.as_ref().starts_with("/ipfs/kad")),
+                        info.protocols.contains(&kad::PROTOCOL_NAME),
                         "{:?}",
                         info.protocols
                     );
@@ -124,5 +140,39 @@ async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node() {
     })
     .await
     .unwrap_or_else(|_| panic!("identified {identified}, pinged {pinged}, queried {queried}"));
+    router.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_dndm_node_speaks_its_own_dht_protocol_not_ipfs() {
+    let (router, dndm_peer, addr) = dndm_node(78, None).await;
+    let mut plain = plain_node();
+    plain.dial(addr).unwrap();
+    let info = tokio::time::timeout(GUARD, async {
+        loop {
+            if let SwarmEvent::Behaviour(PlainEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) = plain.select_next_some().await
+            {
+                assert_eq!(peer_id, dndm_peer);
+                return info;
+            }
+        }
+    })
+    .await
+    .expect("the dndm node answers identify");
+    assert!(info.protocols.contains(&PROTOCOL), "{:?}", info.protocols);
+    assert!(
+        info.protocols.contains(&KAD_PROTOCOL),
+        "{:?}",
+        info.protocols
+    );
+    assert!(
+        !info.protocols.contains(&kad::PROTOCOL_NAME),
+        "no /ipfs/kad/1.0.0 by default: {:?}",
+        info.protocols
+    );
     router.close().await;
 }

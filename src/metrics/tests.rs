@@ -79,6 +79,11 @@ async fn snapshot_with_endpoint_counters() -> NodeSnapshot {
         over_budget: BTreeMap::from([("routes".to_owned(), 2)]),
         ..stats
     });
+    snapshot.mesh_connections = Some(MeshStatsView {
+        refused_not_allowed: 21,
+        refused_over_limit: 22,
+        dials_not_allowed: 23,
+    });
     snapshot.intents.push(IntentView {
         id: 1,
         route: "dndm.Text@chat.room1".to_owned(),
@@ -457,4 +462,16 @@ async fn every_exported_metric_is_documented() {
         undocumented.is_empty(),
         "exported but missing from the metrics table of docs/operations.md: {undocumented:?}"
     );
+}
+
+#[tokio::test]
+async fn mesh_refusals_are_exported_by_reason() {
+    let text = render(&snapshot_with_endpoint_counters().await);
+    for line in [
+        "dndm_mesh_refused_connections_total{node=\"n1\",reason=\"not_allowed\"} 21",
+        "dndm_mesh_refused_connections_total{node=\"n1\",reason=\"over_limit\"} 22",
+        "dndm_mesh_dials_not_allowed_total{node=\"n1\"} 23",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
 }

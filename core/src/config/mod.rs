@@ -59,6 +59,12 @@ const MAX_NAME_LEN: usize = 64;
 /// Largest accepted `mesh.max_peers`.
 const MAX_PEERS: usize = 10_000;
 
+/// Shortest accepted non-empty `mesh.route_key`, in bytes: shorter secrets are guessable.
+const MIN_ROUTE_KEY_LEN: usize = 16;
+
+/// Longest accepted `mesh.kad_protocol`, in bytes (multistream-select's limit on names).
+const MAX_PROTOCOL_LEN: usize = 140;
+
 /// Smallest accepted `remote.max_frame_len`, in bytes.
 const MIN_FRAME_LEN: usize = 1024;
 
@@ -262,6 +268,17 @@ pub struct MeshConfig {
     /// Addresses this node is known to be reachable on from outside (e.g. a port forward),
     /// announced to peers. Default none.
     pub external: Vec<String>,
+    /// The Kademlia (DHT) protocol id. Default `/dndm/kad/1.0.0`: dndm nodes form their own
+    /// DHT. `/ipfs/kad/1.0.0` joins the public IPFS DHT on purpose (route provider records are
+    /// then stored by IPFS nodes, hashed with `route_key`). Must start with `/`, at most 140
+    /// bytes, printable ASCII without spaces.
+    pub kad_protocol: String,
+    /// The mesh-wide secret that keys the hashes of route names in DHT provider records.
+    /// Default empty: a public default key, so default meshes find each other's routes, and a
+    /// DHT participant can confirm a route name it guesses. Set the same secret (at least 16
+    /// bytes, e.g. `openssl rand -hex 32`) on every node of a private mesh: outsiders then
+    /// cannot tell which routes the records stand for.
+    pub route_key: String,
 }
 
 /// The `[metrics]` section: the Prometheus endpoint.
@@ -709,6 +726,8 @@ impl Default for MeshConfig {
             hole_punching: true,
             autonat: false,
             external: Vec::new(),
+            kad_protocol: "/dndm/kad/1.0.0".to_owned(),
+            route_key: String::new(),
         }
     }
 }
@@ -781,6 +800,29 @@ impl MeshConfig {
             65_536,
             u64::MAX,
         );
+        let protocol = &self.kad_protocol;
+        if !protocol.starts_with('/')
+            || protocol.len() > MAX_PROTOCOL_LEN
+            || !protocol.bytes().all(|b| b.is_ascii_graphic())
+        {
+            problems.invalid(
+                "mesh.kad_protocol",
+                quoted(protocol),
+                format!(
+                    "must start with / and be at most {MAX_PROTOCOL_LEN} printable ASCII characters without spaces, e.g. /dndm/kad/1.0.0 or /ipfs/kad/1.0.0"
+                ),
+            );
+        }
+        if !self.route_key.is_empty() && self.route_key.len() < MIN_ROUTE_KEY_LEN {
+            // The value is a secret: the error shows its length, never its text.
+            problems.invalid(
+                "mesh.route_key",
+                format!("<secret of {} bytes>", self.route_key.len()),
+                format!(
+                    "must be empty (the public default key) or a secret of at least {MIN_ROUTE_KEY_LEN} bytes"
+                ),
+            );
+        }
         problems.range("mesh.max_peers", self.max_peers, 1, MAX_PEERS);
         if !(1..=MAX_PEERS).contains(&self.max_peers) {
             // Compare against max_peers only when it is itself valid, to report one problem.

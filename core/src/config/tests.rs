@@ -549,7 +549,7 @@ fn keys_list_every_field() {
     let mut sections = Vec::new();
     let _ = Config::deserialize(FieldNames(&mut sections));
     assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
-    assert_eq!(keys.len(), 2 + 5 + 16 + 8 + 15 + 2);
+    assert_eq!(keys.len(), 2 + 5 + 16 + 8 + 17 + 2);
     assert!(keys.contains(&"node.identity_file".to_owned()));
     // Every key can be overridden from the environment.
     for key in &keys {
@@ -582,4 +582,52 @@ fn nat_keys_are_checked_and_name_the_bad_value() {
         error.starts_with("mesh.relay_circuit_bytes = 10 is invalid"),
         "{error}"
     );
+}
+
+#[test]
+fn dht_keys_default_to_a_dndm_protocol_and_the_public_route_key() {
+    let c = Config::default();
+    assert_eq!(c.mesh.kad_protocol, "/dndm/kad/1.0.0");
+    assert_eq!(c.mesh.route_key, "");
+    let c = Config::from_toml_str(
+        "[mesh]\nkad_protocol = \"/ipfs/kad/1.0.0\"\nroute_key = \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.mesh.kad_protocol, "/ipfs/kad/1.0.0");
+    assert_eq!(c.mesh.route_key, "0123456789abcdef");
+}
+
+#[test]
+fn dht_keys_are_checked_and_name_the_key() {
+    for bad in ["ipfs/kad/1.0.0", "/dndm/kad 1.0.0", "", "/é"] {
+        let error = Config::from_toml_str(&format!("[mesh]\nkad_protocol = {bad:?}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "mesh.kad_protocol = {bad:?} is invalid: must start with /"
+            )),
+            "{error}"
+        );
+    }
+    let long = format!("/{}", "k".repeat(140));
+    let error = Config::from_toml_str(&format!("[mesh]\nkad_protocol = {long:?}\n")).unwrap_err();
+    assert_eq!(fields(&error), ["mesh.kad_protocol"]);
+
+    let error = Config::from_toml_str("[mesh]\nroute_key = \"hunter2\"\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "mesh.route_key = <secret of 7 bytes> is invalid: must be empty (the public default key) \
+         or a secret of at least 16 bytes"
+    );
+    assert!(
+        !error.contains("hunter2"),
+        "the secret stays out of the error"
+    );
+    let error = Config::default()
+        .with_env_overrides([("DNDM_MESH__ROUTE_KEY", "short")])
+        .unwrap_err();
+    assert_eq!(fields(&error), ["mesh.route_key"]);
 }

@@ -7,6 +7,8 @@ use dndm_core::{Keypair, Message};
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::Router;
 
+pub mod plain;
+
 /// A reading with a sequence number.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Reading {
@@ -23,6 +25,16 @@ impl Message for Reading {}
 /// A router named `n<seed>` with a mesh endpoint on the memory transport, listening on and
 /// dialing the given memory ports.
 pub async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, MeshEndpoint) {
+    node_with(seed, listen, dial, |_| {}).await
+}
+
+/// [`node`], with `configure` applied to its settings first.
+pub async fn node_with(
+    seed: u8,
+    listen: Option<u64>,
+    dial: Option<u64>,
+    configure: impl FnOnce(&mut MeshConfig),
+) -> (Router, MeshEndpoint) {
     let router = Router::builder().name(format!("n{seed}")).build().unwrap();
     let mut config = MeshConfig::default();
     config.transport = Transport::Memory;
@@ -34,6 +46,7 @@ pub async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, 
         .into_iter()
         .map(|p| format!("/memory/{p}").parse().unwrap())
         .collect();
+    configure(&mut config);
     let endpoint = MeshEndpoint::new(Keypair::from_seed([seed; 32]), config).unwrap();
     router.attach(Arc::new(endpoint.clone())).await.unwrap();
     (router, endpoint)
@@ -42,4 +55,14 @@ pub async fn node(seed: u8, listen: Option<u64>, dial: Option<u64>) -> (Router, 
 /// A memory port unique to this process and test.
 pub fn port(offset: u64) -> u64 {
     u64::from(std::process::id()) * 100 + offset
+}
+
+/// The libp2p PeerId of a mesh endpoint.
+pub fn libp2p_peer(endpoint: &MeshEndpoint) -> libp2p::PeerId {
+    libp2p::PeerId::from_bytes(&endpoint.peer_id().to_bytes()).unwrap()
+}
+
+/// A memory address of [`port`]`(offset)`.
+pub fn memory(offset: u64) -> libp2p::Multiaddr {
+    format!("/memory/{}", port(offset)).parse().unwrap()
 }

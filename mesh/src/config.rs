@@ -1,0 +1,187 @@
+//! The mesh's settings: [`MeshConfig`], from code or from a [`dndm_core::Config`].
+
+use std::time::Duration;
+
+use dndm_core::EndpointError;
+use dndm_remote::endpoint::RemoteConfig;
+use libp2p::{Multiaddr, StreamProtocol};
+
+use crate::{KAD_PROTOCOL, RelayLimits, RouteKey};
+
+/// Which libp2p transport the swarm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// TCP (listen on `/ip4/…/tcp/…`).
+    #[default]
+    Tcp,
+    /// libp2p's in-process memory transport (`/memory/N`), for tests. No mDNS.
+    Memory,
+}
+
+/// Settings of a [`MeshEndpoint`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// The transport.
+    pub transport: Transport,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (static bootstrap), redialed with backoff when lost. An address
+    /// ending in `/p2p/<PeerId>` also protects that peer from eviction at the connection bound.
+    pub dial: Vec<Multiaddr>,
+    /// Discover and announce on the LAN with DNS-SD over mDNS (TCP transport only). Default on.
+    pub mdns: bool,
+    /// Most peers connected at once. Default 50.
+    pub max_peers: usize,
+    /// Below this many connected peers, every peer learned of is dialed (a full mesh); above
+    /// it only providers of wanted routes are. Default 16.
+    pub full_mesh_threshold: usize,
+    /// The session settings of the dndm streams (listen/dial targets there are ignored; the
+    /// node name there is the one announced over mDNS).
+    pub remote: RemoteConfig,
+    /// Serve as a circuit relay (v2) for peers behind NAT, within [`Self::relay_limits`]
+    /// (TCP transport only). Default off.
+    pub relay_server: bool,
+    /// What a relay server hands out. See [`RelayLimits`] for the defaults.
+    pub relay_limits: RelayLimits,
+    /// Relays to reserve a slot on, each `/…/p2p/<relay PeerId>` (TCP transport only): the
+    /// node listens on `<relay>/p2p-circuit`, so peers that cannot dial it can reach it at
+    /// `<relay>/p2p-circuit/p2p/<this node>`. Default none.
+    pub relays: Vec<Multiaddr>,
+    /// Upgrade relayed connections to direct ones by hole punching (DCUtR). Default on; only
+    /// takes effect when [`Self::relays`] is not empty.
+    pub hole_punching: bool,
+    /// Learn whether this node is reachable (AutoNAT v1: connected peers dial it back), and
+    /// answer other nodes' dial-back requests. See [`MeshEndpoint::reachability`]. Default off.
+    pub autonat: bool,
+    /// Addresses this node is known to be reachable at (a public relay's address, say), added
+    /// as confirmed external addresses at start. Default none: a relay server without any
+    /// confirms its non-loopback listen addresses instead.
+    pub external: Vec<Multiaddr>,
+    /// The Kademlia protocol id. Default [`KAD_PROTOCOL`] (`/dndm/kad/1.0.0`); set
+    /// `libp2p::kad::PROTOCOL_NAME` (`/ipfs/kad/1.0.0`) to join a standard libp2p/IPFS DHT on
+    /// purpose.
+    pub kad_protocol: StreamProtocol,
+    /// The key of the hashes that stand for routes in DHT provider records. Default
+    /// [`RouteKey::DEFAULT`] (public); every node of a mesh needs the same key.
+    pub route_key: RouteKey,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Tcp,
+            listen: Vec::new(),
+            dial: Vec::new(),
+            mdns: true,
+            max_peers: 50,
+            full_mesh_threshold: 16,
+            remote: RemoteConfig::default(),
+            relay_server: false,
+            relay_limits: RelayLimits::default(),
+            relays: Vec::new(),
+            hole_punching: true,
+            autonat: false,
+            external: Vec::new(),
+            kad_protocol: KAD_PROTOCOL,
+            route_key: RouteKey::DEFAULT,
+        }
+    }
+}
+
+impl MeshConfig {
+    /// The mesh settings of a validated [`dndm_core::Config`]: `[mesh]` for the swarm,
+    /// `[remote]` for the session (timeouts, signing, compression), `node.name` for mDNS.
+    ///
+    /// # Errors
+    /// [`EndpointError::Config`] naming the key whose value does not parse.
+    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
+        let mesh = &config.mesh;
+        let bad =
+            |key: String, value: &str, reason: &dyn std::fmt::Display| EndpointError::Config {
+                endpoint: "mesh".into(),
+                reason: format!("{key} = \"{value}\" is invalid: {reason}"),
+            };
+        let parse = |key: &str, values: &[String]| -> Result<Vec<Multiaddr>, EndpointError> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse::<Multiaddr>()
+                        .map_err(|e| bad(format!("mesh.{key}[{i}]"), text, &e))
+                })
+                .collect()
+        };
+        let mut remote = RemoteConfig::from_config(config)?;
+        remote.listen.clear();
+        remote.dial.clear();
+        let relay_limits = RelayLimits {
+            max_reservations: mesh.relay_max_reservations,
+            max_circuits: mesh.relay_max_circuits,
+            circuit_duration: Duration::from_millis(mesh.relay_circuit_duration_ms),
+            circuit_bytes: mesh.relay_circuit_bytes,
+            ..RelayLimits::default()
+        };
+        let kad_protocol = StreamProtocol::try_from_owned(mesh.kad_protocol.clone())
+            .map_err(|e| bad("mesh.kad_protocol".into(), &mesh.kad_protocol, &e))?;
+        let route_key = if mesh.route_key.is_empty() {
+            RouteKey::DEFAULT
+        } else {
+            RouteKey::from_secret(&mesh.route_key)
+        };
+        let out = Self {
+            transport: Transport::Tcp,
+            listen: parse("listen", &mesh.listen)?,
+            dial: parse("bootstrap", &mesh.bootstrap)?,
+            mdns: mesh.mdns,
+            max_peers: mesh.max_peers,
+            full_mesh_threshold: mesh.full_mesh_threshold,
+            remote,
+            relay_server: mesh.relay_server,
+            relay_limits,
+            relays: parse("relays", &mesh.relays)?,
+            hole_punching: mesh.hole_punching,
+            autonat: mesh.autonat,
+            external: parse("external", &mesh.external)?,
+            kad_protocol,
+            route_key,
+        };
+        out.validate()?;
+        Ok(out)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EndpointError> {
+        let bad = |reason: String| EndpointError::Config {
+            endpoint: "mesh".into(),
+            reason,
+        };
+        if self.max_peers == 0 {
+            return Err(bad("max_peers = 0 is invalid: must be at least 1".into()));
+        }
+        if self.full_mesh_threshold == 0 || self.full_mesh_threshold > self.max_peers {
+            return Err(bad(format!(
+                "full_mesh_threshold = {} is invalid: must be between 1 and max_peers ({})",
+                self.full_mesh_threshold, self.max_peers
+            )));
+        }
+        for (i, relay) in self.relays.iter().enumerate() {
+            if !matches!(
+                relay.iter().last(),
+                Some(libp2p::multiaddr::Protocol::P2p(_))
+            ) {
+                return Err(bad(format!(
+                    "relays[{i}] = \"{relay}\" is invalid: must end with /p2p/<relay PeerId>"
+                )));
+            }
+        }
+        let limits = &self.relay_limits;
+        if self.relay_server && (limits.max_reservations == 0 || limits.max_circuits == 0) {
+            return Err(bad(format!(
+                "relay_limits (max_reservations = {}, max_circuits = {}) is invalid: a relay server needs at least 1 of each",
+                limits.max_reservations, limits.max_circuits
+            )));
+        }
+        Ok(())
+    }
+}
