@@ -6,7 +6,8 @@
 //! signing on/off × zstd on/off) it measures one-way throughput of a reliable route for 8 B,
 //! 1 KiB and 64 KiB payloads (publisher to subscriber, until the subscriber has them all) and
 //! ping-pong round trips (p50/p99). A raw TCP baseline does the same transfer in the same run:
-//! tokio, 4-byte length prefix, buffered writes, no encryption.
+//! tokio, 4-byte length prefix, buffered writes, no encryption. Payloads are random bytes;
+//! `-- --payload compressible` sends one repeated byte instead (zstd's best case).
 #![allow(missing_docs, clippy::unwrap_used, unreachable_pub)]
 
 use std::io::{BufRead as _, BufReader};
@@ -34,6 +35,50 @@ impl prost::Name for Blob {
 impl Message for Blob {}
 
 const SIZES: [usize; 3] = [8, 1024, 65536];
+
+/// `--payload compressible`: one repeated byte (zstd's best case). Default: random bytes.
+static COMPRESSIBLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Payloads for messages of `size` bytes: slices of a pool of pseudo-random bytes at varying
+/// offsets (so no two neighbours repeat), or one repeated byte with `--payload compressible`.
+struct Payloads {
+    pool: bytes::Bytes,
+    size: usize,
+    next: usize,
+}
+
+impl Payloads {
+    fn new(size: usize) -> Self {
+        let len = 8 << 20;
+        let pool = if COMPRESSIBLE.get().copied().unwrap_or(false) {
+            vec![0x5a; len]
+        } else {
+            // xorshift64*: fast, and incompressible for zstd.
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            (0..len / 8)
+                .flat_map(|_| {
+                    state ^= state >> 12;
+                    state ^= state << 25;
+                    state ^= state >> 27;
+                    state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
+                })
+                .collect()
+        };
+        Self {
+            pool: pool.into(),
+            size,
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> bytes::Bytes {
+        // Past the last slice plus a prime: neighbours never overlap (zstd would find them),
+        // and offsets do not line up with the size.
+        let span = self.pool.len() - self.size;
+        self.next = (self.next + self.size + 7919) % span;
+        self.pool.slice(self.next..self.next + self.size)
+    }
+}
 
 /// Payload sizes selected with `--size` (all of [`SIZES`] when unset).
 static SIZE_FILTER: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
@@ -65,7 +110,11 @@ fn lossless() -> SubscribeOptions {
 
 fn session_config(sign: bool, zstd: bool) -> RemoteConfig {
     let mut config = RemoteConfig::default();
-    config.session.sign_batches = sign;
+    config.session.signing = if sign {
+        dndm_core::Signing::Batch
+    } else {
+        dndm_core::Signing::OnRequest
+    };
     if !zstd {
         config.session.compression = None;
     }
@@ -264,7 +313,7 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
             continue;
         }
         let n = count_for(size, quick);
-        let payload = bytes::Bytes::from(vec![0x5a; size]);
+        let mut payloads = Payloads::new(size);
         let before = sent(&endpoint);
         let start = Instant::now();
         data.send(Blob {
@@ -276,7 +325,7 @@ async fn bench_dndm(sign: bool, zstd: bool, quick: bool) -> Row {
         for seq in 0..n {
             data.send(Blob {
                 seq,
-                data: payload.clone(),
+                data: payloads.next(),
             })
             .await
             .unwrap();
@@ -406,6 +455,11 @@ fn main() {
     if !sizes.is_empty() {
         let _ = SIZE_FILTER.set(sizes);
     }
+    // `-- --payload compressible`: one repeated byte instead of random bytes.
+    let _ = COMPRESSIBLE.set(
+        args.windows(2)
+            .any(|w| w[0] == "--payload" && w[1] == "compressible"),
+    );
     let rows = runtime.block_on(async move {
         tokio::spawn(async move {
             let mut rows = Vec::new();

@@ -281,7 +281,7 @@ fn remote_settings_come_from_the_node_config() {
     assert_eq!(remote.session.keepalive, Duration::from_millis(250));
     assert_eq!(remote.session.idle_timeout, Duration::from_secs(2));
     assert_eq!(remote.session.retransmit_capacity, 100);
-    assert!(!remote.session.sign_batches);
+    assert_eq!(remote.session.signing, dndm_core::Signing::Off);
     assert_eq!(remote.session.limits.max_frame_len(), 65536);
 }
 

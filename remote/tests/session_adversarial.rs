@@ -19,7 +19,7 @@ use dndm_codec::{
     Encoder, Frame, FrameHeader, FrameKind, HEADER_LEN, Hello, Limits, MAGIC, PROTOCOL_VERSION,
     Ping, ResumeState, SessionId,
 };
-use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, IntentAd, InterestAd, Keypair, Qos, Route, RoutePattern, Signing};
 use dndm_remote::noise::{StaticKey, sign_binding};
 use dndm_remote::session::{Binding, Connection, Event, LinkFailure, Session, SessionConfig};
 use proptest::prelude::*;
@@ -85,9 +85,16 @@ fn connect_with(
 }
 
 /// A publisher A and subscriber B (default config) on connection 1, both open, events drained.
+/// A session that signs every batch and requires the peer's to be signed.
+fn signed() -> SessionConfig {
+    let mut config = SessionConfig::default();
+    config.signing = Signing::Batch;
+    config
+}
+
 fn open_pair(now: Instant) -> (Session, Session) {
-    let mut a = publisher(A_SEED, A_EPOCH, SessionConfig::default(), now);
-    let mut b = subscriber(SessionConfig::default(), now);
+    let mut a = publisher(A_SEED, A_EPOCH, signed(), now);
+    let mut b = subscriber(signed(), now);
     connect_with(&mut a, &mut b, now, conn(1), conn(1));
     assert!(a.is_open() && b.is_open());
     events(&mut a);
@@ -608,7 +615,7 @@ fn a_tampered_batch_fails_its_signature_or_its_header_check() {
         .collect();
     let (_, _, frame) = pair_with_batch(now, &payloads);
     let h = FrameHeader::parse(&frame, &Limits::default()).unwrap();
-    assert!(h.is_signed(), "default sessions sign batches");
+    assert!(h.is_signed(), "signing sessions sign every batch");
     assert!(!h.is_compressed(), "a small batch is sent uncompressed");
     let payload_at = frame
         .windows(payloads[1].len())

@@ -149,11 +149,18 @@ pub enum Overflow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signing {
-    /// Sign batches of frames with the node's identity, so a peer can verify who sent them. The
-    /// default.
-    #[default]
+    /// Sign every batch with the node's ed25519 identity and require the peer to do the same
+    /// (each of its batches is verified before it is decoded): for links whose messages must
+    /// stay verifiable after they leave the link (recorded, relayed, cached). Peers see it in
+    /// the hello and sign for this node too.
     Batch,
-    /// Send unsigned; only for trusted networks (the handshake still authenticates the peer).
+    /// Sign and verify batches only on sessions whose peer runs [`Signing::Batch`]. Otherwise
+    /// the link's own authentication (Noise on remote links, libp2p's Noise on the mesh) proves
+    /// every frame to this peer, and no signature costs time on the way. The default.
+    #[default]
+    OnRequest,
+    /// Never sign; a peer that requires signatures is refused at its hello. Only for trusted
+    /// networks (the handshake still authenticates the peer).
     Off,
 }
 

@@ -74,7 +74,11 @@ impl Case {
     fn config(self) -> MeshConfig {
         let mut config = MeshConfig::default();
         config.transport = Transport::Tcp;
-        config.remote.session.sign_batches = self.sign;
+        config.remote.session.signing = if self.sign {
+            dndm_core::Signing::Batch
+        } else {
+            dndm_core::Signing::OnRequest
+        };
         if !self.zstd {
             config.remote.session.compression = None;
         }

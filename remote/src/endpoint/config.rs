@@ -194,7 +194,7 @@ impl RemoteConfig {
         session.keepalive = remote.keepalive();
         session.idle_timeout = remote.idle_timeout();
         session.retransmit_capacity = remote.retransmit_buffer;
-        session.sign_batches = remote.signing == dndm_core::Signing::Batch;
+        session.signing = remote.signing;
         session.compression = Some(dndm_codec::Compression::new(
             dndm_codec::Compression::DEFAULT_LEVEL,
             remote.compression_threshold,

@@ -51,7 +51,7 @@ use dndm_codec::{
 };
 use dndm_core::{
     BudgetKind, IntentAd, InterestAd, Keypair, PeerId, PublicKey, Qos, Route, RoutePattern,
-    ServiceAd, Undelivered,
+    ServiceAd, Signing, Undelivered,
 };
 
 use crate::noise;

@@ -13,8 +13,8 @@ impl Session {
             return Err(LinkFailure::Protocol("a frame before the hello".into()));
         }
         // Verify a batch's signature before decompressing anything the peer sent.
-        if self.config.sign_batches
-            && kind == FrameKind::Batch
+        if kind == FrameKind::Batch
+            && self.signing()
             && let (Some(key), Some(conn)) = (&self.peer_key, &self.conn)
         {
             verify_batch(bytes, &conn.info.session_id, key)
@@ -83,6 +83,13 @@ impl Session {
         if let Some(binding) = &conn.info.binding {
             noise::verify_binding(&key, &binding.remote_static, &hello.key_binding)
                 .map_err(|_| LinkFailure::BadBinding(peer))?;
+        }
+        if self.config.signing == Signing::Off && hello.capabilities.signed_batches {
+            return Err(LinkFailure::Protocol(
+                "the peer requires signed batches (its remote.signing is \"batch\") and this \
+                 node's remote.signing is \"off\""
+                    .into(),
+            ));
         }
         self.check_acl(peer, &hello.intents, &hello.interests)?;
         let resume = hello.resume.unwrap_or_default();

@@ -77,7 +77,7 @@ impl Session {
                 max_frame_len: limits.max_frame_len(),
                 max_batch_messages: limits.max_batch_messages(),
                 max_decompressed_len: limits.max_decompressed_len(),
-                signed_batches: self.config.sign_batches,
+                signed_batches: self.config.signing == Signing::Batch,
             },
             resume: Some(ResumeState {
                 session_epoch: self.epoch,
@@ -141,6 +141,17 @@ impl Session {
         };
         if advert != Advert::default() {
             self.queue_frame(&Frame::Advert(advert), now);
+        }
+    }
+
+    /// Whether batches are signed and verified on this session, both ways: when either side
+    /// runs [`Signing::Batch`] (a peer's choice arrives in its hello), unless ours is
+    /// [`Signing::Off`].
+    pub(super) fn signing(&self) -> bool {
+        match self.config.signing {
+            Signing::Batch => true,
+            Signing::Off => false,
+            _ => self.peer_caps.as_ref().is_some_and(|c| c.signed_batches),
         }
     }
 
@@ -495,7 +506,7 @@ impl Session {
             Packing::Dictionary(id) => BatchOptions::new().dictionary(id),
             Packing::AsConfigured => BatchOptions::new(),
         };
-        if self.config.sign_batches
+        if self.signing()
             && let Some(id) = &session_id
         {
             options = options.sign(&self.keypair, id);

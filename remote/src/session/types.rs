@@ -11,7 +11,7 @@ use dndm_codec::{
 };
 use dndm_core::{
     BudgetConfig, BudgetKind, IntentAd, InterestAd, PeerId, Route, RoutePattern, ServiceAd,
-    Undelivered,
+    Signing, Undelivered,
 };
 
 use crate::acl::Acl;
@@ -23,8 +23,10 @@ pub struct SessionConfig {
     pub limits: Limits,
     /// zstd for batches above its threshold; `None` sends uncompressed.
     pub compression: Option<Compression>,
-    /// Sign every batch with the node's ed25519 key and verify the peer's.
-    pub sign_batches: bool,
+    /// When batches carry ed25519 signatures: always, both ways ([`Signing::Batch`]); only
+    /// when the peer asks for them (the default, [`Signing::OnRequest`]); never
+    /// ([`Signing::Off`]). See `docs/protocol.md` for what a signature proves to whom.
+    pub signing: Signing,
     /// Messages waiting to be batched; beyond it [`Session::send`](super::Session::send) refuses (back-pressure).
     pub send_queue: usize,
     /// Reliable messages (and batches) sent but not yet acknowledged; beyond it batching pauses.
@@ -67,7 +69,7 @@ impl Default for SessionConfig {
         Self {
             limits: Limits::default(),
             compression: Some(Compression::default()),
-            sign_batches: true,
+            signing: Signing::OnRequest,
             send_queue: 8192,
             retransmit_capacity: 4096,
             max_batch_messages: 1024,
