@@ -30,15 +30,63 @@ pub struct Encoder {
     compressor: Option<Compressor<'static>>,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
-    /// Consecutive batches that did not shrink, and how many batches to send uncompressed
-    /// before trying again: incompressible data (random, already compressed) costs one zstd
-    /// attempt per 2^streak batches (up to `MAX_SKIP`) instead of one per batch.
-    incompressible: u32,
-    skip: u32,
+    /// Whether compression paid off lately, per route (the first message's route id): data
+    /// that does not compress (random, already compressed) costs one cheap attempt per 2^streak
+    /// batches of that route (up to `MAX_SKIP`) instead of one per batch, while other routes
+    /// still compress.
+    adaptive: HashMap<u32, Adaptive>,
+    /// Output of a sample compression.
+    sample: Vec<u8>,
 }
 
 /// Most batches sent uncompressed between two attempts on incompressible data.
 const MAX_SKIP: u32 = 64;
+/// Routes whose compression history is kept; beyond it the history starts afresh.
+const MAX_ADAPTIVE_ROUTES: usize = 4096;
+/// Bodies at least this long are judged by a sample before all of it is compressed.
+const SAMPLE_FROM: usize = 16 * 1024;
+/// Bytes of a body compressed as its sample.
+const SAMPLE_LEN: usize = 4 * 1024;
+
+/// What compression achieved lately on one route.
+#[derive(Debug, Clone, Copy, Default)]
+struct Adaptive {
+    /// Consecutive batches whose compression did not pay.
+    streak: u32,
+    /// Batches to send uncompressed before the next attempt.
+    skip: u32,
+}
+
+impl Adaptive {
+    /// Whether this batch should try compression (counts a skipped one).
+    fn attempt(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Records whether compression paid off (saved at least an eighth).
+    fn record(&mut self, paid: bool) {
+        if paid {
+            *self = Self::default();
+        } else {
+            self.streak = self.streak.saturating_add(1);
+            self.skip = 1u32
+                .checked_shl(self.streak)
+                .unwrap_or(MAX_SKIP)
+                .min(MAX_SKIP)
+                - 1;
+        }
+    }
+}
+
+/// Whether `compressed` bytes for `raw` bytes is worth the receiver's decompression: at least
+/// an eighth saved.
+fn pays(compressed: usize, raw: usize) -> bool {
+    compressed + raw / 8 <= raw
+}
 
 /// Per-batch encoding options: dictionary and signature.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,8 +114,8 @@ impl Encoder {
             compressor: None,
             scratch: Vec::new(),
             compressed: Vec::new(),
-            incompressible: 0,
-            skip: 0,
+            adaptive: HashMap::new(),
+            sample: Vec::new(),
         }
     }
 
@@ -151,23 +199,20 @@ impl Encoder {
                     && raw_len >= c.threshold()
                     && raw_len <= self.limits.max_decompressed_len() as usize =>
             {
-                if self.skip > 0 {
-                    self.skip -= 1;
-                    None
-                } else {
-                    let compressed = self.compress(batch, raw_len, c, options.dictionary)?;
-                    if compressed.is_some() {
-                        self.incompressible = 0;
-                    } else {
-                        self.incompressible = self.incompressible.saturating_add(1);
-                        self.skip = 1u32
-                            .checked_shl(self.incompressible)
-                            .unwrap_or(MAX_SKIP)
-                            .min(MAX_SKIP)
-                            - 1;
-                    }
-                    compressed
+                let key = batch.messages.first().map_or(0, |m| m.route_id);
+                if self.adaptive.len() >= MAX_ADAPTIVE_ROUTES && !self.adaptive.contains_key(&key) {
+                    self.adaptive.clear();
                 }
+                let mut adaptive = self.adaptive.get(&key).copied().unwrap_or_default();
+                let compressed = if adaptive.attempt() {
+                    let compressed = self.compress(batch, raw_len, c, options.dictionary)?;
+                    adaptive.record(compressed.is_some());
+                    compressed
+                } else {
+                    None
+                };
+                self.adaptive.insert(key, adaptive);
+                compressed
             }
             _ => None,
         };
@@ -213,7 +258,7 @@ impl Encoder {
     }
 
     /// Compresses the batch body into `self.compressed`. Returns `Some(dictionary used)` when
-    /// the compressed form is smaller, `None` to send it uncompressed.
+    /// the compressed form pays (saves at least an eighth), `None` to send it uncompressed.
     #[allow(clippy::option_option)]
     fn compress(
         &mut self,
@@ -255,13 +300,28 @@ impl Encoder {
                         slot.insert(c)
                     }
                 };
+                // A large body is judged by a sample from its middle first: random or
+                // already-compressed data costs a 4 KiB attempt, not a whole-body one.
+                if raw_len >= SAMPLE_FROM {
+                    let at = raw_len / 2 - SAMPLE_LEN / 2;
+                    let sample = &self.scratch[at..at + SAMPLE_LEN];
+                    self.sample.clear();
+                    self.sample
+                        .reserve(zstd::zstd_safe::compress_bound(SAMPLE_LEN));
+                    compressor
+                        .compress_to_buffer(sample, &mut self.sample)
+                        .map_err(map)?;
+                    if !pays(self.sample.len(), SAMPLE_LEN) {
+                        return Ok(None);
+                    }
+                }
                 compressor
                     .compress_to_buffer(&self.scratch, &mut self.compressed)
                     .map_err(map)?;
             }
         }
         let overhead = 4 + if dictionary.is_some() { 4 } else { 0 };
-        if self.compressed.len() + overhead < raw_len {
+        if pays(self.compressed.len() + overhead, raw_len) {
             Ok(Some(dictionary))
         } else {
             Ok(None)

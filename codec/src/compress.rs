@@ -38,7 +38,7 @@ impl Compression {
     /// zstd level used by [`Compression::default`].
     pub const DEFAULT_LEVEL: i32 = 3;
     /// Body size in bytes from which [`Compression::default`] compresses.
-    pub const DEFAULT_THRESHOLD: usize = 256;
+    pub const DEFAULT_THRESHOLD: usize = dndm_core::DEFAULT_COMPRESSION_THRESHOLD;
 
     /// zstd at `level` (1 fastest to 19 strongest; out-of-range values are clamped by zstd)
     /// for bodies of at least `threshold` bytes.

@@ -190,7 +190,7 @@ fn tampering_with_any_byte_of_a_signed_batch_fails_verification() {
         }
         let frame = enc
             .encode_batch(
-                &support::telemetry_batch(100, 3),
+                &support::telemetry_batch(100, 12),
                 &BatchOptions::new().sign(&key, &session),
             )
             .unwrap();

@@ -38,8 +38,8 @@ mod qos;
 mod route;
 
 pub use config::{
-    AclRuleConfig, BudgetConfig, BudgetKind, Config, ConfigError, MeshConfig, MetricsConfig,
-    NodeConfig, Overflow, RemoteConfig, RouterConfig, Signing,
+    AclRuleConfig, BudgetConfig, BudgetKind, Config, ConfigError, DEFAULT_COMPRESSION_THRESHOLD,
+    MeshConfig, MetricsConfig, NodeConfig, Overflow, RemoteConfig, RouterConfig, Signing,
 };
 pub use endpoint::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,

@@ -43,7 +43,7 @@ mod remote;
 
 pub use budget::{BudgetConfig, BudgetKind};
 pub use mesh::MeshConfig;
-pub use remote::{AclRuleConfig, RemoteConfig};
+pub use remote::{AclRuleConfig, DEFAULT_COMPRESSION_THRESHOLD, RemoteConfig};
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "DNDM_";

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Batches at least this long (their encoded body, in bytes) are considered for zstd by default:
+/// the one default of `remote.compression_threshold` and of `dndm_codec::Compression`.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 512;
+
 /// The `[remote]` section: point-to-point links over TCP or Unix sockets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,8 +93,8 @@ impl Default for RemoteConfig {
             retransmit_buffer: 4096,
             peer_grace_ms: 30_000,
             route_window: 8192,
-            signing: Signing::Batch,
-            compression_threshold: 512,
+            signing: Signing::OnRequest,
+            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
             allow_peers: Vec::new(),

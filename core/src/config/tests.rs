@@ -51,7 +51,7 @@ fn defaults_are_as_documented() {
     assert_eq!(c.remote.idle_timeout(), Duration::from_secs(10));
     assert_eq!(c.remote.max_frame_len, 4 << 20);
     assert_eq!(c.remote.retransmit_buffer, 4096);
-    assert_eq!(c.remote.signing, Signing::Batch);
+    assert_eq!(c.remote.signing, Signing::OnRequest);
     assert_eq!(c.remote.compression_threshold, 512);
     assert_eq!(c.remote.backoff_initial(), Duration::from_millis(100));
     assert_eq!(c.remote.backoff_max(), Duration::from_secs(30));
