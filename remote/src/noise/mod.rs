@@ -60,8 +60,9 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use dndm_core::{Keypair, PublicKey};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
-use snow::{Builder, HandshakeState, TransportState, params::NoiseParams};
+use snow::{Builder, HandshakeState, params::NoiseParams};
 
 /// The Noise protocol name used by every dndm remote link.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
@@ -128,8 +129,75 @@ pub struct Channel {
 
 enum State {
     Handshake(Box<HandshakeState>),
-    Transport(Box<TransportState>),
+    Transport(Box<Transport>),
     Failed,
+}
+
+/// The transport phase: one ChaCha20-Poly1305 key and nonce counter per direction, from the
+/// handshake's split, exactly as Noise defines transport messages (nonce = 4 zero bytes and
+/// the counter in little-endian, empty associated data), so the wire is what snow's
+/// `TransportState` reads and writes. Sealing and opening happen in place.
+struct Transport {
+    send: LessSafeKey,
+    send_nonce: u64,
+    recv: LessSafeKey,
+    recv_nonce: u64,
+}
+
+impl Transport {
+    /// Keys for this side from the handshake's split: the initiator sends with the first.
+    fn new(initiator: bool, (first, second): ([u8; 32], [u8; 32])) -> Result<Self, NoiseError> {
+        let key = |bytes: &[u8; 32]| {
+            UnboundKey::new(&CHACHA20_POLY1305, bytes)
+                .map(LessSafeKey::new)
+                .map_err(|_| NoiseError::Handshake("split key rejected".to_owned()))
+        };
+        let (send, recv) = if initiator {
+            (key(&first)?, key(&second)?)
+        } else {
+            (key(&second)?, key(&first)?)
+        };
+        Ok(Self {
+            send,
+            send_nonce: 0,
+            recv,
+            recv_nonce: 0,
+        })
+    }
+
+    /// The Noise nonce for `counter`; `None` once the counter is spent (2^64 - 1 is reserved).
+    fn nonce(counter: u64) -> Option<Nonce> {
+        if counter == u64::MAX {
+            return None;
+        }
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&counter.to_le_bytes());
+        Some(Nonce::assume_unique_for_key(bytes))
+    }
+
+    /// Encrypts `buf` in place and returns its tag.
+    fn seal(&mut self, buf: &mut [u8]) -> Result<Tag, NoiseError> {
+        let nonce = Self::nonce(self.send_nonce)
+            .ok_or_else(|| NoiseError::Snow("send nonce exhausted".to_owned()))?;
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(nonce, Aad::empty(), buf)
+            .map_err(|_| NoiseError::Snow(format!("sealing {} bytes", buf.len())))?;
+        self.send_nonce += 1;
+        Ok(tag)
+    }
+
+    /// Decrypts `buf` (ciphertext and tag) in place; the plaintext length.
+    fn open(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let nonce = Self::nonce(self.recv_nonce)?;
+        let len = self
+            .recv
+            .open_in_place(nonce, Aad::empty(), buf)
+            .ok()?
+            .len();
+        self.recv_nonce += 1;
+        Some(len)
+    }
 }
 
 /// Why a Noise operation failed.
@@ -326,13 +394,19 @@ impl Channel {
         self.transmit
             .reserve(plaintext.len() + messages * (HEADER_LEN + NOISE_TAG_LEN));
         let mut result = Ok(());
+        // Each message: length, the plaintext copied once and sealed in place, its tag.
         for chunk in plaintext.chunks(MAX_PLAINTEXT_PER_MESSAGE) {
-            result = push_message(&mut self.transmit, chunk.len() + NOISE_TAG_LEN, |out| {
-                transport.write_message(chunk, out)
-            })
-            .map_err(|e| NoiseError::Snow(format!("encrypting {} bytes: {e}", chunk.len())));
-            if result.is_err() {
-                break;
+            let len = (chunk.len() + NOISE_TAG_LEN) as u16;
+            self.transmit.extend_from_slice(&len.to_be_bytes());
+            let start = self.transmit.len();
+            self.transmit.extend_from_slice(chunk);
+            match transport.seal(&mut self.transmit[start..]) {
+                Ok(tag) => self.transmit.extend_from_slice(tag.as_ref()),
+                Err(e) => {
+                    self.transmit.truncate(start - HEADER_LEN);
+                    result = Err(e);
+                    break;
+                }
             }
         }
         if result.is_err() {
@@ -441,18 +515,15 @@ impl Channel {
                 self.advance_handshake()
             }
             State::Transport(transport) => {
+                // Copied once, opened in place: no zero-filled buffer.
                 let start = self.plaintext.len();
-                self.plaintext.resize(start + len, 0);
-                let decrypted = self
-                    .plaintext
-                    .get_mut(start..)
-                    .map(|out| transport.read_message(message, out));
-                match decrypted {
-                    Some(Ok(n)) => {
+                self.plaintext.extend_from_slice(message);
+                match transport.open(&mut self.plaintext[start..]) {
+                    Some(n) => {
                         self.plaintext.truncate(start + n);
                         Ok(())
                     }
-                    _ => {
+                    None => {
                         self.plaintext.truncate(start);
                         Err(NoiseError::Decrypt { len })
                     }
@@ -477,7 +548,8 @@ impl Channel {
         if !handshake.is_handshake_finished() {
             return Ok(());
         }
-        let State::Handshake(handshake) = std::mem::replace(&mut self.state, State::Failed) else {
+        let State::Handshake(mut handshake) = std::mem::replace(&mut self.state, State::Failed)
+        else {
             return Err(NoiseError::Failed);
         };
         let hash = handshake
@@ -488,9 +560,10 @@ impl Channel {
             .get_remote_static()
             .and_then(|key| key.try_into().ok())
             .ok_or_else(|| NoiseError::Handshake("no 32-byte remote static key".to_owned()))?;
-        let transport = handshake
-            .into_transport_mode()
-            .map_err(|e| NoiseError::Handshake(format!("entering transport mode: {e}")))?;
+        let transport = Transport::new(
+            handshake.is_initiator(),
+            handshake.dangerously_get_raw_split(),
+        )?;
         self.handshake_hash = Some(hash);
         self.remote_static = Some(remote);
         self.state = State::Transport(Box::new(transport));

@@ -86,6 +86,65 @@ fn handshake_agrees_on_hash_and_static_keys() {
     assert!(drain_plaintext(&mut a).is_empty() && drain_plaintext(&mut b).is_empty());
 }
 
+/// Our transport (ring, in place) against snow's own `TransportState`, both ways and for each
+/// role: the wire is plain Noise, so peers built on snow's transport interoperate.
+#[test]
+fn transport_messages_interoperate_with_snows_transport_state() {
+    for we_initiate in [true, false] {
+        let (ours_key, theirs_key) = (
+            StaticKey::generate().unwrap(),
+            StaticKey::generate().unwrap(),
+        );
+        let mut ours = if we_initiate {
+            Channel::initiator(&ours_key).unwrap()
+        } else {
+            Channel::responder(&ours_key).unwrap()
+        };
+        let builder = builder(&theirs_key).unwrap();
+        let mut theirs = if we_initiate {
+            builder.build_responder().unwrap()
+        } else {
+            builder.build_initiator().unwrap()
+        };
+        let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+        while !(ours.is_established() && theirs.is_handshake_finished()) {
+            if theirs.is_my_turn() && !theirs.is_handshake_finished() {
+                let n = theirs.write_message(&[], &mut buf).unwrap();
+                let mut framed = (n as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&buf[..n]);
+                ours.handle_input(&framed).unwrap();
+            }
+            while let Some(bytes) = ours.poll_transmit() {
+                for message in messages(&bytes) {
+                    theirs.read_message(&message, &mut buf).unwrap();
+                }
+            }
+        }
+        let mut theirs = theirs.into_transport_mode().unwrap();
+        for round in 0..3u8 {
+            // Ours to theirs: several messages, one over the 65,519-byte plaintext limit.
+            let big = vec![round; MAX_PLAINTEXT_PER_MESSAGE + 100];
+            ours.write(b"hello").unwrap();
+            ours.write(&big).unwrap();
+            let mut got = Vec::new();
+            while let Some(bytes) = ours.poll_transmit() {
+                for message in messages(&bytes) {
+                    let n = theirs.read_message(&message, &mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            assert_eq!(got.len(), 5 + big.len());
+            assert_eq!(&got[..5], b"hello");
+            // Theirs to ours.
+            let n = theirs.write_message(&[round; 1000], &mut buf).unwrap();
+            let mut framed = (n as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&buf[..n]);
+            ours.handle_input(&framed).unwrap();
+            assert_eq!(drain_plaintext(&mut ours), vec![round; 1000]);
+        }
+    }
+}
+
 #[test]
 fn handshake_byte_by_byte() {
     let (a, b) = handshake_in_chunks(1);
