@@ -36,8 +36,11 @@ pub(crate) use sinks::{Command, Credits, LinkRequester, LinkSink};
 /// Commands queued per link (publishes from local intents, requests, flushes). Bounded: a full
 /// queue back-pressures the publishers (each only up to its send timeout).
 pub(crate) const LINK_COMMANDS: usize = 1024;
-/// Read buffer size per connection.
+/// Read buffer size per connection at first.
 const READ_CHUNK: usize = 64 * 1024;
+/// Largest read buffer: a connection whose reads fill the buffer gets a larger one, so a
+/// 64 KiB Noise message rarely straddles two reads (a straddling one is copied once more).
+const READ_CHUNK_MAX: usize = 256 * 1024;
 /// Most bytes read ahead while a write waits for the peer.
 const READ_AHEAD: usize = 4 * 1024 * 1024;
 
@@ -284,9 +287,14 @@ impl Driver {
             ),
             Ok(_) => {
                 if let Some(io) = self.io.as_mut() {
+                    let filled = io.input.len() >= io.input.capacity();
                     // Cleared, not split: the buffer keeps its capacity for the next read.
                     self.link.handle_input(&io.input, t);
                     io.input.clear();
+                    if filled && io.input.capacity() < READ_CHUNK_MAX {
+                        io.input
+                            .reserve((io.input.capacity() * 2).min(READ_CHUNK_MAX));
+                    }
                 }
             }
             Err(e) => self
