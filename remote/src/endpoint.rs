@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dndm_core::{
-    BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, PublicKey,
-    RouterPort,
+    BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, RouterPort,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,7 +30,7 @@ use tracing::Instrument as _;
 use crate::backoff::{Backoff, CircuitBreaker};
 use crate::driver::{Command, link_task};
 use crate::link::{LocalSet, Secure};
-use crate::noise::{self, Channel, StaticKey};
+use crate::noise::{self, Channel, PREAMBLE_LEN, PreambleError, StaticKey};
 use crate::session::LinkFailure;
 
 mod config;
@@ -41,11 +40,6 @@ pub use config::{ByteStream, Connector, RemoteConfig, Target};
 /// Connections waiting to be adopted by a link task. Beyond it a new connection of that peer is
 /// dropped at once (and counted as a handshake failure) rather than waiting.
 const LINK_CONNECTIONS: usize = 4;
-/// Length of an ed25519 public key.
-const IDENTITY_LEN: usize = 32;
-/// Length of the identity preamble: the sender's ed25519 public key, then that key's signature
-/// over the sender's Noise static key ([`noise::sign_binding`]).
-const PREAMBLE_LEN: usize = IDENTITY_LEN + 64;
 /// Read buffer size per connection.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -695,9 +689,7 @@ async fn secure(
         let mut sent_identity = false;
         loop {
             if channel.is_established() && !sent_identity {
-                let mut preamble = [0u8; PREAMBLE_LEN];
-                preamble[..IDENTITY_LEN].copy_from_slice(&inner.keypair.public().to_bytes());
-                preamble[IDENTITY_LEN..].copy_from_slice(&inner.binding);
+                let preamble = noise::encode_preamble(&inner.keypair.public(), &inner.binding);
                 channel.write(&preamble)?;
                 sent_identity = true;
             }
@@ -725,16 +717,14 @@ async fn secure(
             result.map_err(|_| HandshakeError::Timeout)??
         }
     };
-    let (key, signature) = preamble.split_at(IDENTITY_LEN);
-    let key: [u8; IDENTITY_LEN] = key
-        .try_into()
-        .map_err(|_| HandshakeError::Frame("short identity".into()))?;
-    let key = PublicKey::from_bytes(&key).map_err(|e| HandshakeError::Frame(e.to_string()))?;
     let remote_static = channel
         .remote_static()
         .ok_or_else(|| HandshakeError::Frame("noise channel not established".into()))?;
-    noise::verify_binding(&key, &remote_static, signature)?;
-    Ok((channel, rest, key.peer_id()))
+    let peer = noise::parse_preamble(&preamble, &remote_static).map_err(|e| match e {
+        PreambleError::Binding(e) => HandshakeError::Noise(e),
+        e => HandshakeError::Frame(e.to_string()),
+    })?;
+    Ok((channel, rest, peer))
 }
 
 /// Gives a secured connection to the peer's link task, starting one on first contact. Never
