@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dndm_core::{
-    BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, PublicKey,
-    RouterPort,
+    BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, RouterPort,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -41,7 +40,7 @@ use tracing::Instrument as _;
 use crate::backoff::{AcceptAction, AcceptBackoff, Backoff, CircuitBreaker};
 use crate::driver::{Command, link_task};
 use crate::link::{LocalSet, Secure};
-use crate::noise::{self, Channel, StaticKey};
+use crate::noise::{self, Channel, PREAMBLE_LEN, PreambleError, StaticKey};
 use crate::session::LinkFailure;
 
 mod config;
@@ -51,11 +50,6 @@ use connections::{Listener, accept_loop, dial_loop, hand_off, start_handshake};
 
 pub use config::{ByteStream, Connector, RemoteConfig, Target};
 
-/// Length of an ed25519 public key.
-const IDENTITY_LEN: usize = 32;
-/// Length of the identity preamble: the sender's ed25519 public key, then that key's signature
-/// over the sender's Noise static key ([`noise::sign_binding`]).
-const PREAMBLE_LEN: usize = IDENTITY_LEN + 64;
 /// Read buffer size per connection.
 const READ_CHUNK: usize = 64 * 1024;
 

@@ -754,6 +754,52 @@ fn a_replayed_batch_on_an_ordered_transport_is_a_protocol_violation() {
     assert_eq!(a.unacked(), 0, "B's hello acknowledged the batch");
 }
 
+/// Found by the `session_sequence` fuzz target (corpus file
+/// `regression-deliver-before-order-check`): a batch whose second message breaks the order
+/// used to deliver its first message before failing, uncounted and with the expected sequence
+/// left behind it, so the application saw that sequence number again after the reconnect.
+#[test]
+fn a_batch_out_of_order_delivers_none_of_its_messages() {
+    let now = Instant::now();
+    let (mut a, mut b) = open_pair(now);
+    let batch = Batch {
+        first_seq: 1,
+        last_seq: 2,
+        messages: [b"early", b"again"]
+            .into_iter()
+            .map(|payload| BatchMessage {
+                route_id: A_ROUTE_ID,
+                seq: Some(1),
+                correlation: Correlation::None,
+                payload: Bytes::from_static(payload),
+            })
+            .collect(),
+    };
+    let (key, session) = (keypair(A_SEED), session_id(1));
+    let options = BatchOptions::new().sign(&key, &session);
+    let frame = Encoder::new(Limits::default())
+        .encode_batch(&batch, &options)
+        .unwrap();
+    b.handle_frame(now, frame);
+    let reported = events(&mut b);
+    assert_eq!(
+        reported,
+        vec![Event::Disconnected(LinkFailure::Protocol(
+            "sequence 1 out of order in batch".into()
+        ))],
+        "the failure and no message"
+    );
+    assert_eq!(b.stats().messages_received, 0);
+
+    // A's real message 1 after the reconnect is the only one B delivers.
+    reconnect(&mut a, &mut b, now, 2);
+    a.send(&route(), Bytes::from_static(b"real"), Correlation::None)
+        .unwrap();
+    shuttle(&mut a, &mut b, now);
+    assert_eq!(messages(&events(&mut b)), vec![Bytes::from_static(b"real")]);
+    assert_eq!(b.stats().messages_received, 1);
+}
+
 // ---- 10. an ack for a sequence never sent --------------------------------------------------
 
 #[test]

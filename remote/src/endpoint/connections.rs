@@ -247,9 +247,7 @@ async fn secure(
         let mut sent_identity = false;
         loop {
             if channel.is_established() && !sent_identity {
-                let mut preamble = [0u8; PREAMBLE_LEN];
-                preamble[..IDENTITY_LEN].copy_from_slice(&inner.keypair.public().to_bytes());
-                preamble[IDENTITY_LEN..].copy_from_slice(&inner.binding);
+                let preamble = noise::encode_preamble(&inner.keypair.public(), &inner.binding);
                 channel.write(&preamble)?;
                 sent_identity = true;
             }
@@ -277,16 +275,14 @@ async fn secure(
             result.map_err(|_| HandshakeError::Timeout)??
         }
     };
-    let (key, signature) = preamble.split_at(IDENTITY_LEN);
-    let key: [u8; IDENTITY_LEN] = key
-        .try_into()
-        .map_err(|_| HandshakeError::Frame("short identity".into()))?;
-    let key = PublicKey::from_bytes(&key).map_err(|e| HandshakeError::Frame(e.to_string()))?;
     let remote_static = channel
         .remote_static()
         .ok_or_else(|| HandshakeError::Frame("noise channel not established".into()))?;
-    noise::verify_binding(&key, &remote_static, signature)?;
-    Ok((channel, rest, key.peer_id()))
+    let peer = noise::parse_preamble(&preamble, &remote_static).map_err(|e| match e {
+        PreambleError::Binding(e) => HandshakeError::Noise(e),
+        e => HandshakeError::Frame(e.to_string()),
+    })?;
+    Ok((channel, rest, peer))
 }
 
 /// Gives a secured connection to the peer's link task, starting one on first contact. Never

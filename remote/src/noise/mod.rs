@@ -59,7 +59,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use dndm_core::{Keypair, PublicKey};
+use dndm_core::{Keypair, PeerId, PeerIdError, PublicKey};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, params::NoiseParams};
@@ -86,6 +86,13 @@ pub const BINDING_DOMAIN: &[u8] = b"dndm-noise-binding-v1\0";
 
 /// Length of an X25519 key, in bytes.
 const KEY_LEN: usize = 32;
+
+/// Length of an ed25519 public key, in bytes.
+const IDENTITY_LEN: usize = 32;
+
+/// Length of the identity preamble each side sends first on an established channel: its
+/// ed25519 public key, then that key's signature over its Noise static key ([`sign_binding`]).
+pub const PREAMBLE_LEN: usize = IDENTITY_LEN + 64;
 
 /// Length of the frame header: a big-endian `u16` message length.
 const HEADER_LEN: usize = 2;
@@ -251,6 +258,24 @@ pub enum NoiseError {
     /// snow failed outside peer input (key generation, setup, encryption, nonce exhaustion).
     #[error("noise error: {0}")]
     Snow(String),
+}
+
+/// Why the peer's identity preamble ([`parse_preamble`]) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PreambleError {
+    /// The preamble is not [`PREAMBLE_LEN`] bytes long.
+    #[error("identity preamble of {len} bytes, expected {PREAMBLE_LEN}")]
+    Length {
+        /// Its length.
+        len: usize,
+    },
+    /// The first 32 bytes are not an ed25519 public key.
+    #[error("{0}")]
+    Key(#[source] PeerIdError),
+    /// The key's signature does not cover the peer's Noise static key.
+    #[error(transparent)]
+    Binding(NoiseError),
 }
 
 impl StaticKey {
@@ -650,6 +675,40 @@ pub fn verify_binding(
             Hex(static_public)
         )))
     }
+}
+
+/// Our identity preamble: `public`, then its binding signature over our Noise static key
+/// ([`sign_binding`]). Written first on an established channel.
+pub fn encode_preamble(public: &PublicKey, binding: &[u8; 64]) -> [u8; PREAMBLE_LEN] {
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    preamble[..IDENTITY_LEN].copy_from_slice(&public.to_bytes());
+    preamble[IDENTITY_LEN..].copy_from_slice(binding);
+    preamble
+}
+
+/// Parses the peer's identity preamble (the first [`PREAMBLE_LEN`] plaintext bytes of an
+/// established channel) and checks that its key signs `remote_static`, the peer's Noise static
+/// key ([`Channel::remote_static`]). Returns the peer it proves. Pure: the endpoint's handshake
+/// calls it, and the `preamble` fuzz target feeds it arbitrary bytes.
+///
+/// # Errors
+/// [`PreambleError::Length`] for any other length, [`PreambleError::Key`] when the key is not
+/// an ed25519 point, [`PreambleError::Binding`] when the signature does not verify.
+pub fn parse_preamble(
+    preamble: &[u8],
+    remote_static: &[u8; KEY_LEN],
+) -> Result<PeerId, PreambleError> {
+    if preamble.len() != PREAMBLE_LEN {
+        return Err(PreambleError::Length {
+            len: preamble.len(),
+        });
+    }
+    let (key, signature) = preamble.split_at(IDENTITY_LEN);
+    let mut bytes = [0u8; IDENTITY_LEN];
+    bytes.copy_from_slice(key);
+    let key = PublicKey::from_bytes(&bytes).map_err(PreambleError::Key)?;
+    verify_binding(&key, remote_static, signature).map_err(PreambleError::Binding)?;
+    Ok(key.peer_id())
 }
 
 fn params() -> Result<NoiseParams, NoiseError> {

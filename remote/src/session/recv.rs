@@ -475,9 +475,11 @@ impl Session {
     /// Delivers a batch that starts at or before the expected sequence and ends at or after it.
     pub(super) fn deliver(&mut self, batch: Batch) -> Result<(), LinkFailure> {
         let last = batch.last_seq;
-        let mut delivered = 0u64;
+        // Check every sequence number before delivering any message: a batch that breaks the
+        // order delivers nothing (its earlier messages would otherwise reach the application
+        // uncounted, with `expected` left behind them, and come again after the reconnect).
         let mut previous = self.expected - 1;
-        for message in batch.messages {
+        for message in &batch.messages {
             let Some(seq) = message.seq else {
                 return Err(LinkFailure::Protocol(
                     "message without a sequence number".into(),
@@ -490,6 +492,16 @@ impl Session {
                 return Err(LinkFailure::Protocol(format!(
                     "sequence {seq} out of order in batch"
                 )));
+            }
+            previous = seq;
+        }
+        let mut delivered = 0u64;
+        let mut previous = self.expected - 1;
+        for message in batch.messages {
+            // Checked above: every message has a sequence number, in order.
+            let seq = message.seq.unwrap_or_default();
+            if seq <= previous {
+                continue; // Already delivered in an earlier batch.
             }
             previous = seq;
             delivered += 1;

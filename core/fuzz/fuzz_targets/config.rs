@@ -1,0 +1,7 @@
+//! cargo-fuzz target `config`: `cargo +nightly fuzz run config` from `core/`.
+#![no_main]
+
+#[path = "../../tests/support/fuzz.rs"]
+mod fuzz;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz::config(data));
