@@ -251,24 +251,20 @@ async fn run_row(system: System, plan: &Plan) -> anyhow::Result<RowResult> {
     let mut child = ChildProcess::spawn(system.name()).await?;
     let address = child.address.clone();
     let result = match system {
-        System::Raw => measure(system, raw::RawLink::connect(&address).await?, &mut child, plan),
-        System::Zenoh => measure(
-            system,
-            zenoh_link::ZenohLink::connect(&address).await?,
-            &mut child,
-            plan,
-        ),
+        System::Raw => {
+            let link = raw::RawLink::connect(&address).await?;
+            measure(system, link, &mut child, plan).await
+        }
+        System::Zenoh => {
+            let link = zenoh_link::ZenohLink::connect(&address).await?;
+            measure(system, link, &mut child, plan).await
+        }
         System::Remote | System::RemotePlain | System::Mesh => {
             let kind = system.dndm_kind().context("a dndm row")?;
-            measure(
-                system,
-                dndm::DndmLink::connect(kind, &address).await?,
-                &mut child,
-                plan,
-            )
+            let link = dndm::DndmLink::connect(kind, &address).await?;
+            measure(system, link, &mut child, plan).await
         }
-    }
-    .await;
+    };
     child.stop().await?;
     result
 }
