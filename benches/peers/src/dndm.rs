@@ -121,7 +121,9 @@ pub(crate) async fn serve(kind: Kind, counter: Counter) -> anyhow::Result<()> {
             let listening = tokio::time::timeout(GUARD, endpoint.wait_listening())
                 .await
                 .map_err(|_| anyhow!("the mesh endpoint did not listen within {GUARD:?}"))?;
-            let first = listening.first().context("the mesh endpoint listens nowhere")?;
+            let first = listening
+                .first()
+                .context("the mesh endpoint listens nowhere")?;
             format!("{first}/p2p/{}", endpoint.peer_id())
         }
     };

@@ -222,14 +222,8 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| args.only.is_empty() || args.only.contains(s))
         .collect();
-    let rows = runtime.block_on(async move {
-        let mut rows = Vec::new();
-        for system in systems {
-            rows.push(run_row(system, &plan).await.with_context(|| system.label())?);
-        }
-        anyhow::Ok((rows, plan))
-    })?;
-    print!("{}", report::render(&rows.0, &rows.1.sizes, &rows.1.kinds));
+    let rows = runtime.block_on(run_rows(&systems, &plan))?;
+    print!("{}", report::render(&rows, &plan.sizes, &plan.kinds));
     Ok(())
 }
 
@@ -244,6 +238,18 @@ async fn child(system: System) -> anyhow::Result<()> {
             dndm::serve(kind, counter).await
         }
     }
+}
+
+/// Runs every row in `systems`, one after the other.
+async fn run_rows(systems: &[System], plan: &Plan) -> anyhow::Result<Vec<RowResult>> {
+    let mut rows = Vec::with_capacity(systems.len());
+    for &system in systems {
+        let row = run_row(system, plan)
+            .await
+            .with_context(|| system.label())?;
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Starts the child for `system`, connects, measures, and stops both ends.

@@ -40,7 +40,11 @@ fn config(listen: &str, connect: Option<&str>) -> anyhow::Result<zenoh::Config> 
     set(&mut config, "scouting/multicast/enabled", "false".into())?;
     set(&mut config, "listen/endpoints", format!(r#"["{listen}"]"#))?;
     if let Some(connect) = connect {
-        set(&mut config, "connect/endpoints", format!(r#"["{connect}"]"#))?;
+        set(
+            &mut config,
+            "connect/endpoints",
+            format!(r#"["{connect}"]"#),
+        )?;
     }
     Ok(config)
 }
@@ -96,9 +100,12 @@ async fn wait_matching(publisher: &Publisher<'_>) -> anyhow::Result<()> {
             }
         }
     };
-    tokio::time::timeout(GUARD, wait)
-        .await
-        .map_err(|_| anyhow!("no zenoh subscriber for {} within {GUARD:?}", publisher.key_expr()))?
+    tokio::time::timeout(GUARD, wait).await.map_err(|_| {
+        anyhow!(
+            "no zenoh subscriber for {} within {GUARD:?}",
+            publisher.key_expr()
+        )
+    })?
 }
 
 /// A free TCP port on 127.0.0.1 (Zenoh's own listener address is only readable through its
