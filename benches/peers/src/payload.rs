@@ -2,19 +2,17 @@
 //!
 //! Slicing a pool is zero-copy (`Bytes::slice`), so building a payload costs the publisher
 //! nothing measurable, while consecutive messages still carry different bytes: zstd finds no
-//! repetition in the random pool (it is far larger than any batch or compression window), and
-//! finds the usual structure of telemetry text in the compressible one.
+//! repetition in the random pool (it is far larger than any batch), and finds the usual
+//! structure of telemetry text in the compressible one.
 
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-/// Size of the random pool: larger than zstd's window at the levels dndm uses, so no batch
-/// can reference an earlier slice.
-const RANDOM_POOL_LEN: usize = 32 << 20;
-
-/// Size of the text pool: it compresses anyway, its size only needs to exceed a batch.
-const TEXT_POOL_LEN: usize = 8 << 20;
+/// Size of either pool. Larger than any batch dndm compresses (zstd runs per batch), so no
+/// batch can contain the same random bytes twice; the same for both kinds, so that the
+/// publisher's cache misses on reading the pool cost the same in both passes.
+const POOL_LEN: usize = 16 << 20;
 
 /// Distance between the starts of consecutive slices beyond the slice itself: odd and prime,
 /// so offsets do not fall into step with the pool length.
@@ -49,8 +47,8 @@ impl Pool {
     /// Builds the pool for `kind`, deterministically (same bytes on every run).
     pub(crate) fn new(kind: Kind) -> Self {
         let bytes = match kind {
-            Kind::Random => random_bytes(RANDOM_POOL_LEN),
-            Kind::Compressible => telemetry_text(TEXT_POOL_LEN),
+            Kind::Random => random_bytes(POOL_LEN),
+            Kind::Compressible => telemetry_text(POOL_LEN),
         };
         Self {
             bytes: Bytes::from(bytes),

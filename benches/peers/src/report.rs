@@ -97,7 +97,9 @@ fn size_label(size: usize) -> String {
 fn fmt_rate(rate: f64) -> String {
     if rate >= 1e6 {
         format!("{:.2}M", rate / 1e6)
-    } else {
+    } else if rate >= 1e4 {
         format!("{:.1}k", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
     }
 }
