@@ -61,6 +61,10 @@ struct Args {
     /// Timed 8-byte round trips per row (after 1,000 untimed ones).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
+    /// Run every row this many times, in turn, and report each figure's median: steadier
+    /// ratios on a shared machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
 }
 
 /// A system under test: one row of the tables.
@@ -222,7 +226,14 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| args.only.is_empty() || args.only.contains(s))
         .collect();
-    let rows = runtime.block_on(run_rows(&systems, &plan))?;
+    let mut passes = Vec::new();
+    for pass in 1..=args.repeat {
+        if args.repeat > 1 {
+            eprintln!("pass {pass} of {}", args.repeat);
+        }
+        passes.push(runtime.block_on(run_rows(&systems, &plan))?);
+    }
+    let rows = report::median(passes);
     print!("{}", report::render(&rows, &plan.sizes, &plan.kinds));
     Ok(())
 }

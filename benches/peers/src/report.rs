@@ -68,6 +68,38 @@ pub(crate) fn render(rows: &[RowResult], sizes: &[usize], kinds: &[Kind]) -> Str
     out
 }
 
+/// Merges several passes over the same rows into one, keeping each figure's median (the upper
+/// one of an even count).
+pub(crate) fn median(passes: Vec<Vec<RowResult>>) -> Vec<RowResult> {
+    let mut passes = passes.into_iter();
+    let Some(mut rows) = passes.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<Vec<RowResult>> = passes.collect();
+    if rest.is_empty() {
+        return rows;
+    }
+    for (i, row) in rows.iter_mut().enumerate() {
+        let others: Vec<&RowResult> = rest.iter().filter_map(|pass| pass.get(i)).collect();
+        for t in &mut row.throughput {
+            let mut rates: Vec<f64> = others
+                .iter()
+                .filter_map(|o| rate_of(o, t.kind, t.size))
+                .chain([t.rate])
+                .collect();
+            rates.sort_by(f64::total_cmp);
+            t.rate = rates[rates.len() / 2];
+        }
+        let mut p50: Vec<_> = others.iter().map(|o| o.p50).chain([row.p50]).collect();
+        let mut p99: Vec<_> = others.iter().map(|o| o.p99).chain([row.p99]).collect();
+        p50.sort_unstable();
+        p99.sort_unstable();
+        row.p50 = p50[p50.len() / 2];
+        row.p99 = p99[p99.len() / 2];
+    }
+    rows
+}
+
 fn rate_of(row: &RowResult, kind: Kind, size: usize) -> Option<f64> {
     row.throughput
         .iter()
