@@ -47,10 +47,14 @@ impl Message for Blob {}
 /// Which dndm link joins the two routers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A remote link with `RemoteConfig::default()`: Noise, batch signing, zstd.
+    /// A remote link with `RemoteConfig::default()`: Noise, signing on request (none between
+    /// two default nodes), adaptive zstd.
     Remote,
-    /// A remote link with batch signing and zstd turned off (Noise only).
+    /// A remote link with signing and zstd turned off (Noise only).
     RemotePlain,
+    /// A remote link that signs and verifies every batch (`remote.signing = "batch"`), with
+    /// adaptive zstd.
+    RemoteSigned,
     /// A mesh link with `MeshConfig::default()` apart from TCP, no mDNS and explicit
     /// addresses.
     Mesh,
@@ -60,8 +64,11 @@ impl Kind {
     fn remote_config(self) -> RemoteConfig {
         let mut config = RemoteConfig::default();
         if self == Self::RemotePlain {
-            config.session.sign_batches = false;
+            config.session.signing = dndm_core::Signing::Off;
             config.session.compression = None;
+        }
+        if self == Self::RemoteSigned {
+            config.session.signing = dndm_core::Signing::Batch;
         }
         config
     }
@@ -103,7 +110,7 @@ pub(crate) async fn serve(kind: Kind, counter: Counter) -> anyhow::Result<()> {
     let router = router("peers-child")?;
     let keypair = Keypair::from_seed([2; 32]);
     let address = match kind {
-        Kind::Remote | Kind::RemotePlain => {
+        Kind::Remote | Kind::RemotePlain | Kind::RemoteSigned => {
             let mut config = kind.remote_config();
             config.listen = vec![Target::Tcp(([127, 0, 0, 1], 0).into())];
             let endpoint = RemoteEndpoint::new(keypair, config)?;
@@ -170,7 +177,7 @@ impl DndmLink {
         let router = router("peers-parent")?;
         let keypair = Keypair::from_seed([1; 32]);
         let endpoint: Arc<dyn Endpoint> = match kind {
-            Kind::Remote | Kind::RemotePlain => {
+            Kind::Remote | Kind::RemotePlain | Kind::RemoteSigned => {
                 let mut config = kind.remote_config();
                 let address = address
                     .parse()

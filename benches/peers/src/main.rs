@@ -74,21 +74,24 @@ enum System {
     Raw,
     /// Zenoh peer mode over TCP, `CongestionControl::Block`, reliable.
     Zenoh,
-    /// dndm remote link, `RemoteConfig::default()`: Noise + batch signing + zstd.
+    /// dndm remote link, `RemoteConfig::default()`: Noise, signing on request, adaptive zstd.
     Remote,
-    /// dndm remote link with batch signing and zstd off (Noise only).
+    /// dndm remote link with signing and zstd off (Noise only).
     RemotePlain,
+    /// dndm remote link signing every batch (`remote.signing = "batch"`), adaptive zstd.
+    RemoteSigned,
     /// dndm mesh link (libp2p TCP + Noise + Yamux), defaults.
     Mesh,
 }
 
 impl System {
     /// Every row, in table order.
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Raw,
         Self::Zenoh,
         Self::Remote,
         Self::RemotePlain,
+        Self::RemoteSigned,
         Self::Mesh,
     ];
 
@@ -99,6 +102,7 @@ impl System {
             Self::Zenoh => "zenoh",
             Self::Remote => "dndm remote",
             Self::RemotePlain => "dndm remote, no sign/zstd",
+            Self::RemoteSigned => "dndm remote, signing every batch",
             Self::Mesh => "dndm mesh",
         }
     }
@@ -110,6 +114,7 @@ impl System {
             Self::Zenoh => "zenoh",
             Self::Remote => "remote",
             Self::RemotePlain => "remote-plain",
+            Self::RemoteSigned => "remote-signed",
             Self::Mesh => "mesh",
         }
     }
@@ -122,6 +127,7 @@ impl System {
         match self {
             Self::Remote => Some(dndm::Kind::Remote),
             Self::RemotePlain => Some(dndm::Kind::RemotePlain),
+            Self::RemoteSigned => Some(dndm::Kind::RemoteSigned),
             Self::Mesh => Some(dndm::Kind::Mesh),
             Self::Raw | Self::Zenoh => None,
         }
@@ -244,7 +250,7 @@ async fn child(system: System) -> anyhow::Result<()> {
     match system {
         System::Raw => raw::serve(counter).await,
         System::Zenoh => zenoh_link::serve(counter).await,
-        System::Remote | System::RemotePlain | System::Mesh => {
+        System::Remote | System::RemotePlain | System::RemoteSigned | System::Mesh => {
             let kind = system.dndm_kind().context("a dndm row")?;
             dndm::serve(kind, counter).await
         }
@@ -276,7 +282,7 @@ async fn run_row(system: System, plan: &Plan) -> anyhow::Result<RowResult> {
             let link = zenoh_link::ZenohLink::connect(&address).await?;
             measure(system, link, &mut child, plan).await
         }
-        System::Remote | System::RemotePlain | System::Mesh => {
+        System::Remote | System::RemotePlain | System::RemoteSigned | System::Mesh => {
             let kind = system.dndm_kind().context("a dndm row")?;
             let link = dndm::DndmLink::connect(kind, &address).await?;
             measure(system, link, &mut child, plan).await

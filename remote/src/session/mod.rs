@@ -59,6 +59,7 @@ use crate::noise;
 mod flow;
 mod recv;
 mod send;
+mod trial;
 mod types;
 
 pub use types::{
@@ -317,6 +318,8 @@ pub struct Session {
     events: VecDeque<Event>,
     next_nonce: u64,
     stats: SessionStats,
+    /// Whether compression pays in time on this link (measured while saturated).
+    trial: trial::CompressionTrial,
 }
 
 impl Session {
@@ -365,6 +368,7 @@ impl Session {
             events: VecDeque::new(),
             next_nonce: 1,
             stats: SessionStats::default(),
+            trial: trial::CompressionTrial::default(),
         }
     }
 

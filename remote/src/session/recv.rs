@@ -557,6 +557,18 @@ impl Session {
                 self.next_seq - 1
             )));
         }
+        if self.config.compression.is_some() {
+            // Goodput with and without compression: payload bytes the peer took, while more
+            // wait behind them.
+            let taken: usize = self
+                .unacked
+                .iter()
+                .take_while(|s| s.last <= ack.cumulative_seq)
+                .flat_map(|s| &s.reliable)
+                .map(|m| m.payload.len())
+                .sum();
+            self.trial.record(now, taken, !self.outgoing.is_empty());
+        }
         if self.acknowledge(ack.cumulative_seq) {
             if let Some(conn) = self.conn.as_mut() {
                 conn.progress_at = now;

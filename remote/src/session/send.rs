@@ -397,6 +397,7 @@ impl Session {
         }
         let last = self.next_seq - 1;
         self.stats.messages_sent += messages.len() as u64;
+
         // Best-effort messages are done with once they go out; reliable ones at their ack.
         if !best_effort.is_empty() {
             self.settle(best_effort);
@@ -460,14 +461,14 @@ impl Session {
         (room as usize).saturating_sub(FRAME_OVERHEAD)
     }
 
-    /// How a batch is compressed for this peer: not at all if it did not announce zstd; with
-    /// the dictionary of the batch's one message type when both sides hold it; else as
-    /// configured.
+    /// How a batch is compressed for this peer: not at all if it did not announce zstd or if
+    /// compression does not pay in time on this link ([`trial`](super::trial)); with the
+    /// dictionary of the batch's one message type when both sides hold it; else as configured.
     fn batch_packing(&self, batch: &Batch) -> Packing {
         let Some(caps) = self.peer_caps.as_ref() else {
             return Packing::AsConfigured;
         };
-        if !caps.zstd {
+        if !caps.zstd || !self.trial.compress() {
             return Packing::Plain;
         }
         match self.batch_dictionary(batch) {

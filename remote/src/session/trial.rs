@@ -1,0 +1,158 @@
+//! Whether compression pays in time, not only in bytes: an online A/B trial of goodput.
+//!
+//! Compression that shrinks a batch can still slow a link down: on loopback or a fast LAN the
+//! transport moves bytes faster than zstd makes them smaller, and the receiver pays for
+//! decompression too. The session therefore measures what it gets: while it has a backlog
+//! (it is sending as fast as the link takes messages), it counts the payload bytes the peer
+//! acknowledges per window, with and without compression, and keeps the faster mode; it tries
+//! the other mode again every [`RETRY`], since the network or the data may have changed. A
+//! link that is not saturated measures nothing and keeps its mode: there, compression costs
+//! no throughput and saves bandwidth. Time is the session's `now`, so tests stay
+//! deterministic.
+
+use std::time::{Duration, Instant};
+
+/// One measuring window.
+pub(super) const WINDOW: Duration = Duration::from_millis(200);
+/// How long a decision holds before the other mode is measured again.
+pub(super) const RETRY: Duration = Duration::from_secs(5);
+/// Compression is kept unless plain sends at least this much faster (it also saves bytes
+/// on the wire, which a loaded network needs more than the measurement shows).
+const MARGIN: f64 = 1.1;
+
+/// The trial's state; see the module docs.
+#[derive(Debug, Clone)]
+pub(super) struct CompressionTrial {
+    compress: bool,
+    /// The current window: its start and the payload bytes sent in it while saturated.
+    window: Option<(Instant, u64)>,
+    /// The last measured rate of each mode (bytes/s) and when: `[plain, compressed]`.
+    rates: [Option<(f64, Instant)>; 2],
+}
+
+impl Default for CompressionTrial {
+    fn default() -> Self {
+        Self {
+            compress: true,
+            window: None,
+            rates: [None, None],
+        }
+    }
+}
+
+impl CompressionTrial {
+    /// Whether batches are compressed now.
+    pub(super) fn compress(&self) -> bool {
+        self.compress
+    }
+
+    /// The peer acknowledged `bytes` of payload at `now`; `saturated`: more messages wait to
+    /// be sent. An unsaturated moment ends the window without a measurement.
+    pub(super) fn record(&mut self, now: Instant, bytes: usize, saturated: bool) {
+        if !saturated {
+            self.window = None;
+            return;
+        }
+        let (start, sum) = self.window.get_or_insert((now, 0));
+        *sum += bytes as u64;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed < WINDOW {
+            return;
+        }
+        let rate = *sum as f64 / elapsed.as_secs_f64();
+        self.rates[usize::from(self.compress)] = Some((rate, now));
+        self.window = None;
+        self.decide(now);
+    }
+
+    fn decide(&mut self, now: Instant) {
+        let fresh = |m: Option<(f64, Instant)>| {
+            m.filter(|&(_, at)| now.saturating_duration_since(at) < RETRY)
+                .map(|(rate, _)| rate)
+        };
+        match (fresh(self.rates[0]), fresh(self.rates[1])) {
+            (Some(plain), Some(compressed)) => self.compress = plain < compressed * MARGIN,
+            // The other mode's figure is missing or stale: measure it next.
+            _ => self.compress = !self.compress,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `rate` bytes/s in 10 ms steps for `span`, saturated; returns the end time.
+    fn run(trial: &mut CompressionTrial, from: Instant, span: Duration, rate: u64) -> Instant {
+        let step = Duration::from_millis(10);
+        let mut now = from;
+        while now < from + span {
+            now += step;
+            trial.record(now, (rate / 100) as usize, true);
+        }
+        now
+    }
+
+    #[test]
+    fn the_faster_mode_wins_and_the_other_is_tried_again_later() {
+        let mut trial = CompressionTrial::default();
+        assert!(trial.compress());
+        let t0 = Instant::now();
+        // Compressed: 100 MB/s for a window, then plain is measured: 300 MB/s.
+        let t = run(
+            &mut trial,
+            t0,
+            WINDOW + Duration::from_millis(10),
+            100_000_000,
+        );
+        assert!(!trial.compress(), "the other mode is measured next");
+        let t = run(
+            &mut trial,
+            t,
+            WINDOW + Duration::from_millis(10),
+            300_000_000,
+        );
+        assert!(!trial.compress(), "plain is faster here");
+        // Plain stays while the compressed figure is fresh...
+        let t = run(&mut trial, t, RETRY / 2, 300_000_000);
+        assert!(!trial.compress());
+        // ...and compression is measured again once it is stale.
+        run(&mut trial, t, RETRY, 300_000_000);
+        assert!(trial.compress(), "retried after {RETRY:?}");
+    }
+
+    #[test]
+    fn compression_stays_when_it_is_as_fast() {
+        let mut trial = CompressionTrial::default();
+        let t0 = Instant::now();
+        let t = run(
+            &mut trial,
+            t0,
+            WINDOW + Duration::from_millis(10),
+            200_000_000,
+        );
+        let t = run(
+            &mut trial,
+            t,
+            WINDOW + Duration::from_millis(10),
+            210_000_000,
+        );
+        assert!(
+            trial.compress(),
+            "within the margin, compression saves the bytes"
+        );
+        run(&mut trial, t, WINDOW * 3, 200_000_000);
+        assert!(trial.compress());
+    }
+
+    #[test]
+    fn an_idle_link_measures_nothing() {
+        let mut trial = CompressionTrial::default();
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            trial.record(t0 + Duration::from_millis(u64::from(i)), 1 << 20, false);
+        }
+        assert!(trial.compress());
+        assert_eq!(trial.rates, [None, None]);
+    }
+}
