@@ -12,6 +12,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Marks the end of a child's stderr in its collected lines (never printed by `dndm`).
+const STDERR_END: &str = "\u{0}end of stderr";
+
 /// Output lines buffered per child before its reader thread waits.
 const LINES: usize = 4096;
 
@@ -69,10 +72,13 @@ impl Proc {
                     text.drain(..=end);
                 }
             }
+            let mut lines = sink.0.lock().unwrap();
             if !text.is_empty() {
-                sink.0.lock().unwrap().push(text);
-                sink.1.notify_all();
+                lines.push(text);
             }
+            // The end of stderr: `wait` returns only after it, so no last line is missed.
+            lines.push(STDERR_END.to_owned());
+            sink.1.notify_all();
         });
         Self {
             name: name.to_owned(),
@@ -140,7 +146,15 @@ impl Proc {
                 ),
             }
         }
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        let (lines, written) = &*self.stderr;
+        let guard = lines.lock().unwrap();
+        let _ = written
+            .wait_timeout_while(guard, timeout, |lines| {
+                lines.last().is_none_or(|l| l != STDERR_END)
+            })
+            .unwrap();
+        status
     }
 
     /// Kills the child at once (SIGKILL on Unix: it cannot say goodbye) and waits for it.
@@ -151,7 +165,13 @@ impl Proc {
 
     /// Everything the child wrote to stderr so far.
     pub(crate) fn stderr(&self) -> String {
-        self.stderr.0.lock().unwrap().join("\n")
+        let lines = self.stderr.0.lock().unwrap();
+        let lines: Vec<&str> = lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| *l != STDERR_END)
+            .collect();
+        lines.join("\n")
     }
 
     /// Waits up to `timeout` for a stderr line containing `text`; returns it.
