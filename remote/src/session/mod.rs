@@ -221,7 +221,7 @@ where
     }
     if ids
         .get(key(&ad))
-        .is_some_and(|list| list.len() >= MAX_IDS_PER_ROUTE)
+        .is_some_and(|list| list.len() >= MAX_IDS_PER_ROUTE && !list.contains(&id))
     {
         return Err(LinkFailure::Protocol(format!(
             "{} declared under more than {MAX_IDS_PER_ROUTE} ids",
