@@ -567,7 +567,11 @@ impl Session {
                 .flat_map(|s| &s.reliable)
                 .map(|m| m.payload.len())
                 .sum();
-            self.trial.record(now, taken, !self.outgoing.is_empty());
+            // Saturated: messages wait to be sent, or many batches are in flight (a transport
+            // with deep buffers, such as a Yamux stream, drains the queue into them).
+            let saturated =
+                !self.outgoing.is_empty() || self.unacked.len() >= trial::IN_FLIGHT_BATCHES;
+            self.trial.record(now, taken, saturated);
         }
         if self.acknowledge(ack.cumulative_seq) {
             if let Some(conn) = self.conn.as_mut() {

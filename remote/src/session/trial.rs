@@ -12,6 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+/// Batches in flight (sent, not yet acknowledged) from which a link counts as saturated even
+/// with nothing queued.
+pub(super) const IN_FLIGHT_BATCHES: usize = 8;
 /// One measuring window.
 pub(super) const WINDOW: Duration = Duration::from_millis(200);
 /// How long a decision holds before the other mode is measured again.
