@@ -560,18 +560,17 @@ impl Session {
         if self.config.compression.is_some() {
             // Goodput with and without compression: payload bytes the peer took, while more
             // wait behind them.
-            let taken: usize = self
+            let (taken, count) = self
                 .unacked
                 .iter()
                 .take_while(|s| s.last <= ack.cumulative_seq)
                 .flat_map(|s| &s.reliable)
-                .map(|m| m.payload.len())
-                .sum();
+                .fold((0, 0), |(bytes, n), m| (bytes + m.payload.len(), n + 1));
             // Saturated: messages wait to be sent, or many batches are in flight (a transport
             // with deep buffers, such as a Yamux stream, drains the queue into them).
             let saturated =
                 !self.outgoing.is_empty() || self.unacked.len() >= trial::IN_FLIGHT_BATCHES;
-            self.trial.record(now, taken, saturated);
+            self.trial.record(now, taken, count, saturated);
         }
         if self.acknowledge(ack.cumulative_seq) {
             if let Some(conn) = self.conn.as_mut() {

@@ -27,11 +27,36 @@ const MARGIN: f64 = 1.1;
 #[derive(Debug, Clone)]
 pub(super) struct CompressionTrial {
     compress: bool,
-    /// The current window: its start and the payload bytes sent in it while saturated.
-    window: Option<(Instant, u64)>,
-    /// The last measured rate of each mode (bytes/s) and when: `[plain, compressed]`.
-    rates: [Option<(f64, Instant)>; 2],
+    /// The current window: its start, and the payload bytes and messages taken in it while
+    /// saturated.
+    window: Option<(Instant, u64, u64)>,
+    /// The last measured figure of each mode: `[plain, compressed]`.
+    rates: [Option<Measured>; 2],
 }
+
+/// One window's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Measured {
+    /// Payload bytes per second.
+    rate: f64,
+    /// When the window ended.
+    at: Instant,
+    /// The mean message size in it: figures for other message sizes do not compare.
+    size: f64,
+}
+
+impl Measured {
+    /// Whether this figure still compares with one taken at `now` for messages of `size`.
+    fn fresh(&self, now: Instant, size: f64) -> bool {
+        now.saturating_duration_since(self.at) < RETRY
+            && self.size <= size * SIZE_DRIFT
+            && size <= self.size * SIZE_DRIFT
+    }
+}
+
+/// Mean message sizes within this factor of each other compare; beyond it the other mode is
+/// measured again (the data changed).
+const SIZE_DRIFT: f64 = 2.0;
 
 impl Default for CompressionTrial {
     fn default() -> Self {
@@ -49,33 +74,36 @@ impl CompressionTrial {
         self.compress
     }
 
-    /// The peer acknowledged `bytes` of payload at `now`; `saturated`: more messages wait to
-    /// be sent. An unsaturated moment ends the window without a measurement.
-    pub(super) fn record(&mut self, now: Instant, bytes: usize, saturated: bool) {
+    /// The peer acknowledged `messages` messages of `bytes` payload bytes at `now`;
+    /// `saturated`: more wait to be sent. An unsaturated moment ends the window without a
+    /// measurement.
+    pub(super) fn record(&mut self, now: Instant, bytes: usize, messages: usize, saturated: bool) {
         if !saturated {
             self.window = None;
             return;
         }
-        let (start, sum) = self.window.get_or_insert((now, 0));
+        let (start, sum, count) = self.window.get_or_insert((now, 0, 0));
         *sum += bytes as u64;
+        *count += messages as u64;
         let elapsed = now.saturating_duration_since(*start);
-        if elapsed < WINDOW {
+        if elapsed < WINDOW || *count == 0 {
             return;
         }
-        let rate = *sum as f64 / elapsed.as_secs_f64();
-        self.rates[usize::from(self.compress)] = Some((rate, now));
+        let measured = Measured {
+            rate: *sum as f64 / elapsed.as_secs_f64(),
+            at: now,
+            size: *sum as f64 / *count as f64,
+        };
+        self.rates[usize::from(self.compress)] = Some(measured);
         self.window = None;
-        self.decide(now);
+        self.decide(measured);
     }
 
-    fn decide(&mut self, now: Instant) {
-        let fresh = |m: Option<(f64, Instant)>| {
-            m.filter(|&(_, at)| now.saturating_duration_since(at) < RETRY)
-                .map(|(rate, _)| rate)
-        };
+    fn decide(&mut self, last: Measured) {
+        let fresh = |m: Option<Measured>| m.filter(|m| m.fresh(last.at, last.size)).map(|m| m.rate);
         match (fresh(self.rates[0]), fresh(self.rates[1])) {
             (Some(plain), Some(compressed)) => self.compress = plain < compressed * MARGIN,
-            // The other mode's figure is missing or stale: measure it next.
+            // The other mode's figure is missing, stale or for other data: measure it next.
             _ => self.compress = !self.compress,
         }
     }
@@ -91,7 +119,9 @@ mod tests {
         let mut now = from;
         while now < from + span {
             now += step;
-            trial.record(now, (rate / 100) as usize, true);
+            // Messages of 1,000 bytes.
+            let bytes = (rate / 100) as usize;
+            trial.record(now, bytes, bytes / 1000, true);
         }
         now
     }
@@ -149,11 +179,38 @@ mod tests {
     }
 
     #[test]
+    fn other_data_is_measured_again() {
+        let mut trial = CompressionTrial::default();
+        let t0 = Instant::now();
+        // Compression wins on small messages...
+        let t = run(
+            &mut trial,
+            t0,
+            WINDOW + Duration::from_millis(10),
+            300_000_000,
+        );
+        let t = run(
+            &mut trial,
+            t,
+            WINDOW + Duration::from_millis(10),
+            100_000_000,
+        );
+        assert!(trial.compress());
+        // ...then the messages grow 64-fold: plain is measured again at once.
+        let mut now = t;
+        for _ in 0..25 {
+            now += Duration::from_millis(10);
+            trial.record(now, 3_000_000, 1, true);
+        }
+        assert!(!trial.compress(), "the new data's plain figure is taken");
+    }
+
+    #[test]
     fn an_idle_link_measures_nothing() {
         let mut trial = CompressionTrial::default();
         let t0 = Instant::now();
         for i in 0..1000u32 {
-            trial.record(t0 + Duration::from_millis(u64::from(i)), 1 << 20, false);
+            trial.record(t0 + Duration::from_millis(u64::from(i)), 1 << 20, 16, false);
         }
         assert!(trial.compress());
         assert_eq!(trial.rates, [None, None]);
