@@ -12,17 +12,14 @@ use dndm_core::Keypair;
 use dndm_mesh::{KAD_PROTOCOL, MeshConfig, MeshEndpoint, PROTOCOL, Transport};
 use dndm_router::Router;
 use futures::StreamExt as _;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, identify, kad, noise, ping, yamux};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, identify, kad, ping};
+
+mod support;
+
+use support::plain::{self, PlainEvent};
 
 const GUARD: Duration = Duration::from_secs(30);
-
-#[derive(NetworkBehaviour)]
-struct Plain {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-}
 
 /// A dndm node listening on a memory port, with `kad_protocol` (the default when `None`).
 async fn dndm_node(
@@ -46,39 +43,10 @@ async fn dndm_node(
     (router, dndm_peer, addr)
 }
 
-/// A plain rust-libp2p node with identify, ping and Kademlia on the IPFS protocol id.
-fn plain_node() -> libp2p::Swarm<Plain> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(|key| {
-            use libp2p::Transport as _;
-            let noise = noise::Config::new(key)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-            Ok(libp2p::core::transport::MemoryTransport::default()
-                .upgrade(libp2p::core::upgrade::Version::V1)
-                .authenticate(noise)
-                .multiplex(yamux::Config::default()))
-        })
-        .unwrap()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            Plain {
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/plain/1.0.0".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::default(),
-                kad: kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer)),
-            }
-        })
-        .unwrap()
-        .build()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node_on_the_ipfs_dht() {
     let (router, dndm_peer, addr) = dndm_node(77, Some(kad::PROTOCOL_NAME)).await;
-    let mut plain = plain_node();
+    let mut plain = plain::node(kad::PROTOCOL_NAME);
     plain
         .behaviour_mut()
         .kad
@@ -146,7 +114,7 @@ async fn a_plain_libp2p_node_identifies_pings_and_queries_a_dndm_node_on_the_ipf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_a_dndm_node_speaks_its_own_dht_protocol_not_ipfs() {
     let (router, dndm_peer, addr) = dndm_node(78, None).await;
-    let mut plain = plain_node();
+    let mut plain = plain::node(kad::PROTOCOL_NAME);
     plain.dial(addr).unwrap();
     let info = tokio::time::timeout(GUARD, async {
         loop {
