@@ -113,17 +113,33 @@ impl CompressionTrial {
 mod tests {
     use super::*;
 
-    /// Feeds `rate` bytes/s in 10 ms steps for `span`, saturated; returns the end time.
-    fn run(trial: &mut CompressionTrial, from: Instant, span: Duration, rate: u64) -> Instant {
+    /// Feeds `rate` bytes/s in messages of `size` bytes, in 10 ms steps for `span`, saturated;
+    /// returns the end time.
+    fn run_sized(
+        trial: &mut CompressionTrial,
+        from: Instant,
+        span: Duration,
+        rate: u64,
+        size: usize,
+    ) -> Instant {
         let step = Duration::from_millis(10);
         let mut now = from;
         while now < from + span {
             now += step;
-            // Messages of 1,000 bytes.
             let bytes = (rate / 100) as usize;
-            trial.record(now, bytes, bytes / 1000, true);
+            trial.record(now, bytes, bytes / size, true);
         }
         now
+    }
+
+    /// As [`run_sized`], with messages of 1,000 bytes.
+    fn run(trial: &mut CompressionTrial, from: Instant, span: Duration, rate: u64) -> Instant {
+        run_sized(trial, from, span, rate, 1000)
+    }
+
+    /// One measuring window (and a step) at `rate`.
+    fn window(trial: &mut CompressionTrial, from: Instant, rate: u64) -> Instant {
+        run(trial, from, WINDOW + Duration::from_millis(10), rate)
     }
 
     #[test]
@@ -132,19 +148,9 @@ mod tests {
         assert!(trial.compress());
         let t0 = Instant::now();
         // Compressed: 100 MB/s for a window, then plain is measured: 300 MB/s.
-        let t = run(
-            &mut trial,
-            t0,
-            WINDOW + Duration::from_millis(10),
-            100_000_000,
-        );
+        let t = window(&mut trial, t0, 100_000_000);
         assert!(!trial.compress(), "the other mode is measured next");
-        let t = run(
-            &mut trial,
-            t,
-            WINDOW + Duration::from_millis(10),
-            300_000_000,
-        );
+        let t = window(&mut trial, t, 300_000_000);
         assert!(!trial.compress(), "plain is faster here");
         // Plain stays while the compressed figure is fresh...
         let t = run(&mut trial, t, RETRY / 2, 300_000_000);
@@ -158,18 +164,8 @@ mod tests {
     fn compression_stays_when_it_is_as_fast() {
         let mut trial = CompressionTrial::default();
         let t0 = Instant::now();
-        let t = run(
-            &mut trial,
-            t0,
-            WINDOW + Duration::from_millis(10),
-            200_000_000,
-        );
-        let t = run(
-            &mut trial,
-            t,
-            WINDOW + Duration::from_millis(10),
-            210_000_000,
-        );
+        let t = window(&mut trial, t0, 200_000_000);
+        let t = window(&mut trial, t, 210_000_000);
         assert!(
             trial.compress(),
             "within the margin, compression saves the bytes"
@@ -183,25 +179,17 @@ mod tests {
         let mut trial = CompressionTrial::default();
         let t0 = Instant::now();
         // Compression wins on small messages...
-        let t = run(
-            &mut trial,
-            t0,
-            WINDOW + Duration::from_millis(10),
-            300_000_000,
-        );
-        let t = run(
+        let t = window(&mut trial, t0, 300_000_000);
+        let t = window(&mut trial, t, 100_000_000);
+        assert!(trial.compress());
+        // ...then the messages grow 64-fold: plain is measured again at once.
+        run_sized(
             &mut trial,
             t,
             WINDOW + Duration::from_millis(10),
-            100_000_000,
+            300_000_000,
+            64_000,
         );
-        assert!(trial.compress());
-        // ...then the messages grow 64-fold: plain is measured again at once.
-        let mut now = t;
-        for _ in 0..25 {
-            now += Duration::from_millis(10);
-            trial.record(now, 3_000_000, 1, true);
-        }
         assert!(!trial.compress(), "the new data's plain figure is taken");
     }
 
