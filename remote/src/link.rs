@@ -662,5 +662,25 @@ pub fn plain_session_id(a: &PeerId, b: &PeerId) -> SessionId {
     SessionId::from_bytes(*hasher.finalize().as_bytes())
 }
 
+/// Moves bytes both ways between two links joined by hand until both are quiet (tests and
+/// harnesses drive links without sockets; feature `test-utils`).
+#[cfg(any(test, feature = "test-utils"))]
+pub fn shuttle(a: &mut Link, b: &mut Link, now: Instant) {
+    loop {
+        let mut moved = false;
+        while let Some(bytes) = a.poll_transmit(now) {
+            b.handle_input(&bytes, now);
+            moved = true;
+        }
+        while let Some(bytes) = b.poll_transmit(now) {
+            a.handle_input(&bytes, now);
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

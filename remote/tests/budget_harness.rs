@@ -28,7 +28,7 @@ use dndm_codec::{
 };
 use dndm_core::{BudgetConfig, Fingerprint, IntentAd, Keypair, Qos, Route, ServiceAd};
 use dndm_remote::acl::{Acl, AclRule};
-use dndm_remote::link::{Event, Link, LocalSet, Offer, Secure, plain_session_id};
+use dndm_remote::link::{Event, Link, LocalSet, Offer, Secure, plain_session_id, shuttle};
 use dndm_remote::session::{Event as SessionEvent, LinkFailure, Session, SessionConfig};
 use peak_alloc::PeakAlloc;
 
@@ -116,20 +116,7 @@ fn pair_with(now: Instant, mut b: Link) -> (Link, Link) {
     assert_eq!(a.offer(true), Offer::Adopt);
     a.handle_connect(Secure::plain(), BytesMut::new(), true, now);
     b.handle_connect(Secure::plain(), BytesMut::new(), false, now);
-    loop {
-        let mut moved = false;
-        while let Some(bytes) = a.poll_transmit(now) {
-            b.handle_input(&bytes, now);
-            moved = true;
-        }
-        while let Some(bytes) = b.poll_transmit(now) {
-            a.handle_input(&bytes, now);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    shuttle(&mut a, &mut b, now);
     assert!(a.session().is_open() && b.session().is_open());
     drain(&mut b, now);
     (a, b)

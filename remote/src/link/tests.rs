@@ -52,24 +52,6 @@ fn pair(now: Instant) -> (Link, Link) {
     (a, b)
 }
 
-/// Moves bytes both ways until both links are quiet.
-fn shuttle(a: &mut Link, b: &mut Link, now: Instant) {
-    loop {
-        let mut moved = false;
-        while let Some(bytes) = a.poll_transmit(now) {
-            b.handle_input(&bytes, now);
-            moved = true;
-        }
-        while let Some(bytes) = b.poll_transmit(now) {
-            a.handle_input(&bytes, now);
-            moved = true;
-        }
-        if !moved {
-            return;
-        }
-    }
-}
-
 fn events(link: &mut Link) -> Vec<Event> {
     std::iter::from_fn(|| link.poll_event()).collect()
 }
