@@ -216,13 +216,12 @@ async fn session_figures_of_each_peer_and_undelivered_messages_are_exported() {
     assert_eq!(back.remote.unwrap().retired_peers, 0);
 }
 
-#[tokio::test]
-async fn a_remote_peer_s_acknowledgements_reach_the_metrics() {
-    // Two routers linked by remote endpoints over an in-memory pipe (as the mesh hands
-    // over its streams): the figures come from the link, through `LinkInfo::peer_info`.
+/// Routers `a` and `b` (identities from seeds `sa`, `sb`), their remote endpoints linked over
+/// an in-memory pipe, as the mesh hands over its streams.
+async fn linked_pair(sa: u8, sb: u8) -> (Router, RemoteEndpoint, Router, RemoteEndpoint) {
     let (ka, kb) = (
-        dndm::Keypair::from_seed([1; 32]),
-        dndm::Keypair::from_seed([2; 32]),
+        dndm::Keypair::from_seed([sa; 32]),
+        dndm::Keypair::from_seed([sb; 32]),
     );
     let (ida, idb) = (ka.peer_id(), kb.peer_id());
     let a = Router::builder().name("a").build().unwrap();
@@ -234,6 +233,15 @@ async fn a_remote_peer_s_acknowledgements_reach_the_metrics() {
     let (one, other) = tokio::io::duplex(64 * 1024);
     ea.adopt_authenticated(idb, Box::new(one), true);
     eb.adopt_authenticated(ida, Box::new(other), false);
+    (a, ea, b, eb)
+}
+
+#[tokio::test]
+async fn a_remote_peer_s_acknowledgements_reach_the_metrics() {
+    // Two routers linked by remote endpoints over an in-memory pipe (as the mesh hands
+    // over its streams): the figures come from the link, through `LinkInfo::peer_info`.
+    let (a, ea, b, eb) = linked_pair(1, 2).await;
+    let (ida, idb) = (ea.peer_id(), eb.peer_id());
 
     let publisher = a
         .publish_with::<dndm::builtin::Text>(
@@ -301,20 +309,8 @@ async fn a_message_too_large_for_the_peer_is_exported_with_its_reason() {
     // Two routers linked by remote endpoints over an in-memory pipe. A message larger than
     // the session's frame limit (`max_frame_len`, 4 MiB by default) is accepted by the
     // publisher, then given up by the link, which reports it on the intent.
-    let (ka, kb) = (
-        dndm::Keypair::from_seed([3; 32]),
-        dndm::Keypair::from_seed([4; 32]),
-    );
-    let (ida, idb) = (ka.peer_id(), kb.peer_id());
-    let a = Router::builder().name("a").build().unwrap();
-    let ea = RemoteEndpoint::new(ka, RemoteConfig::default()).unwrap();
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    let b = Router::builder().name("b").build().unwrap();
-    let eb = RemoteEndpoint::new(kb, RemoteConfig::default()).unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
-    let (one, other) = tokio::io::duplex(64 * 1024);
-    ea.adopt_authenticated(idb, Box::new(one), true);
-    eb.adopt_authenticated(ida, Box::new(other), false);
+    let (a, ea, b, eb) = linked_pair(3, 4).await;
+    let ida = ea.peer_id();
 
     let publisher = a.publish::<dndm::builtin::Text>("metrics.large").unwrap();
     let _subscriber = b.subscribe::<dndm::builtin::Text>("metrics.large").unwrap();
