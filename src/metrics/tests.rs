@@ -309,7 +309,7 @@ async fn a_message_too_large_for_the_peer_is_exported_with_its_reason() {
     // Two routers linked by remote endpoints over an in-memory pipe. A message larger than
     // the session's frame limit (`max_frame_len`, 4 MiB by default) is accepted by the
     // publisher, then given up by the link, which reports it on the intent.
-    let (a, ea, b, eb) = linked_pair(3, 4).await;
+    let (a, ea, b, _eb) = linked_pair(3, 4).await;
     let ida = ea.peer_id();
 
     let publisher = a.publish::<dndm::builtin::Text>("metrics.large").unwrap();
