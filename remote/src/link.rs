@@ -58,6 +58,10 @@ pub struct LocalSet {
     pub services: HashSet<ServiceAd>,
 }
 
+/// Bytes [`Link::poll_transmit_into`] gathers into one write, about: large writes cost fewer
+/// system calls, and a bounded size lets the driver reuse its write buffers.
+const WRITE_TARGET: usize = 256 * 1024;
+
 /// The security layer of one connection.
 #[derive(Debug)]
 pub enum Secure {
@@ -78,12 +82,24 @@ impl Secure {
         }
     }
 
-    fn write(&mut self, frame: &[u8]) -> Result<(), noise::NoiseError> {
+    /// Appends `frame`, secured, to `out`.
+    fn write_into(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), noise::NoiseError> {
         match self {
-            Self::Noise(channel) => channel.write(frame),
-            Self::Plain { out } => {
+            Self::Noise(channel) => channel.write_into(frame, out),
+            Self::Plain { .. } => {
                 out.extend_from_slice(frame);
                 Ok(())
+            }
+        }
+    }
+
+    /// Moves the bytes queued to write to the end of `out`.
+    fn transmit_into(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Self::Noise(channel) => channel.transmit_into(out),
+            Self::Plain { out: queued } => {
+                out.extend_from_slice(queued);
+                queued.clear();
             }
         }
     }
@@ -422,32 +438,50 @@ impl Link {
 
     /// Bytes to write to the connection, in order.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        let mut out = Vec::new();
+        self.poll_transmit_into(now, &mut out)
+            .then(|| Bytes::from(out))
+    }
+
+    /// Like [`Link::poll_transmit`], but appends the bytes to `out`, a buffer the caller
+    /// reuses (no allocation per write in a steady stream); false when there was nothing.
+    pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
         if let Some(bytes) = self.parting.pop_front() {
-            return Some(bytes);
+            out.extend_from_slice(&bytes);
+            return true;
         }
-        let secure = self.secure.as_mut()?;
-        if let Some(bytes) = secure.poll_transmit() {
-            return Some(bytes);
-        }
-        // Everything the session has (it paces itself to a couple of frames), as one write.
+        let Some(secure) = self.secure.as_mut() else {
+            return false;
+        };
+        secure.transmit_into(out);
+        // What the session has, up to about WRITE_TARGET bytes per write.
         let mut failed = None;
-        while let Some(frame) = self.session.poll_transmit(now) {
-            if let Err(e) = secure.write(&frame) {
+        while out.len() - start < WRITE_TARGET
+            && let Some(frame) = self.session.poll_transmit(now)
+        {
+            if let Err(e) = secure.write_into(&frame, out) {
                 failed = Some(e);
                 break;
             }
         }
         if let Some(e) = failed {
+            out.truncate(start);
             self.handle_transport_failure(LinkFailure::Transport(format!("noise: {e}")), now);
-            return None;
+            return false;
         }
         // Building batches settles best-effort messages and may close the session (then the
         // connection's last bytes wait in `parting`).
         self.pump_session(Some(now));
         match self.secure.as_mut() {
-            Some(secure) => secure.poll_transmit(),
-            None => self.parting.pop_front(),
+            Some(secure) => secure.transmit_into(out),
+            None => {
+                if let Some(bytes) = self.parting.pop_front() {
+                    out.extend_from_slice(&bytes);
+                }
+            }
         }
+        out.len() > start
     }
 
     /// The next event, if any. Once every event is drained, what they carried counts as

@@ -302,10 +302,14 @@ impl Driver {
                 tracing::debug!(peer = %self.peer, %failure, "connection lost");
             }
         }
-        if let Some(io) = self.io.take()
-            && let Some(done) = io.done
-        {
-            let _ = done.send(Ended { opened, failure });
+        if let Some(mut io) = self.io.take() {
+            // The connection's last bytes (our Close) go to its writer, not to the next one.
+            let mut rest = Vec::new();
+            while self.link.poll_transmit_into(now(), &mut rest) {}
+            if let Some(done) = io.done.take() {
+                let _ = done.send(Ended { opened, failure });
+            }
+            io.finish(rest, &self.inner.tracker);
         }
         lock(&self.inner.active).remove(&self.peer);
         self.inner.link_state.send_modify(|v| *v += 1);

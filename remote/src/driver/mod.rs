@@ -18,43 +18,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dndm_core::{CallError, PayloadSink, PeerId, Route};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::endpoint::{ByteStream, Ended, Handoff, Inner, lock};
+use crate::endpoint::{Handoff, Inner, lock};
 use crate::link::{Link, LocalSet, Offer};
-use crate::session::{LinkFailure, Session};
+use crate::session::Session;
 
 mod commands;
 mod events;
+mod io;
 mod sinks;
+
+use io::{Input, Io};
 
 pub(crate) use sinks::{Command, Credits, LinkRequester, LinkSink};
 
 /// Commands queued per link (publishes from local intents, requests, flushes). Bounded: a full
 /// queue back-pressures the publishers (each only up to its send timeout).
 pub(crate) const LINK_COMMANDS: usize = 1024;
-/// Read buffer size per connection at first.
-const READ_CHUNK: usize = 64 * 1024;
-/// Largest read buffer: a connection whose reads fill the buffer gets a larger one, so a
-/// 64 KiB Noise message rarely straddles two reads (a straddling one is copied once more).
-const READ_CHUNK_MAX: usize = 256 * 1024;
-/// Most bytes read ahead while a write waits for the peer.
-const READ_AHEAD: usize = 4 * 1024 * 1024;
-
-/// The I/O of the connection the link runs now.
-struct Io {
-    reader: ReadHalf<Box<dyn ByteStream>>,
-    writer: WriteHalf<Box<dyn ByteStream>>,
-    /// Bytes read and not yet given to the link.
-    input: BytesMut,
-    /// How the connection ended while a write waited (read ahead), not yet told to the link.
-    ended: Option<LinkFailure>,
-    /// Told how the connection ended (dial loops wait on it).
-    done: Option<oneshot::Sender<Ended>>,
-}
 
 type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -167,11 +150,7 @@ impl Driver {
     /// The loop; true when it already retired the link (a peer that never got through a hello).
     async fn run(&mut self) -> bool {
         loop {
-            if self.io.is_some()
-                && let Err(failure) = self.write_out().await
-            {
-                self.link.handle_transport_failure(failure, now());
-            }
+            let blocked = self.write_out();
             self.dispatch();
             if self.inner.cancel.is_cancelled() {
                 self.close().await;
@@ -227,7 +206,9 @@ impl Driver {
                     self.ready = None;
                     self.pump_fan_ins();
                 }
-                read = read_some(&mut self.io) => self.on_read(read),
+                input = next_input(&mut self.io, blocked) => {
+                    if let Some(input) = input { self.on_input(input); }
+                }
                 () = sleep_until(deadline) => self.link.handle_timeout(now()),
             }
         }
@@ -240,8 +221,17 @@ impl Driver {
             self.command(command, now());
         }
         self.link.close("endpoint closing", now());
-        if self.io.is_some() {
-            let _ = self.write_out().await;
+        // Everything the link has goes to the writer, which finishes it after we are gone
+        // (within its stall timeout: the endpoint's close waits for it).
+        let stall = self.inner.config.session.idle_timeout;
+        let deadline = tokio::time::Instant::now() + stall;
+        while self.write_out() {
+            // Reads meanwhile go to the link (they may carry acks that make room).
+            match tokio::time::timeout_at(deadline, next_input(&mut self.io, true)).await {
+                Ok(Some(input)) => self.on_input(input),
+                Ok(None) => {}
+                Err(_) => break,
+            }
         }
         self.dispatch();
     }
@@ -264,100 +254,57 @@ impl Driver {
             done,
             preferred,
         } = handoff;
-        let (reader, writer) = tokio::io::split(io);
-        self.io = Some(Io {
-            reader,
-            writer,
-            input: BytesMut::with_capacity(READ_CHUNK),
-            ended: None,
+        self.io = Some(Io::start(
+            io,
             done,
-        });
+            self.inner.config.session.idle_timeout,
+            &self.inner.tracker,
+        ));
         lock(&self.inner.active).insert(self.peer);
         // Watchers of `has_connection` learn of it.
         self.inner.link_state.send_modify(|v| *v += 1);
         self.link.handle_connect(channel, rest, preferred, now());
     }
 
-    fn on_read(&mut self, read: std::io::Result<usize>) {
-        let t = now();
-        match read {
-            Ok(0) => self.link.handle_transport_failure(
-                LinkFailure::Transport("connection closed by peer".into()),
-                t,
-            ),
-            Ok(_) => {
-                if let Some(io) = self.io.as_mut() {
-                    let filled = io.input.len() >= io.input.capacity();
-                    // Cleared, not split: the buffer keeps its capacity for the next read.
-                    self.link.handle_input(&io.input, t);
-                    io.input.clear();
-                    if filled && io.input.capacity() < READ_CHUNK_MAX {
-                        io.input
-                            .reserve((io.input.capacity() * 2).min(READ_CHUNK_MAX));
-                    }
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Data(buf) => {
+                self.link.handle_input(&buf, now());
+                if let Some(io) = &self.io {
+                    io.recycle_read(buf);
                 }
             }
-            Err(e) => self
-                .link
-                .handle_transport_failure(LinkFailure::Transport(e.to_string()), t),
+            Input::Ended(failure) => self.link.handle_transport_failure(failure, now()),
         }
     }
 
-    /// Writes what the link has. While a write waits for the peer to read, this keeps reading
-    /// (up to a bound), so two peers writing to each other at once cannot deadlock. A write that
-    /// makes no progress for the idle timeout fails the connection.
-    async fn write_out(&mut self) -> Result<(), LinkFailure> {
-        let stall = self.inner.config.session.idle_timeout;
-        let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
+    /// Hands what the link has to the writer while it has room; true when the writer is full
+    /// and the link may have more.
+    fn write_out(&mut self) -> bool {
         let t = now();
-        while let Some(bytes) = self.link.poll_transmit(t) {
+        loop {
             let Some(io) = self.io.as_mut() else {
-                return Ok(());
+                return false;
             };
-            let deadline = tokio::time::Instant::now() + stall;
-            let mut write = std::pin::pin!(io.writer.write_all(&bytes));
-            loop {
-                tokio::select! {
-                    biased;
-                    written = &mut write => {
-                        written.map_err(|e| LinkFailure::Transport(e.to_string()))?;
-                        break;
-                    }
-                    read = io.reader.read_buf(&mut io.input), if io.ended.is_none() && io.input.len() < READ_AHEAD => {
-                        match read {
-                            Ok(0) => io.ended = Some(LinkFailure::Transport("connection closed by peer".into())),
-                            Ok(_) => {}
-                            Err(e) => io.ended = Some(LinkFailure::Transport(e.to_string())),
-                        }
-                    }
-                    () = tokio::time::sleep_until(deadline) => return Err(stalled()),
-                }
+            let Some((permit, mut buf)) = io.try_reserve() else {
+                return true;
+            };
+            if self.link.poll_transmit_into(t, &mut buf) {
+                permit.send(buf);
+            } else {
+                drop(permit);
+                io.keep(buf);
+                return false;
             }
         }
-        let Some(io) = self.io.as_mut() else {
-            return Ok(());
-        };
-        match tokio::time::timeout(stall, io.writer.flush()).await {
-            Ok(flushed) => flushed.map_err(|e| LinkFailure::Transport(e.to_string()))?,
-            Err(_) => return Err(stalled()),
-        }
-        // What arrived while we were writing.
-        let ended = io.ended.take();
-        if !io.input.is_empty() {
-            self.link.handle_input(&io.input, now());
-            io.input.clear();
-        }
-        if let Some(failure) = ended {
-            self.link.handle_transport_failure(failure, now());
-        }
-        Ok(())
     }
 }
 
-/// Reads from the connection, or waits forever without one.
-async fn read_some(io: &mut Option<Io>) -> std::io::Result<usize> {
+/// The next input of the connection (`None`: the writer has room again, when `blocked`), or
+/// never without a connection.
+async fn next_input(io: &mut Option<Io>, blocked: bool) -> Option<Input> {
     match io {
-        Some(io) => io.reader.read_buf(&mut io.input).await,
+        Some(io) => io.next(blocked).await,
         None => std::future::pending().await,
     }
 }

@@ -128,7 +128,7 @@ pub struct Channel {
     /// At most one incomplete length-prefixed message (header included).
     input: Vec<u8>,
     /// Length-prefixed messages waiting for [`Channel::poll_transmit`].
-    transmit: BytesMut,
+    transmit: Vec<u8>,
     /// Decrypted plaintext waiting for [`Channel::poll_plaintext`].
     plaintext: BytesMut,
     /// Set when the handshake finishes.
@@ -346,40 +346,59 @@ impl Channel {
     /// - [`NoiseError::Failed`] when the channel failed earlier.
     /// - [`NoiseError::Snow`] when encryption fails (nonce exhaustion); the channel is failed.
     pub fn write(&mut self, plaintext: &[u8]) -> Result<(), NoiseError> {
+        let mut transmit = std::mem::take(&mut self.transmit);
+        let result = self.write_into(plaintext, &mut transmit);
+        self.transmit = transmit;
+        result
+    }
+
+    /// Like [`Channel::write`], but appends the transport messages to `out` (a buffer the
+    /// caller reuses) instead of queueing them. Bytes already queued for
+    /// [`Channel::poll_transmit`] are not included: take them first with
+    /// [`Channel::transmit_into`].
+    ///
+    /// # Errors
+    /// As [`Channel::write`]; on error `out` is left as it was.
+    pub fn write_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), NoiseError> {
         let transport = match &mut self.state {
             State::Transport(transport) => transport,
             State::Handshake(_) => return Err(NoiseError::NotEstablished),
             State::Failed => return Err(NoiseError::Failed),
         };
         let messages = plaintext.len().div_ceil(MAX_PLAINTEXT_PER_MESSAGE);
-        self.transmit
-            .reserve(plaintext.len() + messages * (HEADER_LEN + NOISE_TAG_LEN));
+        out.reserve(plaintext.len() + messages * (HEADER_LEN + NOISE_TAG_LEN));
+        let begin = out.len();
         let mut result = Ok(());
         // Each message: length, the plaintext copied once and sealed in place, its tag.
         for chunk in plaintext.chunks(MAX_PLAINTEXT_PER_MESSAGE) {
             let len = (chunk.len() + NOISE_TAG_LEN) as u16;
-            self.transmit.extend_from_slice(&len.to_be_bytes());
-            let start = self.transmit.len();
-            self.transmit.extend_from_slice(chunk);
-            match transport.seal(&mut self.transmit[start..]) {
-                Ok(tag) => self.transmit.extend_from_slice(tag.as_ref()),
+            out.extend_from_slice(&len.to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(chunk);
+            match transport.seal(&mut out[start..]) {
+                Ok(tag) => out.extend_from_slice(tag.as_ref()),
                 Err(e) => {
-                    self.transmit.truncate(start - HEADER_LEN);
                     result = Err(e);
                     break;
                 }
             }
         }
         if result.is_err() {
+            out.truncate(begin);
             self.fail();
         }
         result
     }
 
+    /// Moves the bytes queued for [`Channel::poll_transmit`] to the end of `out`.
+    pub fn transmit_into(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.transmit);
+    }
+
     /// Takes the bytes to write to the socket (whole length-prefixed messages, possibly
     /// several), or `None` when nothing is queued.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        (!self.transmit.is_empty()).then(|| self.transmit.split().freeze())
+        (!self.transmit.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.transmit)))
     }
 
     /// Takes the decrypted plaintext produced by [`Channel::handle_input`], or `None` when
@@ -409,7 +428,7 @@ impl Channel {
         Channel {
             state: State::Handshake(Box::new(handshake)),
             input: Vec::new(),
-            transmit: BytesMut::new(),
+            transmit: Vec::new(),
             plaintext: BytesMut::new(),
             handshake_hash: None,
             remote_static: None,
@@ -689,7 +708,7 @@ fn split_message(buf: &[u8]) -> Result<Split<'_>, NoiseError> {
 /// Appends one length-prefixed message to `transmit`: `write` gets `capacity` zeroed bytes and
 /// returns how many it used (1..=65535). On error `transmit` is left as it was.
 fn push_message(
-    transmit: &mut BytesMut,
+    transmit: &mut Vec<u8>,
     capacity: usize,
     write: impl FnOnce(&mut [u8]) -> Result<usize, snow::Error>,
 ) -> Result<(), String> {

@@ -1,0 +1,217 @@
+//! The socket side of one connection: a reader task and a writer task beside the link's task.
+//!
+//! The link's task does the protocol work (batching, sealing, opening, decoding, dispatch);
+//! the two I/O tasks do the system calls, which on loopback also carry the kernel's TCP
+//! processing of the other side. Running them beside the link lets one link use more than
+//! one core, and neither direction waits for the other: the reader keeps reading while a write
+//! waits for the peer, so two peers writing to each other at once cannot deadlock.
+//!
+//! Both tasks are bounded: the reader hands at most [`CHUNKS`] chunks ahead, the writer holds
+//! at most [`CHUNKS`] writes. Buffers go back to where they came from once used (read buffers
+//! to the reader, write buffers to the link's task), so a steady stream allocates nothing: large
+//! allocations freed and made again are what glibc's allocator returns to the kernel and then
+//! faults back in, page by page. [`Io::finish`] stops the reader at once and lets the writer
+//! finish what it holds (a Close, the last acks) within the stall timeout, then close.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::endpoint::{ByteStream, Ended};
+use crate::session::LinkFailure;
+
+/// Read buffer size at first.
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest read buffer: a connection whose reads fill the buffer gets a larger one, so a
+/// 64 KiB Noise message rarely straddles two reads (a straddling one is copied once more).
+const READ_CHUNK_MAX: usize = 256 * 1024;
+/// Chunks read ahead of the link, and writes queued for the writer.
+const CHUNKS: usize = 4;
+/// Largest buffer kept for reuse; a larger one (a burst) goes back to the allocator.
+const KEEP_MAX: usize = 1024 * 1024;
+
+/// A buffer of bytes read or to write.
+pub(super) type Buf = Vec<u8>;
+
+/// What the I/O tasks tell the link's task.
+pub(super) enum Input {
+    /// Bytes read, in order. Give the buffer back with [`Io::recycle_read`].
+    Data(Buf),
+    /// The connection ended: read end, read error, write error or a stalled write.
+    Ended(LinkFailure),
+}
+
+/// The I/O of the connection a link runs now.
+pub(super) struct Io {
+    input: mpsc::Receiver<Input>,
+    output: mpsc::Sender<Buf>,
+    /// Read buffers going back to the reader.
+    read_spares: mpsc::Sender<Buf>,
+    /// Written buffers coming back from the writer.
+    write_spares: mpsc::Receiver<Buf>,
+    /// A write buffer taken and not used.
+    unused: Option<Buf>,
+    /// Told how the connection ended (dial loops wait on it).
+    pub(super) done: Option<oneshot::Sender<Ended>>,
+    reader: JoinHandle<()>,
+}
+
+impl Io {
+    /// Starts the reader and the writer of `stream` on `tracker`. A write that makes no progress
+    /// for `stall` ends the connection.
+    pub(super) fn start(
+        stream: Box<dyn ByteStream>,
+        done: Option<oneshot::Sender<Ended>>,
+        stall: Duration,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let (input_tx, input) = mpsc::channel(CHUNKS);
+        let (output, output_rx) = mpsc::channel(CHUNKS);
+        // Room for every buffer in circulation, so giving one back never waits.
+        let (read_spares, read_spares_rx) = mpsc::channel(CHUNKS + 2);
+        let (write_spares_tx, write_spares) = mpsc::channel(CHUNKS + 2);
+        let reader = tracker.spawn(read_loop(reader, input_tx.clone(), read_spares_rx));
+        // The writer ends by itself once `output` is dropped and what it holds is written.
+        drop(tracker.spawn(write_loop(
+            writer,
+            output_rx,
+            input_tx,
+            write_spares_tx,
+            stall,
+        )));
+        Self {
+            input,
+            output,
+            read_spares,
+            write_spares,
+            unused: None,
+            done,
+            reader,
+        }
+    }
+
+    /// The next input; with `blocked`, also wakes when the writer has room again (then `None`).
+    /// Never resolves once both tasks are gone.
+    pub(super) async fn next(&mut self, blocked: bool) -> Option<Input> {
+        tokio::select! {
+            input = self.input.recv() => match input {
+                Some(input) => Some(input),
+                None => std::future::pending().await,
+            },
+            // A writer that is gone reports why through `input`.
+            Ok(_) = self.output.reserve(), if blocked => None,
+        }
+    }
+
+    /// A slot for one write and an empty buffer to fill, at once, or `None` while the writer
+    /// holds [`CHUNKS`] writes.
+    pub(super) fn try_reserve(&mut self) -> Option<(mpsc::Permit<'_, Buf>, Buf)> {
+        let permit = self.output.try_reserve().ok()?;
+        let buf = self
+            .unused
+            .take()
+            .or_else(|| self.write_spares.try_recv().ok())
+            .unwrap_or_default();
+        Some((permit, buf))
+    }
+
+    /// Keeps a write buffer that [`Io::try_reserve`] gave and that stayed empty.
+    pub(super) fn keep(&mut self, buf: Buf) {
+        self.unused = Some(buf);
+    }
+
+    /// Gives a read buffer back to the reader.
+    pub(super) fn recycle_read(&self, buf: Buf) {
+        recycle(&self.read_spares, buf);
+    }
+
+    /// Ends the connection's I/O: the reader stops now; the writer writes `rest` (the
+    /// connection's last bytes, if any) after what it holds, then closes the connection.
+    pub(super) fn finish(self, rest: Buf, tracker: &TaskTracker) {
+        if !rest.is_empty() {
+            let output = self.output.clone();
+            // Waits for room in the writer, which ends (and fails the send) if it stalls.
+            drop(tracker.spawn(async move {
+                let _ = output.send(rest).await;
+            }));
+        }
+    }
+}
+
+/// Gives `buf` back, emptied, unless it grew past [`KEEP_MAX`] or nobody takes it.
+fn recycle(spares: &mpsc::Sender<Buf>, mut buf: Buf) {
+    if buf.capacity() <= KEEP_MAX {
+        buf.clear();
+        let _ = spares.try_send(buf);
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(
+    mut reader: ReadHalf<Box<dyn ByteStream>>,
+    input: mpsc::Sender<Input>,
+    mut spares: mpsc::Receiver<Buf>,
+) {
+    let mut chunk = READ_CHUNK;
+    loop {
+        let mut buf = spares.try_recv().unwrap_or_default();
+        // Reads go into spare capacity: nothing is zero-filled.
+        buf.reserve(chunk);
+        let read = match reader.read_buf(&mut buf).await {
+            Ok(0) => Input::Ended(LinkFailure::Transport("connection closed by peer".into())),
+            Ok(n) => {
+                if n >= chunk && chunk < READ_CHUNK_MAX {
+                    chunk = (chunk * 2).min(READ_CHUNK_MAX);
+                }
+                Input::Data(buf)
+            }
+            Err(e) => Input::Ended(LinkFailure::Transport(e.to_string())),
+        };
+        let ended = matches!(read, Input::Ended(_));
+        if input.send(read).await.is_err() || ended {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    mut writer: WriteHalf<Box<dyn ByteStream>>,
+    mut output: mpsc::Receiver<Buf>,
+    input: mpsc::Sender<Input>,
+    spares: mpsc::Sender<Buf>,
+    stall: Duration,
+) {
+    let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
+    while let Some(buf) = output.recv().await {
+        let failure = match tokio::time::timeout(stall, writer.write_all(&buf)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(LinkFailure::Transport(e.to_string())),
+            Err(_) => Some(stalled()),
+        };
+        recycle(&spares, buf);
+        // Flushed when nothing else is queued (a no-op on sockets, needed on buffered streams).
+        let failure = match failure {
+            None if output.is_empty() => match tokio::time::timeout(stall, writer.flush()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(LinkFailure::Transport(e.to_string())),
+                Err(_) => Some(stalled()),
+            },
+            failure => failure,
+        };
+        if let Some(failure) = failure {
+            let _ = input.send(Input::Ended(failure)).await;
+            return;
+        }
+    }
+    // The link is done with the connection: everything it gave is written.
+    let _ = tokio::time::timeout(stall, writer.shutdown()).await;
+}
