@@ -30,8 +30,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_CHUNK_MAX: usize = 256 * 1024;
 /// Chunks read ahead of the link, and writes queued for the writer.
 const CHUNKS: usize = 4;
-/// Largest buffer kept for reuse; a larger one (a burst) goes back to the allocator.
-const KEEP_MAX: usize = 1024 * 1024;
+/// Idle buffers kept per direction; more (after a burst) go back to the allocator, so an idle
+/// connection holds at most this many of each.
+const SPARES: usize = 2;
+/// Largest buffer kept for reuse (a write gathers up to 256 KiB plus one frame); a larger one
+/// goes back to the allocator.
+const KEEP_MAX: usize = 512 * 1024;
 
 /// A buffer of bytes read or to write.
 pub(super) type Buf = Vec<u8>;
@@ -71,9 +75,9 @@ impl Io {
         let (reader, writer) = tokio::io::split(stream);
         let (input_tx, input) = mpsc::channel(CHUNKS);
         let (output, output_rx) = mpsc::channel(CHUNKS);
-        // Room for every buffer in circulation, so giving one back never waits.
-        let (read_spares, read_spares_rx) = mpsc::channel(CHUNKS + 2);
-        let (write_spares_tx, write_spares) = mpsc::channel(CHUNKS + 2);
+        // Giving a buffer back never waits: a full spare list drops it.
+        let (read_spares, read_spares_rx) = mpsc::channel(SPARES);
+        let (write_spares_tx, write_spares) = mpsc::channel(SPARES);
         let reader = tracker.spawn(read_loop(reader, input_tx.clone(), read_spares_rx));
         // The writer ends by itself once `output` is dropped and what it holds is written.
         drop(tracker.spawn(write_loop(
@@ -142,7 +146,7 @@ impl Io {
     }
 }
 
-/// Gives `buf` back, emptied, unless it grew past [`KEEP_MAX`] or nobody takes it.
+/// Gives `buf` back, emptied, unless it grew past [`KEEP_MAX`] or [`SPARES`] wait already.
 fn recycle(spares: &mpsc::Sender<Buf>, mut buf: Buf) {
     if buf.capacity() <= KEEP_MAX {
         buf.clear();
