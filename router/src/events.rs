@@ -3,21 +3,12 @@
 use dndm_core::{LinkError, PeerId, Route, RoutePattern, Undelivered};
 use tokio::sync::broadcast;
 
-use crate::snapshot::HandleId;
+use crate::id::{HandleId, Origin};
+use crate::sync::lock;
 
 /// Capacity of each handle's event channel; a listener that falls further behind is told how
 /// many events it missed ([`EventsError::Lagged`]).
 pub(crate) const EVENT_CAPACITY: usize = 64;
-
-/// Where the other side of a link lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Origin {
-    /// In this router.
-    Local,
-    /// At a peer reached through an endpoint.
-    Peer(PeerId),
-}
 
 /// Something that happened to a handle's links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +96,7 @@ impl EventHub {
     }
 
     pub(crate) fn listen(&self) -> LinkEvents {
-        let first = self
-            .first
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let first = lock(&self.first).take();
         LinkEvents::new(first.unwrap_or_else(|| self.sender.subscribe()))
     }
 }

@@ -13,10 +13,11 @@ use tokio::time::Instant;
 
 use crate::error::{SendError, SendErrorKind, WaitError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
+use crate::id::HandleId;
+use crate::linker::IntentSlot;
 use crate::queue::{Push, Queue};
 use crate::ring::Ring;
-use crate::router::Inner;
-use crate::snapshot::HandleId;
+use crate::shared::Inner;
 
 /// Where an intent's messages go, besides the ring.
 enum Sink<T> {
@@ -132,27 +133,6 @@ impl<T: Message> IntentShared<T> {
     }
 }
 
-/// The linker's type-erased view of a local intent.
-pub(crate) trait IntentSlot: Send + Sync {
-    /// Links a local interest; `queue` is its `Arc<Queue<T>>`. False if the types differ.
-    fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool;
-    /// Links an interest of `peer`.
-    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>);
-    /// Removes a link.
-    fn unlink(&self, interest: HandleId);
-    /// Reports a link event to the handle's event stream.
-    fn event(&self, event: LinkEvent);
-    /// Closes the intent: sends fail, waiters wake.
-    fn close(&self);
-    /// Number of linked subscribers.
-    fn subscribers(&self) -> usize;
-    /// Messages sent, sends that failed, and messages that did not reach a peer by reason
-    /// (non-zero counts only, in [`Undelivered::ALL`] order).
-    fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>);
-    /// Counts and reports messages that did not reach `peer`.
-    fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
-}
-
 impl<T: Message> IntentSlot for IntentShared<T> {
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool {
         match queue.clone().downcast::<Queue<T>>() {
@@ -163,8 +143,8 @@ impl<T: Message> IntentSlot for IntentShared<T> {
                         |m: &T| m.encoded_len(),
                     ))
                 });
-                if ring.fits(&queue) {
-                    ring.link(interest, queue);
+                if queue.fits(ring) {
+                    queue.link_to(ring, interest);
                     self.update(|_| {});
                 } else {
                     self.update(|sinks| sinks.push((interest, Sink::Local(queue))));

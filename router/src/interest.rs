@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use dndm_core::{Fingerprint, Message, Overflow, PayloadSink, RoutePattern};
+use dndm_core::{Fingerprint, Message, Overflow, RoutePattern};
 use futures::Stream;
 
+use crate::delivery::Inbox;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
+use crate::id::HandleId;
+use crate::linker::InterestSlot;
 use crate::queue::{Queue, Receiver};
-use crate::router::Inner;
-use crate::snapshot::{HandleId, QueueStats};
+use crate::shared::Inner;
+use crate::snapshot::QueueStats;
 
 /// Subscriber state shared between the handle and the linker.
 pub(crate) struct InterestShared<T> {
@@ -30,26 +33,12 @@ impl<T: Message> InterestShared<T> {
     }
 }
 
-/// The linker's type-erased view of a local interest.
-pub(crate) trait InterestSlot: Send + Sync {
-    /// The queue as `Arc<Queue<T>>` behind `Any`, for intents to downcast.
-    fn queue_any(&self) -> Arc<dyn Any + Send + Sync>;
-    /// The queue as a sink of encoded payloads, for peers' intents.
-    fn payload_sink(&self) -> Arc<dyn PayloadSink>;
-    /// Reports a link event to the handle's event stream.
-    fn event(&self, event: LinkEvent);
-    /// Closes the queue: the receiver drains what is queued, then sees closed.
-    fn close(&self);
-    /// Queue depth and counters.
-    fn stats(&self) -> QueueStats;
-}
-
 impl<T: Message> InterestSlot for InterestShared<T> {
     fn queue_any(&self) -> Arc<dyn Any + Send + Sync> {
         self.queue.clone()
     }
 
-    fn payload_sink(&self) -> Arc<dyn PayloadSink> {
+    fn inbox(&self) -> Arc<dyn Inbox> {
         self.queue.clone()
     }
 

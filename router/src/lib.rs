@@ -55,28 +55,38 @@
 //!   reported ([`LinkEvent::Refused`]).
 //! - Every task is tracked: [`Router::close`] returns when all have ended.
 
+// The modules form layers; each imports only from layers below it (docs/architecture.md, "The
+// router's modules"), bottom to top:
+//   id, sync, error | events, snapshot, signal | ring | queue | delivery, services | linker
+//   | shared | intent, interest | router | service
+mod delivery;
 mod error;
 mod events;
-mod fan_in;
+mod id;
 mod intent;
 mod interest;
+#[cfg(all(test, dndm_loom))]
+mod interleavings;
 mod linker;
 mod queue;
 mod ring;
 mod router;
 mod service;
+mod services;
+mod shared;
+mod signal;
 mod snapshot;
+mod sync;
 
 pub use dndm_core::{Overflow, Undelivered};
 pub use error::{
     BuildError, HandlerError, PublishError, RecvError, RecvTimeoutError, RequestError, SendError,
     SendErrorKind, ServeError, SubscribeError, TryRecvError, WaitError,
 };
-pub use events::{EventsError, LinkEvent, LinkEvents, Origin};
+pub use events::{EventsError, LinkEvent, LinkEvents};
+pub use id::{HandleId, Origin};
 pub use intent::Intent;
 pub use interest::Interest;
 pub use router::{MAX_QUEUE_CAPACITY, PublishOptions, Router, RouterBuilder, SubscribeOptions};
 pub use service::Service;
-pub use snapshot::{
-    HandleId, IntentInfo, InterestInfo, LinkInfo, QueueStats, RouterCounters, Snapshot,
-};
+pub use snapshot::{IntentInfo, InterestInfo, LinkInfo, QueueStats, RouterCounters, Snapshot};

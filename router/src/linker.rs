@@ -1,26 +1,111 @@
 //! The Linker: the table of intents and interests, and the rule that links them.
 //!
-//! All changes happen under one lock (held by [`Inner`](crate::router::Inner)), so a publish
-//! and a subscribe racing each other always end linked, and a snapshot is one consistent copy.
+//! A plain table (sans-IO): every change to it writes the [`Change`]s that follow into an
+//! output list, and calls nothing outside itself. The router holds the table under one lock,
+//! so a publish and a subscribe racing each other always end linked and a snapshot is one
+//! consistent copy; it applies the changes to handles and endpoints after releasing that lock,
+//! in the order the table made them ([`Inner::update`](crate::shared::Inner::update)).
 //!
 //! Linking rule: an intent and an interest link when the interest's pattern matches the
 //! intent's route, their fingerprints are equal, and at least one side is local (a peer's
 //! intent is never linked to a peer's interest: no forwarding, no loops).
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dndm_core::{
     Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, PeerId, Qos,
-    Route, RoutePattern,
+    Route, RoutePattern, Undelivered,
 };
 
-use crate::events::{LinkEvent, Origin};
-pub(crate) use crate::fan_in::PeerIntent;
-use crate::intent::IntentSlot;
-use crate::interest::InterestSlot;
-use crate::snapshot::{HandleId, IntentInfo, InterestInfo, LinkInfo, RouterCounters};
+use crate::delivery::{Inbox, PeerIntent};
+use crate::events::LinkEvent;
+use crate::id::{HandleId, Origin};
+use crate::snapshot::{IntentInfo, InterestInfo, LinkInfo, QueueStats, RouterCounters};
+
+/// The table's type-erased view of a local intent (implemented by the intent's shared state).
+pub(crate) trait IntentSlot: Send + Sync {
+    /// Links a local interest; `queue` is its `Arc<Queue<T>>`. False if the types differ.
+    fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool;
+    /// Links an interest of `peer`.
+    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>);
+    /// Removes a link.
+    fn unlink(&self, interest: HandleId);
+    /// Reports a link event to the handle's event stream.
+    fn event(&self, event: LinkEvent);
+    /// Closes the intent: sends fail, waiters wake.
+    fn close(&self);
+    /// Number of linked subscribers.
+    fn subscribers(&self) -> usize;
+    /// Messages sent, sends that failed, and messages that did not reach a peer by reason
+    /// (non-zero counts only, in [`Undelivered::ALL`] order).
+    fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>);
+    /// Counts and reports messages that did not reach `peer`.
+    fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
+}
+
+/// The table's type-erased view of a local interest (implemented by the interest's shared
+/// state).
+pub(crate) trait InterestSlot: Send + Sync {
+    /// The queue as `Arc<Queue<T>>` behind `Any`, for intents to downcast.
+    fn queue_any(&self) -> Arc<dyn Any + Send + Sync>;
+    /// The queue as a peer intent's fan-in sees it.
+    fn inbox(&self) -> Arc<dyn Inbox>;
+    /// Reports a link event to the handle's event stream.
+    fn event(&self, event: LinkEvent);
+    /// Closes the queue: the receiver drains what is queued, then sees closed.
+    fn close(&self);
+    /// Queue depth and counters.
+    fn stats(&self) -> QueueStats;
+}
+
+/// A local handle, as a change addresses it.
+#[derive(Clone)]
+pub(crate) enum Slot {
+    Intent(Arc<dyn IntentSlot>),
+    Interest(Arc<dyn InterestSlot>),
+}
+
+/// What a change of the table means for handles and endpoints; applied in order, outside the
+/// table's lock.
+pub(crate) enum Change {
+    /// Link a local intent to a local interest of the same Rust type.
+    LinkLocal {
+        intent: Arc<dyn IntentSlot>,
+        id: HandleId,
+        interest: Arc<dyn InterestSlot>,
+    },
+    /// Link a local intent to a peer's interest.
+    LinkPeer {
+        intent: Arc<dyn IntentSlot>,
+        id: HandleId,
+        peer: PeerId,
+        sink: Arc<dyn PayloadSink>,
+    },
+    /// Let a peer's intent feed a local interest.
+    FanIn {
+        fan_in: Arc<PeerIntent>,
+        id: HandleId,
+        interest: Arc<dyn InterestSlot>,
+    },
+    /// Remove interest `id` from a local intent.
+    Unlink {
+        intent: Arc<dyn IntentSlot>,
+        id: HandleId,
+    },
+    /// Remove interest `id` from a peer's intent.
+    UnlinkFanIn {
+        fan_in: Arc<PeerIntent>,
+        id: HandleId,
+    },
+    /// Tell a local handle.
+    Notify { to: Slot, event: LinkEvent },
+    /// Close a local handle that left the table.
+    Close(Slot),
+    /// Tell every endpoint about a change of the local route set.
+    Advertise(LocalChange),
+}
 
 /// The publishing side of an intent entry.
 pub(crate) enum IntentSide {
@@ -118,6 +203,21 @@ impl Entry {
         }
     }
 
+    /// The local handle behind the entry (peer entries have none).
+    fn slot(&self) -> Option<Slot> {
+        match self {
+            Self::Intent(IntentEntry {
+                side: IntentSide::Local(slot),
+                ..
+            }) => Some(Slot::Intent(slot.clone())),
+            Self::Interest(InterestEntry {
+                side: InterestSide::Local(slot),
+                ..
+            }) => Some(Slot::Interest(slot.clone())),
+            _ => None,
+        }
+    }
+
     fn links_mut(&mut self) -> &mut BTreeSet<HandleId> {
         match self {
             Self::Intent(e) => &mut e.links,
@@ -166,31 +266,36 @@ pub(crate) struct Linker {
 
 impl Linker {
     /// Adds an intent and links it to every matching interest.
-    pub(crate) fn add_intent(&mut self, id: HandleId, entry: IntentEntry) {
+    pub(crate) fn add_intent(&mut self, id: HandleId, entry: IntentEntry, out: &mut Vec<Change>) {
         if entry.origin == Origin::Local {
             let ad = IntentAd {
                 route: entry.route.clone(),
                 fingerprint: entry.fingerprint,
                 qos: entry.qos,
             };
-            self.advertise_intent(ad, true);
+            self.advertise_intent(ad, true, out);
         }
-        self.insert(id, Entry::Intent(entry));
+        self.insert(id, Entry::Intent(entry), out);
     }
 
     /// Adds an interest and links it to every matching intent.
-    pub(crate) fn add_interest(&mut self, id: HandleId, entry: InterestEntry) {
+    pub(crate) fn add_interest(
+        &mut self,
+        id: HandleId,
+        entry: InterestEntry,
+        out: &mut Vec<Change>,
+    ) {
         if entry.origin == Origin::Local {
             let ad = InterestAd {
                 pattern: entry.pattern.clone(),
                 fingerprint: entry.fingerprint,
             };
-            self.advertise_interest(ad, true);
+            self.advertise_interest(ad, true, out);
         }
-        self.insert(id, Entry::Interest(entry));
+        self.insert(id, Entry::Interest(entry), out);
     }
 
-    fn insert(&mut self, id: HandleId, entry: Entry) {
+    fn insert(&mut self, id: HandleId, entry: Entry, out: &mut Vec<Change>) {
         let type_name = entry.type_name().to_owned();
         let origin = entry.origin();
         if let Origin::Peer(peer) = origin {
@@ -217,12 +322,12 @@ impl Linker {
             .of(origin)
             .insert(id);
         for other in candidates {
-            self.try_link(id, other);
+            self.try_link(id, other, out);
         }
     }
 
     /// Links `a` and `b` if one is an intent, the other an interest, and they match.
-    fn try_link(&mut self, a: HandleId, b: HandleId) {
+    fn try_link(&mut self, a: HandleId, b: HandleId, out: &mut Vec<Change>) {
         let (intent_id, interest_id) = match (self.entries.get(&a), self.entries.get(&b)) {
             (Some(Entry::Intent(_)), Some(Entry::Interest(_))) => (a, b),
             (Some(Entry::Interest(_)), Some(Entry::Intent(_))) => (b, a),
@@ -251,37 +356,46 @@ impl Linker {
         };
         if let Some(error) = refusal {
             tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
-            self.refuse(intent_id, interest_id, error);
+            self.refuse(intent_id, interest_id, error, out);
             return;
         }
-        let linked = match (&intent.side, &interest.side) {
-            (IntentSide::Local(slot), InterestSide::Local(queue)) => {
-                intent.type_id == interest.type_id
-                    && slot.link_local(interest_id, &queue.queue_any())
+        let link = match (&intent.side, &interest.side) {
+            // Same type name and fingerprint but another Rust type: refused.
+            (IntentSide::Local(slot), InterestSide::Local(queue))
+                if intent.type_id == interest.type_id =>
+            {
+                Some(Change::LinkLocal {
+                    intent: slot.clone(),
+                    id: interest_id,
+                    interest: queue.clone(),
+                })
             }
             (IntentSide::Local(slot), InterestSide::Peer(sink)) => match interest.origin {
-                Origin::Peer(peer) => {
-                    slot.link_peer(interest_id, peer, sink.clone());
-                    true
-                }
-                Origin::Local => false,
+                Origin::Peer(peer) => Some(Change::LinkPeer {
+                    intent: slot.clone(),
+                    id: interest_id,
+                    peer,
+                    sink: sink.clone(),
+                }),
+                Origin::Local => None,
             },
-            (IntentSide::Peer(fan_in), InterestSide::Local(queue)) => {
-                let sink = queue.payload_sink();
-                fan_in.update(|sinks| sinks.push((interest_id, sink)));
-                true
-            }
-            (IntentSide::Peer(_), InterestSide::Peer(_)) => false,
+            (IntentSide::Peer(fan_in), InterestSide::Local(queue)) => Some(Change::FanIn {
+                fan_in: fan_in.clone(),
+                id: interest_id,
+                interest: queue.clone(),
+            }),
+            _ => None,
         };
-        if !linked {
+        let Some(link) = link else {
             self.counters.type_mismatches += 1;
             let error = LinkError::RustTypeMismatch {
                 type_name: intent.route.type_name().to_owned(),
             };
             tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
-            self.refuse(intent_id, interest_id, error);
+            self.refuse(intent_id, interest_id, error, out);
             return;
-        }
+        };
+        out.push(link);
         let (route, pattern) = (intent.route.clone(), interest.pattern.clone());
         let (intent_origin, interest_origin) = (intent.origin, interest.origin);
         self.notify(
@@ -292,6 +406,7 @@ impl Linker {
                 pattern: pattern.clone(),
                 origin: interest_origin,
             },
+            out,
         );
         self.notify(
             interest_id,
@@ -301,6 +416,7 @@ impl Linker {
                 pattern,
                 origin: intent_origin,
             },
+            out,
         );
         if let Some(entry) = self.entries.get_mut(&intent_id) {
             entry.links_mut().insert(interest_id);
@@ -310,7 +426,13 @@ impl Linker {
         }
     }
 
-    fn refuse(&self, intent_id: HandleId, interest_id: HandleId, error: LinkError) {
+    fn refuse(
+        &self,
+        intent_id: HandleId,
+        interest_id: HandleId,
+        error: LinkError,
+        out: &mut Vec<Change>,
+    ) {
         let (Some(Entry::Intent(intent)), Some(Entry::Interest(interest))) =
             (self.entries.get(&intent_id), self.entries.get(&interest_id))
         else {
@@ -323,29 +445,19 @@ impl Linker {
             origin,
             error: error.clone(),
         };
-        self.notify(intent_id, event(interest_id, interest.origin));
-        self.notify(interest_id, event(intent_id, intent.origin));
+        self.notify(intent_id, event(interest_id, interest.origin), out);
+        self.notify(interest_id, event(intent_id, intent.origin), out);
     }
 
     /// Sends an event to a local handle's stream (peer entries have none).
-    fn notify(&self, id: HandleId, event: LinkEvent) {
-        match self.entries.get(&id) {
-            Some(Entry::Intent(IntentEntry {
-                side: IntentSide::Local(slot),
-                ..
-            })) => slot.event(event),
-            Some(Entry::Interest(InterestEntry {
-                side: InterestSide::Local(slot),
-                ..
-            })) => {
-                slot.event(event);
-            }
-            _ => {}
+    fn notify(&self, id: HandleId, event: LinkEvent, out: &mut Vec<Change>) {
+        if let Some(to) = self.entries.get(&id).and_then(Entry::slot) {
+            out.push(Change::Notify { to, event });
         }
     }
 
     /// Removes an entry, unlinks it everywhere, closes it if local. Idempotent.
-    pub(crate) fn remove(&mut self, id: HandleId) {
+    pub(crate) fn remove(&mut self, id: HandleId, out: &mut Vec<Change>) {
         let Some(mut entry) = self.entries.remove(&id) else {
             return;
         };
@@ -377,47 +489,49 @@ impl Linker {
                 Entry::Intent(IntentEntry {
                     side: IntentSide::Local(slot),
                     ..
-                }) => slot.unlink(id),
+                }) => out.push(Change::Unlink {
+                    intent: slot.clone(),
+                    id,
+                }),
                 Entry::Intent(IntentEntry {
                     side: IntentSide::Peer(fan_in),
                     ..
-                }) => {
-                    fan_in.update(|sinks| sinks.retain(|(sink_id, _)| *sink_id != id));
-                }
+                }) => out.push(Change::UnlinkFanIn {
+                    fan_in: fan_in.clone(),
+                    id,
+                }),
                 Entry::Interest(_) => {}
             }
-            self.notify(other, LinkEvent::Unlinked { other: id, origin });
+            self.notify(other, LinkEvent::Unlinked { other: id, origin }, out);
+        }
+        if let Some(slot) = entry.slot() {
+            out.push(Change::Close(slot));
         }
         match entry {
-            Entry::Intent(e) => {
-                if let IntentSide::Local(slot) = &e.side {
-                    slot.close();
-                    let ad = IntentAd {
-                        route: e.route,
-                        fingerprint: e.fingerprint,
-                        qos: e.qos,
-                    };
-                    self.advertise_intent(ad, false);
-                }
+            Entry::Intent(e) if e.origin == Origin::Local => {
+                let ad = IntentAd {
+                    route: e.route,
+                    fingerprint: e.fingerprint,
+                    qos: e.qos,
+                };
+                self.advertise_intent(ad, false, out);
             }
-            Entry::Interest(e) => {
-                if let InterestSide::Local(slot) = &e.side {
-                    slot.close();
-                    let ad = InterestAd {
-                        pattern: e.pattern,
-                        fingerprint: e.fingerprint,
-                    };
-                    self.advertise_interest(ad, false);
-                }
+            Entry::Interest(e) if e.origin == Origin::Local => {
+                let ad = InterestAd {
+                    pattern: e.pattern,
+                    fingerprint: e.fingerprint,
+                };
+                self.advertise_interest(ad, false, out);
             }
+            _ => {}
         }
     }
 
     /// Removes every entry (router close).
-    pub(crate) fn remove_all(&mut self) {
+    pub(crate) fn remove_all(&mut self, out: &mut Vec<Change>) {
         let ids: Vec<HandleId> = self.entries.keys().copied().collect();
         for id in ids {
-            self.remove(id);
+            self.remove(id, out);
         }
     }
 
@@ -455,21 +569,6 @@ impl Linker {
             })
     }
 
-    /// A peer intent's fan-in sink.
-    pub(crate) fn peer_intent_sink(&self, id: HandleId) -> Option<Arc<PeerIntent>> {
-        match self.entries.get(&id) {
-            Some(Entry::Intent(IntentEntry {
-                side: IntentSide::Peer(fan_in),
-                ..
-            })) => Some(fan_in.clone()),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn new_peer_intent(route: Route) -> Arc<PeerIntent> {
-        Arc::new(PeerIntent::new(route))
-    }
-
     /// The current local route set, as `*Added` changes (for a starting endpoint).
     pub(crate) fn local_adverts(&self) -> Vec<LocalChange> {
         let intents = self
@@ -485,7 +584,7 @@ impl Linker {
         intents.chain(interests).collect()
     }
 
-    fn advertise_intent(&mut self, ad: IntentAd, added: bool) {
+    fn advertise_intent(&mut self, ad: IntentAd, added: bool, out: &mut Vec<Change>) {
         if let Some(change) = count(
             &mut self.intent_ads,
             ad,
@@ -493,11 +592,11 @@ impl Linker {
             LocalChange::IntentAdded,
             LocalChange::IntentRemoved,
         ) {
-            self.broadcast(change);
+            out.push(Change::Advertise(change));
         }
     }
 
-    fn advertise_interest(&mut self, ad: InterestAd, added: bool) {
+    fn advertise_interest(&mut self, ad: InterestAd, added: bool, out: &mut Vec<Change>) {
         if let Some(change) = count(
             &mut self.interest_ads,
             ad,
@@ -505,61 +604,73 @@ impl Linker {
             LocalChange::InterestAdded,
             LocalChange::InterestRemoved,
         ) {
-            self.broadcast(change);
+            out.push(Change::Advertise(change));
         }
     }
 
-    fn broadcast(&self, change: LocalChange) {
-        for endpoint in &self.endpoints {
-            endpoint.on_local_change(change.clone());
-        }
-    }
-
-    /// Intents, interests and links, ordered by id.
-    pub(crate) fn infos(&self) -> (Vec<IntentInfo>, Vec<InterestInfo>, Vec<LinkInfo>) {
+    /// Intents, interests and links, ordered by id, with the local handles whose counters
+    /// the caller reads after releasing the table (the table calls no handle).
+    pub(crate) fn infos(&self) -> Infos {
         let mut ids: Vec<&HandleId> = self.entries.keys().collect();
         ids.sort();
         let (mut intents, mut interests, mut links) = (Vec::new(), Vec::new(), Vec::new());
         for id in ids {
             match &self.entries[id] {
                 Entry::Intent(e) => {
-                    let (sent, send_failures, undelivered_by_reason) = match &e.side {
-                        IntentSide::Local(slot) => slot.counters(),
-                        IntentSide::Peer(_) => (0, 0, Vec::new()),
-                    };
                     links.extend(e.links.iter().map(|&interest| LinkInfo {
                         intent: *id,
                         interest,
                     }));
-                    intents.push(IntentInfo {
+                    let info = IntentInfo {
                         id: *id,
                         route: e.route.clone(),
                         fingerprint: e.fingerprint,
                         qos: e.qos,
                         origin: e.origin,
                         subscribers: e.links.len(),
-                        sent,
-                        send_failures,
-                        undelivered: undelivered_by_reason.iter().map(|(_, n)| n).sum(),
-                        undelivered_by_reason,
-                    });
+                        sent: 0,
+                        send_failures: 0,
+                        undelivered: 0,
+                        undelivered_by_reason: Vec::new(),
+                    };
+                    let slot = match &e.side {
+                        IntentSide::Local(slot) => Some(slot.clone()),
+                        IntentSide::Peer(_) => None,
+                    };
+                    intents.push((info, slot));
                 }
-                Entry::Interest(e) => interests.push(InterestInfo {
-                    id: *id,
-                    pattern: e.pattern.clone(),
-                    fingerprint: e.fingerprint,
-                    origin: e.origin,
-                    publishers: e.links.len(),
-                    queue: match &e.side {
-                        InterestSide::Local(slot) => Some(slot.stats()),
+                Entry::Interest(e) => {
+                    let info = InterestInfo {
+                        id: *id,
+                        pattern: e.pattern.clone(),
+                        fingerprint: e.fingerprint,
+                        origin: e.origin,
+                        publishers: e.links.len(),
+                        queue: None,
+                    };
+                    let slot = match &e.side {
+                        InterestSide::Local(slot) => Some(slot.clone()),
                         InterestSide::Peer(_) => None,
-                    },
-                }),
+                    };
+                    interests.push((info, slot));
+                }
             }
         }
         links.sort();
-        (intents, interests, links)
+        Infos {
+            intents,
+            interests,
+            links,
+        }
     }
+}
+
+/// The table's part of a snapshot: entries in id order, each local one with its handle (whose
+/// counters the caller fills in), and the links.
+pub(crate) struct Infos {
+    pub(crate) intents: Vec<(IntentInfo, Option<Arc<dyn IntentSlot>>)>,
+    pub(crate) interests: Vec<(InterestInfo, Option<Arc<dyn InterestSlot>>)>,
+    pub(crate) links: Vec<LinkInfo>,
 }
 
 /// Reference-counts an advert; returns the change to broadcast on the first add / last remove.

@@ -3,26 +3,27 @@
 //! One queue per interest, many producers (the intents linked to it), one consumer (the
 //! interest). Items are `Arc<T>`, so fan-out shares one allocation. The ring is lock-free
 //! (`crossbeam_queue::ArrayQueue`; its `force_push` is `DropOldest`), so producers and consumer on
-//! different cores do not contend on a lock. The consumer parks on an [`AtomicWaker`] behind a
-//! `parked` flag (producers touch the waker only when the consumer sleeps); producers blocked by
-//! the `Block` policy park on a [`Notify`]. Every wait is woken by `close`.
+//! different cores do not contend on a lock. The consumer parks on its [`Signal`] (producers
+//! touch its waker only when it sleeps); producers blocked by the `Block` policy park on a
+//! [`Notify`]. Every wait is woken by `close`. Decoding a peer's payloads is not the queue's
+//! job (see [`crate::delivery`]): it holds `Arc<T>`s.
 //!
 //! Local intents reach `Block` and `DropOldest` subscribers through their rings instead (see
 //! [`crate::ring`]): the queue then lists the subscriber's cursors, and its receiver reads both.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
-use dndm_core::{Message, Overflow, PayloadSink, Route, SinkError};
-use futures::task::AtomicWaker;
-use tokio::sync::Notify;
+use dndm_core::Overflow;
 use tokio::time::Instant;
 
-use crate::ring::{Cursor, Waiting, lock};
+use crate::id::HandleId;
+use crate::ring::{Cursor, MAX_CURSORS, Ring};
+use crate::signal::Signal;
+use crate::sync::{
+    ArrayQueue, AtomicU64, AtomicUsize, Mutex, Notify, Ordering, Waiting, fence, lock, timeout_at,
+};
 
 /// What happened to an item offered to a queue.
 #[derive(Debug)]
@@ -55,10 +56,10 @@ pub(crate) struct Counters {
 }
 
 /// Counters written by producers (kept apart from the consumer's, so they share no cache line).
-/// `accepted` is derived: every accepted item is delivered, queued or evicted.
+/// `accepted` is derived: every accepted item is delivered, queued or evicted (the evictions
+/// are counted in the [`Signal`], with the messages cursors skip).
 #[derive(Debug, Default)]
 struct ProducerCounters {
-    dropped_oldest: AtomicU64,
     dropped_newest: AtomicU64,
     decode_errors: AtomicU64,
 }
@@ -67,9 +68,8 @@ struct ProducerCounters {
 pub(crate) struct Queue<T> {
     items: ArrayQueue<Arc<T>>,
     overflow: Overflow,
-    /// Set by the consumer before it sleeps; a producer that sees it wakes the consumer.
-    parked: CachePadded<AtomicBool>,
-    consumer: AtomicWaker,
+    /// The consumer's wake-up and closed flag, shared with its ring cursors.
+    signal: Arc<Signal>,
     /// Producers waiting for space (`Block` only).
     space: Notify,
     /// Number of producers waiting on `space`; pops skip the notify when zero.
@@ -77,7 +77,6 @@ pub(crate) struct Queue<T> {
     /// Blocked producers are woken once the queue drains to this depth (a quarter free), so one
     /// wake-up admits a batch of sends; a producer whose deadline passes retries once.
     low_water: usize,
-    closed: AtomicBool,
     produced: CachePadded<ProducerCounters>,
     delivered: CachePadded<AtomicU64>,
     /// Cursors in local intents' rings; the receiver reads them besides `items`.
@@ -102,12 +101,10 @@ impl<T> Queue<T> {
         Self {
             items: ArrayQueue::new(capacity.max(1)),
             overflow,
-            parked: CachePadded::new(AtomicBool::new(false)),
-            consumer: AtomicWaker::new(),
+            signal: Arc::new(Signal::new()),
             space: Notify::new(),
             blocked: CachePadded::new(AtomicUsize::new(0)),
             low_water: capacity - capacity.div_ceil(4),
-            closed: AtomicBool::new(false),
             produced: CachePadded::new(ProducerCounters::default()),
             delivered: CachePadded::new(AtomicU64::new(0)),
             sources: Mutex::new(Vec::new()),
@@ -130,7 +127,7 @@ impl<T> Queue<T> {
         let len = self.items.len() + ring_len as usize;
         let delivered = self.delivered.load(Ordering::Relaxed);
         // Messages a cursor will find dropped count as dropped now, as a queue's would.
-        let dropped_oldest = p.dropped_oldest.load(Ordering::Relaxed) + ring_dropped;
+        let dropped_oldest = self.signal.dropped_oldest() + ring_dropped;
         let counters = Counters {
             accepted: delivered + len as u64 + dropped_oldest,
             delivered,
@@ -155,15 +152,29 @@ impl<T> Queue<T> {
     }
 
     /// Adds a ring cursor for the receiver to read.
-    pub(crate) fn add_source(&self, cursor: Arc<Cursor<T>>) {
+    fn add_source(&self, cursor: Arc<Cursor<T>>) {
         let mut sources = lock(&self.sources);
         sources.push(cursor);
         self.sources_version.fetch_add(1, Ordering::Release);
     }
 
-    /// Number of ring cursors the receiver reads.
-    pub(crate) fn source_count(&self) -> usize {
-        lock(&self.sources).len()
+    /// Whether this subscriber reads `ring` through a cursor (otherwise its queue gets the
+    /// messages): `Block` or `DropOldest`, with a window the ring holds, and fewer than
+    /// [`MAX_CURSORS`] rings read already (a receiver polls each of them when it looks for a
+    /// message).
+    pub(crate) fn fits(&self, ring: &Ring<T>) -> bool {
+        matches!(self.overflow, Overflow::Block | Overflow::DropOldest)
+            && ring.holds(self.capacity())
+            && lock(&self.sources).len() < MAX_CURSORS
+    }
+
+    /// Links this subscriber to `ring` as `id`: its receiver reads every message written from
+    /// now on.
+    pub(crate) fn link_to(self: &Arc<Self>, ring: &Arc<Ring<T>>, id: HandleId) {
+        let block = self.overflow == Overflow::Block;
+        ring.link(id, self.signal.clone(), self.capacity(), block, |cursor| {
+            self.add_source(cursor);
+        });
     }
 
     /// Forgets a cursor that is done.
@@ -173,20 +184,14 @@ impl<T> Queue<T> {
         self.sources_version.fetch_add(1, Ordering::Release);
     }
 
-    /// Counts messages a cursor skipped (`DropOldest`, or lapped).
-    pub(crate) fn count_dropped_oldest(&self, n: u64) {
-        self.produced.dropped_oldest.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Wakes the consumer whether or not it sleeps.
-    pub(crate) fn wake(&self) {
-        fence(Ordering::SeqCst);
-        self.parked.store(false, Ordering::Relaxed);
-        self.consumer.wake();
+    /// Number of ring cursors the receiver reads.
+    #[cfg(test)]
+    pub(crate) fn source_count(&self) -> usize {
+        lock(&self.sources).len()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.signal.is_closed()
     }
 
     pub(crate) fn count_decode_error(&self) {
@@ -209,14 +214,14 @@ impl<T> Queue<T> {
     /// `fence(Ordering::SeqCst)` and then call [`Queue::wake_if_parked`] if the item was
     /// queued (so one fence serves a whole fan-out).
     pub(crate) fn offer(&self, item: Arc<T>) -> Push<T> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.signal.is_closed() {
             return Push::Closed;
         }
         match self.overflow {
             Overflow::DropOldest => match self.items.force_push(item) {
                 None => Push::Queued,
                 Some(_evicted) => {
-                    self.produced.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    self.signal.count_dropped_oldest(1);
                     Push::EvictedOldest
                 }
             },
@@ -237,9 +242,7 @@ impl<T> Queue<T> {
     /// Wakes the consumer if it sleeps. Call after a `fence(Ordering::SeqCst)` that follows
     /// the push.
     pub(crate) fn wake_if_parked(&self) {
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
-            self.consumer.wake();
-        }
+        self.signal.wake_if_parked();
     }
 
     /// Offers an item, waiting for space until `deadline` when the policy is `Block`.
@@ -259,7 +262,7 @@ impl<T> Queue<T> {
                 other => return other,
             };
             let timed_out = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_err(),
+                Some(deadline) => timeout_at(deadline, notified).await.is_err(),
                 None => {
                     notified.await;
                     false
@@ -303,8 +306,7 @@ impl<T> Queue<T> {
     /// Closes the queue: producers are refused from now on and every waiter is woken. Items
     /// already queued stay receivable.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake();
+        self.signal.close();
         self.space.notify_waiters();
         // Publishers waiting for room in this subscriber's cursors stop counting it.
         let sources = lock(&self.sources);
@@ -397,13 +399,11 @@ impl<T> Receiver<T> {
             Err(true) => return Poll::Ready(None),
             Err(false) => {}
         }
-        self.queue.consumer.register(cx.waker());
-        self.queue.parked.store(true, Ordering::Relaxed);
         // Pairs with the fence in `try_push`, the ring's `write` and `close`.
-        fence(Ordering::SeqCst);
+        self.queue.signal.park(cx.waker());
         match self.try_pop() {
             Ok(item) => {
-                self.queue.parked.store(false, Ordering::Relaxed);
+                self.queue.signal.unpark();
                 Poll::Ready(Some(item))
             }
             Err(true) => Poll::Ready(None),
@@ -417,40 +417,21 @@ impl<T> Receiver<T> {
     }
 }
 
-/// Decodes payloads from peers into `T` and queues them: how a peer's intent feeds a local
-/// interest.
-#[async_trait::async_trait]
-impl<T: Message> PayloadSink for Queue<T> {
-    async fn send(&self, _route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        let item = Arc::new(self.decode(payload)?);
-        match self.push(item, None).await {
-            Push::Closed => Err(SinkError::Closed),
-            _ => Ok(()),
-        }
-    }
-
-    fn try_send(&self, _route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        // A full `Block` queue would refuse it: do not decode only to drop it (a peer's fan-in
-        // holds the payload and offers it again later).
-        if self.overflow == Overflow::Block && self.items.is_full() {
-            return Err(SinkError::Full);
-        }
-        let item = Arc::new(self.decode(payload)?);
-        match self.try_push(item) {
-            Push::Closed => Err(SinkError::Closed),
-            Push::Full(_) => Err(SinkError::Full),
-            _ => Ok(()),
-        }
+impl<T> Queue<T> {
+    /// Whether an offer would be refused for want of room (`Block` and full), so a caller can
+    /// skip preparing the item.
+    pub(crate) fn refuses(&self) -> bool {
+        self.overflow == Overflow::Block && self.items.is_full()
     }
 
     /// A `Block` queue past its low-water mark (three quarters full) is congested.
-    fn congested(&self) -> bool {
+    pub(crate) fn congested(&self) -> bool {
         self.overflow == Overflow::Block && self.items.len() > self.low_water
     }
 
     /// Resolves once the queue drained to its low-water mark (where blocked pushes are woken,
     /// in batches) or closed.
-    async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
@@ -462,20 +443,6 @@ impl<T: Message> PayloadSink for Queue<T> {
             }
             notified.await;
         }
-    }
-}
-
-impl<T: Message> Queue<T> {
-    fn decode(&self, payload: Bytes) -> Result<T, SinkError> {
-        let len = payload.len();
-        T::decode(payload).map_err(|e| {
-            self.count_decode_error();
-            SinkError::Decode {
-                type_name: T::type_name(),
-                len,
-                reason: e.to_string(),
-            }
-        })
     }
 }
 

@@ -21,17 +21,17 @@
 //! - The cursor set lives under the writer lock, so a send sees a cursor either linked or not.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use dndm_core::Overflow;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::queue::Queue;
-use crate::snapshot::HandleId;
+use crate::id::HandleId;
+use crate::signal::Signal;
+use crate::sync::{
+    AtomicU64, AtomicUsize, Mutex, Notify, Ordering, RwLock, Waiting, fence, lock, timeout_at,
+};
 
 /// Marks a cursor still linked: it reads up to the tail.
 const LINKED: u64 = u64::MAX;
@@ -48,8 +48,9 @@ const RETAIN_BYTES: usize = 1 << 20;
 /// Messages the publisher drops at most per send (see [`Ring::release_read`]).
 const RELEASE_PER_SEND: u64 = 2;
 
-/// Largest ring (the largest queue capacity a router accepts).
-pub(crate) const MAX_RING: usize = crate::router::MAX_QUEUE_CAPACITY;
+/// Largest ring; also the largest queue capacity a router accepts, so that every `Block` and
+/// `DropOldest` subscriber's window fits a ring.
+pub(crate) const MAX_RING: usize = 1 << 20;
 
 /// Bytes a message takes besides its encoded length (the `Arc`, the struct, its allocations),
 /// roughly, for sizing `Writer::keep`.
@@ -84,24 +85,6 @@ impl<T> Freed<T> {
             *slot = message;
             self.1 += 1;
         }
-    }
-}
-
-/// Counts a publisher waiting for room for as long as it lives, so a cancelled wait does not
-/// leave the count raised.
-pub(crate) struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    /// Counts one more waiter (`SeqCst`: pairs with the readers' check after they make room).
-    pub(crate) fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -162,8 +145,8 @@ impl<T> std::fmt::Debug for Ring<T> {
 /// A subscriber's position in a ring.
 pub(crate) struct Cursor<T> {
     ring: Arc<Ring<T>>,
-    /// The subscriber's queue: its wake-up, closed flag and counters.
-    queue: Arc<Queue<T>>,
+    /// The subscriber's wake-up, closed flag and drop counter.
+    signal: Arc<Signal>,
     /// Next sequence number to read. Written by the reader, read by the publisher.
     next: CachePadded<AtomicU64>,
     /// The subscriber's capacity.
@@ -184,12 +167,6 @@ impl<T> std::fmt::Debug for Cursor<T> {
             .field("block", &self.block)
             .finish_non_exhaustive()
     }
-}
-
-/// Locks a mutex of the ring or queue machinery.
-pub(crate) fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
-    // Nothing panics while holding these locks; a poisoned lock still holds consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T> Ring<T> {
@@ -229,34 +206,38 @@ impl<T> Ring<T> {
         self.buf.mask + 1
     }
 
-    /// Whether a subscriber reads through the ring (otherwise its own queue gets the
-    /// messages): `Block` or `DropOldest`, with a window no larger than the ring, and fewer than
-    /// [`MAX_CURSORS`] rings read already (a receiver polls each of them when it looks for a
-    /// message).
-    pub(crate) fn fits(&self, queue: &Queue<T>) -> bool {
-        matches!(queue.overflow(), Overflow::Block | Overflow::DropOldest)
-            && (queue.capacity() as u64) <= self.capacity()
-            && queue.source_count() < MAX_CURSORS
+    /// Whether a window of `window` messages fits the ring.
+    pub(crate) fn holds(&self, window: usize) -> bool {
+        window as u64 <= self.capacity()
     }
 
-    /// Links a subscriber: it reads every message written from now on.
-    pub(crate) fn link(self: &Arc<Self>, id: HandleId, queue: Arc<Queue<T>>) {
+    /// Links a subscriber with a window of `window` messages (`block`: the publisher waits for
+    /// room; otherwise the reader loses its oldest): it reads every message written from now
+    /// on. `register` hands the new cursor to the subscriber's receiver.
+    pub(crate) fn link(
+        self: &Arc<Self>,
+        id: HandleId,
+        signal: Arc<Signal>,
+        window: usize,
+        block: bool,
+        register: impl FnOnce(Arc<Cursor<T>>),
+    ) {
         let mut writer = lock(&self.writer);
         let cursor = Arc::new(Cursor {
             ring: self.clone(),
             next: CachePadded::new(AtomicU64::new(self.tail.load(Ordering::Relaxed))),
-            window: queue.capacity() as u64,
-            block: queue.overflow() == Overflow::Block,
+            window: window as u64,
+            block,
             end: AtomicU64::new(LINKED),
             skips: Mutex::new(VecDeque::new()),
             skip_count: AtomicUsize::new(0),
-            queue: queue.clone(),
+            signal,
         });
         writer.limit = 0;
         writer.cursors.push((id, cursor.clone()));
         // Under the writer lock: a message written once the cursor is linked must find the
         // receiver knowing about it, or the wake-up for it would be lost.
-        queue.add_source(cursor);
+        register(cursor);
     }
 
     /// Unlinks a subscriber: it still reads what was written before. False if not linked here.
@@ -274,7 +255,7 @@ impl<T> Ring<T> {
         writer.draining.push(cursor.clone());
         drop(writer);
         // The reader may be parked waiting for more; it now sees its end.
-        cursor.queue.wake();
+        cursor.signal.wake();
         // A publisher waiting for this subscriber's room need not wait any more.
         self.space.notify_waiters();
         true
@@ -368,7 +349,7 @@ impl<T> Ring<T> {
                 Err(back) => message = back,
             }
             // On timeout the next round finds the deadline passed and writes without waiting.
-            let _ = tokio::time::timeout_at(until, notified).await;
+            let _ = timeout_at(until, notified).await;
         }
     }
 
@@ -376,7 +357,7 @@ impl<T> Ring<T> {
     fn limit(&self, cursors: &[(HandleId, Arc<Cursor<T>>)]) -> u64 {
         cursors
             .iter()
-            .filter(|(_, c)| c.block && !c.queue.is_closed())
+            .filter(|(_, c)| c.block && !c.signal.is_closed())
             .map(|(_, c)| c.room_until())
             .min()
             .unwrap_or(u64::MAX)
@@ -386,7 +367,7 @@ impl<T> Ring<T> {
     fn skip_full(&self, writer: &Writer<T>, seq: u64) -> usize {
         let mut left_out = 0;
         for (_, cursor) in &writer.cursors {
-            if cursor.block && !cursor.queue.is_closed() && seq >= cursor.room_until() {
+            if cursor.block && !cursor.signal.is_closed() && seq >= cursor.room_until() {
                 // Only while the ring still holds its unread messages; a cursor stuck for a
                 // whole ring is lapped instead and loses its oldest (counted by the reader).
                 // (It may then still read this message: not counted as left out.)
@@ -426,7 +407,7 @@ impl<T> Ring<T> {
         // parked.
         fence(Ordering::SeqCst);
         for (_, cursor) in &writer.cursors {
-            cursor.queue.wake_if_parked();
+            cursor.signal.wake_if_parked();
         }
         freed
     }
@@ -539,7 +520,7 @@ impl<T> Cursor<T> {
                     // Message `next + window` exists: more than a window behind.
                     let until = self.readable_until();
                     if until - next > self.window {
-                        self.queue.count_dropped_oldest(until - self.window - next);
+                        self.signal.count_dropped_oldest(until - self.window - next);
                         next = until - self.window;
                     }
                 }
@@ -576,7 +557,7 @@ impl<T> Cursor<T> {
             let resume = (next + 1).max(until.saturating_sub(self.window.min(mask)));
             // Messages left out for this reader were reported to the publisher already.
             let skipped = self.forget_skips_below(resume);
-            self.queue
+            self.signal
                 .count_dropped_oldest((resume - next).saturating_sub(skipped));
             next = resume;
             self.advance(next);

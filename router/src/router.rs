@@ -1,8 +1,7 @@
 //! The [`Router`] handle, its builder, and its lifecycle.
 
 use std::any::TypeId;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,99 +10,20 @@ use dndm_core::{
     Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern, RouterPort,
     ServiceAd, Undelivered,
 };
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::delivery::PeerIntent;
 use crate::error::{BuildError, PublishError, SubscribeError};
-use crate::events::Origin;
+use crate::id::Origin;
 use crate::intent::{Intent, IntentShared};
 use crate::interest::{Interest, InterestShared};
-use crate::linker::{IntentEntry, IntentSide, InterestEntry, InterestSide, Linker};
+use crate::linker::{IntentEntry, IntentSide, InterestEntry, InterestSide};
 use crate::queue::Receiver;
-use crate::service::Services;
-use crate::snapshot::{HandleId, Snapshot};
+use crate::shared::{Inner, Settings};
+use crate::snapshot::Snapshot;
 
-/// Largest accepted queue capacity per interest.
-pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
-
-/// Router-wide defaults, checked by [`RouterBuilder::build`].
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) name: String,
-    pub(crate) queue_capacity: usize,
-    pub(crate) overflow: Overflow,
-    pub(crate) send_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) max_concurrent_requests: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            name: "dndm".to_owned(),
-            queue_capacity: 1024,
-            overflow: Overflow::DropOldest,
-            send_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
-            max_concurrent_requests: 256,
-        }
-    }
-}
-
-/// State shared by the router handle, its intents, interests, services and endpoints.
-pub(crate) struct Inner {
-    pub(crate) settings: Settings,
-    linker: Mutex<Linker>,
-    pub(crate) services: Services,
-    pub(crate) tracker: TaskTracker,
-    pub(crate) cancel: CancellationToken,
-    next_id: AtomicU64,
-    /// The runtime the first endpoint was attached on, where their tasks run: a router dropped
-    /// without [`Router::close`] closes its endpoints there.
-    runtime: OnceLock<tokio::runtime::Handle>,
-}
-
-impl Inner {
-    pub(crate) fn linker(&self) -> MutexGuard<'_, Linker> {
-        // Linker methods never panic halfway through an update by design (no user code runs under
-        // this lock), so a poisoned lock holds a consistent table.
-        self.linker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn next_id(&self) -> HandleId {
-        HandleId(self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Tells every endpoint about a local change.
-    pub(crate) fn broadcast(&self, change: LocalChange) {
-        let endpoints = self.linker().endpoints.clone();
-        for endpoint in endpoints {
-            endpoint.on_local_change(change.clone());
-        }
-    }
-
-    /// Unlinks and closes a handle; idempotent.
-    pub(crate) fn remove_handle(&self, id: HandleId) {
-        self.linker().remove(id);
-    }
-
-    /// Everything `close` does that needs no waiting: refuse new work, close every handle and
-    /// service (waking every waiter), cancel tasks. Returns the endpoints to close.
-    fn shutdown(&self) -> Vec<Arc<dyn Endpoint>> {
-        let endpoints = {
-            let mut linker = self.linker();
-            linker.closed = true;
-            linker.remove_all();
-            std::mem::take(&mut linker.endpoints)
-        };
-        self.services.close_all();
-        self.cancel.cancel();
-        self.tracker.close();
-        endpoints
-    }
-}
+/// Largest accepted queue capacity per interest (every `Block` and `DropOldest` window fits a
+/// publisher's ring).
+pub const MAX_QUEUE_CAPACITY: usize = crate::ring::MAX_RING;
 
 /// Builds a [`Router`]; every setting has a documented default.
 #[derive(Debug, Default)]
@@ -210,15 +130,7 @@ impl RouterBuilder {
                 "must be between 1 and 65536",
             );
         }
-        let inner = Arc::new(Inner {
-            settings: self.settings,
-            linker: Mutex::new(Linker::default()),
-            services: Services::default(),
-            tracker: TaskTracker::new(),
-            cancel: CancellationToken::new(),
-            next_id: AtomicU64::new(1),
-            runtime: OnceLock::new(),
-        });
+        let inner = Arc::new(Inner::new(self.settings));
         Ok(Router {
             _close_on_drop: Arc::new(CloseOnDrop(inner.clone())),
             inner,
@@ -356,8 +268,7 @@ impl Router {
         let route = Route::new(&T::type_name(), path)?;
         let shared = Arc::new(IntentShared::<T>::new(self.inner.settings.queue_capacity));
         let id = self.inner.next_id();
-        {
-            let mut linker = self.inner.linker();
+        self.inner.update(|linker, out| {
             if linker.closed {
                 return Err(PublishError::Closed);
             }
@@ -369,8 +280,9 @@ impl Router {
                 Some(TypeId::of::<T>()),
                 IntentSide::Local(shared.clone()),
             );
-            linker.add_intent(id, entry);
-        }
+            linker.add_intent(id, entry, out);
+            Ok(())
+        })?;
         Ok(Intent {
             id,
             route,
@@ -413,8 +325,7 @@ impl Router {
         let overflow = options.overflow.unwrap_or(self.inner.settings.overflow);
         let shared = Arc::new(InterestShared::<T>::new(capacity, overflow));
         let id = self.inner.next_id();
-        {
-            let mut linker = self.inner.linker();
+        self.inner.update(|linker, out| {
             if linker.closed {
                 return Err(SubscribeError::Closed);
             }
@@ -425,8 +336,9 @@ impl Router {
                 Some(TypeId::of::<T>()),
                 InterestSide::Local(shared.clone()),
             );
-            linker.add_interest(id, entry);
-        }
+            linker.add_interest(id, entry, out);
+            Ok(())
+        })?;
         let rx = Receiver::new(shared.queue.clone());
         Ok(Interest {
             id,
@@ -480,30 +392,51 @@ impl Router {
 
     /// An owned, consistent copy of the router's state.
     pub fn snapshot(&self) -> Snapshot {
-        let (mut snapshot, endpoints) = {
+        let (infos, closed, counters, endpoints) = {
             let linker = self.inner.linker();
-            let (intents, interests, links) = linker.infos();
-            let snapshot = Snapshot {
-                node: self.inner.settings.name.clone(),
-                closed: linker.closed,
-                intents,
-                interests,
-                links,
-                services: self.inner.services.routes(),
-                endpoints: linker
-                    .endpoints
-                    .iter()
-                    .map(|e| e.name().to_owned())
-                    .collect(),
-                peers: Vec::new(),
-                counters: linker.counters,
-                tasks: self.inner.tracker.len(),
-            };
-            (snapshot, linker.endpoints.clone())
+            (
+                linker.infos(),
+                linker.closed,
+                linker.counters,
+                linker.endpoints.clone(),
+            )
         };
-        // Outside the linker lock: endpoints take their own locks.
-        snapshot.peers = endpoints.iter().flat_map(|e| e.peers()).collect();
-        snapshot
+        // Outside the table's lock: handles' counters, endpoints' peers (they take their own
+        // locks).
+        let intents = infos
+            .intents
+            .into_iter()
+            .map(|(mut info, slot)| {
+                if let Some(slot) = slot {
+                    let (sent, failures, by_reason) = slot.counters();
+                    info.sent = sent;
+                    info.send_failures = failures;
+                    info.undelivered = by_reason.iter().map(|(_, n)| n).sum();
+                    info.undelivered_by_reason = by_reason;
+                }
+                info
+            })
+            .collect();
+        let interests = infos
+            .interests
+            .into_iter()
+            .map(|(mut info, slot)| {
+                info.queue = slot.map(|slot| slot.stats());
+                info
+            })
+            .collect();
+        Snapshot {
+            node: self.inner.settings.name.clone(),
+            closed,
+            intents,
+            interests,
+            links: infos.links,
+            services: self.inner.services.routes(),
+            endpoints: endpoints.iter().map(|e| e.name().to_owned()).collect(),
+            peers: endpoints.iter().flat_map(|e| e.peers()).collect(),
+            counters,
+            tasks: self.inner.tracker.len(),
+        }
     }
 
     /// The node name.
@@ -541,14 +474,6 @@ impl std::fmt::Debug for Router {
 #[derive(Debug)]
 struct Port(Weak<Inner>);
 
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("name", &self.settings.name)
-            .finish_non_exhaustive()
-    }
-}
-
 impl RouterPort for Port {
     fn add_peer_intent(
         &self,
@@ -556,36 +481,39 @@ impl RouterPort for Port {
         ad: IntentAd,
     ) -> Result<Arc<dyn PayloadSink>, LinkError> {
         let inner = self.0.upgrade().ok_or(LinkError::Closed)?;
-        let mut linker = inner.linker();
-        if linker.closed {
-            return Err(LinkError::Closed);
-        }
-        // Re-announcing is idempotent: replace the old declaration.
-        if let Some(old) = linker.peer_intent(peer, &ad.route) {
-            linker.remove(old);
-        }
-        let fan_in = Linker::new_peer_intent(ad.route.clone());
-        let entry = IntentEntry::new(
-            ad.route,
-            ad.fingerprint,
-            ad.qos,
-            Origin::Peer(*peer),
-            None,
-            IntentSide::Peer(fan_in.clone()),
-        );
         let id = inner.next_id();
-        linker.add_intent(id, entry);
-        Ok(linker.peer_intent_sink(id).unwrap_or(fan_in))
+        inner.update(|linker, out| {
+            if linker.closed {
+                return Err(LinkError::Closed);
+            }
+            // Re-announcing is idempotent: replace the old declaration.
+            if let Some(old) = linker.peer_intent(peer, &ad.route) {
+                linker.remove(old, out);
+            }
+            let fan_in = Arc::new(PeerIntent::new());
+            let entry = IntentEntry::new(
+                ad.route,
+                ad.fingerprint,
+                ad.qos,
+                Origin::Peer(*peer),
+                None,
+                IntentSide::Peer(fan_in.clone()),
+            );
+            linker.add_intent(id, entry, out);
+            let sink: Arc<dyn PayloadSink> = fan_in;
+            Ok(sink)
+        })
     }
 
     fn remove_peer_intent(&self, peer: &PeerId, route: &Route) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let mut linker = inner.linker();
-        if let Some(id) = linker.peer_intent(peer, route) {
-            linker.remove(id);
-        }
+        inner.update(|linker, out| {
+            if let Some(id) = linker.peer_intent(peer, route) {
+                linker.remove(id, out);
+            }
+        });
     }
 
     fn add_peer_interest(
@@ -595,33 +523,35 @@ impl RouterPort for Port {
         sink: Arc<dyn PayloadSink>,
     ) -> Result<(), LinkError> {
         let inner = self.0.upgrade().ok_or(LinkError::Closed)?;
-        let mut linker = inner.linker();
-        if linker.closed {
-            return Err(LinkError::Closed);
-        }
-        if let Some(old) = linker.peer_interest(peer, &ad.pattern) {
-            linker.remove(old);
-        }
-        let entry = InterestEntry::new(
-            ad.pattern,
-            ad.fingerprint,
-            Origin::Peer(*peer),
-            None,
-            InterestSide::Peer(sink),
-        );
         let id = inner.next_id();
-        linker.add_interest(id, entry);
-        Ok(())
+        inner.update(|linker, out| {
+            if linker.closed {
+                return Err(LinkError::Closed);
+            }
+            if let Some(old) = linker.peer_interest(peer, &ad.pattern) {
+                linker.remove(old, out);
+            }
+            let entry = InterestEntry::new(
+                ad.pattern,
+                ad.fingerprint,
+                Origin::Peer(*peer),
+                None,
+                InterestSide::Peer(sink),
+            );
+            linker.add_interest(id, entry, out);
+            Ok(())
+        })
     }
 
     fn remove_peer_interest(&self, peer: &PeerId, pattern: &RoutePattern) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let mut linker = inner.linker();
-        if let Some(id) = linker.peer_interest(peer, pattern) {
-            linker.remove(id);
-        }
+        inner.update(|linker, out| {
+            if let Some(id) = linker.peer_interest(peer, pattern) {
+                linker.remove(id, out);
+            }
+        });
     }
 
     fn remove_peer(&self, peer: &PeerId) {
@@ -629,10 +559,11 @@ impl RouterPort for Port {
             return;
         };
         inner.services.remove_peer(peer, None);
-        let mut linker = inner.linker();
-        for id in linker.peer_entries(peer) {
-            linker.remove(id);
-        }
+        inner.update(|linker, out| {
+            for id in linker.peer_entries(peer) {
+                linker.remove(id, out);
+            }
+        });
     }
 
     fn add_peer_service(&self, peer: &PeerId, ad: ServiceAd, sink: Arc<dyn RequestSink>) {

@@ -4,137 +4,21 @@
 //! its own reply channel, so concurrent requests are correlated by construction (the network
 //! endpoints map these to request ids on the wire).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::TypeId;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dndm_core::{CallError, CallFuture, Message, PeerId, RequestSink, Route, ServiceAd};
+use dndm_core::{CallError, CallFuture, Message, RequestSink, Route, ServiceAd};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::Router;
 use crate::error::{HandlerError, RequestError, ServeError};
-use crate::router::Inner;
-use crate::snapshot::HandleId;
-
-/// One request on its way to a service, with the channel for its answer.
-struct Call<Req, Resp> {
-    request: Req,
-    reply: oneshot::Sender<Result<Resp, HandlerError>>,
-}
-
-struct Entry {
-    id: HandleId,
-    response_type: String,
-    response_type_id: TypeId,
-    /// An `mpsc::Sender<Call<Req, Resp>>`.
-    calls: Box<dyn Any + Send + Sync>,
-    /// The same service for encoded requests from peers.
-    encoded: Arc<dyn Fn(Bytes) -> CallFuture + Send + Sync>,
-    ad: ServiceAd,
-    cancel: CancellationToken,
-}
-
-/// A peer's service, reached through its endpoint.
-struct PeerService {
-    peer: PeerId,
-    ad: ServiceAd,
-    sink: Arc<dyn RequestSink>,
-}
-
-/// The table of services, by route.
-#[derive(Default)]
-pub(crate) struct Services {
-    table: Mutex<Table>,
-}
-
-#[derive(Default)]
-struct Table {
-    closed: bool,
-    entries: HashMap<Route, Entry>,
-    peers: HashMap<Route, Vec<PeerService>>,
-}
-
-impl Services {
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        // No code that can panic runs under this lock, so a poisoned table is consistent.
-        self.table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn routes(&self) -> Vec<Route> {
-        let mut routes: Vec<Route> = self.lock().entries.keys().cloned().collect();
-        routes.sort();
-        routes
-    }
-
-    /// Adverts of the local services, for a starting endpoint.
-    pub(crate) fn ads(&self) -> Vec<ServiceAd> {
-        self.lock().entries.values().map(|e| e.ad.clone()).collect()
-    }
-
-    pub(crate) fn add_peer(&self, peer: &PeerId, ad: ServiceAd, sink: Arc<dyn RequestSink>) {
-        let mut table = self.lock();
-        let list = table.peers.entry(ad.route.clone()).or_default();
-        list.retain(|s| s.peer != *peer);
-        list.push(PeerService {
-            peer: *peer,
-            ad,
-            sink,
-        });
-    }
-
-    pub(crate) fn remove_peer(&self, peer: &PeerId, route: Option<&Route>) {
-        let mut table = self.lock();
-        table.peers.retain(|r, list| {
-            if route.is_none_or(|route| route == r) {
-                list.retain(|s| s.peer != *peer);
-            }
-            !list.is_empty()
-        });
-    }
-
-    /// Answers a peer's request with the local service on `route`.
-    pub(crate) fn call_local(&self, route: &Route, payload: Bytes) -> CallFuture {
-        let encoded = self.lock().entries.get(route).map(|e| e.encoded.clone());
-        match encoded {
-            Some(encoded) => encoded(payload),
-            None => {
-                let route = route.clone();
-                Box::pin(async move { Err(CallError::NoService(route)) })
-            }
-        }
-    }
-
-    /// Stops every service and refuses new ones.
-    pub(crate) fn close_all(&self) {
-        let entries = {
-            let mut table = self.lock();
-            table.closed = true;
-            table.peers.clear();
-            std::mem::take(&mut table.entries)
-        };
-        for entry in entries.into_values() {
-            entry.cancel.cancel();
-        }
-    }
-
-    /// Removes a service; returns its advert if it was there.
-    fn remove(&self, route: &Route, id: HandleId) -> Option<ServiceAd> {
-        let mut table = self.lock();
-        if table.entries.get(route).is_some_and(|e| e.id == id)
-            && let Some(entry) = table.entries.remove(route)
-        {
-            entry.cancel.cancel();
-            return Some(entry.ad);
-        }
-        None
-    }
-}
+use crate::id::HandleId;
+use crate::router::Router;
+use crate::services::{Call, Entry, Target};
+use crate::shared::Inner;
 
 /// A registered request handler. Dropping it (or [`Service::close`]) deregisters the route and
 /// stops the service; requests being handled are cancelled.
@@ -155,7 +39,7 @@ impl Service {
     pub fn close(&self) {
         if let Some(ad) = self.router.services.remove(&self.route, self.id) {
             self.router
-                .broadcast(dndm_core::LocalChange::ServiceRemoved(ad));
+                .advertise(dndm_core::LocalChange::ServiceRemoved(ad));
         }
         self.cancel.cancel();
     }
@@ -206,29 +90,20 @@ impl Router {
         let encoded = encoded_service(tx.clone());
         let cancel = self.inner.cancel.child_token();
         let id = self.inner.next_id();
-        {
-            let mut table = self.inner.services.lock();
-            if table.closed {
-                return Err(ServeError::Closed);
-            }
-            if table.entries.contains_key(&route) {
-                return Err(ServeError::AlreadyServed(route));
-            }
-            table.entries.insert(
-                route.clone(),
-                Entry {
-                    id,
-                    response_type: Resp::type_name(),
-                    response_type_id: TypeId::of::<Resp>(),
-                    calls: Box::new(tx),
-                    encoded,
-                    ad: ad.clone(),
-                    cancel: cancel.clone(),
-                },
-            );
-        }
+        self.inner.services.insert(
+            route.clone(),
+            Entry {
+                id,
+                response_type: Resp::type_name(),
+                response_type_id: TypeId::of::<Resp>(),
+                calls: Box::new(tx),
+                encoded,
+                ad: ad.clone(),
+                cancel: cancel.clone(),
+            },
+        )?;
         self.inner
-            .broadcast(dndm_core::LocalChange::ServiceAdded(ad));
+            .advertise(dndm_core::LocalChange::ServiceAdded(ad));
         let task = run_service(
             rx,
             Arc::new(handler),
@@ -261,45 +136,9 @@ impl Router {
         timeout: Duration,
     ) -> Result<Resp, RequestError> {
         let route = Route::new(&Req::type_name(), path)?;
-        let calls = {
-            let table = self.inner.services.lock();
-            if table.closed {
-                return Err(RequestError::Closed);
-            }
-            match table.entries.get(&route) {
-                Some(entry) => {
-                    let mismatch = || RequestError::ResponseType {
-                        route: route.clone(),
-                        expected: Resp::type_name(),
-                        actual: entry.response_type.clone(),
-                    };
-                    if entry.response_type_id != TypeId::of::<Resp>() {
-                        return Err(mismatch());
-                    }
-                    Ok(entry
-                        .calls
-                        .downcast_ref::<mpsc::Sender<Call<Req, Resp>>>()
-                        .ok_or_else(mismatch)?
-                        .clone())
-                }
-                // Not served here: a peer's service with the same schemas, if any.
-                None => table
-                    .peers
-                    .get(&route)
-                    .and_then(|list| {
-                        list.iter().find(|s| {
-                            s.ad.request_fingerprint == Req::fingerprint()
-                                && s.ad.response_route.type_name() == Resp::type_name()
-                                && s.ad.response_fingerprint == Resp::fingerprint()
-                        })
-                    })
-                    .map(|s| Err(s.sink.clone()))
-                    .ok_or_else(|| RequestError::NoListener(route.clone()))?,
-            }
-        };
-        let calls = match calls {
-            Ok(calls) => calls,
-            Err(sink) => return call_remote(sink, route, request, timeout).await,
+        let calls = match self.inner.services.target::<Req, Resp>(&route)? {
+            Target::Local(calls) => calls,
+            Target::Peer(sink) => return call_remote(sink, route, request, timeout).await,
         };
         let exchange = async {
             let (reply, answer) = oneshot::channel();

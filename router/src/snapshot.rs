@@ -1,27 +1,8 @@
 //! Owned, consistent copies of the router's state ([`Router::snapshot`](crate::Router::snapshot)).
 
-use std::fmt;
-
 use dndm_core::{Fingerprint, Overflow, Qos, Route, RoutePattern, Undelivered};
 
-use crate::events::Origin;
-
-/// Identifies an intent, an interest or a service within one router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HandleId(pub(crate) u64);
-
-impl HandleId {
-    /// The numeric id.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for HandleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+use crate::id::{HandleId, Origin};
 
 /// Depth, policy and counters of one interest's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

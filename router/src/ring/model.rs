@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 
 use super::*;
-use crate::queue::Receiver;
+use crate::queue::{Queue, Receiver};
+use dndm_core::Overflow;
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -39,8 +40,8 @@ proptest! {
         let ring = Arc::new(Ring::new(8, size));
         let block = Arc::new(Queue::new(block_window, Overflow::Block));
         let oldest = Arc::new(Queue::new(oldest_window, Overflow::DropOldest));
-        ring.link(HandleId(1), block.clone());
-        ring.link(HandleId(2), oldest.clone());
+        block.link_to(&ring, HandleId(1));
+        oldest.link_to(&ring, HandleId(2));
         let (mut block_rx, mut oldest_rx) = (Receiver::new(block), Receiver::new(oldest));
         // Model of the Block reader: every message since its position, and whether it
         // was left out for it.

@@ -1,11 +1,12 @@
 //! Unit tests of the ring.
 
 use super::*;
-use crate::queue::Receiver;
+use crate::queue::{Queue, Receiver};
+use dndm_core::Overflow;
 
 fn linked(ring: &Arc<Ring<u64>>, capacity: usize, overflow: Overflow) -> Receiver<u64> {
     let queue = Arc::new(Queue::new(capacity, overflow));
-    ring.link(HandleId(1), queue.clone());
+    queue.link_to(ring, HandleId(1));
     Receiver::new(queue)
 }
 
@@ -76,7 +77,7 @@ fn the_publisher_releases_read_messages_but_not_what_an_unlinked_reader_still_re
     let ring = Arc::new(Ring::new(1024, |_| RETAIN_BYTES / 16));
     let mut kept = linked(&ring, 8, Overflow::DropOldest);
     let leaving = Arc::new(Queue::new(8, Overflow::Block));
-    ring.link(HandleId(2), leaving.clone());
+    leaving.link_to(&ring, HandleId(2));
     let mut leaving_rx = Receiver::new(leaving);
     let first = Arc::new(0);
     let weak = Arc::downgrade(&first);

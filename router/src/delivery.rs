@@ -1,5 +1,8 @@
-//! A peer's intent as seen by local interests: the fan-in an endpoint feeds with the peer's
-//! messages on one route.
+//! Delivery of a peer's messages to local interests: the fan-in ([`PeerIntent`]) an endpoint
+//! feeds with the peer's messages on one route, and the [`Inbox`] view of a local queue.
+//!
+//! A payload is decoded once per Rust type among the linked interests, and every interest of
+//! that type gets the same `Arc<T>` (as in process): N subscribers of one type cost one decode.
 //!
 //! The fan-in never waits. A local `Block` subscriber three quarters full makes it
 //! [`congested`](PayloadSink::congested), and the endpoint pauses the peer's route (flow control
@@ -9,27 +12,127 @@
 //! drained, [`ready`](PayloadSink::ready) resolves and the endpoint [`pump`](PayloadSink::pump)s
 //! the held messages on, then resumes the route.
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dndm_core::{PayloadSink, Route, SinkError};
+use dndm_core::{Message, PayloadSink, Route, SinkError};
 
-use crate::snapshot::HandleId;
+use crate::id::HandleId;
+use crate::queue::{Push, Queue};
+use crate::sync::lock;
+
+/// A decoded message of some Rust type, shared by every interest of that type.
+pub(crate) type Item = Arc<dyn Any + Send + Sync>;
+
+/// A local interest's queue as a fan-in sees it: typed behind [`Any`], so that a payload is
+/// decoded once per Rust type.
+pub(crate) trait Inbox: Send + Sync + std::fmt::Debug {
+    /// The Rust type of the queue's messages.
+    fn item_type(&self) -> TypeId;
+    /// Decodes a payload into the queue's type.
+    fn decode(&self, payload: &Bytes) -> Result<Item, SinkError>;
+    /// Counts a payload that did not decode (a message this interest lost).
+    fn count_decode_error(&self);
+    /// Offers a decoded item of the queue's type without waiting: [`SinkError::Full`] from a
+    /// full `Block` queue, [`SinkError::Closed`] from a closed one.
+    fn offer(&self, item: &Item) -> Result<(), SinkError>;
+    /// Whether an offer would be refused for want of room (so the caller need not decode).
+    fn refuses(&self) -> bool;
+    /// A `Block` queue three quarters full.
+    fn congested(&self) -> bool;
+    /// Resolves once the queue drained to its low-water mark, or closed.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<T: Message> Inbox for Queue<T> {
+    fn item_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+
+    fn decode(&self, payload: &Bytes) -> Result<Item, SinkError> {
+        match T::decode(payload.clone()) {
+            Ok(message) => Ok(Arc::new(message)),
+            Err(e) => Err(SinkError::Decode {
+                type_name: T::type_name(),
+                len: payload.len(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn count_decode_error(&self) {
+        Queue::count_decode_error(self);
+    }
+
+    fn offer(&self, item: &Item) -> Result<(), SinkError> {
+        // Decoded for this queue's type (`item_type`), so the downcast holds.
+        let Ok(item) = item.clone().downcast::<T>() else {
+            return Err(SinkError::Closed);
+        };
+        match self.try_push(item) {
+            Push::Closed => Err(SinkError::Closed),
+            Push::Full(_) => Err(SinkError::Full),
+            _ => Ok(()),
+        }
+    }
+
+    fn refuses(&self) -> bool {
+        Queue::refuses(self)
+    }
+
+    fn congested(&self) -> bool {
+        Queue::congested(self)
+    }
+
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Queue::ready(self))
+    }
+}
+
+/// The payload decoded for each Rust type met so far (usually one), or why it did not decode.
+#[derive(Default)]
+struct Decoded {
+    first: Option<(TypeId, Result<Item, SinkError>)>,
+    more: Vec<(TypeId, Result<Item, SinkError>)>,
+}
+
+impl Decoded {
+    /// The payload as `inbox`'s type, decoded at the first inbox of that type.
+    fn get(&mut self, inbox: &dyn Inbox, payload: &Bytes) -> &Result<Item, SinkError> {
+        let ty = inbox.item_type();
+        if self.first.as_ref().is_none_or(|(t, _)| *t == ty) {
+            return &self
+                .first
+                .get_or_insert_with(|| (ty, inbox.decode(payload)))
+                .1;
+        }
+        let at = match self.more.iter().position(|(t, _)| *t == ty) {
+            Some(at) => at,
+            None => {
+                self.more.push((ty, inbox.decode(payload)));
+                self.more.len() - 1
+            }
+        };
+        &self.more[at].1
+    }
+}
 
 /// Most messages held back for one subscriber. A peer that honours the pause sends at most its
 /// window after it, so only a peer that ignores it reaches this; past it messages are dropped
 /// for that subscriber and counted ([`PeerIntent::overruns`]).
 pub(crate) const MAX_HELD: usize = 1 << 16;
 
-type Sinks = Vec<(HandleId, Arc<dyn PayloadSink>)>;
+type Sinks = Vec<(HandleId, Arc<dyn Inbox>)>;
 
 /// The fan-in of one peer intent into every linked local interest.
 #[derive(Debug)]
 pub(crate) struct PeerIntent {
-    route: Route,
     sinks: ArcSwap<Sinks>,
     /// Messages held back per full subscriber, oldest first. Written only by the link that owns
     /// this fan-in (one producer), so the mutex is uncontended.
@@ -43,9 +146,8 @@ pub(crate) struct PeerIntent {
 }
 
 impl PeerIntent {
-    pub(crate) fn new(route: Route) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            route,
             sinks: ArcSwap::from_pointee(Vec::new()),
             held: Mutex::new(HashMap::new()),
             held_count: AtomicUsize::new(0),
@@ -67,10 +169,7 @@ impl PeerIntent {
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<HandleId, VecDeque<Bytes>>> {
-        // Nothing that can panic runs under this lock, so a poisoned one is consistent.
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.held)
     }
 
     /// Holds `payload` back for one subscriber; false when its hold is full (dropped, counted).
@@ -93,13 +192,15 @@ impl PayloadSink for PeerIntent {
         self.try_send(route, payload)
     }
 
-    /// Offers the message to every linked local interest; a full one holds it back (see the
-    /// module docs). [`SinkError::Full`] only when a hold overflowed (the message is lost for
-    /// that subscriber); a decode error is the peer's and is reported (the link decides).
-    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+    /// Offers the message to every linked local interest, decoded once per Rust type; a full
+    /// one holds it back (see the module docs). [`SinkError::Full`] only when a hold overflowed
+    /// (the message is lost for that subscriber); a decode error is the peer's and is reported
+    /// (the link decides).
+    fn try_send(&self, _route: &Route, payload: Bytes) -> Result<(), SinkError> {
         let sinks = self.sinks.load();
         let mut result = Ok(());
         let mut held = (self.held_count.load(Ordering::Acquire) > 0).then(|| self.held());
+        let mut decoded = Decoded::default();
         for (id, sink) in sinks.iter() {
             // Behind messages already held for this subscriber: keep the order.
             if let Some(queue) = held.as_mut().and_then(|h| h.get_mut(id))
@@ -110,16 +211,25 @@ impl PayloadSink for PeerIntent {
                 }
                 continue;
             }
-            match sink.try_send(route, payload.clone()) {
-                Err(SinkError::Full) => {
-                    let held = held.get_or_insert_with(|| self.held());
-                    if !self.hold(held.entry(*id).or_default(), payload.clone()) {
-                        result = Err(SinkError::Full);
+            // A full `Block` queue would refuse it: do not decode only to hold it.
+            let offered = if sink.refuses() {
+                Err(SinkError::Full)
+            } else {
+                match decoded.get(&**sink, &payload) {
+                    Ok(item) => sink.offer(item),
+                    Err(e) => {
+                        sink.count_decode_error();
+                        result = Err(e.clone());
+                        continue;
                     }
                 }
-                Err(e @ SinkError::Decode { .. }) => result = Err(e),
-                // A local interest that closed meanwhile is being unlinked; not an error.
-                _ => {}
+            };
+            // A local interest that closed meanwhile is being unlinked; not an error.
+            if let Err(SinkError::Full) = offered {
+                let held = held.get_or_insert_with(|| self.held());
+                if !self.hold(held.entry(*id).or_default(), payload.clone()) {
+                    result = Err(SinkError::Full);
+                }
             }
         }
         result
@@ -148,7 +258,17 @@ impl PayloadSink for PeerIntent {
                 return false;
             };
             while let Some(front) = queue.front() {
-                if let Err(SinkError::Full) = sink.try_send(&self.route, front.clone()) {
+                if sink.refuses() {
+                    break;
+                }
+                let offered = match sink.decode(front) {
+                    Ok(item) => sink.offer(&item),
+                    Err(e) => {
+                        sink.count_decode_error();
+                        Err(e)
+                    }
+                };
+                if let Err(SinkError::Full) = offered {
                     break;
                 }
                 // Queued, or the subscriber closed, or it does not decode (counted there).
@@ -168,7 +288,7 @@ impl PayloadSink for PeerIntent {
     }
 
     async fn ready(&self) {
-        let waiting: Vec<Arc<dyn PayloadSink>> = {
+        let waiting: Vec<Arc<dyn Inbox>> = {
             let held = self.held();
             let sinks = self.sinks.load();
             sinks
@@ -220,8 +340,8 @@ mod tests {
     fn fan_in(capacity: usize) -> (PeerIntent, Receiver<Num>, Receiver<Num>) {
         let full = Arc::new(Queue::<Num>::new(capacity, Overflow::Block));
         let roomy = Arc::new(Queue::<Num>::new(2 * MAX_HELD, Overflow::Block));
-        let fan_in = PeerIntent::new(route());
-        let (a, b): (Arc<dyn PayloadSink>, Arc<dyn PayloadSink>) = (full.clone(), roomy.clone());
+        let fan_in = PeerIntent::new();
+        let (a, b): (Arc<dyn Inbox>, Arc<dyn Inbox>) = (full.clone(), roomy.clone());
         fan_in.update(|sinks| {
             sinks.push((HandleId(1), a));
             sinks.push((HandleId(2), b));
@@ -284,8 +404,8 @@ mod tests {
     async fn ready_wakes_when_a_concurrent_consumer_drains() {
         let route = route();
         let queue = Arc::new(Queue::<Num>::new(1024, Overflow::Block));
-        let fan_in = PeerIntent::new(route.clone());
-        let sink: Arc<dyn PayloadSink> = queue.clone();
+        let fan_in = PeerIntent::new();
+        let sink: Arc<dyn Inbox> = queue.clone();
         fan_in.update(|sinks| sinks.push((HandleId(1), sink)));
         let mut rx = Receiver::new(queue.clone());
         const N: u64 = 200_000;
@@ -314,5 +434,48 @@ mod tests {
             }
         }
         consumer.await.unwrap();
+    }
+
+    /// A fan-in into `n` roomy `DropOldest` queues of one type.
+    fn fan_in_to(n: u64) -> (PeerIntent, Vec<Arc<Queue<Num>>>) {
+        let fan_in = PeerIntent::new();
+        let queues: Vec<Arc<Queue<Num>>> = (0..n)
+            .map(|_| Arc::new(Queue::new(4, Overflow::DropOldest)))
+            .collect();
+        fan_in.update(|sinks| {
+            for (i, q) in (0..).zip(&queues) {
+                let q: Arc<dyn Inbox> = q.clone();
+                sinks.push((HandleId(i), q));
+            }
+        });
+        (fan_in, queues)
+    }
+
+    #[test]
+    fn a_payload_is_decoded_once_for_all_subscribers_of_its_type() {
+        let (fan_in, queues) = fan_in_to(3);
+        fan_in.try_send(&route(), encoded(7)).unwrap();
+        let got: Vec<Arc<Num>> = queues
+            .iter()
+            .map(|q| Receiver::new(q.clone()).try_pop().unwrap())
+            .collect();
+        assert_eq!(got[0].n, 7);
+        assert!(
+            got.iter().all(|m| Arc::ptr_eq(m, &got[0])),
+            "every subscriber of the type shares one decoded message"
+        );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_counted_at_each_subscriber_and_reported() {
+        let (fan_in, queues) = fan_in_to(2);
+        let garbage = Bytes::from_static(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            fan_in.try_send(&route(), garbage),
+            Err(SinkError::Decode { .. })
+        ));
+        for q in &queues {
+            assert_eq!(q.stats().1.decode_errors, 1);
+        }
     }
 }

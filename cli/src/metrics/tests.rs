@@ -443,7 +443,7 @@ async fn budget_crossings_are_exported_per_budget_and_endpoint() {
 #[tokio::test]
 async fn every_exported_metric_is_documented() {
     let text = render(&snapshot_with_endpoint_counters().await);
-    let operations = include_str!("../../docs/operations.md");
+    let operations = include_str!("../../../docs/operations.md");
     let undocumented: Vec<String> = text
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
