@@ -40,6 +40,13 @@ fn ring(capacity: usize) -> Arc<Ring<u64>> {
     Arc::new(Ring::new(capacity, |_| 8))
 }
 
+/// What closing the intent and the interest does: the ring and the cursors, which refer to each
+/// other, let go (loom checks that nothing leaks).
+fn release(ring: &Ring<u64>, queue: &Queue<u64>) {
+    ring.unlink_all();
+    queue.close_and_clear();
+}
+
 /// c5b92a9: a consumer that frees a slot must fence before it looks for waiting producers, or
 /// a `Block` producer that found the queue full waits forever for room that exists.
 #[test]
@@ -74,16 +81,20 @@ fn a_message_written_as_a_subscriber_links_wakes_it() {
             let (ring, queue) = (ring.clone(), queue.clone());
             thread::spawn(move || queue.link_to(&ring, HandleId(1)))
         };
-        let publisher = thread::spawn(move || {
-            // The send that follows the link: the message is the subscriber's.
-            while ring.linked() == 0 {
-                thread::yield_now();
-            }
-            assert!(ring.offer(Arc::new(7)).is_ok());
-        });
+        let publisher = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                // The send that follows the link: the message is the subscriber's.
+                while ring.linked() == 0 {
+                    thread::yield_now();
+                }
+                assert!(ring.offer(Arc::new(7)).is_ok());
+            })
+        };
         assert_eq!(recv(&mut rx), Some(7));
         linker.join().unwrap();
         publisher.join().unwrap();
+        release(&ring, &queue);
     });
 }
 
@@ -96,18 +107,22 @@ fn a_message_written_before_close_is_received_before_closed() {
         let queue = Arc::new(Queue::new(2, Overflow::Block));
         queue.link_to(&ring, HandleId(1));
         let mut rx = Receiver::new(queue.clone());
-        let closer = thread::spawn(move || {
-            assert!(ring.offer(Arc::new(7)).is_ok());
-            // What closing the router does: the intent's ring unlinks, then the queue closes.
-            assert!(ring.unlink(HandleId(1)));
-            queue.close();
-        });
+        let closer = {
+            let (ring, queue) = (ring.clone(), queue.clone());
+            thread::spawn(move || {
+                assert!(ring.offer(Arc::new(7)).is_ok());
+                // What closing the router does: the intent's ring unlinks, then the queue closes.
+                assert!(ring.unlink(HandleId(1)));
+                queue.close();
+            })
+        };
         let mut got = Vec::new();
         while let Some(m) = recv(&mut rx) {
             got.push(m);
         }
         assert_eq!(got, [7], "written before close, so received");
         closer.join().unwrap();
+        release(&ring, &queue);
     });
 }
 
@@ -121,12 +136,16 @@ fn a_ring_publisher_waiting_for_a_block_reader_is_woken_when_it_reads() {
         queue.link_to(&ring, HandleId(1));
         let mut rx = Receiver::new(queue.clone());
         assert!(ring.offer(Arc::new(1)).is_ok());
-        let publisher = thread::spawn(move || {
-            block_on(ring.send(Arc::new(2), Duration::from_secs(3600), &mut None))
-        });
+        let publisher = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                block_on(ring.send(Arc::new(2), Duration::from_secs(3600), &mut None))
+            })
+        };
         assert_eq!(recv(&mut rx), Some(1));
         assert_eq!(recv(&mut rx), Some(2));
         assert_eq!(publisher.join().unwrap(), 0, "nobody was left out");
+        release(&ring, &queue);
     });
 }
 

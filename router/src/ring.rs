@@ -222,7 +222,7 @@ impl<T> Ring<T> {
         block: bool,
         register: impl FnOnce(Arc<Cursor<T>>),
     ) {
-        let mut writer = lock(&self.writer);
+        let mut writer = lock(&*self.writer);
         let cursor = Arc::new(Cursor {
             ring: self.clone(),
             next: CachePadded::new(AtomicU64::new(self.tail.load(Ordering::Relaxed))),
@@ -242,7 +242,7 @@ impl<T> Ring<T> {
 
     /// Unlinks a subscriber: it still reads what was written before. False if not linked here.
     pub(crate) fn unlink(&self, id: HandleId) -> bool {
-        let mut writer = lock(&self.writer);
+        let mut writer = lock(&*self.writer);
         let Some(at) = writer.cursors.iter().position(|(c, _)| *c == id) else {
             return false;
         };
@@ -264,7 +264,7 @@ impl<T> Ring<T> {
     /// Unlinks every subscriber (the intent closed: nothing more is written, so nothing is
     /// released either, and the ring forgets its cursors, which refer back to it).
     pub(crate) fn unlink_all(&self) {
-        let ids: Vec<HandleId> = lock(&self.writer)
+        let ids: Vec<HandleId> = lock(&*self.writer)
             .cursors
             .iter()
             .map(|(id, _)| *id)
@@ -272,18 +272,18 @@ impl<T> Ring<T> {
         for id in ids {
             self.unlink(id);
         }
-        lock(&self.writer).draining.clear();
+        lock(&*self.writer).draining.clear();
     }
 
     /// Number of linked subscribers.
     pub(crate) fn linked(&self) -> usize {
-        lock(&self.writer).cursors.len()
+        lock(&*self.writer).cursors.len()
     }
 
     /// Writes a message for every linked cursor if every `Block` cursor has room; hands the
     /// message back otherwise.
     pub(crate) fn offer(&self, message: Arc<T>) -> Result<(), Arc<T>> {
-        let mut writer = lock(&self.writer);
+        let mut writer = lock(&*self.writer);
         if writer.cursors.is_empty() {
             return Ok(());
         }
@@ -304,7 +304,7 @@ impl<T> Ring<T> {
     /// Writes a message without waiting: `Block` cursors without room do not get it. Returns
     /// how many were left out.
     pub(crate) fn force(&self, message: Arc<T>) -> usize {
-        let mut writer = lock(&self.writer);
+        let mut writer = lock(&*self.writer);
         if writer.cursors.is_empty() {
             // Unlinked meanwhile (maybe closed): nobody to write for, and a write could release
             // what draining readers have not read.
@@ -596,8 +596,16 @@ impl<T> Cursor<T> {
     /// Publishes the reader's position; wakes a publisher waiting for room once a quarter of
     /// the window is free.
     fn advance(&self, next: u64) {
-        self.next.store(next, Ordering::SeqCst);
-        if self.block && self.ring.blocked.load(Ordering::SeqCst) > 0 {
+        // Release: what the reader read happens before the publisher reuses its slot.
+        self.next.store(next, Ordering::Release);
+        if !self.block {
+            return;
+        }
+        // Keeps the load of `blocked` from passing the store of `next` (store-load), pairing
+        // with the fence a waiting publisher issues after counting itself: either it sees the
+        // room, or we see it waiting. (loom found the wait that never ended without it.)
+        fence(Ordering::SeqCst);
+        if self.ring.blocked.load(Ordering::SeqCst) > 0 {
             let until = self.readable_until();
             if until.saturating_sub(next) <= self.window - self.window.div_ceil(4) {
                 self.ring.space.notify_waiters();

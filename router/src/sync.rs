@@ -15,7 +15,7 @@ pub(crate) use futures::task::AtomicWaker;
 #[cfg(not(dndm_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(not(dndm_loom))]
-pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
+pub(crate) use std::sync::{Mutex, RwLock};
 #[cfg(not(dndm_loom))]
 pub(crate) use tokio::sync::Notify;
 #[cfg(not(dndm_loom))]
@@ -30,8 +30,37 @@ pub(crate) use model::{ArrayQueue, AtomicWaker, Notify, timeout_at};
 
 /// Locks a mutex of the router. Nothing that can panic runs while one of these is held, so a
 /// poisoned lock still holds consistent data.
-pub(crate) fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+pub(crate) fn lock<M: Lockable>(m: &M) -> M::Guard<'_> {
+    m.lock_consistent()
+}
+
+/// A mutex [`lock`] takes: std's, and under loom also loom's (the delivery machinery's).
+pub(crate) trait Lockable {
+    type Guard<'a>
+    where
+        Self: 'a;
+    fn lock_consistent(&self) -> Self::Guard<'_>;
+}
+
+impl<G> Lockable for std::sync::Mutex<G> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, G>
+    where
+        G: 'a;
+    fn lock_consistent(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(dndm_loom)]
+impl<G> Lockable for Mutex<G> {
+    type Guard<'a>
+        = MutexGuard<'a, G>
+    where
+        G: 'a;
+    fn lock_consistent(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Counts a publisher waiting for room for as long as it lives, so a cancelled wait does not
