@@ -19,7 +19,7 @@ pub enum Transport {
     Memory,
 }
 
-/// Settings of a [`MeshEndpoint`].
+/// Settings of a [`MeshEndpoint`](crate::MeshEndpoint).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MeshConfig {
@@ -53,7 +53,7 @@ pub struct MeshConfig {
     /// takes effect when [`Self::relays`] is not empty.
     pub hole_punching: bool,
     /// Learn whether this node is reachable (AutoNAT v1: connected peers dial it back), and
-    /// answer other nodes' dial-back requests. See [`MeshEndpoint::reachability`]. Default off.
+    /// answer other nodes' dial-back requests. See [`MeshEndpoint::reachability`](crate::MeshEndpoint::reachability). Default off.
     pub autonat: bool,
     /// Addresses this node is known to be reachable at (a public relay's address, say), added
     /// as confirmed external addresses at start. Default none: a relay server without any
