@@ -262,9 +262,14 @@ impl RemoteEndpoint {
     /// A remote endpoint with this identity and settings.
     ///
     /// # Errors
-    /// [`EndpointError::Config`] when the Noise key cannot be generated.
+    /// [`EndpointError::Config`] naming the field and value of a setting that cannot work
+    /// ([`RemoteConfig::validate`]), or when the Noise key cannot be generated.
     pub fn new(keypair: Keypair, config: RemoteConfig) -> Result<Self, EndpointError> {
         let name = format!("remote:{}", keypair.peer_id());
+        config.validate().map_err(|e| EndpointError::Config {
+            endpoint: name.clone(),
+            reason: e.to_string(),
+        })?;
         let static_key = StaticKey::generate().map_err(|e| EndpointError::Config {
             endpoint: name.clone(),
             reason: e.to_string(),

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[cfg(doc)]
 use super::{RemoteEndpoint, RemoteStats};
 use crate::acl::{Acl, AclRule};
-use crate::session::SessionConfig;
+use crate::session::{InvalidConfig, SessionConfig, require};
 
 /// Where to listen or dial.
 #[derive(Debug, Clone)]
@@ -136,6 +136,62 @@ impl Default for RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// Checks every setting, the session's too ([`SessionConfig::validate`]); a config from a
+    /// validated node file always passes. [`RemoteEndpoint::new`] calls it, so a config built
+    /// in code is checked as one from a file is.
+    ///
+    /// # Errors
+    /// The first [`InvalidConfig`], naming the field and its value.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        self.session.validate()?;
+        let positive = "must be longer than zero";
+        require(
+            !self.handshake_timeout.is_zero(),
+            "handshake_timeout",
+            self.handshake_timeout,
+            positive,
+        )?;
+        require(
+            !self.backoff_initial.is_zero(),
+            "backoff_initial",
+            self.backoff_initial,
+            positive,
+        )?;
+        require(
+            self.backoff_max >= self.backoff_initial,
+            "backoff_max",
+            self.backoff_max,
+            &format!(
+                "must be at least backoff_initial ({:?})",
+                self.backoff_initial
+            ),
+        )?;
+        require(
+            self.breaker_threshold > 0,
+            "breaker_threshold",
+            self.breaker_threshold,
+            "must be at least 1",
+        )?;
+        require(
+            !self.breaker_cool_down.is_zero(),
+            "breaker_cool_down",
+            self.breaker_cool_down,
+            positive,
+        )?;
+        require(
+            !self.peer_grace.is_zero(),
+            "peer_grace",
+            self.peer_grace,
+            positive,
+        )?;
+        require(
+            self.route_window > 0,
+            "route_window",
+            self.route_window,
+            "must be at least 1",
+        )
+    }
+
     /// Settings from the `[remote]` and `[node]` sections of a validated [`dndm_core::Config`]:
     /// `listen`/`connect` (`host:port` or `unix:/path`), timeouts, `retransmit_buffer`,
     /// `signing`, `compression_threshold`, `max_frame_len`, backoff, `allow_peers` and the

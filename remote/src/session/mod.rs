@@ -62,8 +62,10 @@ mod send;
 mod trial;
 mod types;
 
+pub(crate) use types::require;
 pub use types::{
-    Binding, Connection, Event, LinkFailure, SessionConfig, SessionSendError, SessionStats,
+    Binding, Connection, Event, InvalidConfig, LinkFailure, SessionConfig, SessionSendError,
+    SessionStats,
 };
 
 use send::{intent_decl, interest_decl, service_decls};

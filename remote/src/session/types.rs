@@ -87,6 +87,111 @@ impl Default for SessionConfig {
     }
 }
 
+/// A setting of a [`SessionConfig`] or
+/// [`RemoteConfig`](crate::endpoint::RemoteConfig) that cannot work, naming the field, its
+/// value and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value} is invalid: {reason}")]
+pub struct InvalidConfig {
+    /// The field, as its path from the config (`session.keepalive`).
+    pub field: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What it must be.
+    pub reason: String,
+}
+
+impl InvalidConfig {
+    pub(crate) fn new(
+        field: &'static str,
+        value: impl std::fmt::Debug,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            field,
+            value: format!("{value:?}"),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Fails with `field` unless `ok`.
+pub(crate) fn require(
+    ok: bool,
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    reason: &str,
+) -> Result<(), InvalidConfig> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidConfig::new(field, value, reason))
+    }
+}
+
+impl SessionConfig {
+    /// Checks the settings that the session relies on; a config from a validated node file
+    /// always passes. [`RemoteEndpoint::new`](crate::endpoint::RemoteEndpoint::new) calls it,
+    /// so a config built in code is checked too.
+    ///
+    /// # Errors
+    /// The first [`InvalidConfig`], naming the field (`session.…`).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let positive = "must be at least 1";
+        require(
+            self.send_queue > 0,
+            "session.send_queue",
+            self.send_queue,
+            positive,
+        )?;
+        require(
+            self.retransmit_capacity > 0,
+            "session.retransmit_capacity",
+            self.retransmit_capacity,
+            positive,
+        )?;
+        require(
+            self.max_batch_messages > 0,
+            "session.max_batch_messages",
+            self.max_batch_messages,
+            positive,
+        )?;
+        require(
+            self.max_batch_bytes > 0,
+            "session.max_batch_bytes",
+            self.max_batch_bytes,
+            positive,
+        )?;
+        require(
+            !self.keepalive.is_zero(),
+            "session.keepalive",
+            self.keepalive,
+            "must be longer than zero",
+        )?;
+        require(
+            self.idle_timeout > self.keepalive,
+            "session.idle_timeout",
+            self.idle_timeout,
+            &format!(
+                "must be longer than session.keepalive ({:?})",
+                self.keepalive
+            ),
+        )?;
+        require(
+            self.retransmit_timeout.is_none_or(|t| !t.is_zero()),
+            "session.retransmit_timeout",
+            self.retransmit_timeout,
+            "must be longer than zero (or None)",
+        )?;
+        require(
+            !self.node_name.is_empty() && self.node_name.len() <= 64,
+            "session.node_name",
+            &self.node_name,
+            "must be 1 to 64 bytes",
+        )
+    }
+}
+
 /// What the driver knows about a new connection.
 #[derive(Debug, Clone)]
 pub struct Connection {
