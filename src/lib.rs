@@ -6,7 +6,7 @@
 //! full name of `T`.
 //!
 //! This facade re-exports the public API of the workspace crates: `dndm-core` (routes,
-//! identity, config, the [`Endpoint`] trait), `dndm-router` (the router) and `dndm-remote`
+//! identity, the [`Endpoint`] trait), `dndm-router` (the router) and `dndm-remote`
 //! (remote links, attached with [`Router::attach`]) and `dndm-mesh` (the libp2p mesh, attached
 //! the same way). [`builtin`] holds schema-free message types (`dndm.Text`, `dndm.Json`,
 //! `dndm.Bytes`) shared with the `dndm` command-line tool.
@@ -52,8 +52,8 @@ pub mod builtin;
 
 #[doc(inline)]
 pub use dndm_core::{
-    Config, ConfigError, Endpoint, Fingerprint, HashedRoute, Keypair, Message, PeerId, Qos,
-    Reliability, Route, RouteParseError, RoutePattern,
+    Endpoint, Fingerprint, HashedRoute, Keypair, Message, PeerId, Qos, Reliability, Route,
+    RouteParseError, RoutePattern,
 };
 #[doc(inline)]
 pub use dndm_router::*;

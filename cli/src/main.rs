@@ -131,7 +131,7 @@ fn one_line(error: &anyhow::Error) -> String {
 /// line that names the file once.
 pub(crate) fn config_error(
     path: Option<&std::path::Path>,
-    error: &dndm::ConfigError,
+    error: &dndm_cli::ConfigError,
 ) -> anyhow::Error {
     let problems = error
         .problems()

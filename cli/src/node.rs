@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use dndm::builtin::{Bytes, Json, Text};
-use dndm::mesh::{MeshConfig, MeshEndpoint};
-use dndm::remote::endpoint::{RemoteConfig, RemoteEndpoint};
-use dndm::{Config, Keypair, Router};
+use dndm::mesh::MeshEndpoint;
+use dndm::remote::endpoint::RemoteEndpoint;
+use dndm::{Keypair, Router};
+use dndm_cli::Config;
+use dndm_cli::config::{mesh_config, remote_config, router_builder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +62,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Keypair::load_or_generate(path).context("node.identity_file")?,
         None => Keypair::generate().context("cannot generate an identity")?,
     };
-    let router = Router::builder().config(&config).build()?;
+    let router = router_builder(&config).build()?;
     let result = serve(&args, &config, keypair, &router).await;
     router.close().await;
     result
@@ -81,7 +83,7 @@ async fn serve(
         remote: None,
     };
     if config.remote.enabled {
-        let remote = RemoteEndpoint::new(keypair.clone(), RemoteConfig::from_config(config)?)?;
+        let remote = RemoteEndpoint::new(keypair.clone(), remote_config(config)?)?;
         router
             .attach(Arc::new(remote.clone()))
             .await
@@ -92,7 +94,7 @@ async fn serve(
         observed.remote = Some(remote);
     }
     if config.mesh.enabled {
-        let mesh = MeshEndpoint::new(keypair, MeshConfig::from_config(config)?)?;
+        let mesh = MeshEndpoint::new(keypair, mesh_config(config)?)?;
         router
             .attach(Arc::new(mesh.clone()))
             .await

@@ -15,9 +15,11 @@ use anyhow::{Context as _, bail};
 use dndm::builtin::{Bytes, Json, Text};
 use dndm::mesh::MeshEndpoint;
 use dndm::{
-    Config, EventsError, Interest, LinkEvent, LinkEvents, Origin, Overflow, PublishOptions, Qos,
-    Router, SubscribeOptions,
+    EventsError, Interest, LinkEvent, LinkEvents, Origin, Overflow, PublishOptions, Qos, Router,
+    SubscribeOptions,
 };
+use dndm_cli::Config;
+use dndm_cli::config::router_builder;
 use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
@@ -193,8 +195,8 @@ async fn join(args: &MeshArgs, name: &str) -> anyhow::Result<Ephemeral> {
     config
         .validate()
         .map_err(|e| config_error(args.config.as_deref(), &e))?;
-    let router = Router::builder().config(&config).build()?;
-    let mesh = MeshEndpoint::from_config(&config)?;
+    let router = router_builder(&config).build()?;
+    let mesh = dndm_cli::config::mesh_endpoint(&config)?;
     router
         .attach(Arc::new(mesh.clone()))
         .await

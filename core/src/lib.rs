@@ -1,9 +1,10 @@
 //! Core types of dndm, the typed publish/subscribe library: routes, patterns, the message bound,
-//! type fingerprints, QoS, identity, configuration and the [`Endpoint`] trait.
+//! type fingerprints, QoS, identity, the setting types the components share (overflow policy,
+//! signing, peer budgets) and the [`Endpoint`] trait. The node's file schema is not here: it lives
+//! with the command-line tool (`dndm-cli`).
 //!
 //! This crate sits at the bottom of the workspace: `dndm-codec`, `dndm-router`, `dndm-remote`
-//! and `dndm-mesh` build on it. It does no I/O beyond reading and writing identity and config
-//! files, and never depends on tokio or libp2p.
+//! and `dndm-mesh` build on it. It does no I/O beyond reading and writing identity files, and never depends on tokio or libp2p.
 //!
 //! # Usage
 //!
@@ -28,19 +29,17 @@
 //!   prefixes, and hashed routes (`prefix#digest`) parse, display and cross the wire.
 //! - A schema [`Fingerprint`] travels with every route, so a type-name collision is refused and
 //!   reported instead of delivering garbage.
-//! - Configuration validation checks every field, including those of disabled parts.
+//! - Peer budgets are checked against their ranges ([`BudgetConfig::validate`]), naming the key.
 
-mod config;
+mod budget;
 mod endpoint;
 mod identity;
 mod message;
 mod qos;
 mod route;
+mod settings;
 
-pub use config::{
-    AclRuleConfig, BudgetConfig, BudgetKind, Config, ConfigError, DEFAULT_COMPRESSION_THRESHOLD,
-    MeshConfig, MetricsConfig, NodeConfig, Overflow, RemoteConfig, RouterConfig, Signing,
-};
+pub use budget::{BudgetConfig, BudgetKind, InvalidSetting};
 pub use endpoint::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
     PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError, Undelivered,
@@ -49,3 +48,4 @@ pub use identity::{IdentityError, Keypair, PeerId, PeerIdError, PublicKey};
 pub use message::{Fingerprint, Message};
 pub use qos::{Qos, Reliability};
 pub use route::{DIGEST_LEN, HashedRoute, MAX_ROUTE_LEN, Route, RouteParseError, RoutePattern};
+pub use settings::{DEFAULT_COMPRESSION_THRESHOLD, Overflow, Signing};

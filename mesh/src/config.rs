@@ -1,6 +1,4 @@
-//! The mesh's settings: [`MeshConfig`], from code or from a [`dndm_core::Config`].
-
-use std::time::Duration;
+//! The mesh's settings: [`MeshConfig`].
 
 use dndm_core::EndpointError;
 use dndm_remote::endpoint::RemoteConfig;
@@ -91,67 +89,11 @@ impl Default for MeshConfig {
 }
 
 impl MeshConfig {
-    /// The mesh settings of a validated [`dndm_core::Config`]: `[mesh]` for the swarm,
-    /// `[remote]` for the session (timeouts, signing, compression), `node.name` for mDNS.
+    /// Checks the settings; [`MeshEndpoint::new`](crate::MeshEndpoint::new) calls it.
     ///
     /// # Errors
-    /// [`EndpointError::Config`] naming the key whose value does not parse.
-    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
-        let mesh = &config.mesh;
-        let bad =
-            |key: String, value: &str, reason: &dyn std::fmt::Display| EndpointError::Config {
-                endpoint: "mesh".into(),
-                reason: format!("{key} = \"{value}\" is invalid: {reason}"),
-            };
-        let parse = |key: &str, values: &[String]| -> Result<Vec<Multiaddr>, EndpointError> {
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    text.parse::<Multiaddr>()
-                        .map_err(|e| bad(format!("mesh.{key}[{i}]"), text, &e))
-                })
-                .collect()
-        };
-        let mut remote = RemoteConfig::from_config(config)?;
-        remote.listen.clear();
-        remote.dial.clear();
-        let relay_limits = RelayLimits {
-            max_reservations: mesh.relay_max_reservations,
-            max_circuits: mesh.relay_max_circuits,
-            circuit_duration: Duration::from_millis(mesh.relay_circuit_duration_ms),
-            circuit_bytes: mesh.relay_circuit_bytes,
-            ..RelayLimits::default()
-        };
-        let kad_protocol = StreamProtocol::try_from_owned(mesh.kad_protocol.clone())
-            .map_err(|e| bad("mesh.kad_protocol".into(), &mesh.kad_protocol, &e))?;
-        let route_key = if mesh.route_key.is_empty() {
-            RouteKey::DEFAULT
-        } else {
-            RouteKey::from_secret(&mesh.route_key)
-        };
-        let out = Self {
-            transport: Transport::Tcp,
-            listen: parse("listen", &mesh.listen)?,
-            dial: parse("bootstrap", &mesh.bootstrap)?,
-            mdns: mesh.mdns,
-            max_peers: mesh.max_peers,
-            full_mesh_threshold: mesh.full_mesh_threshold,
-            remote,
-            relay_server: mesh.relay_server,
-            relay_limits,
-            relays: parse("relays", &mesh.relays)?,
-            hole_punching: mesh.hole_punching,
-            autonat: mesh.autonat,
-            external: parse("external", &mesh.external)?,
-            kad_protocol,
-            route_key,
-        };
-        out.validate()?;
-        Ok(out)
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), EndpointError> {
+    /// [`EndpointError::Config`] naming the field and value that cannot work.
+    pub fn validate(&self) -> Result<(), EndpointError> {
         let bad = |reason: String| EndpointError::Config {
             endpoint: "mesh".into(),
             reason,

@@ -104,7 +104,6 @@ use dndm_remote::endpoint::RemoteEndpoint;
 use futures::StreamExt as _;
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, StreamProtocol};
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +118,8 @@ mod swarm;
 pub use config::{MeshConfig, Transport};
 pub use discovery::SERVICE_TYPE;
 pub use keys::RouteKey;
+/// libp2p's address and protocol-name types, as [`MeshConfig`] uses them.
+pub use libp2p::{Multiaddr, StreamProtocol};
 pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
 use swarm::{Command, Routes, Silent, Watched, dndm_peer};
 
@@ -284,25 +285,6 @@ impl MeshEndpoint {
                 cancel,
             }),
         })
-    }
-
-    /// A mesh endpoint from a validated [`dndm_core::Config`]: the identity from
-    /// `node.identity_file` (created with mode 0600 if missing; a fresh one if unset), the
-    /// settings from [`MeshConfig::from_config`].
-    ///
-    /// # Errors
-    /// [`EndpointError::Config`] naming the bad key or the identity file's problem.
-    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
-        let identity = |reason: String| EndpointError::Config {
-            endpoint: "mesh".into(),
-            reason,
-        };
-        let keypair = match &config.node.identity_file {
-            Some(path) => Keypair::load_or_generate(path)
-                .map_err(|e| identity(format!("node.identity_file: {e}")))?,
-            None => Keypair::generate().map_err(|e| identity(format!("identity: {e}")))?,
-        };
-        Self::new(keypair, MeshConfig::from_config(config)?)
     }
 
     /// Addresses the swarm listens on (known once the listeners are up).

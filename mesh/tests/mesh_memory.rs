@@ -357,35 +357,3 @@ async fn the_router_snapshot_shows_mesh_peers_and_their_routes() {
     b.close().await;
     a.close().await;
 }
-
-#[test]
-fn the_identity_file_gives_the_same_peer_id_every_start() {
-    let dir = std::env::temp_dir().join(format!("dndm-mesh-identity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("node.key");
-    let mut config = dndm_core::Config::default();
-    config.node.identity_file = Some(path.clone());
-    let first = MeshEndpoint::from_config(&config).unwrap().peer_id();
-    let second = MeshEndpoint::from_config(&config).unwrap().peer_id();
-    assert_eq!(first, second, "loaded, not generated again");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn nat_settings_come_from_the_config_file() {
-    let config = dndm_core::Config::from_toml_str(
-        "[mesh]\nrelay_server = true\nrelay_max_reservations = 3\nrelay_circuit_bytes = 1048576\nhole_punching = false\nrelays = [\"/ip4/203.0.113.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN\"]\n",
-    )
-    .unwrap();
-    let mesh = MeshConfig::from_config(&config).unwrap();
-    assert!(mesh.relay_server && !mesh.hole_punching);
-    assert_eq!(mesh.relay_limits.max_reservations, 3);
-    assert_eq!(mesh.relay_limits.circuit_bytes, 1 << 20);
-    assert_eq!(mesh.relays.len(), 1);
-}

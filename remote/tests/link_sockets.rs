@@ -235,56 +235,6 @@ async fn garbage_instead_of_a_handshake_is_cut_and_counted_and_the_process_is_un
     router.close().await;
 }
 
-#[test]
-fn remote_settings_come_from_the_node_config() {
-    let config = dndm_core::Config::from_toml_str(
-        r#"
-        [node]
-        name = "gateway"
-        [remote]
-        listen = ["127.0.0.1:7000", "unix:/tmp/dndm.sock"]
-        connect = ["10.0.0.2:7000", "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA@unix:/tmp/b@x.sock"]
-        keepalive_ms = 250
-        idle_timeout_ms = 2000
-        retransmit_buffer = 100
-        signing = "off"
-        max_frame_len = 65536
-        [[remote.acl]]
-        publish = ["dndm.Text@robot.**"]
-        [[remote.acl]]
-        peers = ["12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]
-        subscribe = ["dndm.Text@robot.*.cmd"]
-        "#,
-    )
-    .unwrap();
-    let remote = RemoteConfig::from_config(&config).unwrap();
-    // Everyone may publish under robot; only that peer may subscribe, and only to commands.
-    let acl = &remote.session.acl;
-    let trusted: dndm_core::PeerId = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
-        .parse()
-        .unwrap();
-    let other = Keypair::from_seed([9; 32]).peer_id();
-    assert!(acl.may_publish(&other, &"dndm.Text@robot.arm".parse().unwrap()));
-    assert!(!acl.may_publish(&other, &"dndm.Text@fleet.arm".parse().unwrap()));
-    assert!(acl.may_subscribe(&trusted, &"dndm.Text@robot.arm.cmd".parse().unwrap()));
-    assert!(!acl.may_subscribe(&other, &"dndm.Text@robot.arm.cmd".parse().unwrap()));
-    assert!(!acl.may_subscribe(&trusted, &"dndm.Text@robot.**".parse().unwrap()));
-    assert_eq!(remote.listen.len(), 2);
-    assert!(matches!(remote.listen[0], Target::Tcp(addr) if addr.port() == 7000));
-    assert!(matches!(&remote.dial[0], Target::Tcp(addr) if addr.to_string() == "10.0.0.2:7000"));
-    // `<peer id>@<address>` pins the identity expected there (a unix path may contain '@').
-    assert_eq!(
-        remote.dial[1].to_string(),
-        "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA@unix:/tmp/b@x.sock"
-    );
-    assert_eq!(remote.session.node_name, "gateway");
-    assert_eq!(remote.session.keepalive, Duration::from_millis(250));
-    assert_eq!(remote.session.idle_timeout, Duration::from_secs(2));
-    assert_eq!(remote.session.retransmit_capacity, 100);
-    assert_eq!(remote.session.signing, dndm_core::Signing::Off);
-    assert_eq!(remote.session.limits.max_frame_len(), 65536);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_response_across_the_link() {
     use dndm_router::{HandlerError, RequestError};

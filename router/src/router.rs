@@ -68,16 +68,6 @@ impl RouterBuilder {
         self
     }
 
-    /// Takes the `node` and `router` sections of a validated [`dndm_core::Config`].
-    pub fn config(self, config: &dndm_core::Config) -> Self {
-        self.name(config.node.name.clone())
-            .queue_capacity(config.router.queue_capacity)
-            .overflow(config.router.overflow)
-            .send_timeout(Duration::from_millis(config.router.send_timeout_ms))
-            .request_timeout(Duration::from_millis(config.router.request_timeout_ms))
-            .max_concurrent_requests(config.router.max_concurrent_requests)
-    }
-
     /// Checks every setting and builds the router. Needs no runtime; tasks (services,
     /// endpoints) are spawned on the runtime current when they start.
     ///

@@ -1,18 +1,16 @@
 //! What a remote endpoint is told: where to listen and dial, and its settings (also from a
 //! node's config file).
 
-use std::collections::HashSet;
 #[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm_core::{EndpointError, PeerId};
+use dndm_core::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(doc)]
 use super::{RemoteEndpoint, RemoteStats};
-use crate::acl::{Acl, AclRule};
 use crate::session::{InvalidConfig, SessionConfig, require};
 
 /// Where to listen or dial.
@@ -190,116 +188,5 @@ impl RemoteConfig {
             self.route_window,
             "must be at least 1",
         )
-    }
-
-    /// Settings from the `[remote]` and `[node]` sections of a validated [`dndm_core::Config`]:
-    /// `listen`/`connect` (`host:port` or `unix:/path`), timeouts, `retransmit_buffer`,
-    /// `signing`, `compression_threshold`, `max_frame_len`, backoff, `allow_peers` and the
-    /// `[[remote.acl]]` rules.
-    ///
-    /// # Errors
-    /// [`EndpointError::Config`] naming the key when a value does not fit (a config that passed
-    /// `validate()` always fits).
-    pub fn from_config(config: &dndm_core::Config) -> Result<Self, EndpointError> {
-        let remote = &config.remote;
-        let bad = |key: &str, value: &dyn std::fmt::Display, reason: &dyn std::fmt::Display| {
-            EndpointError::Config {
-                endpoint: "remote".into(),
-                reason: format!("remote.{key} = {value} is invalid: {reason}"),
-            }
-        };
-        let target = |key: &str, text: &String| -> Result<Target, EndpointError> {
-            // `<peer id>@<address>` pins the identity expected at a dialed address.
-            let (peer, address) = match text.split_once('@') {
-                Some((peer, address)) if key == "connect" => match peer.parse::<PeerId>() {
-                    Ok(peer) => (Some(peer), address),
-                    Err(_) => (None, text.as_str()),
-                },
-                _ => (None, text.as_str()),
-            };
-            #[cfg(unix)]
-            let unix = address
-                .strip_prefix("unix:")
-                .map(|path| Target::Unix(path.into()));
-            #[cfg(not(unix))]
-            let unix = None;
-            let base = match unix {
-                Some(target) => target,
-                None => Target::Tcp(address.parse().map_err(|e| bad(key, text, &e))?),
-            };
-            Ok(match peer {
-                Some(peer) => Target::pinned(peer, base),
-                None => base,
-            })
-        };
-        let mut out = Self::default();
-        for text in &remote.listen {
-            out.listen.push(target("listen", text)?);
-        }
-        for text in &remote.connect {
-            out.dial.push(target("connect", text)?);
-        }
-        out.handshake_timeout = remote.handshake_timeout();
-        out.backoff_initial = remote.backoff_initial();
-        out.backoff_max = remote.backoff_max();
-        out.peer_grace = remote.peer_grace();
-        out.route_window = remote.route_window;
-        let session = &mut out.session;
-        session.node_name = config.node.name.clone();
-        session.budget = remote.budget.clone();
-        session.keepalive = remote.keepalive();
-        session.idle_timeout = remote.idle_timeout();
-        session.retransmit_capacity = remote.retransmit_buffer;
-        session.signing = remote.signing;
-        session.compression = Some(dndm_codec::Compression::new(
-            dndm_codec::Compression::DEFAULT_LEVEL,
-            remote.compression_threshold,
-        ));
-        let frame_len = u32::try_from(remote.max_frame_len)
-            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
-        session.limits = dndm_codec::Limits::builder()
-            .max_frame_len(frame_len)
-            .build()
-            .map_err(|e| bad("max_frame_len", &remote.max_frame_len, &e))?;
-        if !remote.allow_peers.is_empty() {
-            let mut allowed = HashSet::new();
-            for text in &remote.allow_peers {
-                allowed.insert(
-                    text.parse::<PeerId>()
-                        .map_err(|e| bad("allow_peers", text, &e))?,
-                );
-            }
-            session.allow_peers = Some(allowed);
-        }
-        if !remote.acl.is_empty() {
-            let mut rules = Vec::new();
-            for (index, rule) in remote.acl.iter().enumerate() {
-                let mut peers = Vec::new();
-                for text in &rule.peers {
-                    let key = format!("acl[{index}].peers");
-                    peers.push(text.parse::<PeerId>().map_err(|e| bad(&key, text, &e))?);
-                }
-                let mut out_rule = if peers.is_empty() {
-                    AclRule::any_peer()
-                } else {
-                    AclRule::for_peers(peers)
-                };
-                for text in &rule.publish {
-                    let key = format!("acl[{index}].publish");
-                    out_rule = out_rule.publish(text.parse().map_err(|e| bad(&key, text, &e))?);
-                }
-                for text in &rule.subscribe {
-                    let key = format!("acl[{index}].subscribe");
-                    out_rule = out_rule.subscribe(text.parse().map_err(|e| bad(&key, text, &e))?);
-                }
-                for text in &rule.call {
-                    let key = format!("acl[{index}].call");
-                    out_rule = out_rule.call(text.parse().map_err(|e| bad(&key, text, &e))?);
-                }
-                rules.push(out_rule);
-            }
-            session.acl = Acl::from_rules(rules);
-        }
-        Ok(out)
     }
 }

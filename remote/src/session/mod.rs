@@ -62,6 +62,7 @@ mod send;
 mod trial;
 mod types;
 
+#[cfg(feature = "runtime")]
 pub(crate) use types::require;
 pub use types::{
     Binding, Connection, Event, InvalidConfig, LinkFailure, SessionConfig, SessionSendError,

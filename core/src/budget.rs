@@ -12,7 +12,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Problems};
+/// A setting outside its rule: the dotted key, the value, the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value} is invalid: {reason}")]
+pub struct InvalidSetting {
+    /// The dotted key, e.g. `remote.budget.routes`.
+    pub field: String,
+    /// The value given.
+    pub value: String,
+    /// The rule it breaks, e.g. `must be between 1 and 1048576`.
+    pub reason: String,
+}
 
 /// The `[remote.budget]` table. See the module docs; each field names its default and range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,15 +156,18 @@ impl BudgetConfig {
     /// Checks every budget against its range (for budgets built in code).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the key (`remote.budget.routes`) and value, or
-    /// [`ConfigError::Multiple`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Problems::default();
-        self.check(&mut problems);
-        problems.into_result()
+    /// The first [`InvalidSetting`], naming the key (`remote.budget.routes`) and value;
+    /// [`BudgetConfig::problems`] lists them all.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
     }
 
-    pub(super) fn check(&self, problems: &mut Problems) {
+    /// Every budget outside its range.
+    pub fn problems(&self) -> Vec<InvalidSetting> {
+        let mut problems = Vec::new();
         for kind in BudgetKind::ALL {
             let (min, max) = match kind {
                 BudgetKind::DecodedBytes | BudgetKind::HeldBytes => (MIN_BYTES, MAX_BYTES),
@@ -162,7 +175,15 @@ impl BudgetConfig {
                 BudgetKind::ConnectionsPerPeer => (1, 64),
                 _ => (1, 1 << 20),
             };
-            problems.range(&kind.to_string(), self.get(kind), min, max);
+            let value = self.get(kind);
+            if value < min || value > max {
+                problems.push(InvalidSetting {
+                    field: kind.to_string(),
+                    value: value.to_string(),
+                    reason: format!("must be between {min} and {max}"),
+                });
+            }
         }
+        problems
     }
 }

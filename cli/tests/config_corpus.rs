@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpus (`core/fuzz/corpus/config/`) and the seed inputs through
+//! Replays the committed fuzz corpus (`cli/fuzz/corpus/config/`) and the seed inputs through
 //! the `config` harness (`support/fuzz.rs`). `write_seeds` (ignored) writes the seeds into the
 //! corpus.
 
@@ -27,7 +27,7 @@ fn config_corpus_replays() {
 }
 
 /// Writes the seed inputs as `seed-<n>` files into the corpus:
-/// `cargo test -p dndm-core --test config_corpus -- --ignored write_seeds`.
+/// `cargo test -p dndm-cli --test config_corpus -- --ignored write_seeds`.
 #[test]
 #[ignore = "writes files; run by hand to refresh the seeds"]
 fn write_seeds() {

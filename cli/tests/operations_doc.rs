@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dndm::Config;
+use dndm_cli::Config;
 
-const DOC: &str = include_str!("../docs/operations.md");
+const DOC: &str = include_str!("../../docs/operations.md");
 
 #[test]
 fn every_config_key_is_documented() {

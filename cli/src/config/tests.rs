@@ -20,7 +20,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn peer() -> String {
-    crate::Keypair::from_seed([7; 32]).peer_id().to_string()
+    dndm::Keypair::from_seed([7; 32]).peer_id().to_string()
 }
 
 #[test]
@@ -536,14 +536,14 @@ fn field_names<'de, T: Deserialize<'de>>(section: &str) -> Vec<String> {
 fn keys_list_every_field() {
     let keys = Config::keys();
     let mut expected = Vec::new();
-    expected.extend(field_names::<NodeConfig>("node"));
-    expected.extend(field_names::<RouterConfig>("router"));
-    expected.extend(field_names::<RemoteConfig>("remote"));
+    expected.extend(field_names::<NodeSection>("node"));
+    expected.extend(field_names::<RouterSection>("router"));
+    expected.extend(field_names::<RemoteSection>("remote"));
     // A nested table: its keys, not its own name.
     expected.retain(|key| key != "remote.budget");
     expected.extend(field_names::<BudgetConfig>("remote.budget"));
-    expected.extend(field_names::<MeshConfig>("mesh"));
-    expected.extend(field_names::<MetricsConfig>("metrics"));
+    expected.extend(field_names::<MeshSection>("mesh"));
+    expected.extend(field_names::<MetricsSection>("metrics"));
     expected.sort();
     assert_eq!(keys, expected);
     let mut sections = Vec::new();

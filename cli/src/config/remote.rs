@@ -2,15 +2,11 @@
 
 use super::*;
 
-/// Batches at least this long (their encoded body, in bytes) are considered for zstd by default:
-/// the one default of `remote.compression_threshold` and of `dndm_codec::Compression`.
-pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 512;
-
 /// The `[remote]` section: point-to-point links over TCP or Unix sockets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct RemoteConfig {
+pub struct RemoteSection {
     /// Whether the node listens and connects. Default false.
     pub enabled: bool,
     /// Addresses to listen on: `host:port` socket addresses or `unix:<path>`. Default none.
@@ -59,7 +55,7 @@ pub struct RemoteConfig {
     /// publish and subscribe to anything; with rules, a peer may publish on a route or
     /// subscribe with a pattern only if a rule for it grants that, and a declaration no rule
     /// grants closes its link.
-    pub acl: Vec<AclRuleConfig>,
+    pub acl: Vec<AclRuleSection>,
     /// What one peer, or a crowd of connections, may make the node spend: the
     /// `[remote.budget]` table. Remote and mesh links share it.
     pub budget: BudgetConfig,
@@ -69,7 +65,7 @@ pub struct RemoteConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct AclRuleConfig {
+pub struct AclRuleSection {
     /// PeerIds the rule applies to; empty applies it to every peer.
     pub peers: Vec<String>,
     /// Route patterns (`TypeName@path`, with `*` and `**`) the peers may publish on.
@@ -80,7 +76,7 @@ pub struct AclRuleConfig {
     pub call: Vec<String>,
 }
 
-impl Default for RemoteConfig {
+impl Default for RemoteSection {
     fn default() -> Self {
         Self {
             enabled: false,
@@ -94,7 +90,7 @@ impl Default for RemoteConfig {
             peer_grace_ms: 30_000,
             route_window: 8192,
             signing: Signing::OnRequest,
-            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            compression_threshold: dndm::core::DEFAULT_COMPRESSION_THRESHOLD,
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
             allow_peers: Vec::new(),
@@ -104,33 +100,33 @@ impl Default for RemoteConfig {
     }
 }
 
-impl RemoteConfig {
-    /// [`RemoteConfig::handshake_timeout_ms`] as a duration.
+impl RemoteSection {
+    /// [`RemoteSection::handshake_timeout_ms`] as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
 
-    /// [`RemoteConfig::keepalive_ms`] as a duration.
+    /// [`RemoteSection::keepalive_ms`] as a duration.
     pub fn keepalive(&self) -> Duration {
         Duration::from_millis(self.keepalive_ms)
     }
 
-    /// [`RemoteConfig::idle_timeout_ms`] as a duration.
+    /// [`RemoteSection::idle_timeout_ms`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// [`RemoteConfig::peer_grace_ms`] as a duration.
+    /// [`RemoteSection::peer_grace_ms`] as a duration.
     pub fn peer_grace(&self) -> Duration {
         Duration::from_millis(self.peer_grace_ms)
     }
 
-    /// [`RemoteConfig::backoff_initial_ms`] as a duration.
+    /// [`RemoteSection::backoff_initial_ms`] as a duration.
     pub fn backoff_initial(&self) -> Duration {
         Duration::from_millis(self.backoff_initial_ms)
     }
 
-    /// [`RemoteConfig::backoff_max_ms`] as a duration.
+    /// [`RemoteSection::backoff_max_ms`] as a duration.
     pub fn backoff_max(&self) -> Duration {
         Duration::from_millis(self.backoff_max_ms)
     }
@@ -175,7 +171,7 @@ impl RemoteConfig {
         );
         problems.range("remote.peer_grace_ms", self.peer_grace_ms, 1, MAX_MS);
         problems.range("remote.route_window", self.route_window, 1, 8192);
-        self.budget.check(problems);
+        problems.extend(self.budget.problems());
         if self.compression_threshold > self.max_frame_len {
             problems.invalid(
                 "remote.compression_threshold",

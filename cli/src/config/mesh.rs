@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct MeshConfig {
+pub struct MeshSection {
     /// Whether the node joins the mesh. Default false.
     pub enabled: bool,
     /// Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/0`. Default none (dial out only).
@@ -56,7 +56,7 @@ pub struct MeshConfig {
     pub route_key: String,
 }
 
-impl Default for MeshConfig {
+impl Default for MeshSection {
     fn default() -> Self {
         Self {
             enabled: false,
@@ -80,7 +80,7 @@ impl Default for MeshConfig {
     }
 }
 
-impl MeshConfig {
+impl MeshSection {
     pub(super) fn check(&self, problems: &mut Problems) {
         for (index, address) in self.listen.iter().enumerate() {
             if !address.starts_with('/') || address.len() < 2 {

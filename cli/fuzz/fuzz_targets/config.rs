@@ -1,4 +1,4 @@
-//! cargo-fuzz target `config`: `cargo +nightly fuzz run config` from `core/`.
+//! cargo-fuzz target `config`: `cargo +nightly fuzz run config` from `cli/`.
 #![no_main]
 
 #[path = "../../tests/support/fuzz.rs"]

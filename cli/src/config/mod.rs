@@ -15,7 +15,7 @@
 //! every problem with its dotted field name and value.
 //!
 //! ```
-//! use dndm_core::Config;
+//! use dndm_cli::Config;
 //!
 //! let config = Config::from_toml_str("[mesh]\nenabled = true\nmax_peers = 20\n")?
 //!     .with_env_overrides([("DNDM_NODE__NAME", "robot1")])?;
@@ -25,7 +25,7 @@
 //! let error = Config::from_toml_str("[mesh]\nmax_peers = 0\n").unwrap_err();
 //! assert!(error.to_string().starts_with("mesh.max_peers = 0 is invalid"));
 //! assert!(Config::keys().contains(&"remote.keepalive_ms".to_owned()));
-//! # Ok::<(), dndm_core::ConfigError>(())
+//! # Ok::<(), dndm_cli::ConfigError>(())
 //! ```
 
 use std::fmt;
@@ -35,15 +35,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PeerId, RoutePattern};
+use dndm::core::{BudgetConfig, InvalidSetting, Overflow, Signing};
+use dndm::{PeerId, RoutePattern};
 
-mod budget;
+mod build;
 mod mesh;
 mod remote;
 
-pub use budget::{BudgetConfig, BudgetKind};
-pub use mesh::MeshConfig;
-pub use remote::{AclRuleConfig, DEFAULT_COMPRESSION_THRESHOLD, RemoteConfig};
+pub use build::{mesh_config, mesh_endpoint, remote_config, router_builder};
+pub use mesh::MeshSection;
+pub use remote::{AclRuleSection, RemoteSection};
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "DNDM_";
@@ -85,22 +86,22 @@ const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
 #[non_exhaustive]
 pub struct Config {
     /// This node: its name and identity.
-    pub node: NodeConfig,
+    pub node: NodeSection,
     /// The in-process router: queues, overflow policy, timeouts.
-    pub router: RouterConfig,
+    pub router: RouterSection,
     /// Point-to-point remote links (TCP or Unix sockets).
-    pub remote: RemoteConfig,
+    pub remote: RemoteSection,
     /// The libp2p mesh.
-    pub mesh: MeshConfig,
+    pub mesh: MeshSection,
     /// The Prometheus metrics endpoint.
-    pub metrics: MetricsConfig,
+    pub metrics: MetricsSection,
 }
 
 /// The `[node]` section: who this node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct NodeConfig {
+pub struct NodeSection {
     /// Human-readable node name, shown in logs, snapshots and metrics labels. Default `"dndm"`.
     /// Non-empty, at most 64 bytes, no whitespace or control characters.
     pub name: String,
@@ -114,8 +115,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct RouterConfig {
-    /// Messages buffered per subscriber before [`RouterConfig::overflow`] applies. Default
+pub struct RouterSection {
+    /// Messages buffered per subscriber before [`RouterSection::overflow`] applies. Default
     /// 1024; 1 to 1 048 576.
     pub queue_capacity: usize,
     /// What a full subscriber queue does with the next message. Default
@@ -131,44 +132,11 @@ pub struct RouterConfig {
     pub max_concurrent_requests: usize,
 }
 
-/// What a full queue does with a new message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Overflow {
-    /// Drop the oldest queued message to make room (counted as a drop). The default: slow
-    /// subscribers see the newest data.
-    #[default]
-    DropOldest,
-    /// Drop the new message (counted as a drop); the queue keeps the oldest data.
-    DropNewest,
-    /// Make the sender wait for room, up to `router.send_timeout_ms`.
-    Block,
-}
-
-/// Whether remote links sign what they send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signing {
-    /// Sign every batch with the node's ed25519 identity and require the peer to do the same
-    /// (each of its batches is verified before it is decoded): for links whose messages must
-    /// stay verifiable after they leave the link (recorded, relayed, cached). Peers see it in
-    /// the hello and sign for this node too.
-    Batch,
-    /// Sign and verify batches only on sessions whose peer runs [`Signing::Batch`]. Otherwise
-    /// the link's own authentication (Noise on remote links, libp2p's Noise on the mesh) proves
-    /// every frame to this peer, and no signature costs time on the way. The default.
-    #[default]
-    OnRequest,
-    /// Never sign; a peer that requires signatures is refused at its hello. Only for trusted
-    /// networks (the handshake still authenticates the peer).
-    Off,
-}
-
 /// The `[metrics]` section: the Prometheus endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct MetricsConfig {
+pub struct MetricsSection {
     /// Whether metrics are served over HTTP. Default false.
     pub enabled: bool,
     /// Socket address the metrics endpoint listens on. Default `127.0.0.1:9464`.
@@ -357,7 +325,7 @@ impl Config {
     }
 }
 
-impl Default for NodeConfig {
+impl Default for NodeSection {
     fn default() -> Self {
         Self {
             name: "dndm".to_owned(),
@@ -366,7 +334,7 @@ impl Default for NodeConfig {
     }
 }
 
-impl NodeConfig {
+impl NodeSection {
     fn check(&self, problems: &mut Problems) {
         let name = &self.name;
         if name.is_empty() {
@@ -396,7 +364,7 @@ impl NodeConfig {
     }
 }
 
-impl Default for RouterConfig {
+impl Default for RouterSection {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
@@ -408,13 +376,13 @@ impl Default for RouterConfig {
     }
 }
 
-impl RouterConfig {
-    /// [`RouterConfig::send_timeout_ms`] as a duration.
+impl RouterSection {
+    /// [`RouterSection::send_timeout_ms`] as a duration.
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms)
     }
 
-    /// [`RouterConfig::request_timeout_ms`] as a duration.
+    /// [`RouterSection::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -437,7 +405,7 @@ impl RouterConfig {
     }
 }
 
-impl Default for MetricsConfig {
+impl Default for MetricsSection {
     fn default() -> Self {
         Self {
             enabled: false,
@@ -446,7 +414,7 @@ impl Default for MetricsConfig {
     }
 }
 
-impl MetricsConfig {
+impl MetricsSection {
     fn check(&self, problems: &mut Problems) {
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.invalid(
@@ -490,6 +458,13 @@ impl Problems {
     fn range<T: PartialOrd + fmt::Display>(&mut self, field: &str, value: T, min: T, max: T) {
         if value < min || value > max {
             self.invalid(field, &value, format!("must be between {min} and {max}"));
+        }
+    }
+
+    /// Adds problems a component's own check found (e.g. the budgets').
+    fn extend(&mut self, found: Vec<InvalidSetting>) {
+        for problem in found {
+            self.invalid(problem.field, problem.value, problem.reason);
         }
     }
 

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dndm::{Config, Overflow, Router};
+use dndm::Overflow;
+use dndm_cli::Config;
+use dndm_cli::config::router_builder;
 
 const TOML: &str = r#"
 [node]
@@ -23,7 +25,7 @@ async fn toml_and_env_overrides_configure_the_router() {
             ("DNDM_NODE__NAME", "robot-8"),
         ])
         .unwrap();
-    let router = Router::builder().config(&config).build().unwrap();
+    let router = router_builder(&config).build().unwrap();
     assert_eq!(router.name(), "robot-8");
     let sub = router.subscribe::<Probe>("p").unwrap();
     let stats = sub.stats();

@@ -1,14 +1,14 @@
 //! The `config` fuzz harness: [`Config::from_toml_str`] then [`Config::with_env_overrides`].
-//! Shared by the cargo-fuzz target (`core/fuzz/fuzz_targets/config.rs`) and the corpus replay
+//! Shared by the cargo-fuzz target (`cli/fuzz/fuzz_targets/config.rs`) and the corpus replay
 //! test (`core/tests/config_corpus.rs`). Must return without panicking for any input.
 //!
 //! The input is text (invalid UTF-8 replaced) split at NUL bytes: the first piece is the TOML
 //! file, each further piece one environment variable `NAME=value`.
 #![allow(dead_code, unreachable_pub)]
 
-use dndm_core::Config;
+use dndm_cli::Config;
 
-/// Names of the fuzz targets, as corpus directory names (`core/fuzz/corpus/<target>/`).
+/// Names of the fuzz targets, as corpus directory names (`cli/fuzz/corpus/<target>/`).
 pub const TARGETS: [&str; 1] = ["config"];
 
 /// Parses the TOML piece, applies the variables to the result (or to the defaults when the
