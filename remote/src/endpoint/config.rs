@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(doc)]
 use super::{RemoteEndpoint, RemoteStats};
-use crate::session::{InvalidConfig, SessionConfig, require};
+use dndm_core::InvalidSetting;
+
+use crate::session::{SessionConfig, require};
 
 /// Where to listen or dial.
 #[derive(Debug, Clone)]
@@ -139,8 +141,8 @@ impl RemoteConfig {
     /// in code is checked as one from a file is.
     ///
     /// # Errors
-    /// The first [`InvalidConfig`], naming the field and its value.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
+    /// The first [`InvalidSetting`], naming the field and its value.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.session.validate()?;
         let positive = "must be longer than zero";
         require(

@@ -65,8 +65,7 @@ mod types;
 #[cfg(feature = "runtime")]
 pub(crate) use types::require;
 pub use types::{
-    Binding, Connection, Event, InvalidConfig, LinkFailure, SessionConfig, SessionSendError,
-    SessionStats,
+    Binding, Connection, Event, LinkFailure, SessionConfig, SessionSendError, SessionStats,
 };
 
 use send::{intent_decl, interest_decl, service_decls};

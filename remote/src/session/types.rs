@@ -10,8 +10,8 @@ use dndm_codec::{
     SessionId,
 };
 use dndm_core::{
-    BudgetConfig, BudgetKind, IntentAd, InterestAd, PeerId, Route, RoutePattern, ServiceAd,
-    Signing, Undelivered,
+    BudgetConfig, BudgetKind, IntentAd, InterestAd, InvalidSetting, PeerId, Route, RoutePattern,
+    ServiceAd, Signing, Undelivered,
 };
 
 use crate::acl::Acl;
@@ -87,45 +87,21 @@ impl Default for SessionConfig {
     }
 }
 
-/// A setting of a [`SessionConfig`] or
-/// [`RemoteConfig`](crate::endpoint::RemoteConfig) that cannot work, naming the field, its
-/// value and the rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} = {value} is invalid: {reason}")]
-pub struct InvalidConfig {
-    /// The field, as its path from the config (`session.keepalive`).
-    pub field: &'static str,
-    /// The value given.
-    pub value: String,
-    /// What it must be.
-    pub reason: String,
-}
-
-impl InvalidConfig {
-    pub(crate) fn new(
-        field: &'static str,
-        value: impl std::fmt::Debug,
-        reason: impl Into<String>,
-    ) -> Self {
-        Self {
-            field,
-            value: format!("{value:?}"),
-            reason: reason.into(),
-        }
-    }
-}
-
 /// Fails with `field` unless `ok`.
 pub(crate) fn require(
     ok: bool,
     field: &'static str,
     value: impl std::fmt::Debug,
     reason: &str,
-) -> Result<(), InvalidConfig> {
+) -> Result<(), InvalidSetting> {
     if ok {
         Ok(())
     } else {
-        Err(InvalidConfig::new(field, value, reason))
+        Err(InvalidSetting {
+            field: field.to_owned(),
+            value: format!("{value:?}"),
+            reason: reason.to_owned(),
+        })
     }
 }
 
@@ -135,8 +111,8 @@ impl SessionConfig {
     /// so a config built in code is checked too.
     ///
     /// # Errors
-    /// The first [`InvalidConfig`], naming the field (`session.…`).
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
+    /// The first [`InvalidSetting`], naming the field (`session.…`).
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let positive = "must be at least 1";
         require(
             self.send_queue > 0,
