@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+use dndm_test_support::{request_once_served, send_and_receive_in_order};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dndm_core::Keypair;
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
-use dndm_router::{HandlerError, RequestError, Router};
+use dndm_router::{HandlerError, Router};
 
 use support::{Reading, node, port};
 
@@ -25,19 +26,7 @@ async fn two_nodes_exchange_typed_messages_and_requests() {
     let publisher = a.publish::<Reading>("mesh.imu").unwrap();
     let mut subscriber = b.subscribe::<Reading>("mesh.*").unwrap();
     assert_eq!(publisher.wait_for_interest(GUARD).await.unwrap(), 1);
-    for seq in 0..500 {
-        publisher.send(Reading { seq }).await.unwrap();
-    }
-    for seq in 0..500 {
-        assert_eq!(
-            tokio::time::timeout(GUARD, subscriber.recv())
-                .await
-                .unwrap()
-                .unwrap()
-                .seq,
-            seq
-        );
-    }
+    send_and_receive_in_order(&publisher, &mut subscriber, 500, GUARD).await;
     assert_eq!(ea.peers(), vec![eb.peer_id()]);
 
     let _service = b
@@ -45,19 +34,9 @@ async fn two_nodes_exchange_typed_messages_and_requests() {
             Ok::<_, HandlerError>(Reading { seq: r.seq * 2 })
         })
         .unwrap();
-    let answer = tokio::time::timeout(GUARD, async {
-        loop {
-            match a
-                .request::<Reading, Reading>("mesh.double", Reading { seq: 21 }, GUARD)
-                .await
-            {
-                Err(RequestError::NoListener(_)) => tokio::task::yield_now().await,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the service reached a");
+    let answer =
+        request_once_served::<Reading, Reading>(&a, "mesh.double", Reading { seq: 21 }, GUARD)
+            .await;
     assert_eq!(answer.unwrap().seq, 42);
 
     // Unsubscribing propagates through the mesh.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+use dndm_test_support::request_once_served;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,7 +273,6 @@ impl Connector for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_block_subscriber_pauses_only_its_route() {
-    use dndm_router::RequestError;
     let real = Duration::from_secs(60);
     let a = Router::builder()
         .name("a")
@@ -323,19 +323,8 @@ async fn a_full_block_subscriber_pauses_only_its_route() {
     }
     receive_all(&mut fast, fast_count).await;
     for seq in 0..50u64 {
-        let answer = tokio::time::timeout(real, async {
-            loop {
-                match a
-                    .request::<Reading, Reading>("double", Reading { seq }, real)
-                    .await
-                {
-                    Err(RequestError::NoListener(_)) => tokio::task::yield_now().await,
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .expect("answered");
+        let answer =
+            request_once_served::<Reading, Reading>(&a, "double", Reading { seq }, real).await;
         assert_eq!(answer.unwrap().seq, seq * 2);
     }
     assert_eq!(ea.stats().link_failures, 0, "no reconnect on a");

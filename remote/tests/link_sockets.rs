@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+use dndm_test_support::{request_once_served, send_and_receive_in_order};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,16 +54,7 @@ async fn exchange(listen: Target) {
         ea.peers(),
         eb.peers()
     );
-    for seq in 0..1000 {
-        publisher.send(Reading { seq }).await.unwrap();
-    }
-    for seq in 0..1000 {
-        let got = tokio::time::timeout(GUARD, subscriber.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.seq, seq);
-    }
+    send_and_receive_in_order(&publisher, &mut subscriber, 1000, GUARD).await;
     // The other way round.
     let back = b.publish::<Reading>("reply").unwrap();
     let mut reply = a.subscribe::<Reading>("reply").unwrap();
@@ -249,19 +241,8 @@ async fn request_response_across_the_link() {
         })
         .unwrap();
     // The service reaches b with the hello; wait for it by asking (NoListener until then).
-    let first = tokio::time::timeout(GUARD, async {
-        loop {
-            match b
-                .request::<Reading, Reading>("double", Reading { seq: 1 }, GUARD)
-                .await
-            {
-                Err(RequestError::NoListener(_)) => tokio::task::yield_now().await,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the service became reachable");
+    let first =
+        request_once_served::<Reading, Reading>(&b, "double", Reading { seq: 1 }, GUARD).await;
     assert_eq!(first.unwrap().seq, 2);
     // Concurrent requests are correlated.
     let calls = (0..50u64).map(|seq| {

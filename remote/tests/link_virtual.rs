@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+use dndm_test_support::send_and_receive_in_order;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,19 +121,7 @@ async fn a_link_runs_over_any_byte_stream() {
     let publisher = a.publish::<Reading>("pipe").unwrap();
     let mut subscriber = b.subscribe::<Reading>("pipe").unwrap();
     publisher.wait_for_interest(GUARD).await.unwrap();
-    for seq in 0..100 {
-        publisher.send(Reading { seq }).await.unwrap();
-    }
-    for seq in 0..100 {
-        assert_eq!(
-            tokio::time::timeout(GUARD, subscriber.recv())
-                .await
-                .unwrap()
-                .unwrap()
-                .seq,
-            seq
-        );
-    }
+    send_and_receive_in_order(&publisher, &mut subscriber, 100, GUARD).await;
     b.close().await;
     a.close().await;
 }
@@ -198,19 +187,7 @@ async fn a_link_runs_over_a_stream_the_transport_already_secured() {
     let publisher = a.publish::<Reading>("secured").unwrap();
     let mut subscriber = b.subscribe::<Reading>("secured").unwrap();
     publisher.wait_for_interest(GUARD).await.unwrap();
-    for seq in 0..100 {
-        publisher.send(Reading { seq }).await.unwrap();
-    }
-    for seq in 0..100 {
-        assert_eq!(
-            tokio::time::timeout(GUARD, subscriber.recv())
-                .await
-                .unwrap()
-                .unwrap()
-                .seq,
-            seq
-        );
-    }
+    send_and_receive_in_order(&publisher, &mut subscriber, 100, GUARD).await;
     assert_eq!(ea.peers(), vec![idb]);
     b.close().await;
     a.close().await;

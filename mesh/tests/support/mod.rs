@@ -1,26 +1,20 @@
 //! What the mesh tests share: a test message and nodes on libp2p's memory transport.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used
+)]
 
 use std::sync::Arc;
 
-use dndm_core::{Keypair, Message};
+use dndm_core::Keypair;
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_router::Router;
+pub use dndm_test_support::Reading;
 
 pub mod plain;
-
-/// A reading with a sequence number.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Reading {
-    #[prost(uint64, tag = "1")]
-    pub seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
 
 /// A router named `n<seed>` with a mesh endpoint on the memory transport, listening on and
 /// dialing the given memory ports.

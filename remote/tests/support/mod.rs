@@ -1,53 +1,13 @@
-//! Message types shared by the remote tests.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+//! What the remote tests share: the workspace's test fixtures, and session helpers.
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use dndm_codec::SessionId;
-use dndm_core::{Fingerprint, Keypair, Message, PeerId};
 use dndm_remote::endpoint::RemoteEndpoint;
 use dndm_remote::session::{Connection, Event, Session};
-
-/// A reading with a sequence number.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Reading {
-    #[prost(uint64, tag = "1")]
-    pub seq: u64,
-}
-
-impl prost::Name for Reading {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for Reading {}
-
-/// Same type name as [`Reading`], another schema.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ReadingV2 {
-    #[prost(string, tag = "1")]
-    pub name: String,
-}
-
-impl prost::Name for ReadingV2 {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for ReadingV2 {
-    fn fingerprint() -> Fingerprint {
-        Fingerprint::of_schema("test.Reading", b"v2")
-    }
-}
-
-/// The deterministic keypair of test peer `seed`.
-pub fn keypair(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
-/// The PeerId of test peer `seed`.
-pub fn peer(seed: u8) -> PeerId {
-    keypair(seed).peer_id()
-}
+pub use dndm_test_support::{Reading, ReadingV2, keypair, peer};
 
 /// A plain connection (no Noise binding, no expected peer) with session id `[id; 32]`.
 pub fn conn(id: u8) -> Connection {

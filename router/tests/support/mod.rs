@@ -1,9 +1,11 @@
 //! Message types shared by the router tests.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::time::Duration;
 
-use dndm_core::{Fingerprint, Message};
+use dndm_core::Message;
+/// Same type name as [`Reading`], another schema.
+pub use dndm_test_support::ReadingV2;
 
 /// Guard for waits that must end; never a synchronisation device.
 pub const GUARD: Duration = Duration::from_secs(20);
@@ -47,23 +49,6 @@ impl prost::Name for Other {
     const PACKAGE: &'static str = "test";
 }
 impl Message for Other {}
-
-/// Same type name as [`Reading`], another schema.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ReadingV2 {
-    #[prost(string, tag = "1")]
-    pub name: String,
-}
-
-impl prost::Name for ReadingV2 {
-    const NAME: &'static str = "Reading";
-    const PACKAGE: &'static str = "test";
-}
-impl Message for ReadingV2 {
-    fn fingerprint() -> Fingerprint {
-        Fingerprint::of_schema("test.Reading", b"v2")
-    }
-}
 
 /// Same type name and fingerprint as [`Reading`], another Rust type.
 #[derive(Clone, PartialEq, prost::Message)]
