@@ -6,6 +6,7 @@
 use dndm::Overflow;
 use dndm_cli::Config;
 use dndm_cli::config::router_builder;
+use dndm_test_support::Reading as Probe;
 
 const TOML: &str = r#"
 [node]
@@ -45,15 +46,3 @@ fn invalid_value_in_a_disabled_section_is_rejected_naming_the_field() {
         .to_string();
     assert!(err.contains("remote.keepalive_ms"), "{err}");
 }
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Probe {
-    #[prost(uint32, tag = "1")]
-    n: u32,
-}
-
-impl prost::Name for Probe {
-    const NAME: &'static str = "Probe";
-    const PACKAGE: &'static str = "test";
-}
-impl dndm::Message for Probe {}

@@ -17,6 +17,7 @@ use dndm_core::Keypair;
 use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm_router::Router;
+use dndm_test_support::Reading as Probe;
 use tokio::runtime::Runtime;
 
 /// Only a failure guard: every wait ends as soon as what it waits for happens. Above tokio's
@@ -266,15 +267,3 @@ fn socket_addr(multiaddr: &str) -> SocketAddr {
     };
     format!("{ip}:{port}").parse().unwrap()
 }
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Probe {
-    #[prost(uint32, tag = "1")]
-    n: u32,
-}
-
-impl prost::Name for Probe {
-    const NAME: &'static str = "Probe";
-    const PACKAGE: &'static str = "test";
-}
-impl dndm_core::Message for Probe {}
