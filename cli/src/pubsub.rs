@@ -532,7 +532,7 @@ struct Confirmation {
 /// whose link ended confirmed unless messages were reported undelivered to it (a peer retired
 /// or closed with unacknowledged messages reports them). For a peer still linked without
 /// confirming, the count is what was published while it was linked less what it acknowledged
-/// (`LinkInfo::stats.acked`), plus what was reported undelivered before that link.
+/// (`PeerLink::stats.acked`), plus what was reported undelivered before that link.
 async fn confirm_delivery<T: dndm::Message>(
     node: &Ephemeral,
     intent: &dndm::Intent<T>,

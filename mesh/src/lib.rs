@@ -319,7 +319,7 @@ impl MeshEndpoint {
     }
 
     /// One entry per peer link: connection state, last RTT and session counters.
-    pub fn links(&self) -> Vec<dndm_remote::endpoint::LinkInfo> {
+    pub fn links(&self) -> Vec<dndm_remote::endpoint::PeerLink> {
         self.inner.links.links()
     }
 
@@ -551,7 +551,7 @@ impl MeshEndpoint {
     }
 
     /// The links' entries by peer, read once for one consistent view.
-    fn links_by_peer(&self) -> HashMap<PeerId, dndm_remote::endpoint::LinkInfo> {
+    fn links_by_peer(&self) -> HashMap<PeerId, dndm_remote::endpoint::PeerLink> {
         self.inner
             .links
             .links()
@@ -563,7 +563,7 @@ impl MeshEndpoint {
     /// [`MeshEndpoint::mesh_peers`] from these links.
     fn mesh_peers_with(
         &self,
-        links: &HashMap<PeerId, dndm_remote::endpoint::LinkInfo>,
+        links: &HashMap<PeerId, dndm_remote::endpoint::PeerLink>,
     ) -> Vec<MeshPeer> {
         let state = self.inner.state();
         let mut peers: HashMap<PeerId, MeshPeer> = HashMap::new();

@@ -608,7 +608,7 @@ impl Actor {
     /// with us (nothing sent or received, no matching intent or interest). Peers without a
     /// dndm session go first.
     fn evict_idle(&mut self) {
-        let links: HashMap<PeerId, dndm_remote::endpoint::LinkInfo> = self
+        let links: HashMap<PeerId, dndm_remote::endpoint::PeerLink> = self
             .inner
             .links
             .links()
@@ -626,7 +626,7 @@ impl Actor {
             })
             .collect();
         let routes = &self.applied;
-        let useful = |link: &dndm_remote::endpoint::LinkInfo| {
+        let useful = |link: &dndm_remote::endpoint::PeerLink| {
             link.stats.messages_sent + link.stats.messages_received > 0
                 || link
                     .peer_interests

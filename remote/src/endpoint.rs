@@ -56,7 +56,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The state of one peer link ([`RemoteEndpoint::links`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LinkInfo {
+pub struct PeerLink {
     /// The peer.
     pub peer: PeerId,
     /// Whether a connection is up and the hello exchanged.
@@ -75,7 +75,7 @@ pub struct LinkInfo {
     pub unacked: u64,
 }
 
-impl LinkInfo {
+impl PeerLink {
     /// This link as a snapshot entry of `endpoint`.
     pub fn peer_info(&self, endpoint: &str) -> dndm_core::PeerInfo {
         let mut info = dndm_core::PeerInfo::new(self.peer, endpoint);
@@ -182,7 +182,7 @@ pub(crate) struct Inner {
     pub(crate) local: watch::Sender<LocalSet>,
     pub(crate) links: Mutex<HashMap<PeerId, mpsc::Sender<Handoff>>>,
     /// What each link last reported about itself.
-    pub(crate) infos: Mutex<HashMap<PeerId, LinkInfo>>,
+    pub(crate) infos: Mutex<HashMap<PeerId, PeerLink>>,
     /// Each link's command queue, for [`RemoteEndpoint::flush`].
     pub(crate) commands: Mutex<HashMap<PeerId, mpsc::Sender<Command>>>,
     /// Peers whose link is running a connection now (hello exchanged or not).
@@ -308,14 +308,14 @@ impl RemoteEndpoint {
     }
 
     /// One entry per peer link: connection state, last RTT and session counters.
-    pub fn links(&self) -> Vec<LinkInfo> {
-        let mut infos: Vec<LinkInfo> = lock(&self.inner.infos).values().cloned().collect();
+    pub fn links(&self) -> Vec<PeerLink> {
+        let mut infos: Vec<PeerLink> = lock(&self.inner.infos).values().cloned().collect();
         infos.sort_by_key(|i| i.peer);
         infos
     }
 
     /// A receiver that changes whenever a link connects, fails, closes or goes away, has
-    /// everything acknowledged ([`LinkInfo::unacked`] becomes 0), pauses or is paused by its
+    /// everything acknowledged ([`PeerLink::unacked`] becomes 0), pauses or is paused by its
     /// peer, its peer is retired, or a connection fails its handshake
     /// ([`RemoteStats::handshake_failures`]): wait on it (`changed().await`) and read
     /// [`links`](Self::links) or [`stats`](Self::stats) instead of polling.

@@ -239,7 +239,7 @@ async fn linked_pair(sa: u8, sb: u8) -> (Router, RemoteEndpoint, Router, RemoteE
 #[tokio::test]
 async fn a_remote_peer_s_acknowledgements_reach_the_metrics() {
     // Two routers linked by remote endpoints over an in-memory pipe (as the mesh hands
-    // over its streams): the figures come from the link, through `LinkInfo::peer_info`.
+    // over its streams): the figures come from the link, through `PeerLink::peer_info`.
     let (a, ea, b, eb) = linked_pair(1, 2).await;
     let (ida, idb) = (ea.peer_id(), eb.peer_id());
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::commands::{call_error, response_error};
 use super::{Command, Driver, LinkRequester, LinkSink, Ready, now};
-use crate::endpoint::{Ended, Handoff, LinkInfo, lock};
+use crate::endpoint::{Ended, Handoff, PeerLink, lock};
 use crate::link::Event;
 use crate::session::{Event as SessionEvent, LinkFailure};
 
@@ -371,7 +371,7 @@ impl Driver {
             return;
         }
         let session = self.link.session();
-        let info = LinkInfo {
+        let info = PeerLink {
             peer: self.peer,
             connected: session.is_open(),
             rtt: self.rtt,
@@ -380,7 +380,7 @@ impl Driver {
             peer_interests: self.peer_interests.clone(),
             unacked: (self.commands.len() + session.queued() + session.unacked_batches()) as u64,
         };
-        let state = |i: &LinkInfo| {
+        let state = |i: &PeerLink| {
             let s = &i.stats;
             let flow = s.pauses_sent + s.pauses_received;
             (i.connected, s.failures, i.unacked == 0, flow)
