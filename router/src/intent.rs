@@ -59,7 +59,7 @@ impl<T> Clone for Sink<T> {
 
 /// Publisher state shared between the handle and the linker.
 pub(crate) struct IntentShared<T> {
-    /// The linked sinks, replaced wholesale by the linker (which serialises writers), read
+    /// The linked sinks, replaced wholesale by the linker's changes (applied one at a time), read
     /// lock-free by `send`.
     sinks: ArcSwap<Vec<(HandleId, Sink<T>)>>,
     status: watch::Sender<Status>,
