@@ -149,6 +149,29 @@ fn a_ring_publisher_waiting_for_a_block_reader_is_woken_when_it_reads() {
     });
 }
 
+/// A publisher waiting for room in a `Block` reader's window is let go when that reader
+/// unlinks (the subscriber closed), instead of waiting out its send timeout.
+#[test]
+fn a_waiting_publisher_is_released_when_its_block_reader_unlinks() {
+    model(|| {
+        let ring = ring(2);
+        let queue = Arc::new(Queue::new(1, Overflow::Block));
+        queue.link_to(&ring, HandleId(1));
+        assert!(ring.offer(Arc::new(1)).is_ok());
+        let publisher = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                block_on(ring.send(Arc::new(2), Duration::from_secs(3600), &mut None))
+            })
+        };
+        // What removing the interest does: its cursor unlinks, then its queue closes.
+        assert!(ring.unlink(HandleId(1)));
+        queue.close();
+        assert_eq!(publisher.join().unwrap(), 0, "nobody linked was left out");
+        release(&ring, &queue);
+    });
+}
+
 /// A `DropOldest` reader lapped while it reads: it never returns a message twice, out of order,
 /// or older than the newest window when it caught up.
 #[test]
