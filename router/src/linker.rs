@@ -696,3 +696,6 @@ fn count<A: std::hash::Hash + Eq + Clone>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
