@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dndm_core::Keypair;
 use dndm_remote::endpoint::{ByteStream, Connector, RemoteConfig, RemoteEndpoint, Target};
-use dndm_router::Router;
+use dndm_router::{Router, SendErrorKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -119,6 +119,11 @@ async fn a_link_runs_over_any_byte_stream() {
     b.attach(Arc::new(eb)).await.unwrap();
 
     let publisher = a.publish::<Reading>("pipe").unwrap();
+    assert_eq!(
+        publisher.try_send(Reading { seq: 0 }).unwrap_err().kind(),
+        SendErrorKind::NoSubscribers,
+        "nobody subscribes yet, here or at the peer"
+    );
     let mut subscriber = b.subscribe::<Reading>("pipe").unwrap();
     publisher.wait_for_interest(GUARD).await.unwrap();
     send_and_receive_in_order(&publisher, &mut subscriber, 100, GUARD).await;

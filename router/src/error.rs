@@ -53,6 +53,8 @@ pub enum SendErrorKind {
         /// How many subscribers did not get the message.
         undelivered: usize,
     },
+    /// Nobody subscribes: `try_send` says so instead of dropping the message silently.
+    NoSubscribers,
 }
 
 /// A failed send; hands the message back.
@@ -63,6 +65,7 @@ pub enum SendErrorKind {
         format!("send timed out: {undelivered} blocking subscriber(s) stayed full"),
     SendErrorKind::Full { undelivered } =>
         format!("send would block: {undelivered} blocking subscriber(s) are full"),
+    SendErrorKind::NoSubscribers => "no subscriber: the message was not sent".to_owned(),
 })]
 pub struct SendError<T> {
     kind: SendErrorKind,
@@ -84,11 +87,14 @@ impl<T> SendError<T> {
         self.message
     }
 
-    /// Whether trying again later may succeed (a full subscriber may drain).
+    /// Whether trying again later may succeed (a full subscriber may drain, a subscriber may
+    /// come).
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            SendErrorKind::Timeout { .. } | SendErrorKind::Full { .. }
+            SendErrorKind::Timeout { .. }
+                | SendErrorKind::Full { .. }
+                | SendErrorKind::NoSubscribers
         )
     }
 }

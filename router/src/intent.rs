@@ -388,12 +388,16 @@ impl<T: Message> Intent<T> {
     /// Sends without ever waiting: a full `Block` subscriber does not get the message.
     ///
     /// # Errors
-    /// [`SendErrorKind::Closed`] when closed; [`SendErrorKind::Full`] when a `Block` subscriber
-    /// (local or peer) was full (every other subscriber got the message).
+    /// [`SendErrorKind::Closed`] when closed; [`SendErrorKind::NoSubscribers`] when nobody
+    /// (local or peer) subscribes; [`SendErrorKind::Full`] when a `Block` subscriber (local or
+    /// peer) was full (every other subscriber got the message).
     pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
         let message = Arc::new(message);
         if self.is_closed() {
             return Err(self.fail(SendErrorKind::Closed, message));
+        }
+        if self.shared.subscribers() == 0 {
+            return Err(self.fail(SendErrorKind::NoSubscribers, message));
         }
         let sinks = self.shared.sinks.load();
         let mut encoded: Option<Bytes> = None;

@@ -326,3 +326,23 @@ async fn a_blocked_sender_is_woken_by_close() {
     );
     assert!(closed, "the intent reports closed");
 }
+
+#[tokio::test]
+async fn try_send_says_when_nobody_subscribes() {
+    let router = Router::builder().build().unwrap();
+    let intent = router.publish::<Reading>("lonely").unwrap();
+    let err = intent.try_send(Reading::new(0, 1)).unwrap_err();
+    assert_eq!(err.kind(), SendErrorKind::NoSubscribers);
+    assert!(err.is_transient(), "a subscriber may come");
+    assert_eq!(err.into_message().seq, 1, "the message is handed back");
+    let mut sub = router.subscribe::<Reading>("lonely").unwrap();
+    intent.try_send(Reading::new(0, 2)).unwrap();
+    assert_eq!(sub.try_recv().unwrap().seq, 2);
+    drop(sub);
+    assert_eq!(
+        intent.try_send(Reading::new(0, 3)).unwrap_err().kind(),
+        SendErrorKind::NoSubscribers,
+        "and again once the subscriber left"
+    );
+    router.close().await;
+}
