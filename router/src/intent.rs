@@ -1,7 +1,7 @@
 //! The publisher handle [`Intent`] and its fan-out.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ pub(crate) struct IntentShared<T> {
     has_sinks: AtomicBool,
     /// Set by `close`: what `status.closed` says, readable without the watch's lock.
     closed: AtomicBool,
+    /// What `status.subscribers` says, readable without the watch's lock (`try_send` checks it).
+    subscriber_count: AtomicUsize,
     pub(crate) sent: AtomicU64,
     pub(crate) send_failures: AtomicU64,
     /// Messages that did not reach a peer subscriber, one count per reason, indexed like
@@ -96,6 +98,7 @@ impl<T: Message> IntentShared<T> {
             ring_capacity,
             has_sinks: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            subscriber_count: AtomicUsize::new(0),
             status: watch::Sender::new(Status::default()),
             events: EventHub::new(),
             sent: AtomicU64::new(0),
@@ -110,6 +113,7 @@ impl<T: Message> IntentShared<T> {
         let subscribers = sinks.len() + self.ring.get().map_or(0, |r| r.linked());
         self.has_sinks.store(!sinks.is_empty(), Ordering::Release);
         self.sinks.store(Arc::new(sinks));
+        self.subscriber_count.store(subscribers, Ordering::Release);
         self.status.send_modify(|s| s.subscribers = subscribers);
     }
 
@@ -208,6 +212,7 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         if let Some(ring) = self.ring.get() {
             ring.unlink_all();
         }
+        self.subscriber_count.store(0, Ordering::Release);
         self.status.send_modify(|s| {
             s.subscribers = 0;
             s.closed = true;
@@ -215,7 +220,7 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     }
 
     fn subscribers(&self) -> usize {
-        self.status.borrow().subscribers
+        self.subscriber_count.load(Ordering::Acquire)
     }
 
     fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>) {
