@@ -40,6 +40,15 @@ fn ring(capacity: usize) -> Arc<Ring<u64>> {
     Arc::new(Ring::new(capacity, |_| 8))
 }
 
+/// A subscriber of `window` and `overflow` linked to a ring of two slots, and its receiver.
+fn linked(window: usize, overflow: Overflow) -> (Arc<Ring<u64>>, Arc<Queue<u64>>, Receiver<u64>) {
+    let ring = ring(2);
+    let queue = Arc::new(Queue::new(window, overflow));
+    queue.link_to(&ring, HandleId(1));
+    let rx = Receiver::new(queue.clone());
+    (ring, queue, rx)
+}
+
 /// What closing the intent and the interest does: the ring and the cursors, which refer to each
 /// other, let go (loom checks that nothing leaks).
 fn release(ring: &Ring<u64>, queue: &Queue<u64>) {
@@ -103,10 +112,7 @@ fn a_message_written_as_a_subscriber_links_wakes_it() {
 #[test]
 fn a_message_written_before_close_is_received_before_closed() {
     model(|| {
-        let ring = ring(2);
-        let queue = Arc::new(Queue::new(2, Overflow::Block));
-        queue.link_to(&ring, HandleId(1));
-        let mut rx = Receiver::new(queue.clone());
+        let (ring, queue, mut rx) = linked(2, Overflow::Block);
         let closer = {
             let (ring, queue) = (ring.clone(), queue.clone());
             thread::spawn(move || {
@@ -131,10 +137,7 @@ fn a_message_written_before_close_is_received_before_closed() {
 #[test]
 fn a_ring_publisher_waiting_for_a_block_reader_is_woken_when_it_reads() {
     model(|| {
-        let ring = ring(2);
-        let queue = Arc::new(Queue::new(1, Overflow::Block));
-        queue.link_to(&ring, HandleId(1));
-        let mut rx = Receiver::new(queue.clone());
+        let (ring, queue, mut rx) = linked(1, Overflow::Block);
         assert!(ring.offer(Arc::new(1)).is_ok());
         let publisher = {
             let ring = ring.clone();
@@ -154,9 +157,7 @@ fn a_ring_publisher_waiting_for_a_block_reader_is_woken_when_it_reads() {
 #[test]
 fn a_waiting_publisher_is_released_when_its_block_reader_unlinks() {
     model(|| {
-        let ring = ring(2);
-        let queue = Arc::new(Queue::new(1, Overflow::Block));
-        queue.link_to(&ring, HandleId(1));
+        let (ring, queue, _rx) = linked(1, Overflow::Block);
         assert!(ring.offer(Arc::new(1)).is_ok());
         let publisher = {
             let ring = ring.clone();
@@ -177,10 +178,7 @@ fn a_waiting_publisher_is_released_when_its_block_reader_unlinks() {
 #[test]
 fn a_lapped_drop_oldest_reader_stays_in_order() {
     model(|| {
-        let ring = ring(2);
-        let queue = Arc::new(Queue::new(1, Overflow::DropOldest));
-        queue.link_to(&ring, HandleId(1));
-        let mut rx = Receiver::new(queue.clone());
+        let (ring, queue, mut rx) = linked(1, Overflow::DropOldest);
         let publisher = {
             let ring = ring.clone();
             thread::spawn(move || {
