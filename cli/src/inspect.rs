@@ -35,7 +35,7 @@ pub(crate) struct RoutesArgs {
 }
 
 /// Fetches and parses the node's snapshot.
-async fn fetch(node: &str) -> anyhow::Result<NodeSnapshot> {
+pub(crate) async fn fetch(node: &str) -> anyhow::Result<NodeSnapshot> {
     let body = http::get(node, "/snapshot")
         .await
         .with_context(|| format!("cannot read the snapshot of {node}"))?;

@@ -7,10 +7,11 @@
 //! - `dndm pub ROUTE` / `dndm sub PATTERN`: publish lines from stdin / print messages, using the
 //!   built-in `dndm.Text`, `dndm.Json` and `dndm.Bytes` types.
 //! - `dndm peers --node URL` / `dndm routes --node URL`: inspect a running node.
+//! - `dndm status --node URL [--json]`: a node's summary and readiness, for people and probes.
 //!
 //! Errors print one line, `error: ...`, naming the cause, and exit with status 1 (2 for bad
 //! arguments; 3 when `dndm pub` could not confirm that every linked subscriber acknowledged
-//! every message).
+//! every message; 4 when `dndm status` finds the node not ready).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,12 +20,14 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod health;
 mod http;
 mod inspect;
 mod keygen;
 mod metrics;
 mod node;
 mod pubsub;
+mod status;
 mod terminal;
 
 /// Typed, decentralized publish/subscribe.
@@ -52,6 +55,10 @@ enum Command {
     Peers(inspect::PeersArgs),
     /// List a running node's routes, links, queue depths and drops.
     Routes(inspect::RoutesArgs),
+    /// Summarise a running node (identity, listeners, peers, routes, breakers, drops) and say
+    /// whether it is ready.
+    #[command(after_help = status::STATUS_EXIT_HELP)]
+    Status(status::Args),
     /// Measure throughput and round trip over in-process, remote and mesh links; print a table.
     Bench(bench::Args),
 }
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
             Command::Sub(args) => pubsub::run_sub(args).await,
             Command::Peers(args) => inspect::peers(args).await,
             Command::Routes(args) => inspect::routes(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     // Every command closes what it started; a thread blocked reading stdin must not hold the
@@ -104,6 +112,8 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&e));
             if e.downcast_ref::<pubsub::Unconfirmed>().is_some() {
                 ExitCode::from(pubsub::UNCONFIRMED_EXIT)
+            } else if e.downcast_ref::<status::NotReady>().is_some() {
+                ExitCode::from(status::NOT_READY_EXIT)
             } else {
                 ExitCode::FAILURE
             }

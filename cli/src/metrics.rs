@@ -40,6 +40,7 @@ use std::sync::atomic::AtomicU64;
 
 use dndm::core::BudgetKind;
 use dndm::mesh::MeshEndpoint;
+use dndm::remote::backoff::BreakerState;
 use dndm::remote::endpoint::RemoteEndpoint;
 use dndm::{Origin, PeerId, Router, Snapshot, Undelivered};
 use prometheus_client::encoding::text::encode;
@@ -83,6 +84,17 @@ impl Observed {
         let mut snapshot =
             NodeSnapshot::new(self.router.snapshot(), self.peer_id, listening, remote);
         snapshot.mesh = mesh;
+        if let Some(remote) = &self.remote {
+            snapshot.breakers = remote
+                .dials()
+                .into_iter()
+                .map(|dial| BreakerView {
+                    target: dial.target.to_string(),
+                    open: matches!(dial.breaker, BreakerState::Open { .. }),
+                    failures: dial.failures,
+                })
+                .collect();
+        }
         if let Some(mesh) = &self.mesh {
             let stats = mesh.mesh_stats();
             snapshot.mesh_connections = Some(MeshStatsView {
@@ -136,6 +148,21 @@ pub(crate) struct NodeSnapshot {
     /// Counters of the mesh's libp2p layer, with a mesh. Missing in snapshots of older nodes.
     #[serde(default)]
     pub(crate) mesh_connections: Option<MeshStatsView>,
+    /// The remote-link dial targets and their circuit breakers. Missing (empty) in snapshots of
+    /// older nodes.
+    #[serde(default)]
+    pub(crate) breakers: Vec<BreakerView>,
+}
+
+/// A dial target's circuit breaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BreakerView {
+    /// The target, e.g. `tcp:10.0.0.5:7000`.
+    pub(crate) target: String,
+    /// Whether dials to it wait out a cool-down.
+    pub(crate) open: bool,
+    /// Consecutive failed dials.
+    pub(crate) failures: u32,
 }
 
 /// Counters of the mesh's libp2p layer (`MeshStats`).
@@ -386,6 +413,7 @@ impl NodeSnapshot {
             reachability: None,
             relays: Vec::new(),
             mesh_connections: None,
+            breakers: Vec::new(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! It joins the mesh (`[mesh] enabled = true`) and/or runs remote links (`[remote] enabled =
 //! true`) with one identity (`node.identity_file`, else a fresh one), serves `GET /metrics`
-//! (Prometheus) and `GET /snapshot` (JSON) on `metrics.listen` when `metrics.enabled`, and stops
-//! cleanly on SIGINT or SIGTERM (or at the end of standard input with `--stop-on-eof`).
+//! (Prometheus), `GET /healthz` (live), `GET /readyz` (ready: endpoints attached, every
+//! `node.required_peers` connected, no dial breaker open; 503 with the reasons otherwise) and
+//! `GET /snapshot` (JSON) on `metrics.listen` when `metrics.enabled`, and stops cleanly on SIGINT
+//! or SIGTERM (or at the end of standard input with `--stop-on-eof`).
 //!
 //! At start it prints, on standard output, one line per fact, then `ready`:
 //!
@@ -11,13 +13,13 @@
 //! node <name> <PeerId>
 //! mesh <multiaddr>/p2p/<PeerId>      (one line per mesh listen address)
 //! remote <address>                   (one line per remote-link listen address)
-//! metrics http://<address>           (with /metrics and /snapshot)
+//! metrics http://<address>           (/metrics /healthz /readyz /snapshot)
 //! ready
 //! ```
 
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use dndm::builtin::{Bytes, Json, Text};
@@ -26,11 +28,13 @@ use dndm::remote::endpoint::RemoteEndpoint;
 use dndm::{Keypair, Router};
 use dndm_cli::Config;
 use dndm_cli::config::{mesh_config, remote_config, router_builder};
+use hyper::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::health;
 use crate::http::{self, Body};
 use crate::metrics::{self, Observed};
 use crate::pubsub::{Kind, Line, print_messages};
@@ -76,6 +80,60 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let peer_id = keypair.peer_id();
     println!("node {} {peer_id}", config.node.name);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    // The HTTP endpoints come first, so probes get an answer (`/readyz`: starting) while the
+    // endpoints start.
+    let served = Arc::new(Served {
+        observed: OnceLock::new(),
+        required_peers: config.node.required_peers.clone(),
+    });
+    if config.metrics.enabled {
+        let listener = TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "metrics.listen = {:?}: cannot listen on {}",
+                    config.metrics.listen, config.metrics.listen
+                )
+            })?;
+        let address = listener.local_addr()?;
+        let served = served.clone();
+        let handler: http::Handler = Arc::new(move |path: &str| served.answer(path));
+        tracker.spawn(http::serve(
+            listener,
+            handler,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        println!("metrics http://{address}");
+    }
+    let result = start_endpoints(args, config, keypair, router, &served, &tracker).await;
+    if result.is_ok() {
+        println!("ready");
+        let reason = stop_reason(args).await;
+        match reason {
+            Ok(reason) => eprintln!("node: {reason}; stopping"),
+            Err(ref e) => eprintln!("node: {e}; stopping"),
+        }
+    }
+    cancel.cancel();
+    tracker.close();
+    router.close().await;
+    tracker.wait().await;
+    result
+}
+
+/// Starts the remote links and the mesh as configured, and the `--subscribe` printers.
+async fn start_endpoints(
+    args: &Args,
+    config: &Config,
+    keypair: Keypair,
+    router: &Router,
+    served: &Served,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let peer_id = keypair.peer_id();
     let mut observed = Observed {
         router: router.clone(),
         peer_id,
@@ -87,7 +145,12 @@ async fn serve(
         router
             .attach(Arc::new(remote.clone()))
             .await
-            .context("cannot start remote links")?;
+            .with_context(|| {
+                format!(
+                    "cannot start remote links (remote.listen = {:?})",
+                    config.remote.listen
+                )
+            })?;
         for target in remote.bound() {
             println!("remote {target}");
         }
@@ -98,7 +161,12 @@ async fn serve(
         router
             .attach(Arc::new(mesh.clone()))
             .await
-            .context("cannot join the mesh")?;
+            .with_context(|| {
+                format!(
+                    "cannot join the mesh (mesh.listen = {:?})",
+                    config.mesh.listen
+                )
+            })?;
         if !config.mesh.listen.is_empty() {
             crate::demo::first_listen_address(&mesh).await?;
             for address in mesh.listening() {
@@ -110,34 +178,7 @@ async fn serve(
     if !config.mesh.enabled && !config.remote.enabled {
         eprintln!("node: neither [mesh] nor [remote] is enabled; the node reaches no peer");
     }
-
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    if config.metrics.enabled {
-        let listener = TcpListener::bind(&config.metrics.listen)
-            .await
-            .with_context(|| format!("metrics.listen = {:?}", config.metrics.listen))?;
-        let address = listener.local_addr()?;
-        let observed = observed.clone();
-        let handler: http::Handler = Arc::new(move |path: &str| match path {
-            "/metrics" => Some(Body {
-                content_type: metrics::CONTENT_TYPE,
-                text: metrics::render(&observed.snapshot()),
-            }),
-            "/snapshot" => Some(Body {
-                content_type: "application/json",
-                text: serde_json::to_string_pretty(&observed.snapshot()).unwrap_or_default(),
-            }),
-            _ => None,
-        });
-        tracker.spawn(http::serve(
-            listener,
-            handler,
-            cancel.clone(),
-            tracker.clone(),
-        ));
-        println!("metrics http://{address}");
-    }
+    let _ = served.observed.set(observed);
     for pattern in &args.subscribe {
         match args.kind {
             Kind::Text => tracker.spawn(subscribe::<Text>(router, pattern)?),
@@ -145,28 +186,70 @@ async fn serve(
             Kind::Bytes => tracker.spawn(subscribe::<Bytes>(router, pattern)?),
         };
     }
-    println!("ready");
+    Ok(())
+}
 
+/// Waits for a signal (or end of input with `--stop-on-eof`) and names it.
+async fn stop_reason(args: &Args) -> anyhow::Result<String> {
     let eof = if args.stop_on_eof {
         Some(end_of_input())
     } else {
         None
     };
-    let reason = tokio::select! {
-        signal = signals::shutdown() => signal?.to_owned(),
+    tokio::select! {
+        signal = signals::shutdown() => Ok(signal?.to_owned()),
         () = async {
             match eof {
                 Some(eof) => { let _ = eof.await; }
                 None => std::future::pending().await,
             }
-        } => "end of input".to_owned(),
-    };
-    eprintln!("node: {reason}; stopping");
-    cancel.cancel();
-    tracker.close();
-    router.close().await;
-    tracker.wait().await;
-    Ok(())
+        } => Ok("end of input".to_owned()),
+    }
+}
+
+/// What the HTTP endpoints answer from: the node once its endpoints are attached.
+#[derive(Debug)]
+struct Served {
+    observed: OnceLock<Observed>,
+    required_peers: Vec<String>,
+}
+
+impl Served {
+    fn answer(&self, path: &str) -> Option<Body> {
+        let snapshot = || self.observed.get().map(Observed::snapshot);
+        let starting = || Body {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            content_type: "text/plain",
+            text: "starting: endpoints are not attached yet\n".to_owned(),
+        };
+        Some(match path {
+            "/healthz" => Body::ok("text/plain", "ok\n".to_owned()),
+            "/readyz" => {
+                let reasons = health::not_ready(snapshot().as_ref(), &self.required_peers);
+                if reasons.is_empty() {
+                    Body::ok("text/plain", "ready\n".to_owned())
+                } else {
+                    Body {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        content_type: "text/plain",
+                        text: format!("not ready\n{}\n", reasons.join("\n")),
+                    }
+                }
+            }
+            "/metrics" => match snapshot() {
+                Some(snapshot) => Body::ok(metrics::CONTENT_TYPE, metrics::render(&snapshot)),
+                None => starting(),
+            },
+            "/snapshot" => match snapshot() {
+                Some(snapshot) => Body::ok(
+                    "application/json",
+                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
+                ),
+                None => starting(),
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// Subscribes to `pattern` and returns the task printing its messages.

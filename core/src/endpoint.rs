@@ -328,6 +328,16 @@ pub enum EndpointError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener could not be bound or opened on an address.
+    #[error("endpoint {endpoint}: cannot listen on {address}: {reason}")]
+    Listen {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The address, as configured (`127.0.0.1:7000`, `unix:/run/dndm.sock`, a multiaddr).
+        address: String,
+        /// The operating system's (or transport's) cause, with its own causes.
+        reason: String,
+    },
     /// The endpoint's configuration is invalid.
     #[error("endpoint {endpoint}: {reason}")]
     Config {

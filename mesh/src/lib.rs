@@ -419,7 +419,11 @@ impl Endpoint for MeshEndpoint {
         for addr in &inner.config.listen {
             swarm
                 .listen_on(addr.clone())
-                .map_err(|e| config_error(format!("listen on {addr}: {e}")))?;
+                .map_err(|e| EndpointError::Listen {
+                    endpoint: inner.name.clone(),
+                    address: addr.to_string(),
+                    reason: with_causes(&e),
+                })?;
         }
         for addr in &inner.config.external {
             swarm.add_external_address(addr.clone());
@@ -609,4 +613,22 @@ impl MeshEndpoint {
         peers.sort_by_key(|p| p.peer);
         peers
     }
+}
+
+/// An error and its causes on one line: libp2p's transport errors show their cause only as a
+/// source (`TransportError::Other` displays nothing of its own).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !inner_text.is_empty() && !text.contains(&inner_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }

@@ -96,6 +96,11 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Consecutive failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Whether a call may start at `now`; moves `Open` to `HalfOpen` once the cool-down passed.
     pub fn allow(&mut self, now: Duration) -> bool {
         match self.state {

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::backoff::{AcceptAction, AcceptBackoff, Backoff, CircuitBreaker};
+use crate::backoff::{AcceptAction, AcceptBackoff, Backoff, BreakerState, CircuitBreaker};
 use crate::driver::{Command, link_task};
 use crate::link::{LocalSet, Secure};
 use crate::noise::{self, Channel, PREAMBLE_LEN, PreambleError, StaticKey};
@@ -190,6 +190,8 @@ pub(crate) struct Inner {
     /// Bumped whenever a link connects, fails, closes or goes away; see `link_changes`.
     pub(crate) link_state: watch::Sender<u64>,
     pub(crate) bound: Mutex<Vec<Target>>,
+    /// One entry per `config.dial` target, in order: its dial loop's circuit breaker.
+    pub(crate) dials: Mutex<Vec<DialStatus>>,
     pub(crate) stats: Mutex<RemoteStats>,
     /// Inbound handshakes in progress: `budget.handshakes` permits.
     pub(crate) handshakes: Arc<Semaphore>,
@@ -276,6 +278,15 @@ impl RemoteEndpoint {
         })?;
         let binding = noise::sign_binding(&keypair, &static_key.public());
         let handshakes = config.session.budget.handshakes.min(Semaphore::MAX_PERMITS);
+        let dials = config
+            .dial
+            .iter()
+            .map(|target| DialStatus {
+                target: target.clone(),
+                breaker: BreakerState::Closed,
+                failures: 0,
+            })
+            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
@@ -292,6 +303,7 @@ impl RemoteEndpoint {
                 active: Mutex::new(HashSet::new()),
                 commands: Mutex::new(HashMap::new()),
                 bound: Mutex::new(Vec::new()),
+                dials: Mutex::new(dials),
                 stats: Mutex::new(RemoteStats::default()),
                 handshakes: Arc::new(Semaphore::new(handshakes)),
                 handshakes_full: AtomicBool::new(false),
@@ -305,6 +317,12 @@ impl RemoteEndpoint {
     /// The addresses actually bound (a TCP port 0 resolved), after start.
     pub fn bound(&self) -> Vec<Target> {
         lock(&self.inner.bound).clone()
+    }
+
+    /// One entry per dial target (`RemoteConfig::dial`), in order: whether its circuit breaker
+    /// lets dials through, for readiness checks and operators.
+    pub fn dials(&self) -> Vec<DialStatus> {
+        lock(&self.inner.dials).clone()
     }
 
     /// One entry per peer link: connection state, last RTT and session counters.
@@ -436,18 +454,26 @@ impl Endpoint for RemoteEndpoint {
             endpoint: inner.name.clone(),
             source,
         };
+        let cannot_listen = |target: &Target, error: std::io::Error| EndpointError::Listen {
+            endpoint: inner.name.clone(),
+            address: target.to_string(),
+            reason: error.to_string(),
+        };
         // Bind everything first, so a failure leaves nothing running.
         let mut listeners = Vec::new();
         for target in &inner.config.listen {
             match target {
                 Target::Tcp(addr) => {
-                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| cannot_listen(target, e))?;
                     lock(&inner.bound).push(Target::Tcp(listener.local_addr().map_err(io)?));
                     listeners.push(Listener::Tcp(listener));
                 }
                 #[cfg(unix)]
                 Target::Unix(path) => {
-                    let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
+                    let listener = tokio::net::UnixListener::bind(path)
+                        .map_err(|e| cannot_listen(target, e))?;
                     lock(&inner.bound).push(target.clone());
                     listeners.push(Listener::Unix(listener));
                 }
@@ -476,7 +502,7 @@ impl Endpoint for RemoteEndpoint {
         for (i, target) in inner.config.dial.iter().enumerate() {
             inner
                 .tracker
-                .spawn(dial_loop(inner.clone(), target.clone(), i as u64));
+                .spawn(dial_loop(inner.clone(), target.clone(), i));
         }
         Ok(())
     }
@@ -523,6 +549,19 @@ impl Endpoint for RemoteEndpoint {
             }
         }
     }
+}
+
+/// A dial target and the state of its circuit breaker ([`RemoteEndpoint::dials`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DialStatus {
+    /// The target dialled.
+    pub target: Target,
+    /// Whether dials go through (`Closed`), wait out a cool-down (`Open`), or one trial is in
+    /// flight (`HalfOpen`). `Open`'s instant is relative to the dial loop's start.
+    pub breaker: BreakerState,
+    /// Consecutive failed dials (or links that failed before they worked); 0 after a success.
+    pub failures: u32,
 }
 
 /// A random session epoch; it only needs to differ between process starts (the clock stands

@@ -109,6 +109,9 @@ pub struct NodeSection {
     /// none: a fresh identity (and so a new PeerId) on every start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<PathBuf>,
+    /// PeerIds this node must have a session with to report ready (`GET /readyz`): e.g. the
+    /// gateway a robot reports to. Default none. Each must be a valid PeerId (`12D3KooW...`).
+    pub required_peers: Vec<String>,
 }
 
 /// The `[router]` section: in-process delivery.
@@ -161,12 +164,15 @@ pub enum ConfigError {
     #[error("{} (and {} more)", .0.first().map(ToString::to_string).unwrap_or_default(), .0.len().saturating_sub(1))]
     Multiple(Vec<ConfigError>),
     /// The TOML text is malformed or does not fit the schema (unknown key, wrong type).
-    #[error("cannot parse config{}{}: {}", origin(.path.as_deref()), at_line(.line), .source.message())]
+    #[error("cannot parse config{}{}: {}{}", origin(.path.as_deref()), at_line(.line), key_prefix(.key.as_deref()), .source.message())]
     Parse {
         /// The file the text came from, if any.
         path: Option<PathBuf>,
         /// The 1-based line of the problem, when known.
         line: Option<usize>,
+        /// The dotted key the problem is at (`mesh.max_peers`, `remote.acl[0].publish`), when
+        /// known: always for a wrong type, an unknown key or an unknown variant.
+        key: Option<String>,
         /// The cause (boxed: it is large).
         #[source]
         source: Box<toml::de::Error>,
@@ -278,11 +284,13 @@ impl Config {
         for (var, value) in vars {
             apply_env(&template, &mut table, var.as_ref(), value.as_ref())?;
         }
-        let config: Self = table.try_into().map_err(|source| ConfigError::Parse {
-            path: None,
-            line: None,
-            source: Box::new(source),
-        })?;
+        let config =
+            deserialize(toml::Value::Table(table)).map_err(|(key, source)| ConfigError::Parse {
+                path: None,
+                line: None,
+                key,
+                source: Box::new(source),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -330,6 +338,7 @@ impl Default for NodeSection {
         Self {
             name: "dndm".to_owned(),
             identity_file: None,
+            required_peers: Vec::new(),
         }
     }
 }
@@ -361,6 +370,12 @@ impl NodeSection {
         {
             problems.invalid("node.identity_file", "\"\"", "must not be empty when set");
         }
+        check_each::<PeerId>(
+            problems,
+            "node.required_peers",
+            &self.required_peers,
+            "a PeerId",
+        );
     }
 }
 
@@ -546,6 +561,11 @@ fn origin(path: Option<&Path>) -> String {
         .unwrap_or_default()
 }
 
+/// `"<key>: "` or nothing, for [`ConfigError::Parse`].
+fn key_prefix(key: Option<&str>) -> String {
+    key.map(|key| format!("{key}: ")).unwrap_or_default()
+}
+
 /// `" at line <n>"` or nothing, for [`ConfigError::Parse`].
 fn at_line(line: &Option<usize>) -> String {
     line.map(|line| format!(" at line {line}"))
@@ -554,20 +574,74 @@ fn at_line(line: &Option<usize>) -> String {
 
 /// Parses TOML text into a configuration without validating it.
 fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
-    toml::from_str(text).map_err(|source: toml::de::Error| {
-        let line = source.span().map(|span| {
-            let end = span.start.min(text.len());
-            text.as_bytes()[..end]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1
-        });
+    let parsed = toml::Deserializer::parse(text)
+        .map_err(|source| (None, source))
+        .and_then(deserialize);
+    parsed.map_err(|(key, source)| {
+        let at = source.span().map(|span| span.start.min(text.len()));
         ConfigError::Parse {
             path: path.map(Path::to_path_buf),
-            line,
+            line: at.map(|at| line_of(text, at)),
+            // A syntax error is found before any key is known: name the one written there.
+            key: key.or_else(|| at.and_then(|at| key_written_at(text, at))),
             source: Box::new(source),
         }
+    })
+}
+
+/// Deserializes a configuration from any TOML source (a file's text, or the table that
+/// environment overrides were merged into): the one path both take, so that every error names
+/// the dotted key it is at.
+fn deserialize<'de, D>(source: D) -> Result<Config, (Option<String>, D::Error)>
+where
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(source).map_err(|error| {
+        let path = error.path().to_string();
+        let error = error.into_inner();
+        // An unknown key is reported at its table; name the key itself.
+        let message = error.to_string();
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field.to_owned());
+        let key = match (path.as_str(), unknown) {
+            (".", None) => None,
+            (".", Some(field)) => Some(field),
+            (table, Some(field)) => Some(format!("{table}.{field}")),
+            (key, None) => Some(key.to_owned()),
+        };
+        (key, error)
+    })
+}
+
+/// The 1-based line of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key written on the line of byte `at` (`max_peers = ...` under `[mesh]` is
+/// `mesh.max_peers`), for errors found while reading the text, before keys are known.
+fn key_written_at(text: &str, at: usize) -> Option<String> {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or_default();
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..start].lines().rev().find_map(|line| {
+        let line = line.trim();
+        let header = line.strip_prefix("[[").and_then(|l| l.split_once("]]"));
+        let header = header.or_else(|| line.strip_prefix('[').and_then(|l| l.split_once(']')));
+        header.map(|(name, _)| name.trim().to_owned())
+    });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_owned(),
     })
 }
 
@@ -690,8 +764,9 @@ fn apply_env(
     }
     target.insert(key.clone(), value);
     // Check now, so a type error is reported against the variable that caused it.
-    if let Err(error) = table.clone().try_into::<Config>() {
-        return Err(env_error(format!("{dotted}: {}", error.message())));
+    if let Err((key, error)) = deserialize(toml::Value::Table(table.clone())) {
+        let key = key.unwrap_or(dotted);
+        return Err(env_error(format!("{key}: {}", error.message())));
     }
     Ok(())
 }

@@ -87,7 +87,16 @@ pub(super) fn start_handshake(inner: &Arc<Inner>, io: Box<dyn ByteStream>) {
     });
 }
 
-pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
+/// Shows dial target `index`'s breaker in `RemoteEndpoint::dials`.
+fn publish_breaker(inner: &Inner, index: usize, breaker: &CircuitBreaker) {
+    if let Some(status) = lock(&inner.dials).get_mut(index) {
+        status.breaker = breaker.state();
+        status.failures = breaker.failures();
+    }
+}
+
+pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, index: usize) {
+    let seed = index as u64;
     let mut backoff = Backoff::new(inner.config.backoff_initial, inner.config.backoff_max);
     let mut breaker = CircuitBreaker::new(
         inner.config.breaker_threshold,
@@ -100,7 +109,9 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
             return;
         }
         let now = origin.elapsed();
-        let failure = if breaker.allow(now) {
+        let allowed = breaker.allow(now);
+        publish_breaker(&inner, index, &breaker);
+        let failure = if allowed {
             match dial(&target).await {
                 Ok(io) => {
                     let (done_tx, done_rx) = oneshot::channel();
@@ -146,6 +157,7 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, seed: u64) {
         if failure {
             breaker.on_failure(origin.elapsed());
         }
+        publish_breaker(&inner, index, &breaker);
         random = random.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
         let delay = backoff.next_delay(random);
         #[allow(clippy::disallowed_methods)]
