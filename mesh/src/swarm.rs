@@ -33,7 +33,7 @@ use libp2p::{Multiaddr, Swarm, identify, ping};
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
-use crate::discovery::{Found, Mdns};
+use crate::discovery::{Found, Mdns, advertisable};
 
 mod admission;
 mod behaviour;
@@ -691,12 +691,16 @@ async fn next_found(mdns: Option<&Mdns>) -> Option<Found> {
     }
 }
 
-/// The TCP port of a listen address that other hosts can reach.
+/// The TCP port of a listen address that other hosts can reach: a plain `/ip4|ip6/…/tcp/…`
+/// address (not a relayed one, whose port is the relay's) that is [`advertisable`].
 fn tcp_port(addr: &Multiaddr) -> Option<u16> {
     let mut iter = addr.iter();
-    match (iter.next(), iter.next()) {
-        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
-        (Some(Protocol::Ip6(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
+    match (iter.next(), iter.next(), iter.next()) {
+        (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), Some(Protocol::Tcp(port)), None)
+            if advertisable(addr) =>
+        {
+            Some(port)
+        }
         _ => None,
     }
 }
