@@ -33,7 +33,7 @@ use libp2p::{Multiaddr, Swarm, identify, ping};
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
-use crate::discovery::{Found, Mdns};
+use crate::discovery::{Found, Mdns, advertisable};
 
 mod admission;
 mod behaviour;
@@ -164,7 +164,9 @@ pub(crate) struct Actor {
     since: HashMap<libp2p::PeerId, Instant>,
     ticks: u64,
     started: Instant,
-    random: u64,
+    /// Jitter for every redial and reservation retry (seeded once, from
+    /// `remote.jitter_seed` or the OS).
+    jitter: fastrand::Rng,
     /// Circuit listeners by relay (reservations, see `relaying.rs`).
     relay_listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
     reservation_backoff: HashMap<Multiaddr, Backoff>,
@@ -194,6 +196,7 @@ impl Actor {
         dials: HashMap<ConnectionId, Multiaddr>,
     ) -> Self {
         let local = *swarm.local_peer_id();
+        let jitter = inner.config.remote.jitter_rng();
         Self {
             inner,
             swarm,
@@ -221,8 +224,7 @@ impl Actor {
             peer_dials: HashSet::new(),
             ticks: 0,
             started: Instant::now(),
-            random: u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                ^ u64::from(local.to_bytes().last().copied().unwrap_or(0)),
+            jitter,
             relay_listeners: HashMap::new(),
             reservation_backoff: HashMap::new(),
             dial_fallback: HashMap::new(),
@@ -543,11 +545,7 @@ impl Actor {
         if self.inner.cancel.is_cancelled() {
             return;
         }
-        self.random = self
-            .random
-            .wrapping_add(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(17);
-        let random = self.random;
+        let random = self.jitter.u64(..);
         let config = &self.inner.config.remote;
         let Some(known) = self.known.get_mut(&peer) else {
             return;
@@ -565,16 +563,13 @@ impl Actor {
 
     /// After a configured dial's connection ended: dial the address again after a backoff.
     fn redial_address(&mut self, addr: Multiaddr) {
-        self.random = self
-            .random
-            .wrapping_add(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(17);
+        let random = self.jitter.u64(..);
         let config = &self.inner.config.remote;
         let delay = self
             .dial_backoffs
             .entry(addr.clone())
             .or_insert_with(|| Backoff::new(config.backoff_initial, config.backoff_max))
-            .next_delay(self.random);
+            .next_delay(random);
         self.later(delay, Command::Redial(addr));
     }
 
@@ -691,12 +686,16 @@ async fn next_found(mdns: Option<&Mdns>) -> Option<Found> {
     }
 }
 
-/// The TCP port of a listen address that other hosts can reach.
+/// The TCP port of a listen address that other hosts can reach: a plain `/ip4|ip6/…/tcp/…`
+/// address (not a relayed one, whose port is the relay's) that is [`advertisable`].
 fn tcp_port(addr: &Multiaddr) -> Option<u16> {
     let mut iter = addr.iter();
-    match (iter.next(), iter.next()) {
-        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
-        (Some(Protocol::Ip6(ip)), Some(Protocol::Tcp(port))) if !ip.is_loopback() => Some(port),
+    match (iter.next(), iter.next(), iter.next()) {
+        (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), Some(Protocol::Tcp(port)), None)
+            if advertisable(addr) =>
+        {
+            Some(port)
+        }
         _ => None,
     }
 }

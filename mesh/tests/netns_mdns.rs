@@ -1,6 +1,7 @@
 //! Three hosts in three network namespaces on one bridge (`tests/netns/testbed.sh`): mesh nodes
 //! started with no peer configuration find each other over mDNS, and a reliable route survives
-//! a partition. h1 publishes; h2 and h3 subscribe losslessly. While h1 streams, h3's cable is
+//! a partition. The DNS-SD record a node registers names no loopback address (read by a plain
+//! browser on another host). h1 publishes; h2 and h3 subscribe losslessly. While h1 streams, h3's cable is
 //! pulled; once h3's sessions are seen down it is plugged back, and both subscribers must have
 //! every message exactly once and in order.
 //!
@@ -22,8 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dndm_core::{Keypair, Message, Qos};
-use dndm_mesh::{MeshConfig, MeshEndpoint, Transport};
+use dndm_mesh::{MeshConfig, MeshEndpoint, Multiaddr, Transport};
 use dndm_router::{Overflow, PublishOptions, Router, SubscribeOptions};
+use libp2p::multiaddr::Protocol;
 use netns::{Host, InOrder, ROLE, Testbed, say};
 
 /// The route path of the stream.
@@ -111,9 +113,12 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
         host.send(&format!("expect {total}"));
         host.expect(&format!("done {total}"));
     }
-    // Close: h1's DNS-SD record is withdrawn (a goodbye), as a plain browser in h2 sees.
+    // h1's DNS-SD record as a plain browser in h2 reads it: for the LAN, so no loopback
+    // address anywhere in it. Then close: the record is withdrawn (a goodbye).
     h2.send(&format!("watch {h1_peer}"));
-    h2.expect(&format!("mdns-seen {h1_peer}"));
+    let seen = h2.expect(&format!("mdns-seen {h1_peer} "));
+    eprintln!("h1's record as h2 reads it: {seen}");
+    assert_lan_record(&seen);
     h1.quit();
     h2.expect(&format!("mdns-gone {h1_peer}"));
     for host in [&mut h2, &mut h3] {
@@ -124,6 +129,50 @@ fn three_namespaces_discover_over_mdns_and_resume_after_a_partition() {
         started.elapsed()
     );
     drop(testbed);
+}
+
+/// Checks a `mdns-seen <peer> ips=<A/AAAA> addrs=<TXT addrs>` report: the record names
+/// addresses, none of them loopback or unspecified, and the TXT `addrs` none link-local either.
+/// (A first resolution may carry only some of the A/AAAA records, so the two lists are not
+/// compared.)
+fn assert_lan_record(seen: &str) {
+    let field = |key: &str| -> Vec<String> {
+        let value = seen
+            .split(' ')
+            .find_map(|word| word.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {seen:?}"));
+        value
+            .split(',')
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let ips: Vec<std::net::IpAddr> = field("ips=").iter().map(|ip| ip.parse().unwrap()).collect();
+    assert!(!ips.is_empty(), "{seen}");
+    for ip in &ips {
+        assert!(
+            !ip.is_loopback() && !ip.is_unspecified(),
+            "A/AAAA {ip} in {seen}"
+        );
+    }
+    let addrs = field("addrs=");
+    assert!(!addrs.is_empty(), "{seen}");
+    for addr in &addrs {
+        let addr: Multiaddr = addr.parse().unwrap();
+        let ip = match addr.iter().next() {
+            Some(Protocol::Ip4(ip)) => std::net::IpAddr::from(ip),
+            Some(Protocol::Ip6(ip)) => std::net::IpAddr::from(ip),
+            other => panic!("TXT address {addr} starts with {other:?}"),
+        };
+        let link_local = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        assert!(
+            !ip.is_loopback() && !ip.is_unspecified() && !link_local,
+            "TXT address {addr} in {seen}"
+        );
+    }
 }
 
 /// One host's node (see the module docs for the lines it speaks).
@@ -315,9 +364,9 @@ async fn subscriber(
     }
 }
 
-/// Browses `_dndm._udp.local.` with a daemon of its own (as any DNS-SD browser would) and
-/// reports `mdns-seen <peer>` when `peer`'s record resolves, `mdns-gone <peer>` when it is
-/// withdrawn.
+/// Browses `_dndm._tcp.local.` with a daemon of its own (as any DNS-SD browser would) and
+/// reports `mdns-seen <peer> ips=<A/AAAA addresses> addrs=<TXT addrs>` when `peer`'s record
+/// resolves, `mdns-gone <peer>` when it is withdrawn.
 fn watch_mdns(peer: String) {
     let daemon = mdns_sd::ServiceDaemon::new().unwrap();
     let events = daemon.browse(dndm_mesh::SERVICE_TYPE).unwrap();
@@ -327,7 +376,17 @@ fn watch_mdns(peer: String) {
         while let Ok(event) = events.recv() {
             match event {
                 mdns_sd::ServiceEvent::ServiceResolved(service) if service.fullname == instance => {
-                    say(format!("mdns-seen {peer}"));
+                    let mut ips: Vec<String> = service
+                        .get_addresses()
+                        .iter()
+                        .map(|ip| ip.to_ip_addr().to_string())
+                        .collect();
+                    ips.sort();
+                    let addrs = service.get_property_val_str("addrs").unwrap_or_default();
+                    say(format!(
+                        "mdns-seen {peer} ips={} addrs={addrs}",
+                        ips.join(",")
+                    ));
                 }
                 mdns_sd::ServiceEvent::ServiceRemoved(_, name) if name == instance => {
                     say(format!("mdns-gone {peer}"));

@@ -499,10 +499,13 @@ impl Endpoint for RemoteEndpoint {
         for listener in listeners {
             inner.tracker.spawn(accept_loop(inner.clone(), listener));
         }
+        // One generator per endpoint; each dial loop draws from its own fork, so a target's
+        // delays depend only on the seed and its place in the list.
+        let mut jitter = inner.config.jitter_rng();
         for (i, target) in inner.config.dial.iter().enumerate() {
             inner
                 .tracker
-                .spawn(dial_loop(inner.clone(), target.clone(), i));
+                .spawn(dial_loop(inner.clone(), target.clone(), i, jitter.fork()));
         }
         Ok(())
     }
@@ -564,9 +567,14 @@ pub struct DialStatus {
     pub failures: u32,
 }
 
-/// A random session epoch; it only needs to differ between process starts (the clock stands
-/// in when the OS has no randomness to give).
+/// A random session epoch; it only needs to differ between process starts.
 fn new_epoch() -> u64 {
+    os_random()
+}
+
+/// A random `u64` from the OS (the clock and process id stand in when the OS has no
+/// randomness to give: what it seeds only needs to differ between processes).
+fn os_random() -> u64 {
     let mut seed = [0u8; 8];
     if getrandom::fill(&mut seed).is_err() {
         let clock = std::time::SystemTime::now()

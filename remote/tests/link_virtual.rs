@@ -1,5 +1,6 @@
 //! Links over in-memory streams in virtual time (`start_paused`): any byte stream carries a
-//! link, and redials follow the backoff schedule and the circuit breaker exactly.
+//! link, and redials follow the backoff schedule and the circuit breaker exactly, with delays
+//! that a jitter seed fixes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -86,6 +87,36 @@ async fn redials_follow_the_backoff_schedule_then_the_breaker() {
     assert_backoff_then_breaker(&mut attempts).await;
     assert_eq!(endpoint.stats().dial_failures, 6);
     router.close().await;
+}
+
+/// The gaps between the first `attempts` dials of an endpoint that redials a refusing target
+/// with [`redialing`]'s settings and `jitter_seed`.
+async fn redial_gaps(jitter_seed: u64, attempts: usize) -> Vec<Duration> {
+    let (tx, mut dials) = mpsc::channel(16);
+    let mut config = redialing(Arc::new(Refusing(tx)));
+    config.jitter_seed = Some(jitter_seed);
+    let router = Router::builder().build().unwrap();
+    let endpoint = RemoteEndpoint::new(Keypair::from_seed([1; 32]), config).unwrap();
+    router.attach(Arc::new(endpoint)).await.unwrap();
+    let mut times = Vec::new();
+    for _ in 0..attempts {
+        times.push(
+            tokio::time::timeout(GUARD, dials.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    router.close().await;
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jitter_seed_fixes_every_redial_delay() {
+    let seven = redial_gaps(7, 5).await;
+    assert_eq!(redial_gaps(7, 5).await, seven);
+    // Another seed draws other delays from the same ranges.
+    assert_ne!(redial_gaps(8, 5).await, seven);
 }
 
 /// Opens an in-memory pipe whose other end goes to `listener` as an accepted stream.

@@ -195,10 +195,7 @@ impl Actor {
         if self.inner.cancel.is_cancelled() {
             return;
         }
-        self.random = self
-            .random
-            .wrapping_add(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(17);
+        let random = self.jitter.u64(..);
         let config = &self.inner.config.remote;
         let delay = self
             .reservation_backoff
@@ -206,7 +203,7 @@ impl Actor {
             .or_insert_with(|| {
                 dndm_remote::backoff::Backoff::new(config.backoff_initial, config.backoff_max)
             })
-            .next_delay(self.random);
+            .next_delay(random);
         self.later(delay, Command::Reserve(relay));
     }
 }

@@ -116,6 +116,11 @@ pub struct RemoteConfig {
     /// then the message is dropped for that peer and reported. At most `session.send_queue`
     /// takes effect (what the session holds for one paused route). Default 8192.
     pub route_window: usize,
+    /// Seed of the generator that spreads redial delays over `[d/2, d]` (the jitter of the
+    /// backoff, [`RemoteConfig::jitter_rng`]). `None` (default) seeds it from the OS, so nodes
+    /// that lost their links together do not redial together; a fixed seed gives the same
+    /// delays on every run (tests).
+    pub jitter_seed: Option<u64>,
 }
 
 impl Default for RemoteConfig {
@@ -131,11 +136,19 @@ impl Default for RemoteConfig {
             breaker_cool_down: Duration::from_secs(30),
             peer_grace: Duration::from_secs(30),
             route_window: 8192,
+            jitter_seed: None,
         }
     }
 }
 
 impl RemoteConfig {
+    /// The generator for backoff jitter: seeded with [`RemoteConfig::jitter_seed`], or from
+    /// the OS when that is `None`. An endpoint makes one and draws every redial's jitter from
+    /// it (or from generators forked from it), so a fixed seed fixes every delay.
+    pub fn jitter_rng(&self) -> fastrand::Rng {
+        fastrand::Rng::with_seed(self.jitter_seed.unwrap_or_else(super::os_random))
+    }
+
     /// Checks every setting, the session's too ([`SessionConfig::validate`]); a config from a
     /// validated node file always passes. [`RemoteEndpoint::new`] calls it, so a config built
     /// in code is checked as one from a file is.

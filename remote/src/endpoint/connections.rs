@@ -95,15 +95,21 @@ fn publish_breaker(inner: &Inner, index: usize, breaker: &CircuitBreaker) {
     }
 }
 
-pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, index: usize) {
-    let seed = index as u64;
+/// Dials `target` (entry `index` of the dial list) until the endpoint closes: after each
+/// failure or lost link, waits out the backoff (jittered with `jitter`) unless the circuit
+/// breaker is open.
+pub(super) async fn dial_loop(
+    inner: Arc<Inner>,
+    target: Target,
+    index: usize,
+    mut jitter: fastrand::Rng,
+) {
     let mut backoff = Backoff::new(inner.config.backoff_initial, inner.config.backoff_max);
     let mut breaker = CircuitBreaker::new(
         inner.config.breaker_threshold,
         inner.config.breaker_cool_down,
     );
     let origin = tokio::time::Instant::now();
-    let mut random = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
     loop {
         if inner.cancel.is_cancelled() {
             return;
@@ -158,8 +164,7 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, target: Target, index: usize) {
             breaker.on_failure(origin.elapsed());
         }
         publish_breaker(&inner, index, &breaker);
-        random = random.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
-        let delay = backoff.next_delay(random);
+        let delay = backoff.next_delay(jitter.u64(..));
         #[allow(clippy::disallowed_methods)]
         // Backoff between dials: the one place a timer is the point.
         let wait = tokio::time::sleep(delay);
