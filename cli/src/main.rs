@@ -7,6 +7,7 @@
 //! - `dndm pub ROUTE` / `dndm sub PATTERN`: publish lines from stdin / print messages, using the
 //!   built-in `dndm.Text`, `dndm.Json` and `dndm.Bytes` types.
 //! - `dndm peers --node URL` / `dndm routes --node URL`: inspect a running node.
+//! - `dndm completions SHELL` / `dndm man [COMMAND]`: shell completions and manual pages.
 //!
 //! Errors print one line, `error: ...`, naming the cause, and exit with status 1 (2 for bad
 //! arguments; 3 when `dndm pub` could not confirm that every linked subscriber acknowledged
@@ -25,6 +26,7 @@ mod keygen;
 mod metrics;
 mod node;
 mod pubsub;
+mod shell;
 mod terminal;
 
 /// Typed, decentralized publish/subscribe.
@@ -54,6 +56,10 @@ enum Command {
     Routes(inspect::RoutesArgs),
     /// Measure throughput and round trip over in-process, remote and mesh links; print a table.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output.
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff) of dndm, or of one of its commands, on standard output.
+    Man(shell::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +99,8 @@ fn main() -> ExitCode {
             Command::Sub(args) => pubsub::run_sub(args).await,
             Command::Peers(args) => inspect::peers(args).await,
             Command::Routes(args) => inspect::routes(args).await,
+            Command::Completions(args) => shell::completions(&args),
+            Command::Man(args) => shell::man(&args),
         }
     });
     // Every command closes what it started; a thread blocked reading stdin must not hold the
