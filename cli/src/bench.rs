@@ -5,7 +5,12 @@
 //!
 //! Both ends share this process's two runtime workers, so these are the numbers of one host
 //! doing both sides; `cargo bench` runs the cross-process benchmarks (docs/benchmarks.md).
+//!
+//! Progress goes to standard error: on a terminal one line redrawn in place (case and share
+//! done), otherwise one line per case. `--svg DIR` also draws the results ([`chart`]).
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use dndm::mesh::{MeshConfig, MeshEndpoint, Transport};
 use dndm::remote::endpoint::{RemoteConfig, RemoteEndpoint, Target};
 use dndm::{Keypair, Overflow, PublishOptions, Qos, Router, SubscribeOptions};
 use serde::Serialize;
+
+mod chart;
 
 /// Payload sizes measured, and the share of `--messages` each sends.
 const SIZES: [(usize, u64); 3] = [(8, 1), (1024, 1), (64 * 1024, 16)];
@@ -37,6 +44,10 @@ pub(crate) struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write SVG charts into DIR (created if missing): throughput.svg (messages/s and MB/s
+    /// by payload size) and latency.svg (round-trip percentiles).
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
 }
 
 /// A kind of link between the two routers.
@@ -51,6 +62,17 @@ enum Link {
     Mesh,
 }
 
+impl Link {
+    /// The name `--links` takes and the JSON output shows.
+    fn label(self) -> &'static str {
+        match self {
+            Self::InProcess => "in-process",
+            Self::Remote => "remote",
+            Self::Mesh => "mesh",
+        }
+    }
+}
+
 /// One link's results.
 #[derive(Debug, Serialize)]
 struct Row {
@@ -58,7 +80,28 @@ struct Row {
     /// Per payload size: (bytes, messages/s, MB/s).
     throughput: Vec<(usize, f64, f64)>,
     rtt_p50_us: u64,
+    rtt_p90_us: u64,
     rtt_p99_us: u64,
+    rtt_p999_us: u64,
+    rtt_max_us: u64,
+    /// Every round trip in microseconds, ascending (for the latency chart).
+    #[serde(skip)]
+    rtts_us: Vec<u64>,
+}
+
+/// Progress of the run on a writer (standard error): on a terminal one line redrawn in place,
+/// showing the case and the share of it done; otherwise one line as each case starts.
+#[derive(Debug)]
+struct Progress<W> {
+    out: W,
+    terminal: bool,
+    /// Cases in the whole run, and the number of the current one (from 1).
+    cases: usize,
+    case: usize,
+    label: String,
+    /// Steps of the current case, and the percentage last drawn.
+    total: u64,
+    shown: Option<u64>,
 }
 
 /// Two routers joined by one kind of link (the same router twice for in-process).
@@ -135,12 +178,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.messages == 0 || args.round_trips == 0 {
         bail!("--messages and --round-trips must be at least 1");
     }
+    let mut progress = Progress::stderr(args.links.len() * (SIZES.len() + 1));
     let mut rows = Vec::new();
     for &link in &args.links {
         let pair = Pair::new(link).await?;
-        let result = measure(&pair, link, &args).await;
+        let result = measure(&pair, link, &args, &mut progress).await;
         pair.close().await;
         rows.push(result?);
+    }
+    progress.finish();
+    if let Some(dir) = &args.svg {
+        for path in chart::write(dir, &rows)? {
+            eprintln!("bench: wrote {}", path.display());
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -167,28 +217,57 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(pair: &Pair, link: Link, args: &Args) -> anyhow::Result<Row> {
+async fn measure(
+    pair: &Pair,
+    link: Link,
+    args: &Args,
+    progress: &mut Progress<impl Write>,
+) -> anyhow::Result<Row> {
     let mut throughput = Vec::new();
     for (case, &(size, share)) in SIZES.iter().enumerate() {
         let count = (args.messages / share).max(1);
-        progress(&format!("{link:?}: {size} B x {count}"));
-        let rate = transfer(pair, &format!("bench.t{case}"), size, count).await?;
+        progress.start(
+            format!("{}: {} x {count}", link.label(), size_label(size)),
+            count,
+        );
+        let rate = transfer(pair, &format!("bench.t{case}"), size, count, progress).await?;
         throughput.push((size, rate, rate * size as f64 / 1e6));
     }
-    progress(&format!("{link:?}: {} round trips", args.round_trips));
-    let (p50, p99) = round_trips(pair, args.round_trips).await?;
-    progress("");
+    progress.start(
+        format!("{}: {} round trips", link.label(), args.round_trips),
+        args.round_trips,
+    );
+    let rtts_us = round_trips(pair, args.round_trips, progress).await?;
+    let at = |q: f64| percentile(&rtts_us, q);
     Ok(Row {
         link,
         throughput,
-        rtt_p50_us: p50,
-        rtt_p99_us: p99,
+        rtt_p50_us: at(0.50),
+        rtt_p90_us: at(0.90),
+        rtt_p99_us: at(0.99),
+        rtt_p999_us: at(0.999),
+        rtt_max_us: at(1.0),
+        rtts_us,
     })
+}
+
+/// The `q` quantile (0 to 1) of ascending `sorted` samples, by nearest rank below; 0 when empty.
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0;
+    };
+    sorted[((last as f64 * q) as usize).min(last)]
 }
 
 /// Sends `count` messages of `size` bytes and returns messages/s, measured until the last one
 /// arrived. Fails if any message is missing, repeated or out of order.
-async fn transfer(pair: &Pair, path: &str, size: usize, count: u64) -> anyhow::Result<f64> {
+async fn transfer(
+    pair: &Pair,
+    path: &str,
+    size: usize,
+    count: u64,
+    progress: &mut Progress<impl Write>,
+) -> anyhow::Result<f64> {
     let lossless = SubscribeOptions::default()
         .capacity(4096)
         .overflow(Overflow::Block);
@@ -221,15 +300,20 @@ async fn transfer(pair: &Pair, path: &str, size: usize, count: u64) -> anyhow::R
         if seq != Some(expected) {
             bail!("message {expected} arrived as {seq:?}");
         }
+        progress.advance(expected + 1);
     }
     let elapsed = started.elapsed();
     drop(sender.await??);
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
-/// Ping-pong of 8-byte messages: the subscriber side echoes on a second route. Returns the
-/// p50 and p99 round trip in microseconds.
-async fn round_trips(pair: &Pair, count: u64) -> anyhow::Result<(u64, u64)> {
+/// Ping-pong of 8-byte messages: the subscriber side echoes on a second route. Returns every
+/// round trip in microseconds, ascending.
+async fn round_trips(
+    pair: &Pair,
+    count: u64,
+    progress: &mut Progress<impl Write>,
+) -> anyhow::Result<Vec<u64>> {
     let reliable = || PublishOptions::default().qos(Qos::reliable());
     let mut pings = pair.subscriber.subscribe::<Bytes>("bench.ping")?;
     let pong = pair
@@ -259,27 +343,91 @@ async fn round_trips(pair: &Pair, count: u64) -> anyhow::Result<(u64, u64)> {
             bail!("echo {seq} came back as {:?}", answer.data);
         }
         rtts.push(started.elapsed().as_micros() as u64);
+        progress.advance(seq + 1);
     }
     drop(ping);
     echo.abort();
     let _ = echo.await;
     rtts.sort_unstable();
-    let at = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
-    Ok((at(0.50), at(0.99)))
+    Ok(rtts)
 }
 
-/// A one-line progress indicator on stderr (cleared with an empty message).
-fn progress(message: &str) {
-    use std::io::{IsTerminal as _, Write as _};
-    let mut stderr = std::io::stderr();
-    if !stderr.is_terminal() {
-        if !message.is_empty() {
-            let _ = writeln!(stderr, "bench: {message}");
-        }
-        return;
+impl Progress<std::io::Stderr> {
+    /// Progress of a run of `cases` cases on standard error.
+    fn stderr(cases: usize) -> Self {
+        use std::io::IsTerminal as _;
+        let out = std::io::stderr();
+        let terminal = out.is_terminal();
+        Self::new(out, terminal, cases)
     }
-    let _ = write!(stderr, "\r\x1b[2Kbench: {message}");
-    let _ = stderr.flush();
+}
+
+impl<W: Write> Progress<W> {
+    fn new(out: W, terminal: bool, cases: usize) -> Self {
+        Self {
+            out,
+            terminal,
+            cases,
+            case: 0,
+            label: String::new(),
+            total: 0,
+            shown: None,
+        }
+    }
+
+    /// The next case begins: `label`, in `total` steps.
+    fn start(&mut self, label: String, total: u64) {
+        self.case += 1;
+        self.label = label;
+        self.total = total.max(1);
+        self.shown = None;
+        if self.terminal {
+            self.advance(0);
+        } else {
+            // Progress is a courtesy: a closed stderr must not stop the run.
+            let _ = writeln!(
+                self.out,
+                "bench [{}/{}] {}",
+                self.case, self.cases, self.label
+            );
+        }
+    }
+
+    /// `done` steps of the current case are done. Redraws the line (on a terminal only) when
+    /// the whole percentage changed, so at most 101 times per case.
+    fn advance(&mut self, done: u64) {
+        if !self.terminal {
+            return;
+        }
+        let percent = done.min(self.total) * 100 / self.total;
+        if self.shown == Some(percent) {
+            return;
+        }
+        self.shown = Some(percent);
+        let _ = write!(
+            self.out,
+            "\r\x1b[2Kbench [{}/{}] {} {percent:>3} %",
+            self.case, self.cases, self.label
+        );
+        let _ = self.out.flush();
+    }
+
+    /// The run is over: clears the line on a terminal.
+    fn finish(&mut self) {
+        if self.terminal {
+            let _ = write!(self.out, "\r\x1b[2K");
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// `8 B`, `1 KiB`, `64 KiB`.
+fn size_label(bytes: usize) -> String {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
 }
 
 /// `1.23M`, `456.7k` or `890`.
@@ -290,5 +438,62 @@ fn rate(value: f64) -> String {
         format!("{:.1}k", value / 1e3)
     } else {
         format!("{value:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_terminal_each_case_is_one_line() {
+        let mut progress = Progress::new(Vec::new(), false, 2);
+        progress.start("remote: 8 B x 10".to_owned(), 10);
+        for done in 1..=10 {
+            progress.advance(done);
+        }
+        progress.start("remote: 5 round trips".to_owned(), 5);
+        progress.finish();
+        let text = String::from_utf8(progress.out).unwrap();
+        assert_eq!(
+            text,
+            "bench [1/2] remote: 8 B x 10\nbench [2/2] remote: 5 round trips\n"
+        );
+    }
+
+    #[test]
+    fn on_a_terminal_one_line_is_redrawn_once_per_percent_and_cleared() {
+        let mut progress = Progress::new(Vec::new(), true, 1);
+        progress.start("mesh: 1 KiB x 1000".to_owned(), 1000);
+        for done in 1..=1000 {
+            progress.advance(done);
+        }
+        progress.finish();
+        let text = String::from_utf8(progress.out).unwrap();
+        assert!(!text.contains('\n'), "{text:?}");
+        let draws: Vec<&str> = text.split("\r\x1b[2K").filter(|d| !d.is_empty()).collect();
+        assert_eq!(draws.len(), 101, "0 % to 100 %: {draws:?}");
+        assert_eq!(draws[0], "bench [1/1] mesh: 1 KiB x 1000   0 %");
+        assert_eq!(draws[100], "bench [1/1] mesh: 1 KiB x 1000 100 %");
+        assert!(text.ends_with("\r\x1b[2K"), "cleared at the end: {text:?}");
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank_below() {
+        let samples: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&samples, 0.5), 500);
+        assert_eq!(percentile(&samples, 0.99), 990);
+        assert_eq!(percentile(&samples, 0.999), 999);
+        assert_eq!(percentile(&samples, 1.0), 1000);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn sizes_read_in_bytes_or_kibibytes() {
+        assert_eq!(size_label(8), "8 B");
+        assert_eq!(size_label(1024), "1 KiB");
+        assert_eq!(size_label(64 * 1024), "64 KiB");
+        assert_eq!(size_label(1500), "1500 B");
     }
 }

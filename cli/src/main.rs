@@ -8,6 +8,7 @@
 //!   built-in `dndm.Text`, `dndm.Json` and `dndm.Bytes` types.
 //! - `dndm peers --node URL` / `dndm routes --node URL`: inspect a running node.
 //! - `dndm status --node URL [--json]`: a node's summary and readiness, for people and probes.
+//! - `dndm completions SHELL` / `dndm man [COMMAND]`: shell completions and manual pages.
 //!
 //! Errors print one line, `error: ...`, naming the cause, and exit with status 1 (2 for bad
 //! arguments; 3 when `dndm pub` could not confirm that every linked subscriber acknowledged
@@ -28,6 +29,7 @@ mod metrics;
 mod node;
 mod pubsub;
 mod status;
+mod shell;
 mod terminal;
 
 /// Typed, decentralized publish/subscribe.
@@ -61,6 +63,10 @@ enum Command {
     Status(status::Args),
     /// Measure throughput and round trip over in-process, remote and mesh links; print a table.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output.
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff) of dndm, or of one of its commands, on standard output.
+    Man(shell::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
             Command::Peers(args) => inspect::peers(args).await,
             Command::Routes(args) => inspect::routes(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Completions(args) => shell::completions(&args),
+            Command::Man(args) => shell::man(&args),
         }
     });
     // Every command closes what it started; a thread blocked reading stdin must not hold the

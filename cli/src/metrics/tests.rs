@@ -471,3 +471,91 @@ async fn mesh_refusals_are_exported_by_reason() {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
 }
+
+/// The metric names (`..._total` for counters) of every family `render` registers.
+fn exported_families(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        })
+        .collect()
+}
+
+/// The `dndm_*` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("dndm_"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_has_a_panel_for_every_exported_family_and_no_other() {
+    let mut snapshot = snapshot_with_endpoint_counters().await;
+    // A family without samples is not exported: a local subscriber fills the queue families.
+    snapshot.interests.push(InterestView {
+        id: 2,
+        pattern: "dndm.Text@chat.*".to_owned(),
+        fingerprint: "f".to_owned(),
+        origin: "local".to_owned(),
+        publishers: 1,
+        queue: Some(QueueView {
+            len: 1,
+            capacity: 8,
+            overflow: "drop_oldest".to_owned(),
+            accepted: 3,
+            delivered: 2,
+            dropped_oldest: 0,
+            dropped_newest: 0,
+            decode_errors: 0,
+        }),
+    });
+    let families = exported_families(&render(&snapshot));
+    assert!(
+        families.len() >= 40,
+        "every family has samples: {families:?}"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/dndm.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut queried: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "duplicate panel id: {panel}"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap().to_owned();
+        for target in panel["targets"].as_array().unwrap() {
+            for name in metric_names(target["expr"].as_str().unwrap()) {
+                queried
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(title.clone());
+            }
+        }
+    }
+    let missing: Vec<&String> = families
+        .iter()
+        .filter(|f| !queried.contains_key(*f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "exported but without a panel in deploy/grafana/dndm.json: {missing:?}"
+    );
+    let unknown: Vec<&String> = queried.keys().filter(|q| !families.contains(q)).collect();
+    assert!(
+        unknown.is_empty(),
+        "deploy/grafana/dndm.json queries metrics the node does not export: {unknown:?}"
+    );
+    let shared: Vec<_> = queried
+        .iter()
+        .filter(|(_, titles)| titles.len() > 1)
+        .collect();
+    assert!(shared.is_empty(), "one panel per family: {shared:?}");
+}
