@@ -31,6 +31,7 @@
 //! | `dndm_budget_exceeded_total` | `endpoint`, `budget` | times a peer or a connection crossed a `[remote.budget]` budget; `budget` is its key (`routes`, `handshakes`...; every budget has a sample, 0 included) |
 //! | `dndm_remote_handshake_failures_total`, `..._link_failures_total`, `..._dial_failures_total`, `..._refused_routes_total` | | remote-link endpoint counters |
 //! | `dndm_mesh_refused_connections_total` | `reason` (`not_allowed`, `over_limit`) | incoming libp2p connections the mesh refused |
+//! | `dndm_remote_dial_breaker_open` | `target` | 1 while a remote-link dial target's circuit breaker is open |
 //! | `dndm_mesh_dials_not_allowed_total` | | mesh dials the allow-list refused |
 //! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
 
@@ -786,6 +787,18 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
             "dndm_remote_refused_routes",
             "Peer routes refused by the router (fingerprint mismatch)",
             remote.refused_routes,
+        );
+    }
+    if !snapshot.breakers.is_empty() {
+        let open = snapshot
+            .breakers
+            .iter()
+            .map(|b| (vec![("target", b.target.clone())], i64::from(b.open)))
+            .collect();
+        scrape.gauges(
+            "dndm_remote_dial_breaker_open",
+            "1 while the circuit breaker of a remote-link dial target is open (dials wait out a cool-down), else 0",
+            open,
         );
     }
     if let Some(mesh) = snapshot.mesh_connections {

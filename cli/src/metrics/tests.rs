@@ -512,9 +512,14 @@ async fn the_grafana_dashboard_has_a_panel_for_every_exported_family_and_no_othe
             decode_errors: 0,
         }),
     });
+    snapshot.breakers.push(BreakerView {
+        target: "tcp:10.0.0.1:7000".to_owned(),
+        open: true,
+        failures: 5,
+    });
     let families = exported_families(&render(&snapshot));
     assert!(
-        families.len() >= 40,
+        families.len() >= 41,
         "every family has samples: {families:?}"
     );
     let dashboard: serde_json::Value =
