@@ -28,8 +28,8 @@ mod keygen;
 mod metrics;
 mod node;
 mod pubsub;
-mod status;
 mod shell;
+mod status;
 mod terminal;
 
 /// Typed, decentralized publish/subscribe.

@@ -82,48 +82,10 @@ impl Default for MeshSection {
 
 impl MeshSection {
     pub(super) fn check(&self, problems: &mut Problems) {
-        for (index, address) in self.listen.iter().enumerate() {
-            if !address.starts_with('/') || address.len() < 2 {
-                problems.invalid(
-                    format!("mesh.listen[{index}]"),
-                    quoted(address),
-                    "must be a multiaddr such as /ip4/0.0.0.0/tcp/0",
-                );
-            }
-        }
-        for (index, address) in self.bootstrap.iter().enumerate() {
-            let has_peer = address
-                .split_once("/p2p/")
-                .is_some_and(|(_, peer)| !peer.is_empty());
-            if !address.starts_with('/') || !has_peer {
-                problems.invalid(
-                    format!("mesh.bootstrap[{index}]"),
-                    quoted(address),
-                    "must be a multiaddr ending in /p2p/<PeerId>",
-                );
-            }
-        }
-        for (index, address) in self.relays.iter().enumerate() {
-            let has_peer = address
-                .split_once("/p2p/")
-                .is_some_and(|(_, peer)| !peer.is_empty());
-            if !address.starts_with('/') || !has_peer {
-                problems.invalid(
-                    format!("mesh.relays[{index}]"),
-                    quoted(address),
-                    "must be a multiaddr ending in /p2p/<PeerId>",
-                );
-            }
-        }
-        for (index, address) in self.external.iter().enumerate() {
-            if !address.starts_with('/') || address.len() < 2 {
-                problems.invalid(
-                    format!("mesh.external[{index}]"),
-                    quoted(address),
-                    "must be a multiaddr such as /ip4/203.0.113.7/tcp/4001",
-                );
-            }
-        }
+        check_multiaddrs(problems, "mesh.listen", &self.listen, Ends::Anywhere);
+        check_multiaddrs(problems, "mesh.bootstrap", &self.bootstrap, Ends::AtPeer);
+        check_multiaddrs(problems, "mesh.relays", &self.relays, Ends::AtPeer);
+        check_multiaddrs(problems, "mesh.external", &self.external, Ends::Anywhere);
         problems.range(
             "mesh.relay_max_reservations",
             self.relay_max_reservations,
@@ -187,5 +149,33 @@ impl MeshSection {
                 format!("must be between 1 and mesh.max_peers ({})", self.max_peers),
             );
         }
+    }
+}
+
+/// Whether a multiaddr must name its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// Any multiaddr.
+    Anywhere,
+    /// A multiaddr ending in `/p2p/<PeerId>`.
+    AtPeer,
+}
+
+/// Checks that every entry of the list `field` parses as a multiaddr (ending in `/p2p/<PeerId>`
+/// when `ends` says so).
+fn check_multiaddrs(problems: &mut Problems, field: &str, entries: &[String], ends: Ends) {
+    for (index, entry) in entries.iter().enumerate() {
+        let reason = match entry.parse::<dndm::mesh::Multiaddr>() {
+            Err(error) => format!("must be a multiaddr such as /ip4/10.0.0.5/tcp/4001: {error}"),
+            // Printed in canonical form, the last component is `/p2p/<PeerId>` or not.
+            Ok(address)
+                if ends == Ends::AtPeer
+                    && address.to_string().rsplit('/').nth(1) != Some("p2p") =>
+            {
+                "must be a multiaddr ending in /p2p/<PeerId>".to_owned()
+            }
+            Ok(_) => continue,
+        };
+        problems.invalid(format!("{field}[{index}]"), quoted(entry), reason);
     }
 }

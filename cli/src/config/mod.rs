@@ -628,9 +628,18 @@ fn line_of(text: &str, at: usize) -> usize {
 /// `mesh.max_peers`), for errors found while reading the text, before keys are known.
 fn key_written_at(text: &str, at: usize) -> Option<String> {
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or_default();
+    let line = text[start..].lines().next().unwrap_or_default().trim();
+    if let Some(header) = line.strip_prefix('[') {
+        // A table header: `[remote` or a `[mesh]` defined twice names the table.
+        let name = header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or_default();
+        return Some(name.trim().to_owned()).filter(|name| !name.is_empty());
+    }
     let key = line.split_once('=')?.0.trim().trim_matches('"');
-    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+    if key.is_empty() || key.starts_with('#') {
         return None;
     }
     let table = text[..start].lines().rev().find_map(|line| {
