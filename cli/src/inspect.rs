@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use crate::http;
 use crate::metrics::NodeSnapshot;
 
-/// How often `dndm peers --wait-for` asks again.
-const POLL: Duration = Duration::from_millis(200);
+/// How often `dndm peers --wait-for` and `dndm status --wait-for` ask again.
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// Arguments of `dndm peers`.
 #[derive(Debug, clap::Args)]

@@ -2,6 +2,7 @@
 //! breakers, drops, readiness), or as JSON for scripts, with an exit status a probe can use.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::health;
 use crate::inspect;
@@ -23,6 +24,22 @@ pub(crate) struct Args {
     /// Print one JSON object (`ready`, `reasons`, `snapshot`) instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Ask again until the node is in this state (or --timeout passes), e.g. in a deploy script
+    /// that waits for a restarted node; the exit status tells the state it ended in.
+    #[arg(long, value_enum, value_name = "STATE")]
+    wait_for: Option<Readiness>,
+    /// Longest wait of --wait-for, in seconds.
+    #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
+    timeout: Duration,
+}
+
+/// A state `dndm status --wait-for` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Readiness {
+    /// `/readyz` answers 200.
+    Ready,
+    /// `/readyz` answers 503.
+    NotReady,
 }
 
 /// The node answered but is not ready; `main` exits with [`NOT_READY_EXIT`].
@@ -35,25 +52,21 @@ pub(crate) struct NotReady {
 
 /// Runs `dndm status`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let snapshot = inspect::fetch(&args.node).await?;
-    // The node's own `/readyz` knows its required peers; the snapshot alone does not.
-    let readyz = crate::http::fetch(&args.node, "/readyz").await?;
-    let reasons: Vec<String> = if readyz.status.is_success() {
-        Vec::new()
-    } else {
-        let reasons: Vec<String> = readyz
-            .text
-            .lines()
-            .skip(1)
-            .filter(|line| !line.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if reasons.is_empty() {
-            health::not_ready(Some(&snapshot), &[])
-        } else {
-            reasons
+    let mut answer = ask(&args.node).await;
+    if let Some(wanted) = args.wait_for {
+        let mut tick = tokio::time::interval(inspect::POLL);
+        let started = tokio::time::Instant::now();
+        // A node still starting may not answer yet: that is one more reason to ask again.
+        let arrived = |answer: &anyhow::Result<(NodeSnapshot, Vec<String>)>| match answer {
+            Ok((_, reasons)) => (reasons.is_empty()) == (wanted == Readiness::Ready),
+            Err(_) => false,
+        };
+        while !arrived(&answer) && started.elapsed() < args.timeout {
+            tick.tick().await;
+            answer = ask(&args.node).await;
         }
-    };
+    }
+    let (snapshot, reasons) = answer?;
     if args.json {
         let report = serde_json::json!({
             "ready": reasons.is_empty(),
@@ -73,6 +86,30 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         .into())
     }
+}
+
+/// The node's snapshot and why it is not ready (empty when it is).
+async fn ask(node: &str) -> anyhow::Result<(NodeSnapshot, Vec<String>)> {
+    let snapshot = inspect::fetch(node).await?;
+    // The node's own `/readyz` knows its required peers; the snapshot alone does not.
+    let readyz = crate::http::fetch(node, "/readyz").await?;
+    let reasons: Vec<String> = if readyz.status.is_success() {
+        Vec::new()
+    } else {
+        let reasons: Vec<String> = readyz
+            .text
+            .lines()
+            .skip(1)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if reasons.is_empty() {
+            health::not_ready(Some(&snapshot), &[])
+        } else {
+            reasons
+        }
+    };
+    Ok((snapshot, reasons))
 }
 
 /// The human summary of a snapshot and its readiness.
