@@ -37,6 +37,7 @@ mod identity;
 mod message;
 mod qos;
 mod route;
+pub mod schema;
 mod settings;
 
 pub use budget::{BudgetConfig, BudgetKind, InvalidSetting};
