@@ -1,8 +1,10 @@
 //! Conversions between the generated protobuf structs and the validated frame types, and the
 //! hand-written batch body encoder (the hot path: no intermediate protobuf structs).
 
+use std::sync::Arc;
+
 use bytes::{BufMut as _, Bytes};
-use dndm_core::{Fingerprint, Qos, Reliability};
+use dndm_core::{Fingerprint, Qos, Reliability, Schema};
 use prost::Message as _;
 
 use crate::error::DecodeError;
@@ -108,6 +110,7 @@ fn intent_to(i: &IntentDecl) -> proto::IntentDecl {
             DeclRoute::Hashed(h) => Route::Hashed(h.to_string()),
         }),
         fingerprint: i.fingerprint.to_bytes().to_vec(),
+        schema: i.schema.as_ref().map(|s| s.encode()).unwrap_or_default(),
         qos: Some(proto::Qos {
             reliability: match i.qos.reliability {
                 Reliability::BestEffort => proto::Reliability::BestEffort,
@@ -126,6 +129,7 @@ fn interest_to(i: &InterestDecl) -> proto::InterestDecl {
             DeclPattern::Hashed(h) => Pattern::Hashed(h.to_string()),
         }),
         fingerprint: i.fingerprint.to_bytes().to_vec(),
+        schema: i.schema.as_ref().map(|s| s.encode()).unwrap_or_default(),
     }
 }
 
@@ -309,6 +313,19 @@ fn fingerprint(bytes: &[u8], field: &'static str) -> Result<Fingerprint, DecodeE
     Ok(Fingerprint::from_bytes(raw))
 }
 
+/// A declared schema: none when empty, else one that decodes within its bounds.
+fn schema(bytes: &[u8], field: &'static str) -> Result<Option<Arc<Schema>>, DecodeError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    Schema::decode(bytes)
+        .map(|schema| Some(Arc::new(schema)))
+        .map_err(|error| DecodeError::Invalid {
+            field,
+            reason: error.to_string(),
+        })
+}
+
 const INTENT_ROUTE: (&str, &str) = ("intent.route", "intent route length");
 const INTEREST_PATTERN: (&str, &str) = ("interest.pattern", "interest pattern length");
 
@@ -341,6 +358,7 @@ fn intent_from(i: proto::IntentDecl, limits: &Limits) -> Result<IntentDecl, Deco
         route,
         fingerprint: fingerprint(&i.fingerprint, "intent.fingerprint")?,
         qos,
+        schema: schema(&i.schema, "intent.schema")?,
     })
 }
 
@@ -359,6 +377,7 @@ fn interest_from(i: proto::InterestDecl, limits: &Limits) -> Result<InterestDecl
         id: i.id,
         pattern,
         fingerprint: fingerprint(&i.fingerprint, "interest.fingerprint")?,
+        schema: schema(&i.schema, "interest.schema")?,
     })
 }
 

@@ -6,9 +6,10 @@
 //! [`HashedRoute`] values, so a frame that decodes holds only valid routes.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use dndm_core::{Fingerprint, HashedRoute, Qos, Route, RoutePattern};
+use dndm_core::{Fingerprint, HashedRoute, Qos, Route, RoutePattern, Schema};
 
 use crate::error::Violation;
 use crate::header::FrameKind;
@@ -66,6 +67,8 @@ pub struct IntentDecl {
     pub fingerprint: Fingerprint,
     /// Quality of service.
     pub qos: Qos,
+    /// The message type's wire schema, if the sender knows it.
+    pub schema: Option<Arc<Schema>>,
 }
 
 /// An interest (subscriber) declared to a peer.
@@ -78,6 +81,8 @@ pub struct InterestDecl {
     pub pattern: DeclPattern,
     /// Schema fingerprint of the message type.
     pub fingerprint: Fingerprint,
+    /// The message type's wire schema, if the sender knows it.
+    pub schema: Option<Arc<Schema>>,
 }
 
 /// The route of a declared intent.

@@ -135,6 +135,7 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
                 id: u32::MAX - i as u32,
                 route: DeclRoute::Plain(long_route(limits.max_route_len() as usize, i)),
                 fingerprint: fp,
+                schema: None,
                 qos: Qos::reliable(),
             })
             .collect(),
@@ -143,6 +144,7 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
                 id: u32::MAX - i as u32,
                 pattern: DeclPattern::Plain(long_route(1024, i).into()),
                 fingerprint: fp,
+                schema: None,
             })
             .collect(),
         capabilities: Capabilities {
@@ -226,6 +228,7 @@ fn maximal_advert_and_scalar_frames_round_trip_and_one_more_route_is_refused() {
                 id: u32::MAX - i as u32,
                 route: DeclRoute::Plain(long_route(limits.max_route_len() as usize, i)),
                 fingerprint: fp,
+                schema: None,
                 qos: Qos::reliable(),
             })
             .collect(),
@@ -235,6 +238,7 @@ fn maximal_advert_and_scalar_frames_round_trip_and_one_more_route_is_refused() {
                 id: u32::MAX - i as u32,
                 pattern: DeclPattern::Plain(long_route(limits.max_route_len() as usize, i).into()),
                 fingerprint: fp,
+                schema: None,
             })
             .collect(),
         interests_removed: (0..quarter as u32).map(|i| u32::MAX - i).collect(),

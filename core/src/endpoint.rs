@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::schema::{Schema, SchemaConflict};
 use crate::{Fingerprint, PeerId, Qos, Route, RoutePattern};
 
 /// An intent as announced to or by a peer.
@@ -27,6 +28,8 @@ pub struct IntentAd {
     pub route: Route,
     /// The schema fingerprint of the message type.
     pub fingerprint: Fingerprint,
+    /// The message type's wire schema, when known (peers of older versions send none).
+    pub schema: Option<Arc<Schema>>,
     /// The intent's quality of service.
     pub qos: Qos,
 }
@@ -38,6 +41,8 @@ pub struct InterestAd {
     pub pattern: RoutePattern,
     /// The schema fingerprint of the message type.
     pub fingerprint: Fingerprint,
+    /// The message type's wire schema, when known (peers of older versions send none).
+    pub schema: Option<Arc<Schema>>,
 }
 
 /// A request/response service as announced to or by a peer: requests of one type on `route`,
@@ -255,6 +260,15 @@ pub enum LinkError {
         intent: Fingerprint,
         /// The interest's fingerprint.
         interest: Fingerprint,
+    },
+    /// The two sides use the same type name with schemas that do not read each other: the
+    /// publisher's values of `conflict.field` would arrive garbled or not decode.
+    #[error("schema conflict on {type_name}: {conflict}")]
+    SchemaConflict {
+        /// The type name both sides use.
+        type_name: String,
+        /// The first field that conflicts, with both sides' kinds.
+        conflict: SchemaConflict,
     },
     /// Same type name and fingerprint, but different Rust types in one process: they cannot
     /// share messages without a copy, so they are not linked.

@@ -46,7 +46,8 @@ pub use endpoint::{
     PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError, Undelivered,
 };
 pub use identity::{IdentityError, Keypair, PeerId, PeerIdError, PublicKey};
-pub use message::{Fingerprint, Message};
+pub use message::{Fingerprint, Message, fingerprint_is_of_schema};
 pub use qos::{Qos, Reliability};
 pub use route::{DIGEST_LEN, HashedRoute, MAX_ROUTE_LEN, Route, RouteParseError, RoutePattern};
+pub use schema::{Compatibility, Schema, SchemaConflict};
 pub use settings::{DEFAULT_COMPRESSION_THRESHOLD, Overflow, Signing};

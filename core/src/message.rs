@@ -4,17 +4,22 @@
 //! The full name is the `TypeName` of its routes; the [`Fingerprint`] tells two schemas that
 //! share a name apart, so peers with incompatible definitions are refused instead of linked.
 
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use sha2::{Digest as _, Sha256};
+
+use crate::schema::Schema;
 
 /// Domain separator for fingerprints.
 const FINGERPRINT_DOMAIN: &[u8] = b"dndm-fingerprint-v1\0";
 
 /// A message type that dndm can route: a prost message with a protobuf full name.
 ///
-/// Implement it with one line; override [`Message::fingerprint`] when the schema changes
-/// incompatibly under the same name (bump a version string, or hash the file descriptor):
+/// Implement it with one line: the schema and its fingerprint are read from the prost type.
+/// Override [`Message::fingerprint`] to refuse every other version regardless of schema:
 ///
 /// ```
 /// #[derive(Clone, PartialEq, prost::Message)]
@@ -30,7 +35,11 @@ const FINGERPRINT_DOMAIN: &[u8] = b"dndm-fingerprint-v1\0";
 ///
 /// use dndm_core::Message as _;
 /// assert_eq!(Imu::type_name(), "example.Imu");
-/// assert_eq!(Imu::fingerprint(), dndm_core::Fingerprint::of_name("example.Imu"));
+/// assert_eq!(Imu::schema().fields()[0].number, 1);
+/// assert_eq!(
+///     Imu::fingerprint(),
+///     dndm_core::Fingerprint::of_schema("example.Imu", &Imu::schema().encode())
+/// );
 /// ```
 pub trait Message: prost::Message + prost::Name + Default + Send + Sync + 'static {
     /// The route type name: the protobuf full name (`package.Message`).
@@ -38,11 +47,56 @@ pub trait Message: prost::Message + prost::Name + Default + Send + Sync + 'stati
         Self::full_name()
     }
 
-    /// The schema fingerprint advertised with every intent and interest of this type.
-    /// The default hashes the full name only.
-    fn fingerprint() -> Fingerprint {
-        Fingerprint::of_name(&Self::full_name())
+    /// The type's wire schema, advertised with its intents and interests so that a peer with
+    /// another version of the type can tell whether the two read each other
+    /// ([`compatibility`](crate::schema::compatibility)). The default reads it from the type's
+    /// prost decoder, once per type ([`Schema::of`]).
+    fn schema() -> Arc<Schema> {
+        cached::<Self>().0
     }
+
+    /// The schema fingerprint advertised with every intent and interest of this type: equal
+    /// fingerprints link at once. The default hashes the full name and [`Message::schema`], so
+    /// two versions of a type differ and are then linked only if their schemas are
+    /// compatible. An override (e.g. `Fingerprint::of_schema(name, b"v2")`) makes the
+    /// fingerprint the only test: a peer whose fingerprint differs is refused, whatever its
+    /// schema.
+    fn fingerprint() -> Fingerprint {
+        cached::<Self>().1
+    }
+}
+
+/// Whether `fingerprint` is the default one of `type_name` with `schema` (not an override):
+/// only then may a differing peer be linked on its schema.
+pub fn fingerprint_is_of_schema(
+    type_name: &str,
+    fingerprint: Fingerprint,
+    schema: &Schema,
+) -> bool {
+    Fingerprint::of_schema(type_name, &schema.encode()) == fingerprint
+}
+
+/// The probed schema of `T` and its default fingerprint, computed once per type.
+fn cached<T: Message>() -> (Arc<Schema>, Fingerprint) {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, (Arc<Schema>, Fingerprint)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let known = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<T>())
+        .cloned();
+    if let Some(known) = known {
+        return known;
+    }
+    // Probed outside the lock: a nested type's probe may run meanwhile.
+    let schema = Arc::new(Schema::of::<T>());
+    let fingerprint = Fingerprint::of_schema(&T::full_name(), &schema.encode());
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(TypeId::of::<T>())
+        .or_insert((schema, fingerprint))
+        .clone()
 }
 
 /// A short hash of a message schema (8 bytes of SHA-256, shown as 16 hex digits).

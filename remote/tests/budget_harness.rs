@@ -110,6 +110,7 @@ fn pair_with(now: Instant, mut b: Link) -> (Link, Link) {
     publishes.intents.insert(IntentAd {
         route: route("test.Reading@robot.imu"),
         fingerprint: Fingerprint::of_name("test.Reading"),
+        schema: None,
         qos: Qos::reliable(),
     });
     a.handle_local(publishes, 0, now);
@@ -272,6 +273,7 @@ fn flood_hello(count: usize, offset: usize) -> Bytes {
             id: i as u32 + 1,
             route: DeclRoute::Plain(route(&format!("test.Reading@flood.r{}", offset + i))),
             fingerprint: Fingerprint::of_name("test.Reading"),
+            schema: None,
             qos: Qos::best_effort(),
         })
         .collect();
@@ -353,6 +355,7 @@ fn re_declared_ids_replace_their_route_and_leak_nothing() {
                         id: 7,
                         route: DeclRoute::Plain(route(&format!("test.Reading@loop.k{k}"))),
                         fingerprint: Fingerprint::of_name("test.Reading"),
+                        schema: None,
                         qos: Qos::best_effort(),
                     }],
                     ..Advert::default()
@@ -387,6 +390,7 @@ fn re_declared_ids_withdraw_the_route_they_named() {
                 id: 7,
                 route: DeclRoute::Plain(route(&format!("test.Reading@loop.k{k}"))),
                 fingerprint: Fingerprint::of_name("test.Reading"),
+                schema: None,
                 qos: Qos::best_effort(),
             }],
             ..Advert::default()

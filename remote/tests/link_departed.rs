@@ -389,6 +389,7 @@ async fn never_acking_peer(
         InterestAd {
             pattern: format!("test.Reading@{pattern}").parse().unwrap(),
             fingerprint: Reading::fingerprint(),
+            schema: None,
         },
         t(),
     );

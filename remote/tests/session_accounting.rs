@@ -45,6 +45,7 @@ fn publisher(epoch: u64) -> Session {
             IntentAd {
                 route,
                 fingerprint: fingerprint(),
+                schema: None,
                 qos,
             },
             now,
@@ -62,6 +63,7 @@ fn subscriber(epoch: u64) -> Session {
         InterestAd {
             pattern: RoutePattern::from(reliable()),
             fingerprint: fingerprint(),
+            schema: None,
         },
         std::time::Instant::now(),
     );
@@ -69,6 +71,7 @@ fn subscriber(epoch: u64) -> Session {
         InterestAd {
             pattern: "test.Reading@robot.gps".parse().unwrap(),
             fingerprint: fingerprint(),
+            schema: None,
         },
         std::time::Instant::now(),
     );

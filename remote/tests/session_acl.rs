@@ -42,6 +42,7 @@ fn intent(r: &str) -> IntentAd {
     IntentAd {
         route: route(r),
         fingerprint: fingerprint(),
+        schema: None,
         qos: Qos::reliable(),
     }
 }
@@ -50,6 +51,7 @@ fn interest(p: &str) -> InterestAd {
     InterestAd {
         pattern: pattern(p),
         fingerprint: fingerprint(),
+        schema: None,
     }
 }
 
@@ -306,6 +308,7 @@ fn a_denied_advert_after_the_hello_is_caught() {
             id: 40,
             route: DeclRoute::Plain(route("test.Reading@secret.x")),
             fingerprint: fingerprint(),
+            schema: None,
             qos: Qos::reliable(),
         }],
         ..Advert::default()
@@ -353,6 +356,7 @@ fn a_denied_advert_applies_none_of_its_declarations() {
             id: 50,
             route: DeclRoute::Plain(route("test.Reading@robot.gps")),
             fingerprint: fingerprint(),
+            schema: None,
             qos: Qos::reliable(),
         }],
         interests_added: vec![
@@ -360,11 +364,13 @@ fn a_denied_advert_applies_none_of_its_declarations() {
                 id: 51,
                 pattern: DeclPattern::Plain(pattern("test.Reading@robot.*")),
                 fingerprint: fingerprint(),
+                schema: None,
             },
             InterestDecl {
                 id: 52,
                 pattern: DeclPattern::Plain(pattern("test.Reading@*.*")),
                 fingerprint: fingerprint(),
+                schema: None,
             },
         ],
         ..Advert::default()

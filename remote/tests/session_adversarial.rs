@@ -47,6 +47,7 @@ fn publisher(seed: u8, epoch: u64, config: SessionConfig, now: Instant) -> Sessi
         IntentAd {
             route: route(),
             fingerprint: fingerprint(),
+            schema: None,
             qos: Qos::reliable(),
         },
         now,
@@ -61,6 +62,7 @@ fn subscriber(config: SessionConfig, now: Instant) -> Session {
         InterestAd {
             pattern: RoutePattern::from(route()),
             fingerprint: fingerprint(),
+            schema: None,
         },
         now,
     );

@@ -180,6 +180,7 @@ fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Sessi
         IntentAd {
             route: route.clone(),
             fingerprint,
+            schema: None,
             qos: Qos::reliable(),
         },
         now,
@@ -188,6 +189,7 @@ fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Sessi
         InterestAd {
             pattern: "test.Status@fleet.*".parse().unwrap(),
             fingerprint,
+            schema: None,
         },
         now,
     );

@@ -96,6 +96,7 @@ fn hello_exchanges_routes_and_messages_flow_in_order() {
     assert!(events.contains(&Event::PeerIntentAdded(IntentAd {
         route: route(),
         fingerprint: Fingerprint::of_name("test.Reading"),
+        schema: None,
         qos: Qos::reliable()
     })));
     let events = pair.events(Side::A);
@@ -196,6 +197,7 @@ fn reconnect_resyncs_routes_changed_while_down() {
         IntentAd {
             route: gps.clone(),
             fingerprint,
+            schema: None,
             qos: Qos::best_effort(),
         },
         now,
@@ -259,6 +261,7 @@ fn publisher(epoch: u64, qos: Qos, lossy: bool) -> Session {
         IntentAd {
             route: route(),
             fingerprint: Fingerprint::of_name("test.Reading"),
+            schema: None,
             qos,
         },
         std::time::Instant::now(),
@@ -273,6 +276,7 @@ fn subscriber(epoch: u64, lossy: bool) -> Session {
         InterestAd {
             pattern: RoutePattern::from(route()),
             fingerprint: Fingerprint::of_name("test.Reading"),
+            schema: None,
         },
         std::time::Instant::now(),
     );
@@ -579,6 +583,7 @@ fn close_from(closer: Side) {
         IntentAd {
             route: back.clone(),
             fingerprint,
+            schema: None,
             qos: Qos::reliable(),
         },
         now,
@@ -587,6 +592,7 @@ fn close_from(closer: Side) {
         InterestAd {
             pattern: RoutePattern::from(back.clone()),
             fingerprint,
+            schema: None,
         },
         now,
     );

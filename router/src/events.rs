@@ -1,6 +1,6 @@
 //! Link events: what handles learn about the other side of their links.
 
-use dndm_core::{LinkError, PeerId, Route, RoutePattern, Undelivered};
+use dndm_core::{Compatibility, LinkError, PeerId, Route, RoutePattern, Undelivered};
 use tokio::sync::broadcast;
 
 use crate::id::{HandleId, Origin};
@@ -24,6 +24,9 @@ pub enum LinkEvent {
         pattern: RoutePattern,
         /// Where the other side lives.
         origin: Origin,
+        /// Whether the two sides use one schema, or two that read each other (fields only one
+        /// side has are named).
+        compatibility: Compatibility,
     },
     /// A link was removed (the other side closed or went away).
     Unlinked {

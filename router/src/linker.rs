@@ -14,9 +14,10 @@ use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use dndm_core::schema::compatibility;
 use dndm_core::{
-    Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange, PayloadSink, PeerId, Qos,
-    Route, RoutePattern, Undelivered,
+    Compatibility, Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange,
+    PayloadSink, PeerId, Qos, Route, RoutePattern, Schema, Undelivered, fingerprint_is_of_schema,
 };
 
 use crate::delivery::{Inbox, PeerIntent};
@@ -126,6 +127,8 @@ pub(crate) enum InterestSide {
 pub(crate) struct IntentEntry {
     pub(crate) route: Route,
     pub(crate) fingerprint: Fingerprint,
+    /// The type's schema, kept only when `fingerprint` is its default one (not an override).
+    pub(crate) schema: Option<Arc<Schema>>,
     pub(crate) qos: Qos,
     pub(crate) origin: Origin,
     /// The Rust type, for local intents (same name + fingerprint but another type: refused).
@@ -137,6 +140,8 @@ pub(crate) struct IntentEntry {
 pub(crate) struct InterestEntry {
     pub(crate) pattern: RoutePattern,
     pub(crate) fingerprint: Fingerprint,
+    /// As [`IntentEntry::schema`].
+    pub(crate) schema: Option<Arc<Schema>>,
     pub(crate) origin: Origin,
     pub(crate) type_id: Option<TypeId>,
     pub(crate) side: InterestSide,
@@ -155,6 +160,7 @@ impl IntentEntry {
         Self {
             route,
             fingerprint,
+            schema: None,
             qos,
             origin,
             type_id,
@@ -175,12 +181,40 @@ impl InterestEntry {
         Self {
             pattern,
             fingerprint,
+            schema: None,
             origin,
             type_id,
             side,
             links: BTreeSet::new(),
         }
     }
+}
+
+impl IntentEntry {
+    /// Keeps `schema` if the fingerprint is the one it makes (see [`verified`]).
+    pub(crate) fn with_schema(mut self, schema: Option<Arc<Schema>>) -> Self {
+        self.schema = verified(self.route.type_name(), self.fingerprint, schema);
+        self
+    }
+}
+
+impl InterestEntry {
+    /// Keeps `schema` if the fingerprint is the one it makes (see [`verified`]).
+    pub(crate) fn with_schema(mut self, schema: Option<Arc<Schema>>) -> Self {
+        self.schema = verified(self.pattern.type_name(), self.fingerprint, schema);
+        self
+    }
+}
+
+/// `schema` when `fingerprint` is its default fingerprint: a declared schema that does not
+/// make the declared fingerprint (an overridden fingerprint, or a lie) is ignored, and the
+/// fingerprint alone decides.
+fn verified(
+    type_name: &str,
+    fingerprint: Fingerprint,
+    schema: Option<Arc<Schema>>,
+) -> Option<Arc<Schema>> {
+    schema.filter(|schema| fingerprint_is_of_schema(type_name, fingerprint, schema))
 }
 
 enum Entry {
@@ -271,6 +305,7 @@ impl Linker {
             let ad = IntentAd {
                 route: entry.route.clone(),
                 fingerprint: entry.fingerprint,
+                schema: entry.schema.clone(),
                 qos: entry.qos,
             };
             self.advertise_intent(ad, true, out);
@@ -289,6 +324,7 @@ impl Linker {
             let ad = InterestAd {
                 pattern: entry.pattern.clone(),
                 fingerprint: entry.fingerprint,
+                schema: entry.schema.clone(),
             };
             self.advertise_interest(ad, true, out);
         }
@@ -344,21 +380,34 @@ impl Linker {
         if intent.origin != Origin::Local && interest.origin != Origin::Local {
             return;
         }
-        let refusal = if intent.fingerprint != interest.fingerprint {
+        // Equal fingerprints link at once; differing ones by their schemas when both sides
+        // declared theirs, otherwise not.
+        let compatibility = if intent.fingerprint == interest.fingerprint {
+            Ok(Compatibility::Identical)
+        } else if let (Some(publisher), Some(subscriber)) = (&intent.schema, &interest.schema) {
+            compatibility(publisher, subscriber).map_err(|conflict| {
+                self.counters.schema_conflicts += 1;
+                LinkError::SchemaConflict {
+                    type_name: intent.route.type_name().to_owned(),
+                    conflict,
+                }
+            })
+        } else {
             self.counters.fingerprint_mismatches += 1;
-            Some(LinkError::FingerprintMismatch {
+            Err(LinkError::FingerprintMismatch {
                 type_name: intent.route.type_name().to_owned(),
                 intent: intent.fingerprint,
                 interest: interest.fingerprint,
             })
-        } else {
-            None
         };
-        if let Some(error) = refusal {
-            tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
-            self.refuse(intent_id, interest_id, error, out);
-            return;
-        }
+        let compatibility = match compatibility {
+            Ok(compatibility) => compatibility,
+            Err(error) => {
+                tracing::warn!(route = %intent.route, pattern = %interest.pattern, %error, "link refused");
+                self.refuse(intent_id, interest_id, error, out);
+                return;
+            }
+        };
         let link = match (&intent.side, &interest.side) {
             // Same type name and fingerprint but another Rust type: refused.
             (IntentSide::Local(slot), InterestSide::Local(queue))
@@ -396,6 +445,10 @@ impl Linker {
             return;
         };
         out.push(link);
+        if compatibility != Compatibility::Identical {
+            self.counters.compatible_links += 1;
+            tracing::info!(route = %intent.route, pattern = %interest.pattern, ?compatibility, "linked two versions of a type");
+        }
         let (route, pattern) = (intent.route.clone(), interest.pattern.clone());
         let (intent_origin, interest_origin) = (intent.origin, interest.origin);
         self.notify(
@@ -405,6 +458,7 @@ impl Linker {
                 route: route.clone(),
                 pattern: pattern.clone(),
                 origin: interest_origin,
+                compatibility: compatibility.clone(),
             },
             out,
         );
@@ -415,6 +469,7 @@ impl Linker {
                 route,
                 pattern,
                 origin: intent_origin,
+                compatibility,
             },
             out,
         );
@@ -512,6 +567,7 @@ impl Linker {
                 let ad = IntentAd {
                     route: e.route,
                     fingerprint: e.fingerprint,
+                    schema: e.schema,
                     qos: e.qos,
                 };
                 self.advertise_intent(ad, false, out);
@@ -520,6 +576,7 @@ impl Linker {
                 let ad = InterestAd {
                     pattern: e.pattern,
                     fingerprint: e.fingerprint,
+                    schema: e.schema,
                 };
                 self.advertise_interest(ad, false, out);
             }

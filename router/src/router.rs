@@ -269,7 +269,8 @@ impl Router {
                 Origin::Local,
                 Some(TypeId::of::<T>()),
                 IntentSide::Local(shared.clone()),
-            );
+            )
+            .with_schema(Some(T::schema()));
             linker.add_intent(id, entry, out);
             Ok(())
         })?;
@@ -325,7 +326,8 @@ impl Router {
                 Origin::Local,
                 Some(TypeId::of::<T>()),
                 InterestSide::Local(shared.clone()),
-            );
+            )
+            .with_schema(Some(T::schema()));
             linker.add_interest(id, entry, out);
             Ok(())
         })?;
@@ -488,7 +490,8 @@ impl RouterPort for Port {
                 Origin::Peer(*peer),
                 None,
                 IntentSide::Peer(fan_in.clone()),
-            );
+            )
+            .with_schema(ad.schema);
             linker.add_intent(id, entry, out);
             let sink: Arc<dyn PayloadSink> = fan_in;
             Ok(sink)
@@ -527,7 +530,8 @@ impl RouterPort for Port {
                 Origin::Peer(*peer),
                 None,
                 InterestSide::Peer(sink),
-            );
+            )
+            .with_schema(ad.schema);
             linker.add_interest(id, entry, out);
             Ok(())
         })

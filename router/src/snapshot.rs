@@ -105,8 +105,14 @@ pub struct LinkInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouterCounters {
-    /// Matches refused because the schema fingerprints differ.
+    /// Matches refused because the schema fingerprints differ and a side declared no schema
+    /// (or overrode its fingerprint).
     pub fingerprint_mismatches: u64,
+    /// Matches refused because the two schemas do not read each other
+    /// ([`LinkError::SchemaConflict`](dndm_core::LinkError::SchemaConflict)).
+    pub schema_conflicts: u64,
+    /// Links made between two different but compatible schemas of one type.
+    pub compatible_links: u64,
     /// Matches refused because one type name is bound to two Rust types.
     pub type_mismatches: u64,
 }

@@ -50,7 +50,14 @@ async fn same_name_other_fingerprint_is_refused_and_reported() {
             origin,
             ..
         } => {
-            assert_eq!(i, dndm_core::Fingerprint::of_name("test.Reading"));
+            // The default fingerprint: the name and the probed schema.
+            assert_eq!(
+                i,
+                dndm_core::Fingerprint::of_schema(
+                    "test.Reading",
+                    &<Reading as dndm_core::Message>::schema().encode()
+                )
+            );
             assert_eq!(
                 interest,
                 dndm_core::Fingerprint::of_schema("test.Reading", b"v2")

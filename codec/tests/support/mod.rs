@@ -56,17 +56,47 @@ pub fn intent() -> impl Strategy<Value = IntentDecl> {
         any::<bool>(),
         fingerprint(),
         qos(),
+        schema(),
     )
-        .prop_map(|(id, r, prefix, hashed, fingerprint, qos)| IntentDecl {
-            id,
-            route: if hashed {
-                DeclRoute::Hashed(r.hashed(prefix))
-            } else {
-                DeclRoute::Plain(r)
+        .prop_map(
+            |(id, r, prefix, hashed, fingerprint, qos, schema)| IntentDecl {
+                id,
+                route: if hashed {
+                    DeclRoute::Hashed(r.hashed(prefix))
+                } else {
+                    DeclRoute::Plain(r)
+                },
+                fingerprint,
+                qos,
+                schema,
             },
-            fingerprint,
-            qos,
+        )
+}
+
+/// No schema, or a small one (nested message included).
+pub fn schema() -> impl Strategy<Value = Option<std::sync::Arc<dndm_core::Schema>>> {
+    use dndm_core::schema::{Field, Kind};
+    (any::<bool>(), 1u32..2000, any::<bool>()).prop_map(|(some, number, repeated)| {
+        some.then(|| {
+            let inner = dndm_core::Schema::from_fields([Field {
+                number: 1,
+                kind: Kind::String,
+                repeated: false,
+            }]);
+            std::sync::Arc::new(dndm_core::Schema::from_fields([
+                Field {
+                    number,
+                    kind: Kind::Varint64,
+                    repeated,
+                },
+                Field {
+                    number: number + 1,
+                    kind: Kind::Message(Some(Box::new(inner))),
+                    repeated: false,
+                },
+            ]))
         })
+    })
 }
 
 pub fn interest() -> impl Strategy<Value = InterestDecl> {
@@ -77,11 +107,13 @@ pub fn interest() -> impl Strategy<Value = InterestDecl> {
             (route(), 0usize..3).prop_map(|(r, n)| DeclPattern::Hashed(r.hashed(n)))
         ],
         fingerprint(),
+        schema(),
     )
-        .prop_map(|(id, pattern, fingerprint)| InterestDecl {
+        .prop_map(|(id, pattern, fingerprint, schema)| InterestDecl {
             id,
             pattern,
             fingerprint,
+            schema,
         })
 }
 
@@ -224,17 +256,20 @@ pub fn samples() -> Vec<Frame> {
         id: 1,
         route: DeclRoute::Plain(r.clone()),
         fingerprint: fp,
+        schema: None,
         qos: Qos::reliable(),
     };
     let interest = InterestDecl {
         id: 2,
         pattern: DeclPattern::Plain("example.Imu@robot.*.imu".parse().expect("valid")),
         fingerprint: fp,
+        schema: None,
     };
     let hashed = IntentDecl {
         id: 3,
         route: DeclRoute::Hashed(r.hashed(1)),
         fingerprint: fp,
+        schema: None,
         qos: Qos::best_effort(),
     };
     vec![

@@ -35,12 +35,14 @@ fn pair(now: Instant) -> (Link, Link) {
     publishes.intents.insert(IntentAd {
         route: route(),
         fingerprint,
+        schema: None,
         qos: Qos::reliable(),
     });
     let mut subscribes = LocalSet::default();
     subscribes.interests.insert(InterestAd {
         pattern: RoutePattern::from(route()),
         fingerprint,
+        schema: None,
     });
     a.handle_local(publishes, 0, now);
     b.handle_local(subscribes, 0, now);

@@ -641,6 +641,7 @@ pub(super) fn intent_ad(decl: &IntentDecl) -> Option<IntentAd> {
         DeclRoute::Plain(route) => Some(IntentAd {
             route: route.clone(),
             fingerprint: decl.fingerprint,
+            schema: decl.schema.clone(),
             qos: decl.qos,
         }),
         DeclRoute::Hashed(_) => None,
@@ -652,6 +653,7 @@ pub(super) fn interest_ad(decl: &InterestDecl) -> Option<InterestAd> {
         DeclPattern::Plain(pattern) => Some(InterestAd {
             pattern: pattern.clone(),
             fingerprint: decl.fingerprint,
+            schema: decl.schema.clone(),
         }),
         DeclPattern::Hashed(_) => None,
     }

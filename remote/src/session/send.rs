@@ -533,6 +533,7 @@ pub(super) fn intent_decl(id: u32, ad: &IntentAd) -> IntentDecl {
         id,
         route: DeclRoute::Plain(ad.route.clone()),
         fingerprint: ad.fingerprint,
+        schema: ad.schema.clone(),
         qos: ad.qos,
     }
 }
@@ -542,6 +543,7 @@ pub(super) fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
         id,
         pattern: DeclPattern::Plain(ad.pattern.clone()),
         fingerprint: ad.fingerprint,
+        schema: ad.schema.clone(),
     }
 }
 
@@ -552,12 +554,14 @@ pub(super) fn service_decls(id: u32, ad: &ServiceAd) -> (IntentDecl, InterestDec
         id,
         route: DeclRoute::Plain(ad.response_route.clone()),
         fingerprint: ad.response_fingerprint,
+        schema: None,
         qos: Qos::reliable(),
     };
     let interest = InterestDecl {
         id,
         pattern: DeclPattern::Plain(RoutePattern::from(ad.route.clone())),
         fingerprint: ad.request_fingerprint,
+        schema: None,
     };
     (intent, interest)
 }

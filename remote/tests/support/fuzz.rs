@@ -300,6 +300,7 @@ fn intent_ad(i: usize, qos: Qos) -> IntentAd {
     let route = route(ROUTES[i]);
     IntentAd {
         fingerprint: Fingerprint::of_name(route.type_name()),
+        schema: None,
         route,
         qos,
     }
@@ -309,6 +310,7 @@ fn interest_ad(i: usize) -> InterestAd {
     let pattern: dndm_core::RoutePattern = PATTERNS[i].parse().unwrap();
     InterestAd {
         fingerprint: Fingerprint::of_name(pattern.type_name()),
+        schema: None,
         pattern,
     }
 }
@@ -696,6 +698,7 @@ impl World {
         IntentDecl {
             id,
             fingerprint: Self::fingerprint(input, route.type_name()),
+            schema: None,
             route: if input.below(6) == 0 {
                 DeclRoute::Hashed(route.hashed(1))
             } else {
@@ -716,6 +719,7 @@ impl World {
         InterestDecl {
             id,
             fingerprint: Self::fingerprint(input, pattern.type_name()),
+            schema: None,
             pattern: DeclPattern::Plain(pattern),
         }
     }
@@ -734,6 +738,7 @@ impl World {
                 id,
                 route: DeclRoute::Plain(route(response)),
                 fingerprint: Fingerprint::of_name("test.Resp"),
+                schema: None,
                 qos: Qos::reliable(),
             });
         }
@@ -747,6 +752,7 @@ impl World {
                 id,
                 pattern: DeclPattern::Plain(pattern.parse().unwrap()),
                 fingerprint: Fingerprint::of_name("test.Req"),
+                schema: None,
             });
         }
     }
