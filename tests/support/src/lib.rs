@@ -40,6 +40,103 @@ impl Message for ReadingV2 {
     }
 }
 
+/// Three versions of one protobuf message, `robot.Imu`: v2 adds `double temperature = 4`, v3
+/// retypes field 2 (`float ax` → `string ax`). `built` holds prost-build's output for
+/// `proto/v1..v3/imu.proto`; `derived` the same messages written by hand.
+pub mod imu {
+    /// prost-build output, each version with the one line a user writes.
+    pub mod built {
+        /// `proto/v1/imu.proto`.
+        #[allow(missing_docs, unreachable_pub, clippy::all)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/v1/robot.rs"));
+            impl dndm_core::Message for Imu {}
+        }
+        /// `proto/v2/imu.proto`.
+        #[allow(missing_docs, unreachable_pub, clippy::all)]
+        pub mod v2 {
+            include!(concat!(env!("OUT_DIR"), "/v2/robot.rs"));
+            impl dndm_core::Message for Imu {}
+        }
+        /// `proto/v3/imu.proto`.
+        #[allow(missing_docs, unreachable_pub, clippy::all)]
+        pub mod v3 {
+            include!(concat!(env!("OUT_DIR"), "/v3/robot.rs"));
+            impl dndm_core::Message for Imu {}
+        }
+    }
+
+    /// The same three versions, hand-derived.
+    pub mod derived {
+        /// Version 1.
+        pub mod v1 {
+            /// `robot.Imu` v1.
+            #[derive(Clone, PartialEq, prost::Message)]
+            pub struct Imu {
+                /// Sequence number.
+                #[prost(uint64, tag = "1")]
+                pub seq: u64,
+                /// Acceleration.
+                #[prost(float, tag = "2")]
+                pub ax: f32,
+                /// Frame name.
+                #[prost(string, tag = "3")]
+                pub frame: String,
+            }
+            impl prost::Name for Imu {
+                const NAME: &'static str = "Imu";
+                const PACKAGE: &'static str = "robot";
+            }
+            impl dndm_core::Message for Imu {}
+        }
+        /// Version 2: a field added.
+        pub mod v2 {
+            /// `robot.Imu` v2.
+            #[derive(Clone, PartialEq, prost::Message)]
+            pub struct Imu {
+                /// Sequence number.
+                #[prost(uint64, tag = "1")]
+                pub seq: u64,
+                /// Acceleration.
+                #[prost(float, tag = "2")]
+                pub ax: f32,
+                /// Frame name.
+                #[prost(string, tag = "3")]
+                pub frame: String,
+                /// Added in v2.
+                #[prost(double, tag = "4")]
+                pub temperature: f64,
+            }
+            impl prost::Name for Imu {
+                const NAME: &'static str = "Imu";
+                const PACKAGE: &'static str = "robot";
+            }
+            impl dndm_core::Message for Imu {}
+        }
+        /// Version 3: field 2 retyped.
+        pub mod v3 {
+            /// `robot.Imu` v3.
+            #[derive(Clone, PartialEq, prost::Message)]
+            pub struct Imu {
+                /// Sequence number.
+                #[prost(uint64, tag = "1")]
+                pub seq: u64,
+                /// Acceleration, now as text.
+                #[prost(string, tag = "2")]
+                pub ax: String,
+                /// Frame name.
+                #[prost(string, tag = "3")]
+                pub frame: String,
+            }
+            impl prost::Name for Imu {
+                const NAME: &'static str = "Imu";
+                const PACKAGE: &'static str = "robot";
+            }
+            impl dndm_core::Message for Imu {}
+        }
+    }
+}
+
 /// The deterministic keypair of test peer `seed`.
 pub fn keypair(seed: u8) -> Keypair {
     Keypair::from_seed([seed; 32])
