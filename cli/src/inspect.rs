@@ -275,8 +275,8 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "refused matches: {} fingerprint, {} type",
-        s.fingerprint_mismatches, s.type_mismatches
+        "refused matches: {} fingerprint, {} schema, {} type; {} compatible links",
+        s.fingerprint_mismatches, s.schema_conflicts, s.type_mismatches, s.compatible_links
     );
     if let Some(r) = &s.remote {
         let _ = writeln!(

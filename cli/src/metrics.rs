@@ -33,7 +33,8 @@
 //! | `dndm_mesh_refused_connections_total` | `reason` (`not_allowed`, `over_limit`) | incoming libp2p connections the mesh refused |
 //! | `dndm_remote_dial_breaker_open` | `target` | 1 while a remote-link dial target's circuit breaker is open |
 //! | `dndm_mesh_dials_not_allowed_total` | | mesh dials the allow-list refused |
-//! | `dndm_fingerprint_mismatches_total`, `dndm_type_mismatches_total` | | refused matches |
+//! | `dndm_fingerprint_mismatches_total`, `dndm_schema_conflicts_total`, `dndm_type_mismatches_total` | | refused matches |
+//! | `dndm_compatible_links_total` | | links made between two different but compatible schemas of one type |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -135,6 +136,12 @@ pub(crate) struct NodeSnapshot {
     pub(crate) peers: Vec<PeerView>,
     pub(crate) fingerprint_mismatches: u64,
     pub(crate) type_mismatches: u64,
+    /// Matches refused because the schemas conflict. Missing (0) in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) schema_conflicts: u64,
+    /// Links made between two compatible versions of a type. Missing (0) in older snapshots.
+    #[serde(default)]
+    pub(crate) compatible_links: u64,
     /// Counters of the remote-link endpoint, when one is attached.
     pub(crate) remote: Option<RemoteStatsView>,
     /// Session counters of the mesh endpoint, if any.
@@ -409,6 +416,8 @@ impl NodeSnapshot {
                 .collect(),
             fingerprint_mismatches: snapshot.counters.fingerprint_mismatches,
             type_mismatches: snapshot.counters.type_mismatches,
+            schema_conflicts: snapshot.counters.schema_conflicts,
+            compatible_links: snapshot.counters.compatible_links,
             remote,
             mesh: None,
             reachability: None,
@@ -821,6 +830,16 @@ pub(crate) fn render(snapshot: &NodeSnapshot) -> String {
         "dndm_fingerprint_mismatches",
         "Matches refused because schema fingerprints differ",
         snapshot.fingerprint_mismatches,
+    );
+    scrape.counter(
+        "dndm_schema_conflicts",
+        "Matches refused because two schemas of one type name do not read each other",
+        snapshot.schema_conflicts,
+    );
+    scrape.counter(
+        "dndm_compatible_links",
+        "Links made between two different but compatible schemas of one type name",
+        snapshot.compatible_links,
     );
     scrape.counter(
         "dndm_type_mismatches",
