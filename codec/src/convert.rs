@@ -10,7 +10,7 @@ use prost::Message as _;
 use crate::error::DecodeError;
 use crate::frame::{
     Ack, Advert, BatchMessage, Capabilities, Close, CloseCode, Correlation, DeclPattern, DeclRoute,
-    Frame, Hello, IntentDecl, InterestDecl, Ping, Pong, ResponseError, ResumeState,
+    Frame, Hello, IntentDecl, InterestDecl, Ping, Pong, ResponseError, ResumeState, RouteFeedback,
 };
 use crate::header::FrameKind;
 use crate::limits::{LimitKind, Limits};
@@ -91,6 +91,17 @@ pub(crate) fn to_body(frame: &Frame) -> Result<Body, &crate::frame::Batch> {
             interests_removed: a.interests_removed.clone(),
             paused: a.paused.clone(),
             resumed: a.resumed.clone(),
+            feedback: a
+                .feedback
+                .iter()
+                .map(|f| proto::RouteFeedback {
+                    id: f.id,
+                    dropped_oldest: f.dropped_oldest,
+                    dropped_newest: f.dropped_newest,
+                    lag: f.lag,
+                    capacity: f.capacity,
+                })
+                .collect(),
         }),
         Frame::Ping(p) => Body::Ping(proto::Ping { nonce: p.nonce }),
         Frame::Pong(p) => Body::Pong(proto::Pong { nonce: p.nonce }),
@@ -215,7 +226,7 @@ fn precount_hello(body: &[u8], limits: &Limits) -> Result<(), DecodeError> {
 fn precount_advert(body: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     let mut routes = 0usize;
     wire::for_each_field(body, |tag, value| match tag {
-        1 | 3 => routes += 1,
+        1 | 3 | 7 => routes += 1,
         2 | 4 | 5 | 6 => routes += wire::scalar_entries(value),
         _ => {}
     })
@@ -286,6 +297,17 @@ fn advert_from(a: proto::Advert, limits: &Limits) -> Result<Frame, DecodeError> 
         interests_removed: a.interests_removed,
         paused: a.paused,
         resumed: a.resumed,
+        feedback: a
+            .feedback
+            .into_iter()
+            .map(|f| RouteFeedback {
+                id: f.id,
+                dropped_oldest: f.dropped_oldest,
+                dropped_newest: f.dropped_newest,
+                lag: f.lag,
+                capacity: f.capacity,
+            })
+            .collect(),
     }))
 }
 

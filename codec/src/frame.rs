@@ -229,6 +229,24 @@ pub struct Advert {
     pub paused: Vec<u32>,
     /// Ids of the receiver's intents that the sender can take again.
     pub resumed: Vec<u32>,
+    /// What the sender's subscribers made of the receiver's intents' messages.
+    pub feedback: Vec<RouteFeedback>,
+}
+
+/// What a node's subscribers made of one of the receiver's intents: cumulative drops since the
+/// route was declared to the session, and the fullest subscriber's queue now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RouteFeedback {
+    /// The receiver's intent id.
+    pub id: u32,
+    /// Messages `DropOldest` subscribers evicted older ones for.
+    pub dropped_oldest: u64,
+    /// Messages `DropNewest` subscribers discarded.
+    pub dropped_newest: u64,
+    /// Messages waiting in the fullest subscriber's queue.
+    pub lag: u64,
+    /// That queue's capacity.
+    pub capacity: u64,
 }
 
 /// Liveness probe; the peer answers with a [`Pong`] carrying the same nonce.
@@ -418,7 +436,8 @@ impl Advert {
                 + self.interests_added.len()
                 + self.interests_removed.len()
                 + self.paused.len()
-                + self.resumed.len(),
+                + self.resumed.len()
+                + self.feedback.len(),
         )?;
         decls(limits, &self.intents_added, &self.interests_added)
     }

@@ -91,6 +91,7 @@ pub use error::{DecodeError, DictionaryError, EncodeError, SignatureError};
 pub use frame::{
     Ack, Advert, Batch, BatchMessage, Capabilities, Close, CloseCode, Correlation, DeclPattern,
     DeclRoute, Frame, Hello, IntentDecl, InterestDecl, Ping, Pong, ResponseError, ResumeState,
+    RouteFeedback,
 };
 pub use header::{FrameHeader, FrameKind, HEADER_LEN, MAGIC, PROTOCOL_VERSION, split_frame};
 pub use limits::{

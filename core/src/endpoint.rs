@@ -199,6 +199,28 @@ pub trait PayloadSink: Send + Sync + fmt::Debug {
     /// # Cancel safety
     /// Cancel safe.
     async fn ready(&self) {}
+
+    /// What the receivers made of the messages so far: drops since the sink was made, and the
+    /// fullest receiver's lag. The endpoint carries it back to the publisher's node
+    /// ([`RouterPort::report_feedback`]). Default: nothing dropped, no lag.
+    fn feedback(&self) -> SubscriberFeedback {
+        SubscriberFeedback::default()
+    }
+}
+
+/// What a peer's subscribers made of one route's messages: carried from the subscribing node
+/// back to the publishing one ([`PayloadSink::feedback`], [`RouterPort::report_feedback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SubscriberFeedback {
+    /// Messages a `DropOldest` subscriber evicted to make room (cumulative at the sink; the
+    /// increase since the last report in [`RouterPort::report_feedback`]).
+    pub dropped_oldest: u64,
+    /// Messages a `DropNewest` subscriber discarded because it was full (as above).
+    pub dropped_newest: u64,
+    /// Messages waiting in the fullest subscriber's queue.
+    pub lag: u64,
+    /// That queue's capacity.
+    pub capacity: u64,
 }
 
 /// Why messages that a publisher handed to the router did not reach a subscriber. Reported on
@@ -327,6 +349,13 @@ pub trait RouterPort: Send + Sync + fmt::Debug {
     /// `count` messages of local intents on `route`, accepted for `peer`, will never reach it
     /// (`reason`). The router reports them on those intents (an event and a counter).
     fn report_undelivered(&self, peer: &PeerId, route: &Route, count: u64, reason: Undelivered);
+
+    /// What `peer`'s subscribers made of the messages of local intents on `route`: drops since
+    /// the last report and the current lag. The router tells the intents (events
+    /// `Dropped` and `SlowConsumer`). Default: ignored.
+    fn report_feedback(&self, peer: &PeerId, route: &Route, feedback: SubscriberFeedback) {
+        let _ = (peer, route, feedback);
+    }
 }
 
 /// Why an endpoint failed to start.

@@ -43,7 +43,8 @@ mod settings;
 pub use budget::{BudgetConfig, BudgetKind, InvalidSetting};
 pub use endpoint::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
-    PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError, Undelivered,
+    PayloadSink, PeerInfo, RequestSink, RouterPort, ServiceAd, SinkError, SubscriberFeedback,
+    Undelivered,
 };
 pub use identity::{IdentityError, Keypair, PeerId, PeerIdError, PublicKey};
 pub use message::{Fingerprint, Message, fingerprint_is_of_schema};

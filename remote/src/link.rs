@@ -41,7 +41,7 @@ use dndm_codec::{
     CloseCode, Correlation, FrameHeader, Limits, ResponseError, SessionId, declared_len,
     split_frame,
 };
-use dndm_core::{IntentAd, InterestAd, PeerId, Route, ServiceAd};
+use dndm_core::{IntentAd, InterestAd, PeerId, Route, ServiceAd, SubscriberFeedback};
 
 use crate::noise::{self, Channel};
 use crate::session::{Binding, Connection, Event as SessionEvent, LinkFailure, Session};
@@ -426,6 +426,12 @@ impl Link {
         } else if self.paused.remove(route) {
             self.session.resume_peer_route(route, now);
         }
+    }
+
+    /// What our subscribers made of the peer's `route` so far: goes back to the peer when it
+    /// changed, at most every [`FEEDBACK_INTERVAL`](crate::session::FEEDBACK_INTERVAL).
+    pub fn handle_feedback(&mut self, route: &Route, feedback: SubscriberFeedback, now: Instant) {
+        self.session.report_feedback(route, feedback, now);
     }
 
     /// Closes the session in order (the peer learns the reason); it will not resume.

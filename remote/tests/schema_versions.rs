@@ -6,36 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use dndm_core::schema::FieldPath;
-use dndm_core::{Compatibility, Keypair, LinkError, Message};
-use dndm_remote::endpoint::{RemoteConfig, RemoteEndpoint};
-use dndm_router::{LinkEvent, LinkEvents, Router, SendErrorKind, TryRecvError};
+use dndm_core::{Compatibility, LinkError, Message};
+use dndm_router::{LinkEvent, LinkEvents, SendErrorKind, TryRecvError};
+use support::linked_pair as pair;
 
 const GUARD: Duration = Duration::from_secs(60);
 
-/// Two routers, each with a remote endpoint, linked over an in-memory stream.
-async fn pair() -> (Router, Router) {
-    let (ka, kb) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
-    let (ida, idb) = (ka.peer_id(), kb.peer_id());
-    let node = |name: &str, keypair: Keypair| {
-        let router = Router::builder().name(name).build().unwrap();
-        let endpoint = RemoteEndpoint::new(keypair, RemoteConfig::default()).unwrap();
-        (router, endpoint)
-    };
-    let (a, ea) = node("a", ka);
-    let (b, eb) = node("b", kb);
-    a.attach(Arc::new(ea.clone())).await.unwrap();
-    b.attach(Arc::new(eb.clone())).await.unwrap();
-    let (one, other) = tokio::io::duplex(64 * 1024);
-    ea.adopt_authenticated(idb, Box::new(one), true);
-    eb.adopt_authenticated(ida, Box::new(other), false);
-    (a, b)
-}
-
-/// The next event that is not about another handle coming or going.
+/// The next event of a handle.
 async fn next_link_event(events: &mut LinkEvents) -> LinkEvent {
     tokio::time::timeout(GUARD, events.recv())
         .await

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dndm_core::{Message, PayloadSink, Route, SinkError};
+use dndm_core::{Message, PayloadSink, Route, SinkError, SubscriberFeedback};
 
 use crate::id::HandleId;
 use crate::queue::{Push, Queue};
@@ -39,9 +39,12 @@ pub(crate) trait Inbox: Send + Sync + std::fmt::Debug {
     fn decode(&self, payload: &Bytes) -> Result<Item, SinkError>;
     /// Counts a payload that did not decode (a message this interest lost).
     fn count_decode_error(&self);
-    /// Offers a decoded item of the queue's type without waiting: [`SinkError::Full`] from a
-    /// full `Block` queue, [`SinkError::Closed`] from a closed one.
-    fn offer(&self, item: &Item) -> Result<(), SinkError>;
+    /// Offers a decoded item of the queue's type without waiting: what became of it (queued,
+    /// or queued by evicting the oldest, or discarded as the newest), [`SinkError::Full`] from
+    /// a full `Block` queue, [`SinkError::Closed`] from a closed one.
+    fn offer(&self, item: &Item) -> Result<Offered, SinkError>;
+    /// Messages waiting, and the capacity.
+    fn depth(&self) -> (usize, usize);
     /// Whether an offer would be refused for want of room (so the caller need not decode).
     fn refuses(&self) -> bool;
     /// A `Block` queue three quarters full.
@@ -70,7 +73,7 @@ impl<T: Message> Inbox for Queue<T> {
         Queue::count_decode_error(self);
     }
 
-    fn offer(&self, item: &Item) -> Result<(), SinkError> {
+    fn offer(&self, item: &Item) -> Result<Offered, SinkError> {
         // Decoded for this queue's type (`item_type`), so the downcast holds.
         let Ok(item) = item.clone().downcast::<T>() else {
             return Err(SinkError::Closed);
@@ -78,8 +81,14 @@ impl<T: Message> Inbox for Queue<T> {
         match self.try_push(item) {
             Push::Closed => Err(SinkError::Closed),
             Push::Full(_) => Err(SinkError::Full),
-            _ => Ok(()),
+            Push::Queued => Ok(Offered::Queued),
+            Push::EvictedOldest => Ok(Offered::EvictedOldest),
+            Push::DroppedNewest => Ok(Offered::DroppedNewest),
         }
+    }
+
+    fn depth(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
     }
 
     fn refuses(&self) -> bool {
@@ -93,6 +102,17 @@ impl<T: Message> Inbox for Queue<T> {
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(Queue::ready(self))
     }
+}
+
+/// What became of an item offered to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Queued.
+    Queued,
+    /// Queued after evicting the oldest (`DropOldest`).
+    EvictedOldest,
+    /// Discarded: the queue was full (`DropNewest`).
+    DroppedNewest,
 }
 
 /// The payload decoded for each Rust type met so far (usually one), or why it did not decode.
@@ -143,6 +163,10 @@ pub(crate) struct PeerIntent {
     held_bytes: AtomicUsize,
     /// Messages dropped because a subscriber's hold was full.
     overruns: AtomicU64,
+    /// Messages of this fan-in that `DropOldest` subscribers evicted older ones for, and that
+    /// `DropNewest` subscribers discarded: reported back to the publisher.
+    dropped_oldest: AtomicU64,
+    dropped_newest: AtomicU64,
 }
 
 impl PeerIntent {
@@ -153,7 +177,23 @@ impl PeerIntent {
             held_count: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             overruns: AtomicU64::new(0),
+            dropped_oldest: AtomicU64::new(0),
+            dropped_newest: AtomicU64::new(0),
         }
+    }
+
+    /// Counts what a subscriber did with an offered message.
+    fn count(&self, offered: Result<Offered, SinkError>) -> Result<(), SinkError> {
+        match offered? {
+            Offered::Queued => {}
+            Offered::EvictedOldest => {
+                self.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+            }
+            Offered::DroppedNewest => {
+                self.dropped_newest.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut Sinks)) {
@@ -216,7 +256,7 @@ impl PayloadSink for PeerIntent {
                 Err(SinkError::Full)
             } else {
                 match decoded.get(&**sink, &payload) {
-                    Ok(item) => sink.offer(item),
+                    Ok(item) => self.count(sink.offer(item)),
                     Err(e) => {
                         sink.count_decode_error();
                         result = Err(e.clone());
@@ -262,7 +302,7 @@ impl PayloadSink for PeerIntent {
                     break;
                 }
                 let offered = match sink.decode(front) {
-                    Ok(item) => sink.offer(&item),
+                    Ok(item) => self.count(sink.offer(&item)),
                     Err(e) => {
                         sink.count_decode_error();
                         Err(e)
@@ -285,6 +325,22 @@ impl PayloadSink for PeerIntent {
 
     fn congested(&self) -> bool {
         self.sinks.load().iter().any(|(_, sink)| sink.congested())
+    }
+
+    fn feedback(&self) -> SubscriberFeedback {
+        let (lag, capacity) = self
+            .sinks
+            .load()
+            .iter()
+            .map(|(_, sink)| sink.depth())
+            .max_by_key(|&(len, capacity)| (len * 1000) / capacity.max(1))
+            .unwrap_or_default();
+        SubscriberFeedback {
+            dropped_oldest: self.dropped_oldest.load(Ordering::Relaxed),
+            dropped_newest: self.dropped_newest.load(Ordering::Relaxed),
+            lag: lag as u64,
+            capacity: capacity as u64,
+        }
     }
 
     async fn ready(&self) {

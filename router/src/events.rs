@@ -1,6 +1,6 @@
 //! Link events: what handles learn about the other side of their links.
 
-use dndm_core::{Compatibility, LinkError, PeerId, Route, RoutePattern, Undelivered};
+use dndm_core::{Compatibility, LinkError, Overflow, PeerId, Route, RoutePattern, Undelivered};
 use tokio::sync::broadcast;
 
 use crate::id::{HandleId, Origin};
@@ -61,6 +61,32 @@ pub enum LinkEvent {
         count: u64,
         /// Why.
         reason: Undelivered,
+    },
+    /// A peer's subscriber dropped messages of this intent after receiving them (its queue
+    /// was full: `DropOldest` evicted older ones, `DropNewest` discarded new ones). Carried
+    /// back over the session, at most every 100 ms per link; `count` is the increase since the
+    /// last report, so the sum of the events is the exact total.
+    Dropped {
+        /// The subscriber's node.
+        peer: PeerId,
+        /// The intent's route.
+        route: Route,
+        /// How many since the last report.
+        count: u64,
+        /// The subscriber's overflow policy that dropped them.
+        reason: Overflow,
+    },
+    /// A peer's subscriber falls behind: with each report that carries drops, or while its
+    /// queue is at least half full.
+    SlowConsumer {
+        /// The subscriber's node.
+        peer: PeerId,
+        /// The intent's route.
+        route: Route,
+        /// Messages waiting in its queue.
+        lag: u64,
+        /// Its queue's capacity.
+        capacity: u64,
     },
 }
 

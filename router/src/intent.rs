@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dndm_core::{Fingerprint, Message, PayloadSink, PeerId, Qos, Route, SinkError, Undelivered};
+use dndm_core::{
+    Fingerprint, Message, Overflow, PayloadSink, PeerId, Qos, Route, SinkError, SubscriberFeedback,
+    Undelivered,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -80,6 +83,9 @@ pub(crate) struct IntentShared<T> {
     /// Messages that did not reach a peer subscriber, one count per reason, indexed like
     /// [`Undelivered::ALL`]. Touched only when something is undelivered; the total is their sum.
     undelivered: [AtomicU64; Undelivered::ALL.len()],
+    /// Messages peers' subscribers received and then dropped (their queues were full), as
+    /// their nodes reported back.
+    remote_dropped: AtomicU64,
 }
 
 /// Subscriber count and closed flag, watched by `interested()`.
@@ -104,6 +110,7 @@ impl<T: Message> IntentShared<T> {
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
             undelivered: std::array::from_fn(|_| AtomicU64::new(0)),
+            remote_dropped: AtomicU64::new(0),
         }
     }
 
@@ -235,6 +242,32 @@ impl<T: Message> IntentSlot for IntentShared<T> {
             self.send_failures.load(Ordering::Relaxed),
             undelivered,
         )
+    }
+
+    fn feedback(&self, peer: PeerId, route: &Route, feedback: SubscriberFeedback) {
+        for (count, reason) in [
+            (feedback.dropped_oldest, Overflow::DropOldest),
+            (feedback.dropped_newest, Overflow::DropNewest),
+        ] {
+            if count > 0 {
+                self.remote_dropped.fetch_add(count, Ordering::Relaxed);
+                self.events.send(LinkEvent::Dropped {
+                    peer,
+                    route: route.clone(),
+                    count,
+                    reason,
+                });
+            }
+        }
+        let dropped = feedback.dropped_oldest + feedback.dropped_newest > 0;
+        if dropped || feedback.lag.saturating_mul(2) >= feedback.capacity.max(1) {
+            self.events.send(LinkEvent::SlowConsumer {
+                peer,
+                route: route.clone(),
+                lag: feedback.lag,
+                capacity: feedback.capacity,
+            });
+        }
     }
 
     fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered) {
@@ -481,6 +514,14 @@ impl<T: Message> Intent<T> {
     /// sum of [`Intent::undelivered_by`] over [`Undelivered::ALL`].
     pub fn undelivered(&self) -> u64 {
         self.shared.undelivered_total()
+    }
+
+    /// Messages that reached a peer's subscriber and were dropped there because its queue was
+    /// full, all peers together, as their nodes reported back (each report is also a
+    /// [`LinkEvent::Dropped`]). Reports come at most every 100 ms per link, so this trails the
+    /// subscriber's own count by up to that.
+    pub fn dropped_by_subscribers(&self) -> u64 {
+        self.shared.remote_dropped.load(Ordering::Relaxed)
     }
 
     /// Messages that did not reach a peer subscriber for `reason`, all peers together, since

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use dndm_core::schema::compatibility;
 use dndm_core::{
     Compatibility, Endpoint, Fingerprint, IntentAd, InterestAd, LinkError, LocalChange,
-    PayloadSink, PeerId, Qos, Route, RoutePattern, Schema, Undelivered, fingerprint_is_of_schema,
+    PayloadSink, PeerId, Qos, Route, RoutePattern, Schema, SubscriberFeedback, Undelivered,
+    fingerprint_is_of_schema,
 };
 
 use crate::delivery::{Inbox, PeerIntent};
@@ -44,6 +45,8 @@ pub(crate) trait IntentSlot: Send + Sync {
     fn counters(&self) -> (u64, u64, Vec<(Undelivered, u64)>);
     /// Counts and reports messages that did not reach `peer`.
     fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
+    /// Reports what `peer`'s subscribers made of this intent's messages.
+    fn feedback(&self, peer: PeerId, route: &Route, feedback: SubscriberFeedback);
 }
 
 /// The table's type-erased view of a local interest (implemented by the interest's shared

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use dndm_core::{
     CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
     Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern, RouterPort,
-    ServiceAd, Undelivered,
+    ServiceAd, SubscriberFeedback, Undelivered,
 };
 
 use crate::delivery::PeerIntent;
@@ -576,6 +576,16 @@ impl RouterPort for Port {
         match self.0.upgrade() {
             Some(inner) => inner.services.call_local(route, payload),
             None => Box::pin(async { Err(CallError::Closed) }),
+        }
+    }
+
+    fn report_feedback(&self, peer: &PeerId, route: &Route, feedback: SubscriberFeedback) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        // As undelivered messages: the first local intent on the route is told.
+        if let Some(slot) = inner.linker().local_intent_on(route) {
+            slot.feedback(*peer, route, feedback);
         }
     }
 

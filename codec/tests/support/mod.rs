@@ -222,14 +222,27 @@ pub fn advert() -> impl Strategy<Value = Advert> {
         vec(interest(), 0..5),
         vec(any::<u32>(), 0..5),
         (vec(any::<u32>(), 0..3), vec(any::<u32>(), 0..3)),
+        vec(any::<(u32, u64, u64, u64, u64)>(), 0..3),
     )
-        .prop_map(|(ia, ir, sa, sr, (paused, resumed))| Advert {
+        .prop_map(|(ia, ir, sa, sr, (paused, resumed), feedback)| Advert {
             intents_added: ia,
             intents_removed: ir,
             interests_added: sa,
             interests_removed: sr,
             paused,
             resumed,
+            feedback: feedback
+                .into_iter()
+                .map(|(id, dropped_oldest, dropped_newest, lag, capacity)| {
+                    dndm_codec::RouteFeedback {
+                        id,
+                        dropped_oldest,
+                        dropped_newest,
+                        lag,
+                        capacity,
+                    }
+                })
+                .collect(),
         })
 }
 
@@ -325,6 +338,13 @@ pub fn samples() -> Vec<Frame> {
             interests_removed: vec![11],
             paused: vec![12],
             resumed: vec![13],
+            feedback: vec![dndm_codec::RouteFeedback {
+                id: 14,
+                dropped_oldest: 3,
+                dropped_newest: 0,
+                lag: 7,
+                capacity: 8,
+            }],
         }),
         Frame::Ping(Ping { nonce: 12345 }),
         Frame::Pong(Pong { nonce: 12345 }),

@@ -71,6 +71,8 @@ impl Driver {
                 let pressure = pressure(&**sink);
                 paused |= pressure > 0;
                 self.link.handle_backlog(&route, pressure, t);
+                // What our subscribers made of it goes back to the publisher.
+                self.link.handle_feedback(&route, sink.feedback(), t);
             }
         }
         if paused && self.ready.is_none() {
@@ -262,6 +264,11 @@ impl Driver {
             } => {
                 self.credits.give_back(&route, count);
                 self.undelivered(&route, count, reason);
+            }
+            SessionEvent::Feedback { route, feedback } => {
+                if let Some(port) = self.inner.port.get() {
+                    port.report_feedback(&self.peer, &route, feedback);
+                }
             }
             SessionEvent::Rtt(rtt) => self.rtt = Some(rtt),
             SessionEvent::Established { resumed, .. } => {

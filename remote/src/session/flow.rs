@@ -57,6 +57,7 @@ impl Session {
         self.pausing_peer.clear();
         self.ever_paused_peer.clear();
         self.paused.clear();
+        self.reset_feedback();
         self.flush_withdrawals(now);
     }
 
@@ -73,7 +74,7 @@ impl Session {
         }
     }
 
-    fn peer_intent_id(&self, route: &Route) -> Option<u32> {
+    pub(super) fn peer_intent_id(&self, route: &Route) -> Option<u32> {
         self.peer_routes
             .intents
             .iter()

@@ -56,12 +56,14 @@ use dndm_core::{
 
 use crate::noise;
 
+mod feedback;
 mod flow;
 mod recv;
 mod send;
 mod trial;
 mod types;
 
+pub use feedback::FEEDBACK_INTERVAL;
 #[cfg(feature = "runtime")]
 pub(crate) use types::require;
 pub use types::{
@@ -306,6 +308,8 @@ pub struct Session {
     ever_paused_peer: HashSet<u32>,
     /// Queued messages of paused routes, by route id, oldest first.
     held: HashMap<u32, VecDeque<Outgoing>>,
+    /// Subscriber feedback, both ways.
+    feedback: feedback::Feedback,
     next_seq: u64,
     /// The highest cumulative acknowledgement from the peer.
     acked: u64,
@@ -358,6 +362,7 @@ impl Session {
             pausing_peer: HashSet::new(),
             ever_paused_peer: HashSet::new(),
             held: HashMap::new(),
+            feedback: feedback::Feedback::default(),
             next_seq: 1,
             acked: 0,
             expected: 1,
@@ -444,6 +449,7 @@ impl Session {
             conn.ping = Some((nonce, now));
             self.queue_frame(&Frame::Ping(Ping { nonce }), now);
         }
+        self.flush_feedback(now);
     }
 
     /// Queues a message of a declared local intent.
@@ -721,6 +727,11 @@ impl Session {
             && !self.unacked.is_empty()
         {
             deadline = deadline.min(conn.progress_at + rto);
+        }
+        if conn.open
+            && let Some(at) = self.feedback_deadline()
+        {
+            deadline = deadline.min(at);
         }
         Some(deadline)
     }

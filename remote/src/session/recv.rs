@@ -252,8 +252,13 @@ impl Session {
             }
         }
         self.peer_routes = next;
+        if !resumed {
+            // A new incarnation of the peer (or of us): its totals start afresh.
+            self.reset_feedback();
+        }
         self.reannounce_pauses(!resumed, now);
         self.announce_after_hello(now);
+        self.flush_feedback(now);
         Ok(())
     }
 
@@ -265,6 +270,7 @@ impl Session {
         self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
         let mut advert = advert;
         self.on_flow(&advert.paused, &advert.resumed);
+        self.on_feedback(&advert.feedback);
         // Service declarations (ids from SERVICE_ID_BASE) come and go in pairs.
         let removed: Vec<u32> = advert
             .intents_removed

@@ -324,6 +324,14 @@ pub enum Event {
         /// Why.
         reason: Undelivered,
     },
+    /// The peer's subscribers' feedback on our intent on `route`: drops since the last
+    /// report, and the fullest subscriber's lag.
+    Feedback {
+        /// The local intent's route.
+        route: Route,
+        /// Drops since the last report; lag and capacity now.
+        feedback: dndm_core::SubscriberFeedback,
+    },
     /// The connection failed; the session waits for the next one.
     Disconnected(LinkFailure),
     /// The session closed in order (by us or by the peer); it will not resume.

@@ -823,6 +823,17 @@ impl World {
             interests_removed: ids(input),
             paused: ids(input),
             resumed: ids(input),
+            // Feedback on A's routes, with counts that go up, down or jump.
+            feedback: ids(input)
+                .into_iter()
+                .map(|id| dndm_codec::RouteFeedback {
+                    id,
+                    dropped_oldest: input.pick(&[0, 1, 5, u64::MAX]),
+                    dropped_newest: input.pick(&[0, 3]),
+                    lag: input.pick(&[0, 7, u64::MAX]),
+                    capacity: input.pick(&[0, 8]),
+                })
+                .collect(),
         }
     }
 

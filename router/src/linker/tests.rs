@@ -34,6 +34,9 @@ impl IntentSlot for Untouchable {
     fn undelivered(&self, _: PeerId, _: &Route, _: u64, _: Undelivered) {
         panic!("{CALLED}")
     }
+    fn feedback(&self, _: PeerId, _: &Route, _: dndm_core::SubscriberFeedback) {
+        panic!("{CALLED}")
+    }
 }
 
 impl InterestSlot for Untouchable {
