@@ -76,9 +76,12 @@ pub fn fingerprint_is_of_schema(
     Fingerprint::of_schema(type_name, &schema.encode()) == fingerprint
 }
 
+/// A type's probed schema and its default fingerprint.
+type Probed = (Arc<Schema>, Fingerprint);
+
 /// The probed schema of `T` and its default fingerprint, computed once per type.
-fn cached<T: Message>() -> (Arc<Schema>, Fingerprint) {
-    static CACHE: OnceLock<Mutex<HashMap<TypeId, (Arc<Schema>, Fingerprint)>>> = OnceLock::new();
+fn cached<T: Message>() -> Probed {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, Probed>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     let known = cache
         .lock()

@@ -299,7 +299,7 @@ impl Values {
     /// A value of `kind`, extreme ones often.
     fn value(&mut self, kind: &Kind) -> Written {
         let pick = self.next();
-        let extreme = self.1 || pick % 2 == 0;
+        let extreme = self.1 || pick.is_multiple_of(2);
         match kind {
             Kind::Bool => Written::Varint(pick % 2),
             Kind::Int32 => {
@@ -374,9 +374,9 @@ impl Values {
     ) -> Option<Message> {
         let (w, r) = (field_at(publisher, path)?, field_at(subscriber, path)?);
         // A message sent where a string is read may happen to be valid UTF-8 (an empty one).
-        let invisible = matches!(w.kind, Kind::Message(_))
-            && r.kind == Kind::String
-            && !(w.repeated && !r.repeated);
+        let list_to_single = w.repeated && !r.repeated;
+        let invisible =
+            matches!(w.kind, Kind::Message(_)) && r.kind == Kind::String && !list_to_single;
         self.1 = true;
         let message = (!invisible).then(|| self.message(publisher, Some(path)));
         self.1 = false;
