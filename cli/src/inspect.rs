@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::http;
-use crate::metrics::NodeSnapshot;
+use crate::metrics::{LinkView, NodeSnapshot};
 
 /// How often `dndm peers --wait-for` and `dndm status --wait-for` ask again.
 pub(crate) const POLL: Duration = Duration::from_millis(200);
@@ -32,6 +32,12 @@ pub(crate) struct RoutesArgs {
     /// The node's metrics address, as printed by `dndm node` (http://127.0.0.1:9464).
     #[arg(long, value_name = "URL")]
     node: String,
+    /// Refresh every SECONDS (default 1) until interrupted: a live route graph.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1", value_parser = crate::parse_seconds)]
+    watch: Option<Duration>,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 /// Fetches and parses the node's snapshot.
@@ -40,6 +46,54 @@ pub(crate) async fn fetch(node: &str) -> anyhow::Result<NodeSnapshot> {
         .await
         .with_context(|| format!("cannot read the snapshot of {node}"))?;
     serde_json::from_str(&body).with_context(|| format!("{node}/snapshot is not a dndm snapshot"))
+}
+
+/// One row of the links table: the two sides, the peer on the other side (if any) with its
+/// RTT, messages through the link, drops and lag at the subscriber, and the schemas' match.
+fn link_row(s: &NodeSnapshot, link: &LinkView, short: &dyn Fn(&str) -> String) -> Vec<String> {
+    let intent = s.intents.iter().find(|i| i.id == link.intent);
+    let interest = s.interests.iter().find(|i| i.id == link.interest);
+    let route = intent.map_or("?", |i| i.route.as_str()).to_owned();
+    let pattern = interest.map_or("?", |i| i.pattern.as_str()).to_owned();
+    let remote = |origin: &str| (origin != "local").then(|| origin.to_owned());
+    let peer = interest
+        .and_then(|i| remote(&i.origin))
+        .or_else(|| intent.and_then(|i| remote(&i.origin)));
+    let rtt = peer
+        .as_deref()
+        .and_then(|p| s.peers.iter().find(|v| v.peer == p))
+        .and_then(|v| v.rtt_us)
+        .map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1e3));
+    let queue = interest.and_then(|i| i.queue.as_ref());
+    // A local subscriber shows its own queue; a peer's, what its node reported.
+    let (messages, drops, lag) = match (queue, intent, peer.as_deref()) {
+        (Some(q), _, _) => (
+            q.delivered.to_string(),
+            (q.dropped_oldest + q.dropped_newest + q.decode_errors).to_string(),
+            format!("{}/{}", q.len, q.capacity),
+        ),
+        (None, Some(i), Some(p)) => {
+            let reported = i.peer_feedback.iter().find(|f| f.peer == p);
+            (
+                i.sent.to_string(),
+                reported.map_or_else(|| "0".to_owned(), |f| f.dropped.to_string()),
+                reported.map_or_else(|| "-".to_owned(), |f| format!("{}/{}", f.lag, f.capacity)),
+            )
+        }
+        _ => ("-".into(), "-".into(), "-".into()),
+    };
+    vec![
+        link.intent.to_string(),
+        link.interest.to_string(),
+        route,
+        pattern,
+        peer.as_deref().map_or_else(|| "local".to_owned(), short),
+        rtt,
+        messages,
+        drops,
+        lag,
+        link.compatibility.clone(),
+    ]
 }
 
 /// Peers with a session up and an RTT.
@@ -137,8 +191,26 @@ pub(crate) fn peers_table(snapshot: &NodeSnapshot) -> String {
 
 /// Runs `dndm routes`.
 pub(crate) async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
-    let snapshot = fetch(&args.node).await?;
-    print!("{}", routes_table(&snapshot));
+    let Some(every) = args.watch else {
+        print!("{}", routes_table(&fetch(&args.node).await?));
+        return Ok(());
+    };
+    let clear = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut tick = tokio::time::interval(every);
+    let mut shown = 0u64;
+    while args.count.is_none_or(|count| shown < count) {
+        tick.tick().await;
+        let table = routes_table(&fetch(&args.node).await?);
+        if clear {
+            // Home and clear the screen: the graph redrawn in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{table}");
+        if !clear {
+            println!("--");
+        }
+        shown += 1;
+    }
     Ok(())
 }
 
@@ -238,31 +310,12 @@ pub(crate) fn routes_table(s: &NodeSnapshot) -> String {
             .collect(),
     ));
     let _ = writeln!(out, "\nlinks");
-    let route_of = |id: u64| {
-        s.intents
-            .iter()
-            .find(|i| i.id == id)
-            .map_or("?", |i| i.route.as_str())
-    };
-    let pattern_of = |id: u64| {
-        s.interests
-            .iter()
-            .find(|i| i.id == id)
-            .map_or("?", |i| i.pattern.as_str())
-    };
     out.push_str(&table(
-        &["INTENT", "INTEREST", "ROUTE", "PATTERN"],
-        s.links
-            .iter()
-            .map(|l| {
-                vec![
-                    l.intent.to_string(),
-                    l.interest.to_string(),
-                    route_of(l.intent).to_owned(),
-                    pattern_of(l.interest).to_owned(),
-                ]
-            })
-            .collect(),
+        &[
+            "INTENT", "INTEREST", "ROUTE", "PATTERN", "PEER", "RTT", "MESSAGES", "DROPS", "LAG",
+            "SCHEMA",
+        ],
+        s.links.iter().map(|l| link_row(s, l, &short)).collect(),
     ));
     let _ = writeln!(
         out,
@@ -368,10 +421,16 @@ mod tests {
             "intents": [{
                 "id": 1, "route": "dndm.Text@chat.room1", "fingerprint": "f",
                 "reliable": true, "origin": "local", "subscribers": 1,
-                "sent": 40, "send_failures": 0, "undelivered": 11
+                "sent": 40, "send_failures": 0, "undelivered": 11,
+                "peer_feedback": [
+                    {"peer": "12D3KooWpeer", "dropped": 16, "lag": 4, "capacity": 4}
+                ]
             }],
-            "interests": [],
-            "links": [],
+            "interests": [{
+                "id": 2, "pattern": "dndm.Text@chat.*", "fingerprint": "f",
+                "origin": "12D3KooWpeer", "publishers": 1, "queue": null
+            }],
+            "links": [{"intent": 1, "interest": 2, "compatibility": "compatible (-4)"}],
             "services": [],
             "peers": [{
                 "peer": "12D3KooWpeer", "endpoint": "remote:tcp:10.0.0.2:7000",
@@ -426,5 +485,22 @@ mod tests {
                     == "remote peers: 13 undelivered messages, 1 retired peers, 0 flow overruns"),
             "{routes}"
         );
+    }
+
+    #[test]
+    fn the_links_table_shows_the_peer_its_rtt_drops_lag_and_schema_match() {
+        let routes = routes_table(&snapshot());
+        let links = routes.split_once("\nlinks\n").unwrap().1;
+        for (header, value) in [
+            ("PEER", "12D3KooWpeer"),
+            ("RTT", "1.50"),
+            ("MESSAGES", "40"),
+            ("DROPS", "16"),
+            ("LAG", "4/4"),
+            ("SCHEMA", "compatible"),
+        ] {
+            assert_eq!(cell(links, "1", header), value, "{links}");
+        }
+        assert!(links.contains("compatible (-4)"), "{links}");
     }
 }

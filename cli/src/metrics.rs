@@ -204,6 +204,21 @@ pub(crate) struct IntentView {
     /// Missing (empty) in snapshots of older nodes.
     #[serde(default)]
     pub(crate) undelivered_by_reason: BTreeMap<String, u64>,
+    /// What peers' subscribers reported about this intent's messages. Missing (empty) in
+    /// snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) peer_feedback: Vec<PeerFeedbackView>,
+}
+
+/// What one peer's subscribers reported about an intent's messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PeerFeedbackView {
+    pub(crate) peer: String,
+    /// Messages its subscribers dropped (full queues), in total.
+    pub(crate) dropped: u64,
+    /// The fullest subscriber's queue at the last report.
+    pub(crate) lag: u64,
+    pub(crate) capacity: u64,
 }
 
 /// One interest.
@@ -237,6 +252,29 @@ pub(crate) struct QueueView {
 pub(crate) struct LinkView {
     pub(crate) intent: u64,
     pub(crate) interest: u64,
+    /// `identical`, or `compatible` with the fields only one side has (`+4` the publisher's,
+    /// `-3` the subscriber's). Missing in snapshots of older nodes.
+    #[serde(default = "identical")]
+    pub(crate) compatibility: String,
+}
+
+fn identical() -> String {
+    "identical".to_owned()
+}
+
+/// A link's compatibility as `/snapshot` shows it.
+fn compatibility_text(compatibility: &dndm::core::Compatibility) -> String {
+    match compatibility {
+        dndm::core::Compatibility::Compatible { added, removed } => {
+            let fields: Vec<String> = added
+                .iter()
+                .map(|f| format!("+{f}"))
+                .chain(removed.iter().map(|f| format!("-{f}")))
+                .collect();
+            format!("compatible ({})", fields.join(" "))
+        }
+        _ => identical(),
+    }
 }
 
 /// One peer.
@@ -357,6 +395,16 @@ impl NodeSnapshot {
                         .iter()
                         .map(|(reason, count)| (reason.as_str().to_owned(), *count))
                         .collect(),
+                    peer_feedback: i
+                        .peer_feedback
+                        .iter()
+                        .map(|(peer, f)| PeerFeedbackView {
+                            peer: peer.to_string(),
+                            dropped: f.dropped_oldest + f.dropped_newest,
+                            lag: f.lag,
+                            capacity: f.capacity,
+                        })
+                        .collect(),
                 })
                 .collect(),
             interests: snapshot
@@ -386,6 +434,7 @@ impl NodeSnapshot {
                 .map(|l| LinkView {
                     intent: l.intent.get(),
                     interest: l.interest.get(),
+                    compatibility: compatibility_text(&l.compatibility),
                 })
                 .collect(),
             services: snapshot.services.iter().map(ToString::to_string).collect(),

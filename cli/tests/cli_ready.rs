@@ -94,6 +94,17 @@ fn readyz_follows_a_required_peer_away_and_back() {
     let (head, body) = http_get(&metrics, "/healthz");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "ok\n");
+    // The live route graph, refreshed twice (not a terminal: one table after the other).
+    let watched = Command::new(env!("CARGO_BIN_EXE_dndm"))
+        .args([
+            "routes", "--node", &metrics, "--watch", "0.1", "--count", "2",
+        ])
+        .output()
+        .unwrap();
+    let graph = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.status.success(), "{graph}");
+    assert_eq!(graph.matches("\nlinks\n").count(), 2, "{graph}");
+    assert_eq!(graph.lines().filter(|l| *l == "--").count(), 2, "{graph}");
 
     // Node 1 goes away: not ready, naming it (exit 4 and one error line).
     let n1_peer = n1.peer_id.clone();

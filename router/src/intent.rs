@@ -1,6 +1,7 @@
 //! The publisher handle [`Intent`] and its fan-out.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::linker::IntentSlot;
 use crate::queue::{Push, Queue};
 use crate::ring::Ring;
 use crate::shared::Inner;
+use crate::sync::{Mutex, lock};
 
 /// Where an intent's messages go, besides the ring.
 enum Sink<T> {
@@ -86,6 +88,9 @@ pub(crate) struct IntentShared<T> {
     /// Messages peers' subscribers received and then dropped (their queues were full), as
     /// their nodes reported back.
     remote_dropped: AtomicU64,
+    /// Per peer: drops reported in total, lag and capacity at the last report (touched only
+    /// when a report comes, every 100 ms at most per peer).
+    peer_feedback: Mutex<BTreeMap<PeerId, SubscriberFeedback>>,
 }
 
 /// Subscriber count and closed flag, watched by `interested()`.
@@ -111,6 +116,7 @@ impl<T: Message> IntentShared<T> {
             send_failures: AtomicU64::new(0),
             undelivered: std::array::from_fn(|_| AtomicU64::new(0)),
             remote_dropped: AtomicU64::new(0),
+            peer_feedback: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -244,7 +250,22 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         )
     }
 
+    fn peer_feedback(&self) -> Vec<(PeerId, SubscriberFeedback)> {
+        lock(&self.peer_feedback)
+            .iter()
+            .map(|(peer, feedback)| (*peer, *feedback))
+            .collect()
+    }
+
     fn feedback(&self, peer: PeerId, route: &Route, feedback: SubscriberFeedback) {
+        {
+            let mut all = lock(&self.peer_feedback);
+            let total = all.entry(peer).or_default();
+            total.dropped_oldest += feedback.dropped_oldest;
+            total.dropped_newest += feedback.dropped_newest;
+            total.lag = feedback.lag;
+            total.capacity = feedback.capacity;
+        }
         for (count, reason) in [
             (feedback.dropped_oldest, Overflow::DropOldest),
             (feedback.dropped_newest, Overflow::DropNewest),

@@ -47,6 +47,8 @@ pub(crate) trait IntentSlot: Send + Sync {
     fn undelivered(&self, peer: PeerId, route: &Route, count: u64, reason: Undelivered);
     /// Reports what `peer`'s subscribers made of this intent's messages.
     fn feedback(&self, peer: PeerId, route: &Route, feedback: SubscriberFeedback);
+    /// Per peer: drops reported in total, lag and capacity at the last report.
+    fn peer_feedback(&self) -> Vec<(PeerId, SubscriberFeedback)>;
 }
 
 /// The table's type-erased view of a local interest (implemented by the interest's shared
@@ -297,6 +299,9 @@ pub(crate) struct Linker {
     interest_ads: HashMap<InterestAd, usize>,
     /// Entries declared by each peer.
     by_peer: HashMap<PeerId, BTreeSet<HandleId>>,
+    /// Links between two different but compatible schemas, by (intent, interest); a link not
+    /// here is between identical ones.
+    compatibilities: HashMap<(HandleId, HandleId), Compatibility>,
     pub(crate) endpoints: Vec<Arc<dyn Endpoint>>,
     pub(crate) counters: RouterCounters,
 }
@@ -450,6 +455,8 @@ impl Linker {
         out.push(link);
         if compatibility != Compatibility::Identical {
             self.counters.compatible_links += 1;
+            self.compatibilities
+                .insert((intent_id, interest_id), compatibility.clone());
             tracing::info!(route = %intent.route, pattern = %interest.pattern, ?compatibility, "linked two versions of a type");
         }
         let (route, pattern) = (intent.route.clone(), interest.pattern.clone());
@@ -537,6 +544,10 @@ impl Linker {
                     self.by_peer.remove(&peer);
                 }
             }
+        }
+        if !self.compatibilities.is_empty() {
+            self.compatibilities
+                .retain(|(intent, interest), _| *intent != id && *interest != id);
         }
         for other in std::mem::take(entry.links_mut()) {
             let Some(other_entry) = self.entries.get_mut(&other) else {
@@ -677,9 +688,16 @@ impl Linker {
         for id in ids {
             match &self.entries[id] {
                 Entry::Intent(e) => {
-                    links.extend(e.links.iter().map(|&interest| LinkInfo {
-                        intent: *id,
-                        interest,
+                    links.extend(e.links.iter().map(|&interest| {
+                        LinkInfo {
+                            intent: *id,
+                            interest,
+                            compatibility: self
+                                .compatibilities
+                                .get(&(*id, interest))
+                                .cloned()
+                                .unwrap_or(Compatibility::Identical),
+                        }
                     }));
                     let info = IntentInfo {
                         id: *id,
@@ -692,6 +710,7 @@ impl Linker {
                         send_failures: 0,
                         undelivered: 0,
                         undelivered_by_reason: Vec::new(),
+                        peer_feedback: Vec::new(),
                     };
                     let slot = match &e.side {
                         IntentSide::Local(slot) => Some(slot.clone()),
@@ -716,7 +735,7 @@ impl Linker {
                 }
             }
         }
-        links.sort();
+        links.sort_by_key(|link| (link.intent, link.interest));
         Infos {
             intents,
             interests,

@@ -405,6 +405,7 @@ impl Router {
                     info.send_failures = failures;
                     info.undelivered = by_reason.iter().map(|(_, n)| n).sum();
                     info.undelivered_by_reason = by_reason;
+                    info.peer_feedback = slot.peer_feedback();
                 }
                 info
             })

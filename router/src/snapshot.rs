@@ -1,6 +1,9 @@
 //! Owned, consistent copies of the router's state ([`Router::snapshot`](crate::Router::snapshot)).
 
-use dndm_core::{Fingerprint, Overflow, Qos, Route, RoutePattern, Undelivered};
+use dndm_core::{
+    Compatibility, Fingerprint, Overflow, PeerId, Qos, Route, RoutePattern, SubscriberFeedback,
+    Undelivered,
+};
 
 use crate::id::{HandleId, Origin};
 
@@ -61,6 +64,10 @@ pub struct IntentInfo {
     /// [`Undelivered::ALL`] order (empty for peer intents and for intents that lost nothing).
     /// Read one reason with [`IntentInfo::undelivered_by`].
     pub undelivered_by_reason: Vec<(Undelivered, u64)>,
+    /// What each peer's subscribers reported about this (local) intent's messages: drops in
+    /// total, and the fullest subscriber's lag and capacity at the last report. Peers that
+    /// never reported are absent.
+    pub peer_feedback: Vec<(PeerId, SubscriberFeedback)>,
 }
 
 impl IntentInfo {
@@ -92,13 +99,15 @@ pub struct InterestInfo {
 }
 
 /// One link in a [`Snapshot`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LinkInfo {
     /// The publishing side.
     pub intent: HandleId,
     /// The subscribing side.
     pub interest: HandleId,
+    /// Whether both sides use one schema, or two compatible ones (and which fields differ).
+    pub compatibility: Compatibility,
 }
 
 /// Router-wide counters.

@@ -98,6 +98,7 @@ async fn snapshot_with_endpoint_counters() -> NodeSnapshot {
             ("timeout".to_owned(), 8),
             ("peer_gone".to_owned(), 3),
         ]),
+        peer_feedback: Vec::new(),
     });
     snapshot.peers.push(PeerView {
         peer: "12D3KooWpeer".to_owned(),

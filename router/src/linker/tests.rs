@@ -37,6 +37,9 @@ impl IntentSlot for Untouchable {
     fn feedback(&self, _: PeerId, _: &Route, _: dndm_core::SubscriberFeedback) {
         panic!("{CALLED}")
     }
+    fn peer_feedback(&self) -> Vec<(PeerId, dndm_core::SubscriberFeedback)> {
+        panic!("{CALLED}")
+    }
 }
 
 impl InterestSlot for Untouchable {
