@@ -6,7 +6,7 @@
 //! by one definition decode, unchanged, under another, so it is what dndm compares when two
 //! peers use one type name ([`compatibility`]).
 //!
-//! [`Schema::of`] reads it from the type's own prost decoder ([`probe`](self::probe)): no
+//! [`Schema::of`] reads it from the type's own prost decoder (by probing it): no
 //! descriptor, derive or build step beyond the `prost::Message` the type already has, so
 //! `prost-build` output and hand-written structs are treated alike. What the wire cannot show
 //! is not seen: field names, `sint32` versus `uint32`, `float` versus `fixed32`, and fields
