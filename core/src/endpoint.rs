@@ -30,6 +30,9 @@ pub struct IntentAd {
     pub fingerprint: Fingerprint,
     /// The message type's wire schema, when known (peers of older versions send none).
     pub schema: Option<Arc<Schema>>,
+    /// Declared to peers hashed, keeping this many leading path segments readable: only a
+    /// peer that knows the type and the whole path can link to it or learn it. `None`: plain.
+    pub hashed: Option<usize>,
     /// The intent's quality of service.
     pub qos: Qos,
 }
@@ -43,6 +46,8 @@ pub struct InterestAd {
     pub fingerprint: Fingerprint,
     /// The message type's wire schema, when known (peers of older versions send none).
     pub schema: Option<Arc<Schema>>,
+    /// As [`IntentAd::hashed`]; only for a pattern without wildcards (one exact route).
+    pub hashed: Option<usize>,
 }
 
 /// A request/response service as announced to or by a peer: requests of one type on `route`,

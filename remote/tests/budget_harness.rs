@@ -111,6 +111,7 @@ fn pair_with(now: Instant, mut b: Link) -> (Link, Link) {
         route: route("test.Reading@robot.imu"),
         fingerprint: Fingerprint::of_name("test.Reading"),
         schema: None,
+        hashed: None,
         qos: Qos::reliable(),
     });
     a.handle_local(publishes, 0, now);

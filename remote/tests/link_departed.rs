@@ -390,6 +390,7 @@ async fn never_acking_peer(
             pattern: format!("test.Reading@{pattern}").parse().unwrap(),
             fingerprint: Reading::fingerprint(),
             schema: None,
+            hashed: None,
         },
         t(),
     );

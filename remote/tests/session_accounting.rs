@@ -46,6 +46,7 @@ fn publisher(epoch: u64) -> Session {
                 route,
                 fingerprint: fingerprint(),
                 schema: None,
+                hashed: None,
                 qos,
             },
             now,
@@ -64,6 +65,7 @@ fn subscriber(epoch: u64) -> Session {
             pattern: RoutePattern::from(reliable()),
             fingerprint: fingerprint(),
             schema: None,
+            hashed: None,
         },
         std::time::Instant::now(),
     );
@@ -72,6 +74,7 @@ fn subscriber(epoch: u64) -> Session {
             pattern: "test.Reading@robot.gps".parse().unwrap(),
             fingerprint: fingerprint(),
             schema: None,
+            hashed: None,
         },
         std::time::Instant::now(),
     );

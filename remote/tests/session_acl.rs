@@ -43,6 +43,7 @@ fn intent(r: &str) -> IntentAd {
         route: route(r),
         fingerprint: fingerprint(),
         schema: None,
+        hashed: None,
         qos: Qos::reliable(),
     }
 }
@@ -52,6 +53,7 @@ fn interest(p: &str) -> InterestAd {
         pattern: pattern(p),
         fingerprint: fingerprint(),
         schema: None,
+        hashed: None,
     }
 }
 

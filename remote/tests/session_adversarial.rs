@@ -48,6 +48,7 @@ fn publisher(seed: u8, epoch: u64, config: SessionConfig, now: Instant) -> Sessi
             route: route(),
             fingerprint: fingerprint(),
             schema: None,
+            hashed: None,
             qos: Qos::reliable(),
         },
         now,
@@ -63,6 +64,7 @@ fn subscriber(config: SessionConfig, now: Instant) -> Session {
             pattern: RoutePattern::from(route()),
             fingerprint: fingerprint(),
             schema: None,
+            hashed: None,
         },
         now,
     );

@@ -181,6 +181,7 @@ fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Sessi
             route: route.clone(),
             fingerprint,
             schema: None,
+            hashed: None,
             qos: Qos::reliable(),
         },
         now,
@@ -190,6 +191,7 @@ fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Sessi
             pattern: "test.Status@fleet.*".parse().unwrap(),
             fingerprint,
             schema: None,
+            hashed: None,
         },
         now,
     );

@@ -25,6 +25,7 @@ fn sessions(now: Instant) -> (Session, Session, Route) {
         route: route.clone(),
         fingerprint,
         schema: None,
+        hashed: None,
         qos: Qos::reliable(),
     };
     a.add_local_intent(intent, now);
@@ -32,6 +33,7 @@ fn sessions(now: Instant) -> (Session, Session, Route) {
         pattern: "test.Status@fleet.*".parse().unwrap(),
         fingerprint,
         schema: None,
+        hashed: None,
     };
     b.add_local_interest(interest, now);
     a.handle_connect(now, conn(1));

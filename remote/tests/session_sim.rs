@@ -97,6 +97,7 @@ fn hello_exchanges_routes_and_messages_flow_in_order() {
         route: route(),
         fingerprint: Fingerprint::of_name("test.Reading"),
         schema: None,
+        hashed: None,
         qos: Qos::reliable()
     })));
     let events = pair.events(Side::A);
@@ -198,6 +199,7 @@ fn reconnect_resyncs_routes_changed_while_down() {
             route: gps.clone(),
             fingerprint,
             schema: None,
+            hashed: None,
             qos: Qos::best_effort(),
         },
         now,
@@ -262,6 +264,7 @@ fn publisher(epoch: u64, qos: Qos, lossy: bool) -> Session {
             route: route(),
             fingerprint: Fingerprint::of_name("test.Reading"),
             schema: None,
+            hashed: None,
             qos,
         },
         std::time::Instant::now(),
@@ -277,6 +280,7 @@ fn subscriber(epoch: u64, lossy: bool) -> Session {
             pattern: RoutePattern::from(route()),
             fingerprint: Fingerprint::of_name("test.Reading"),
             schema: None,
+            hashed: None,
         },
         std::time::Instant::now(),
     );
@@ -584,6 +588,7 @@ fn close_from(closer: Side) {
             route: back.clone(),
             fingerprint,
             schema: None,
+            hashed: None,
             qos: Qos::reliable(),
         },
         now,
@@ -593,6 +598,7 @@ fn close_from(closer: Side) {
             pattern: RoutePattern::from(back.clone()),
             fingerprint,
             schema: None,
+            hashed: None,
         },
         now,
     );

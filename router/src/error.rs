@@ -31,6 +31,12 @@ pub enum SubscribeError {
         /// The largest accepted capacity.
         max: usize,
     },
+    /// A hashed interest names one exact route; this pattern has wildcards.
+    #[error("a hashed interest needs one exact route, {pattern} has wildcards")]
+    HashedPattern {
+        /// The pattern.
+        pattern: String,
+    },
     /// The router is closed.
     #[error("router is closed")]
     Closed,

@@ -134,6 +134,8 @@ pub(crate) struct IntentEntry {
     pub(crate) fingerprint: Fingerprint,
     /// The type's schema, kept only when `fingerprint` is its default one (not an override).
     pub(crate) schema: Option<Arc<Schema>>,
+    /// Declared to peers hashed, with this many readable path segments.
+    pub(crate) hashed: Option<usize>,
     pub(crate) qos: Qos,
     pub(crate) origin: Origin,
     /// The Rust type, for local intents (same name + fingerprint but another type: refused).
@@ -147,6 +149,8 @@ pub(crate) struct InterestEntry {
     pub(crate) fingerprint: Fingerprint,
     /// As [`IntentEntry::schema`].
     pub(crate) schema: Option<Arc<Schema>>,
+    /// As [`IntentEntry::hashed`].
+    pub(crate) hashed: Option<usize>,
     pub(crate) origin: Origin,
     pub(crate) type_id: Option<TypeId>,
     pub(crate) side: InterestSide,
@@ -166,6 +170,7 @@ impl IntentEntry {
             route,
             fingerprint,
             schema: None,
+            hashed: None,
             qos,
             origin,
             type_id,
@@ -187,6 +192,7 @@ impl InterestEntry {
             pattern,
             fingerprint,
             schema: None,
+            hashed: None,
             origin,
             type_id,
             side,
@@ -201,12 +207,24 @@ impl IntentEntry {
         self.schema = verified(self.route.type_name(), self.fingerprint, schema);
         self
     }
+
+    /// Declares it to peers hashed (local entries).
+    pub(crate) fn hashed(mut self, hashed: Option<usize>) -> Self {
+        self.hashed = hashed;
+        self
+    }
 }
 
 impl InterestEntry {
     /// Keeps `schema` if the fingerprint is the one it makes (see [`verified`]).
     pub(crate) fn with_schema(mut self, schema: Option<Arc<Schema>>) -> Self {
         self.schema = verified(self.pattern.type_name(), self.fingerprint, schema);
+        self
+    }
+
+    /// Declares it to peers hashed (local entries with an exact pattern).
+    pub(crate) fn hashed(mut self, hashed: Option<usize>) -> Self {
+        self.hashed = hashed;
         self
     }
 }
@@ -314,6 +332,7 @@ impl Linker {
                 route: entry.route.clone(),
                 fingerprint: entry.fingerprint,
                 schema: entry.schema.clone(),
+                hashed: entry.hashed,
                 qos: entry.qos,
             };
             self.advertise_intent(ad, true, out);
@@ -333,6 +352,7 @@ impl Linker {
                 pattern: entry.pattern.clone(),
                 fingerprint: entry.fingerprint,
                 schema: entry.schema.clone(),
+                hashed: entry.hashed,
             };
             self.advertise_interest(ad, true, out);
         }
@@ -386,6 +406,14 @@ impl Linker {
             return;
         }
         if intent.origin != Origin::Local && interest.origin != Origin::Local {
+            return;
+        }
+        // A hashed intent goes only to peers that named its whole route, never to a peer's
+        // wildcard: that peer does not know the path and must not learn it.
+        if intent.hashed.is_some()
+            && interest.origin != Origin::Local
+            && !interest.pattern.is_exact()
+        {
             return;
         }
         // Equal fingerprints link at once; differing ones by their schemas when both sides
@@ -582,6 +610,7 @@ impl Linker {
                     route: e.route,
                     fingerprint: e.fingerprint,
                     schema: e.schema,
+                    hashed: e.hashed,
                     qos: e.qos,
                 };
                 self.advertise_intent(ad, false, out);
@@ -591,6 +620,7 @@ impl Linker {
                     pattern: e.pattern,
                     fingerprint: e.fingerprint,
                     schema: e.schema,
+                    hashed: e.hashed,
                 };
                 self.advertise_interest(ad, false, out);
             }

@@ -178,9 +178,19 @@ pub struct PublishOptions {
     pub qos: Qos,
     /// How long a send waits for a full `Block` subscriber. Default: the router's.
     pub send_timeout: Option<Duration>,
+    /// Declare the route to peers hashed, keeping this many leading path segments readable
+    /// (see [`Router::publish_hashed`]). Default: plain.
+    pub hashed: Option<usize>,
 }
 
 impl PublishOptions {
+    /// Declares the route to peers hashed, keeping `prefix_segments` leading path segments
+    /// readable: only a peer that knows the type and the whole path can link to it.
+    pub fn hashed(mut self, prefix_segments: usize) -> Self {
+        self.hashed = Some(prefix_segments);
+        self
+    }
+
     /// Sets the quality of service.
     pub fn qos(mut self, qos: Qos) -> Self {
         self.qos = qos;
@@ -204,9 +214,19 @@ pub struct SubscribeOptions {
     pub capacity: Option<usize>,
     /// Overflow policy. Default: the router's.
     pub overflow: Option<Overflow>,
+    /// Declare the interest to peers hashed (an exact route only; see
+    /// [`Router::subscribe_hashed`]). Default: plain.
+    pub hashed: Option<usize>,
 }
 
 impl SubscribeOptions {
+    /// Declares the interest to peers hashed, keeping `prefix_segments` leading path segments
+    /// readable; the pattern must be one exact route (no wildcards).
+    pub fn hashed(mut self, prefix_segments: usize) -> Self {
+        self.hashed = Some(prefix_segments);
+        self
+    }
+
     /// Sets the queue capacity.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
@@ -246,6 +266,35 @@ impl Router {
         self.publish_with(path, PublishOptions::default())
     }
 
+    /// Declares an intent whose route peers see only hashed (`prefix#digest`, the first
+    /// `prefix_segments` path segments readable): a peer links to it only if it knows the type
+    /// and the whole path (an interest in exactly that route, plain or hashed); others learn
+    /// nothing of the route beyond the prefix. Locally it links like any intent.
+    ///
+    /// # Errors
+    /// As [`Router::publish`].
+    pub fn publish_hashed<T: Message>(
+        &self,
+        path: &str,
+        prefix_segments: usize,
+    ) -> Result<Intent<T>, PublishError> {
+        self.publish_with(path, PublishOptions::default().hashed(prefix_segments))
+    }
+
+    /// Declares an interest in exactly `T@path` that peers see only hashed (see
+    /// [`Router::publish_hashed`]): it links to a peer's intent on that route, plain or hashed.
+    ///
+    /// # Errors
+    /// As [`Router::subscribe`], plus [`SubscribeError::HashedPattern`] for a path with
+    /// wildcards.
+    pub fn subscribe_hashed<T: Message>(
+        &self,
+        path: &str,
+        prefix_segments: usize,
+    ) -> Result<Interest<T>, SubscribeError> {
+        self.subscribe_with(path, SubscribeOptions::default().hashed(prefix_segments))
+    }
+
     /// [`Router::publish`] with options.
     ///
     /// # Errors
@@ -270,7 +319,8 @@ impl Router {
                 Some(TypeId::of::<T>()),
                 IntentSide::Local(shared.clone()),
             )
-            .with_schema(Some(T::schema()));
+            .with_schema(Some(T::schema()))
+            .hashed(options.hashed);
             linker.add_intent(id, entry, out);
             Ok(())
         })?;
@@ -304,6 +354,11 @@ impl Router {
         options: SubscribeOptions,
     ) -> Result<Interest<T>, SubscribeError> {
         let pattern: RoutePattern = format!("{}@{pattern}", T::type_name()).parse()?;
+        if options.hashed.is_some() && !pattern.is_exact() {
+            return Err(SubscribeError::HashedPattern {
+                pattern: pattern.to_string(),
+            });
+        }
         let capacity = options
             .capacity
             .unwrap_or(self.inner.settings.queue_capacity);
@@ -327,7 +382,8 @@ impl Router {
                 Some(TypeId::of::<T>()),
                 InterestSide::Local(shared.clone()),
             )
-            .with_schema(Some(T::schema()));
+            .with_schema(Some(T::schema()))
+            .hashed(options.hashed);
             linker.add_interest(id, entry, out);
             Ok(())
         })?;

@@ -67,6 +67,7 @@ async fn router_with_a_full_peer(path: &str) -> (Router, Arc<dyn RouterPort>, Pe
         pattern: format!("test.Reading@{path}").parse().unwrap(),
         fingerprint: Reading::fingerprint(),
         schema: None,
+        hashed: None,
     };
     port.add_peer_interest(&peer, ad, Arc::new(AlwaysFull))
         .unwrap();

@@ -36,6 +36,7 @@ fn pair(now: Instant) -> (Link, Link) {
         route: route(),
         fingerprint,
         schema: None,
+        hashed: None,
         qos: Qos::reliable(),
     });
     let mut subscribes = LocalSet::default();
@@ -43,6 +44,7 @@ fn pair(now: Instant) -> (Link, Link) {
         pattern: RoutePattern::from(route()),
         fingerprint,
         schema: None,
+        hashed: None,
     });
     a.handle_local(publishes, 0, now);
     b.handle_local(subscribes, 0, now);

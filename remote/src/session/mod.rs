@@ -58,6 +58,7 @@ use crate::noise;
 
 mod feedback;
 mod flow;
+mod hashed;
 mod recv;
 mod send;
 mod trial;
@@ -178,6 +179,8 @@ struct PeerRoutes {
     interests: HashMap<u32, InterestAd>,
     interest_ids: HashMap<RoutePattern, Vec<u32>>,
     services: HashMap<u32, ServiceAd>,
+    /// Hashed declarations no local route resolves (yet): not shown to the router.
+    unresolved: hashed::Unresolved,
 }
 
 /// What a declaration change did to the routes the router sees.
@@ -193,7 +196,7 @@ enum Change<T> {
 impl PeerRoutes {
     /// Declarations held, as counted against [`BudgetConfig::routes`](dndm_core::BudgetConfig).
     fn len(&self) -> usize {
-        self.intents.len() + self.interests.len() + self.services.len()
+        self.intents.len() + self.interests.len() + self.services.len() + self.unresolved.len()
     }
 
     /// The intent currently declared on `route`, if any.
@@ -509,6 +512,7 @@ impl Session {
             },
             now,
         );
+        self.resolve_hashed();
     }
 
     /// Withdraws a local intent. New sends on it fail at once; the peer is told after every
@@ -536,6 +540,7 @@ impl Session {
             },
             now,
         );
+        self.resolve_hashed();
     }
 
     /// Withdraws a local interest.

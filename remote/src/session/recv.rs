@@ -184,8 +184,17 @@ impl Session {
             .into_iter()
             .partition(|d| d.id >= SERVICE_ID_BASE);
         next.services = pair_services(&service_intents, &service_interests)?;
+        let known = hashed::Known::of(&self.local);
         for decl in intents {
-            if let Some(ad) = intent_ad(&decl) {
+            let is_hashed = matches!(decl.route, DeclRoute::Hashed(_));
+            let Some(ad) = known.intent_ad(&decl) else {
+                next.unresolved.intents.insert(decl.id, decl);
+                continue;
+            };
+            if is_hashed && !self.hashed_allowed(Some(&ad.route), None) {
+                continue;
+            }
+            {
                 let [replaced, _] = declare(
                     &mut next.intents,
                     &mut next.intent_ids,
@@ -199,7 +208,15 @@ impl Session {
             }
         }
         for decl in interests {
-            if let Some(ad) = interest_ad(&decl) {
+            let is_hashed = matches!(decl.pattern, DeclPattern::Hashed(_));
+            let Some(ad) = known.interest_ad(&decl) else {
+                next.unresolved.interests.insert(decl.id, decl);
+                continue;
+            };
+            if is_hashed && !self.hashed_allowed(None, Some(&ad.pattern)) {
+                continue;
+            }
+            {
                 let [replaced, _] = declare(
                     &mut next.interests,
                     &mut next.interest_ids,
@@ -297,6 +314,12 @@ impl Session {
         advert.intents_added = intents_added;
         advert.interests_added = interests_added;
         let routes = &mut self.peer_routes;
+        for id in &advert.intents_removed {
+            routes.unresolved.intents.remove(id);
+        }
+        for id in &advert.interests_removed {
+            routes.unresolved.interests.remove(id);
+        }
         for id in advert.intents_removed {
             let change = withdraw(
                 &mut routes.intents,
@@ -325,8 +348,27 @@ impl Session {
             self.peer_routes.services.insert(id, ad.clone());
             self.events.push_back(Event::PeerServiceAdded(ad));
         }
+        let known = hashed::Known::of(&self.local);
         for decl in advert.intents_added {
-            let Some(ad) = intent_ad(&decl) else { continue };
+            // An id declared again replaces what it named, resolved or not.
+            self.peer_routes.unresolved.intents.remove(&decl.id);
+            let is_hashed = matches!(decl.route, DeclRoute::Hashed(_));
+            let Some(ad) = known.intent_ad(&decl) else {
+                let routes = &mut self.peer_routes;
+                let change = withdraw(
+                    &mut routes.intents,
+                    &mut routes.intent_ids,
+                    |ad| &ad.route,
+                    decl.id,
+                );
+                self.events.extend(intent_events(change));
+                self.check_routes(self.peer_routes.len() + 1)?;
+                self.peer_routes.unresolved.intents.insert(decl.id, decl);
+                continue;
+            };
+            if is_hashed && !self.hashed_allowed(Some(&ad.route), None) {
+                continue;
+            }
             let grows = !self.peer_routes.intents.contains_key(&decl.id);
             self.check_routes(self.peer_routes.len() + usize::from(grows))?;
             let routes = &mut self.peer_routes;
@@ -341,9 +383,24 @@ impl Session {
                 .extend(changes.into_iter().flat_map(intent_events));
         }
         for decl in advert.interests_added {
-            let Some(ad) = interest_ad(&decl) else {
+            self.peer_routes.unresolved.interests.remove(&decl.id);
+            let is_hashed = matches!(decl.pattern, DeclPattern::Hashed(_));
+            let Some(ad) = known.interest_ad(&decl) else {
+                let routes = &mut self.peer_routes;
+                let change = withdraw(
+                    &mut routes.interests,
+                    &mut routes.interest_ids,
+                    |ad| &ad.pattern,
+                    decl.id,
+                );
+                self.events.extend(interest_events(change));
+                self.check_routes(self.peer_routes.len() + 1)?;
+                self.peer_routes.unresolved.interests.insert(decl.id, decl);
                 continue;
             };
+            if is_hashed && !self.hashed_allowed(None, Some(&ad.pattern)) {
+                continue;
+            }
             let grows = !self.peer_routes.interests.contains_key(&decl.id);
             self.check_routes(self.peer_routes.len() + usize::from(grows))?;
             let routes = &mut self.peer_routes;
@@ -389,8 +446,8 @@ impl Session {
     }
 
     /// Checks the peer's declarations against the ACL before any is applied; the first denied
-    /// one is counted and fails the connection. Hashed declarations are not linked (ignored),
-    /// so there is nothing to check.
+    /// one is counted and fails the connection. Hashed declarations are checked once resolved
+    /// (`hashed.rs`): a denied one is counted and ignored.
     pub(super) fn check_acl(
         &mut self,
         peer: PeerId,
@@ -611,7 +668,7 @@ fn batch_bytes(batch: &Batch) -> usize {
 }
 
 /// The events of a change to the peer's intents.
-fn intent_events(change: Change<IntentAd>) -> Vec<Event> {
+pub(super) fn intent_events(change: Change<IntentAd>) -> Vec<Event> {
     match change {
         Change::Nothing => vec![],
         Change::Added(ad) => vec![Event::PeerIntentAdded(ad)],
@@ -624,7 +681,7 @@ fn intent_events(change: Change<IntentAd>) -> Vec<Event> {
 }
 
 /// The events of a change to the peer's interests.
-fn interest_events(change: Change<InterestAd>) -> Vec<Event> {
+pub(super) fn interest_events(change: Change<InterestAd>) -> Vec<Event> {
     match change {
         Change::Nothing => vec![],
         Change::Added(ad) => vec![Event::PeerInterestAdded(ad)],
@@ -639,30 +696,6 @@ fn interest_events(change: Change<InterestAd>) -> Vec<Event> {
 /// A hello that declares one id twice.
 fn duplicate_id(id: u32) -> LinkFailure {
     LinkFailure::Protocol(format!("id {id} declared twice in one hello"))
-}
-
-/// A peer's intent as an advert; hashed routes are not linked yet (`None`).
-pub(super) fn intent_ad(decl: &IntentDecl) -> Option<IntentAd> {
-    match &decl.route {
-        DeclRoute::Plain(route) => Some(IntentAd {
-            route: route.clone(),
-            fingerprint: decl.fingerprint,
-            schema: decl.schema.clone(),
-            qos: decl.qos,
-        }),
-        DeclRoute::Hashed(_) => None,
-    }
-}
-
-pub(super) fn interest_ad(decl: &InterestDecl) -> Option<InterestAd> {
-    match &decl.pattern {
-        DeclPattern::Plain(pattern) => Some(InterestAd {
-            pattern: pattern.clone(),
-            fingerprint: decl.fingerprint,
-            schema: decl.schema.clone(),
-        }),
-        DeclPattern::Hashed(_) => None,
-    }
 }
 
 /// Pairs service declarations by id into services; an unpaired half is a protocol violation.

@@ -531,7 +531,10 @@ impl Session {
 pub(super) fn intent_decl(id: u32, ad: &IntentAd) -> IntentDecl {
     IntentDecl {
         id,
-        route: DeclRoute::Plain(ad.route.clone()),
+        route: match ad.hashed {
+            Some(readable) => DeclRoute::Hashed(ad.route.hashed(readable)),
+            None => DeclRoute::Plain(ad.route.clone()),
+        },
         fingerprint: ad.fingerprint,
         schema: ad.schema.clone(),
         qos: ad.qos,
@@ -541,7 +544,11 @@ pub(super) fn intent_decl(id: u32, ad: &IntentAd) -> IntentDecl {
 pub(super) fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
     InterestDecl {
         id,
-        pattern: DeclPattern::Plain(ad.pattern.clone()),
+        // Only an exact pattern can be hashed (the router refuses others).
+        pattern: match (ad.hashed, ad.pattern.as_route()) {
+            (Some(readable), Some(route)) => DeclPattern::Hashed(route.hashed(readable)),
+            _ => DeclPattern::Plain(ad.pattern.clone()),
+        },
         fingerprint: ad.fingerprint,
         schema: ad.schema.clone(),
     }

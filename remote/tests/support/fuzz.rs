@@ -301,6 +301,7 @@ fn intent_ad(i: usize, qos: Qos) -> IntentAd {
     IntentAd {
         fingerprint: Fingerprint::of_name(route.type_name()),
         schema: None,
+        hashed: None,
         route,
         qos,
     }
@@ -311,6 +312,7 @@ fn interest_ad(i: usize) -> InterestAd {
     InterestAd {
         fingerprint: Fingerprint::of_name(pattern.type_name()),
         schema: None,
+        hashed: None,
         pattern,
     }
 }
