@@ -160,6 +160,10 @@ pub(crate) struct NodeSnapshot {
     /// older nodes.
     #[serde(default)]
     pub(crate) breakers: Vec<BreakerView>,
+    /// Why the node is not ready (empty when it is), computed from this very snapshot, as
+    /// `/readyz` would answer. Missing in snapshots of older nodes.
+    #[serde(default)]
+    pub(crate) not_ready: Option<Vec<String>>,
 }
 
 /// A dial target's circuit breaker.
@@ -473,6 +477,7 @@ impl NodeSnapshot {
             relays: Vec::new(),
             mesh_connections: None,
             breakers: Vec::new(),
+            not_ready: None,
         }
     }
 }

@@ -241,10 +241,15 @@ impl Served {
                 None => starting(),
             },
             "/snapshot" => match snapshot() {
-                Some(snapshot) => Body::ok(
-                    "application/json",
-                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
-                ),
+                Some(mut snapshot) => {
+                    // Readiness from this very snapshot, so that `dndm status` shows one state.
+                    let reasons = health::not_ready(Some(&snapshot), &self.required_peers);
+                    snapshot.not_ready = Some(reasons);
+                    Body::ok(
+                        "application/json",
+                        serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
+                    )
+                }
                 None => starting(),
             },
             _ => return None,

@@ -91,7 +91,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 /// The node's snapshot and why it is not ready (empty when it is).
 async fn ask(node: &str) -> anyhow::Result<(NodeSnapshot, Vec<String>)> {
     let snapshot = inspect::fetch(node).await?;
-    // The node's own `/readyz` knows its required peers; the snapshot alone does not.
+    // The node computes readiness from the snapshot it serves (it knows its required peers).
+    if let Some(reasons) = &snapshot.not_ready {
+        let reasons = reasons.clone();
+        return Ok((snapshot, reasons));
+    }
+    // An older node: ask `/readyz` (a moment later than the snapshot).
     let readyz = crate::http::fetch(node, "/readyz").await?;
     let reasons: Vec<String> = if readyz.status.is_success() {
         Vec::new()
