@@ -2,9 +2,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dndm::PublishOptions;
-use dndm::remote::endpoint::RemoteConfig;
+use dndm::remote::endpoint::{RemoteConfig, RemoteEndpoint};
+use dndm::{PublishOptions, Router};
 
+use super::snapshot::RemoteStatsView;
 use super::*;
 
 /// Failure guard of the waits below.
