@@ -1,6 +1,7 @@
 //! Conversions between the generated protobuf structs and the validated frame types, and the
 //! hand-written batch body encoder (the hot path: no intermediate protobuf structs).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut as _, Bytes};
@@ -244,6 +245,7 @@ fn precount_advert(body: &[u8], limits: &Limits) -> Result<(), DecodeError> {
 }
 
 fn hello_from(h: proto::Hello, limits: &Limits) -> Result<Frame, DecodeError> {
+    let mut schemas = Schemas::default();
     let caps = h.capabilities.ok_or(DecodeError::Missing {
         field: "hello.capabilities",
     })?;
@@ -255,12 +257,12 @@ fn hello_from(h: proto::Hello, limits: &Limits) -> Result<Frame, DecodeError> {
         intents: h
             .intents
             .into_iter()
-            .map(|i| intent_from(i, limits))
+            .map(|i| intent_from(i, limits, &mut schemas))
             .collect::<Result<_, _>>()?,
         interests: h
             .interests
             .into_iter()
-            .map(|i| interest_from(i, limits))
+            .map(|i| interest_from(i, limits, &mut schemas))
             .collect::<Result<_, _>>()?,
         capabilities: Capabilities {
             zstd: caps.zstd,
@@ -282,17 +284,18 @@ fn hello_from(h: proto::Hello, limits: &Limits) -> Result<Frame, DecodeError> {
 }
 
 fn advert_from(a: proto::Advert, limits: &Limits) -> Result<Frame, DecodeError> {
+    let mut schemas = Schemas::default();
     Ok(Frame::Advert(Advert {
         intents_added: a
             .intents_added
             .into_iter()
-            .map(|i| intent_from(i, limits))
+            .map(|i| intent_from(i, limits, &mut schemas))
             .collect::<Result<_, _>>()?,
         intents_removed: a.intents_removed,
         interests_added: a
             .interests_added
             .into_iter()
-            .map(|i| interest_from(i, limits))
+            .map(|i| interest_from(i, limits, &mut schemas))
             .collect::<Result<_, _>>()?,
         interests_removed: a.interests_removed,
         paused: a.paused,
@@ -335,23 +338,59 @@ fn fingerprint(bytes: &[u8], field: &'static str) -> Result<Fingerprint, DecodeE
     Ok(Fingerprint::from_bytes(raw))
 }
 
-/// A declared schema: none when empty, else one that decodes within its bounds.
-fn schema(bytes: &[u8], field: &'static str) -> Result<Option<Arc<Schema>>, DecodeError> {
-    if bytes.is_empty() {
-        return Ok(None);
+/// Distinct schemas of one frame's bytes (all but one of a frame's declarations of one type
+/// share the first's), whose total is at most [`MAX_FRAME_SCHEMA_BYTES`]: what decoding them
+/// keeps alive stays small whatever the frame holds.
+#[derive(Default)]
+struct Schemas {
+    decoded: HashMap<Vec<u8>, Arc<Schema>>,
+    bytes: usize,
+}
+
+/// Largest total of distinct schema bytes one frame may declare.
+pub(crate) const MAX_FRAME_SCHEMA_BYTES: usize = 256 * 1024;
+
+impl Schemas {
+    /// A declared schema: none when empty, else one that decodes within its bounds.
+    fn decode(
+        &mut self,
+        bytes: &[u8],
+        field: &'static str,
+    ) -> Result<Option<Arc<Schema>>, DecodeError> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if let Some(schema) = self.decoded.get(bytes) {
+            return Ok(Some(schema.clone()));
+        }
+        self.bytes += bytes.len();
+        if self.bytes > MAX_FRAME_SCHEMA_BYTES {
+            return Err(DecodeError::Invalid {
+                field,
+                reason: format!(
+                    "distinct schemas of more than {MAX_FRAME_SCHEMA_BYTES} bytes in one frame"
+                ),
+            });
+        }
+        let schema = Schema::decode(bytes)
+            .map(Arc::new)
+            .map_err(|error| DecodeError::Invalid {
+                field,
+                reason: error.to_string(),
+            })?;
+        self.decoded.insert(bytes.to_vec(), schema.clone());
+        Ok(Some(schema))
     }
-    Schema::decode(bytes)
-        .map(|schema| Some(Arc::new(schema)))
-        .map_err(|error| DecodeError::Invalid {
-            field,
-            reason: error.to_string(),
-        })
 }
 
 const INTENT_ROUTE: (&str, &str) = ("intent.route", "intent route length");
 const INTEREST_PATTERN: (&str, &str) = ("interest.pattern", "interest pattern length");
 
-fn intent_from(i: proto::IntentDecl, limits: &Limits) -> Result<IntentDecl, DecodeError> {
+fn intent_from(
+    i: proto::IntentDecl,
+    limits: &Limits,
+    schemas: &mut Schemas,
+) -> Result<IntentDecl, DecodeError> {
     use proto::intent_decl::Route;
     let route = match i.route {
         Some(Route::Plain(s)) => DeclRoute::Plain(parse(&s, INTENT_ROUTE, limits)?),
@@ -380,11 +419,15 @@ fn intent_from(i: proto::IntentDecl, limits: &Limits) -> Result<IntentDecl, Deco
         route,
         fingerprint: fingerprint(&i.fingerprint, "intent.fingerprint")?,
         qos,
-        schema: schema(&i.schema, "intent.schema")?,
+        schema: schemas.decode(&i.schema, "intent.schema")?,
     })
 }
 
-fn interest_from(i: proto::InterestDecl, limits: &Limits) -> Result<InterestDecl, DecodeError> {
+fn interest_from(
+    i: proto::InterestDecl,
+    limits: &Limits,
+    schemas: &mut Schemas,
+) -> Result<InterestDecl, DecodeError> {
     use proto::interest_decl::Pattern;
     let pattern = match i.pattern {
         Some(Pattern::Plain(s)) => DeclPattern::Plain(parse(&s, INTEREST_PATTERN, limits)?),
@@ -399,7 +442,7 @@ fn interest_from(i: proto::InterestDecl, limits: &Limits) -> Result<InterestDecl
         id: i.id,
         pattern,
         fingerprint: fingerprint(&i.fingerprint, "interest.fingerprint")?,
-        schema: schema(&i.schema, "interest.schema")?,
+        schema: schemas.decode(&i.schema, "interest.schema")?,
     })
 }
 

@@ -484,3 +484,55 @@ fn after_incompressible_batches_compression_backs_off_then_resumes() {
     );
     assert!(compressed > 0);
 }
+
+#[test]
+fn a_frame_decodes_each_distinct_schema_once_and_at_most_256_kib_of_them() {
+    use dndm_core::Schema;
+    use dndm_core::schema::{Field, Kind};
+    use std::sync::Arc;
+    let limits = Limits::default();
+    let (mut enc, mut dec) = (Encoder::new(limits), Decoder::new(limits));
+    // ~14 KB each: 3,500 fields of 4 bytes, different per `tag`.
+    let schema = |tag: u32| {
+        Arc::new(Schema::from_fields((0..3500).map(|i| Field {
+            number: 1 + tag * 10_000 + i,
+            kind: Kind::Varint64,
+            repeated: false,
+        })))
+    };
+    let advert = |schemas: Vec<Arc<Schema>>| {
+        Frame::Advert(Advert {
+            intents_added: schemas
+                .into_iter()
+                .enumerate()
+                .map(|(i, schema)| IntentDecl {
+                    id: i as u32,
+                    route: DeclRoute::Plain(format!("test.Big@r{i}").parse().unwrap()),
+                    fingerprint: Fingerprint::from_bytes([1; 8]),
+                    schema: Some(schema),
+                    qos: Qos::reliable(),
+                })
+                .collect(),
+            ..Advert::default()
+        })
+    };
+    // Forty declarations of one schema: one copy after decoding.
+    let shared = enc.encode(&advert(vec![schema(1); 40])).unwrap();
+    let Frame::Advert(decoded) = dec.decode(&shared).unwrap() else {
+        panic!("an advert")
+    };
+    let first = decoded.intents_added[0].schema.clone().unwrap();
+    assert!(
+        decoded
+            .intents_added
+            .iter()
+            .all(|d| Arc::ptr_eq(d.schema.as_ref().unwrap(), &first))
+    );
+    // Twenty distinct ones (~280 KB): refused, naming the field.
+    let distinct = enc.encode(&advert((0..20).map(schema).collect())).unwrap();
+    let error = dec.decode(&distinct).unwrap_err().to_string();
+    assert!(
+        error.contains("intent.schema") && error.contains("distinct schemas"),
+        "{error}"
+    );
+}

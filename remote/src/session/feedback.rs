@@ -109,8 +109,10 @@ impl Session {
         }
     }
 
-    /// Forgets feedback state (the peer restarted, or its routes were forgotten).
+    /// Forgets feedback state and the peer's schemas (the peer restarted, or its routes were
+    /// forgotten).
     pub(super) fn reset_feedback(&mut self) {
         self.feedback = Feedback::default();
+        self.peer_schemas = super::hashed::PeerSchemas::default();
     }
 }

@@ -4,7 +4,9 @@
 //! the path never learns it. A local route declared later resolves waiting ones. A resolved
 //! route is checked against the ACL like a plain one (a denial is counted and ignored).
 
-use dndm_core::HashedRoute;
+use std::sync::Arc;
+
+use dndm_core::{HashedRoute, Schema};
 
 use super::recv::{intent_events, interest_events};
 
@@ -21,6 +23,18 @@ impl Unresolved {
     pub(super) fn len(&self) -> usize {
         self.intents.len() + self.interests.len()
     }
+}
+
+/// Most distinct schema bytes (as encoded) one peer incarnation may declare: all its routes of
+/// one type share one schema, so this is room for hundreds of types, and bounds what a peer's
+/// schemas keep alive however many routes it declares.
+pub const MAX_PEER_SCHEMA_BYTES: usize = 1024 * 1024;
+
+/// The peer's distinct schemas: declarations of one schema share one copy.
+#[derive(Debug, Default)]
+pub(super) struct PeerSchemas {
+    known: HashSet<Arc<Schema>>,
+    bytes: usize,
 }
 
 /// Local routes by digest: what a peer's hashed declaration can resolve to.
@@ -73,6 +87,45 @@ impl Known {
 }
 
 impl Session {
+    /// Makes the declarations' schemas share the peer's earlier copies, counting new ones
+    /// against [`MAX_PEER_SCHEMA_BYTES`].
+    ///
+    /// # Errors
+    /// [`LinkFailure::OverBudget`] (the routes budget) past it.
+    pub(super) fn intern_schemas(
+        &mut self,
+        intents: &mut [IntentDecl],
+        interests: &mut [InterestDecl],
+    ) -> Result<(), LinkFailure> {
+        let slots = intents
+            .iter_mut()
+            .map(|d| &mut d.schema)
+            .chain(interests.iter_mut().map(|d| &mut d.schema));
+        for slot in slots {
+            let Some(schema) = slot.take() else { continue };
+            let shared = match self.peer_schemas.known.get(&schema) {
+                Some(known) => known.clone(),
+                None => {
+                    self.peer_schemas.bytes += schema.encode().len();
+                    if self.peer_schemas.bytes > MAX_PEER_SCHEMA_BYTES {
+                        return Err(LinkFailure::OverBudget {
+                            budget: BudgetKind::Routes,
+                            limit: MAX_PEER_SCHEMA_BYTES,
+                            what: format!(
+                                "declared {} bytes of distinct schemas",
+                                self.peer_schemas.bytes
+                            ),
+                        });
+                    }
+                    self.peer_schemas.known.insert(schema.clone());
+                    schema
+                }
+            };
+            *slot = Some(shared);
+        }
+        Ok(())
+    }
+
     /// Resolves waiting hashed declarations of the peer against our routes (after one of ours
     /// was declared), declaring each resolved one to the router.
     pub(super) fn resolve_hashed(&mut self) {

@@ -66,6 +66,7 @@ mod trial;
 mod types;
 
 pub use feedback::FEEDBACK_INTERVAL;
+pub use hashed::MAX_PEER_SCHEMA_BYTES;
 #[cfg(feature = "runtime")]
 pub(crate) use types::require;
 pub use types::{
@@ -178,6 +179,8 @@ pub struct Session {
     held: HashMap<u32, VecDeque<Outgoing>>,
     /// Subscriber feedback, both ways.
     feedback: feedback::Feedback,
+    /// The peer's distinct schemas (this incarnation).
+    peer_schemas: hashed::PeerSchemas,
     next_seq: u64,
     /// The highest cumulative acknowledgement from the peer.
     acked: u64,
@@ -231,6 +234,7 @@ impl Session {
             ever_paused_peer: HashSet::new(),
             held: HashMap::new(),
             feedback: feedback::Feedback::default(),
+            peer_schemas: hashed::PeerSchemas::default(),
             next_seq: 1,
             acked: 0,
             expected: 1,

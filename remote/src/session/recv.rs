@@ -167,6 +167,13 @@ impl Session {
             conn.open = true;
             conn.progress_at = now;
         }
+        if !resumed {
+            // A new incarnation of the peer (or of us): feedback totals and the peer's schemas
+            // start afresh.
+            self.reset_feedback();
+        }
+        let mut hello = hello;
+        self.intern_schemas(&mut hello.intents, &mut hello.interests)?;
         self.events.push_back(Event::Established {
             peer,
             node_name: hello.node_name,
@@ -269,10 +276,6 @@ impl Session {
             }
         }
         self.peer_routes = next;
-        if !resumed {
-            // A new incarnation of the peer (or of us): its totals start afresh.
-            self.reset_feedback();
-        }
         self.reannounce_pauses(!resumed, now);
         self.announce_after_hello(now);
         self.flush_feedback(now);
@@ -286,6 +289,7 @@ impl Session {
         };
         self.check_acl(peer, &advert.intents_added, &advert.interests_added)?;
         let mut advert = advert;
+        self.intern_schemas(&mut advert.intents_added, &mut advert.interests_added)?;
         self.on_flow(&advert.paused, &advert.resumed);
         self.on_feedback(&advert.feedback);
         // Service declarations (ids from SERVICE_ID_BASE) come and go in pairs.
