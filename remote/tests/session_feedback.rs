@@ -1,7 +1,8 @@
 //! Subscriber feedback in the session state machine, driven by hand in explicit time: B's
 //! reports on A's route go out when changed, at most every `FEEDBACK_INTERVAL` (a report in
-//! between waits for the interval, and only its latest state goes), never when unchanged; A
-//! turns B's totals into increases, and a total that starts afresh counts from zero.
+//! between waits for the interval, and only its latest state goes), never when unchanged (a
+//! lag below half the capacity counts as none); A turns B's totals into increases, and a total
+//! that starts afresh counts from zero.
 
 #![allow(clippy::unwrap_used)]
 
@@ -95,10 +96,21 @@ fn reports_are_rate_limited_deduplicated_and_turned_into_increases() {
     shuttle(&mut a, &mut b, t2);
     assert!(feedback(&mut a).is_empty());
 
+    // Below half full the subscriber keeps up: its lag goes as 0, once, and changes of it
+    // are not sent again.
+    let t3 = t2 + FEEDBACK_INTERVAL * 2;
+    b.report_feedback(&route, dropped(9, 3), t3);
+    shuttle(&mut a, &mut b, t3);
+    assert_eq!(feedback(&mut a), [dropped(0, 0)]);
+    let t4 = t3 + FEEDBACK_INTERVAL * 2;
+    b.report_feedback(&route, dropped(9, 2), t4);
+    shuttle(&mut a, &mut b, t4);
+    assert!(feedback(&mut a).is_empty());
+
     // A total below the last one (the sink was made anew) counts from zero.
-    b.report_feedback(&route, dropped(2, 1), t2);
-    shuttle(&mut a, &mut b, t2);
-    assert_eq!(feedback(&mut a), [dropped(2, 1)]);
+    b.report_feedback(&route, dropped(2, 1), t4);
+    shuttle(&mut a, &mut b, t4);
+    assert_eq!(feedback(&mut a), [dropped(2, 0)]);
 }
 
 #[test]

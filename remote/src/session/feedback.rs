@@ -1,6 +1,6 @@
 //! Subscriber feedback: what our subscribers made of the peer's routes goes back to the peer
-//! (cumulative drops and the current lag, at most every [`FEEDBACK_INTERVAL`], only when
-//! changed), and what the peer's subscribers made of ours comes in as [`Event::Feedback`] with
+//! (cumulative drops, and the lag of a subscriber at least half full, at most every
+//! [`FEEDBACK_INTERVAL`], only when changed), and what the peer's subscribers made of ours comes in as [`Event::Feedback`] with
 //! the increase since the last report.
 
 use std::time::Duration;
@@ -33,11 +33,14 @@ impl Session {
         let Some(id) = self.peer_intent_id(route) else {
             return;
         };
+        // A subscriber less than half full is keeping up: its lag is not worth an advert (a
+        // steady stream would otherwise send one every interval).
+        let slow = feedback.lag.saturating_mul(2) >= feedback.capacity.max(1);
         let state = RouteFeedback {
             id,
             dropped_oldest: feedback.dropped_oldest,
             dropped_newest: feedback.dropped_newest,
-            lag: feedback.lag,
+            lag: if slow { feedback.lag } else { 0 },
             capacity: feedback.capacity,
         };
         if self.feedback.sent.get(&id) == Some(&state) {

@@ -74,12 +74,10 @@ impl Session {
         }
     }
 
+    /// The id the peer currently declares `route` under (the last of its ids for it): a
+    /// lookup, as feedback asks for every route fed in each round.
     pub(super) fn peer_intent_id(&self, route: &Route) -> Option<u32> {
-        self.peer_routes
-            .intents
-            .iter()
-            .find(|(_, ad)| ad.route == *route)
-            .map(|(&id, _)| id)
+        self.peer_routes.intent_ids.get(route)?.last().copied()
     }
 
     /// After the peer's hello: the state of every route we ever paused (that it still
