@@ -41,6 +41,26 @@ pub(super) struct PeerSchemas {
 pub(super) struct Known(HashMap<[u8; dndm_core::DIGEST_LEN], Route>);
 
 impl Known {
+    /// What `intents` and `interests` may resolve to: our routes by digest when one of them is
+    /// hashed, nothing otherwise (so a plain declaration costs no hashing of our routes).
+    pub(super) fn for_decls(
+        local: &LocalRoutes,
+        intents: &[IntentDecl],
+        interests: &[InterestDecl],
+    ) -> Self {
+        let hashed = intents
+            .iter()
+            .any(|d| matches!(d.route, DeclRoute::Hashed(_)))
+            || interests
+                .iter()
+                .any(|d| matches!(d.pattern, DeclPattern::Hashed(_)));
+        if hashed {
+            Self::of(local)
+        } else {
+            Self(HashMap::new())
+        }
+    }
+
     /// The routes of our intents and of our exact interests.
     pub(super) fn of(local: &LocalRoutes) -> Self {
         let intents = local.intent_ids.keys().cloned();

@@ -191,7 +191,7 @@ impl Session {
             .into_iter()
             .partition(|d| d.id >= SERVICE_ID_BASE);
         next.services = pair_services(&service_intents, &service_interests)?;
-        let known = hashed::Known::of(&self.local);
+        let known = hashed::Known::for_decls(&self.local, &intents, &interests);
         for decl in intents {
             let is_hashed = matches!(decl.route, DeclRoute::Hashed(_));
             let Some(ad) = known.intent_ad(&decl) else {
@@ -352,7 +352,8 @@ impl Session {
             self.peer_routes.services.insert(id, ad.clone());
             self.events.push_back(Event::PeerServiceAdded(ad));
         }
-        let known = hashed::Known::of(&self.local);
+        let known =
+            hashed::Known::for_decls(&self.local, &advert.intents_added, &advert.interests_added);
         for decl in advert.intents_added {
             // An id declared again replaces what it named, resolved or not.
             self.peer_routes.unresolved.intents.remove(&decl.id);
