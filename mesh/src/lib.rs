@@ -113,6 +113,7 @@ mod config;
 mod discovery;
 mod keys;
 mod nat;
+pub mod overlay;
 mod swarm;
 
 pub use config::{MeshConfig, Transport};

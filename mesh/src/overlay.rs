@@ -1,0 +1,865 @@
+//! Multi-hop delivery, sans-IO: one dissemination tree per publisher and route, grown over the
+//! mesh's neighbour links.
+//!
+//! A node that publishes a route floods an [`Frame::Announce`] through its neighbours; every
+//! node keeps, per `(origin, route)` *stream*, the neighbour that offers the shortest path back
+//! to the origin (its *parent*). A node whose subscriptions match the route, or that has
+//! children of its own, sends [`Frame::Join`] to its parent; data then flows down the tree, one
+//! copy per tree edge. Each tree edge is a reliable, ordered link (a libp2p stream over TCP in
+//! the mesh), so in a stable mesh every subscriber gets every batch once, in order.
+//!
+//! Loops: the choice of parent follows Babel's feasibility condition (RFC 8966 §3.5.1). A node
+//! remembers the smallest distance it announced for the current epoch of a stream and accepts a
+//! parent only if that parent's distance is strictly smaller, so a parent can never be one of its
+//! own descendants. A node left without a feasible parent asks the origin for a new epoch
+//! ([`Frame::Refresh`]), which resets every node's feasibility distance.
+//!
+//! Churn: when a parent goes away the node joins another with `from` = its next expected
+//! sequence number. Every node keeps the last batches of each stream it carries
+//! ([`OverlayConfig::cache_batches`]) and serves a joining child from there; what a cache no
+//! longer holds is reported with [`Frame::Gap`] and counted lost at subscribers that were
+//! already receiving. Subscribers drop what they already delivered, so a switch never
+//! duplicates. Hence, per subscriber: `sent == delivered + lost`.
+//!
+//! Discovery: every node hears every announcement, so a wildcard subscription finds every
+//! publisher; withdrawals are flooded, and announcements expire unless the origin refreshes them
+//! ([`OverlayConfig::refresh`]).
+//!
+//! The machine is generic over the node id `P`; it never reads a clock (times are inputs) and
+//! never does I/O (frames and deliveries are [`Action`]s). Batches carry an opaque `auth` the
+//! glue fills (an ed25519 signature of the origin) and checks end to end.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dndm_core::{Route, RoutePattern};
+
+pub mod membership;
+pub mod sim;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use stream::{Child, Stream};
+
+/// A per-publisher, per-route sequence number; the first batch of a stream starts at 1.
+pub type Seq = u64;
+
+/// A distance no path has: the stream is unreachable through that neighbour.
+pub const UNREACHABLE: u8 = u8::MAX;
+
+/// Node ids the machine works with (a `PeerId` in the mesh, an integer in simulations).
+pub trait NodeId: Copy + Ord + Hash + Debug {}
+impl<T: Copy + Ord + Hash + Debug> NodeId for T {}
+
+/// Tuning of the dissemination machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OverlayConfig {
+    /// Batches of each carried stream kept to serve children that join or switch (repair).
+    pub cache_batches: usize,
+    /// Bytes of payload kept per carried stream, at most (whichever bound is hit first).
+    pub cache_bytes: usize,
+    /// How often an origin announces its routes again (new epoch). Announcements expire after
+    /// three refresh periods without one.
+    pub refresh: Duration,
+    /// Longest path, in hops; longer announcements are ignored.
+    pub max_hops: u8,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            cache_batches: 1024,
+            cache_bytes: 8 << 20,
+            refresh: Duration::from_secs(30),
+            max_hops: 32,
+        }
+    }
+}
+
+/// A batch of messages of one stream, as published by its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<P> {
+    /// The publishing node.
+    pub origin: P,
+    /// The route published on.
+    pub route: Route,
+    /// Sequence number of the first payload; the others follow.
+    pub first: Seq,
+    /// Encoded messages.
+    pub payloads: Vec<Bytes>,
+    /// The origin's authentication of the batch (opaque here; a signature in the mesh).
+    pub auth: Bytes,
+}
+
+impl<P> Batch<P> {
+    /// One past the last sequence number in the batch.
+    pub fn end(&self) -> Seq {
+        self.first + self.payloads.len() as Seq
+    }
+
+    /// Payload bytes.
+    pub fn bytes(&self) -> usize {
+        self.payloads.iter().map(Bytes::len).sum()
+    }
+}
+
+/// What neighbours say to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<P> {
+    /// `origin` publishes `route`; the sender is `hops` away from it ([`UNREACHABLE`]: no
+    /// longer). `alive = false` withdraws the route.
+    Announce {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// The origin's announcement epoch: newer ones supersede older ones.
+        epoch: u64,
+        /// The sender's distance to the origin.
+        hops: u8,
+        /// False: the origin withdrew the route.
+        alive: bool,
+    },
+    /// Make me your child on this stream; send me batches from `from` on (`None`: from now).
+    Join {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// The first sequence number wanted.
+        from: Option<Seq>,
+    },
+    /// You are my child: every batch from `next` on will reach you.
+    Joined {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// The `from` of the `Join` answered.
+        from: Option<Seq>,
+        /// The first sequence number you will get.
+        next: Seq,
+    },
+    /// I am no longer your child on this stream.
+    Leave {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+    },
+    /// A batch, forwarded unchanged from the origin.
+    Data(Arc<Batch<P>>),
+    /// Sequence numbers `first..end` of the stream will never come (no cache holds them).
+    Gap {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// First missing sequence number.
+        first: Seq,
+        /// One past the last missing one.
+        end: Seq,
+    },
+    /// I lost my path to `origin`: announce an epoch newer than `epoch`. Forwarded toward the
+    /// origin.
+    Refresh {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// The newest epoch the asker knows.
+        epoch: u64,
+    },
+}
+
+/// What the machine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Send a frame to a neighbour (in order, reliably, on the link to it).
+    Send {
+        /// The neighbour.
+        to: P,
+        /// The frame.
+        frame: Frame<P>,
+    },
+    /// A remote stream now reaches this node's subscribers: every batch from here on will be
+    /// delivered (or reported lost).
+    Linked {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+    },
+    /// A remote stream no longer reaches this node (withdrawn, expired, or no subscriber left).
+    Unlinked {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+    },
+    /// Deliver `batch.payloads[skip..]` to local subscribers of `batch.route`.
+    Deliver {
+        /// The batch.
+        batch: Arc<Batch<P>>,
+        /// Payloads at the front already delivered.
+        skip: usize,
+        /// Hops the batch travelled.
+        hops: u8,
+    },
+    /// `count` messages of a linked stream will never arrive.
+    Lost {
+        /// The publisher.
+        origin: P,
+        /// Its route.
+        route: Route,
+        /// How many.
+        count: u64,
+    },
+    /// Some node joined the tree of a local route: start handing its messages to
+    /// [`Overlay::publish`].
+    Wanted(Route),
+    /// Nobody is in the tree of a local route any more.
+    Unwanted(Route),
+}
+
+/// Counters of one node's dissemination machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OverlayStats {
+    /// Batches received from a parent and carried (delivered or forwarded).
+    pub received: u64,
+    /// Batches received again (already had them): the cost of repairs and parent switches.
+    pub duplicates: u64,
+    /// Batches from a neighbour that is not (or no longer) the parent, ignored.
+    pub stale: u64,
+    /// Batch copies sent to children.
+    pub forwarded: u64,
+    /// Messages reported lost to local subscribers.
+    pub lost: u64,
+    /// Parent changes.
+    pub parent_switches: u64,
+    /// Epoch refreshes asked for.
+    pub refreshes_asked: u64,
+}
+
+type Key<P> = (P, Route);
+
+/// One node's dissemination machine. See the module docs.
+#[derive(Debug)]
+pub struct Overlay<P: NodeId> {
+    me: P,
+    config: OverlayConfig,
+    neighbours: BTreeSet<P>,
+    streams: HashMap<Key<P>, Stream<P>>,
+    /// Withdrawn streams: announcements of these epochs or older are ignored.
+    tombstones: HashMap<Key<P>, (u64, Instant)>,
+    patterns: Vec<RoutePattern>,
+    actions: VecDeque<Action<P>>,
+    stats: OverlayStats,
+}
+
+impl<P: NodeId> Overlay<P> {
+    /// A machine for node `me`.
+    pub fn new(me: P, config: OverlayConfig) -> Self {
+        Self {
+            me,
+            config,
+            neighbours: BTreeSet::new(),
+            streams: HashMap::new(),
+            tombstones: HashMap::new(),
+            patterns: Vec::new(),
+            actions: VecDeque::new(),
+            stats: OverlayStats::default(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> P {
+        self.me
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> OverlayStats {
+        self.stats
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action<P>> {
+        self.actions.pop_front()
+    }
+
+    /// The neighbours.
+    pub fn neighbours(&self) -> &BTreeSet<P> {
+        &self.neighbours
+    }
+
+    /// Streams this node knows a path to: `(origin, route, hops)`.
+    pub fn known(&self) -> Vec<(P, Route, u8)> {
+        let mut known: Vec<_> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.hops != UNREACHABLE)
+            .map(|((origin, route), s)| (*origin, route.clone(), s.hops))
+            .collect();
+        known.sort();
+        known
+    }
+
+    /// The neighbour this node receives `(origin, route)` from, if it is in that tree.
+    pub fn parent(&self, origin: P, route: &Route) -> Option<P> {
+        let stream = self.streams.get(&(origin, route.clone()))?;
+        stream.joined.then_some(stream.parent).flatten()
+    }
+
+    /// Children this node forwards `(origin, route)` to.
+    pub fn children(&self, origin: P, route: &Route) -> Vec<P> {
+        self.streams
+            .get(&(origin, route.clone()))
+            .map(|s| s.children.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A link to a neighbour came up: it learns every stream this node has a path to.
+    pub fn neighbour_up(&mut self, peer: P) {
+        if peer == self.me || !self.neighbours.insert(peer) {
+            return;
+        }
+        let mut announces = Vec::new();
+        for ((origin, route), s) in &self.streams {
+            if s.hops != UNREACHABLE {
+                announces.push(self.announce(*origin, route, s, true));
+            }
+        }
+        for frame in announces {
+            self.send(peer, frame);
+        }
+    }
+
+    /// The link to a neighbour went away.
+    pub fn neighbour_down(&mut self, peer: P) {
+        if !self.neighbours.remove(&peer) {
+            return;
+        }
+        let keys: Vec<Key<P>> = self.streams.keys().cloned().collect();
+        for key in keys {
+            let Some(s) = self.streams.get_mut(&key) else { continue };
+            s.offers.remove(&peer);
+            s.children.remove(&peer);
+            self.reselect(&key);
+            self.upstream(&key);
+        }
+    }
+
+    /// A local intent on `route` appeared: this node originates its stream.
+    pub fn add_intent(&mut self, route: Route, now: Instant) {
+        let key = (self.me, route);
+        if self.streams.contains_key(&key) {
+            return;
+        }
+        let epoch = self.tombstones.remove(&key).map_or(1, |(epoch, _)| epoch + 1);
+        let mut s = Stream::new(epoch, now + self.config.refresh);
+        s.hops = 0;
+        s.next = Some(1);
+        s.joined = true;
+        let frame = self.announce(self.me, &key.1, &s, true);
+        self.streams.insert(key, s);
+        self.flood(frame, None);
+    }
+
+    /// The last local intent on `route` went away: the stream is withdrawn.
+    pub fn remove_intent(&mut self, route: &Route, now: Instant) {
+        let key = (self.me, route.clone());
+        let Some(s) = self.streams.remove(&key) else { return };
+        let epoch = s.epoch + 1;
+        self.tombstones.insert(key, (epoch, now + self.config.refresh * 3));
+        if !s.children.is_empty() {
+            self.actions.push_back(Action::Unwanted(route.clone()));
+        }
+        let frame = Frame::Announce {
+            origin: self.me,
+            route: route.clone(),
+            epoch,
+            hops: 0,
+            alive: false,
+        };
+        self.flood(frame, None);
+    }
+
+    /// A local subscription appeared: join every matching stream.
+    pub fn add_interest(&mut self, pattern: RoutePattern) {
+        if self.patterns.contains(&pattern) {
+            return;
+        }
+        self.patterns.push(pattern);
+        self.rematch();
+    }
+
+    /// A local subscription went away.
+    pub fn remove_interest(&mut self, pattern: &RoutePattern) {
+        self.patterns.retain(|p| p != pattern);
+        self.rematch();
+    }
+
+    /// Publishes a batch of a local route: `auth` is given the batch's first sequence number
+    /// and returns its authentication. Returns that number, or `None` if `route` is not a local
+    /// intent or nobody is in its tree (nothing is sent, nothing numbered).
+    pub fn publish(
+        &mut self,
+        route: &Route,
+        payloads: Vec<Bytes>,
+        auth: impl FnOnce(Seq, &[Bytes]) -> Bytes,
+    ) -> Option<Seq> {
+        let key = (self.me, route.clone());
+        let s = self.streams.get_mut(&key)?;
+        if s.children.is_empty() || payloads.is_empty() {
+            return None;
+        }
+        let first = s.next.unwrap_or(1);
+        let auth = auth(first, &payloads);
+        let batch = Arc::new(Batch { origin: self.me, route: route.clone(), first, payloads, auth });
+        s.next = Some(batch.end());
+        s.cache(batch.clone(), &self.config);
+        let children: Vec<P> = s.children.keys().copied().collect();
+        for child in children {
+            self.stats.forwarded += 1;
+            self.send(child, Frame::Data(batch.clone()));
+        }
+        Some(first)
+    }
+
+    /// Time passed: announcements expire, origins refresh theirs.
+    pub fn tick(&mut self, now: Instant) {
+        self.tombstones.retain(|_, (_, until)| *until > now);
+        let keys: Vec<Key<P>> = self.streams.keys().cloned().collect();
+        for key in keys {
+            let Some(s) = self.streams.get_mut(&key) else { continue };
+            if s.expires > now {
+                continue;
+            }
+            if key.0 == self.me {
+                s.epoch += 1;
+                s.expires = now + self.config.refresh;
+                let frame = self.announce(key.0, &key.1, &self.streams[&key], true);
+                self.flood(frame, None);
+            } else {
+                self.drop_stream(&key);
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let streams = self.streams.values().map(|s| s.expires);
+        streams.chain(self.tombstones.values().map(|(_, until)| *until)).min()
+    }
+
+    /// A frame arrived from neighbour `from`.
+    pub fn handle(&mut self, from: P, frame: Frame<P>, now: Instant) {
+        if !self.neighbours.contains(&from) {
+            return;
+        }
+        match frame {
+            Frame::Announce { origin, route, epoch, hops, alive } => {
+                self.on_announce(from, (origin, route), epoch, hops, alive, now);
+            }
+            Frame::Join { origin, route, from: first } => self.on_join(from, (origin, route), first),
+            Frame::Joined { origin, route, from: asked, next } => {
+                self.on_joined(from, &(origin, route), asked, next);
+            }
+            Frame::Leave { origin, route } => {
+                let key = (origin, route);
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.children.remove(&from);
+                    self.upstream(&key);
+                }
+            }
+            Frame::Data(batch) => self.on_data(from, batch),
+            Frame::Gap { origin, route, first, end } => {
+                self.on_gap(from, &(origin, route), first, end);
+            }
+            Frame::Refresh { origin, route, epoch } => {
+                self.on_refresh(from, (origin, route), epoch, now);
+            }
+        }
+    }
+
+    fn on_announce(&mut self, from: P, key: Key<P>, epoch: u64, hops: u8, alive: bool, now: Instant) {
+        if key.0 == self.me {
+            return;
+        }
+        if let Some((dead, _)) = self.tombstones.get(&key) {
+            if epoch <= *dead {
+                return;
+            }
+            self.tombstones.remove(&key);
+        }
+        if !alive {
+            if self.streams.get(&key).is_some_and(|s| epoch >= s.epoch) {
+                self.drop_stream(&key);
+            }
+            if !self.tombstones.contains_key(&key) {
+                self.tombstones.insert(key.clone(), (epoch, now + self.config.refresh * 3));
+                let frame = Frame::Announce { origin: key.0, route: key.1, epoch, hops, alive };
+                self.flood(frame, Some(from));
+            }
+            return;
+        }
+        let hops = if hops >= self.config.max_hops { UNREACHABLE } else { hops };
+        let expires = now + self.config.refresh * 3;
+        let s = match self.streams.get_mut(&key) {
+            Some(s) => s,
+            None if hops == UNREACHABLE => return,
+            None => {
+                let mut s = Stream::new(epoch, expires);
+                s.local = self.patterns.iter().any(|p| p.matches(&key.1));
+                self.streams.entry(key.clone()).or_insert(s)
+            }
+        };
+        // A neighbour's offers only move forward in epochs; a retraction replaces its offer
+        // whatever the epoch (that path is gone).
+        let previous = s.offers.get(&from).map_or(0, |o| o.epoch);
+        if hops != UNREACHABLE && epoch < previous {
+            return;
+        }
+        s.offers.insert(from, stream::Offer { epoch: epoch.max(previous), hops });
+        if epoch > s.epoch {
+            s.epoch = epoch;
+            s.expires = expires;
+        }
+        self.reselect(&key);
+        self.upstream(&key);
+    }
+
+    fn on_join(&mut self, child: P, key: Key<P>, from: Option<Seq>) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            // No such stream here (any more): tell the child this path is gone.
+            let frame = Frame::Announce {
+                origin: key.0,
+                route: key.1,
+                epoch: 0,
+                hops: UNREACHABLE,
+                alive: true,
+            };
+            self.send(child, frame);
+            return;
+        };
+        s.children.insert(child, Child { confirmed: false, from });
+        // Upstream first: an origin is told it is wanted before the child hears where its
+        // stream starts.
+        self.upstream(&key);
+        self.confirm(&key, child);
+    }
+
+    /// Tells a child where its stream starts, and sends it what the cache holds from its `from`.
+    /// A relay whose cache starts after that first asks its own parent to go back (the child
+    /// waits); only what no node upstream holds is reported as a gap.
+    fn confirm(&mut self, key: &Key<P>, child: P) {
+        let own = key.0 == self.me;
+        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(position) = s.next.filter(|_| own || s.confirmed) else { return };
+        let Some(entry) = s.children.get_mut(&child) else { return };
+        let from = entry.from.map_or(position, |from| from.min(position));
+        let held = s.cache.front().map_or(position, |b| b.first.max(from));
+        if held > from && !own && s.asked.is_none_or(|asked| asked > from) {
+            if let Some(parent) = s.parent {
+                s.asked = Some(from);
+                s.confirmed = false;
+                let frame = Frame::Join { origin: key.0, route: key.1.clone(), from: Some(from) };
+                self.send(parent, frame);
+                return;
+            }
+        }
+        entry.confirmed = true;
+        let asked = entry.from;
+        let (origin, route) = key.clone();
+        let mut frames = vec![Frame::Joined { origin, route: route.clone(), from: asked, next: from }];
+        if from < position {
+            if held > from {
+                frames.push(Frame::Gap { origin, route, first: from, end: held });
+            }
+            for batch in s.cache.iter().filter(|b| b.end() > from) {
+                frames.push(Frame::Data(batch.clone()));
+            }
+        }
+        for frame in frames {
+            self.send(child, frame);
+        }
+    }
+
+    fn on_joined(&mut self, from: P, key: &Key<P>, asked: Option<Seq>, next: Seq) {
+        let Some(s) = self.streams.get_mut(key) else { return };
+        // Only the answer to the latest Join counts.
+        if s.parent != Some(from) || !s.joined || s.asked != asked || s.confirmed {
+            return;
+        }
+        s.confirmed = true;
+        if s.next.is_none_or(|current| next < current) {
+            // Going back (or starting): the batches from `next` on follow, in order.
+            s.next = Some(next);
+            s.cache.clear();
+            s.cache_bytes = 0;
+        }
+        let pending: Vec<P> = s.children.iter().filter(|(_, c)| !c.confirmed).map(|(p, _)| *p).collect();
+        self.link(key);
+        for child in pending {
+            self.confirm(key, child);
+        }
+    }
+
+    fn link(&mut self, key: &Key<P>) {
+        let Some(s) = self.streams.get_mut(key) else { return };
+        if s.local && !s.linked && s.next.is_some() {
+            s.linked = true;
+            self.actions.push_back(Action::Linked { origin: key.0, route: key.1.clone() });
+        }
+    }
+
+    fn on_data(&mut self, from: P, batch: Arc<Batch<P>>) {
+        let key = (batch.origin, batch.route.clone());
+        let Some(s) = self.streams.get_mut(&key) else {
+            self.stats.stale += 1;
+            return;
+        };
+        // Until the parent answered the latest Join, its batches are leftovers of an earlier
+        // membership: the answer is followed by everything from our position.
+        if s.parent != Some(from) || !s.joined || !s.confirmed {
+            self.stats.stale += 1;
+            return;
+        }
+        let start = s.next.unwrap_or(batch.first);
+        if batch.end() <= start {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.received += 1;
+        s.next = Some(batch.end());
+        s.cache(batch.clone(), &self.config);
+        // Local delivery has its own position: after going back for a child, batches this
+        // node delivered already come again.
+        let delivered = s.delivered.unwrap_or(start).max(start);
+        let skip = delivered.saturating_sub(batch.first) as usize;
+        let fresh = batch.end() > delivered;
+        if fresh {
+            s.delivered = Some(batch.end());
+        }
+        let hops = s.hops;
+        let local = s.local;
+        let children: Vec<P> = s.children.iter().filter(|(_, c)| c.confirmed).map(|(p, _)| *p).collect();
+        self.link(&key);
+        let missing = batch.first.saturating_sub(delivered);
+        if missing > 0 {
+            self.lost(&key, missing);
+        }
+        for child in children {
+            self.stats.forwarded += 1;
+            self.send(child, Frame::Data(batch.clone()));
+        }
+        if local && fresh {
+            self.actions.push_back(Action::Deliver { batch, skip, hops });
+        }
+    }
+
+    fn on_gap(&mut self, from: P, key: &Key<P>, first: Seq, end: Seq) {
+        let Some(s) = self.streams.get_mut(key) else { return };
+        if s.parent != Some(from) || !s.joined || !s.confirmed {
+            return;
+        }
+        let start = s.next.unwrap_or(first);
+        if end <= start {
+            return;
+        }
+        s.next = Some(end);
+        let delivered = s.delivered.unwrap_or(start).max(start);
+        let count = end.saturating_sub(first.max(delivered));
+        s.delivered = Some(delivered.max(end));
+        let children: Vec<P> = s.children.iter().filter(|(_, c)| c.confirmed).map(|(p, _)| *p).collect();
+        if count > 0 {
+            self.lost(key, count);
+        }
+        for child in children {
+            let frame = Frame::Gap { origin: key.0, route: key.1.clone(), first, end };
+            self.send(child, frame);
+        }
+    }
+
+    fn lost(&mut self, key: &Key<P>, count: u64) {
+        if self.streams.get(key).is_some_and(|s| s.linked) {
+            self.stats.lost += count;
+            self.actions.push_back(Action::Lost { origin: key.0, route: key.1.clone(), count });
+        }
+    }
+
+    fn on_refresh(&mut self, from: P, key: Key<P>, epoch: u64, now: Instant) {
+        if key.0 == self.me {
+            let Some(s) = self.streams.get_mut(&key) else { return };
+            if s.epoch <= epoch {
+                s.epoch = epoch + 1;
+                s.expires = now + self.config.refresh;
+                let frame = self.announce(key.0, &key.1, &self.streams[&key], true);
+                self.flood(frame, None);
+            }
+            return;
+        }
+        let Some(s) = self.streams.get_mut(&key) else { return };
+        if s.epoch > epoch && s.hops != UNREACHABLE {
+            let frame = self.announce(key.0, &key.1, &self.streams[&key], true);
+            self.send(from, frame);
+        } else if let Some(parent) = s.parent.filter(|_| s.refresh_asked < epoch + 1) {
+            s.refresh_asked = epoch + 1;
+            self.send(parent, Frame::Refresh { origin: key.0, route: key.1, epoch });
+        }
+    }
+
+    /// Chooses the parent: the feasible offer with the fewest hops (the current parent wins
+    /// ties, then the newer epoch). Floods the new distance when it changed; asks for a new
+    /// epoch when no offer is feasible.
+    fn reselect(&mut self, key: &Key<P>) {
+        let Some(s) = self.streams.get_mut(key) else { return };
+        if key.0 == self.me {
+            return;
+        }
+        let before = (s.parent, s.hops, s.seqno);
+        let current = s.parent;
+        let best = s
+            .offers
+            .iter()
+            .filter(|(_, o)| o.hops < UNREACHABLE && s.feasible(o))
+            .min_by_key(|(n, o)| (o.hops, Some(**n) != current, std::cmp::Reverse(o.epoch), **n))
+            .map(|(n, o)| (*n, *o));
+        match best {
+            Some((parent, offer)) => {
+                s.parent = Some(parent);
+                s.hops = offer.hops + 1;
+                s.seqno = offer.epoch;
+                s.fd = Some(match s.fd {
+                    Some((epoch, fd)) if epoch == s.seqno => (epoch, fd.min(s.hops)),
+                    _ => (s.seqno, s.hops),
+                });
+            }
+            None => {
+                s.parent = None;
+                s.hops = UNREACHABLE;
+            }
+        }
+        let changed = before != (s.parent, s.hops, s.seqno);
+        if before.0.is_some() && before.0 != s.parent {
+            self.stats.parent_switches += 1;
+            if s.joined {
+                s.joined = false;
+                s.confirmed = false;
+                if let Some(old) = before.0.filter(|p| self.neighbours.contains(p)) {
+                    self.send(old, Frame::Leave { origin: key.0, route: key.1.clone() });
+                }
+            }
+        }
+        let s = &self.streams[key];
+        let lost_path = s.parent.is_none() && before.0.is_some();
+        let epoch = s.epoch;
+        let frame = self.announce(key.0, &key.1, s, true);
+        if changed {
+            self.flood(frame, None);
+        }
+        if lost_path {
+            self.stats.refreshes_asked += 1;
+            let frame = Frame::Refresh { origin: key.0, route: key.1.clone(), epoch };
+            self.flood(frame, None);
+        }
+    }
+
+    /// Joins or leaves the parent as the stream's local subscribers and children need.
+    fn upstream(&mut self, key: &Key<P>) {
+        let Some(s) = self.streams.get_mut(key) else { return };
+        if key.0 == self.me {
+            let wanted = !s.children.is_empty();
+            if wanted != s.wanted {
+                s.wanted = wanted;
+                let route = key.1.clone();
+                self.actions.push_back(if wanted { Action::Wanted(route) } else { Action::Unwanted(route) });
+            }
+            return;
+        }
+        let needed = s.local || !s.children.is_empty();
+        match (needed, s.joined, s.parent) {
+            (true, false, Some(parent)) => {
+                s.joined = true;
+                // A node not yet in the tree asks for what its children still need.
+                let from = s.next.or_else(|| s.children.values().filter_map(|c| c.from).min());
+                s.asked = from;
+                s.confirmed = false;
+                let frame = Frame::Join { origin: key.0, route: key.1.clone(), from };
+                self.send(parent, frame);
+            }
+            (false, true, parent) => {
+                s.joined = false;
+                s.confirmed = false;
+                s.next = None;
+                s.delivered = None;
+                s.cache.clear();
+                s.cache_bytes = 0;
+                if let Some(parent) = parent {
+                    self.send(parent, Frame::Leave { origin: key.0, route: key.1.clone() });
+                }
+                self.unlink(key);
+            }
+            _ => {}
+        }
+    }
+
+    fn unlink(&mut self, key: &Key<P>) {
+        if let Some(s) = self.streams.get_mut(key)
+            && s.linked
+        {
+            s.linked = false;
+            self.actions.push_back(Action::Unlinked { origin: key.0, route: key.1.clone() });
+        }
+    }
+
+    /// Forgets a remote stream (withdrawn or expired).
+    fn drop_stream(&mut self, key: &Key<P>) {
+        self.unlink(key);
+        let Some(s) = self.streams.remove(key) else { return };
+        if let Some(parent) = s.parent.filter(|p| s.joined && self.neighbours.contains(p)) {
+            self.send(parent, Frame::Leave { origin: key.0, route: key.1.clone() });
+        }
+    }
+
+    /// A subscription changed: which streams are local now.
+    fn rematch(&mut self) {
+        let keys: Vec<Key<P>> = self.streams.keys().filter(|k| k.0 != self.me).cloned().collect();
+        for key in keys {
+            let local = self.patterns.iter().any(|p| p.matches(&key.1));
+            let Some(s) = self.streams.get_mut(&key) else { continue };
+            if s.local != local {
+                s.local = local;
+                if !local {
+                    self.unlink(&key);
+                }
+                self.upstream(&key);
+                self.link(&key);
+            }
+        }
+    }
+
+    fn announce(&self, origin: P, route: &Route, s: &Stream<P>, alive: bool) -> Frame<P> {
+        let epoch = if origin == self.me { s.epoch } else { s.seqno };
+        Frame::Announce { origin, route: route.clone(), epoch, hops: s.hops, alive }
+    }
+
+    fn flood(&mut self, frame: Frame<P>, except: Option<P>) {
+        let to: Vec<P> = self.neighbours.iter().copied().filter(|n| Some(*n) != except).collect();
+        for peer in to {
+            self.send(peer, frame.clone());
+        }
+    }
+
+    fn send(&mut self, to: P, frame: Frame<P>) {
+        self.actions.push_back(Action::Send { to, frame });
+    }
+}
+

@@ -1,0 +1,235 @@
+//! Who a node keeps as neighbours, sans-IO: a small active view of connected peers, bounded by
+//! `max_peers`, refilled from a passive view of known peers learned by peer exchange
+//! (after HyParView, Leitão et al. 2007, without its random walks).
+//!
+//! - A node dials known peers while it has fewer than [`MembershipConfig::target`] neighbours;
+//!   it accepts incoming connections up to [`MembershipConfig::max_peers`] and refuses more,
+//!   sending the refused peer a sample of the peers it knows first, so newcomers always find room.
+//! - Each new neighbour gets a sample of the node's views ([`MembershipAction::Exchange`]), and
+//!   every [`MembershipConfig::shuffle`] a random neighbour gets one, so passive views stay fresh.
+//! - A known peer is forgotten after [`MembershipConfig::max_failures`] failed dials in a row:
+//!   nothing is redialled forever.
+//!
+//! The random choices come from a seeded [`fastrand::Rng`], and time is an input, so a
+//! simulation with the same seed takes the same decisions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::NodeId;
+
+/// Tuning of the membership policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MembershipConfig {
+    /// Most neighbours (connections), incoming and outgoing together.
+    pub max_peers: usize,
+    /// Neighbours a node dials for while it has fewer (below `max_peers`, so that newcomers
+    /// find nodes with room).
+    pub target: usize,
+    /// Most known-but-unconnected peers remembered.
+    pub passive: usize,
+    /// Peers in one exchange.
+    pub exchange: usize,
+    /// How often a random neighbour gets an exchange.
+    pub shuffle: Duration,
+    /// Dials at once.
+    pub max_dials: usize,
+    /// Failed dials in a row after which a known peer is forgotten.
+    pub max_failures: u8,
+}
+
+impl MembershipConfig {
+    /// A policy for at most `max_peers` neighbours (at least 2), dialing up to three quarters
+    /// of them.
+    pub fn new(max_peers: usize) -> Self {
+        let max_peers = max_peers.max(2);
+        Self {
+            max_peers,
+            target: (max_peers * 3 / 4).max(1),
+            passive: 64,
+            exchange: 8,
+            shuffle: Duration::from_secs(10),
+            max_dials: 2,
+            max_failures: 3,
+        }
+    }
+}
+
+/// What the membership policy asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipAction<P> {
+    /// Open a connection to the peer (answer with `connected` or `dial_failed`).
+    Dial(P),
+    /// Close the connection to the peer.
+    Disconnect(P),
+    /// Tell a neighbour about these peers (answer on the other side: `learned`).
+    Exchange {
+        /// The neighbour.
+        to: P,
+        /// Peers this node knows.
+        peers: Vec<P>,
+    },
+}
+
+/// One node's membership policy. See the module docs.
+#[derive(Debug)]
+pub struct Membership<P> {
+    me: P,
+    config: MembershipConfig,
+    rng: fastrand::Rng,
+    active: BTreeSet<P>,
+    dialing: BTreeSet<P>,
+    /// Known peers and their failed dials in a row.
+    passive: BTreeMap<P, u8>,
+    next_shuffle: Option<Instant>,
+    actions: VecDeque<MembershipAction<P>>,
+}
+
+impl<P: NodeId> Membership<P> {
+    /// The policy of node `me`, its random choices seeded by `seed`.
+    pub fn new(me: P, config: MembershipConfig, seed: u64) -> Self {
+        Self {
+            me,
+            config,
+            rng: fastrand::Rng::with_seed(seed),
+            active: BTreeSet::new(),
+            dialing: BTreeSet::new(),
+            passive: BTreeMap::new(),
+            next_shuffle: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The connected neighbours.
+    pub fn active(&self) -> &BTreeSet<P> {
+        &self.active
+    }
+
+    /// Known peers not connected.
+    pub fn passive(&self) -> impl Iterator<Item = &P> {
+        self.passive.keys()
+    }
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<MembershipAction<P>> {
+        self.actions.pop_front()
+    }
+
+    /// Peers to start from (configured, found on the LAN): known, dialed on the next tick.
+    pub fn bootstrap(&mut self, peers: impl IntoIterator<Item = P>) {
+        for peer in peers {
+            self.know(peer);
+        }
+    }
+
+    /// A connection to `peer` is up (either direction). Returns false when the node is full:
+    /// the driver closes it after sending the exchange queued for it.
+    pub fn connected(&mut self, peer: P) -> bool {
+        self.dialing.remove(&peer);
+        if peer == self.me || self.active.contains(&peer) {
+            return true;
+        }
+        let sample = self.sample(Some(peer));
+        self.actions.push_back(MembershipAction::Exchange { to: peer, peers: sample });
+        if self.active.len() >= self.config.max_peers {
+            self.know(peer);
+            self.actions.push_back(MembershipAction::Disconnect(peer));
+            return false;
+        }
+        self.passive.remove(&peer);
+        self.active.insert(peer);
+        true
+    }
+
+    /// The connection to `peer` went away.
+    pub fn disconnected(&mut self, peer: P) {
+        if self.active.remove(&peer) {
+            self.know(peer);
+        }
+        self.dialing.remove(&peer);
+    }
+
+    /// A dial failed; after `max_failures` in a row the peer is forgotten.
+    pub fn dial_failed(&mut self, peer: P) {
+        self.dialing.remove(&peer);
+        let forget = match self.passive.get_mut(&peer) {
+            Some(failures) => {
+                *failures = failures.saturating_add(1);
+                *failures >= self.config.max_failures
+            }
+            None => false,
+        };
+        if forget {
+            self.passive.remove(&peer);
+        }
+    }
+
+    /// A neighbour told us about peers.
+    pub fn learned(&mut self, peers: impl IntoIterator<Item = P>) {
+        for peer in peers {
+            self.know(peer);
+        }
+    }
+
+    /// Time passed: dial toward the target, shuffle with a neighbour.
+    pub fn tick(&mut self, now: Instant) {
+        let mut candidates: Vec<P> = self
+            .passive
+            .keys()
+            .copied()
+            .filter(|p| !self.dialing.contains(p) && !self.active.contains(p))
+            .collect();
+        while self.active.len() + self.dialing.len() < self.config.target
+            && self.dialing.len() < self.config.max_dials
+            && !candidates.is_empty()
+        {
+            let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
+            self.dialing.insert(peer);
+            self.actions.push_back(MembershipAction::Dial(peer));
+        }
+        let due = self.next_shuffle.is_none_or(|at| at <= now);
+        if due {
+            self.next_shuffle = Some(now + self.config.shuffle);
+            let active: Vec<P> = self.active.iter().copied().collect();
+            if !active.is_empty() {
+                let to = active[self.rng.usize(..active.len())];
+                let peers = self.sample(Some(to));
+                self.actions.push_back(MembershipAction::Exchange { to, peers });
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work (a dial is due whenever the view is short).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_shuffle
+    }
+
+    fn know(&mut self, peer: P) {
+        if peer == self.me || self.active.contains(&peer) || self.passive.contains_key(&peer) {
+            return;
+        }
+        if self.passive.len() >= self.config.passive {
+            let index = self.rng.usize(..self.passive.len());
+            if let Some(evicted) = self.passive.keys().nth(index).copied() {
+                self.passive.remove(&evicted);
+            }
+        }
+        self.passive.insert(peer, 0);
+    }
+
+    /// Up to `exchange` peers from both views, this node first, never `to`.
+    fn sample(&mut self, to: Option<P>) -> Vec<P> {
+        let mut pool: Vec<P> = self
+            .active
+            .iter()
+            .chain(self.passive.keys())
+            .copied()
+            .filter(|p| Some(*p) != to)
+            .collect();
+        self.rng.shuffle(&mut pool);
+        pool.truncate(self.config.exchange.saturating_sub(1));
+        pool.insert(0, self.me);
+        pool
+    }
+}
