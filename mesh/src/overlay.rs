@@ -41,6 +41,7 @@ use dndm_core::{Route, RoutePattern};
 pub mod membership;
 pub mod sim;
 mod stream;
+pub mod wire;
 #[cfg(test)]
 mod tests;
 
