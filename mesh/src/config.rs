@@ -64,6 +64,15 @@ pub struct MeshConfig {
     /// The key of the hashes that stand for routes in DHT provider records. Default
     /// [`RouteKey::DEFAULT`] (public); every node of a mesh needs the same key.
     pub route_key: RouteKey,
+    /// Multi-hop delivery: publish/subscribe runs over per-publisher trees across the mesh
+    /// (`/dndm/tree/1.0.0`, see [`crate::overlay`]) instead of a dndm session with every
+    /// matching peer, and a membership policy keeps each node at most `max_peers` connections
+    /// (one slot stays free for newcomers). Every route reaches every matching subscriber
+    /// however large the mesh; no Kademlia lookups, provider records or per-peer sessions.
+    /// Services (request/response) are not carried in this mode. Default false.
+    pub multi_hop: bool,
+    /// Tuning of the trees in multi-hop mode (repair caches, refresh period, longest path).
+    pub tree: crate::overlay::OverlayConfig,
 }
 
 impl Default for MeshConfig {
@@ -84,6 +93,8 @@ impl Default for MeshConfig {
             external: Vec::new(),
             kad_protocol: KAD_PROTOCOL,
             route_key: RouteKey::DEFAULT,
+            multi_hop: false,
+            tree: crate::overlay::OverlayConfig::default(),
         }
     }
 }
@@ -116,6 +127,25 @@ impl MeshConfig {
                     "relays[{i}] = \"{relay}\" is invalid: must end with /p2p/<relay PeerId>"
                 )));
             }
+        }
+        if self.multi_hop && self.max_peers < 2 {
+            return Err(bad(format!(
+                "max_peers = {} is invalid with multi_hop: must be at least 2 (one slot stays free for newcomers)",
+                self.max_peers
+            )));
+        }
+        let tree = &self.tree;
+        if tree.cache_batches == 0 || tree.cache_bytes == 0 {
+            return Err(bad(format!(
+                "tree.cache_batches = {}, tree.cache_bytes = {} is invalid: both must be at least 1",
+                tree.cache_batches, tree.cache_bytes
+            )));
+        }
+        if tree.refresh < std::time::Duration::from_millis(100) || tree.max_hops < 2 {
+            return Err(bad(format!(
+                "tree.refresh = {:?}, tree.max_hops = {} is invalid: at least 100 ms and 2 hops",
+                tree.refresh, tree.max_hops
+            )));
         }
         let limits = &self.relay_limits;
         if self.relay_server && (limits.max_reservations == 0 || limits.max_circuits == 0) {

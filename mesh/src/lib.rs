@@ -115,6 +115,7 @@ mod keys;
 mod nat;
 pub mod overlay;
 mod swarm;
+mod trees;
 
 pub use config::{MeshConfig, Transport};
 pub use discovery::SERVICE_TYPE;
@@ -123,6 +124,7 @@ pub use keys::RouteKey;
 pub use libp2p::{Multiaddr, StreamProtocol};
 pub use nat::{Path, Reachability, RelayLimits, RelayReservation};
 use swarm::{Command, Routes, Silent, Watched, dndm_peer};
+pub use trees::{TREE_PROTOCOL, TreeNeighbour, TreeStats};
 
 /// The dndm protocol id on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/1.0.0");
@@ -238,6 +240,12 @@ pub(crate) struct Inner {
     pub(crate) listen_changes: watch::Sender<u64>,
     /// Counters of the libp2p layer, written by the actor.
     pub(crate) stats: watch::Sender<MeshStats>,
+    /// The multi-hop actor's handles, once started in multi-hop mode.
+    pub(crate) tree: OnceLock<trees::TreeHandle>,
+    /// Counters of the multi-hop layer, written by its actor.
+    pub(crate) tree_stats: watch::Sender<TreeStats>,
+    /// The trees as the multi-hop actor last showed them.
+    pub(crate) tree_view: Arc<Mutex<trees::TreeView>>,
     /// Peers whose dndm stream went silent, for the actor (see `swarm/silence.rs`).
     pub(crate) silent: Arc<Silent>,
     pub(crate) tracker: TaskTracker,
@@ -280,6 +288,9 @@ impl MeshEndpoint {
                 routes: watch::Sender::new(Routes::default()),
                 listen_changes: watch::Sender::new(0),
                 stats: watch::Sender::new(MeshStats::default()),
+                tree: OnceLock::new(),
+                tree_stats: watch::Sender::new(TreeStats::default()),
+                tree_view: Arc::default(),
                 silent: Arc::new(Silent::default()),
                 tracker: TaskTracker::new(),
                 closing: cancel.child_token(),
@@ -455,7 +466,14 @@ impl Endpoint for MeshEndpoint {
         for change in &local {
             self.follow(change);
         }
-        inner.links.start(port, local).await?;
+        let multi_hop = inner.config.multi_hop;
+        let (for_trees, for_links): (Vec<LocalChange>, Vec<LocalChange>) =
+            local.into_iter().partition(|c| multi_hop && trees_carry(c));
+        if multi_hop {
+            self.start_trees(&mut control, port.clone(), &commands_tx, for_trees)
+                .map_err(config_error)?;
+        }
+        inner.links.start(port, for_links).await?;
 
         // Streams peers open to us, until the mesh starts closing: dropping `incoming` makes
         // libp2p-stream refuse new dndm streams, so no link starts while the links close.
@@ -499,6 +517,11 @@ impl Endpoint for MeshEndpoint {
     }
 
     fn on_local_change(&self, change: LocalChange) {
+        if let Some(tree) = self.inner.tree.get().filter(|_| trees_carry(&change)) {
+            // The actor ends only when the endpoint closes; a change after that is moot.
+            let _ = tree.locals.send(change);
+            return;
+        }
         self.follow(&change);
         self.inner.links.on_local_change(change);
     }
@@ -543,7 +566,116 @@ impl Endpoint for MeshEndpoint {
     }
 }
 
+/// Whether trees carry this change in multi-hop mode (publish/subscribe; services stay on
+/// sessions).
+fn trees_carry(change: &LocalChange) -> bool {
+    matches!(
+        change,
+        LocalChange::IntentAdded(_)
+            | LocalChange::IntentRemoved(_)
+            | LocalChange::InterestAdded(_)
+            | LocalChange::InterestRemoved(_)
+    )
+}
+
 impl MeshEndpoint {
+    /// Starts the multi-hop actor and the acceptor of tree streams.
+    fn start_trees(
+        &self,
+        control: &mut libp2p_stream::Control,
+        port: Arc<dyn RouterPort>,
+        commands: &mpsc::Sender<Command>,
+        local: Vec<LocalChange>,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
+        let mut incoming = control
+            .accept(TREE_PROTOCOL)
+            .map_err(|e| format!("register {TREE_PROTOCOL}: {e}"))?;
+        let bootstrap = inner
+            .config
+            .dial
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    Some((dndm_peer(&peer)?, vec![addr.clone()]))
+                }
+                _ => None,
+            })
+            .collect();
+        let state = inner.clone();
+        let setup = trees::TreeSetup {
+            keypair: inner.keypair.clone(),
+            port,
+            overlay: inner.config.tree.clone(),
+            max_peers: inner.config.max_peers,
+            seed: inner.config.remote.jitter_rng().u64(..),
+            bootstrap,
+            commands: commands.clone(),
+            listening: Arc::new(move || state.state().listening.clone()),
+            stats: inner.tree_stats.clone(),
+            view: inner.tree_view.clone(),
+            tracker: inner.tracker.clone(),
+            cancel: inner.cancel.clone(),
+        };
+        let (actor, handle) = trees::Trees::new(setup);
+        let events = handle.events.clone();
+        let _ = inner.tree.set(handle);
+        let closing = inner.closing.clone();
+        inner.tracker.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = closing.cancelled() => break,
+                    next = incoming.next() => next,
+                };
+                let Some((peer, stream)) = next else { break };
+                if events
+                    .send(trees::TreeEvent::Stream(peer, stream))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let span = tracing::info_span!("trees", local = %inner.keypair.peer_id());
+        inner
+            .tracker
+            .spawn(tracing::Instrument::instrument(actor.run(local), span));
+        Ok(())
+    }
+
+    /// Counters of the multi-hop layer (all zero unless [`MeshConfig::multi_hop`]).
+    pub fn tree_stats(&self) -> TreeStats {
+        *self.inner.tree_stats.borrow()
+    }
+
+    /// The trees this node knows in multi-hop mode, as of the actor's last tick (100 ms): each
+    /// stream's path to its origin, parent, children and position.
+    pub fn tree_streams(&self) -> Vec<overlay::StreamInfo<PeerId>> {
+        self.inner
+            .tree_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .streams
+            .clone()
+    }
+
+    /// The tree links in multi-hop mode, as of the actor's last tick.
+    pub fn tree_neighbours(&self) -> Vec<TreeNeighbour> {
+        self.inner
+            .tree_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .neighbours
+            .clone()
+    }
+
+    /// A receiver that sees [`MeshEndpoint::tree_stats`] change.
+    pub fn tree_stats_changes(&self) -> watch::Receiver<TreeStats> {
+        self.inner.tree_stats.subscribe()
+    }
+
     /// Keeps the route set the actor announces in line with the router's.
     fn follow(&self, change: &LocalChange) {
         self.inner.routes.send_if_modified(|routes| match change {

@@ -41,9 +41,9 @@ use dndm_core::{Route, RoutePattern};
 pub mod membership;
 pub mod sim;
 mod stream;
-pub mod wire;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 use stream::{Child, Stream};
 
@@ -249,6 +249,34 @@ pub struct OverlayStats {
     pub refreshes_asked: u64,
 }
 
+/// One stream as a node sees it ([`Overlay::streams`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamInfo<P> {
+    /// The publisher.
+    pub origin: P,
+    /// Its route.
+    pub route: Route,
+    /// This node's distance to the origin ([`UNREACHABLE`]: no path now).
+    pub hops: u8,
+    /// The newest announcement epoch heard.
+    pub epoch: u64,
+    /// The neighbour toward the origin.
+    pub parent: Option<P>,
+    /// In the tree (a `Join` went to the parent).
+    pub joined: bool,
+    /// The parent answered the latest `Join`.
+    pub confirmed: bool,
+    /// Neighbours this node forwards the stream to.
+    pub children: usize,
+    /// A local subscription matches.
+    pub subscribed: bool,
+    /// The next sequence number expected.
+    pub next: Option<Seq>,
+    /// Batches kept for repairs.
+    pub cached: usize,
+}
+
 type Key<P> = (P, Route);
 
 /// One node's dissemination machine. See the module docs.
@@ -312,6 +340,29 @@ impl<P: NodeId> Overlay<P> {
         known
     }
 
+    /// Every stream this node knows, as inspection shows it.
+    pub fn streams(&self) -> Vec<StreamInfo<P>> {
+        let mut streams: Vec<StreamInfo<P>> = self
+            .streams
+            .iter()
+            .map(|((origin, route), s)| StreamInfo {
+                origin: *origin,
+                route: route.clone(),
+                hops: s.hops,
+                epoch: s.epoch,
+                parent: s.parent,
+                joined: s.joined,
+                confirmed: s.confirmed || *origin == self.me,
+                children: s.children.len(),
+                subscribed: s.local,
+                next: s.next,
+                cached: s.cache.len(),
+            })
+            .collect();
+        streams.sort_by(|a, b| (a.origin, &a.route).cmp(&(b.origin, &b.route)));
+        streams
+    }
+
     /// The neighbour this node receives `(origin, route)` from, if it is in that tree.
     pub fn parent(&self, origin: P, route: &Route) -> Option<P> {
         let stream = self.streams.get(&(origin, route.clone()))?;
@@ -349,7 +400,9 @@ impl<P: NodeId> Overlay<P> {
         }
         let keys: Vec<Key<P>> = self.streams.keys().cloned().collect();
         for key in keys {
-            let Some(s) = self.streams.get_mut(&key) else { continue };
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             s.offers.remove(&peer);
             s.children.remove(&peer);
             self.reselect(&key);
@@ -363,7 +416,10 @@ impl<P: NodeId> Overlay<P> {
         if self.streams.contains_key(&key) {
             return;
         }
-        let epoch = self.tombstones.remove(&key).map_or(1, |(epoch, _)| epoch + 1);
+        let epoch = self
+            .tombstones
+            .remove(&key)
+            .map_or(1, |(epoch, _)| epoch + 1);
         let mut s = Stream::new(epoch, now + self.config.refresh);
         s.hops = 0;
         s.next = Some(1);
@@ -376,9 +432,12 @@ impl<P: NodeId> Overlay<P> {
     /// The last local intent on `route` went away: the stream is withdrawn.
     pub fn remove_intent(&mut self, route: &Route, now: Instant) {
         let key = (self.me, route.clone());
-        let Some(s) = self.streams.remove(&key) else { return };
+        let Some(s) = self.streams.remove(&key) else {
+            return;
+        };
         let epoch = s.epoch + 1;
-        self.tombstones.insert(key, (epoch, now + self.config.refresh * 3));
+        self.tombstones
+            .insert(key, (epoch, now + self.config.refresh * 3));
         if !s.children.is_empty() {
             self.actions.push_back(Action::Unwanted(route.clone()));
         }
@@ -423,7 +482,13 @@ impl<P: NodeId> Overlay<P> {
         }
         let first = s.next.unwrap_or(1);
         let auth = auth(first, &payloads);
-        let batch = Arc::new(Batch { origin: self.me, route: route.clone(), first, payloads, auth });
+        let batch = Arc::new(Batch {
+            origin: self.me,
+            route: route.clone(),
+            first,
+            payloads,
+            auth,
+        });
         s.next = Some(batch.end());
         s.cache(batch.clone(), &self.config);
         let children: Vec<P> = s.children.keys().copied().collect();
@@ -439,7 +504,9 @@ impl<P: NodeId> Overlay<P> {
         self.tombstones.retain(|_, (_, until)| *until > now);
         let keys: Vec<Key<P>> = self.streams.keys().cloned().collect();
         for key in keys {
-            let Some(s) = self.streams.get_mut(&key) else { continue };
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             if s.expires > now {
                 continue;
             }
@@ -457,7 +524,9 @@ impl<P: NodeId> Overlay<P> {
     /// When [`tick`](Self::tick) next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
         let streams = self.streams.values().map(|s| s.expires);
-        streams.chain(self.tombstones.values().map(|(_, until)| *until)).min()
+        streams
+            .chain(self.tombstones.values().map(|(_, until)| *until))
+            .min()
     }
 
     /// A frame arrived from neighbour `from`.
@@ -466,11 +535,26 @@ impl<P: NodeId> Overlay<P> {
             return;
         }
         match frame {
-            Frame::Announce { origin, route, epoch, hops, alive } => {
+            Frame::Announce {
+                origin,
+                route,
+                epoch,
+                hops,
+                alive,
+            } => {
                 self.on_announce(from, (origin, route), epoch, hops, alive, now);
             }
-            Frame::Join { origin, route, from: first } => self.on_join(from, (origin, route), first),
-            Frame::Joined { origin, route, from: asked, next } => {
+            Frame::Join {
+                origin,
+                route,
+                from: first,
+            } => self.on_join(from, (origin, route), first),
+            Frame::Joined {
+                origin,
+                route,
+                from: asked,
+                next,
+            } => {
                 self.on_joined(from, &(origin, route), asked, next);
             }
             Frame::Leave { origin, route } => {
@@ -481,16 +565,33 @@ impl<P: NodeId> Overlay<P> {
                 }
             }
             Frame::Data(batch) => self.on_data(from, batch),
-            Frame::Gap { origin, route, first, end } => {
+            Frame::Gap {
+                origin,
+                route,
+                first,
+                end,
+            } => {
                 self.on_gap(from, &(origin, route), first, end);
             }
-            Frame::Refresh { origin, route, epoch } => {
+            Frame::Refresh {
+                origin,
+                route,
+                epoch,
+            } => {
                 self.on_refresh(from, (origin, route), epoch, now);
             }
         }
     }
 
-    fn on_announce(&mut self, from: P, key: Key<P>, epoch: u64, hops: u8, alive: bool, now: Instant) {
+    fn on_announce(
+        &mut self,
+        from: P,
+        key: Key<P>,
+        epoch: u64,
+        hops: u8,
+        alive: bool,
+        now: Instant,
+    ) {
         if key.0 == self.me {
             return;
         }
@@ -505,13 +606,24 @@ impl<P: NodeId> Overlay<P> {
                 self.drop_stream(&key);
             }
             if !self.tombstones.contains_key(&key) {
-                self.tombstones.insert(key.clone(), (epoch, now + self.config.refresh * 3));
-                let frame = Frame::Announce { origin: key.0, route: key.1, epoch, hops, alive };
+                self.tombstones
+                    .insert(key.clone(), (epoch, now + self.config.refresh * 3));
+                let frame = Frame::Announce {
+                    origin: key.0,
+                    route: key.1,
+                    epoch,
+                    hops,
+                    alive,
+                };
                 self.flood(frame, Some(from));
             }
             return;
         }
-        let hops = if hops >= self.config.max_hops { UNREACHABLE } else { hops };
+        let hops = if hops >= self.config.max_hops {
+            UNREACHABLE
+        } else {
+            hops
+        };
         let expires = now + self.config.refresh * 3;
         let s = match self.streams.get_mut(&key) {
             Some(s) => s,
@@ -528,7 +640,13 @@ impl<P: NodeId> Overlay<P> {
         if hops != UNREACHABLE && epoch < previous {
             return;
         }
-        s.offers.insert(from, stream::Offer { epoch: epoch.max(previous), hops });
+        s.offers.insert(
+            from,
+            stream::Offer {
+                epoch: epoch.max(previous),
+                hops,
+            },
+        );
         if epoch > s.epoch {
             s.epoch = epoch;
             s.expires = expires;
@@ -550,7 +668,13 @@ impl<P: NodeId> Overlay<P> {
             self.send(child, frame);
             return;
         };
-        s.children.insert(child, Child { confirmed: false, from });
+        s.children.insert(
+            child,
+            Child {
+                confirmed: false,
+                from,
+            },
+        );
         // Upstream first: an origin is told it is wanted before the child hears where its
         // stream starts.
         self.upstream(&key);
@@ -562,16 +686,26 @@ impl<P: NodeId> Overlay<P> {
     /// waits); only what no node upstream holds is reported as a gap.
     fn confirm(&mut self, key: &Key<P>, child: P) {
         let own = key.0 == self.me;
-        let Some(s) = self.streams.get_mut(key) else { return };
-        let Some(position) = s.next.filter(|_| own || s.confirmed) else { return };
-        let Some(entry) = s.children.get_mut(&child) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        let Some(position) = s.next.filter(|_| own || s.confirmed) else {
+            return;
+        };
+        let Some(entry) = s.children.get_mut(&child) else {
+            return;
+        };
         let from = entry.from.map_or(position, |from| from.min(position));
         let held = s.cache.front().map_or(position, |b| b.first.max(from));
         if held > from && !own && s.asked.is_none_or(|asked| asked > from) {
             if let Some(parent) = s.parent {
                 s.asked = Some(from);
                 s.confirmed = false;
-                let frame = Frame::Join { origin: key.0, route: key.1.clone(), from: Some(from) };
+                let frame = Frame::Join {
+                    origin: key.0,
+                    route: key.1.clone(),
+                    from: Some(from),
+                };
                 self.send(parent, frame);
                 return;
             }
@@ -579,10 +713,20 @@ impl<P: NodeId> Overlay<P> {
         entry.confirmed = true;
         let asked = entry.from;
         let (origin, route) = key.clone();
-        let mut frames = vec![Frame::Joined { origin, route: route.clone(), from: asked, next: from }];
+        let mut frames = vec![Frame::Joined {
+            origin,
+            route: route.clone(),
+            from: asked,
+            next: from,
+        }];
         if from < position {
             if held > from {
-                frames.push(Frame::Gap { origin, route, first: from, end: held });
+                frames.push(Frame::Gap {
+                    origin,
+                    route,
+                    first: from,
+                    end: held,
+                });
             }
             for batch in s.cache.iter().filter(|b| b.end() > from) {
                 frames.push(Frame::Data(batch.clone()));
@@ -594,7 +738,9 @@ impl<P: NodeId> Overlay<P> {
     }
 
     fn on_joined(&mut self, from: P, key: &Key<P>, asked: Option<Seq>, next: Seq) {
-        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
         // Only the answer to the latest Join counts.
         if s.parent != Some(from) || !s.joined || s.asked != asked || s.confirmed {
             return;
@@ -606,7 +752,12 @@ impl<P: NodeId> Overlay<P> {
             s.cache.clear();
             s.cache_bytes = 0;
         }
-        let pending: Vec<P> = s.children.iter().filter(|(_, c)| !c.confirmed).map(|(p, _)| *p).collect();
+        let pending: Vec<P> = s
+            .children
+            .iter()
+            .filter(|(_, c)| !c.confirmed)
+            .map(|(p, _)| *p)
+            .collect();
         self.link(key);
         for child in pending {
             self.confirm(key, child);
@@ -614,10 +765,15 @@ impl<P: NodeId> Overlay<P> {
     }
 
     fn link(&mut self, key: &Key<P>) {
-        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
         if s.local && !s.linked && s.next.is_some() {
             s.linked = true;
-            self.actions.push_back(Action::Linked { origin: key.0, route: key.1.clone() });
+            self.actions.push_back(Action::Linked {
+                origin: key.0,
+                route: key.1.clone(),
+            });
         }
     }
 
@@ -651,7 +807,12 @@ impl<P: NodeId> Overlay<P> {
         }
         let hops = s.hops;
         let local = s.local;
-        let children: Vec<P> = s.children.iter().filter(|(_, c)| c.confirmed).map(|(p, _)| *p).collect();
+        let children: Vec<P> = s
+            .children
+            .iter()
+            .filter(|(_, c)| c.confirmed)
+            .map(|(p, _)| *p)
+            .collect();
         self.link(&key);
         let missing = batch.first.saturating_sub(delivered);
         if missing > 0 {
@@ -662,12 +823,15 @@ impl<P: NodeId> Overlay<P> {
             self.send(child, Frame::Data(batch.clone()));
         }
         if local && fresh {
-            self.actions.push_back(Action::Deliver { batch, skip, hops });
+            self.actions
+                .push_back(Action::Deliver { batch, skip, hops });
         }
     }
 
     fn on_gap(&mut self, from: P, key: &Key<P>, first: Seq, end: Seq) {
-        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
         if s.parent != Some(from) || !s.joined || !s.confirmed {
             return;
         }
@@ -679,12 +843,22 @@ impl<P: NodeId> Overlay<P> {
         let delivered = s.delivered.unwrap_or(start).max(start);
         let count = end.saturating_sub(first.max(delivered));
         s.delivered = Some(delivered.max(end));
-        let children: Vec<P> = s.children.iter().filter(|(_, c)| c.confirmed).map(|(p, _)| *p).collect();
+        let children: Vec<P> = s
+            .children
+            .iter()
+            .filter(|(_, c)| c.confirmed)
+            .map(|(p, _)| *p)
+            .collect();
         if count > 0 {
             self.lost(key, count);
         }
         for child in children {
-            let frame = Frame::Gap { origin: key.0, route: key.1.clone(), first, end };
+            let frame = Frame::Gap {
+                origin: key.0,
+                route: key.1.clone(),
+                first,
+                end,
+            };
             self.send(child, frame);
         }
     }
@@ -692,13 +866,19 @@ impl<P: NodeId> Overlay<P> {
     fn lost(&mut self, key: &Key<P>, count: u64) {
         if self.streams.get(key).is_some_and(|s| s.linked) {
             self.stats.lost += count;
-            self.actions.push_back(Action::Lost { origin: key.0, route: key.1.clone(), count });
+            self.actions.push_back(Action::Lost {
+                origin: key.0,
+                route: key.1.clone(),
+                count,
+            });
         }
     }
 
     fn on_refresh(&mut self, from: P, key: Key<P>, epoch: u64, now: Instant) {
         if key.0 == self.me {
-            let Some(s) = self.streams.get_mut(&key) else { return };
+            let Some(s) = self.streams.get_mut(&key) else {
+                return;
+            };
             if s.epoch <= epoch {
                 s.epoch = epoch + 1;
                 s.expires = now + self.config.refresh;
@@ -707,13 +887,22 @@ impl<P: NodeId> Overlay<P> {
             }
             return;
         }
-        let Some(s) = self.streams.get_mut(&key) else { return };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
         if s.epoch > epoch && s.hops != UNREACHABLE {
             let frame = self.announce(key.0, &key.1, &self.streams[&key], true);
             self.send(from, frame);
         } else if let Some(parent) = s.parent.filter(|_| s.refresh_asked < epoch + 1) {
             s.refresh_asked = epoch + 1;
-            self.send(parent, Frame::Refresh { origin: key.0, route: key.1, epoch });
+            self.send(
+                parent,
+                Frame::Refresh {
+                    origin: key.0,
+                    route: key.1,
+                    epoch,
+                },
+            );
         }
     }
 
@@ -721,7 +910,9 @@ impl<P: NodeId> Overlay<P> {
     /// ties, then the newer epoch). Floods the new distance when it changed; asks for a new
     /// epoch when no offer is feasible.
     fn reselect(&mut self, key: &Key<P>) {
-        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
         if key.0 == self.me {
             return;
         }
@@ -731,7 +922,14 @@ impl<P: NodeId> Overlay<P> {
             .offers
             .iter()
             .filter(|(_, o)| o.hops < UNREACHABLE && s.feasible(o))
-            .min_by_key(|(n, o)| (o.hops, Some(**n) != current, std::cmp::Reverse(o.epoch), **n))
+            .min_by_key(|(n, o)| {
+                (
+                    o.hops,
+                    Some(**n) != current,
+                    std::cmp::Reverse(o.epoch),
+                    **n,
+                )
+            })
             .map(|(n, o)| (*n, *o));
         match best {
             Some((parent, offer)) => {
@@ -755,7 +953,13 @@ impl<P: NodeId> Overlay<P> {
                 s.joined = false;
                 s.confirmed = false;
                 if let Some(old) = before.0.filter(|p| self.neighbours.contains(p)) {
-                    self.send(old, Frame::Leave { origin: key.0, route: key.1.clone() });
+                    self.send(
+                        old,
+                        Frame::Leave {
+                            origin: key.0,
+                            route: key.1.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -768,20 +972,30 @@ impl<P: NodeId> Overlay<P> {
         }
         if lost_path {
             self.stats.refreshes_asked += 1;
-            let frame = Frame::Refresh { origin: key.0, route: key.1.clone(), epoch };
+            let frame = Frame::Refresh {
+                origin: key.0,
+                route: key.1.clone(),
+                epoch,
+            };
             self.flood(frame, None);
         }
     }
 
     /// Joins or leaves the parent as the stream's local subscribers and children need.
     fn upstream(&mut self, key: &Key<P>) {
-        let Some(s) = self.streams.get_mut(key) else { return };
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
         if key.0 == self.me {
             let wanted = !s.children.is_empty();
             if wanted != s.wanted {
                 s.wanted = wanted;
                 let route = key.1.clone();
-                self.actions.push_back(if wanted { Action::Wanted(route) } else { Action::Unwanted(route) });
+                self.actions.push_back(if wanted {
+                    Action::Wanted(route)
+                } else {
+                    Action::Unwanted(route)
+                });
             }
             return;
         }
@@ -790,10 +1004,16 @@ impl<P: NodeId> Overlay<P> {
             (true, false, Some(parent)) => {
                 s.joined = true;
                 // A node not yet in the tree asks for what its children still need.
-                let from = s.next.or_else(|| s.children.values().filter_map(|c| c.from).min());
+                let from = s
+                    .next
+                    .or_else(|| s.children.values().filter_map(|c| c.from).min());
                 s.asked = from;
                 s.confirmed = false;
-                let frame = Frame::Join { origin: key.0, route: key.1.clone(), from };
+                let frame = Frame::Join {
+                    origin: key.0,
+                    route: key.1.clone(),
+                    from,
+                };
                 self.send(parent, frame);
             }
             (false, true, parent) => {
@@ -804,7 +1024,13 @@ impl<P: NodeId> Overlay<P> {
                 s.cache.clear();
                 s.cache_bytes = 0;
                 if let Some(parent) = parent {
-                    self.send(parent, Frame::Leave { origin: key.0, route: key.1.clone() });
+                    self.send(
+                        parent,
+                        Frame::Leave {
+                            origin: key.0,
+                            route: key.1.clone(),
+                        },
+                    );
                 }
                 self.unlink(key);
             }
@@ -817,25 +1043,43 @@ impl<P: NodeId> Overlay<P> {
             && s.linked
         {
             s.linked = false;
-            self.actions.push_back(Action::Unlinked { origin: key.0, route: key.1.clone() });
+            self.actions.push_back(Action::Unlinked {
+                origin: key.0,
+                route: key.1.clone(),
+            });
         }
     }
 
     /// Forgets a remote stream (withdrawn or expired).
     fn drop_stream(&mut self, key: &Key<P>) {
         self.unlink(key);
-        let Some(s) = self.streams.remove(key) else { return };
+        let Some(s) = self.streams.remove(key) else {
+            return;
+        };
         if let Some(parent) = s.parent.filter(|p| s.joined && self.neighbours.contains(p)) {
-            self.send(parent, Frame::Leave { origin: key.0, route: key.1.clone() });
+            self.send(
+                parent,
+                Frame::Leave {
+                    origin: key.0,
+                    route: key.1.clone(),
+                },
+            );
         }
     }
 
     /// A subscription changed: which streams are local now.
     fn rematch(&mut self) {
-        let keys: Vec<Key<P>> = self.streams.keys().filter(|k| k.0 != self.me).cloned().collect();
+        let keys: Vec<Key<P>> = self
+            .streams
+            .keys()
+            .filter(|k| k.0 != self.me)
+            .cloned()
+            .collect();
         for key in keys {
             let local = self.patterns.iter().any(|p| p.matches(&key.1));
-            let Some(s) = self.streams.get_mut(&key) else { continue };
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             if s.local != local {
                 s.local = local;
                 if !local {
@@ -849,11 +1093,22 @@ impl<P: NodeId> Overlay<P> {
 
     fn announce(&self, origin: P, route: &Route, s: &Stream<P>, alive: bool) -> Frame<P> {
         let epoch = if origin == self.me { s.epoch } else { s.seqno };
-        Frame::Announce { origin, route: route.clone(), epoch, hops: s.hops, alive }
+        Frame::Announce {
+            origin,
+            route: route.clone(),
+            epoch,
+            hops: s.hops,
+            alive,
+        }
     }
 
     fn flood(&mut self, frame: Frame<P>, except: Option<P>) {
-        let to: Vec<P> = self.neighbours.iter().copied().filter(|n| Some(*n) != except).collect();
+        let to: Vec<P> = self
+            .neighbours
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != except)
+            .collect();
         for peer in to {
             self.send(peer, frame.clone());
         }
@@ -863,4 +1118,3 @@ impl<P: NodeId> Overlay<P> {
         self.actions.push_back(Action::Send { to, frame });
     }
 }
-

@@ -86,6 +86,8 @@ pub(crate) enum Command {
     Opened(libp2p::PeerId),
     /// Ask a configured relay for a reservation again (after its backoff delay).
     Reserve(Multiaddr),
+    /// Dial a peer the multi-hop membership policy chose, on these addresses.
+    DialPeer(libp2p::PeerId, Vec<Multiaddr>),
 }
 
 /// The local routes the actor announces and looks up.
@@ -301,6 +303,16 @@ impl Actor {
                 self.opening.remove(&peer);
             }
             Command::Reserve(relay) => self.reserve(relay),
+            Command::DialPeer(peer, addrs) => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "tree dial not started");
+                    self.tell_trees(|p| crate::trees::TreeEvent::DialFailed(p), &peer);
+                }
+            }
         }
     }
 
@@ -328,8 +340,12 @@ impl Actor {
                 peer_id,
                 connection_id,
                 endpoint,
+                num_established,
                 ..
             } => {
+                if num_established.get() == 1 {
+                    self.open_tree_stream(peer_id);
+                }
                 self.peer_dials.remove(&connection_id);
                 if let Some(addr) = self.dials.get(&connection_id) {
                     self.dial_backoffs.remove(addr);
@@ -370,6 +386,7 @@ impl Actor {
                 }
                 self.on_dial_closed(peer_id, connection_id);
                 if num_established == 0 {
+                    self.tell_trees(crate::trees::TreeEvent::PeerGone, &peer_id);
                     self.since.remove(&peer_id);
                     self.redial_peer_later(peer_id);
                 } else {
@@ -389,6 +406,9 @@ impl Actor {
                 // Only our own dials count, and not those our connection limit refused:
                 // Kademlia's query dials and a busy moment are not evidence that the peer is
                 // unreachable.
+                if let Some(peer) = peer_id {
+                    self.tell_trees(|p| crate::trees::TreeEvent::DialFailed(p), &peer);
+                }
                 let ours = self.peer_dials.remove(&connection_id);
                 let refused_here = matches!(error, libp2p::swarm::DialError::Denied { .. });
                 if let Some(peer) = peer_id.filter(|_| ours) {
@@ -416,6 +436,12 @@ impl Actor {
                 info,
                 ..
             })) => {
+                if self.inner.config.multi_hop {
+                    let addrs: Vec<Multiaddr> =
+                        info.listen_addrs.into_iter().filter(dialable).collect();
+                    self.tell_trees(|p| crate::trees::TreeEvent::Addresses(p, addrs), &peer_id);
+                    return;
+                }
                 for addr in info.listen_addrs {
                     if dialable(&addr) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -452,7 +478,9 @@ impl Actor {
 
     /// Whether the node still meets every peer it learns of.
     fn dense(&self) -> bool {
-        self.swarm.connected_peers().count() < self.inner.config.full_mesh_threshold
+        // In multi-hop mode the membership policy chooses whom to meet.
+        !self.inner.config.multi_hop
+            && self.swarm.connected_peers().count() < self.inner.config.full_mesh_threshold
     }
 
     /// Opens the dndm stream to `peer` unless one runs or is being opened, and only to peers
@@ -461,6 +489,10 @@ impl Actor {
     /// has one stream, configured and LAN peers and any peer while the mesh is small. Other
     /// connections (Kademlia queries) get no session and close when idle.
     fn open_if_needed(&mut self, peer_id: libp2p::PeerId) {
+        // Multi-hop mode runs no dndm sessions: trees carry publish/subscribe.
+        if self.inner.config.multi_hop {
+            return;
+        }
         let known = self.known.get(&peer_id);
         let wanted = known.is_some_and(|k| k.wanted);
         let kept = known.is_some_and(|k| k.lan) || self.configured.contains(&peer_id);
@@ -503,6 +535,46 @@ impl Actor {
             }
             let _ = done.send(Command::Opened(peer_id)).await;
         });
+    }
+
+    /// In multi-hop mode, the side with the lower PeerId opens the tree stream of a new
+    /// connection; the tree actor decides whether the peer becomes a neighbour.
+    fn open_tree_stream(&mut self, peer_id: libp2p::PeerId) {
+        let Some(tree) = self.inner.tree.get() else {
+            return;
+        };
+        if self.local > peer_id || self.inner.closing.is_cancelled() {
+            return;
+        }
+        let mut control = self.control.clone();
+        let events = tree.events.clone();
+        let closing = self.inner.closing.clone();
+        self.inner.tracker.spawn(async move {
+            let opened = tokio::select! {
+                biased;
+                () = closing.cancelled() => return,
+                opened = control.open_stream(peer_id, crate::TREE_PROTOCOL) => opened,
+            };
+            match opened {
+                Ok(stream) => {
+                    let _ = events
+                        .send(crate::trees::TreeEvent::Stream(peer_id, stream))
+                        .await;
+                }
+                Err(e) => tracing::debug!(%peer_id, error = %e, "tree stream not opened"),
+            }
+        });
+    }
+
+    /// Tells the tree actor (multi-hop mode) about a peer.
+    fn tell_trees(
+        &self,
+        event: impl FnOnce(PeerId) -> crate::trees::TreeEvent,
+        peer: &libp2p::PeerId,
+    ) {
+        if let (Some(tree), Some(peer)) = (self.inner.tree.get(), dndm_peer(peer)) {
+            let _ = tree.notices.send(event(peer));
+        }
     }
 
     /// Dials a known peer (its addresses, plus whatever Kademlia knows), unless its breaker is

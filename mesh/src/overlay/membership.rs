@@ -131,7 +131,10 @@ impl<P: NodeId> Membership<P> {
             return true;
         }
         let sample = self.sample(Some(peer));
-        self.actions.push_back(MembershipAction::Exchange { to: peer, peers: sample });
+        self.actions.push_back(MembershipAction::Exchange {
+            to: peer,
+            peers: sample,
+        });
         if self.active.len() >= self.config.max_peers {
             self.know(peer);
             self.actions.push_back(MembershipAction::Disconnect(peer));
@@ -148,6 +151,14 @@ impl<P: NodeId> Membership<P> {
             self.know(peer);
         }
         self.dialing.remove(&peer);
+    }
+
+    /// The peer refused us as a neighbour (it is full): like a failed dial, so a full node is
+    /// not asked again and again.
+    pub fn refused(&mut self, peer: P) {
+        self.active.remove(&peer);
+        self.know(peer);
+        self.dial_failed(peer);
     }
 
     /// A dial failed; after `max_failures` in a row the peer is forgotten.
@@ -195,7 +206,8 @@ impl<P: NodeId> Membership<P> {
             if !active.is_empty() {
                 let to = active[self.rng.usize(..active.len())];
                 let peers = self.sample(Some(to));
-                self.actions.push_back(MembershipAction::Exchange { to, peers });
+                self.actions
+                    .push_back(MembershipAction::Exchange { to, peers });
             }
         }
     }

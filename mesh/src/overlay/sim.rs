@@ -129,9 +129,21 @@ enum Event {
     Tick(Id),
     Publish(Id),
     Connect(Id, Id),
-    Frame { to: Id, from: Id, link: u64, frame: Frame<Id> },
-    Exchange { to: Id, peers: Vec<Id> },
-    Down { node: Id, peer: Id, link: u64 },
+    Frame {
+        to: Id,
+        from: Id,
+        link: u64,
+        frame: Frame<Id>,
+    },
+    Exchange {
+        to: Id,
+        peers: Vec<Id>,
+    },
+    Down {
+        node: Id,
+        peer: Id,
+        link: u64,
+    },
     Leave(Id),
 }
 
@@ -187,7 +199,9 @@ fn route(i: Id) -> Route {
 
 impl Sim {
     fn new(config: SimConfig) -> Self {
-        let nodes = (0..config.nodes as Id).map(|i| Self::node(&config, i, 0)).collect();
+        let nodes = (0..config.nodes as Id)
+            .map(|i| Self::node(&config, i, 0))
+            .collect();
         let left = vec![false; config.nodes];
         Self {
             rng: fastrand::Rng::with_seed(config.seed),
@@ -233,13 +247,15 @@ impl Sim {
         self.order += 1;
         let key = self.order as usize;
         self.events.insert(key, event);
-        self.queue.push(Reverse((self.now + delay, self.order, key)));
+        self.queue
+            .push(Reverse((self.now + delay, self.order, key)));
     }
 
     fn latency(&self, a: Id, b: Id) -> Duration {
         let (lo, hi) = self.config.latency;
         let span = hi.saturating_sub(lo).as_micros() as u64 + 1;
-        let mix = (u64::from(a.min(b)) << 32 | u64::from(a.max(b))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mix =
+            (u64::from(a.min(b)) << 32 | u64::from(a.max(b))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         lo + Duration::from_micros((mix ^ self.config.seed) % span)
     }
 
@@ -298,7 +314,10 @@ impl Sim {
                     return;
                 }
                 let payload = Bytes::from(vec![0u8; 8]);
-                let seq = self.nodes[id as usize].overlay.publish(&route(id), vec![payload], |_, _| Bytes::new());
+                let seq =
+                    self.nodes[id as usize]
+                        .overlay
+                        .publish(&route(id), vec![payload], |_, _| Bytes::new());
                 if seq.is_some() {
                     self.published.insert(id, sent + 1);
                 }
@@ -306,8 +325,14 @@ impl Sim {
                 self.at(self.config.interval, Event::Publish(id));
             }
             Event::Connect(a, b) => self.connect(a, b),
-            Event::Frame { to, from, link, frame } => {
-                if self.links.get(&pair(to, from)) != Some(&link) || !self.nodes[to as usize].alive {
+            Event::Frame {
+                to,
+                from,
+                link,
+                frame,
+            } => {
+                if self.links.get(&pair(to, from)) != Some(&link) || !self.nodes[to as usize].alive
+                {
                     return;
                 }
                 let now = self.base + self.now;
@@ -343,9 +368,14 @@ impl Sim {
             .filter(|i| *i != id && self.nodes[*i as usize].alive)
             .collect();
         // One random earlier (live) node to start from.
-        let earlier: Vec<Id> = alive.iter().copied().filter(|i| *i < id || rejoin).collect();
+        let earlier: Vec<Id> = alive
+            .iter()
+            .copied()
+            .filter(|i| *i < id || rejoin)
+            .collect();
         if !earlier.is_empty() {
-            node.membership.bootstrap([earlier[self.rng.usize(..earlier.len())]]);
+            node.membership
+                .bootstrap([earlier[self.rng.usize(..earlier.len())]]);
         }
         let now = self.base + self.now;
         if (id as usize) < self.config.publishers {
@@ -364,13 +394,24 @@ impl Sim {
     }
 
     fn leave(&mut self, id: Id) {
-        let links: Vec<((Id, Id), u64)> =
-            self.links.iter().filter(|((a, b), _)| *a == id || *b == id).map(|(k, v)| (*k, *v)).collect();
+        let links: Vec<((Id, Id), u64)> = self
+            .links
+            .iter()
+            .filter(|((a, b), _)| *a == id || *b == id)
+            .map(|(k, v)| (*k, *v))
+            .collect();
         for ((a, b), link) in links {
             self.links.remove(&(a, b));
             let peer = if a == id { b } else { a };
             let delay = self.latency(a, b);
-            self.at(delay, Event::Down { node: peer, peer: id, link });
+            self.at(
+                delay,
+                Event::Down {
+                    node: peer,
+                    peer: id,
+                    link,
+                },
+            );
         }
         let node = &mut self.nodes[id as usize];
         node.alive = false;
@@ -424,7 +465,9 @@ impl Sim {
                 self.membership_action(id, action);
                 continue;
             }
-            let Some(action) = node.overlay.poll_action() else { break };
+            let Some(action) = node.overlay.poll_action() else {
+                break;
+            };
             self.overlay_action(id, action);
         }
     }
@@ -438,7 +481,14 @@ impl Sim {
             MembershipAction::Disconnect(peer) => {
                 if let Some(link) = self.links.remove(&pair(id, peer)) {
                     let delay = self.latency(id, peer);
-                    self.at(delay, Event::Down { node: peer, peer: id, link });
+                    self.at(
+                        delay,
+                        Event::Down {
+                            node: peer,
+                            peer: id,
+                            link,
+                        },
+                    );
                     let node = &mut self.nodes[id as usize];
                     node.membership.disconnected(peer);
                     node.overlay.neighbour_down(peer);
@@ -454,13 +504,23 @@ impl Sim {
     fn overlay_action(&mut self, id: Id, action: Action<Id>) {
         match action {
             Action::Send { to, frame } => {
-                let Some(&link) = self.links.get(&pair(id, to)) else { return };
+                let Some(&link) = self.links.get(&pair(id, to)) else {
+                    return;
+                };
                 self.frames += 1;
                 if matches!(frame, Frame::Data(_)) {
                     self.data_frames += 1;
                 }
                 let delay = self.latency(id, to);
-                self.at(delay, Event::Frame { to, from: id, link, frame });
+                self.at(
+                    delay,
+                    Event::Frame {
+                        to,
+                        from: id,
+                        link,
+                        frame,
+                    },
+                );
             }
             Action::Linked { .. } => {
                 let now = self.now;
@@ -503,12 +563,19 @@ impl Sim {
 
     fn report(&mut self) -> SimReport {
         let published: u64 = self.published.values().sum();
-        let per_stayer: u64 = if self.config.wildcard { published } else { self.published.get(&0).copied().unwrap_or(0) };
+        let per_stayer: u64 = if self.config.wildcard {
+            published
+        } else {
+            self.published.get(&0).copied().unwrap_or(0)
+        };
         let stayers: Vec<usize> = (0..self.config.nodes)
             .filter(|i| self.subscriber(*i as Id) && !self.left[*i] && *i >= self.config.publishers)
             .collect();
         let delivered: u64 = stayers.iter().map(|i| self.nodes[*i].delivered).sum();
-        let complete = stayers.iter().filter(|i| self.nodes[**i].delivered == per_stayer).count();
+        let complete = stayers
+            .iter()
+            .filter(|i| self.nodes[**i].delivered == per_stayer)
+            .count();
         self.hops.sort_unstable();
         self.convergence.sort_unstable();
         self.rejoins.sort_unstable();
@@ -523,7 +590,11 @@ impl Sim {
             hops_p99: percentile(&self.hops, 0.99).unwrap_or(0),
             hops_max: self.hops.last().copied().unwrap_or(0),
             transmissions_per_message: self.data_frames as f64 / published.max(1) as f64,
-            duplicates_per_message: self.nodes.iter().map(|n| n.overlay.stats().duplicates).sum::<u64>() as f64
+            duplicates_per_message: self
+                .nodes
+                .iter()
+                .map(|n| n.overlay.stats().duplicates)
+                .sum::<u64>() as f64
                 / published.max(1) as f64,
             joins_measured: self.convergence.len(),
             convergence_p50: percentile(&self.convergence, 0.5).unwrap_or_default(),

@@ -23,7 +23,9 @@ struct Net {
 
 impl Net {
     fn new(n: u32, config: &OverlayConfig) -> Self {
-        let nodes = (1..=n).map(|i| (i, Overlay::new(i, config.clone()))).collect();
+        let nodes = (1..=n)
+            .map(|i| (i, Overlay::new(i, config.clone())))
+            .collect();
         Self {
             now: Instant::now(),
             nodes,
@@ -55,7 +57,9 @@ impl Net {
 
     fn publish(&mut self, origin: u32, count: usize) -> Option<Seq> {
         let payloads = (0..count).map(|i| Bytes::from(vec![i as u8; 4])).collect();
-        let seq = self.node(origin).publish(&route(origin), payloads, |_, _| Bytes::new());
+        let seq = self
+            .node(origin)
+            .publish(&route(origin), payloads, |_, _| Bytes::new());
         self.drain();
         seq
     }
@@ -64,7 +68,9 @@ impl Net {
     fn drain(&mut self) {
         loop {
             self.collect();
-            let Some((from, to, frame)) = self.wire.pop_front() else { break };
+            let Some((from, to, frame)) = self.wire.pop_front() else {
+                break;
+            };
             if self.links.contains(&(from.min(to), from.max(to))) {
                 let now = self.now;
                 self.node(to).handle(from, frame, now);
@@ -85,7 +91,12 @@ impl Net {
                         self.wire.push_back((id, to, frame));
                     }
                     Action::Deliver { batch, skip, .. } => {
-                        let seqs = self.delivered.entry(id).or_default().entry(batch.origin).or_default();
+                        let seqs = self
+                            .delivered
+                            .entry(id)
+                            .or_default()
+                            .entry(batch.origin)
+                            .or_default();
                         seqs.extend(batch.first + skip as Seq..batch.end());
                     }
                     other => self.events.push((id, other)),
@@ -95,11 +106,17 @@ impl Net {
     }
 
     fn got(&self, node: u32, origin: u32) -> Vec<Seq> {
-        self.delivered.get(&node).and_then(|d| d.get(&origin)).cloned().unwrap_or_default()
+        self.delivered
+            .get(&node)
+            .and_then(|d| d.get(&origin))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn linked(&self, node: u32) -> bool {
-        self.events.iter().any(|(n, a)| *n == node && matches!(a, Action::Linked { .. }))
+        self.events
+            .iter()
+            .any(|(n, a)| *n == node && matches!(a, Action::Linked { .. }))
     }
 
     fn lost(&self, node: u32) -> u64 {
@@ -165,11 +182,19 @@ fn nobody_in_the_tree_means_nothing_is_numbered() {
     assert_eq!(net.publish(1, 1), None);
     net.node(2).add_interest(pattern("robot.Pose@fleet.1"));
     net.drain();
-    assert!(net.events.iter().any(|(n, a)| *n == 1 && *a == Action::Wanted(route(1))));
+    assert!(
+        net.events
+            .iter()
+            .any(|(n, a)| *n == 1 && *a == Action::Wanted(route(1)))
+    );
     assert_eq!(net.publish(1, 1), Some(1));
     net.node(2).remove_interest(&pattern("robot.Pose@fleet.1"));
     net.drain();
-    assert!(net.events.iter().any(|(n, a)| *n == 1 && *a == Action::Unwanted(route(1))));
+    assert!(
+        net.events
+            .iter()
+            .any(|(n, a)| *n == 1 && *a == Action::Unwanted(route(1)))
+    );
     assert_eq!(net.publish(1, 1), None);
 }
 
@@ -186,12 +211,17 @@ fn a_parent_that_dies_mid_stream_loses_nothing() {
     net.node(4).add_interest(pattern("robot.Pose@**"));
     net.drain();
     assert_eq!(net.node(4).parent(1, &route(1)), Some(2));
-    assert!(net.node(3).parent(1, &route(1)).is_none(), "3 is not in the tree");
+    assert!(
+        net.node(3).parent(1, &route(1)).is_none(),
+        "3 is not in the tree"
+    );
     net.publish(1, 2);
     // Two more batches reach 2 but not 4.
     let payloads = vec![Bytes::from_static(b"x")];
-    net.node(1).publish(&route(1), payloads.clone(), |_, _| Bytes::new());
-    net.node(1).publish(&route(1), payloads, |_, _| Bytes::new());
+    net.node(1)
+        .publish(&route(1), payloads.clone(), |_, _| Bytes::new());
+    net.node(1)
+        .publish(&route(1), payloads, |_, _| Bytes::new());
     net.collect();
     while let Some((from, to, frame)) = net.wire.pop_front() {
         let now = net.now;
@@ -199,7 +229,10 @@ fn a_parent_that_dies_mid_stream_loses_nothing() {
         let ids: Vec<u32> = net.nodes.keys().copied().collect();
         for id in ids.into_iter().filter(|id| *id != 2) {
             while let Some(action) = net.node(id).poll_action() {
-                assert!(!matches!(action, Action::Send { .. }), "only 2 has something to send");
+                assert!(
+                    !matches!(action, Action::Send { .. }),
+                    "only 2 has something to send"
+                );
             }
         }
     }
@@ -215,7 +248,10 @@ fn a_parent_that_dies_mid_stream_loses_nothing() {
 
 #[test]
 fn what_no_cache_holds_is_reported_lost() {
-    let config = OverlayConfig { cache_batches: 2, ..OverlayConfig::default() };
+    let config = OverlayConfig {
+        cache_batches: 2,
+        ..OverlayConfig::default()
+    };
     let mut net = Net::new(4, &config);
     for (a, b) in [(1, 2), (1, 3), (2, 4), (3, 4)] {
         net.link(a, b);
@@ -259,7 +295,10 @@ fn a_wildcard_finds_every_publisher() {
     for i in 1..=30 {
         assert_eq!(net.got(31, i), vec![1], "publisher {i}");
     }
-    let linked = net.events.iter().filter(|(n, a)| *n == 31 && matches!(a, Action::Linked { .. }));
+    let linked = net
+        .events
+        .iter()
+        .filter(|(n, a)| *n == 31 && matches!(a, Action::Linked { .. }));
     assert_eq!(linked.count(), 30);
 }
 
@@ -276,9 +315,19 @@ fn a_withdrawal_reaches_every_node_and_stays() {
     net.drain();
     assert!(net.node(3).known().is_empty());
     assert!(net.node(2).known().is_empty());
-    assert!(net.events.iter().any(|(n, a)| *n == 3 && matches!(a, Action::Unlinked { .. })));
+    assert!(
+        net.events
+            .iter()
+            .any(|(n, a)| *n == 3 && matches!(a, Action::Unlinked { .. }))
+    );
     // A late copy of an older announcement does not bring it back.
-    let stale = Frame::Announce { origin: 1, route: route(1), epoch: 1, hops: 1, alive: true };
+    let stale = Frame::Announce {
+        origin: 1,
+        route: route(1),
+        epoch: 1,
+        hops: 1,
+        alive: true,
+    };
     net.node(3).handle(2, stale, now);
     assert!(net.node(3).known().is_empty());
     // Published again: a newer epoch.
@@ -289,7 +338,10 @@ fn a_withdrawal_reaches_every_node_and_stays() {
 
 #[test]
 fn announcements_expire_unless_refreshed() {
-    let config = OverlayConfig { refresh: Duration::from_secs(1), ..OverlayConfig::default() };
+    let config = OverlayConfig {
+        refresh: Duration::from_secs(1),
+        ..OverlayConfig::default()
+    };
     let mut net = Net::new(2, &config);
     net.link(1, 2);
     let start = net.now;
@@ -332,7 +384,11 @@ fn parents_never_loop_on_a_ring_that_breaks() {
     net.assert_tree(1);
     net.publish(1, 1);
     for i in [2, 3, 4] {
-        assert_eq!(net.got(i, 1), vec![1, 2], "node {i} is cut off after batch 2");
+        assert_eq!(
+            net.got(i, 1),
+            vec![1, 2],
+            "node {i} is cut off after batch 2"
+        );
     }
     for i in [5, 6] {
         assert_eq!(net.got(i, 1), vec![1, 2, 3], "node {i}");
@@ -355,7 +411,10 @@ fn simulated_mesh_delivers_everything_within_the_bound() {
     assert_eq!(report.misordered, 0, "{report:?}");
     assert_eq!(report.stayers_complete, report.stayers, "{report:?}");
     assert!(report.max_degree <= 8, "{report:?}");
-    assert!(report.hops_max > 1, "a bounded mesh of 120 is multi-hop: {report:?}");
+    assert!(
+        report.hops_max > 1,
+        "a bounded mesh of 120 is multi-hop: {report:?}"
+    );
 }
 
 #[test]

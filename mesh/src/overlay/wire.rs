@@ -27,6 +27,14 @@ pub enum Message {
     Frame(Frame<PeerId>, Option<Fingerprint>),
     /// Peers the sender knows, with addresses to dial them on (membership exchange).
     Peers(Vec<(PeerId, Vec<Multiaddr>)>),
+    /// The first message on a link, from each side: whether the sender takes the peer as a
+    /// neighbour (a full node refuses, then closes), and peers it knows.
+    Hello {
+        /// The sender takes the link.
+        accepted: bool,
+        /// Peers the sender knows.
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
 }
 
 /// Why a message from a neighbour was refused; the link to it is closed.
@@ -133,6 +141,11 @@ struct WireGap {
 struct WirePeers {
     #[prost(message, repeated, tag = "1")]
     peers: Vec<WirePeer>,
+    /// A link's first message.
+    #[prost(bool, tag = "2")]
+    hello: bool,
+    #[prost(bool, tag = "3")]
+    accepted: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -144,26 +157,50 @@ struct WirePeer {
 }
 
 fn stream(origin: &PeerId, route: &Route) -> Option<WireStream> {
-    Some(WireStream { origin: origin.to_bytes(), route: route.as_str().to_owned() })
+    Some(WireStream {
+        origin: origin.to_bytes(),
+        route: route.as_str().to_owned(),
+    })
 }
 
 /// Encodes a message with its length prefix.
 pub fn encode(message: &Message) -> Bytes {
     let body = match message {
         Message::Frame(frame, fingerprint) => match frame {
-            Frame::Announce { origin, route, epoch, hops, alive } => Body::Announce(WireAnnounce {
+            Frame::Announce {
+                origin,
+                route,
+                epoch,
+                hops,
+                alive,
+            } => Body::Announce(WireAnnounce {
                 stream: stream(origin, route),
                 epoch: *epoch,
                 hops: u32::from(*hops),
                 alive: *alive,
-                fingerprint: fingerprint.map(|f| f.to_bytes().to_vec()).unwrap_or_default(),
+                fingerprint: fingerprint
+                    .map(|f| f.to_bytes().to_vec())
+                    .unwrap_or_default(),
             }),
-            Frame::Join { origin, route, from } => {
-                Body::Join(WireJoin { stream: stream(origin, route), from: *from, next: 0 })
-            }
-            Frame::Joined { origin, route, from, next } => {
-                Body::Joined(WireJoin { stream: stream(origin, route), from: *from, next: *next })
-            }
+            Frame::Join {
+                origin,
+                route,
+                from,
+            } => Body::Join(WireJoin {
+                stream: stream(origin, route),
+                from: *from,
+                next: 0,
+            }),
+            Frame::Joined {
+                origin,
+                route,
+                from,
+                next,
+            } => Body::Joined(WireJoin {
+                stream: stream(origin, route),
+                from: *from,
+                next: *next,
+            }),
             Frame::Leave { origin, route } => Body::Leave(WireStream {
                 origin: origin.to_bytes(),
                 route: route.as_str().to_owned(),
@@ -174,10 +211,21 @@ pub fn encode(message: &Message) -> Bytes {
                 payloads: batch.payloads.clone(),
                 auth: batch.auth.clone(),
             }),
-            Frame::Gap { origin, route, first, end } => {
-                Body::Gap(WireGap { stream: stream(origin, route), first: *first, end: *end })
-            }
-            Frame::Refresh { origin, route, epoch } => Body::Refresh(WireAnnounce {
+            Frame::Gap {
+                origin,
+                route,
+                first,
+                end,
+            } => Body::Gap(WireGap {
+                stream: stream(origin, route),
+                first: *first,
+                end: *end,
+            }),
+            Frame::Refresh {
+                origin,
+                route,
+                epoch,
+            } => Body::Refresh(WireAnnounce {
                 stream: stream(origin, route),
                 epoch: *epoch,
                 hops: 0,
@@ -186,13 +234,14 @@ pub fn encode(message: &Message) -> Bytes {
             }),
         },
         Message::Peers(peers) => Body::Peers(WirePeers {
-            peers: peers
-                .iter()
-                .map(|(peer, addrs)| WirePeer {
-                    peer: peer.to_bytes(),
-                    addrs: addrs.iter().map(|a| a.to_vec()).collect(),
-                })
-                .collect(),
+            peers: wire_peers(peers),
+            hello: false,
+            accepted: false,
+        }),
+        Message::Hello { accepted, peers } => Body::Peers(WirePeers {
+            peers: wire_peers(peers),
+            hello: true,
+            accepted: *accepted,
         }),
     };
     let message = WireMessage { body: Some(body) };
@@ -204,14 +253,30 @@ pub fn encode(message: &Message) -> Bytes {
     out.freeze()
 }
 
+fn wire_peers(peers: &[(PeerId, Vec<Multiaddr>)]) -> Vec<WirePeer> {
+    peers
+        .iter()
+        .map(|(peer, addrs)| WirePeer {
+            peer: peer.to_bytes(),
+            addrs: addrs.iter().map(|a| a.to_vec()).collect(),
+        })
+        .collect()
+}
+
 fn field(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError::Field { field, reason: reason.into() }
+    WireError::Field {
+        field,
+        reason: reason.into(),
+    }
 }
 
 fn parse_stream(stream: Option<WireStream>) -> Result<(PeerId, Route), WireError> {
     let stream = stream.ok_or_else(|| field("stream", "missing"))?;
     let origin = PeerId::from_bytes(&stream.origin).map_err(|e| field("origin", e.to_string()))?;
-    let route = stream.route.parse().map_err(|e: dndm_core::RouteParseError| field("route", e.to_string()))?;
+    let route = stream
+        .route
+        .parse()
+        .map_err(|e: dndm_core::RouteParseError| field("route", e.to_string()))?;
     Ok((origin, route))
 }
 
@@ -237,16 +302,31 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
                 }
                 n => return Err(field("fingerprint", format!("is {n} bytes, not 8"))),
             };
-            let frame = Frame::Announce { origin, route, epoch: a.epoch, hops, alive: a.alive };
+            let frame = Frame::Announce {
+                origin,
+                route,
+                epoch: a.epoch,
+                hops,
+                alive: a.alive,
+            };
             return Ok(Message::Frame(frame, fingerprint));
         }
         Body::Join(j) => {
             let (origin, route) = parse_stream(j.stream)?;
-            Frame::Join { origin, route, from: j.from }
+            Frame::Join {
+                origin,
+                route,
+                from: j.from,
+            }
         }
         Body::Joined(j) => {
             let (origin, route) = parse_stream(j.stream)?;
-            Frame::Joined { origin, route, from: j.from, next: j.next }
+            Frame::Joined {
+                origin,
+                route,
+                from: j.from,
+                next: j.next,
+            }
         }
         Body::Leave(s) => {
             let (origin, route) = parse_stream(Some(s))?;
@@ -255,31 +335,56 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
         Body::Data(d) => {
             let (origin, route) = parse_stream(d.stream)?;
             if d.payloads.is_empty() || d.payloads.len() > MAX_PAYLOADS {
-                return Err(field("payloads", format!("{} payloads (1..={MAX_PAYLOADS})", d.payloads.len())));
+                return Err(field(
+                    "payloads",
+                    format!("{} payloads (1..={MAX_PAYLOADS})", d.payloads.len()),
+                ));
             }
             if d.first == 0 || d.first.checked_add(d.payloads.len() as Seq).is_none() {
-                return Err(field("first", format!("{} is not a sequence number", d.first)));
+                return Err(field(
+                    "first",
+                    format!("{} is not a sequence number", d.first),
+                ));
             }
-            Frame::Data(std::sync::Arc::new(Batch { origin, route, first: d.first, payloads: d.payloads, auth: d.auth }))
+            Frame::Data(std::sync::Arc::new(Batch {
+                origin,
+                route,
+                first: d.first,
+                payloads: d.payloads,
+                auth: d.auth,
+            }))
         }
         Body::Gap(g) => {
             let (origin, route) = parse_stream(g.stream)?;
             if g.first >= g.end {
                 return Err(field("gap", format!("{}..{} is empty", g.first, g.end)));
             }
-            Frame::Gap { origin, route, first: g.first, end: g.end }
+            Frame::Gap {
+                origin,
+                route,
+                first: g.first,
+                end: g.end,
+            }
         }
         Body::Refresh(r) => {
             let (origin, route) = parse_stream(r.stream)?;
-            Frame::Refresh { origin, route, epoch: r.epoch }
+            Frame::Refresh {
+                origin,
+                route,
+                epoch: r.epoch,
+            }
         }
         Body::Peers(p) => {
             if p.peers.len() > MAX_PEERS {
-                return Err(field("peers", format!("{} peers (at most {MAX_PEERS})", p.peers.len())));
+                return Err(field(
+                    "peers",
+                    format!("{} peers (at most {MAX_PEERS})", p.peers.len()),
+                ));
             }
             let mut peers = Vec::with_capacity(p.peers.len());
             for peer in p.peers {
-                let id = PeerId::from_bytes(&peer.peer).map_err(|e| field("peers.peer", e.to_string()))?;
+                let id = PeerId::from_bytes(&peer.peer)
+                    .map_err(|e| field("peers.peer", e.to_string()))?;
                 let addrs = peer
                     .addrs
                     .into_iter()
@@ -287,6 +392,12 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
                     .filter_map(|a| Multiaddr::try_from(a).ok())
                     .collect();
                 peers.push((id, addrs));
+            }
+            if p.hello {
+                return Ok(Message::Hello {
+                    accepted: p.accepted,
+                    peers,
+                });
             }
             return Ok(Message::Peers(peers));
         }
@@ -320,9 +431,16 @@ pub fn sign(keypair: &Keypair, route: &Route, first: Seq, payloads: &[Bytes]) ->
 
 /// Whether a batch carries its origin's valid signature.
 pub fn verify(batch: &Batch<PeerId>) -> bool {
-    let Ok(signature) = <[u8; 64]>::try_from(batch.auth.as_ref()) else { return false };
-    let Ok(key) = batch.origin.public_key() else { return false };
-    key.verify(&digest(&batch.origin, &batch.route, batch.first, &batch.payloads), &signature)
+    let Ok(signature) = <[u8; 64]>::try_from(batch.auth.as_ref()) else {
+        return false;
+    };
+    let Ok(key) = batch.origin.public_key() else {
+        return false;
+    };
+    key.verify(
+        &digest(&batch.origin, &batch.route, batch.first, &batch.payloads),
+        &signature,
+    )
 }
 
 #[cfg(test)]
@@ -346,26 +464,91 @@ mod tests {
         let origin = keypair.peer_id();
         let payloads = vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")];
         let auth = sign(&keypair, &route(), 5, &payloads);
-        let batch = Batch { origin, route: route(), first: 5, payloads, auth };
+        let batch = Batch {
+            origin,
+            route: route(),
+            first: 5,
+            payloads,
+            auth,
+        };
         assert!(verify(&batch));
         let fingerprint = Some(Fingerprint::of_name("robot.Pose"));
         let frames = [
-            (Frame::Announce { origin, route: route(), epoch: 3, hops: 2, alive: true }, fingerprint),
-            (Frame::Join { origin, route: route(), from: Some(4) }, None),
-            (Frame::Join { origin, route: route(), from: None }, None),
-            (Frame::Joined { origin, route: route(), from: None, next: 9 }, None),
-            (Frame::Leave { origin, route: route() }, None),
+            (
+                Frame::Announce {
+                    origin,
+                    route: route(),
+                    epoch: 3,
+                    hops: 2,
+                    alive: true,
+                },
+                fingerprint,
+            ),
+            (
+                Frame::Join {
+                    origin,
+                    route: route(),
+                    from: Some(4),
+                },
+                None,
+            ),
+            (
+                Frame::Join {
+                    origin,
+                    route: route(),
+                    from: None,
+                },
+                None,
+            ),
+            (
+                Frame::Joined {
+                    origin,
+                    route: route(),
+                    from: None,
+                    next: 9,
+                },
+                None,
+            ),
+            (
+                Frame::Leave {
+                    origin,
+                    route: route(),
+                },
+                None,
+            ),
             (Frame::Data(std::sync::Arc::new(batch)), None),
-            (Frame::Gap { origin, route: route(), first: 1, end: 3 }, None),
-            (Frame::Refresh { origin, route: route(), epoch: 2 }, None),
+            (
+                Frame::Gap {
+                    origin,
+                    route: route(),
+                    first: 1,
+                    end: 3,
+                },
+                None,
+            ),
+            (
+                Frame::Refresh {
+                    origin,
+                    route: route(),
+                    epoch: 2,
+                },
+                None,
+            ),
         ];
         for (frame, fingerprint) in frames {
             let message = Message::Frame(frame, fingerprint);
             assert_eq!(roundtrip(message.clone()), message);
         }
         let addr: Multiaddr = "/memory/7".parse().expect("an address");
-        let peers = Message::Peers(vec![(origin, vec![addr])]);
+        let peers = Message::Peers(vec![(origin, vec![addr.clone()])]);
         assert_eq!(roundtrip(peers.clone()), peers);
+        for accepted in [true, false] {
+            let hello = Message::Hello {
+                accepted,
+                peers: vec![(origin, vec![addr.clone()])],
+            };
+            assert_eq!(roundtrip(hello.clone()), hello);
+        }
     }
 
     #[test]
@@ -373,7 +556,13 @@ mod tests {
         let keypair = Keypair::from_seed([7; 32]);
         let payloads = vec![Bytes::from_static(b"a")];
         let auth = sign(&keypair, &route(), 1, &payloads);
-        let mut batch = Batch { origin: keypair.peer_id(), route: route(), first: 1, payloads, auth };
+        let mut batch = Batch {
+            origin: keypair.peer_id(),
+            route: route(),
+            first: 1,
+            payloads,
+            auth,
+        };
         assert!(verify(&batch));
         batch.payloads[0] = Bytes::from_static(b"b");
         assert!(!verify(&batch));
@@ -398,7 +587,10 @@ mod tests {
         ));
         let error = decode(good.slice(4..)).expect_err("an empty gap");
         assert!(error.to_string().contains("gap"), "{error}");
-        assert!(matches!(decode(Bytes::from_static(&[0xff, 0xff])), Err(WireError::Decode(_))));
+        assert!(matches!(
+            decode(Bytes::from_static(&[0xff, 0xff])),
+            Err(WireError::Decode(_))
+        ));
         let empty = WireMessage { body: None }.encode_to_vec();
         let error = decode(Bytes::from(empty)).expect_err("no body");
         assert!(error.to_string().contains("body"), "{error}");

@@ -1,0 +1,860 @@
+//! Multi-hop mode ([`MeshConfig::multi_hop`](crate::MeshConfig::multi_hop)): one actor drives
+//! the tree machine ([`Overlay`]) and the membership policy ([`Membership`]) with a
+//! `/dndm/tree/1.0.0` libp2p stream per neighbour, and the router through its port.
+//!
+//! - Every neighbour link is one stream with a reader task and a writer task. The reader
+//!   decodes and checks messages (a bad one closes the link and is counted); the writer drains
+//!   an unbounded queue whose size in bytes the actor watches.
+//! - A local route that some node joined is a peer interest of this node on the router
+//!   ([`OriginSink`]): the router hands its messages over, the actor batches and signs them
+//!   ([`wire::sign`]). Local publishing waits while any neighbour has more than
+//!   [`HIGH_WATER`] bytes queued; a neighbour past [`CUT_OFF`] is cut (it does not read).
+//! - A remote stream linked here becomes a peer intent of its origin on the router; every batch
+//!   is verified against the origin's key before it is carried on or delivered.
+//! - The membership policy dials through the swarm actor and learns addresses from identify
+//!   and from neighbours' exchanges.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dndm_core::{
+    Fingerprint, IntentAd, InterestAd, LocalChange, PayloadSink, PeerId, Qos, Route, RoutePattern,
+    RouterPort, SinkError,
+};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use libp2p::{Multiaddr, StreamProtocol};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::overlay::membership::{Membership, MembershipAction, MembershipConfig};
+use crate::overlay::wire::{self, MAX_MESSAGE, Message};
+use crate::overlay::{Action, Batch, Frame, Overlay, OverlayStats};
+use crate::swarm::Command;
+
+/// The tree protocol id on libp2p streams.
+pub const TREE_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/tree/1.0.0");
+
+/// Bytes queued to one neighbour above which local publishing waits.
+pub(crate) const HIGH_WATER: usize = 1 << 20;
+/// Bytes queued to one neighbour above which it is cut: it does not read.
+pub(crate) const CUT_OFF: usize = 64 << 20;
+/// Most messages, and bytes, in one published batch.
+const BATCH_PAYLOADS: usize = 256;
+const BATCH_BYTES: usize = 64 << 10;
+/// Events from link readers and the swarm actor (bounded: readers wait, which back-pressures
+/// their neighbours).
+const EVENTS: usize = 1024;
+/// Messages of local routes waiting to be batched.
+const PUBLISHES: usize = 1024;
+/// Most addresses remembered for peers not connected.
+const ADDRESS_BOOK: usize = 4096;
+const TICK: Duration = Duration::from_millis(100);
+
+/// Counters of the multi-hop layer ([`MeshEndpoint::tree_stats`](crate::MeshEndpoint::tree_stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TreeStats {
+    /// The tree machine's counters.
+    pub overlay: OverlayStats,
+    /// Neighbours now (links with a tree stream).
+    pub neighbours: usize,
+    /// Most neighbours at any time since the start.
+    pub max_neighbours: usize,
+    /// Links refused by the membership bound (the peer got an exchange of other peers).
+    pub refused: u64,
+    /// Links closed for a message that did not decode or check.
+    pub bad_messages: u64,
+    /// Batches whose origin signature failed (the link that carried one is closed).
+    pub bad_signatures: u64,
+    /// Neighbours cut because they stopped reading.
+    pub cut_slow: u64,
+    /// Messages local subscribers could not take (no link, decode error).
+    pub undeliverable: u64,
+}
+
+/// What the actor is told.
+#[derive(Debug)]
+pub(crate) enum TreeEvent {
+    /// A tree stream to a peer opened (either direction).
+    Stream(libp2p::PeerId, libp2p::Stream),
+    /// A neighbour sent a message.
+    Message {
+        peer: PeerId,
+        link: u64,
+        message: Message,
+    },
+    /// A link ended: `bad` names a message that broke the protocol.
+    Closed {
+        peer: PeerId,
+        link: u64,
+        bad: Option<String>,
+    },
+    /// Identify told us where a peer listens.
+    Addresses(PeerId, Vec<Multiaddr>),
+    /// A dial the policy asked for failed.
+    DialFailed(PeerId),
+    /// The last libp2p connection to a peer closed: its tree stream is dead, whether or not
+    /// the stream noticed (a stream on a closed connection may never wake its reader).
+    PeerGone(PeerId),
+}
+
+/// The actor's handles, kept by the endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct TreeHandle {
+    pub(crate) events: mpsc::Sender<TreeEvent>,
+    /// The swarm actor's notices (addresses, failed dials, closed connections): unbounded, so
+    /// none is lost; as many as the swarm's own events.
+    pub(crate) notices: mpsc::UnboundedSender<TreeEvent>,
+    pub(crate) locals: mpsc::UnboundedSender<LocalChange>,
+}
+
+/// What the actor shows of its trees, refreshed every tick.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TreeView {
+    pub(crate) streams: Vec<crate::overlay::StreamInfo<PeerId>>,
+    pub(crate) neighbours: Vec<TreeNeighbour>,
+}
+
+/// A tree link as [`MeshEndpoint::tree_neighbours`](crate::MeshEndpoint::tree_neighbours)
+/// shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TreeNeighbour {
+    /// The peer.
+    pub peer: PeerId,
+    /// Both sides took the link (hellos exchanged); otherwise it is being refused or greeted.
+    pub up: bool,
+    /// Bytes queued to it, not yet written.
+    pub queued: usize,
+}
+
+/// Messages of a local route for the trees: the router's peer interest for every remote
+/// subscriber of the route.
+#[derive(Debug)]
+struct OriginSink {
+    tx: mpsc::Sender<(Route, Bytes)>,
+}
+
+#[async_trait::async_trait]
+impl PayloadSink for OriginSink {
+    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        self.tx
+            .send((route.clone(), payload))
+            .await
+            .map_err(|_| SinkError::Closed)
+    }
+
+    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
+        self.tx
+            .try_send((route.clone(), payload))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SinkError::Full,
+                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+            })
+    }
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    link: u64,
+    /// Our verdict on the link (sent in our hello).
+    accepted: bool,
+    /// Our hello went out.
+    greeted: bool,
+    /// Both sides accepted: the machine knows the neighbour.
+    up: bool,
+    out: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    /// Close the libp2p connection once the queue is written (refused or evicted).
+    disconnect: Arc<AtomicBool>,
+}
+
+/// The multi-hop actor. See the module docs.
+pub(crate) struct Trees {
+    me: PeerId,
+    keypair: dndm_core::Keypair,
+    port: Arc<dyn RouterPort>,
+    overlay: Overlay<PeerId>,
+    membership: Membership<PeerId>,
+    neighbours: HashMap<PeerId, Neighbour>,
+    next_link: u64,
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Local intents by route.
+    intents: HashMap<Route, IntentAd>,
+    /// Remote streams' fingerprints, from their announcements.
+    fingerprints: HashMap<(PeerId, Route), Fingerprint>,
+    /// Sinks of remote streams linked here.
+    sinks: HashMap<(PeerId, Route), Arc<dyn PayloadSink>>,
+    events: mpsc::Receiver<TreeEvent>,
+    events_tx: mpsc::Sender<TreeEvent>,
+    notices: mpsc::UnboundedReceiver<TreeEvent>,
+    locals: mpsc::UnboundedReceiver<LocalChange>,
+    publishes: mpsc::Receiver<(Route, Bytes)>,
+    publishes_tx: mpsc::Sender<(Route, Bytes)>,
+    commands: mpsc::Sender<Command>,
+    listening: Arc<dyn Fn() -> Vec<Multiaddr> + Send + Sync>,
+    drained: Arc<Notify>,
+    stats: TreeStats,
+    stats_tx: watch::Sender<TreeStats>,
+    view: Arc<std::sync::Mutex<TreeView>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// What the actor needs from the endpoint.
+pub(crate) struct TreeSetup {
+    pub(crate) keypair: dndm_core::Keypair,
+    pub(crate) port: Arc<dyn RouterPort>,
+    pub(crate) overlay: crate::overlay::OverlayConfig,
+    pub(crate) max_peers: usize,
+    pub(crate) seed: u64,
+    pub(crate) bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) listening: Arc<dyn Fn() -> Vec<Multiaddr> + Send + Sync>,
+    pub(crate) stats: watch::Sender<TreeStats>,
+    pub(crate) view: Arc<std::sync::Mutex<TreeView>>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Trees {
+    /// An actor and the handles to reach it.
+    pub(crate) fn new(setup: TreeSetup) -> (Self, TreeHandle) {
+        let me = setup.keypair.peer_id();
+        let (events_tx, events) = mpsc::channel(EVENTS);
+        let (locals_tx, locals) = mpsc::unbounded_channel();
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        let (publishes_tx, publishes) = mpsc::channel(PUBLISHES);
+        // One neighbour slot stays free for a newcomer, which is then refused with an
+        // exchange of other peers (libp2p's own limit is `max_peers` connections).
+        let mut membership = Membership::new(
+            me,
+            MembershipConfig::new(setup.max_peers.saturating_sub(1).max(1)),
+            setup.seed,
+        );
+        let mut addresses = HashMap::new();
+        for (peer, addrs) in setup.bootstrap {
+            addresses.insert(peer, addrs);
+            membership.bootstrap([peer]);
+        }
+        let handle = TreeHandle {
+            events: events_tx.clone(),
+            notices: notices_tx,
+            locals: locals_tx,
+        };
+        let actor = Self {
+            me,
+            keypair: setup.keypair,
+            port: setup.port,
+            overlay: Overlay::new(me, setup.overlay),
+            membership,
+            neighbours: HashMap::new(),
+            next_link: 0,
+            addresses,
+            intents: HashMap::new(),
+            fingerprints: HashMap::new(),
+            sinks: HashMap::new(),
+            events,
+            events_tx,
+            notices,
+            locals,
+            publishes,
+            publishes_tx,
+            commands: setup.commands,
+            listening: setup.listening,
+            drained: Arc::new(Notify::new()),
+            stats: TreeStats::default(),
+            stats_tx: setup.stats,
+            view: setup.view,
+            tracker: setup.tracker,
+            cancel: setup.cancel,
+        };
+        (actor, handle)
+    }
+
+    /// Runs until the endpoint closes.
+    pub(crate) async fn run(mut self, local: Vec<LocalChange>) {
+        for change in local {
+            self.on_local(change);
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let congested = self.congested();
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                Some(change) = self.locals.recv() => self.on_local(change),
+                Some(notice) = self.notices.recv() => self.on_event(notice),
+                Some(event) = self.events.recv() => self.on_event(event),
+                Some(first) = self.publishes.recv(), if !congested => self.on_publish(first),
+                () = self.drained.notified(), if congested => {}
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.membership.tick(now);
+                    self.overlay.tick(now);
+                    let mut neighbours: Vec<TreeNeighbour> = self
+                        .neighbours
+                        .iter()
+                        .map(|(peer, n)| TreeNeighbour {
+                            peer: *peer,
+                            up: n.up,
+                            queued: n.queued.load(Ordering::Relaxed),
+                        })
+                        .collect();
+                    neighbours.sort_by_key(|n| n.peer);
+                    let view = TreeView { streams: self.overlay.streams(), neighbours };
+                    // Nothing that can panic runs under this lock.
+                    *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+                }
+            }
+            self.carry_out().await;
+        }
+        for ((origin, route), _) in self.sinks.drain() {
+            self.port.remove_peer_intent(&origin, &route);
+        }
+    }
+
+    fn congested(&self) -> bool {
+        self.neighbours
+            .values()
+            .any(|n| n.queued.load(Ordering::Relaxed) > HIGH_WATER)
+    }
+
+    fn on_local(&mut self, change: LocalChange) {
+        let now = Instant::now();
+        match change {
+            LocalChange::IntentAdded(ad) => {
+                let route = ad.route.clone();
+                self.intents.insert(route.clone(), ad);
+                self.overlay.add_intent(route, now);
+            }
+            LocalChange::IntentRemoved(ad) => {
+                self.intents.remove(&ad.route);
+                self.overlay.remove_intent(&ad.route, now);
+            }
+            LocalChange::InterestAdded(ad) => self.overlay.add_interest(ad.pattern),
+            LocalChange::InterestRemoved(ad) => self.overlay.remove_interest(&ad.pattern),
+            // Services are not carried over trees.
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, event: TreeEvent) {
+        match event {
+            TreeEvent::Stream(peer_id, stream) => self.on_stream(peer_id, stream),
+            TreeEvent::Message {
+                peer,
+                link,
+                message,
+            } => {
+                if self.neighbours.get(&peer).is_some_and(|n| n.link == link) {
+                    self.on_message(peer, message);
+                }
+            }
+            TreeEvent::Closed { peer, link, bad } => {
+                if self.neighbours.get(&peer).is_none_or(|n| n.link != link) {
+                    return;
+                }
+                if let Some(reason) = bad {
+                    tracing::warn!(%peer, %reason, "tree link closed: bad message");
+                    self.stats.bad_messages += 1;
+                    self.drop_neighbour(peer, true);
+                } else {
+                    self.drop_neighbour(peer, false);
+                }
+            }
+            TreeEvent::Addresses(peer, addrs) => self.remember(peer, addrs),
+            TreeEvent::DialFailed(peer) => self.membership.dial_failed(peer),
+            TreeEvent::PeerGone(peer) => {
+                if self.neighbours.contains_key(&peer) {
+                    self.drop_neighbour(peer, false);
+                }
+            }
+        }
+    }
+
+    fn on_stream(&mut self, peer_id: libp2p::PeerId, stream: libp2p::Stream) {
+        let Some(peer) = crate::swarm::dndm_peer(&peer_id) else {
+            return;
+        };
+        if self.neighbours.contains_key(&peer) {
+            // A new stream replaces the old one: what was in flight on it may be lost, so the
+            // machine sees the link go and come back (children rejoin from their position).
+            self.drop_neighbour(peer, false);
+        }
+        let accepted = self.membership.connected(peer);
+        self.spawn_link(peer, peer_id, stream, accepted);
+        if !accepted {
+            self.stats.refused += 1;
+        }
+    }
+
+    /// The peer's hello: the link is up when both sides took it.
+    fn on_hello(&mut self, peer: PeerId, accepted: bool) {
+        let Some(neighbour) = self.neighbours.get_mut(&peer) else {
+            return;
+        };
+        if neighbour.up || !neighbour.accepted {
+            return;
+        }
+        if accepted {
+            neighbour.up = true;
+            self.overlay.neighbour_up(peer);
+            self.stats.max_neighbours = self
+                .stats
+                .max_neighbours
+                .max(self.membership.active().len());
+        } else {
+            // The peer is full and closes the connection itself.
+            self.neighbours.remove(&peer);
+            self.membership.refused(peer);
+        }
+    }
+
+    fn on_message(&mut self, peer: PeerId, message: Message) {
+        match message {
+            Message::Peers(peers) => self.learn(peers),
+            Message::Hello { accepted, peers } => {
+                self.learn(peers);
+                self.on_hello(peer, accepted);
+            }
+            Message::Frame(frame, fingerprint) => {
+                match &frame {
+                    Frame::Announce {
+                        origin,
+                        route,
+                        alive,
+                        ..
+                    } => {
+                        let key = (*origin, route.clone());
+                        match fingerprint.filter(|_| *alive) {
+                            Some(fingerprint) => {
+                                self.fingerprints.insert(key, fingerprint);
+                            }
+                            None if !alive => {
+                                self.fingerprints.remove(&key);
+                            }
+                            None => {}
+                        }
+                    }
+                    Frame::Data(batch) if !wire::verify(batch) => {
+                        tracing::warn!(%peer, origin = %batch.origin, route = %batch.route, "batch with a bad signature; closing the link");
+                        self.stats.bad_signatures += 1;
+                        self.drop_neighbour(peer, true);
+                        return;
+                    }
+                    _ => {}
+                }
+                if self.neighbours.get(&peer).is_some_and(|n| n.up) {
+                    self.overlay.handle(peer, frame, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn learn(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let ids: Vec<PeerId> = peers.iter().map(|(p, _)| *p).collect();
+        for (id, addrs) in peers {
+            self.remember(id, addrs);
+        }
+        self.membership.learned(ids);
+    }
+
+    fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == self.me || addrs.is_empty() {
+            return;
+        }
+        if self.addresses.len() >= ADDRESS_BOOK && !self.addresses.contains_key(&peer) {
+            return;
+        }
+        self.addresses.insert(peer, addrs);
+    }
+
+    /// Batches what local routes published (as much as waits, up to the batch bounds), signs
+    /// each batch and hands it to the machine.
+    fn on_publish(&mut self, first: (Route, Bytes)) {
+        let mut pending = vec![first];
+        let mut bytes = pending[0].1.len();
+        while pending.len() < BATCH_PAYLOADS && bytes < BATCH_BYTES {
+            match self.publishes.try_recv() {
+                Ok(next) => {
+                    bytes += next.1.len();
+                    pending.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // Consecutive messages of one route form one batch; routes keep their order.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut current: Option<Route> = None;
+        for (route, payload) in pending {
+            if current.as_ref().is_some_and(|c| *c != route) {
+                self.publish_batch(current.take(), std::mem::take(&mut batch));
+            }
+            current = Some(route);
+            batch.push(payload);
+        }
+        self.publish_batch(current, batch);
+    }
+
+    fn publish_batch(&mut self, route: Option<Route>, payloads: Vec<Bytes>) {
+        let Some(route) = route else { return };
+        let keypair = &self.keypair;
+        let signed = |first, payloads: &[Bytes]| wire::sign(keypair, &route, first, payloads);
+        if self.overlay.publish(&route, payloads, signed).is_none() {
+            tracing::debug!(%route, "published with nobody in the tree");
+        }
+    }
+
+    /// Carries out what the machines asked for.
+    async fn carry_out(&mut self) {
+        loop {
+            if let Some(action) = self.membership.poll_action() {
+                self.on_membership(action);
+                continue;
+            }
+            let Some(action) = self.overlay.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Send { to, frame } => self.send_frame(to, frame),
+                Action::Linked { origin, route } => self.link(origin, route),
+                Action::Unlinked { origin, route } => {
+                    if self.sinks.remove(&(origin, route.clone())).is_some() {
+                        self.port.remove_peer_intent(&origin, &route);
+                    }
+                }
+                Action::Deliver { batch, skip, .. } => self.deliver(&batch, skip).await,
+                Action::Lost {
+                    origin,
+                    route,
+                    count,
+                } => {
+                    tracing::warn!(%origin, %route, count, "messages lost on a tree");
+                }
+                Action::Wanted(route) => self.wanted(route),
+                Action::Unwanted(route) => {
+                    self.port
+                        .remove_peer_interest(&self.me, &RoutePattern::from(route));
+                }
+            }
+        }
+        self.stats.overlay = self.overlay.stats();
+        self.stats.neighbours = self.membership.active().len();
+        self.stats_tx.send_if_modified(|old| {
+            let changed = *old != self.stats;
+            *old = self.stats;
+            changed
+        });
+    }
+
+    fn on_membership(&mut self, action: MembershipAction<PeerId>) {
+        match action {
+            MembershipAction::Dial(peer) => {
+                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+                let Ok(peer_id) = libp2p::PeerId::from_bytes(&peer.to_bytes()) else {
+                    return;
+                };
+                if addrs.is_empty()
+                    || self
+                        .commands
+                        .try_send(Command::DialPeer(peer_id, addrs))
+                        .is_err()
+                {
+                    self.membership.dial_failed(peer);
+                }
+            }
+            MembershipAction::Disconnect(peer) => self.drop_neighbour(peer, true),
+            MembershipAction::Exchange { to, peers } => {
+                let mine = (self.listening)();
+                let peers = peers
+                    .into_iter()
+                    .filter_map(|p| {
+                        let addrs = if p == self.me {
+                            mine.clone()
+                        } else {
+                            self.addresses.get(&p)?.clone()
+                        };
+                        (!addrs.is_empty()).then_some((p, addrs))
+                    })
+                    .collect();
+                // The first exchange on a link is its hello, with our verdict.
+                let message = match self.neighbours.get_mut(&to) {
+                    Some(n) if !n.greeted => {
+                        n.greeted = true;
+                        Message::Hello {
+                            accepted: n.accepted,
+                            peers,
+                        }
+                    }
+                    _ => Message::Peers(peers),
+                };
+                self.send(to, &message);
+            }
+        }
+    }
+
+    fn send_frame(&mut self, to: PeerId, frame: Frame<PeerId>) {
+        let fingerprint = match &frame {
+            Frame::Announce { origin, route, .. } if *origin == self.me => {
+                self.intents.get(route).map(|ad| ad.fingerprint)
+            }
+            Frame::Announce { origin, route, .. } => {
+                self.fingerprints.get(&(*origin, route.clone())).copied()
+            }
+            _ => None,
+        };
+        self.send(to, &Message::Frame(frame, fingerprint));
+    }
+
+    fn send(&mut self, to: PeerId, message: &Message) {
+        let Some(neighbour) = self.neighbours.get(&to) else {
+            return;
+        };
+        let bytes = wire::encode(message);
+        let queued = neighbour.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        let _ = neighbour.out.send(bytes);
+        if queued > CUT_OFF {
+            tracing::warn!(peer = %to, queued, "tree neighbour stopped reading; cutting it");
+            self.stats.cut_slow += 1;
+            self.drop_neighbour(to, true);
+        }
+    }
+
+    /// Some node joined the tree of a local route: the router feeds its messages to us.
+    fn wanted(&mut self, route: Route) {
+        let Some(intent) = self.intents.get(&route) else {
+            return;
+        };
+        let ad = InterestAd {
+            pattern: RoutePattern::from(route),
+            fingerprint: intent.fingerprint,
+            schema: intent.schema.clone(),
+            hashed: None,
+        };
+        let sink = Arc::new(OriginSink {
+            tx: self.publishes_tx.clone(),
+        });
+        if let Err(e) = self.port.add_peer_interest(&self.me, ad, sink) {
+            tracing::warn!(error = %e, "local route not offered to the trees");
+        }
+    }
+
+    /// A remote stream now reaches us: its origin's intent goes to the router.
+    fn link(&mut self, origin: PeerId, route: Route) {
+        let Some(fingerprint) = self.fingerprints.get(&(origin, route.clone())).copied() else {
+            tracing::warn!(%origin, %route, "stream linked without a fingerprint; not delivered");
+            return;
+        };
+        let ad = IntentAd {
+            route: route.clone(),
+            fingerprint,
+            schema: None,
+            hashed: None,
+            qos: Qos::default(),
+        };
+        match self.port.add_peer_intent(&origin, ad) {
+            Ok(sink) => {
+                self.sinks.insert((origin, route), sink);
+            }
+            Err(e) => tracing::warn!(%origin, %route, error = %e, "stream not linked"),
+        }
+    }
+
+    /// Hands a batch's new messages to the router, waiting while a local subscriber is full
+    /// (back-pressure up the tree).
+    async fn deliver(&mut self, batch: &Batch<PeerId>, skip: usize) {
+        let Some(sink) = self
+            .sinks
+            .get(&(batch.origin, batch.route.clone()))
+            .cloned()
+        else {
+            self.stats.undeliverable += (batch.payloads.len() - skip) as u64;
+            return;
+        };
+        for payload in &batch.payloads[skip..] {
+            // A full `Block` subscriber makes the sink hold messages back: wait until they
+            // moved on before offering more (holding is bounded; waiting is not lossy).
+            while sink.backlog() > 0 {
+                tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return,
+                    () = sink.ready() => {}
+                }
+                if sink.pump() == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            if let Err(e) = sink.try_send(&batch.route, payload.clone()) {
+                tracing::debug!(origin = %batch.origin, route = %batch.route, error = %e, "not delivered");
+                self.stats.undeliverable += 1;
+            }
+        }
+    }
+
+    /// Removes a neighbour; `disconnect` also closes the libp2p connection once its queue is
+    /// written.
+    fn drop_neighbour(&mut self, peer: PeerId, disconnect: bool) {
+        if let Some(neighbour) = self.neighbours.remove(&peer) {
+            neighbour.disconnect.store(disconnect, Ordering::Relaxed);
+        }
+        self.overlay.neighbour_down(peer);
+        self.membership.disconnected(peer);
+    }
+
+    fn spawn_link(
+        &mut self,
+        peer: PeerId,
+        peer_id: libp2p::PeerId,
+        stream: libp2p::Stream,
+        accepted: bool,
+    ) {
+        self.next_link += 1;
+        let link = self.next_link;
+        let (read, write) = stream.split();
+        let (out, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let disconnect = Arc::new(AtomicBool::new(false));
+        let events = self.events_tx.clone();
+        let cancel = self.cancel.clone();
+        self.tracker
+            .spawn(read_loop(peer, link, read, events, cancel.clone()));
+        let writer = Writer {
+            rx,
+            queued: queued.clone(),
+            drained: self.drained.clone(),
+            disconnect: disconnect.clone(),
+            commands: self.commands.clone(),
+            peer_id,
+        };
+        self.tracker.spawn(writer.run(write, cancel));
+        let neighbour = Neighbour {
+            link,
+            accepted,
+            greeted: false,
+            up: false,
+            out,
+            queued,
+            disconnect,
+        };
+        self.neighbours.insert(peer, neighbour);
+    }
+}
+
+/// Reads length-prefixed messages until the stream ends, a message is bad, or the mesh closes.
+async fn read_loop(
+    peer: PeerId,
+    link: u64,
+    mut read: futures::io::ReadHalf<libp2p::Stream>,
+    events: mpsc::Sender<TreeEvent>,
+    cancel: CancellationToken,
+) {
+    let bad = loop {
+        let mut prefix = [0u8; 4];
+        let read_prefix = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            read = read.read_exact(&mut prefix) => read,
+        };
+        if read_prefix.is_err() {
+            break None;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_MESSAGE {
+            break Some(wire::WireError::TooLong(len).to_string());
+        }
+        let mut body = vec![0; len];
+        let read_body = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            read = read.read_exact(&mut body) => read,
+        };
+        if read_body.is_err() {
+            break None;
+        }
+        match wire::decode(Bytes::from(body)) {
+            Ok(message) => {
+                if events
+                    .send(TreeEvent::Message {
+                        peer,
+                        link,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
+}
+
+/// Writes a neighbour's queue to its stream.
+struct Writer {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
+    disconnect: Arc<AtomicBool>,
+    commands: mpsc::Sender<Command>,
+    peer_id: libp2p::PeerId,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut write: futures::io::WriteHalf<libp2p::Stream>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                next = self.rx.recv() => next,
+            };
+            let Some(bytes) = next else { break };
+            let written = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                written = write.write_all(&bytes) => written,
+            };
+            if written.is_err() {
+                break;
+            }
+            let before = self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            if before > HIGH_WATER && before - bytes.len() <= HIGH_WATER {
+                self.drained.notify_one();
+            }
+            if self.rx.is_empty() {
+                let flushed = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    flushed = write.flush() => flushed,
+                };
+                if flushed.is_err() {
+                    break;
+                }
+            }
+        }
+        // The queue is written (or the stream failed): close our half, then the connection if
+        // the link was refused or evicted.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            _ = write.close() => {}
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.drained.notify_one();
+        if self.disconnect.load(Ordering::Relaxed) {
+            let _ = self.commands.send(Command::Disconnect(self.peer_id)).await;
+        }
+    }
+}
