@@ -675,6 +675,11 @@ impl Actor {
     /// with us (nothing sent or received, no matching intent or interest). Peers without a
     /// dndm session go first.
     fn evict_idle(&mut self) {
+        // In multi-hop mode every connection is a tree link the membership policy chose;
+        // none is idle in this sense (no dndm session tells).
+        if self.inner.config.multi_hop {
+            return;
+        }
         let links: HashMap<PeerId, dndm_remote::endpoint::PeerLink> = self
             .inner
             .links

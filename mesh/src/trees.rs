@@ -30,7 +30,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::overlay::membership::{Membership, MembershipAction, MembershipConfig};
+use crate::overlay::membership::{Membership, MembershipAction, MembershipConfig, Offer};
 use crate::overlay::wire::{self, MAX_MESSAGE, Message};
 use crate::overlay::{Action, Batch, Frame, Overlay, OverlayStats};
 use crate::swarm::Command;
@@ -74,6 +74,9 @@ pub struct TreeStats {
     pub cut_slow: u64,
     /// Messages local subscribers could not take (no link, decode error).
     pub undeliverable: u64,
+    /// Links that went down (closed by either side, or their connection closed), refusals
+    /// not counted.
+    pub links_lost: u64,
 }
 
 /// What the actor is told.
@@ -161,10 +164,8 @@ impl PayloadSink for OriginSink {
 #[derive(Debug)]
 struct Neighbour {
     link: u64,
-    /// Our verdict on the link (sent in our hello).
-    accepted: bool,
-    /// Our hello went out.
-    greeted: bool,
+    /// What our hello told the peer.
+    offer: Offer,
     /// Both sides accepted: the machine knows the neighbour.
     up: bool,
     out: mpsc::UnboundedSender<Bytes>,
@@ -387,41 +388,58 @@ impl Trees {
             // machine sees the link go and come back (children rejoin from their position).
             self.drop_neighbour(peer, false);
         }
-        let accepted = self.membership.connected(peer);
-        self.spawn_link(peer, peer_id, stream, accepted);
-        if !accepted {
-            self.stats.refused += 1;
-        }
+        let offer = self.membership.offer();
+        self.spawn_link(peer, peer_id, stream, offer);
+        let peers = self.membership.introduce(peer);
+        let peers = self.with_addresses(peers);
+        self.send(
+            peer,
+            &Message::Hello {
+                room: offer.room,
+                alone: offer.alone,
+                peers,
+            },
+        );
     }
 
-    /// The peer's hello: the link is up when both sides took it.
-    fn on_hello(&mut self, peer: PeerId, accepted: bool) {
-        let Some(neighbour) = self.neighbours.get_mut(&peer) else {
+    /// The peer's hello: both sides decide alike from the two offers; the link is up when
+    /// both take it. A side that refuses closes the connection.
+    fn on_hello(&mut self, peer: PeerId, theirs: Offer) {
+        let Some(neighbour) = self.neighbours.get(&peer) else {
             return;
         };
-        if neighbour.up || !neighbour.accepted {
+        if neighbour.up {
             return;
         }
-        if accepted {
-            neighbour.up = true;
-            self.overlay.neighbour_up(peer);
-            self.stats.max_neighbours = self
-                .stats
-                .max_neighbours
-                .max(self.membership.active().len());
-        } else {
+        let mine = neighbour.offer;
+        let they_take_us = Membership::<PeerId>::verdict(theirs, mine);
+        if !self.membership.connected(peer, theirs) {
+            // Refused: the membership asked for the disconnect.
+            self.stats.refused += 1;
+            return;
+        }
+        if !they_take_us {
             // The peer is full and closes the connection itself.
             self.neighbours.remove(&peer);
             self.membership.refused(peer);
+            return;
         }
+        if let Some(neighbour) = self.neighbours.get_mut(&peer) {
+            neighbour.up = true;
+        }
+        self.overlay.neighbour_up(peer);
+        self.stats.max_neighbours = self
+            .stats
+            .max_neighbours
+            .max(self.membership.active().len());
     }
 
     fn on_message(&mut self, peer: PeerId, message: Message) {
         match message {
             Message::Peers(peers) => self.learn(peers),
-            Message::Hello { accepted, peers } => {
+            Message::Hello { room, alone, peers } => {
                 self.learn(peers);
-                self.on_hello(peer, accepted);
+                self.on_hello(peer, Offer { room, alone });
             }
             Message::Frame(frame, fingerprint) => {
                 match &frame {
@@ -571,32 +589,27 @@ impl Trees {
             }
             MembershipAction::Disconnect(peer) => self.drop_neighbour(peer, true),
             MembershipAction::Exchange { to, peers } => {
-                let mine = (self.listening)();
-                let peers = peers
-                    .into_iter()
-                    .filter_map(|p| {
-                        let addrs = if p == self.me {
-                            mine.clone()
-                        } else {
-                            self.addresses.get(&p)?.clone()
-                        };
-                        (!addrs.is_empty()).then_some((p, addrs))
-                    })
-                    .collect();
-                // The first exchange on a link is its hello, with our verdict.
-                let message = match self.neighbours.get_mut(&to) {
-                    Some(n) if !n.greeted => {
-                        n.greeted = true;
-                        Message::Hello {
-                            accepted: n.accepted,
-                            peers,
-                        }
-                    }
-                    _ => Message::Peers(peers),
-                };
-                self.send(to, &message);
+                let peers = self.with_addresses(peers);
+                self.send(to, &Message::Peers(peers));
             }
         }
+    }
+
+    /// Peers with the addresses to dial them on (this node's own listen addresses for itself);
+    /// peers without a known address are left out.
+    fn with_addresses(&self, peers: Vec<PeerId>) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mine = (self.listening)();
+        peers
+            .into_iter()
+            .filter_map(|p| {
+                let addrs = if p == self.me {
+                    mine.clone()
+                } else {
+                    self.addresses.get(&p)?.clone()
+                };
+                (!addrs.is_empty()).then_some((p, addrs))
+            })
+            .collect()
     }
 
     fn send_frame(&mut self, to: PeerId, frame: Frame<PeerId>) {
@@ -703,6 +716,10 @@ impl Trees {
     fn drop_neighbour(&mut self, peer: PeerId, disconnect: bool) {
         if let Some(neighbour) = self.neighbours.remove(&peer) {
             neighbour.disconnect.store(disconnect, Ordering::Relaxed);
+            if neighbour.up {
+                self.stats.links_lost += 1;
+                tracing::debug!(%peer, disconnect, "tree link down");
+            }
         }
         self.overlay.neighbour_down(peer);
         self.membership.disconnected(peer);
@@ -713,7 +730,7 @@ impl Trees {
         peer: PeerId,
         peer_id: libp2p::PeerId,
         stream: libp2p::Stream,
-        accepted: bool,
+        offer: Offer,
     ) {
         self.next_link += 1;
         let link = self.next_link;
@@ -736,8 +753,7 @@ impl Trees {
         self.tracker.spawn(writer.run(write, cancel));
         let neighbour = Neighbour {
             link,
-            accepted,
-            greeted: false,
+            offer,
             up: false,
             out,
             queued,

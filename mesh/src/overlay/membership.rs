@@ -2,9 +2,11 @@
 //! `max_peers`, refilled from a passive view of known peers learned by peer exchange
 //! (after HyParView, Leitão et al. 2007, without its random walks).
 //!
-//! - A node dials known peers while it has fewer than [`MembershipConfig::target`] neighbours;
-//!   it accepts incoming connections up to [`MembershipConfig::max_peers`] and refuses more,
-//!   sending the refused peer a sample of the peers it knows first, so newcomers always find room.
+//! - A node dials known peers while it has fewer than [`MembershipConfig::target`] neighbours,
+//!   and one more every shuffle period while it has room (islands do not last). Both sides of a
+//!   new connection exchange an [`Offer`] and a sample of the peers they know; a full node
+//!   refuses the link, except to a peer that has no neighbour at all, for which it lets a
+//!   random neighbour go: newcomers always get in.
 //! - Each new neighbour gets a sample of the node's views ([`MembershipAction::Exchange`]), and
 //!   every [`MembershipConfig::shuffle`] a random neighbour gets one, so passive views stay fresh.
 //! - A known peer is forgotten after [`MembershipConfig::max_failures`] failed dials in a row:
@@ -40,13 +42,12 @@ pub struct MembershipConfig {
 }
 
 impl MembershipConfig {
-    /// A policy for at most `max_peers` neighbours (at least 2), dialing up to three quarters
-    /// of them.
+    /// A policy for at most `max_peers` neighbours (at least 1), dialing up to one less.
     pub fn new(max_peers: usize) -> Self {
-        let max_peers = max_peers.max(2);
+        let max_peers = max_peers.max(1);
         Self {
             max_peers,
-            target: (max_peers * 3 / 4).max(1),
+            target: (max_peers - 1).max(1),
             passive: 64,
             exchange: 8,
             shuffle: Duration::from_secs(10),
@@ -54,6 +55,15 @@ impl MembershipConfig {
             max_failures: 3,
         }
     }
+}
+
+/// What a node tells a new peer about itself before either decides whether to keep the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    /// It has a free neighbour slot.
+    pub room: bool,
+    /// It has no neighbour at all.
+    pub alone: bool,
 }
 
 /// What the membership policy asks its driver to do.
@@ -123,26 +133,51 @@ impl<P: NodeId> Membership<P> {
         }
     }
 
-    /// A connection to `peer` is up (either direction). Returns false when the node is full:
-    /// the driver closes it after sending the exchange queued for it.
-    pub fn connected(&mut self, peer: P) -> bool {
+    /// What this node tells a new peer before either decides ([`Membership::connected`]).
+    pub fn offer(&self) -> Offer {
+        Offer {
+            room: self.active.len() < self.config.max_peers,
+            alone: self.active.is_empty(),
+        }
+    }
+
+    /// Whether a peer that made `theirs` takes a node that made `mine`: it has room, or the
+    /// node is alone (a newcomer always gets in). Both sides compute both verdicts.
+    pub fn verdict(theirs: Offer, mine: Offer) -> bool {
+        theirs.room || mine.alone
+    }
+
+    /// A connection to `peer`, which offered `theirs`, is up (either direction). Returns this
+    /// node's verdict: false when it is full and the peer is not alone (the driver closes the
+    /// connection). A full node takes a peer that is alone and lets a random neighbour go
+    /// (HyParView's high-priority join): a newcomer is never shut out, and the evicted
+    /// neighbour, below its target, dials someone else.
+    pub fn connected(&mut self, peer: P, theirs: Offer) -> bool {
         self.dialing.remove(&peer);
         if peer == self.me || self.active.contains(&peer) {
             return true;
         }
-        let sample = self.sample(Some(peer));
-        self.actions.push_back(MembershipAction::Exchange {
-            to: peer,
-            peers: sample,
-        });
         if self.active.len() >= self.config.max_peers {
-            self.know(peer);
-            self.actions.push_back(MembershipAction::Disconnect(peer));
-            return false;
+            if !theirs.alone {
+                self.know(peer);
+                self.actions.push_back(MembershipAction::Disconnect(peer));
+                return false;
+            }
+            let active: Vec<P> = self.active.iter().copied().collect();
+            let evicted = active[self.rng.usize(..active.len())];
+            self.active.remove(&evicted);
+            self.know(evicted);
+            self.actions
+                .push_back(MembershipAction::Disconnect(evicted));
         }
         self.passive.remove(&peer);
         self.active.insert(peer);
         true
+    }
+
+    /// Peers to tell a new peer about (this node first).
+    pub fn introduce(&mut self, to: P) -> Vec<P> {
+        self.sample(Some(to))
     }
 
     /// The connection to `peer` went away.
@@ -202,6 +237,16 @@ impl<P: NodeId> Membership<P> {
         let due = self.next_shuffle.is_none_or(|at| at <= now);
         if due {
             self.next_shuffle = Some(now + self.config.shuffle);
+            // With room left, meet one more known peer now and then: a group of nodes that
+            // only know each other (all at their target) does not stay an island.
+            if self.active.len() < self.config.max_peers
+                && self.dialing.is_empty()
+                && !candidates.is_empty()
+            {
+                let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
+                self.dialing.insert(peer);
+                self.actions.push_back(MembershipAction::Dial(peer));
+            }
             let active: Vec<P> = self.active.iter().copied().collect();
             if !active.is_empty() {
                 let to = active[self.rng.usize(..active.len())];

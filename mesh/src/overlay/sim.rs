@@ -427,30 +427,38 @@ impl Sim {
         if !self.nodes[b as usize].alive || self.links.contains_key(&pair(a, b)) {
             if !self.links.contains_key(&pair(a, b)) {
                 self.nodes[a as usize].membership.dial_failed(b);
-            } else {
-                self.nodes[a as usize].membership.connected(b);
             }
             self.drain(a);
             return;
         }
         self.link_gen += 1;
         self.links.insert(pair(a, b), self.link_gen);
-        let accepted = self.nodes[b as usize].membership.connected(a);
-        self.drain(b);
-        if !accepted || !self.links.contains_key(&pair(a, b)) {
-            let n = &mut self.nodes[a as usize];
-            n.membership.dial_failed(b);
-            self.drain(a);
-            return;
+        // Both sides tell each other their offer and some peers, then decide alike.
+        let (offer_a, offer_b) = (
+            self.nodes[a as usize].membership.offer(),
+            self.nodes[b as usize].membership.offer(),
+        );
+        for (from, to) in [(a, b), (b, a)] {
+            let peers = self.nodes[from as usize].membership.introduce(to);
+            let delay = self.latency(from, to);
+            self.at(delay, Event::Exchange { to, peers });
         }
-        let kept = self.nodes[a as usize].membership.connected(b);
+        let accepted_b = self.nodes[b as usize].membership.connected(a, offer_a);
+        let accepted_a = self.nodes[a as usize].membership.connected(b, offer_b);
+        match (accepted_a, accepted_b) {
+            (true, true) => {
+                self.nodes[a as usize].overlay.neighbour_up(b);
+                self.nodes[b as usize].overlay.neighbour_up(a);
+            }
+            (true, false) => self.nodes[a as usize].membership.refused(b),
+            (false, true) => self.nodes[b as usize].membership.refused(a),
+            (false, false) => {}
+        }
+        if !(accepted_a && accepted_b) {
+            self.links.remove(&pair(a, b));
+        }
         self.drain(a);
-        if kept && self.links.contains_key(&pair(a, b)) {
-            self.nodes[a as usize].overlay.neighbour_up(b);
-            self.nodes[b as usize].overlay.neighbour_up(a);
-            self.drain(a);
-            self.drain(b);
-        }
+        self.drain(b);
         for id in [a, b] {
             let degree = self.nodes[id as usize].membership.active().len();
             self.max_degree = self.max_degree.max(degree);

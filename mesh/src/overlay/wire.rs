@@ -27,11 +27,13 @@ pub enum Message {
     Frame(Frame<PeerId>, Option<Fingerprint>),
     /// Peers the sender knows, with addresses to dial them on (membership exchange).
     Peers(Vec<(PeerId, Vec<Multiaddr>)>),
-    /// The first message on a link, from each side: whether the sender takes the peer as a
-    /// neighbour (a full node refuses, then closes), and peers it knows.
+    /// The first message on a link, from each side: the sender's offer (both sides decide
+    /// alike from the two, see `Membership::verdict`) and peers it knows.
     Hello {
-        /// The sender takes the link.
-        accepted: bool,
+        /// The sender has a free neighbour slot.
+        room: bool,
+        /// The sender has no neighbour.
+        alone: bool,
         /// Peers the sender knows.
         peers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
@@ -145,7 +147,9 @@ struct WirePeers {
     #[prost(bool, tag = "2")]
     hello: bool,
     #[prost(bool, tag = "3")]
-    accepted: bool,
+    room: bool,
+    #[prost(bool, tag = "4")]
+    alone: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -236,12 +240,14 @@ pub fn encode(message: &Message) -> Bytes {
         Message::Peers(peers) => Body::Peers(WirePeers {
             peers: wire_peers(peers),
             hello: false,
-            accepted: false,
+            room: false,
+            alone: false,
         }),
-        Message::Hello { accepted, peers } => Body::Peers(WirePeers {
+        Message::Hello { room, alone, peers } => Body::Peers(WirePeers {
             peers: wire_peers(peers),
             hello: true,
-            accepted: *accepted,
+            room: *room,
+            alone: *alone,
         }),
     };
     let message = WireMessage { body: Some(body) };
@@ -395,7 +401,8 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
             }
             if p.hello {
                 return Ok(Message::Hello {
-                    accepted: p.accepted,
+                    room: p.room,
+                    alone: p.alone,
                     peers,
                 });
             }
@@ -542,9 +549,10 @@ mod tests {
         let addr: Multiaddr = "/memory/7".parse().expect("an address");
         let peers = Message::Peers(vec![(origin, vec![addr.clone()])]);
         assert_eq!(roundtrip(peers.clone()), peers);
-        for accepted in [true, false] {
+        for (room, alone) in [(true, false), (false, true)] {
             let hello = Message::Hello {
-                accepted,
+                room,
+                alone,
                 peers: vec![(origin, vec![addr.clone()])],
             };
             assert_eq!(roundtrip(hello.clone()), hello);
