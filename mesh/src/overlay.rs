@@ -697,18 +697,20 @@ impl<P: NodeId> Overlay<P> {
         };
         let from = entry.from.map_or(position, |from| from.min(position));
         let held = s.cache.front().map_or(position, |b| b.first.max(from));
-        if held > from && !own && s.asked.is_none_or(|asked| asked > from) {
-            if let Some(parent) = s.parent {
-                s.asked = Some(from);
-                s.confirmed = false;
-                let frame = Frame::Join {
-                    origin: key.0,
-                    route: key.1.clone(),
-                    from: Some(from),
-                };
-                self.send(parent, frame);
-                return;
-            }
+        if held > from
+            && !own
+            && s.asked.is_none_or(|asked| asked > from)
+            && let Some(parent) = s.parent
+        {
+            s.asked = Some(from);
+            s.confirmed = false;
+            let frame = Frame::Join {
+                origin: key.0,
+                route: key.1.clone(),
+                from: Some(from),
+            };
+            self.send(parent, frame);
+            return;
         }
         entry.confirmed = true;
         let asked = entry.from;

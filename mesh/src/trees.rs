@@ -227,7 +227,11 @@ impl Trees {
     pub(crate) fn new(setup: TreeSetup) -> (Self, TreeHandle) {
         let me = setup.keypair.peer_id();
         let (events_tx, events) = mpsc::channel(EVENTS);
+        // Bounded by what feeds them, not by a capacity: the router's changes (one per first or
+        // last local route) and the swarm's connection events; neither may be dropped.
+        #[allow(clippy::disallowed_methods)]
         let (locals_tx, locals) = mpsc::unbounded_channel();
+        #[allow(clippy::disallowed_methods)]
         let (notices_tx, notices) = mpsc::unbounded_channel();
         let (publishes_tx, publishes) = mpsc::channel(PUBLISHES);
         // One neighbour slot stays free for a newcomer, which is then refused with an
@@ -735,6 +739,8 @@ impl Trees {
         self.next_link += 1;
         let link = self.next_link;
         let (read, write) = stream.split();
+        // Bounded in bytes, not messages: past `CUT_OFF` queued bytes the neighbour is cut.
+        #[allow(clippy::disallowed_methods)]
         let (out, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let disconnect = Arc::new(AtomicBool::new(false));

@@ -426,7 +426,7 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
         // Every 800 messages a node leaves; 400 messages later it is back, bootstrapped with
         // a random node that is up.
         let step = (seq / 400) as usize;
-        if seq % 400 == 0 && step % 2 == 0 && step / 2 < leaving.len() {
+        if seq % 400 == 0 && step.is_multiple_of(2) && step / 2 < leaving.len() {
             let k = leaving[step / 2];
             let (router, _) = nodes[k].take().unwrap();
             router.close().await;
