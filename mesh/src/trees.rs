@@ -24,16 +24,19 @@ use dndm_core::{
     Fingerprint, IntentAd, InterestAd, LocalChange, PayloadSink, PeerId, Qos, Route, RoutePattern,
     RouterPort, SinkError,
 };
-use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use futures::AsyncReadExt as _;
 use libp2p::{Multiaddr, StreamProtocol};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::overlay::membership::{Membership, MembershipAction, MembershipConfig, Offer};
-use crate::overlay::wire::{self, MAX_MESSAGE, Message};
+use crate::overlay::wire::{self, Message};
 use crate::overlay::{Action, Batch, Frame, Overlay, OverlayStats};
 use crate::swarm::Command;
+
+mod link;
+use link::{Writer, read_loop};
 
 /// The tree protocol id on libp2p streams.
 pub const TREE_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/tree/1.0.0");
@@ -766,117 +769,5 @@ impl Trees {
             disconnect,
         };
         self.neighbours.insert(peer, neighbour);
-    }
-}
-
-/// Reads length-prefixed messages until the stream ends, a message is bad, or the mesh closes.
-async fn read_loop(
-    peer: PeerId,
-    link: u64,
-    mut read: futures::io::ReadHalf<libp2p::Stream>,
-    events: mpsc::Sender<TreeEvent>,
-    cancel: CancellationToken,
-) {
-    let bad = loop {
-        let mut prefix = [0u8; 4];
-        let read_prefix = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            read = read.read_exact(&mut prefix) => read,
-        };
-        if read_prefix.is_err() {
-            break None;
-        }
-        let len = u32::from_be_bytes(prefix) as usize;
-        if len > MAX_MESSAGE {
-            break Some(wire::WireError::TooLong(len).to_string());
-        }
-        let mut body = vec![0; len];
-        let read_body = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            read = read.read_exact(&mut body) => read,
-        };
-        if read_body.is_err() {
-            break None;
-        }
-        match wire::decode(Bytes::from(body)) {
-            Ok(message) => {
-                if events
-                    .send(TreeEvent::Message {
-                        peer,
-                        link,
-                        message,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => break Some(e.to_string()),
-        }
-    };
-    let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
-}
-
-/// Writes a neighbour's queue to its stream.
-struct Writer {
-    rx: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-    drained: Arc<Notify>,
-    disconnect: Arc<AtomicBool>,
-    commands: mpsc::Sender<Command>,
-    peer_id: libp2p::PeerId,
-}
-
-impl Writer {
-    async fn run(
-        mut self,
-        mut write: futures::io::WriteHalf<libp2p::Stream>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return,
-                next = self.rx.recv() => next,
-            };
-            let Some(bytes) = next else { break };
-            let written = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return,
-                written = write.write_all(&bytes) => written,
-            };
-            if written.is_err() {
-                break;
-            }
-            let before = self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
-            if before > HIGH_WATER && before - bytes.len() <= HIGH_WATER {
-                self.drained.notify_one();
-            }
-            if self.rx.is_empty() {
-                let flushed = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return,
-                    flushed = write.flush() => flushed,
-                };
-                if flushed.is_err() {
-                    break;
-                }
-            }
-        }
-        // The queue is written (or the stream failed): close our half, then the connection if
-        // the link was refused or evicted.
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            _ = write.close() => {}
-        }
-        self.queued.store(0, Ordering::Relaxed);
-        self.drained.notify_one();
-        if self.disconnect.load(Ordering::Relaxed) {
-            let _ = self.commands.send(Command::Disconnect(self.peer_id)).await;
-        }
     }
 }

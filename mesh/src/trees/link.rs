@@ -1,0 +1,127 @@
+//! A tree link's two tasks: the reader (decodes and checks messages) and the writer (drains
+//! the neighbour's queue, then closes; disconnects the peer when the link was refused).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use dndm_core::PeerId;
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{HIGH_WATER, TreeEvent};
+use crate::overlay::wire::{self, MAX_MESSAGE};
+use crate::swarm::Command;
+
+/// Reads length-prefixed messages until the stream ends, a message is bad, or the mesh closes.
+pub(super) async fn read_loop(
+    peer: PeerId,
+    link: u64,
+    mut read: futures::io::ReadHalf<libp2p::Stream>,
+    events: mpsc::Sender<TreeEvent>,
+    cancel: CancellationToken,
+) {
+    let bad = loop {
+        let mut prefix = [0u8; 4];
+        let read_prefix = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            read = read.read_exact(&mut prefix) => read,
+        };
+        if read_prefix.is_err() {
+            break None;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_MESSAGE {
+            break Some(wire::WireError::TooLong(len).to_string());
+        }
+        let mut body = vec![0; len];
+        let read_body = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            read = read.read_exact(&mut body) => read,
+        };
+        if read_body.is_err() {
+            break None;
+        }
+        match wire::decode(Bytes::from(body)) {
+            Ok(message) => {
+                if events
+                    .send(TreeEvent::Message {
+                        peer,
+                        link,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
+}
+
+/// Writes a neighbour's queue to its stream.
+pub(super) struct Writer {
+    pub(super) rx: mpsc::UnboundedReceiver<Bytes>,
+    pub(super) queued: Arc<AtomicUsize>,
+    pub(super) drained: Arc<Notify>,
+    pub(super) disconnect: Arc<AtomicBool>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) peer_id: libp2p::PeerId,
+}
+
+impl Writer {
+    pub(super) async fn run(
+        mut self,
+        mut write: futures::io::WriteHalf<libp2p::Stream>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                next = self.rx.recv() => next,
+            };
+            let Some(bytes) = next else { break };
+            let written = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                written = write.write_all(&bytes) => written,
+            };
+            if written.is_err() {
+                break;
+            }
+            let before = self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            if before > HIGH_WATER && before - bytes.len() <= HIGH_WATER {
+                self.drained.notify_one();
+            }
+            if self.rx.is_empty() {
+                let flushed = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    flushed = write.flush() => flushed,
+                };
+                if flushed.is_err() {
+                    break;
+                }
+            }
+        }
+        // The queue is written (or the stream failed): close our half, then the connection if
+        // the link was refused or evicted.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            _ = write.close() => {}
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.drained.notify_one();
+        if self.disconnect.load(Ordering::Relaxed) {
+            let _ = self.commands.send(Command::Disconnect(self.peer_id)).await;
+        }
+    }
+}
