@@ -175,7 +175,7 @@ pub enum Action<P> {
         count: u64,
     },
     /// Some node joined the tree of a local route: start handing its messages to
-    /// [`Overlay::publish`].
+    /// [`Overlay::publish`](super::Overlay::publish).
     Wanted(Route),
     /// Nobody is in the tree of a local route any more.
     Unwanted(Route),
@@ -201,7 +201,7 @@ pub struct OverlayStats {
     pub refreshes_asked: u64,
 }
 
-/// One stream as a node sees it ([`Overlay::streams`]).
+/// One stream as a node sees it ([`Overlay::streams`](super::Overlay::streams)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamInfo<P> {
