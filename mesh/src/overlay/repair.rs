@@ -134,12 +134,7 @@ impl<P: NodeId> Overlay<P> {
         }
         let hops = s.hops;
         let local = s.local;
-        let children: Vec<P> = s
-            .children
-            .iter()
-            .filter(|(_, c)| c.confirmed)
-            .map(|(p, _)| *p)
-            .collect();
+        let children = s.confirmed_children();
         self.link(&key);
         let missing = batch.first.saturating_sub(delivered);
         if missing > 0 {
@@ -170,12 +165,7 @@ impl<P: NodeId> Overlay<P> {
         let delivered = s.delivered.unwrap_or(start).max(start);
         let count = end.saturating_sub(first.max(delivered));
         s.delivered = Some(delivered.max(end));
-        let children: Vec<P> = s
-            .children
-            .iter()
-            .filter(|(_, c)| c.confirmed)
-            .map(|(p, _)| *p)
-            .collect();
+        let children = s.confirmed_children();
         if count > 0 {
             self.lost(key, count);
         }

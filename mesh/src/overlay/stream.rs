@@ -96,6 +96,12 @@ impl<P: NodeId> Stream<P> {
         })
     }
 
+    /// Children told where their stream starts: the ones batches and gaps go to.
+    pub(super) fn confirmed_children(&self) -> Vec<P> {
+        let confirmed = self.children.iter().filter(|(_, c)| c.confirmed);
+        confirmed.map(|(p, _)| *p).collect()
+    }
+
     /// Keeps a batch for repairs, within the configured bounds.
     pub(super) fn cache(&mut self, batch: Arc<Batch<P>>, config: &OverlayConfig) {
         self.cache_bytes += batch.bytes();
