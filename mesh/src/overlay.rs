@@ -221,7 +221,7 @@ impl<P: NodeId> Overlay<P> {
         let epoch = s.epoch + 1;
         self.tombstones
             .insert(key, (epoch, now + self.config.refresh * 3));
-        if !s.children.is_empty() {
+        if s.wanted {
             self.actions.push_back(Action::Unwanted(route.clone()));
         }
         let frame = Frame::Announce {
@@ -251,7 +251,9 @@ impl<P: NodeId> Overlay<P> {
 
     /// Publishes a batch of a local route: `auth` is given the batch's first sequence number
     /// and returns its authentication. Returns that number, or `None` if `route` is not a local
-    /// intent or nobody is in its tree (nothing is sent, nothing numbered).
+    /// intent or is not wanted (nobody joined its tree, or the last child left more than
+    /// [`OverlayConfig::linger`] ago): then nothing is sent and nothing numbered. A wanted route
+    /// without children numbers and caches its batches, for the child that rejoins.
     pub fn publish(
         &mut self,
         route: &Route,
@@ -260,7 +262,7 @@ impl<P: NodeId> Overlay<P> {
     ) -> Option<Seq> {
         let key = (self.me, route.clone());
         let s = self.streams.get_mut(&key)?;
-        if s.children.is_empty() || payloads.is_empty() {
+        if !s.wanted || payloads.is_empty() {
             return None;
         }
         let first = s.next.unwrap_or(1);
@@ -282,7 +284,9 @@ impl<P: NodeId> Overlay<P> {
         Some(first)
     }
 
-    /// Time passed: announcements expire, origins refresh theirs.
+    /// Time passed: announcements expire, origins refresh theirs, routes without children
+    /// for a linger stop being wanted. Call it periodically (it also notices when a linger
+    /// starts, so a linger lasts up to one tick period longer).
     pub fn tick(&mut self, now: Instant) {
         self.tombstones.retain(|_, (_, until)| *until > now);
         let keys: Vec<Key<P>> = self.streams.keys().cloned().collect();
@@ -290,6 +294,20 @@ impl<P: NodeId> Overlay<P> {
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
+            if key.0 == self.me && s.wanted {
+                match s.idle_since {
+                    _ if !s.children.is_empty() => s.idle_since = None,
+                    None => s.idle_since = Some(now),
+                    Some(since) if now >= since + self.config.linger => {
+                        s.wanted = false;
+                        s.idle_since = None;
+                        s.cache.clear();
+                        s.cache_bytes = 0;
+                        self.actions.push_back(Action::Unwanted(key.1.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
             if s.expires > now {
                 continue;
             }
@@ -304,9 +322,15 @@ impl<P: NodeId> Overlay<P> {
         }
     }
 
-    /// When [`tick`](Self::tick) next has work.
+    /// When [`tick`](Self::tick) next has work (besides noticing that a linger starts).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let streams = self.streams.values().map(|s| s.expires);
+        let linger = self.config.linger;
+        let lingers = self
+            .streams
+            .values()
+            .filter_map(|s| s.idle_since)
+            .map(|t| t + linger);
+        let streams = self.streams.values().map(|s| s.expires).chain(lingers);
         streams
             .chain(self.tombstones.values().map(|(_, until)| *until))
             .min()
@@ -577,15 +601,13 @@ impl<P: NodeId> Overlay<P> {
             return;
         };
         if key.0 == self.me {
-            let wanted = !s.children.is_empty();
-            if wanted != s.wanted {
-                s.wanted = wanted;
-                let route = key.1.clone();
-                self.actions.push_back(if wanted {
-                    Action::Wanted(route)
-                } else {
-                    Action::Unwanted(route)
-                });
+            // Children make a route wanted; only a linger without any (in `tick`) unwants it.
+            if !s.children.is_empty() {
+                s.idle_since = None;
+                if !s.wanted {
+                    s.wanted = true;
+                    self.actions.push_back(Action::Wanted(key.1.clone()));
+                }
             }
             return;
         }

@@ -392,6 +392,10 @@ impl Actor {
                 } else {
                     // The dndm stream may have been on the connection that closed.
                     self.open_if_needed(peer_id);
+                    // So may the tree stream (there is no telling which connection carries
+                    // it, and its reader may never wake): the trees drop the link and the
+                    // peer; the membership policy dials again if it needs to.
+                    self.tell_trees(crate::trees::TreeEvent::PeerGone, &peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -549,6 +553,7 @@ impl Actor {
         let mut control = self.control.clone();
         let events = tree.events.clone();
         let closing = self.inner.closing.clone();
+        let commands = self.commands_tx.clone();
         self.inner.tracker.spawn(async move {
             let opened = tokio::select! {
                 biased;
@@ -561,7 +566,11 @@ impl Actor {
                         .send(crate::trees::TreeEvent::Stream(peer_id, stream))
                         .await;
                 }
-                Err(e) => tracing::debug!(%peer_id, error = %e, "tree stream not opened"),
+                Err(e) => {
+                    // A connection without a tree link has no use (and would hold a slot).
+                    tracing::debug!(%peer_id, error = %e, "tree stream not opened");
+                    let _ = commands.send(Command::Disconnect(peer_id)).await;
+                }
             }
         });
     }

@@ -36,7 +36,7 @@ use crate::overlay::{Action, Batch, Frame, Overlay, OverlayStats};
 use crate::swarm::Command;
 
 mod link;
-use link::{Writer, read_loop};
+use link::{Reader, Writer};
 
 /// The tree protocol id on libp2p streams.
 pub const TREE_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/tree/1.0.0");
@@ -80,6 +80,18 @@ pub struct TreeStats {
     /// Links that went down (closed by either side, or their connection closed), refusals
     /// not counted.
     pub links_lost: u64,
+    /// Bytes written to tree streams (the tree protocol's messages with their length
+    /// prefixes; libp2p's Noise and Yamux framing not included).
+    pub bytes_sent: u64,
+    /// Bytes read from tree streams (as `bytes_sent`).
+    pub bytes_received: u64,
+}
+
+/// Bytes through every tree stream of the node, counted by the link tasks.
+#[derive(Debug, Default)]
+pub(crate) struct WireBytes {
+    pub(crate) sent: std::sync::atomic::AtomicU64,
+    pub(crate) received: std::sync::atomic::AtomicU64,
 }
 
 /// What the actor is told.
@@ -103,8 +115,8 @@ pub(crate) enum TreeEvent {
     Addresses(PeerId, Vec<Multiaddr>),
     /// A dial the policy asked for failed.
     DialFailed(PeerId),
-    /// The last libp2p connection to a peer closed: its tree stream is dead, whether or not
-    /// the stream noticed (a stream on a closed connection may never wake its reader).
+    /// A libp2p connection to a peer closed: its tree stream may be dead, whether or not the
+    /// stream noticed (a stream on a closed connection may never wake its reader).
     PeerGone(PeerId),
 }
 
@@ -202,6 +214,7 @@ pub(crate) struct Trees {
     commands: mpsc::Sender<Command>,
     listening: Arc<dyn Fn() -> Vec<Multiaddr> + Send + Sync>,
     drained: Arc<Notify>,
+    wire_bytes: Arc<WireBytes>,
     stats: TreeStats,
     stats_tx: watch::Sender<TreeStats>,
     view: Arc<std::sync::Mutex<TreeView>>,
@@ -275,6 +288,7 @@ impl Trees {
             commands: setup.commands,
             listening: setup.listening,
             drained: Arc::new(Notify::new()),
+            wire_bytes: Arc::default(),
             stats: TreeStats::default(),
             stats_tx: setup.stats,
             view: setup.view,
@@ -371,16 +385,21 @@ impl Trees {
                 if let Some(reason) = bad {
                     tracing::warn!(%peer, %reason, "tree link closed: bad message");
                     self.stats.bad_messages += 1;
-                    self.drop_neighbour(peer, true);
-                } else {
-                    self.drop_neighbour(peer, false);
                 }
+                // A connection without a tree link has no use: closing it leaves both sides
+                // in one clear state (not connected), which the policy repairs by dialing.
+                self.drop_neighbour(peer, true);
             }
             TreeEvent::Addresses(peer, addrs) => self.remember(peer, addrs),
             TreeEvent::DialFailed(peer) => self.membership.dial_failed(peer),
             TreeEvent::PeerGone(peer) => {
                 if self.neighbours.contains_key(&peer) {
-                    self.drop_neighbour(peer, false);
+                    // Its other connections too, if any: see `Closed`.
+                    self.drop_neighbour(peer, true);
+                } else if self.membership.is_dialing(&peer) {
+                    // Our dial connected and closed before the peers greeted (its connection
+                    // limit, say): a failed dial, and the dial slot is free again.
+                    self.membership.dial_failed(peer);
                 }
             }
         }
@@ -571,6 +590,8 @@ impl Trees {
         }
         self.stats.overlay = self.overlay.stats();
         self.stats.neighbours = self.membership.active().len();
+        self.stats.bytes_sent = self.wire_bytes.sent.load(Ordering::Relaxed);
+        self.stats.bytes_received = self.wire_bytes.received.load(Ordering::Relaxed);
         self.stats_tx.send_if_modified(|old| {
             let changed = *old != self.stats;
             *old = self.stats;
@@ -747,14 +768,22 @@ impl Trees {
         let (out, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let disconnect = Arc::new(AtomicBool::new(false));
-        let events = self.events_tx.clone();
         let cancel = self.cancel.clone();
-        self.tracker
-            .spawn(read_loop(peer, link, read, events, cancel.clone()));
+        let reader = Reader {
+            peer,
+            link,
+            events: self.events_tx.clone(),
+            received: self.wire_bytes.clone(),
+        };
+        self.tracker.spawn(reader.run(read, cancel.clone()));
         let writer = Writer {
+            peer,
+            link,
+            events: self.events_tx.clone(),
             rx,
             queued: queued.clone(),
             drained: self.drained.clone(),
+            sent: self.wire_bytes.clone(),
             disconnect: disconnect.clone(),
             commands: self.commands.clone(),
             peer_id,

@@ -114,6 +114,38 @@ fn lossless() -> SubscribeOptions {
         .overflow(Overflow::Block)
 }
 
+/// Waits until every subscriber (`(node, interest)`) has its one publisher, node 0, linked;
+/// a failure describes the subscribers that did not.
+async fn all_linked(
+    nodes: &[&MeshEndpoint],
+    routers: &[&Router],
+    interests: &[(usize, &Interest<Reading>)],
+) {
+    let publishers = |k: usize, interest: &Interest<Reading>| {
+        let snapshot = routers[k].snapshot();
+        let info = snapshot.interests.iter().find(|i| i.id == interest.id());
+        info.map_or(0, |i| i.publishers)
+    };
+    let waiting = async {
+        for (k, interest) in interests {
+            let mut events = interest.events();
+            while publishers(*k, interest) == 0 {
+                // Lagging behind the events is fine: the count is read again.
+                let _ = events.recv().await;
+            }
+        }
+    };
+    if tokio::time::timeout(GUARD, waiting).await.is_err() {
+        let origin = nodes[0].peer_id();
+        for (k, interest) in interests {
+            if publishers(*k, interest) == 0 {
+                eprintln!("not linked: {}", describe(nodes, *k, origin));
+            }
+        }
+        panic!("some subscribers did not link in time");
+    }
+}
+
 /// Waits until `count` publishers are linked to the interest.
 async fn linked(router: &Router, interest: &Interest<Reading>, count: usize) {
     let mut events = interest.events();
@@ -233,9 +265,14 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
                 .unwrap(),
         );
     }
-    for (k, interest) in interests.iter().enumerate() {
-        linked(&nodes[k + 1].0, interest, 1).await;
-    }
+    let endpoints: Vec<&MeshEndpoint> = nodes.iter().map(|n| &n.1).collect();
+    let routers: Vec<&Router> = nodes.iter().map(|n| &n.0).collect();
+    let waiting: Vec<(usize, &Interest<Reading>)> = interests
+        .iter()
+        .enumerate()
+        .map(|(k, i)| (k + 1, i))
+        .collect();
+    all_linked(&endpoints, &routers, &waiting).await;
     let receivers: Vec<_> = interests
         .into_iter()
         .map(|i| tokio::spawn(receive_in_order(i, MESSAGES)))
@@ -249,7 +286,6 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
             failed.push(k + 1);
         }
     }
-    let endpoints: Vec<&MeshEndpoint> = nodes.iter().map(|n| &n.1).collect();
     for &k in &failed {
         eprintln!("{}", describe(&endpoints, k, nodes[0].1.peer_id()));
     }
@@ -324,30 +360,23 @@ async fn a_hundred_nodes_ninety_nine_publishers_one_wildcard_subscriber() {
         }
         panic!("the wildcard subscriber did not link every publisher in time");
     }
-    let receiver = tokio::spawn(async move {
-        // Per publisher, the next sequence number expected.
-        let mut next = vec![0u64; NODES];
-        for _ in 0..(NODES as u64 - 1) * MESSAGES {
-            let Ok(got) = tokio::time::timeout(GUARD, interest.recv()).await else {
-                let short: Vec<(usize, u64)> = next
-                    .iter()
-                    .enumerate()
-                    .skip(1)
-                    .filter(|(_, n)| **n != MESSAGES)
-                    .map(|(i, n)| (i, *n))
-                    .collect();
-                panic!("(publisher, messages received) short of {MESSAGES}: {short:?}");
-            };
-            let got = got.unwrap();
-            let (publisher, seq) = ((got.seq >> 32) as usize, got.seq & 0xffff_ffff);
-            assert_eq!(
-                seq, next[publisher],
-                "publisher {publisher}: in order, exactly once"
-            );
-            next[publisher] += 1;
+    // Per publisher, the next sequence number expected (read by the test if it fails).
+    let progress = Arc::new(std::sync::Mutex::new(vec![0u64; NODES]));
+    let receiver = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            for _ in 0..(NODES as u64 - 1) * MESSAGES {
+                let got = interest.recv().await.unwrap();
+                let (publisher, seq) = ((got.seq >> 32) as usize, got.seq & 0xffff_ffff);
+                let mut next = progress.lock().unwrap();
+                assert_eq!(
+                    seq, next[publisher],
+                    "publisher {publisher}: in order, exactly once"
+                );
+                next[publisher] += 1;
+            }
+            interest
         }
-        assert!(next[1..].iter().all(|n| *n == MESSAGES));
-        interest
     });
     // Publishers take turns, so every tree carries traffic at once.
     for seq in 0..MESSAGES {
@@ -360,10 +389,19 @@ async fn a_hundred_nodes_ninety_nine_publishers_one_wildcard_subscriber() {
                 .unwrap();
         }
     }
-    tokio::time::timeout(GUARD, receiver)
-        .await
-        .unwrap()
-        .unwrap();
+    if tokio::time::timeout(GUARD, receiver).await.is_err() {
+        let endpoints: Vec<&MeshEndpoint> = nodes.iter().map(|n| &n.1).collect();
+        let next = progress.lock().unwrap().clone();
+        for (i, got) in next.iter().enumerate().skip(1) {
+            if *got != MESSAGES {
+                eprintln!(
+                    "publisher {i}: {got} of {MESSAGES} received\n{}",
+                    describe(&endpoints, 0, nodes[i].1.peer_id())
+                );
+            }
+        }
+        panic!("the wildcard subscriber did not receive everything in time");
+    }
     stop.store(true, Ordering::Relaxed);
     let most = watcher.await.unwrap();
     assert!(
@@ -409,8 +447,12 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
             .unwrap();
         interests.push((k, interest));
     }
-    for (k, interest) in &interests {
-        linked(&nodes[*k].as_ref().unwrap().0, interest, 1).await;
+    {
+        let endpoints: Vec<&MeshEndpoint> = nodes.iter().flatten().map(|n| &n.1).collect();
+        let routers: Vec<&Router> = nodes.iter().flatten().map(|n| &n.0).collect();
+        let waiting: Vec<(usize, &Interest<Reading>)> =
+            interests.iter().map(|(k, i)| (*k, i)).collect();
+        all_linked(&endpoints, &routers, &waiting).await;
     }
     let mut receivers = Vec::new();
     for (k, interest) in interests {
@@ -448,13 +490,23 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
         }
         intent.send(Reading { seq }).await.unwrap();
     }
+    let mut failed = Vec::new();
     for (k, receiver) in receivers {
-        if let Some(receiver) = receiver {
-            tokio::time::timeout(GUARD, receiver)
-                .await
-                .unwrap_or_else(|_| panic!("subscriber {k} got everything in time"))
-                .unwrap();
+        if let Some(receiver) = receiver
+            && !matches!(tokio::time::timeout(GUARD, receiver).await, Ok(Ok(_)))
+        {
+            failed.push(k);
         }
+    }
+    if !failed.is_empty() {
+        let up: Vec<&MeshEndpoint> = nodes.iter().flatten().map(|n| &n.1).collect();
+        // `describe` numbers the nodes that are up.
+        let origin = up[0].peer_id();
+        for &k in &failed {
+            let at = nodes[..k].iter().flatten().count();
+            eprintln!("subscriber {k}: {}", describe(&up, at, origin));
+        }
+        panic!("subscribers {failed:?} did not get everything");
     }
     stop.store(true, Ordering::Relaxed);
     let most = watcher.await.unwrap();

@@ -182,6 +182,7 @@ pub fn mesh_config(config: &Config) -> Result<MeshConfig, EndpointError> {
     out.mdns = mesh.mdns;
     out.max_peers = mesh.max_peers;
     out.full_mesh_threshold = mesh.full_mesh_threshold;
+    out.multi_hop = mesh.multi_hop;
     out.remote = remote;
     out.relay_server = mesh.relay_server;
     out.relay_limits = relay_limits;

@@ -21,6 +21,10 @@ pub struct MeshSection {
     /// full mesh); above it only LAN, configured and wanted peers (providers of routes this node
     /// subscribes to) do. Default 16; 1 to `max_peers`.
     pub full_mesh_threshold: usize,
+    /// Carry publish/subscribe over per-publisher trees through neighbours (multi-hop) instead
+    /// of a session with every publisher. For meshes larger than `max_peers`; every node of a
+    /// mesh must use the same mode. Services are not carried in this mode. Default false.
+    pub multi_hop: bool,
     /// Whether this node relays circuits for others (circuit relay v2 server). Default false.
     pub relay_server: bool,
     /// Most reservations the relay server holds at once. Default 128; 1 to 100 000.
@@ -65,6 +69,7 @@ impl Default for MeshSection {
             bootstrap: Vec::new(),
             max_peers: 50,
             full_mesh_threshold: 16,
+            multi_hop: false,
             relay_server: false,
             relay_max_reservations: 128,
             relay_max_circuits: 64,

@@ -81,6 +81,14 @@ fn toml_round_trip() {
 }
 
 #[test]
+fn multi_hop_reaches_the_mesh_config() {
+    let c = Config::from_toml_str("[mesh]\nmulti_hop = true\n").unwrap();
+    assert!(c.mesh.multi_hop);
+    assert!(super::mesh_config(&c).unwrap().multi_hop);
+    assert!(!super::mesh_config(&Config::default()).unwrap().multi_hop);
+}
+
+#[test]
 fn enums_are_snake_case() {
     let c = Config::from_toml_str(
         "[router]\noverflow = \"drop_newest\"\n[remote]\nsigning = \"off\"\n",

@@ -39,6 +39,9 @@ pub struct MembershipConfig {
     pub max_dials: usize,
     /// Failed dials in a row after which a known peer is forgotten.
     pub max_failures: u8,
+    /// A dial not answered (`connected`, `dial_failed`) within this long counts as failed:
+    /// a connection that opened and closed before the peers greeted never holds a dial slot.
+    pub dial_timeout: Duration,
 }
 
 impl MembershipConfig {
@@ -53,6 +56,7 @@ impl MembershipConfig {
             shuffle: Duration::from_secs(10),
             max_dials: 2,
             max_failures: 3,
+            dial_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -89,7 +93,10 @@ pub struct Membership<P> {
     config: MembershipConfig,
     rng: fastrand::Rng,
     active: BTreeSet<P>,
-    dialing: BTreeSet<P>,
+    /// Peers being dialed, and when the dial counts as failed.
+    dialing: BTreeMap<P, Instant>,
+    /// The peers to start from: known again whenever the node has nobody else to dial.
+    bootstrap: BTreeSet<P>,
     /// Known peers and their failed dials in a row.
     passive: BTreeMap<P, u8>,
     next_shuffle: Option<Instant>,
@@ -104,7 +111,8 @@ impl<P: NodeId> Membership<P> {
             config,
             rng: fastrand::Rng::with_seed(seed),
             active: BTreeSet::new(),
-            dialing: BTreeSet::new(),
+            dialing: BTreeMap::new(),
+            bootstrap: BTreeSet::new(),
             passive: BTreeMap::new(),
             next_shuffle: None,
             actions: VecDeque::new(),
@@ -126,11 +134,21 @@ impl<P: NodeId> Membership<P> {
         self.actions.pop_front()
     }
 
-    /// Peers to start from (configured, found on the LAN): known, dialed on the next tick.
+    /// Peers to start from (configured, found on the LAN): known, dialed on the next tick,
+    /// and known again whenever the node has no neighbour and no other peer to dial (so a
+    /// node whose known peers all failed is never left alone for good).
     pub fn bootstrap(&mut self, peers: impl IntoIterator<Item = P>) {
         for peer in peers {
+            if peer != self.me {
+                self.bootstrap.insert(peer);
+            }
             self.know(peer);
         }
+    }
+
+    /// A dial to `peer` is under way (not yet answered).
+    pub fn is_dialing(&self, peer: &P) -> bool {
+        self.dialing.contains_key(peer)
     }
 
     /// What this node tells a new peer before either decides ([`Membership::connected`]).
@@ -218,20 +236,35 @@ impl<P: NodeId> Membership<P> {
         }
     }
 
-    /// Time passed: dial toward the target, shuffle with a neighbour.
+    /// Time passed: dials time out, dial toward the target, shuffle with a neighbour.
     pub fn tick(&mut self, now: Instant) {
+        let expired: Vec<P> = self
+            .dialing
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.dial_failed(peer);
+        }
+        if self.active.is_empty() && self.dialing.is_empty() && self.passive.is_empty() {
+            let bootstrap: Vec<P> = self.bootstrap.iter().copied().collect();
+            for peer in bootstrap {
+                self.know(peer);
+            }
+        }
         let mut candidates: Vec<P> = self
             .passive
             .keys()
             .copied()
-            .filter(|p| !self.dialing.contains(p) && !self.active.contains(p))
+            .filter(|p| !self.dialing.contains_key(p) && !self.active.contains(p))
             .collect();
         while self.active.len() + self.dialing.len() < self.config.target
             && self.dialing.len() < self.config.max_dials
             && !candidates.is_empty()
         {
             let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
-            self.dialing.insert(peer);
+            self.dialing.insert(peer, now + self.config.dial_timeout);
             self.actions.push_back(MembershipAction::Dial(peer));
         }
         let due = self.next_shuffle.is_none_or(|at| at <= now);
@@ -244,7 +277,7 @@ impl<P: NodeId> Membership<P> {
                 && !candidates.is_empty()
             {
                 let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
-                self.dialing.insert(peer);
+                self.dialing.insert(peer, now + self.config.dial_timeout);
                 self.actions.push_back(MembershipAction::Dial(peer));
             }
             let active: Vec<P> = self.active.iter().copied().collect();
@@ -259,7 +292,8 @@ impl<P: NodeId> Membership<P> {
 
     /// When [`tick`](Self::tick) next has work (a dial is due whenever the view is short).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_shuffle
+        let dials = self.dialing.values().copied();
+        self.next_shuffle.into_iter().chain(dials).min()
     }
 
     fn know(&mut self, peer: P) {
@@ -288,5 +322,60 @@ impl<P: NodeId> Membership<P> {
         pool.truncate(self.config.exchange.saturating_sub(1));
         pool.insert(0, self.me);
         pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dials(m: &mut Membership<u32>) -> Vec<u32> {
+        let mut dials = Vec::new();
+        while let Some(action) = m.poll_action() {
+            if let MembershipAction::Dial(peer) = action {
+                dials.push(peer);
+            }
+        }
+        dials.sort_unstable();
+        dials
+    }
+
+    /// A dial that connected and closed without a greeting (nobody calls `connected` or
+    /// `dial_failed`) must not hold its slot forever: it times out and the node dials again.
+    #[test]
+    fn an_unanswered_dial_times_out_and_frees_its_slot() {
+        let config = MembershipConfig::new(8);
+        let timeout = config.dial_timeout;
+        let mut m = Membership::new(0u32, config, 1);
+        m.bootstrap([1, 2, 3]);
+        let start = Instant::now();
+        m.tick(start);
+        let first = dials(&mut m);
+        assert_eq!(first.len(), 2, "two dials at once");
+        m.tick(start + timeout / 2);
+        assert!(dials(&mut m).is_empty(), "both slots are taken");
+        m.tick(start + timeout);
+        let again = dials(&mut m);
+        assert!(!again.is_empty(), "the expired dials freed their slots");
+        assert!(first.iter().all(|p| !m.is_dialing(p) || again.contains(p)));
+    }
+
+    /// A node whose known peers all failed knows its bootstrap peers again: it is never left
+    /// alone for good.
+    #[test]
+    fn a_node_with_nobody_left_to_dial_goes_back_to_its_bootstrap_peers() {
+        let config = MembershipConfig::new(8);
+        let mut m = Membership::new(0u32, config, 1);
+        m.bootstrap([7]);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            m.tick(now);
+            assert_eq!(dials(&mut m), vec![7]);
+            m.dial_failed(7);
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(m.passive().count(), 0, "forgotten after three failures");
+        m.tick(now);
+        assert_eq!(dials(&mut m), vec![7], "known again: nobody else to dial");
     }
 }

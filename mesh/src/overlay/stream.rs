@@ -46,8 +46,11 @@ pub(super) struct Stream<P> {
     pub(super) local: bool,
     /// `Linked` was reported and not yet `Unlinked`.
     pub(super) linked: bool,
-    /// An origin's route has children (`Wanted` reported).
+    /// An origin's route has children, or had some less than a linger ago (`Wanted`
+    /// reported, batches numbered).
     pub(super) wanted: bool,
+    /// An origin's wanted route has had no child since then (first seen by a tick).
+    pub(super) idle_since: Option<Instant>,
     /// The `from` of the latest `Join` sent to the parent.
     pub(super) asked: Option<Seq>,
     /// The parent answered that `Join` (`Joined`): children can be told their position.
@@ -78,6 +81,7 @@ impl<P: NodeId> Stream<P> {
             local: false,
             linked: false,
             wanted: false,
+            idle_since: None,
             asked: None,
             confirmed: false,
             next: None,

@@ -190,12 +190,48 @@ fn nobody_in_the_tree_means_nothing_is_numbered() {
     assert_eq!(net.publish(1, 1), Some(1));
     net.node(2).remove_interest(&pattern("robot.Pose@fleet.1"));
     net.drain();
-    assert!(
+    let unwanted = |net: &Net| {
         net.events
             .iter()
             .any(|(n, a)| *n == 1 && *a == Action::Unwanted(route(1)))
-    );
+    };
+    // The last child left: for a linger, batches are still numbered (and cached).
+    assert!(!unwanted(&net));
+    let linger = OverlayConfig::default().linger;
+    let start = net.now;
+    net.node(1).tick(start);
+    assert_eq!(net.publish(1, 1), Some(2));
+    net.node(1).tick(start + linger / 2);
+    assert!(!unwanted(&net));
+    net.node(1).tick(start + linger);
+    net.drain();
+    assert!(unwanted(&net));
     assert_eq!(net.publish(1, 1), None);
+}
+
+/// The origin's only child goes away and another node joins a moment later: what the origin
+/// published in between reaches the subscriber (nothing is lost silently while no child is
+/// there).
+#[test]
+fn batches_published_while_the_origin_has_no_child_reach_the_next_one() {
+    let mut net = Net::new(4, &OverlayConfig::default());
+    net.link(1, 2);
+    net.link(2, 3);
+    net.link(3, 4);
+    let now = net.now;
+    net.node(1).add_intent(route(1), now);
+    net.node(3).add_interest(pattern("robot.Pose@fleet.1"));
+    net.drain();
+    assert_eq!(net.publish(1, 2), Some(1));
+    assert_eq!(net.node(3).parent(1, &route(1)), Some(2));
+    net.cut(1, 2);
+    assert!(net.node(1).children(1, &route(1)).is_empty());
+    assert_eq!(net.publish(1, 3), Some(3), "still numbered");
+    net.link(1, 4);
+    assert_eq!(net.node(3).parent(1, &route(1)), Some(4));
+    assert_eq!(net.publish(1, 1), Some(6));
+    assert_eq!(net.got(3, 1), seqs(1..7));
+    assert_eq!(net.lost(3), 0);
 }
 
 /// 1 publishes; 4 hears it through 2 and 3. 2 dies with batches in flight: 4 switches to 3,

@@ -22,6 +22,10 @@ pub struct OverlayConfig {
     pub refresh: Duration,
     /// Longest path, in hops; longer announcements are ignored.
     pub max_hops: u8,
+    /// How long an origin keeps numbering and caching a route's batches after its last child
+    /// left. A child that switches paths rejoins within it and misses nothing; past it the
+    /// route is no longer wanted (and batches are no longer numbered).
+    pub linger: Duration,
 }
 
 impl Default for OverlayConfig {
@@ -31,6 +35,7 @@ impl Default for OverlayConfig {
             cache_bytes: 8 << 20,
             refresh: Duration::from_secs(30),
             max_hops: 32,
+            linger: Duration::from_secs(30),
         }
     }
 }

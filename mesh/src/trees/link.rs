@@ -10,66 +10,91 @@ use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{HIGH_WATER, TreeEvent};
+use super::{HIGH_WATER, TreeEvent, WireBytes};
 use crate::overlay::wire::{self, MAX_MESSAGE};
 use crate::swarm::Command;
 
-/// Reads length-prefixed messages until the stream ends, a message is bad, or the mesh closes.
-pub(super) async fn read_loop(
-    peer: PeerId,
-    link: u64,
-    mut read: futures::io::ReadHalf<libp2p::Stream>,
-    events: mpsc::Sender<TreeEvent>,
-    cancel: CancellationToken,
-) {
-    let bad = loop {
-        let mut prefix = [0u8; 4];
-        let read_prefix = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            read = read.read_exact(&mut prefix) => read,
-        };
-        if read_prefix.is_err() {
-            break None;
-        }
-        let len = u32::from_be_bytes(prefix) as usize;
-        if len > MAX_MESSAGE {
-            break Some(wire::WireError::TooLong(len).to_string());
-        }
-        let mut body = vec![0; len];
-        let read_body = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            read = read.read_exact(&mut body) => read,
-        };
-        if read_body.is_err() {
-            break None;
-        }
-        match wire::decode(Bytes::from(body)) {
-            Ok(message) => {
-                if events
-                    .send(TreeEvent::Message {
-                        peer,
-                        link,
-                        message,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+/// Reads a neighbour's stream.
+pub(super) struct Reader {
+    pub(super) peer: PeerId,
+    pub(super) link: u64,
+    pub(super) events: mpsc::Sender<TreeEvent>,
+    /// Counts the bytes read.
+    pub(super) received: Arc<WireBytes>,
+}
+
+impl Reader {
+    /// Reads length-prefixed messages until the stream ends, a message is bad, or the mesh
+    /// closes.
+    pub(super) async fn run(
+        self,
+        mut read: futures::io::ReadHalf<libp2p::Stream>,
+        cancel: CancellationToken,
+    ) {
+        let Self {
+            peer,
+            link,
+            events,
+            received,
+        } = self;
+        let bad = loop {
+            let mut prefix = [0u8; 4];
+            let read_prefix = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                read = read.read_exact(&mut prefix) => read,
+            };
+            if read_prefix.is_err() {
+                break None;
             }
-            Err(e) => break Some(e.to_string()),
-        }
-    };
-    let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
+            let len = u32::from_be_bytes(prefix) as usize;
+            if len > MAX_MESSAGE {
+                break Some(wire::WireError::TooLong(len).to_string());
+            }
+            let mut body = vec![0; len];
+            let read_body = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                read = read.read_exact(&mut body) => read,
+            };
+            if read_body.is_err() {
+                break None;
+            }
+            received
+                .received
+                .fetch_add(4 + len as u64, Ordering::Relaxed);
+            match wire::decode(Bytes::from(body)) {
+                Ok(message) => {
+                    if events
+                        .send(TreeEvent::Message {
+                            peer,
+                            link,
+                            message,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
+    }
 }
 
 /// Writes a neighbour's queue to its stream.
 pub(super) struct Writer {
+    pub(super) peer: PeerId,
+    pub(super) link: u64,
+    /// Told when the stream fails: the link is dropped, not left up with a dead stream.
+    pub(super) events: mpsc::Sender<TreeEvent>,
     pub(super) rx: mpsc::UnboundedReceiver<Bytes>,
     pub(super) queued: Arc<AtomicUsize>,
     pub(super) drained: Arc<Notify>,
+    /// Counts the bytes written.
+    pub(super) sent: Arc<WireBytes>,
     pub(super) disconnect: Arc<AtomicBool>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) peer_id: libp2p::PeerId,
@@ -81,6 +106,7 @@ impl Writer {
         mut write: futures::io::WriteHalf<libp2p::Stream>,
         cancel: CancellationToken,
     ) {
+        let mut failed = false;
         loop {
             let next = tokio::select! {
                 biased;
@@ -94,8 +120,12 @@ impl Writer {
                 written = write.write_all(&bytes) => written,
             };
             if written.is_err() {
+                failed = true;
                 break;
             }
+            self.sent
+                .sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let before = self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
             if before > HIGH_WATER && before - bytes.len() <= HIGH_WATER {
                 self.drained.notify_one();
@@ -107,6 +137,7 @@ impl Writer {
                     flushed = write.flush() => flushed,
                 };
                 if flushed.is_err() {
+                    failed = true;
                     break;
                 }
             }
@@ -120,6 +151,18 @@ impl Writer {
         }
         self.queued.store(0, Ordering::Relaxed);
         self.drained.notify_one();
+        if failed {
+            let closed = TreeEvent::Closed {
+                peer: self.peer,
+                link: self.link,
+                bad: None,
+            };
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                _ = self.events.send(closed) => {}
+            }
+        }
         if self.disconnect.load(Ordering::Relaxed) {
             let _ = self.commands.send(Command::Disconnect(self.peer_id)).await;
         }
