@@ -719,8 +719,13 @@ impl Trees {
             return;
         };
         for payload in &batch.payloads[skip..] {
-            // A full `Block` subscriber makes the sink hold messages back: wait until they
-            // moved on before offering more (holding is bounded; waiting is not lossy).
+            if let Err(e) = sink.try_send(&batch.route, payload.clone()) {
+                tracing::debug!(origin = %batch.origin, route = %batch.route, error = %e, "not delivered");
+                self.stats.undeliverable += 1;
+            }
+            // A full `Block` subscriber makes the sink hold the message back: wait until it
+            // moved on (holding is bounded; waiting is not lossy). Waiting after the offer,
+            // not before the next one: nobody else would move the last message of a burst.
             while sink.backlog() > 0 {
                 tokio::select! {
                     biased;
@@ -731,10 +736,6 @@ impl Trees {
                     break;
                 }
                 tokio::task::yield_now().await;
-            }
-            if let Err(e) = sink.try_send(&batch.route, payload.clone()) {
-                tracing::debug!(origin = %batch.origin, route = %batch.route, error = %e, "not delivered");
-                self.stats.undeliverable += 1;
             }
         }
     }

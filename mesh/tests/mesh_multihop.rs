@@ -272,7 +272,9 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
         .enumerate()
         .map(|(k, i)| (k + 1, i))
         .collect();
+    let start = std::time::Instant::now();
     all_linked(&endpoints, &routers, &waiting).await;
+    eprintln!("all linked in {:?}", start.elapsed());
     let receivers: Vec<_> = interests
         .into_iter()
         .map(|i| tokio::spawn(receive_in_order(i, MESSAGES)))
@@ -286,6 +288,7 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
             failed.push(k + 1);
         }
     }
+    eprintln!("all delivered {:?} after the start", start.elapsed());
     for &k in &failed {
         eprintln!("{}", describe(&endpoints, k, nodes[0].1.peer_id()));
     }
