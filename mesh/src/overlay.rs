@@ -294,6 +294,27 @@ impl<P: NodeId> Overlay<P> {
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
+            if key.0 != self.me {
+                match (s.joined && !s.confirmed, s.parent, s.waiting_since) {
+                    (false, _, _) | (_, None, _) => s.waiting_since = None,
+                    (true, Some(_), None) => s.waiting_since = Some(now),
+                    (true, Some(parent), Some(since)) if now >= since + self.config.join_retry => {
+                        // Lost on a link that went down and up, or ignored: ask again.
+                        s.waiting_since = Some(now);
+                        self.stats.joins_retried += 1;
+                        let frame = Frame::Join {
+                            origin: key.0,
+                            route: key.1.clone(),
+                            from: s.asked,
+                        };
+                        self.send(parent, frame);
+                    }
+                    _ => {}
+                }
+            }
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             if key.0 == self.me && s.wanted {
                 match s.idle_since {
                     _ if !s.children.is_empty() => s.idle_since = None,

@@ -85,6 +85,12 @@ pub struct TreeStats {
     pub bytes_sent: u64,
     /// Bytes read from tree streams (as `bytes_sent`).
     pub bytes_received: u64,
+    /// Dials the membership policy asked for.
+    pub dials: u64,
+    /// Dials that failed, were refused or went unanswered.
+    pub dial_failures: u64,
+    /// Peers known but not connected (the passive view).
+    pub known_peers: usize,
 }
 
 /// Bytes through every tree stream of the node, counted by the link tasks.
@@ -391,7 +397,12 @@ impl Trees {
                 self.drop_neighbour(peer, true);
             }
             TreeEvent::Addresses(peer, addrs) => self.remember(peer, addrs),
-            TreeEvent::DialFailed(peer) => self.membership.dial_failed(peer),
+            // Only the policy's own dials count (the swarm reports every failed dial).
+            TreeEvent::DialFailed(peer) => {
+                if self.membership.is_dialing(&peer) {
+                    self.membership.dial_failed(peer);
+                }
+            }
             TreeEvent::PeerGone(peer) => {
                 if self.neighbours.contains_key(&peer) {
                     // Its other connections too, if any: see `Closed`.
@@ -422,7 +433,7 @@ impl Trees {
             peer,
             &Message::Hello {
                 room: offer.room,
-                alone: offer.alone,
+                needy: offer.needy,
                 peers,
             },
         );
@@ -447,7 +458,7 @@ impl Trees {
         if !they_take_us {
             // The peer is full and closes the connection itself.
             self.neighbours.remove(&peer);
-            self.membership.refused(peer);
+            self.membership.refused(peer, Instant::now());
             return;
         }
         if let Some(neighbour) = self.neighbours.get_mut(&peer) {
@@ -463,9 +474,9 @@ impl Trees {
     fn on_message(&mut self, peer: PeerId, message: Message) {
         match message {
             Message::Peers(peers) => self.learn(peers),
-            Message::Hello { room, alone, peers } => {
+            Message::Hello { room, needy, peers } => {
                 self.learn(peers);
-                self.on_hello(peer, Offer { room, alone });
+                self.on_hello(peer, Offer { room, needy });
             }
             Message::Frame(frame, fingerprint) => {
                 match &frame {
@@ -590,6 +601,8 @@ impl Trees {
         }
         self.stats.overlay = self.overlay.stats();
         self.stats.neighbours = self.membership.active().len();
+        (self.stats.dials, self.stats.dial_failures) = self.membership.dial_counts();
+        self.stats.known_peers = self.membership.passive().count();
         self.stats.bytes_sent = self.wire_bytes.sent.load(Ordering::Relaxed);
         self.stats.bytes_received = self.wire_bytes.received.load(Ordering::Relaxed);
         self.stats_tx.send_if_modified(|old| {

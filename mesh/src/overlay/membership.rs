@@ -5,8 +5,9 @@
 //! - A node dials known peers while it has fewer than [`MembershipConfig::target`] neighbours,
 //!   and one more every shuffle period while it has room (islands do not last). Both sides of a
 //!   new connection exchange an [`Offer`] and a sample of the peers they know; a full node
-//!   refuses the link, except to a peer that has no neighbour at all, for which it lets a
-//!   random neighbour go: newcomers always get in.
+//!   refuses the link, except to a *needy* peer (fewer than half its target of neighbours),
+//!   for which it lets a random neighbour go: newcomers always get in, and a node that lost
+//!   most of its neighbours is not shut out by a mesh where everyone else is full.
 //! - Each new neighbour gets a sample of the node's views ([`MembershipAction::Exchange`]), and
 //!   every [`MembershipConfig::shuffle`] a random neighbour gets one, so passive views stay fresh.
 //! - A known peer is forgotten after [`MembershipConfig::max_failures`] failed dials in a row:
@@ -66,8 +67,9 @@ impl MembershipConfig {
 pub struct Offer {
     /// It has a free neighbour slot.
     pub room: bool,
-    /// It has no neighbour at all.
-    pub alone: bool,
+    /// It has fewer than half its target of neighbours (a newcomer has none): a full node
+    /// makes room for it.
+    pub needy: bool,
 }
 
 /// What the membership policy asks its driver to do.
@@ -86,6 +88,15 @@ pub enum MembershipAction<P> {
     },
 }
 
+/// A peer of the passive view.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    /// Failed dials in a row (unreachable; refusals do not count).
+    failures: u8,
+    /// It refused us (it was full): not dialed again before this.
+    rest_until: Option<Instant>,
+}
+
 /// One node's membership policy. See the module docs.
 #[derive(Debug)]
 pub struct Membership<P> {
@@ -97,10 +108,12 @@ pub struct Membership<P> {
     dialing: BTreeMap<P, Instant>,
     /// The peers to start from: known again whenever the node has nobody else to dial.
     bootstrap: BTreeSet<P>,
-    /// Known peers and their failed dials in a row.
-    passive: BTreeMap<P, u8>,
+    /// Known peers, not connected.
+    passive: BTreeMap<P, Known>,
     next_shuffle: Option<Instant>,
     actions: VecDeque<MembershipAction<P>>,
+    dials: u64,
+    dial_failures: u64,
 }
 
 impl<P: NodeId> Membership<P> {
@@ -116,12 +129,19 @@ impl<P: NodeId> Membership<P> {
             passive: BTreeMap::new(),
             next_shuffle: None,
             actions: VecDeque::new(),
+            dials: 0,
+            dial_failures: 0,
         }
     }
 
     /// The connected neighbours.
     pub fn active(&self) -> &BTreeSet<P> {
         &self.active
+    }
+
+    /// Dials asked for, and dials that failed (refusals and time-outs included), so far.
+    pub fn dial_counts(&self) -> (u64, u64) {
+        (self.dials, self.dial_failures)
     }
 
     /// Known peers not connected.
@@ -155,19 +175,19 @@ impl<P: NodeId> Membership<P> {
     pub fn offer(&self) -> Offer {
         Offer {
             room: self.active.len() < self.config.max_peers,
-            alone: self.active.is_empty(),
+            needy: self.active.len() < self.config.target.div_ceil(2),
         }
     }
 
     /// Whether a peer that made `theirs` takes a node that made `mine`: it has room, or the
-    /// node is alone (a newcomer always gets in). Both sides compute both verdicts.
+    /// node is needy (a newcomer always gets in). Both sides compute both verdicts.
     pub fn verdict(theirs: Offer, mine: Offer) -> bool {
-        theirs.room || mine.alone
+        theirs.room || mine.needy
     }
 
     /// A connection to `peer`, which offered `theirs`, is up (either direction). Returns this
-    /// node's verdict: false when it is full and the peer is not alone (the driver closes the
-    /// connection). A full node takes a peer that is alone and lets a random neighbour go
+    /// node's verdict: false when it is full and the peer is not needy (the driver closes the
+    /// connection). A full node takes a needy peer and lets a random neighbour go
     /// (HyParView's high-priority join): a newcomer is never shut out, and the evicted
     /// neighbour, below its target, dials someone else.
     pub fn connected(&mut self, peer: P, theirs: Offer) -> bool {
@@ -176,7 +196,7 @@ impl<P: NodeId> Membership<P> {
             return true;
         }
         if self.active.len() >= self.config.max_peers {
-            if !theirs.alone {
+            if !theirs.needy {
                 self.know(peer);
                 self.actions.push_back(MembershipAction::Disconnect(peer));
                 return false;
@@ -206,21 +226,26 @@ impl<P: NodeId> Membership<P> {
         self.dialing.remove(&peer);
     }
 
-    /// The peer refused us as a neighbour (it is full): like a failed dial, so a full node is
-    /// not asked again and again.
-    pub fn refused(&mut self, peer: P) {
+    /// The peer refused us as a neighbour (it is full): it stays known (it is not dead, and
+    /// forgetting every full peer would leave a node nobody to dial), but is not dialed again
+    /// for a shuffle period.
+    pub fn refused(&mut self, peer: P, now: Instant) {
         self.active.remove(&peer);
+        self.dialing.remove(&peer);
         self.know(peer);
-        self.dial_failed(peer);
+        if let Some(known) = self.passive.get_mut(&peer) {
+            known.rest_until = Some(now + self.config.shuffle);
+        }
     }
 
     /// A dial failed; after `max_failures` in a row the peer is forgotten.
     pub fn dial_failed(&mut self, peer: P) {
+        self.dial_failures += 1;
         self.dialing.remove(&peer);
         let forget = match self.passive.get_mut(&peer) {
-            Some(failures) => {
-                *failures = failures.saturating_add(1);
-                *failures >= self.config.max_failures
+            Some(known) => {
+                known.failures = known.failures.saturating_add(1);
+                known.failures >= self.config.max_failures
             }
             None => false,
         };
@@ -247,7 +272,11 @@ impl<P: NodeId> Membership<P> {
         for peer in expired {
             self.dial_failed(peer);
         }
-        if self.active.is_empty() && self.dialing.is_empty() && self.passive.is_empty() {
+        // Nobody left to dial while short of the target: the bootstrap peers again.
+        if self.active.len() < self.config.target
+            && self.dialing.is_empty()
+            && self.passive.is_empty()
+        {
             let bootstrap: Vec<P> = self.bootstrap.iter().copied().collect();
             for peer in bootstrap {
                 self.know(peer);
@@ -255,8 +284,9 @@ impl<P: NodeId> Membership<P> {
         }
         let mut candidates: Vec<P> = self
             .passive
-            .keys()
-            .copied()
+            .iter()
+            .filter(|(_, k)| k.rest_until.is_none_or(|until| until <= now))
+            .map(|(p, _)| *p)
             .filter(|p| !self.dialing.contains_key(p) && !self.active.contains(p))
             .collect();
         while self.active.len() + self.dialing.len() < self.config.target
@@ -265,6 +295,7 @@ impl<P: NodeId> Membership<P> {
         {
             let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
             self.dialing.insert(peer, now + self.config.dial_timeout);
+            self.dials += 1;
             self.actions.push_back(MembershipAction::Dial(peer));
         }
         let due = self.next_shuffle.is_none_or(|at| at <= now);
@@ -278,6 +309,7 @@ impl<P: NodeId> Membership<P> {
             {
                 let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
                 self.dialing.insert(peer, now + self.config.dial_timeout);
+                self.dials += 1;
                 self.actions.push_back(MembershipAction::Dial(peer));
             }
             let active: Vec<P> = self.active.iter().copied().collect();
@@ -306,7 +338,7 @@ impl<P: NodeId> Membership<P> {
                 self.passive.remove(&evicted);
             }
         }
-        self.passive.insert(peer, 0);
+        self.passive.insert(peer, Known::default());
     }
 
     /// Up to `exchange` peers from both views, this node first, never `to`.
@@ -377,5 +409,24 @@ mod tests {
         assert_eq!(m.passive().count(), 0, "forgotten after three failures");
         m.tick(now);
         assert_eq!(dials(&mut m), vec![7], "known again: nobody else to dial");
+    }
+    /// A full peer that refused us is not forgotten (forgetting every full peer left nodes of
+    /// a full mesh nobody to dial): it rests for a shuffle period, then is dialed again.
+    #[test]
+    fn a_peer_that_refused_us_rests_and_stays_known() {
+        let config = MembershipConfig::new(8);
+        let shuffle = config.shuffle;
+        let mut m = Membership::new(0u32, config, 1);
+        m.bootstrap([7]);
+        let start = Instant::now();
+        for round in 0..5u32 {
+            let now = start + shuffle * round;
+            m.tick(now);
+            assert_eq!(dials(&mut m), vec![7], "round {round}");
+            m.refused(7, now);
+            m.tick(now + shuffle / 2);
+            assert!(dials(&mut m).is_empty(), "resting");
+        }
+        assert_eq!(m.passive().count(), 1, "still known");
     }
 }

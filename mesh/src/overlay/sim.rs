@@ -433,6 +433,7 @@ impl Sim {
         }
         self.link_gen += 1;
         self.links.insert(pair(a, b), self.link_gen);
+        let now = self.base + self.now;
         // Both sides tell each other their offer and some peers, then decide alike.
         let (offer_a, offer_b) = (
             self.nodes[a as usize].membership.offer(),
@@ -450,8 +451,8 @@ impl Sim {
                 self.nodes[a as usize].overlay.neighbour_up(b);
                 self.nodes[b as usize].overlay.neighbour_up(a);
             }
-            (true, false) => self.nodes[a as usize].membership.refused(b),
-            (false, true) => self.nodes[b as usize].membership.refused(a),
+            (true, false) => self.nodes[a as usize].membership.refused(b, now),
+            (false, true) => self.nodes[b as usize].membership.refused(a, now),
             (false, false) => {}
         }
         if !(accepted_a && accepted_b) {

@@ -55,6 +55,8 @@ pub(super) struct Stream<P> {
     pub(super) asked: Option<Seq>,
     /// The parent answered that `Join` (`Joined`): children can be told their position.
     pub(super) confirmed: bool,
+    /// Since when the latest `Join` has waited for its answer (first seen by a tick).
+    pub(super) waiting_since: Option<Instant>,
     /// The next sequence number expected; `None` before this node knows its position.
     pub(super) next: Option<Seq>,
     /// The next sequence number to deliver to local subscribers (behind `next` only after
@@ -84,6 +86,7 @@ impl<P: NodeId> Stream<P> {
             idle_since: None,
             asked: None,
             confirmed: false,
+            waiting_since: None,
             next: None,
             delivered: None,
             cache: VecDeque::new(),

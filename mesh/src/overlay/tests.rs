@@ -479,3 +479,32 @@ fn simulated_wildcard_subscriber_hears_every_publisher() {
     assert_eq!(report.stayers_complete, 1, "{report:?}");
     assert_eq!(report.misordered, 0, "{report:?}");
 }
+
+/// A `Join` that never reaches the parent (lost with a link that went down and up) is sent
+/// again after `join_retry`, and the subscriber links.
+#[test]
+fn an_unanswered_join_is_sent_again() {
+    let config = OverlayConfig::default();
+    let mut net = Net::new(2, &config);
+    net.link(1, 2);
+    let now = net.now;
+    net.node(1).add_intent(route(1), now);
+    net.drain();
+    net.node(2).add_interest(pattern("robot.Pose@fleet.1"));
+    net.collect();
+    let before = net.wire.len();
+    net.wire
+        .retain(|(from, _, frame)| !(*from == 2 && matches!(frame, Frame::Join { .. })));
+    assert_eq!(net.wire.len(), before - 1, "the Join is lost");
+    net.drain();
+    assert!(!net.linked(2));
+    net.node(2).tick(now);
+    net.drain();
+    assert!(!net.linked(2), "not yet: the retry waits");
+    net.node(2).tick(now + config.join_retry);
+    net.drain();
+    assert!(net.linked(2));
+    assert_eq!(net.node(2).stats().joins_retried, 1);
+    assert_eq!(net.publish(1, 2), Some(1));
+    assert_eq!(net.got(2, 1), seqs(1..3));
+}

@@ -26,6 +26,9 @@ pub struct OverlayConfig {
     /// left. A child that switches paths rejoins within it and misses nothing; past it the
     /// route is no longer wanted (and batches are no longer numbered).
     pub linger: Duration,
+    /// A `Join` its parent has not answered within this long is sent again (the parent
+    /// answers a repeated `Join` like the first).
+    pub join_retry: Duration,
 }
 
 impl Default for OverlayConfig {
@@ -36,6 +39,7 @@ impl Default for OverlayConfig {
             refresh: Duration::from_secs(30),
             max_hops: 32,
             linger: Duration::from_secs(30),
+            join_retry: Duration::from_secs(5),
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct OverlayStats {
     pub parent_switches: u64,
     /// Epoch refreshes asked for.
     pub refreshes_asked: u64,
+    /// `Join`s sent again because the parent had not answered ([`OverlayConfig::join_retry`]).
+    pub joins_retried: u64,
 }
 
 /// One stream as a node sees it ([`Overlay::streams`](super::Overlay::streams)).

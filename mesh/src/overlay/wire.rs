@@ -32,8 +32,8 @@ pub enum Message {
     Hello {
         /// The sender has a free neighbour slot.
         room: bool,
-        /// The sender has no neighbour.
-        alone: bool,
+        /// The sender has fewer than half its target of neighbours (none, for a newcomer).
+        needy: bool,
         /// Peers the sender knows.
         peers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
@@ -149,7 +149,7 @@ struct WirePeers {
     #[prost(bool, tag = "3")]
     room: bool,
     #[prost(bool, tag = "4")]
-    alone: bool,
+    needy: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -241,13 +241,13 @@ pub fn encode(message: &Message) -> Bytes {
             peers: wire_peers(peers),
             hello: false,
             room: false,
-            alone: false,
+            needy: false,
         }),
-        Message::Hello { room, alone, peers } => Body::Peers(WirePeers {
+        Message::Hello { room, needy, peers } => Body::Peers(WirePeers {
             peers: wire_peers(peers),
             hello: true,
             room: *room,
-            alone: *alone,
+            needy: *needy,
         }),
     };
     let message = WireMessage { body: Some(body) };
@@ -402,7 +402,7 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
             if p.hello {
                 return Ok(Message::Hello {
                     room: p.room,
-                    alone: p.alone,
+                    needy: p.needy,
                     peers,
                 });
             }
@@ -549,10 +549,10 @@ mod tests {
         let addr: Multiaddr = "/memory/7".parse().expect("an address");
         let peers = Message::Peers(vec![(origin, vec![addr.clone()])]);
         assert_eq!(roundtrip(peers.clone()), peers);
-        for (room, alone) in [(true, false), (false, true)] {
+        for (room, needy) in [(true, false), (false, true)] {
             let hello = Message::Hello {
                 room,
-                alone,
+                needy,
                 peers: vec![(origin, vec![addr.clone()])],
             };
             assert_eq!(roundtrip(hello.clone()), hello);
