@@ -57,6 +57,58 @@ const PUBLISHES: usize = 1024;
 const ADDRESS_BOOK: usize = 4096;
 const TICK: Duration = Duration::from_millis(100);
 
+/// Bytes of one stream's messages the router may hold for full local subscribers before
+/// further ones are not delivered (counted in [`TreeStats::undeliverable`]).
+const HOLD_LIMIT: usize = 64 << 20;
+
+/// A remote stream linked to local subscribers: the router's sink, and a task that moves
+/// messages the sink held back (for a full `Block` subscriber) on as the subscriber drains.
+/// Dropping it ends the task.
+struct Delivery {
+    sink: Arc<dyn PayloadSink>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Delivery {
+    fn start(
+        sink: Arc<dyn PayloadSink>,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
+        let stop = cancel.child_token();
+        let (task_sink, task_wake, task_stop) = (sink.clone(), wake.clone(), stop.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = task_stop.cancelled() => return,
+                    () = task_wake.notified() => {}
+                }
+                while task_sink.backlog() > 0 {
+                    tokio::select! {
+                        biased;
+                        () = task_stop.cancelled() => return,
+                        () = task_sink.ready() => {}
+                    }
+                    if task_sink.pump() == 0 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Self { sink, wake, stop }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Counters of the multi-hop layer ([`MeshEndpoint::tree_stats`](crate::MeshEndpoint::tree_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -75,7 +127,9 @@ pub struct TreeStats {
     pub bad_signatures: u64,
     /// Neighbours cut because they stopped reading.
     pub cut_slow: u64,
-    /// Messages local subscribers could not take (no link, decode error).
+    /// Messages local subscribers could not take: no link, a decode error, or a subscriber so
+    /// far behind that the router held more than 64 MiB (or 65,536 messages) of the stream for
+    /// it. Never silent: each is also logged.
     pub undeliverable: u64,
     /// Links that went down (closed by either side, or their connection closed), refusals
     /// not counted.
@@ -210,7 +264,7 @@ pub(crate) struct Trees {
     /// Remote streams' fingerprints, from their announcements.
     fingerprints: HashMap<(PeerId, Route), Fingerprint>,
     /// Sinks of remote streams linked here.
-    sinks: HashMap<(PeerId, Route), Arc<dyn PayloadSink>>,
+    sinks: HashMap<(PeerId, Route), Delivery>,
     events: mpsc::Receiver<TreeEvent>,
     events_tx: mpsc::Sender<TreeEvent>,
     notices: mpsc::UnboundedReceiver<TreeEvent>,
@@ -584,7 +638,7 @@ impl Trees {
                         self.port.remove_peer_intent(&origin, &route);
                     }
                 }
-                Action::Deliver { batch, skip, .. } => self.deliver(&batch, skip).await,
+                Action::Deliver { batch, skip, .. } => self.deliver(&batch, skip),
                 Action::Lost {
                     origin,
                     route,
@@ -714,42 +768,39 @@ impl Trees {
         };
         match self.port.add_peer_intent(&origin, ad) {
             Ok(sink) => {
-                self.sinks.insert((origin, route), sink);
+                let delivery = Delivery::start(sink, &self.tracker, &self.cancel);
+                self.sinks.insert((origin, route), delivery);
             }
             Err(e) => tracing::warn!(%origin, %route, error = %e, "stream not linked"),
         }
     }
 
-    /// Hands a batch's new messages to the router, waiting while a local subscriber is full
-    /// (back-pressure up the tree).
-    async fn deliver(&mut self, batch: &Batch<PeerId>, skip: usize) {
-        let Some(sink) = self
-            .sinks
-            .get(&(batch.origin, batch.route.clone()))
-            .cloned()
-        else {
+    /// Hands a batch's new messages to the router. Never waits: a full local `Block`
+    /// subscriber makes the router hold messages back, which the stream's pump task moves on
+    /// (one slow subscriber must not stall this node's other streams and children). Past
+    /// [`HOLD_LIMIT`] bytes held for the stream, messages are not delivered (counted).
+    fn deliver(&mut self, batch: &Batch<PeerId>, skip: usize) {
+        let Some(delivery) = self.sinks.get(&(batch.origin, batch.route.clone())) else {
             self.stats.undeliverable += (batch.payloads.len() - skip) as u64;
             return;
         };
+        let mut lost = 0u64;
         for payload in &batch.payloads[skip..] {
-            if let Err(e) = sink.try_send(&batch.route, payload.clone()) {
+            if delivery.sink.held_bytes() > HOLD_LIMIT {
+                lost += 1;
+                continue;
+            }
+            if let Err(e) = delivery.sink.try_send(&batch.route, payload.clone()) {
                 tracing::debug!(origin = %batch.origin, route = %batch.route, error = %e, "not delivered");
-                self.stats.undeliverable += 1;
+                lost += 1;
             }
-            // A full `Block` subscriber makes the sink hold the message back: wait until it
-            // moved on (holding is bounded; waiting is not lossy). Waiting after the offer,
-            // not before the next one: nobody else would move the last message of a burst.
-            while sink.backlog() > 0 {
-                tokio::select! {
-                    biased;
-                    () = self.cancel.cancelled() => return,
-                    () = sink.ready() => {}
-                }
-                if sink.pump() == 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+        }
+        if delivery.sink.backlog() > 0 {
+            delivery.wake.notify_one();
+        }
+        if lost > 0 {
+            tracing::warn!(origin = %batch.origin, route = %batch.route, lost, "a local subscriber is too slow: messages not delivered");
+            self.stats.undeliverable += lost;
         }
     }
 

@@ -99,7 +99,10 @@ fn describe(nodes: &[&MeshEndpoint], k: usize, origin: dndm_core::PeerId) -> Str
         match s.parent.and_then(|p| index.get(&p)) {
             Some(&parent) => {
                 let me = nodes[at].peer_id();
-                let link = nodes[parent].tree_neighbours().into_iter().find(|n| n.peer == me);
+                let link = nodes[parent]
+                    .tree_neighbours()
+                    .into_iter()
+                    .find(|n| n.peer == me);
                 text += &format!("    its parent {parent}'s link to it: {link:?}\n");
                 at = parent;
             }
@@ -485,7 +488,9 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
             // Same identity, a new address (as a restarted host may get).
             let bootstrap = Some(BASE + up[rng.usize(..up.len())]);
             let back = node_at(BASE + k, BASE + 500 + k, bootstrap, MAX_PEERS).await;
-            // Back as a subscriber too: it joins the tree again (from now on).
+            // Back as a subscriber too: it joins the tree again (from now on). Its interest is
+            // never read, on purpose: a subscriber that stops reading must not stall the
+            // streams and children of its node.
             rejoined.push(
                 back.0
                     .subscribe_with::<Reading>("fleet.status", lossless())
