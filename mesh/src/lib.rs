@@ -603,6 +603,7 @@ impl MeshEndpoint {
             })
             .collect();
         let state = inner.clone();
+        let connections = inner.clone();
         let setup = trees::TreeSetup {
             keypair: inner.keypair.clone(),
             port,
@@ -612,6 +613,10 @@ impl MeshEndpoint {
             bootstrap,
             commands: commands.clone(),
             listening: Arc::new(move || state.state().listening.clone()),
+            connected: Arc::new(move || {
+                let state = connections.state();
+                state.connections.keys().copied().collect()
+            }),
             stats: inner.tree_stats.clone(),
             view: inner.tree_view.clone(),
             tracker: inner.tracker.clone(),

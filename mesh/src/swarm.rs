@@ -644,6 +644,11 @@ impl Actor {
 
     /// After a configured dial's connection ended: dial the address again after a backoff.
     fn redial_address(&mut self, addr: Multiaddr) {
+        // In multi-hop mode the membership policy decides whom to dial (a bootstrap peer
+        // included); redialing it on every lost connection only knocked on a full node.
+        if self.inner.config.multi_hop {
+            return;
+        }
         let random = self.jitter.u64(..);
         let config = &self.inner.config.remote;
         let delay = self

@@ -56,6 +56,8 @@ const PUBLISHES: usize = 1024;
 /// Most addresses remembered for peers not connected.
 const ADDRESS_BOOK: usize = 4096;
 const TICK: Duration = Duration::from_millis(100);
+/// A connection without a tree link that is up is closed after this long.
+const LINKLESS_GRACE: Duration = Duration::from_secs(5);
 
 /// Bytes of one stream's messages the router may hold for full local subscribers before
 /// further ones are not delivered (counted in [`TreeStats::undeliverable`]).
@@ -145,6 +147,8 @@ pub struct TreeStats {
     pub dial_failures: u64,
     /// Peers known but not connected (the passive view).
     pub known_peers: usize,
+    /// Connections closed because they carried no tree link for 5 s.
+    pub linkless_closed: u64,
 }
 
 /// Bytes through every tree stream of the node, counted by the link tasks.
@@ -273,6 +277,9 @@ pub(crate) struct Trees {
     publishes_tx: mpsc::Sender<(Route, Bytes)>,
     commands: mpsc::Sender<Command>,
     listening: Arc<dyn Fn() -> Vec<Multiaddr> + Send + Sync>,
+    connected: Arc<dyn Fn() -> Vec<libp2p::PeerId> + Send + Sync>,
+    /// Connected peers seen without a link that is up, and since when.
+    linkless: HashMap<libp2p::PeerId, Instant>,
     drained: Arc<Notify>,
     wire_bytes: Arc<WireBytes>,
     stats: TreeStats,
@@ -292,6 +299,8 @@ pub(crate) struct TreeSetup {
     pub(crate) bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) listening: Arc<dyn Fn() -> Vec<Multiaddr> + Send + Sync>,
+    /// Peers with a live libp2p connection.
+    pub(crate) connected: Arc<dyn Fn() -> Vec<libp2p::PeerId> + Send + Sync>,
     pub(crate) stats: watch::Sender<TreeStats>,
     pub(crate) view: Arc<std::sync::Mutex<TreeView>>,
     pub(crate) tracker: TaskTracker,
@@ -310,11 +319,14 @@ impl Trees {
         #[allow(clippy::disallowed_methods)]
         let (notices_tx, notices) = mpsc::unbounded_channel();
         let (publishes_tx, publishes) = mpsc::channel(PUBLISHES);
-        // One neighbour slot stays free for a newcomer, which is then refused with an
-        // exchange of other peers (libp2p's own limit is `max_peers` connections).
+        // Two connection slots (of libp2p's `max_peers`) stay free for connections being
+        // greeted: a needy newcomer must get as far as its hello to be taken, and with one
+        // slot a single connection being refused elsewhere kept it out (the 100-node tests saw
+        // most dials denied by the connection limit).
+        let spare = if setup.max_peers >= 4 { 2 } else { 1 };
         let mut membership = Membership::new(
             me,
-            MembershipConfig::new(setup.max_peers.saturating_sub(1).max(1)),
+            MembershipConfig::new(setup.max_peers.saturating_sub(spare).max(1)),
             setup.seed,
         );
         let mut addresses = HashMap::new();
@@ -347,6 +359,8 @@ impl Trees {
             publishes_tx,
             commands: setup.commands,
             listening: setup.listening,
+            connected: setup.connected,
+            linkless: HashMap::new(),
             drained: Arc::new(Notify::new()),
             wire_bytes: Arc::default(),
             stats: TreeStats::default(),
@@ -379,6 +393,7 @@ impl Trees {
                     let now = Instant::now();
                     self.membership.tick(now);
                     self.overlay.tick(now);
+                    self.sweep(now);
                     let mut neighbours: Vec<TreeNeighbour> = self
                         .neighbours
                         .iter()
@@ -398,6 +413,40 @@ impl Trees {
         }
         for ((origin, route), _) in self.sinks.drain() {
             self.port.remove_peer_intent(&origin, &route);
+        }
+    }
+
+    /// Closes connections that carry no link that is up after [`LINKLESS_GRACE`]: a greeting
+    /// that never finished, a stream that was never opened or was lost, a connection a refusal
+    /// left behind. Each holds a connection slot a newcomer needs; whatever the cause, closing
+    /// it leaves both sides in one clear state.
+    fn sweep(&mut self, now: Instant) {
+        let connected = (self.connected)();
+        self.linkless.retain(|peer, _| connected.contains(peer));
+        for peer_id in connected {
+            let up = crate::swarm::dndm_peer(&peer_id)
+                .and_then(|p| self.neighbours.get(&p))
+                .is_some_and(|n| n.up);
+            if up {
+                self.linkless.remove(&peer_id);
+                continue;
+            }
+            let since = *self.linkless.entry(peer_id).or_insert(now);
+            if now.duration_since(since) >= LINKLESS_GRACE {
+                tracing::debug!(peer = %peer_id, "connection without a tree link; closing it");
+                self.linkless.remove(&peer_id);
+                self.stats.linkless_closed += 1;
+                if let Some(peer) = crate::swarm::dndm_peer(&peer_id) {
+                    if self.neighbours.contains_key(&peer) {
+                        self.drop_neighbour(peer, true);
+                        continue;
+                    }
+                    if self.membership.is_dialing(&peer) {
+                        self.membership.dial_failed(peer);
+                    }
+                }
+                let _ = self.commands.try_send(Command::Disconnect(peer_id));
+            }
         }
     }
 
@@ -454,6 +503,7 @@ impl Trees {
             // Only the policy's own dials count (the swarm reports every failed dial).
             TreeEvent::DialFailed(peer) => {
                 if self.membership.is_dialing(&peer) {
+                    tracing::debug!(%peer, "tree dial failed");
                     self.membership.dial_failed(peer);
                 }
             }
@@ -462,6 +512,7 @@ impl Trees {
                     // Its other connections too, if any: see `Closed`.
                     self.drop_neighbour(peer, true);
                 } else if self.membership.is_dialing(&peer) {
+                    tracing::debug!(%peer, "tree dial closed before the hellos");
                     // Our dial connected and closed before the peers greeted (its connection
                     // limit, say): a failed dial, and the dial slot is free again.
                     self.membership.dial_failed(peer);
@@ -512,6 +563,7 @@ impl Trees {
         if !they_take_us {
             // The peer is full and closes the connection itself.
             self.neighbours.remove(&peer);
+            tracing::debug!(%peer, "refused by the peer");
             self.membership.refused(peer, Instant::now());
             return;
         }
@@ -673,6 +725,7 @@ impl Trees {
                 let Ok(peer_id) = libp2p::PeerId::from_bytes(&peer.to_bytes()) else {
                     return;
                 };
+                tracing::debug!(%peer, ?addrs, "tree dial");
                 if addrs.is_empty()
                     || self
                         .commands

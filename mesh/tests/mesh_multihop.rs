@@ -76,7 +76,8 @@ fn describe(nodes: &[&MeshEndpoint], k: usize, origin: dndm_core::PeerId) -> Str
         .map(|(i, n)| (n.peer_id(), i))
         .collect();
     let mut text = format!(
-        "node {k}: {:?}, {} connections\n",
+        "node {k} ({}): {:?}, {} connections\n",
+        nodes[k].peer_id(),
         nodes[k].tree_stats(),
         nodes[k].connection_count()
     );
@@ -255,6 +256,10 @@ async fn mesh(base: usize) -> Vec<(Router, MeshEndpoint)> {
 /// order, exactly once, while no node holds more than 8 connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+        .with_test_writer()
+        .try_init();
     const MESSAGES: u64 = 10_000;
     let _serial = SERIAL.lock().await;
     let nodes = mesh(0).await;
@@ -318,11 +323,28 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
         multi_hop > 1,
         "relays other than the publisher carried the stream"
     );
+    let mut degrees = [0usize; MAX_PEERS];
+    let (mut dials, mut failures) = (0, 0);
+    let mut connections = [0usize; MAX_PEERS + 1];
+    let (mut duplicates, mut linkless) = (0, 0);
     for (_, endpoint) in &nodes {
+        connections[endpoint.connection_count()] += 1;
+        let peers = endpoint.mesh_peers();
+        duplicates += peers.iter().filter(|p| p.connections > 1).count();
+        let tree: Vec<_> = endpoint.tree_neighbours().iter().map(|n| n.peer).collect();
+        linkless += peers
+            .iter()
+            .filter(|p| p.connections > 0 && !tree.contains(&p.peer))
+            .count();
         let stats = endpoint.tree_stats();
         assert_eq!(stats.overlay.lost, 0, "{stats:?}");
         assert!(stats.max_neighbours < MAX_PEERS, "{stats:?}");
+        degrees[stats.neighbours] += 1;
+        (dials, failures) = (dials + stats.dials, failures + stats.dial_failures);
     }
+    eprintln!(
+        "nodes by neighbours {degrees:?}, by connections {connections:?} ({duplicates} second connections, {linkless} peers without a tree link); {dials} dials, {failures} failed"
+    );
     for (router, _) in nodes.iter().rev() {
         router.close().await;
     }
@@ -429,6 +451,10 @@ async fn a_hundred_nodes_ninety_nine_publishers_one_wildcard_subscriber() {
 /// subscriber that stayed still receives all messages, in order, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+        .with_test_writer()
+        .try_init();
     const MESSAGES: u64 = 10_000;
     const BASE: usize = 2000;
     let _serial = SERIAL.lock().await;

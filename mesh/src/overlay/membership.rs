@@ -5,7 +5,7 @@
 //! - A node dials known peers while it has fewer than [`MembershipConfig::target`] neighbours,
 //!   and one more every shuffle period while it has room (islands do not last). Both sides of a
 //!   new connection exchange an [`Offer`] and a sample of the peers they know; a full node
-//!   refuses the link, except to a *needy* peer (fewer than half its target of neighbours),
+//!   refuses the link, except to a *needy* peer (fewer neighbours than its target),
 //!   for which it lets a random neighbour go: newcomers always get in, and a node that lost
 //!   most of its neighbours is not shut out by a mesh where everyone else is full.
 //! - Each new neighbour gets a sample of the node's views ([`MembershipAction::Exchange`]), and
@@ -67,8 +67,9 @@ impl MembershipConfig {
 pub struct Offer {
     /// It has a free neighbour slot.
     pub room: bool,
-    /// It has fewer than half its target of neighbours (a newcomer has none): a full node
-    /// makes room for it.
+    /// It has fewer neighbours than its target (a newcomer has none): a full node makes room
+    /// for it. The neighbour it lets go is most likely above its own target (full nodes are),
+    /// so evictions do not cascade.
     pub needy: bool,
 }
 
@@ -175,7 +176,7 @@ impl<P: NodeId> Membership<P> {
     pub fn offer(&self) -> Offer {
         Offer {
             room: self.active.len() < self.config.max_peers,
-            needy: self.active.len() < self.config.target.div_ceil(2),
+            needy: self.active.len() < self.config.target,
         }
     }
 
@@ -272,8 +273,11 @@ impl<P: NodeId> Membership<P> {
         for peer in expired {
             self.dial_failed(peer);
         }
-        // Nobody left to dial while short of the target: the bootstrap peers again.
-        if self.active.len() < self.config.target
+        let due = self.next_shuffle.is_none_or(|at| at <= now);
+        // Nobody left to dial while short of the target: the bootstrap peers again (once a
+        // shuffle period, so dead ones are not dialed in a loop).
+        if due
+            && self.active.len() < self.config.target
             && self.dialing.is_empty()
             && self.passive.is_empty()
         {
@@ -298,7 +302,6 @@ impl<P: NodeId> Membership<P> {
             self.dials += 1;
             self.actions.push_back(MembershipAction::Dial(peer));
         }
-        let due = self.next_shuffle.is_none_or(|at| at <= now);
         if due {
             self.next_shuffle = Some(now + self.config.shuffle);
             // With room left, meet one more known peer now and then: a group of nodes that
@@ -399,7 +402,8 @@ mod tests {
         let config = MembershipConfig::new(8);
         let mut m = Membership::new(0u32, config, 1);
         m.bootstrap([7]);
-        let mut now = Instant::now();
+        let start = Instant::now();
+        let mut now = start;
         for _ in 0..3 {
             m.tick(now);
             assert_eq!(dials(&mut m), vec![7]);
@@ -408,8 +412,14 @@ mod tests {
         }
         assert_eq!(m.passive().count(), 0, "forgotten after three failures");
         m.tick(now);
+        assert!(
+            dials(&mut m).is_empty(),
+            "not before the next shuffle period"
+        );
+        m.tick(start + MembershipConfig::new(8).shuffle);
         assert_eq!(dials(&mut m), vec![7], "known again: nobody else to dial");
     }
+
     /// A full peer that refused us is not forgotten (forgetting every full peer left nodes of
     /// a full mesh nobody to dial): it rests for a shuffle period, then is dialed again.
     #[test]

@@ -49,13 +49,21 @@ impl Behaviour {
             "/dndm/id/1.0.0".to_owned(),
             key.public(),
         ));
-        let mut kad = kad::Behaviour::with_config(
-            peer,
-            kad::store::MemoryStore::new(peer),
-            kad::Config::new(config.kad_protocol.clone()),
-        );
-        // Answer queries like any Kademlia node, reachable or not yet confirmed.
-        kad.set_mode(Some(kad::Mode::Server));
+        let mut kad_config = kad::Config::new(config.kad_protocol.clone());
+        if config.multi_hop {
+            // Trees need no DHT; its bootstrap dials would take the connection slots that
+            // the membership policy's newcomers need.
+            kad_config.set_periodic_bootstrap_interval(None);
+        }
+        let mut kad =
+            kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+        // Answer queries like any Kademlia node, reachable or not yet confirmed (multi-hop
+        // mode: a client, so no other node adds this one to its routing table and dials it).
+        kad.set_mode(Some(if config.multi_hop {
+            kad::Mode::Client
+        } else {
+            kad::Mode::Server
+        }));
         let relay_server = config.relay_server.then(|| {
             let mut server = relay::Behaviour::new(peer, config.relay_limits.server_config());
             // Serve from the start: a relay is configured as one, not discovered to be one.
