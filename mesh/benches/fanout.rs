@@ -334,7 +334,9 @@ fn gossip_node(i: usize, sent: Arc<AtomicU64>) -> Result<GossipSwarm> {
         })?
         .with_behaviour(|key| {
             let config = gossipsub::Config::default();
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            let authenticity = gossipsub::MessageAuthenticity::Signed(key.clone());
+            gossipsub::Behaviour::new(authenticity, config)
+                .map_err(|e| -> Box<dyn Error + Send + Sync> { e.into() })
         })
         .map_err(|e| format!("{e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))

@@ -20,23 +20,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dndm_core::{
-    Fingerprint, IntentAd, InterestAd, LocalChange, PayloadSink, PeerId, Qos, Route, RoutePattern,
-    RouterPort, SinkError,
-};
+use dndm_core::{Fingerprint, IntentAd, LocalChange, PeerId, Route, RoutePattern, RouterPort};
 use futures::AsyncReadExt as _;
 use libp2p::{Multiaddr, StreamProtocol};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::overlay::membership::{Membership, MembershipAction, MembershipConfig, Offer};
+use crate::overlay::membership::{Membership, MembershipConfig, Offer};
 use crate::overlay::wire::{self, Message};
-use crate::overlay::{Action, Batch, Frame, Overlay, OverlayStats};
+use crate::overlay::{Action, Frame, Overlay, OverlayStats};
 use crate::swarm::Command;
 
 mod link;
+mod local;
+mod peers;
 use link::{Reader, Writer};
+use local::Delivery;
 
 /// The tree protocol id on libp2p streams.
 pub const TREE_PROTOCOL: StreamProtocol = StreamProtocol::new("/dndm/tree/1.0.0");
@@ -58,58 +58,6 @@ const ADDRESS_BOOK: usize = 4096;
 const TICK: Duration = Duration::from_millis(100);
 /// A connection without a tree link that is up is closed after this long.
 const LINKLESS_GRACE: Duration = Duration::from_secs(5);
-
-/// Bytes of one stream's messages the router may hold for full local subscribers before
-/// further ones are not delivered (counted in [`TreeStats::undeliverable`]).
-const HOLD_LIMIT: usize = 64 << 20;
-
-/// A remote stream linked to local subscribers: the router's sink, and a task that moves
-/// messages the sink held back (for a full `Block` subscriber) on as the subscriber drains.
-/// Dropping it ends the task.
-struct Delivery {
-    sink: Arc<dyn PayloadSink>,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-}
-
-impl Delivery {
-    fn start(
-        sink: Arc<dyn PayloadSink>,
-        tracker: &TaskTracker,
-        cancel: &CancellationToken,
-    ) -> Self {
-        let wake = Arc::new(Notify::new());
-        let stop = cancel.child_token();
-        let (task_sink, task_wake, task_stop) = (sink.clone(), wake.clone(), stop.clone());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    () = task_stop.cancelled() => return,
-                    () = task_wake.notified() => {}
-                }
-                while task_sink.backlog() > 0 {
-                    tokio::select! {
-                        biased;
-                        () = task_stop.cancelled() => return,
-                        () = task_sink.ready() => {}
-                    }
-                    if task_sink.pump() == 0 {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-        Self { sink, wake, stop }
-    }
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 /// Counters of the multi-hop layer ([`MeshEndpoint::tree_stats`](crate::MeshEndpoint::tree_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,32 +160,6 @@ pub struct TreeNeighbour {
     pub up: bool,
     /// Bytes queued to it, not yet written.
     pub queued: usize,
-}
-
-/// Messages of a local route for the trees: the router's peer interest for every remote
-/// subscriber of the route.
-#[derive(Debug)]
-struct OriginSink {
-    tx: mpsc::Sender<(Route, Bytes)>,
-}
-
-#[async_trait::async_trait]
-impl PayloadSink for OriginSink {
-    async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        self.tx
-            .send((route.clone(), payload))
-            .await
-            .map_err(|_| SinkError::Closed)
-    }
-
-    fn try_send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
-        self.tx
-            .try_send((route.clone(), payload))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SinkError::Full,
-                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
-            })
-    }
 }
 
 #[derive(Debug)]
@@ -416,40 +338,6 @@ impl Trees {
         }
     }
 
-    /// Closes connections that carry no link that is up after [`LINKLESS_GRACE`]: a greeting
-    /// that never finished, a stream that was never opened or was lost, a connection a refusal
-    /// left behind. Each holds a connection slot a newcomer needs; whatever the cause, closing
-    /// it leaves both sides in one clear state.
-    fn sweep(&mut self, now: Instant) {
-        let connected = (self.connected)();
-        self.linkless.retain(|peer, _| connected.contains(peer));
-        for peer_id in connected {
-            let up = crate::swarm::dndm_peer(&peer_id)
-                .and_then(|p| self.neighbours.get(&p))
-                .is_some_and(|n| n.up);
-            if up {
-                self.linkless.remove(&peer_id);
-                continue;
-            }
-            let since = *self.linkless.entry(peer_id).or_insert(now);
-            if now.duration_since(since) >= LINKLESS_GRACE {
-                tracing::debug!(peer = %peer_id, "connection without a tree link; closing it");
-                self.linkless.remove(&peer_id);
-                self.stats.linkless_closed += 1;
-                if let Some(peer) = crate::swarm::dndm_peer(&peer_id) {
-                    if self.neighbours.contains_key(&peer) {
-                        self.drop_neighbour(peer, true);
-                        continue;
-                    }
-                    if self.membership.is_dialing(&peer) {
-                        self.membership.dial_failed(peer);
-                    }
-                }
-                let _ = self.commands.try_send(Command::Disconnect(peer_id));
-            }
-        }
-    }
-
     fn congested(&self) -> bool {
         self.neighbours
             .values()
@@ -618,60 +506,6 @@ impl Trees {
         }
     }
 
-    fn learn(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
-        let ids: Vec<PeerId> = peers.iter().map(|(p, _)| *p).collect();
-        for (id, addrs) in peers {
-            self.remember(id, addrs);
-        }
-        self.membership.learned(ids);
-    }
-
-    fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if peer == self.me || addrs.is_empty() {
-            return;
-        }
-        if self.addresses.len() >= ADDRESS_BOOK && !self.addresses.contains_key(&peer) {
-            return;
-        }
-        self.addresses.insert(peer, addrs);
-    }
-
-    /// Batches what local routes published (as much as waits, up to the batch bounds), signs
-    /// each batch and hands it to the machine.
-    fn on_publish(&mut self, first: (Route, Bytes)) {
-        let mut pending = vec![first];
-        let mut bytes = pending[0].1.len();
-        while pending.len() < BATCH_PAYLOADS && bytes < BATCH_BYTES {
-            match self.publishes.try_recv() {
-                Ok(next) => {
-                    bytes += next.1.len();
-                    pending.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        // Consecutive messages of one route form one batch; routes keep their order.
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut current: Option<Route> = None;
-        for (route, payload) in pending {
-            if current.as_ref().is_some_and(|c| *c != route) {
-                self.publish_batch(current.take(), std::mem::take(&mut batch));
-            }
-            current = Some(route);
-            batch.push(payload);
-        }
-        self.publish_batch(current, batch);
-    }
-
-    fn publish_batch(&mut self, route: Option<Route>, payloads: Vec<Bytes>) {
-        let Some(route) = route else { return };
-        let keypair = &self.keypair;
-        let signed = |first, payloads: &[Bytes]| wire::sign(keypair, &route, first, payloads);
-        if self.overlay.publish(&route, payloads, signed).is_none() {
-            tracing::debug!(%route, "published with nobody in the tree");
-        }
-    }
-
     /// Carries out what the machines asked for.
     async fn carry_out(&mut self) {
         loop {
@@ -718,48 +552,6 @@ impl Trees {
         });
     }
 
-    fn on_membership(&mut self, action: MembershipAction<PeerId>) {
-        match action {
-            MembershipAction::Dial(peer) => {
-                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
-                let Ok(peer_id) = libp2p::PeerId::from_bytes(&peer.to_bytes()) else {
-                    return;
-                };
-                tracing::debug!(%peer, ?addrs, "tree dial");
-                if addrs.is_empty()
-                    || self
-                        .commands
-                        .try_send(Command::DialPeer(peer_id, addrs))
-                        .is_err()
-                {
-                    self.membership.dial_failed(peer);
-                }
-            }
-            MembershipAction::Disconnect(peer) => self.drop_neighbour(peer, true),
-            MembershipAction::Exchange { to, peers } => {
-                let peers = self.with_addresses(peers);
-                self.send(to, &Message::Peers(peers));
-            }
-        }
-    }
-
-    /// Peers with the addresses to dial them on (this node's own listen addresses for itself);
-    /// peers without a known address are left out.
-    fn with_addresses(&self, peers: Vec<PeerId>) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let mine = (self.listening)();
-        peers
-            .into_iter()
-            .filter_map(|p| {
-                let addrs = if p == self.me {
-                    mine.clone()
-                } else {
-                    self.addresses.get(&p)?.clone()
-                };
-                (!addrs.is_empty()).then_some((p, addrs))
-            })
-            .collect()
-    }
-
     fn send_frame(&mut self, to: PeerId, frame: Frame<PeerId>) {
         let fingerprint = match &frame {
             Frame::Announce { origin, route, .. } if *origin == self.me => {
@@ -784,76 +576,6 @@ impl Trees {
             tracing::warn!(peer = %to, queued, "tree neighbour stopped reading; cutting it");
             self.stats.cut_slow += 1;
             self.drop_neighbour(to, true);
-        }
-    }
-
-    /// Some node joined the tree of a local route: the router feeds its messages to us.
-    fn wanted(&mut self, route: Route) {
-        let Some(intent) = self.intents.get(&route) else {
-            return;
-        };
-        let ad = InterestAd {
-            pattern: RoutePattern::from(route),
-            fingerprint: intent.fingerprint,
-            schema: intent.schema.clone(),
-            hashed: None,
-        };
-        let sink = Arc::new(OriginSink {
-            tx: self.publishes_tx.clone(),
-        });
-        if let Err(e) = self.port.add_peer_interest(&self.me, ad, sink) {
-            tracing::warn!(error = %e, "local route not offered to the trees");
-        }
-    }
-
-    /// A remote stream now reaches us: its origin's intent goes to the router.
-    fn link(&mut self, origin: PeerId, route: Route) {
-        let Some(fingerprint) = self.fingerprints.get(&(origin, route.clone())).copied() else {
-            tracing::warn!(%origin, %route, "stream linked without a fingerprint; not delivered");
-            return;
-        };
-        let ad = IntentAd {
-            route: route.clone(),
-            fingerprint,
-            schema: None,
-            hashed: None,
-            qos: Qos::default(),
-        };
-        match self.port.add_peer_intent(&origin, ad) {
-            Ok(sink) => {
-                let delivery = Delivery::start(sink, &self.tracker, &self.cancel);
-                self.sinks.insert((origin, route), delivery);
-            }
-            Err(e) => tracing::warn!(%origin, %route, error = %e, "stream not linked"),
-        }
-    }
-
-    /// Hands a batch's new messages to the router. Never waits: a full local `Block`
-    /// subscriber makes the router hold messages back, which the stream's pump task moves on
-    /// (one slow subscriber must not stall this node's other streams and children). Past
-    /// [`HOLD_LIMIT`] bytes held for the stream, messages are not delivered (counted).
-    fn deliver(&mut self, batch: &Batch<PeerId>, skip: usize) {
-        let Some(delivery) = self.sinks.get(&(batch.origin, batch.route.clone())) else {
-            self.stats.undeliverable += (batch.payloads.len() - skip) as u64;
-            return;
-        };
-        let mut lost = 0u64;
-        for payload in &batch.payloads[skip..] {
-            if delivery.sink.held_bytes() > HOLD_LIMIT {
-                lost += 1;
-                continue;
-            }
-            if let Err(e) = delivery.sink.try_send(&batch.route, payload.clone()) {
-                tracing::debug!(origin = %batch.origin, route = %batch.route, error = %e, "not delivered");
-                lost += 1;
-            }
-        }
-        if delivery.sink.backlog() > 0 {
-            delivery.wake.notify_one();
-        }
-        if lost > 0 {
-            tracing::warn!(origin = %batch.origin, route = %batch.route, lost, "a local subscriber is too slow: messages not delivered");
-            self.stats.undeliverable += lost;
         }
     }
 
