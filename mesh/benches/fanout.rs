@@ -2,7 +2,9 @@
 //! gossipsub, in one process on libp2p's memory transport (issue #17).
 //!
 //! `cargo bench -p dndm-mesh --bench fanout` (add `-- --nodes N`, `-- --messages N`,
-//! `-- --size N` (repeatable), `-- --only dndm` or `-- --only gossipsub`).
+//! `-- --size N` (repeatable), `-- --only dndm` or `-- --only gossipsub`, `-- --gossip-window W`:
+//! gossipsub's publisher waits while the subscribers' average is `W` messages behind, a flow
+//! control gossipsub lacks; default 0, publish as fast as its queues take).
 //!
 //! Both systems get `--nodes` nodes (default 100) with Noise and Yamux over the memory
 //! transport. dndm's nodes are bootstrapped with one random earlier node each and `max_peers`
@@ -95,6 +97,7 @@ fn main() -> Result<()> {
     };
     let nodes = usize::try_from(number("--nodes", 100)?)?;
     let messages = number("--messages", 10_000)?;
+    let window = number("--gossip-window", 0)?;
     if nodes < 2 || messages == 0 {
         return Err("--nodes must be at least 2 and --messages at least 1".into());
     }
@@ -135,7 +138,9 @@ fn main() -> Result<()> {
             eprintln!("{system:?}, {size} B: {nodes} nodes forming");
             let outcome = match system {
                 System::Dndm => runtime.block_on(dndm(nodes, messages, size, base))?,
-                System::Gossipsub => runtime.block_on(gossip(nodes, messages, size, base))?,
+                System::Gossipsub => {
+                    runtime.block_on(gossip(nodes, messages, size, base, window))?
+                }
             };
             let subscribers = nodes as f64 - 1.0;
             let payload = outcome.delivered as f64 * size as f64;
@@ -347,11 +352,21 @@ fn gossip_node(i: usize, sent: Arc<AtomicU64>) -> Result<GossipSwarm> {
 /// Per node: subscribed, messages received, peers in its topic mesh.
 #[derive(Default)]
 struct GossipProgress {
+    /// Distinct messages received.
     received: Arc<AtomicU64>,
+    /// Messages delivered again (gossipsub forgets ids after its duplicate cache time).
+    duplicates: AtomicU64,
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
     mesh: AtomicUsize,
 }
 
-async fn gossip(nodes: usize, messages: u64, size: usize, base: usize) -> Result<Outcome> {
+async fn gossip(
+    nodes: usize,
+    messages: u64,
+    size: usize,
+    base: usize,
+    window: u64,
+) -> Result<Outcome> {
     let topic = gossipsub::IdentTopic::new("fanout.data");
     let sent: Vec<Arc<AtomicU64>> = (0..nodes).map(|_| Arc::default()).collect();
     let mut swarms = Vec::with_capacity(nodes);
@@ -390,14 +405,16 @@ async fn gossip(nodes: usize, messages: u64, size: usize, base: usize) -> Result
     let stop = tokio_util::sync::CancellationToken::new();
     let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let received: Vec<Arc<AtomicU64>> = progress[1..].iter().map(|p| p.received.clone()).collect();
     for (i, swarm) in swarms.into_iter().enumerate() {
         let progress = progress[i].clone();
         let stop = stop.clone();
         let topic = topic.clone();
         let start = start_rx.clone();
         let to_publish = if i == 0 { messages } else { 0 };
+        let window = (i == 0 && window > 0).then(|| (window, received.clone()));
         tasks.push(tokio::spawn(run_gossip(
-            swarm, topic, progress, stop, start, to_publish, size,
+            swarm, topic, progress, stop, start, to_publish, size, window,
         )));
     }
     let formed = || {
@@ -420,6 +437,11 @@ async fn gossip(nodes: usize, messages: u64, size: usize, base: usize) -> Result
     let end = wait_delivered(&counts, messages).await;
     let sent_after: u64 = sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
     let delivered = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let duplicates: u64 = progress[1..]
+        .iter()
+        .map(|p| p.duplicates.load(Ordering::Relaxed))
+        .sum();
+    eprintln!("gossipsub: {duplicates} messages delivered again (not counted)");
     stop.cancel();
     for task in tasks {
         task.await??;
@@ -434,6 +456,7 @@ async fn gossip(nodes: usize, messages: u64, size: usize, base: usize) -> Result
 
 /// Drives one gossipsub node; the publisher publishes `to_publish` messages once started, as
 /// fast as its queues take them (a full queue makes it let the swarm run first).
+#[allow(clippy::too_many_arguments)] // one task's whole set-up, passed once
 async fn run_gossip(
     mut swarm: GossipSwarm,
     topic: gossipsub::IdentTopic,
@@ -442,11 +465,20 @@ async fn run_gossip(
     mut start: tokio::sync::watch::Receiver<bool>,
     to_publish: u64,
     size: usize,
+    window: Option<(u64, Vec<Arc<AtomicU64>>)>,
 ) -> Result<()> {
     let hash = topic.hash();
     let mut published = 0u64;
+    let mut recheck = tokio::time::interval(Duration::from_millis(1));
     loop {
-        let publishing = *start.borrow() && published < to_publish;
+        // With a window, publish only while the subscribers' average is less than `window`
+        // messages behind (an application-level flow control gossipsub itself lacks).
+        let room = window.as_ref().is_none_or(|(window, counts)| {
+            let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            published < total / counts.len().max(1) as u64 + window
+        });
+        let unfinished = *start.borrow() && published < to_publish;
+        let publishing = unfinished && room;
         if publishing {
             for _ in 0..64 {
                 match swarm
@@ -475,6 +507,7 @@ async fn run_gossip(
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             _ = start.changed() => {}
+            _ = recheck.tick(), if unfinished => {}
             event = swarm.next() => on_gossip_event(event, &progress),
         }
         progress.mesh.store(
@@ -485,7 +518,19 @@ async fn run_gossip(
 }
 
 fn on_gossip_event(event: Option<SwarmEvent<gossipsub::Event>>, progress: &GossipProgress) {
-    if let Some(SwarmEvent::Behaviour(gossipsub::Event::Message { .. })) = event {
-        progress.received.fetch_add(1, Ordering::Relaxed);
+    if let Some(SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. })) = event {
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&message.data[..8]);
+        let fresh = progress
+            .seen
+            .lock()
+            .unwrap()
+            .insert(u64::from_le_bytes(seq));
+        let counter = if fresh {
+            &*progress.received
+        } else {
+            &progress.duplicates
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }

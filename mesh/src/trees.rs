@@ -57,7 +57,7 @@ const PUBLISHES: usize = 1024;
 const ADDRESS_BOOK: usize = 4096;
 const TICK: Duration = Duration::from_millis(100);
 /// A connection without a tree link that is up is closed after this long.
-const LINKLESS_GRACE: Duration = Duration::from_secs(5);
+const LINKLESS_GRACE: Duration = Duration::from_secs(3);
 
 /// Counters of the multi-hop layer ([`MeshEndpoint::tree_stats`](crate::MeshEndpoint::tree_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub struct TreeStats {
     pub dial_failures: u64,
     /// Peers known but not connected (the passive view).
     pub known_peers: usize,
-    /// Connections closed because they carried no tree link for 5 s.
+    /// Connections closed because they carried no tree link for 3 s.
     pub linkless_closed: u64,
 }
 

@@ -57,7 +57,7 @@ impl MembershipConfig {
             shuffle: Duration::from_secs(10),
             max_dials: 2,
             max_failures: 3,
-            dial_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(5),
         }
     }
 }

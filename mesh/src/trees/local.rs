@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dndm_core::{
-    IntentAd, InterestAd, PayloadSink, PeerId, Qos, Route, RoutePattern, SinkError,
-};
+use dndm_core::{IntentAd, InterestAd, PayloadSink, PeerId, Qos, Route, RoutePattern, SinkError};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use libp2p::Multiaddr;
 use dndm_core::PeerId;
+use libp2p::Multiaddr;
 
 use super::{ADDRESS_BOOK, LINKLESS_GRACE, Trees};
 use crate::overlay::membership::MembershipAction;
