@@ -557,7 +557,7 @@ fn keys_list_every_field() {
     let mut sections = Vec::new();
     let _ = Config::deserialize(FieldNames(&mut sections));
     assert_eq!(sections, ["node", "router", "remote", "mesh", "metrics"]);
-    assert_eq!(keys.len(), 3 + 5 + 16 + 8 + 17 + 2);
+    assert_eq!(keys.len(), 3 + 5 + 16 + 8 + 18 + 2);
     assert!(keys.contains(&"node.identity_file".to_owned()));
     // Every key can be overridden from the environment.
     for key in &keys {
