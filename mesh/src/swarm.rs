@@ -41,6 +41,7 @@ mod dht;
 mod relaying;
 mod shutdown;
 mod silence;
+mod trees;
 pub(crate) use behaviour::{Behaviour, BehaviourEvent, build};
 pub(crate) use silence::{Silent, Watched};
 
@@ -539,51 +540,6 @@ impl Actor {
             }
             let _ = done.send(Command::Opened(peer_id)).await;
         });
-    }
-
-    /// In multi-hop mode, the side with the lower PeerId opens the tree stream of a new
-    /// connection; the tree actor decides whether the peer becomes a neighbour.
-    fn open_tree_stream(&mut self, peer_id: libp2p::PeerId) {
-        let Some(tree) = self.inner.tree.get() else {
-            return;
-        };
-        if self.local > peer_id || self.inner.closing.is_cancelled() {
-            return;
-        }
-        let mut control = self.control.clone();
-        let events = tree.events.clone();
-        let closing = self.inner.closing.clone();
-        let commands = self.commands_tx.clone();
-        self.inner.tracker.spawn(async move {
-            let opened = tokio::select! {
-                biased;
-                () = closing.cancelled() => return,
-                opened = control.open_stream(peer_id, crate::TREE_PROTOCOL) => opened,
-            };
-            match opened {
-                Ok(stream) => {
-                    let _ = events
-                        .send(crate::trees::TreeEvent::Stream(peer_id, stream))
-                        .await;
-                }
-                Err(e) => {
-                    // A connection without a tree link has no use (and would hold a slot).
-                    tracing::debug!(%peer_id, error = %e, "tree stream not opened");
-                    let _ = commands.send(Command::Disconnect(peer_id)).await;
-                }
-            }
-        });
-    }
-
-    /// Tells the tree actor (multi-hop mode) about a peer.
-    fn tell_trees(
-        &self,
-        event: impl FnOnce(PeerId) -> crate::trees::TreeEvent,
-        peer: &libp2p::PeerId,
-    ) {
-        if let (Some(tree), Some(peer)) = (self.inner.tree.get(), dndm_peer(peer)) {
-            let _ = tree.notices.send(event(peer));
-        }
     }
 
     /// Dials a known peer (its addresses, plus whatever Kademlia knows), unless its breaker is

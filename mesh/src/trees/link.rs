@@ -39,26 +39,20 @@ impl Reader {
         } = self;
         let bad = loop {
             let mut prefix = [0u8; 4];
-            let read_prefix = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return,
-                read = read.read_exact(&mut prefix) => read,
-            };
-            if read_prefix.is_err() {
-                break None;
+            match read_or_cancel(&mut read, &mut prefix, &cancel).await {
+                None => return,
+                Some(Err(_)) => break None,
+                Some(Ok(())) => {}
             }
             let len = u32::from_be_bytes(prefix) as usize;
             if len > MAX_MESSAGE {
                 break Some(wire::WireError::TooLong(len).to_string());
             }
             let mut body = vec![0; len];
-            let read_body = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return,
-                read = read.read_exact(&mut body) => read,
-            };
-            if read_body.is_err() {
-                break None;
+            match read_or_cancel(&mut read, &mut body, &cancel).await {
+                None => return,
+                Some(Err(_)) => break None,
+                Some(Ok(())) => {}
             }
             received
                 .received
@@ -81,6 +75,19 @@ impl Reader {
             }
         };
         let _ = events.send(TreeEvent::Closed { peer, link, bad }).await;
+    }
+}
+
+/// Fills `buf` from the stream; `None` when the mesh closes first.
+async fn read_or_cancel(
+    read: &mut futures::io::ReadHalf<libp2p::Stream>,
+    buf: &mut [u8],
+    cancel: &CancellationToken,
+) -> Option<std::io::Result<()>> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        read = read.read_exact(buf) => Some(read),
     }
 }
 
