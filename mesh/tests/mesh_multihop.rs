@@ -237,6 +237,16 @@ fn watch_connections(
     })
 }
 
+/// Stops the connection watcher and checks that no node ever held more than the bound.
+async fn assert_bound_held(watcher: tokio::task::JoinHandle<usize>, stop: &AtomicBool) {
+    stop.store(true, Ordering::Relaxed);
+    let most = watcher.await.unwrap();
+    assert!(
+        most <= MAX_PEERS,
+        "a node held {most} connections (bound {MAX_PEERS})"
+    );
+}
+
 const NODES: usize = 100;
 const MAX_PEERS: usize = 8;
 
@@ -308,12 +318,7 @@ async fn a_hundred_nodes_one_publisher_ninety_nine_subscribers() {
         failed.is_empty(),
         "subscribers {failed:?} did not get everything"
     );
-    stop.store(true, Ordering::Relaxed);
-    let most = watcher.await.unwrap();
-    assert!(
-        most <= MAX_PEERS,
-        "a node held {most} connections (bound {MAX_PEERS})"
-    );
+    assert_bound_held(watcher, &stop).await;
     assert_eq!(intent.undelivered(), 0);
     let multi_hop = nodes
         .iter()
@@ -433,12 +438,7 @@ async fn a_hundred_nodes_ninety_nine_publishers_one_wildcard_subscriber() {
         }
         panic!("the wildcard subscriber did not receive everything in time");
     }
-    stop.store(true, Ordering::Relaxed);
-    let most = watcher.await.unwrap();
-    assert!(
-        most <= MAX_PEERS,
-        "a node held {most} connections (bound {MAX_PEERS})"
-    );
+    assert_bound_held(watcher, &stop).await;
     for (_, intent) in &intents {
         assert_eq!(intent.undelivered(), 0);
     }
@@ -545,12 +545,7 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
         }
         panic!("subscribers {failed:?} did not get everything");
     }
-    stop.store(true, Ordering::Relaxed);
-    let most = watcher.await.unwrap();
-    assert!(
-        most <= MAX_PEERS,
-        "a node held {most} connections (bound {MAX_PEERS})"
-    );
+    assert_bound_held(watcher, &stop).await;
     assert_eq!(intent.undelivered(), 0);
     for (k, node) in nodes.iter().enumerate() {
         let stats = node.as_ref().unwrap().1.tree_stats();
