@@ -396,15 +396,7 @@ impl Trees {
                 }
             }
             TreeEvent::PeerGone(peer) => {
-                if self.neighbours.contains_key(&peer) {
-                    // Its other connections too, if any: see `Closed`.
-                    self.drop_neighbour(peer, true);
-                } else if self.membership.is_dialing(&peer) {
-                    tracing::debug!(%peer, "tree dial closed before the hellos");
-                    // Our dial connected and closed before the peers greeted (its connection
-                    // limit, say): a failed dial, and the dial slot is free again.
-                    self.membership.dial_failed(peer);
-                }
+                self.connection_gone(peer);
             }
         }
     }
@@ -577,6 +569,22 @@ impl Trees {
             self.stats.cut_slow += 1;
             self.drop_neighbour(to, true);
         }
+    }
+
+    /// A connection to `peer` closed or is being closed: drops it as a neighbour (with its
+    /// other connections, see `Closed`), or ends a dial of ours that connected and closed
+    /// before the peers greeted (its connection limit, say: a failed dial, and the dial slot
+    /// is free again). Returns whether it was a neighbour.
+    fn connection_gone(&mut self, peer: PeerId) -> bool {
+        if self.neighbours.contains_key(&peer) {
+            self.drop_neighbour(peer, true);
+            return true;
+        }
+        if self.membership.is_dialing(&peer) {
+            tracing::debug!(%peer, "tree dial closed before the hellos");
+            self.membership.dial_failed(peer);
+        }
+        false
     }
 
     /// Removes a neighbour; `disconnect` also closes the libp2p connection once its queue is

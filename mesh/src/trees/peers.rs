@@ -80,7 +80,8 @@ impl Trees {
         let connected = (self.connected)();
         self.linkless.retain(|peer, _| connected.contains(peer));
         for peer_id in connected {
-            let up = crate::swarm::dndm_peer(&peer_id)
+            let peer = crate::swarm::dndm_peer(&peer_id);
+            let up = peer
                 .and_then(|p| self.neighbours.get(&p))
                 .is_some_and(|n| n.up);
             if up {
@@ -92,16 +93,10 @@ impl Trees {
                 tracing::debug!(peer = %peer_id, "connection without a tree link; closing it");
                 self.linkless.remove(&peer_id);
                 self.stats.linkless_closed += 1;
-                if let Some(peer) = crate::swarm::dndm_peer(&peer_id) {
-                    if self.neighbours.contains_key(&peer) {
-                        self.drop_neighbour(peer, true);
-                        continue;
-                    }
-                    if self.membership.is_dialing(&peer) {
-                        self.membership.dial_failed(peer);
-                    }
+                // A neighbour's link disconnects the peer itself once its queue is written.
+                if !peer.is_some_and(|p| self.connection_gone(p)) {
+                    let _ = self.commands.try_send(Command::Disconnect(peer_id));
                 }
-                let _ = self.commands.try_send(Command::Disconnect(peer_id));
             }
         }
     }
