@@ -311,7 +311,7 @@ impl Actor {
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::debug!(%peer, error = %e, "tree dial not started");
-                    self.tell_trees(crate::trees::TreeEvent::DialFailed, &peer);
+                    self.tell_trees_dial_failed(&peer, &e);
                 }
             }
         }
@@ -412,7 +412,7 @@ impl Actor {
                 // Kademlia's query dials and a busy moment are not evidence that the peer is
                 // unreachable.
                 if let Some(peer) = peer_id {
-                    self.tell_trees(crate::trees::TreeEvent::DialFailed, &peer);
+                    self.tell_trees_dial_failed(&peer, &error);
                 }
                 let ours = self.peer_dials.remove(&connection_id);
                 let refused_here = matches!(error, libp2p::swarm::DialError::Denied { .. });

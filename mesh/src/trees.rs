@@ -125,8 +125,11 @@ pub(crate) enum TreeEvent {
     },
     /// Identify told us where a peer listens.
     Addresses(PeerId, Vec<Multiaddr>),
-    /// A dial the policy asked for failed.
+    /// A dial the policy asked for failed: the peer is unreachable.
     DialFailed(PeerId),
+    /// A dial the policy asked for did not start or was cut short on this side (a connection
+    /// to the peer exists or is being made, this node's connection limit): no fault of the peer.
+    DialBusy(PeerId),
     /// A libp2p connection to a peer closed: its tree stream may be dead, whether or not the
     /// stream noticed (a stream on a closed connection may never wake its reader).
     PeerGone(PeerId),
@@ -395,6 +398,12 @@ impl Trees {
                     self.membership.dial_failed(peer);
                 }
             }
+            TreeEvent::DialBusy(peer) => {
+                if self.membership.is_dialing(&peer) {
+                    tracing::debug!(%peer, "tree dial busy");
+                    self.membership.dial_busy(peer, Instant::now());
+                }
+            }
             TreeEvent::PeerGone(peer) => {
                 self.connection_gone(peer);
             }
@@ -410,18 +419,11 @@ impl Trees {
             // machine sees the link go and come back (children rejoin from their position).
             self.drop_neighbour(peer, false);
         }
-        let offer = self.membership.offer();
+        let offer = self.membership.offer(&peer);
         self.spawn_link(peer, peer_id, stream, offer);
         let peers = self.membership.introduce(peer);
         let peers = self.with_addresses(peers);
-        self.send(
-            peer,
-            &Message::Hello {
-                room: offer.room,
-                needy: offer.needy,
-                peers,
-            },
-        );
+        self.send(peer, &Message::Hello { offer, peers });
     }
 
     /// The peer's hello: both sides decide alike from the two offers; the link is up when
@@ -459,10 +461,10 @@ impl Trees {
 
     fn on_message(&mut self, peer: PeerId, message: Message) {
         match message {
-            Message::Peers(peers) => self.learn(peers),
-            Message::Hello { room, needy, peers } => {
+            Message::Peers { peers, reply } => self.exchanged(peer, peers, reply),
+            Message::Hello { offer, peers } => {
                 self.learn(peers);
-                self.on_hello(peer, Offer { room, needy });
+                self.on_hello(peer, offer);
             }
             Message::Frame(frame, fingerprint) => {
                 match &frame {
@@ -573,8 +575,8 @@ impl Trees {
 
     /// A connection to `peer` closed or is being closed: drops it as a neighbour (with its
     /// other connections, see `Closed`), or ends a dial of ours that connected and closed
-    /// before the peers greeted (its connection limit, say: a failed dial, and the dial slot
-    /// is free again). Returns whether it was a neighbour.
+    /// before the peers greeted (its connection limit, say: a refusal; the peer stays known
+    /// and the dial slot is free again). Returns whether it was a neighbour.
     fn connection_gone(&mut self, peer: PeerId) -> bool {
         if self.neighbours.contains_key(&peer) {
             self.drop_neighbour(peer, true);
@@ -582,7 +584,7 @@ impl Trees {
         }
         if self.membership.is_dialing(&peer) {
             tracing::debug!(%peer, "tree dial closed before the hellos");
-            self.membership.dial_failed(peer);
+            self.membership.refused(peer, Instant::now());
         }
         false
     }

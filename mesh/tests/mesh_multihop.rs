@@ -113,6 +113,50 @@ fn describe(nodes: &[&MeshEndpoint], k: usize, origin: dndm_core::PeerId) -> Str
     text
 }
 
+/// The groups of nodes connected by tree links that are up (what a failing test shows: a
+/// group cut off from the publisher, node 0, cannot receive), with each cut-off node's state.
+fn components(nodes: &[&MeshEndpoint]) -> String {
+    let index: std::collections::HashMap<_, _> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.peer_id(), i))
+        .collect();
+    let mut group = vec![usize::MAX; nodes.len()];
+    let mut text = String::new();
+    for start in 0..nodes.len() {
+        if group[start] != usize::MAX {
+            continue;
+        }
+        let mut members = vec![start];
+        group[start] = start;
+        let mut at = 0;
+        while at < members.len() {
+            let k = members[at];
+            at += 1;
+            for n in nodes[k].tree_neighbours().into_iter().filter(|n| n.up) {
+                if let Some(&j) = index.get(&n.peer)
+                    && group[j] == usize::MAX
+                {
+                    group[j] = start;
+                    members.push(j);
+                }
+            }
+        }
+        members.sort_unstable();
+        text += &format!("group of {}: {members:?}\n", members.len());
+        if start != 0 {
+            for &k in &members {
+                let stats = nodes[k].tree_stats();
+                text += &format!(
+                    "  {k}: {} neighbours, {} known, {} dials ({} failed)\n",
+                    stats.neighbours, stats.known_peers, stats.dials, stats.dial_failures
+                );
+            }
+        }
+    }
+    text
+}
+
 fn reliable() -> PublishOptions {
     PublishOptions::default().qos(Qos::reliable())
 }
@@ -145,6 +189,7 @@ async fn all_linked(
         }
     };
     if tokio::time::timeout(GUARD, waiting).await.is_err() {
+        eprintln!("{}", components(nodes));
         let origin = nodes[0].peer_id();
         for (k, interest) in interests {
             if publishers(*k, interest) == 0 {
@@ -539,6 +584,7 @@ async fn subscribers_that_stay_lose_nothing_while_ten_nodes_leave_and_rejoin() {
         let up: Vec<&MeshEndpoint> = nodes.iter().flatten().map(|n| &n.1).collect();
         // `describe` numbers the nodes that are up.
         let origin = up[0].peer_id();
+        eprintln!("{}", components(&up));
         for &k in &failed {
             let at = nodes[..k].iter().flatten().count();
             eprintln!("subscriber {k}: {}", describe(&up, at, origin));

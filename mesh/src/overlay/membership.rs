@@ -11,7 +11,12 @@
 //! - Each new neighbour gets a sample of the node's views ([`MembershipAction::Exchange`]), and
 //!   every [`MembershipConfig::shuffle`] a random neighbour gets one, so passive views stay fresh.
 //! - A known peer is forgotten after [`MembershipConfig::max_failures`] failed dials in a row:
-//!   nothing is redialled forever.
+//!   nothing is redialled forever. A dial that could not start (a connection to the peer is
+//!   there already, this node's connection limit) or that the peer closed before greeting (its
+//!   connection limit) is not a failure: the peer rests and stays known.
+//! - A full node now and then trades a random neighbour for a known peer
+//!   ([`MembershipConfig::swap_one_in`], a *swap*): the peer makes room too. Without it, a group
+//!   of full nodes that only know each other stays an island for good.
 //!
 //! The random choices come from a seeded [`fastrand::Rng`], and time is an input, so a
 //! simulation with the same seed takes the same decisions.
@@ -43,6 +48,8 @@ pub struct MembershipConfig {
     /// A dial not answered (`connected`, `dial_failed`) within this long counts as failed:
     /// a connection that opened and closed before the peers greeted never holds a dial slot.
     pub dial_timeout: Duration,
+    /// A full node swaps a neighbour for a known peer at one shuffle in this many (0: never).
+    pub swap_one_in: u32,
 }
 
 impl MembershipConfig {
@@ -58,6 +65,9 @@ impl MembershipConfig {
             max_dials: 2,
             max_failures: 3,
             dial_timeout: Duration::from_secs(5),
+            // A node allowed fewer than 3 neighbours never swaps: the neighbour it lets go
+            // (or the peer's) could be left with one or none.
+            swap_one_in: if max_peers >= 3 { 4 } else { 0 },
         }
     }
 }
@@ -74,6 +84,9 @@ pub struct Offer {
     /// for it. The neighbour it lets go is most likely above its own target (full nodes are),
     /// so evictions do not cascade.
     pub needy: bool,
+    /// The sender is full and dialed this peer to trade one of its neighbours for it: both
+    /// sides take the link, a full one letting a random neighbour go (degrees stay bounded).
+    pub swap: bool,
 }
 
 /// What the membership policy asks its driver to do.
@@ -83,12 +96,14 @@ pub enum MembershipAction<P> {
     Dial(P),
     /// Close the connection to the peer.
     Disconnect(P),
-    /// Tell a neighbour about these peers (answer on the other side: `learned`).
+    /// Tell a neighbour about these peers (answer on the other side: `exchanged`).
     Exchange {
         /// The neighbour.
         to: P,
         /// Peers this node knows.
         peers: Vec<P>,
+        /// It answers the neighbour's exchange (and is not answered in turn).
+        reply: bool,
     },
 }
 
@@ -114,6 +129,8 @@ pub struct Membership<P> {
     bootstrap: BTreeSet<P>,
     /// Known peers, not connected.
     passive: BTreeMap<P, Known>,
+    /// The peer dialed for a swap (at most one at a time).
+    swapping: Option<P>,
     next_shuffle: Option<Instant>,
     /// The time to the next shuffle: doubling from 1 s up to `config.shuffle`.
     shuffle_gap: Duration,
@@ -134,6 +151,7 @@ impl<P: NodeId> Membership<P> {
             dialing: BTreeMap::new(),
             bootstrap: BTreeSet::new(),
             passive: BTreeMap::new(),
+            swapping: None,
             next_shuffle: None,
             shuffle_gap,
             actions: VecDeque::new(),
@@ -180,17 +198,20 @@ impl<P: NodeId> Membership<P> {
     }
 
     /// What this node tells a new peer before either decides ([`Membership::connected`]).
-    pub fn offer(&self) -> Offer {
+    pub fn offer(&self, to: &P) -> Offer {
+        let room = self.active.len() < self.config.max_peers;
         Offer {
-            room: self.active.len() < self.config.max_peers,
+            room,
             needy: self.active.len() < self.config.target,
+            swap: !room && self.swapping.as_ref() == Some(to),
         }
     }
 
     /// Whether a peer that made `theirs` takes a node that made `mine`: it has room, or the
-    /// node is needy (a newcomer always gets in). Both sides compute both verdicts.
+    /// node is needy (a newcomer always gets in), or either side asked for a swap. Both sides
+    /// compute both verdicts.
     pub fn verdict(theirs: Offer, mine: Offer) -> bool {
-        theirs.room || mine.needy
+        theirs.room || mine.needy || mine.swap || theirs.swap
     }
 
     /// A connection to `peer`, which offered `theirs`, is up (either direction). Returns this
@@ -200,11 +221,15 @@ impl<P: NodeId> Membership<P> {
     /// neighbour, below its target, dials someone else.
     pub fn connected(&mut self, peer: P, theirs: Offer) -> bool {
         self.dialing.remove(&peer);
+        let swap = theirs.swap || self.swapping == Some(peer);
+        if self.swapping == Some(peer) {
+            self.swapping = None;
+        }
         if peer == self.me || self.active.contains(&peer) {
             return true;
         }
         if self.active.len() >= self.config.max_peers {
-            if !theirs.needy {
+            if !theirs.needy && !swap {
                 self.know(peer);
                 self.actions.push_back(MembershipAction::Disconnect(peer));
                 return false;
@@ -231,25 +256,30 @@ impl<P: NodeId> Membership<P> {
         if self.active.remove(&peer) {
             self.know(peer);
         }
-        self.dialing.remove(&peer);
+        self.end_dial(&peer);
     }
 
-    /// The peer refused us as a neighbour (it is full): it stays known (it is not dead, and
-    /// forgetting every full peer would leave a node nobody to dial), but is not dialed again
-    /// for a shuffle period.
+    /// The peer refused us as a neighbour (it is full, or closed the connection before the
+    /// peers greeted: its connection limit): it stays known (it is not dead, and forgetting
+    /// every full peer would leave a node nobody to dial), but is not dialed again for a
+    /// shuffle period.
     pub fn refused(&mut self, peer: P, now: Instant) {
         self.active.remove(&peer);
-        self.dialing.remove(&peer);
-        self.know(peer);
-        if let Some(known) = self.passive.get_mut(&peer) {
-            known.rest_until = Some(now + self.config.shuffle);
-        }
+        self.rest(peer, now + self.config.shuffle);
     }
 
-    /// A dial failed; after `max_failures` in a row the peer is forgotten.
+    /// A dial to `peer` could not start or was cut short on this side (a connection to it is
+    /// there or being made already, this node's connection limit): not the peer's failure. It
+    /// stays known and is not dialed again for a moment.
+    pub fn dial_busy(&mut self, peer: P, now: Instant) {
+        self.rest(peer, now + FIRST_SHUFFLE);
+    }
+
+    /// A dial failed (the peer is unreachable); after `max_failures` in a row the peer is
+    /// forgotten.
     pub fn dial_failed(&mut self, peer: P) {
         self.dial_failures += 1;
-        self.dialing.remove(&peer);
+        self.end_dial(&peer);
         let forget = match self.passive.get_mut(&peer) {
             Some(known) => {
                 known.failures = known.failures.saturating_add(1);
@@ -262,7 +292,42 @@ impl<P: NodeId> Membership<P> {
         }
     }
 
-    /// A neighbour told us about peers.
+    fn end_dial(&mut self, peer: &P) {
+        self.dialing.remove(peer);
+        if self.swapping.as_ref() == Some(peer) {
+            self.swapping = None;
+        }
+    }
+
+    /// Ends a dial (it counts as failed) and keeps the peer known, resting until `until`.
+    fn rest(&mut self, peer: P, until: Instant) {
+        if self.dialing.contains_key(&peer) {
+            self.dial_failures += 1;
+        }
+        self.end_dial(&peer);
+        self.know(peer);
+        if let Some(known) = self.passive.get_mut(&peer) {
+            known.rest_until = Some(until);
+        }
+    }
+
+    /// A neighbour's exchange: its peers become known, and an exchange that is not itself a
+    /// reply is answered with a sample of ours (HyParView's shuffle). One-way exchanges taught
+    /// a node with few neighbours almost nothing: only the neighbours that picked it told it
+    /// anything, and it could stay short of its target with nobody left to dial.
+    pub fn exchanged(&mut self, from: P, peers: impl IntoIterator<Item = P>, reply: bool) {
+        self.learned(peers);
+        if !reply && self.active.contains(&from) {
+            let peers = self.sample(Some(from));
+            self.actions.push_back(MembershipAction::Exchange {
+                to: from,
+                peers,
+                reply: true,
+            });
+        }
+    }
+
+    /// Peers learned otherwise (a new peer's hello).
     pub fn learned(&mut self, peers: impl IntoIterator<Item = P>) {
         for peer in peers {
             self.know(peer);
@@ -281,33 +346,23 @@ impl<P: NodeId> Membership<P> {
             self.dial_failed(peer);
         }
         let due = self.next_shuffle.is_none_or(|at| at <= now);
-        // Nobody left to dial while short of the target: the bootstrap peers again (once a
-        // shuffle period, so dead ones are not dialed in a loop).
-        if due
-            && self.active.len() < self.config.target
-            && self.dialing.is_empty()
-            && self.passive.is_empty()
-        {
+        let mut candidates = self.candidates(now);
+        // Nobody left to dial: the bootstrap peers again (once a shuffle period, so dead ones
+        // are not dialed in a loop). Also when the view is full: a full island must keep
+        // knowing a way out for its swaps.
+        if due && candidates.is_empty() && self.dialing.is_empty() {
             let bootstrap: Vec<P> = self.bootstrap.iter().copied().collect();
             for peer in bootstrap {
                 self.know(peer);
             }
+            candidates = self.candidates(now);
         }
-        let mut candidates: Vec<P> = self
-            .passive
-            .iter()
-            .filter(|(_, k)| k.rest_until.is_none_or(|until| until <= now))
-            .map(|(p, _)| *p)
-            .filter(|p| !self.dialing.contains_key(p) && !self.active.contains(p))
-            .collect();
         while self.active.len() + self.dialing.len() < self.config.target
             && self.dialing.len() < self.config.max_dials
             && !candidates.is_empty()
         {
             let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
-            self.dialing.insert(peer, now + self.config.dial_timeout);
-            self.dials += 1;
-            self.actions.push_back(MembershipAction::Dial(peer));
+            self.dial(peer, now);
         }
         if due {
             // The first shuffles come sooner (1 s, 2 s, 4 s … up to the period): islands form
@@ -315,25 +370,46 @@ impl<P: NodeId> Membership<P> {
             // shuffle (the 100-node tests linked in 10 s with a fixed period, 4 s with 4 s).
             self.next_shuffle = Some(now + self.shuffle_gap);
             self.shuffle_gap = (self.shuffle_gap * 2).min(self.config.shuffle);
-            // With room left, meet one more known peer now and then: a group of nodes that
-            // only know each other (all at their target) does not stay an island.
-            if self.active.len() < self.config.max_peers
-                && self.dialing.is_empty()
-                && !candidates.is_empty()
-            {
+            // Meet one more known peer now and then: with room left, as a plain dial; when
+            // full, as a swap (one shuffle in `swap_one_in`). A group of nodes that only know
+            // each other does not stay an island.
+            let full = self.active.len() >= self.config.max_peers;
+            let swap =
+                full && self.config.swap_one_in > 0 && self.rng.u32(..self.config.swap_one_in) == 0;
+            if (!full || swap) && self.dialing.is_empty() && !candidates.is_empty() {
                 let peer = candidates.swap_remove(self.rng.usize(..candidates.len()));
-                self.dialing.insert(peer, now + self.config.dial_timeout);
-                self.dials += 1;
-                self.actions.push_back(MembershipAction::Dial(peer));
+                if full {
+                    self.swapping = Some(peer);
+                }
+                self.dial(peer, now);
             }
             let active: Vec<P> = self.active.iter().copied().collect();
             if !active.is_empty() {
                 let to = active[self.rng.usize(..active.len())];
                 let peers = self.sample(Some(to));
-                self.actions
-                    .push_back(MembershipAction::Exchange { to, peers });
+                self.actions.push_back(MembershipAction::Exchange {
+                    to,
+                    peers,
+                    reply: false,
+                });
             }
         }
+    }
+
+    /// Known peers that may be dialed now (not resting, not connected, not being dialed).
+    fn candidates(&self, now: Instant) -> Vec<P> {
+        self.passive
+            .iter()
+            .filter(|(_, k)| k.rest_until.is_none_or(|until| until <= now))
+            .map(|(p, _)| *p)
+            .filter(|p| !self.dialing.contains_key(p) && !self.active.contains(p))
+            .collect()
+    }
+
+    fn dial(&mut self, peer: P, now: Instant) {
+        self.dialing.insert(peer, now + self.config.dial_timeout);
+        self.dials += 1;
+        self.actions.push_back(MembershipAction::Dial(peer));
     }
 
     /// When [`tick`](Self::tick) next has work (a dial is due whenever the view is short).
@@ -446,5 +522,136 @@ mod tests {
             assert!(dials(&mut m).is_empty(), "resting");
         }
         assert_eq!(m.passive().count(), 1, "still known");
+    }
+
+    const PLAIN: Offer = Offer {
+        room: true,
+        needy: false,
+        swap: false,
+    };
+
+    /// A dial that could not start because of this side (a connection is there already, the
+    /// connection limit) is not the peer's failure: however often it happens, the peer stays
+    /// known and is dialed again after a moment.
+    #[test]
+    fn a_busy_dial_never_forgets_the_peer() {
+        let config = MembershipConfig::new(8);
+        let mut m = Membership::new(0u32, config, 1);
+        m.bootstrap([7]);
+        let start = Instant::now();
+        for round in 0..10u32 {
+            let now = start + FIRST_SHUFFLE * 2 * round;
+            m.tick(now);
+            assert_eq!(dials(&mut m), vec![7], "round {round}");
+            m.dial_busy(7, now);
+            m.tick(now + FIRST_SHUFFLE / 2);
+            assert!(dials(&mut m).is_empty(), "resting");
+        }
+        assert_eq!(m.passive().count(), 1, "still known");
+    }
+
+    /// A full node that knows a peer outside its neighbours dials it, now and then, as a swap;
+    /// when the link is up it lets a random neighbour go, so its degree stays bounded. Without
+    /// it, full nodes that only know each other stay an island.
+    #[test]
+    fn a_full_node_swaps_a_neighbour_for_a_known_peer() {
+        let config = MembershipConfig::new(4);
+        let shuffle = config.shuffle;
+        let mut m = Membership::new(0u32, config, 1);
+        for peer in 1..=4 {
+            assert!(m.connected(peer, PLAIN));
+        }
+        while m.poll_action().is_some() {}
+        m.learned([9]);
+        let start = Instant::now();
+        let mut dialed = false;
+        for round in 0..64u32 {
+            m.tick(start + shuffle * round);
+            if dials(&mut m) == vec![9] {
+                dialed = true;
+                break;
+            }
+        }
+        assert!(dialed, "a full node swaps now and then");
+        let offer = m.offer(&9);
+        assert!(offer.swap && !offer.room, "{offer:?}");
+        let full = Offer {
+            room: false,
+            needy: false,
+            swap: false,
+        };
+        assert!(
+            Membership::<u32>::verdict(full, offer),
+            "the peer takes a swap"
+        );
+        assert!(m.connected(9, full), "the swapper takes the peer");
+        let mut evicted = Vec::new();
+        while let Some(action) = m.poll_action() {
+            if let MembershipAction::Disconnect(peer) = action {
+                evicted.push(peer);
+            }
+        }
+        assert_eq!(evicted.len(), 1, "one neighbour goes");
+        assert!((1..=4).contains(&evicted[0]));
+        assert_eq!(m.active().len(), 4, "the degree stays bounded");
+        assert!(m.active().contains(&9));
+    }
+
+    /// The other side of a swap: a full node takes a swapping peer and lets a neighbour go.
+    #[test]
+    fn a_full_node_takes_a_swapping_peer() {
+        let mut m = Membership::new(0u32, MembershipConfig::new(4), 1);
+        for peer in 1..=4 {
+            assert!(m.connected(peer, PLAIN));
+        }
+        while m.poll_action().is_some() {}
+        let full = Offer {
+            room: false,
+            needy: false,
+            swap: false,
+        };
+        assert!(!m.connected(8, full), "a full node refuses a plain peer");
+        let swap = Offer { swap: true, ..full };
+        assert!(m.connected(9, swap), "and takes a swapping one");
+        assert_eq!(m.active().len(), 4);
+        assert!(m.active().contains(&9) && !m.active().contains(&8));
+    }
+
+    /// A full node whose known peers were all forgotten knows its bootstrap peers again at a
+    /// shuffle, so a full island keeps a way out.
+    #[test]
+    fn a_full_node_with_nobody_to_dial_knows_its_bootstrap_peers_again() {
+        let mut m = Membership::new(0u32, MembershipConfig::new(4), 1);
+        m.bootstrap([9]);
+        m.passive.clear();
+        for peer in 1..=4 {
+            assert!(m.connected(peer, PLAIN));
+        }
+        assert_eq!(m.passive().count(), 0);
+        m.tick(Instant::now());
+        assert_eq!(m.passive().copied().collect::<Vec<_>>(), vec![9]);
+    }
+
+    /// An exchange is answered with a sample of ours (a reply is not answered again): a node
+    /// with few neighbours learns as much as it tells.
+    #[test]
+    fn an_exchange_is_answered_once() {
+        let mut m = Membership::new(0u32, MembershipConfig::new(8), 1);
+        assert!(m.connected(1, PLAIN));
+        m.learned([5]);
+        while m.poll_action().is_some() {}
+        m.exchanged(1, [7, 8], false);
+        let answer = m.poll_action();
+        let Some(MembershipAction::Exchange { to, peers, reply }) = answer else {
+            panic!("answered: {answer:?}");
+        };
+        assert_eq!((to, reply), (1, true));
+        assert_eq!(peers[0], 0, "this node first");
+        assert!(peers.contains(&5) && !peers.contains(&1), "{peers:?}");
+        assert!(m.passive().any(|p| *p == 7), "learned");
+        m.exchanged(1, [9], true);
+        assert_eq!(m.poll_action(), None, "a reply is not answered");
+        m.exchanged(4, [9], false);
+        assert_eq!(m.poll_action(), None, "nor a peer that is not a neighbour");
     }
 }

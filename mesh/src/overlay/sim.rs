@@ -137,7 +137,9 @@ enum Event {
     },
     Exchange {
         to: Id,
+        from: Id,
         peers: Vec<Id>,
+        reply: bool,
     },
     Down {
         node: Id,
@@ -339,9 +341,16 @@ impl Sim {
                 self.nodes[to as usize].overlay.handle(from, frame, now);
                 self.drain(to);
             }
-            Event::Exchange { to, peers } => {
+            Event::Exchange {
+                to,
+                from,
+                peers,
+                reply,
+            } => {
                 if self.nodes[to as usize].alive {
-                    self.nodes[to as usize].membership.learned(peers);
+                    let membership = &mut self.nodes[to as usize].membership;
+                    membership.exchanged(from, peers, reply);
+                    self.drain(to);
                 }
             }
             Event::Down { node, peer, link } => {
@@ -424,10 +433,14 @@ impl Sim {
         if !self.nodes[a as usize].alive {
             return;
         }
-        if !self.nodes[b as usize].alive || self.links.contains_key(&pair(a, b)) {
-            if !self.links.contains_key(&pair(a, b)) {
-                self.nodes[a as usize].membership.dial_failed(b);
-            }
+        if !self.nodes[b as usize].alive {
+            self.nodes[a as usize].membership.dial_failed(b);
+            self.drain(a);
+            return;
+        }
+        if self.links.contains_key(&pair(a, b)) {
+            let now = self.base + self.now;
+            self.nodes[a as usize].membership.dial_busy(b, now);
             self.drain(a);
             return;
         }
@@ -436,13 +449,23 @@ impl Sim {
         let now = self.base + self.now;
         // Both sides tell each other their offer and some peers, then decide alike.
         let (offer_a, offer_b) = (
-            self.nodes[a as usize].membership.offer(),
-            self.nodes[b as usize].membership.offer(),
+            self.nodes[a as usize].membership.offer(&b),
+            self.nodes[b as usize].membership.offer(&a),
         );
         for (from, to) in [(a, b), (b, a)] {
             let peers = self.nodes[from as usize].membership.introduce(to);
             let delay = self.latency(from, to);
-            self.at(delay, Event::Exchange { to, peers });
+            // A hello's peers are not answered.
+            let reply = true;
+            self.at(
+                delay,
+                Event::Exchange {
+                    to,
+                    from,
+                    peers,
+                    reply,
+                },
+            );
         }
         let accepted_b = self.nodes[b as usize].membership.connected(a, offer_a);
         let accepted_a = self.nodes[a as usize].membership.connected(b, offer_b);
@@ -503,9 +526,18 @@ impl Sim {
                     node.overlay.neighbour_down(peer);
                 }
             }
-            MembershipAction::Exchange { to, peers } => {
+            MembershipAction::Exchange { to, peers, reply } => {
                 let delay = self.latency(id, to);
-                self.at(delay, Event::Exchange { to, peers });
+                let from = id;
+                self.at(
+                    delay,
+                    Event::Exchange {
+                        to,
+                        from,
+                        peers,
+                        reply,
+                    },
+                );
             }
         }
     }

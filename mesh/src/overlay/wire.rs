@@ -7,6 +7,7 @@ use dndm_core::{Fingerprint, Keypair, PeerId, Route};
 use libp2p::Multiaddr;
 use prost::Message as _;
 
+use super::membership::Offer;
 use super::{Batch, Frame, Seq, UNREACHABLE};
 
 /// Largest message accepted (a batch of up to 64 KiB payloads is far below).
@@ -26,14 +27,17 @@ pub enum Message {
     /// fingerprint (the type's schema hash), which a subscriber needs to link.
     Frame(Frame<PeerId>, Option<Fingerprint>),
     /// Peers the sender knows, with addresses to dial them on (membership exchange).
-    Peers(Vec<(PeerId, Vec<Multiaddr>)>),
+    Peers {
+        /// The peers.
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+        /// It answers the receiver's exchange (not answered in turn).
+        reply: bool,
+    },
     /// The first message on a link, from each side: the sender's offer (both sides decide
     /// alike from the two, see `Membership::verdict`) and peers it knows.
     Hello {
-        /// The sender has a free neighbour slot.
-        room: bool,
-        /// The sender has fewer than half its target of neighbours (none, for a newcomer).
-        needy: bool,
+        /// What the sender offers.
+        offer: Offer,
         /// Peers the sender knows.
         peers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
@@ -150,6 +154,11 @@ struct WirePeers {
     room: bool,
     #[prost(bool, tag = "4")]
     needy: bool,
+    #[prost(bool, tag = "5")]
+    swap: bool,
+    /// An exchange that answers one (not answered in turn).
+    #[prost(bool, tag = "6")]
+    reply: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -237,17 +246,21 @@ pub fn encode(message: &Message) -> Bytes {
                 fingerprint: Vec::new(),
             }),
         },
-        Message::Peers(peers) => Body::Peers(WirePeers {
+        Message::Peers { peers, reply } => Body::Peers(WirePeers {
             peers: wire_peers(peers),
             hello: false,
             room: false,
             needy: false,
+            swap: false,
+            reply: *reply,
         }),
-        Message::Hello { room, needy, peers } => Body::Peers(WirePeers {
+        Message::Hello { offer, peers } => Body::Peers(WirePeers {
             peers: wire_peers(peers),
             hello: true,
-            room: *room,
-            needy: *needy,
+            room: offer.room,
+            needy: offer.needy,
+            swap: offer.swap,
+            reply: false,
         }),
     };
     let message = WireMessage { body: Some(body) };
@@ -400,13 +413,15 @@ pub fn decode(body: Bytes) -> Result<Message, WireError> {
                 peers.push((id, addrs));
             }
             if p.hello {
-                return Ok(Message::Hello {
+                let offer = Offer {
                     room: p.room,
                     needy: p.needy,
-                    peers,
-                });
+                    swap: p.swap,
+                };
+                return Ok(Message::Hello { offer, peers });
             }
-            return Ok(Message::Peers(peers));
+            let reply = p.reply;
+            return Ok(Message::Peers { peers, reply });
         }
     };
     Ok(Message::Frame(frame, None))
@@ -547,12 +562,20 @@ mod tests {
             assert_eq!(roundtrip(message.clone()), message);
         }
         let addr: Multiaddr = "/memory/7".parse().expect("an address");
-        let peers = Message::Peers(vec![(origin, vec![addr.clone()])]);
-        assert_eq!(roundtrip(peers.clone()), peers);
-        for (room, needy) in [(true, false), (false, true)] {
+        for reply in [false, true] {
+            let peers = Message::Peers {
+                peers: vec![(origin, vec![addr.clone()])],
+                reply,
+            };
+            assert_eq!(roundtrip(peers.clone()), peers);
+        }
+        for (room, needy, swap) in [
+            (true, false, false),
+            (false, true, false),
+            (false, false, true),
+        ] {
             let hello = Message::Hello {
-                room,
-                needy,
+                offer: Offer { room, needy, swap },
                 peers: vec![(origin, vec![addr.clone()])],
             };
             assert_eq!(roundtrip(hello.clone()), hello);

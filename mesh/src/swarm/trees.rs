@@ -3,6 +3,7 @@
 
 use super::{Actor, Command, dndm_peer};
 use dndm_core::PeerId;
+use libp2p::swarm::DialError;
 
 impl Actor {
     /// In multi-hop mode, the side with the lower PeerId opens the tree stream of a new
@@ -37,6 +38,22 @@ impl Actor {
                 }
             }
         });
+    }
+
+    /// Tells the tree actor (multi-hop mode) that a dial to `peer` failed: a fault of the peer
+    /// (unreachable), or of this side only (busy: already connected or dialing, this node's
+    /// connection limit, the dial cancelled).
+    pub(super) fn tell_trees_dial_failed(&self, peer: &libp2p::PeerId, error: &DialError) {
+        tracing::debug!(%peer, %error, "dial failed");
+        let busy = matches!(
+            error,
+            DialError::Denied { .. } | DialError::Aborted | DialError::DialPeerConditionFalse(_)
+        );
+        if busy {
+            self.tell_trees(crate::trees::TreeEvent::DialBusy, peer);
+        } else {
+            self.tell_trees(crate::trees::TreeEvent::DialFailed, peer);
+        }
     }
 
     /// Tells the tree actor (multi-hop mode) about a peer.

@@ -12,12 +12,29 @@ use crate::overlay::wire::Message;
 use crate::swarm::Command;
 
 impl Trees {
+    /// A new peer's hello told us about peers.
     pub(super) fn learn(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let ids = self.remember_all(peers);
+        self.membership.learned(ids);
+    }
+
+    /// A neighbour's exchange (answered unless it is a reply).
+    pub(super) fn exchanged(
+        &mut self,
+        from: PeerId,
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+        reply: bool,
+    ) {
+        let ids = self.remember_all(peers);
+        self.membership.exchanged(from, ids, reply);
+    }
+
+    fn remember_all(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Vec<PeerId> {
         let ids: Vec<PeerId> = peers.iter().map(|(p, _)| *p).collect();
         for (id, addrs) in peers {
             self.remember(id, addrs);
         }
-        self.membership.learned(ids);
+        ids
     }
 
     pub(super) fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
@@ -48,9 +65,9 @@ impl Trees {
                 }
             }
             MembershipAction::Disconnect(peer) => self.drop_neighbour(peer, true),
-            MembershipAction::Exchange { to, peers } => {
+            MembershipAction::Exchange { to, peers, reply } => {
                 let peers = self.with_addresses(peers);
-                self.send(to, &Message::Peers(peers));
+                self.send(to, &Message::Peers { peers, reply });
             }
         }
     }
