@@ -71,7 +71,8 @@ pub struct Overlay<P: NodeId> {
     streams: HashMap<Key<P>, Stream<P>>,
     /// Withdrawn streams: announcements of these epochs or older are ignored.
     tombstones: HashMap<Key<P>, (u64, Instant)>,
-    patterns: Vec<RoutePattern>,
+    /// Local subscriptions' patterns, each with how many subscriptions have it.
+    patterns: Vec<(RoutePattern, usize)>,
     actions: VecDeque<Action<P>>,
     stats: OverlayStats,
 }
@@ -236,17 +237,28 @@ impl<P: NodeId> Overlay<P> {
 
     /// A local subscription appeared: join every matching stream.
     pub fn add_interest(&mut self, pattern: RoutePattern) {
-        if self.patterns.contains(&pattern) {
+        if let Some((_, count)) = self.patterns.iter_mut().find(|(p, _)| *p == pattern) {
+            *count += 1;
             return;
         }
-        self.patterns.push(pattern);
+        self.patterns.push((pattern, 1));
         self.rematch();
     }
 
-    /// A local subscription went away.
+    /// A local subscription went away (a pattern stays while another subscription has it).
     pub fn remove_interest(&mut self, pattern: &RoutePattern) {
-        self.patterns.retain(|p| p != pattern);
-        self.rematch();
+        let Some(at) = self.patterns.iter().position(|(p, _)| p == pattern) else {
+            return;
+        };
+        self.patterns[at].1 -= 1;
+        if self.patterns[at].1 == 0 {
+            self.patterns.remove(at);
+            self.rematch();
+        }
+    }
+
+    fn subscribed(&self, route: &Route) -> bool {
+        self.patterns.iter().any(|(p, _)| p.matches(route))
     }
 
     /// Publishes a batch of a local route: `auth` is given the batch's first sequence number
@@ -458,7 +470,7 @@ impl<P: NodeId> Overlay<P> {
             None if hops == UNREACHABLE => return,
             None => {
                 let mut s = Stream::new(epoch, expires);
-                s.local = self.patterns.iter().any(|p| p.matches(&key.1));
+                s.local = self.subscribed(&key.1);
                 self.streams.entry(key.clone()).or_insert(s)
             }
         };
@@ -709,7 +721,7 @@ impl<P: NodeId> Overlay<P> {
             .cloned()
             .collect();
         for key in keys {
-            let local = self.patterns.iter().any(|p| p.matches(&key.1));
+            let local = self.subscribed(&key.1);
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };

@@ -508,3 +508,21 @@ fn an_unanswered_join_is_sent_again() {
     assert_eq!(net.publish(1, 2), Some(1));
     assert_eq!(net.got(2, 1), seqs(1..3));
 }
+
+/// Two subscriptions with one pattern (say, different options): when one goes, the other still
+/// receives (the pattern is counted, not a set member).
+#[test]
+fn a_pattern_stays_while_another_subscription_has_it() {
+    let mut net = Net::new(2, &OverlayConfig::default());
+    net.link(1, 2);
+    let now = net.now;
+    net.node(1).add_intent(route(1), now);
+    net.node(2).add_interest(pattern("robot.Pose@fleet.*"));
+    net.node(2).add_interest(pattern("robot.Pose@fleet.*"));
+    net.drain();
+    net.node(2).remove_interest(&pattern("robot.Pose@fleet.*"));
+    net.drain();
+    assert_eq!(net.publish(1, 3), Some(1));
+    net.drain();
+    assert_eq!(net.got(2, 1), seqs(1..4));
+}
