@@ -142,6 +142,7 @@ fn interest_to(i: &InterestDecl) -> proto::InterestDecl {
         }),
         fingerprint: i.fingerprint.to_bytes().to_vec(),
         schema: i.schema.as_ref().map(|s| s.encode()).unwrap_or_default(),
+        history: i.history,
     }
 }
 
@@ -443,6 +444,7 @@ fn interest_from(
         pattern,
         fingerprint: fingerprint(&i.fingerprint, "interest.fingerprint")?,
         schema: schemas.decode(&i.schema, "interest.schema")?,
+        history: i.history,
     })
 }
 

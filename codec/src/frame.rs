@@ -83,6 +83,8 @@ pub struct InterestDecl {
     pub fingerprint: Fingerprint,
     /// The message type's wire schema, if the sender knows it.
     pub schema: Option<Arc<Schema>>,
+    /// How many of each matching publisher's kept messages the subscriber asks for (0: none).
+    pub history: u32,
 }
 
 /// The route of a declared intent.

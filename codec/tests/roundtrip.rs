@@ -145,6 +145,7 @@ fn maximal_values_round_trip_and_one_more_is_refused() {
                 pattern: DeclPattern::Plain(long_route(1024, i).into()),
                 fingerprint: fp,
                 schema: None,
+                history: 0,
             })
             .collect(),
         capabilities: Capabilities {
@@ -239,6 +240,7 @@ fn maximal_advert_and_scalar_frames_round_trip_and_one_more_route_is_refused() {
                 pattern: DeclPattern::Plain(long_route(limits.max_route_len() as usize, i).into()),
                 fingerprint: fp,
                 schema: None,
+                history: 0,
             })
             .collect(),
         interests_removed: (0..quarter as u32).map(|i| u32::MAX - i).collect(),

@@ -38,7 +38,11 @@ pub struct IntentAd {
 }
 
 /// An interest as announced to or by a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Two ads are the same interest when all but `history` are equal: the history is a request
+/// made when the interest is declared, not part of what it is (so a node's subscriptions to
+/// one pattern stay one declaration, whatever history each asked for).
+#[derive(Debug, Clone)]
 pub struct InterestAd {
     /// The pattern subscribed to.
     pub pattern: RoutePattern,
@@ -48,6 +52,29 @@ pub struct InterestAd {
     pub schema: Option<Arc<Schema>>,
     /// As [`IntentAd::hashed`]; only for a pattern without wildcards (one exact route).
     pub hashed: Option<usize>,
+    /// How many of each matching publisher's kept messages the subscriber asks for when the
+    /// interest is linked (0: none).
+    pub history: usize,
+}
+
+impl PartialEq for InterestAd {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+            && self.fingerprint == other.fingerprint
+            && self.schema == other.schema
+            && self.hashed == other.hashed
+    }
+}
+
+impl Eq for InterestAd {}
+
+impl std::hash::Hash for InterestAd {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pattern.hash(state);
+        self.fingerprint.hash(state);
+        self.schema.hash(state);
+        self.hashed.hash(state);
+    }
 }
 
 /// A request/response service as announced to or by a peer: requests of one type on `route`,

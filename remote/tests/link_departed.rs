@@ -391,6 +391,7 @@ async fn never_acking_peer(
             fingerprint: Reading::fingerprint(),
             schema: None,
             hashed: None,
+            history: 0,
         },
         t(),
     );

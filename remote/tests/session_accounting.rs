@@ -66,6 +66,7 @@ fn subscriber(epoch: u64) -> Session {
             fingerprint: fingerprint(),
             schema: None,
             hashed: None,
+            history: 0,
         },
         std::time::Instant::now(),
     );
@@ -75,6 +76,7 @@ fn subscriber(epoch: u64) -> Session {
             fingerprint: fingerprint(),
             schema: None,
             hashed: None,
+            history: 0,
         },
         std::time::Instant::now(),
     );

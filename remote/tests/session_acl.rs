@@ -54,7 +54,8 @@ fn interest(p: &str) -> InterestAd {
         fingerprint: fingerprint(),
         schema: None,
         hashed: None,
-    }
+    },
+    history: 0,
 }
 
 fn config(acl: Acl) -> SessionConfig {
@@ -367,12 +368,14 @@ fn a_denied_advert_applies_none_of_its_declarations() {
                 pattern: DeclPattern::Plain(pattern("test.Reading@robot.*")),
                 fingerprint: fingerprint(),
                 schema: None,
+                history: 0,
             },
             InterestDecl {
                 id: 52,
                 pattern: DeclPattern::Plain(pattern("test.Reading@*.*")),
                 fingerprint: fingerprint(),
                 schema: None,
+                history: 0,
             },
         ],
         ..Advert::default()

@@ -65,6 +65,7 @@ fn subscriber(config: SessionConfig, now: Instant) -> Session {
             fingerprint: fingerprint(),
             schema: None,
             hashed: None,
+            history: 0,
         },
         now,
     );

@@ -192,6 +192,7 @@ fn sessions(a_config: SessionConfig, b_config: SessionConfig) -> (Session, Sessi
             fingerprint,
             schema: None,
             hashed: None,
+            history: 0,
         },
         now,
     );

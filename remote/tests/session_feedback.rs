@@ -35,6 +35,7 @@ fn sessions(now: Instant) -> (Session, Session, Route) {
         fingerprint,
         schema: None,
         hashed: None,
+        history: 0,
     };
     b.add_local_interest(interest, now);
     a.handle_connect(now, conn(1));

@@ -281,6 +281,7 @@ fn subscriber(epoch: u64, lossy: bool) -> Session {
             fingerprint: Fingerprint::of_name("test.Reading"),
             schema: None,
             hashed: None,
+            history: 0,
         },
         std::time::Instant::now(),
     );
@@ -599,6 +600,7 @@ fn close_from(closer: Side) {
             fingerprint,
             schema: None,
             hashed: None,
+            history: 0,
         },
         now,
     );

@@ -11,6 +11,26 @@ pub enum PublishError {
     /// The path does not make a valid route with the message type name.
     #[error("invalid route: {0}")]
     Route(#[from] RouteParseError),
+    /// The history size is out of range ([`PublishOptions::history`](crate::PublishOptions)).
+    #[error("history of {value} messages is invalid: must be at most {max}")]
+    History {
+        /// The requested number of messages.
+        value: usize,
+        /// The largest accepted number.
+        max: usize,
+    },
+    /// The history's byte bound is 0 (`PublishOptions::history_bytes`).
+    #[error("history bound of {value} bytes is invalid: must be at least 1")]
+    HistoryBytes {
+        /// The requested bound.
+        value: usize,
+    },
+    /// The history's age limit is zero (`PublishOptions::history_age`).
+    #[error("history age of {value:?} is invalid: must be more than zero")]
+    HistoryAge {
+        /// The requested age.
+        value: std::time::Duration,
+    },
     /// The router is closed.
     #[error("router is closed")]
     Closed,
@@ -29,6 +49,14 @@ pub enum SubscribeError {
         /// The requested capacity.
         value: usize,
         /// The largest accepted capacity.
+        max: usize,
+    },
+    /// The history asked for is out of range (`SubscribeOptions::history`).
+    #[error("history of {value} messages is invalid: must be at most {max}")]
+    History {
+        /// The requested number of messages.
+        value: usize,
+        /// The largest accepted number.
         max: usize,
     },
     /// A hashed interest names one exact route; this pattern has wildcards.

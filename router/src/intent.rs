@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::error::{SendError, SendErrorKind, WaitError};
 use crate::events::{EventHub, LinkEvent, LinkEvents};
+use crate::history::{History, Limits};
 use crate::id::HandleId;
 use crate::linker::IntentSlot;
 use crate::queue::{Push, Queue};
@@ -64,6 +65,8 @@ impl<T> Clone for Sink<T> {
 
 /// Publisher state shared between the handle and the linker.
 pub(crate) struct IntentShared<T> {
+    /// The route it publishes on (history is sent to a peer on it).
+    route: Route,
     /// The linked sinks, replaced wholesale by the linker's changes (applied one at a time), read
     /// lock-free by `send`.
     sinks: ArcSwap<Vec<(HandleId, Sink<T>)>>,
@@ -91,6 +94,10 @@ pub(crate) struct IntentShared<T> {
     /// Per peer: drops reported in total, lag and capacity at the last report (touched only
     /// when a report comes, every 100 ms at most per peer).
     peer_feedback: Mutex<BTreeMap<PeerId, SubscriberFeedback>>,
+    /// The messages kept for late subscribers (`PublishOptions::history`). Sends record and
+    /// load `sinks` under its lock, links that hand history over add their sink under it: the
+    /// seam between history and live messages (see `history.rs`).
+    history: Option<Mutex<History<T>>>,
 }
 
 /// Subscriber count and closed flag, watched by `interested()`.
@@ -101,9 +108,11 @@ struct Status {
 }
 
 impl<T: Message> IntentShared<T> {
-    /// A new intent's state; `ring_capacity` is the router's default queue capacity.
-    pub(crate) fn new(ring_capacity: usize) -> Self {
+    /// A new intent's state; `ring_capacity` is the router's default queue capacity, `history`
+    /// what it keeps for late subscribers.
+    pub(crate) fn new(route: Route, ring_capacity: usize, history: Option<Limits>) -> Self {
         Self {
+            route,
             sinks: ArcSwap::from_pointee(Vec::new()),
             ring: OnceLock::new(),
             ring_capacity,
@@ -117,7 +126,36 @@ impl<T: Message> IntentShared<T> {
             undelivered: std::array::from_fn(|_| AtomicU64::new(0)),
             remote_dropped: AtomicU64::new(0),
             peer_feedback: Mutex::new(BTreeMap::new()),
+            history: history.map(|limits| Mutex::new(History::new(limits))),
         }
+    }
+
+    /// Adds a peer's sink: the peer's first for this intent sends, later ones only count.
+    fn add_peer_sink(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>) {
+        self.update(|sinks| {
+            let primary = !sinks
+                .iter()
+                .any(|(_, s)| matches!(s, Sink::Peer { peer: p, .. } if *p == peer));
+            sinks.push((
+                interest,
+                Sink::Peer {
+                    sink,
+                    peer,
+                    primary,
+                    lagging: Arc::new(AtomicBool::new(false)),
+                },
+            ));
+        });
+    }
+
+    /// Records a message in the history (if the intent keeps one) and loads the sinks, both
+    /// under the history's lock; `None` when there is no history (the caller loads the sinks
+    /// itself).
+    fn record(&self, message: &Arc<T>) -> Option<arc_swap::Guard<Arc<Vec<(HandleId, Sink<T>)>>>> {
+        let history = self.history.as_ref()?;
+        let mut history = lock(history);
+        history.record(message.clone(), message.encoded_len(), Instant::now());
+        Some(self.sinks.load())
     }
 
     fn update(&self, f: impl FnOnce(&mut Vec<(HandleId, Sink<T>)>)) {
@@ -154,6 +192,17 @@ impl<T: Message> IntentSlot for IntentShared<T> {
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool {
         match queue.clone().downcast::<Queue<T>>() {
             Ok(queue) => {
+                // A subscriber that asks for history gets it and its sink under the history's
+                // lock; it takes the queue path (a ring cursor would start at the ring's tail,
+                // which can be behind what was recorded).
+                if let Some(history) = &self.history
+                    && queue.history_wanted() > 0
+                {
+                    let mut history = lock(history);
+                    queue.preload(history.latest(queue.history_wanted(), Instant::now()));
+                    self.update(|sinks| sinks.push((interest, Sink::Local(queue))));
+                    return true;
+                }
                 let ring = self.ring.get_or_init(|| {
                     Arc::new(Ring::new(
                         self.ring_capacity.max(queue.capacity()),
@@ -172,21 +221,38 @@ impl<T: Message> IntentSlot for IntentShared<T> {
         }
     }
 
-    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>) {
-        self.update(|sinks| {
-            let primary = !sinks
-                .iter()
-                .any(|(_, s)| matches!(s, Sink::Peer { peer: p, .. } if *p == peer));
-            sinks.push((
-                interest,
-                Sink::Peer {
-                    sink,
-                    peer,
-                    primary,
-                    lagging: Arc::new(AtomicBool::new(false)),
-                },
-            ));
-        });
+    fn link_peer(
+        &self,
+        interest: HandleId,
+        peer: PeerId,
+        sink: Arc<dyn PayloadSink>,
+        history: usize,
+    ) {
+        let kept = self.history.as_ref().filter(|_| history > 0).map(lock);
+        let primary = !self
+            .sinks
+            .load()
+            .iter()
+            .any(|(_, s)| matches!(s, Sink::Peer { peer: p, .. } if *p == peer));
+        // Only a peer that gets nothing of this intent yet gets its history: one that does
+        // fans every message in to all its matching interests itself, so history sent again
+        // would reach the old ones twice, and live messages could overtake it at the new one.
+        if let Some(mut kept) = kept.filter(|_| primary) {
+            let mut refused = 0;
+            for message in kept.latest(history, Instant::now()) {
+                if sink.try_send(&self.route, encode(&*message)).is_err() {
+                    refused += 1;
+                }
+            }
+            if refused > 0 {
+                let route = self.route.clone();
+                self.undelivered(peer, &route, refused, Undelivered::Timeout);
+            }
+            // The sink is added under the history's lock: the seam (see `history.rs`).
+            self.add_peer_sink(interest, peer, sink);
+            return;
+        }
+        self.add_peer_sink(interest, peer, sink);
     }
 
     fn unlink(&self, interest: HandleId) {
@@ -357,7 +423,10 @@ impl<T: Message> Intent<T> {
         // Most intents reach only rings: skip loading the sink list then (it costs atomic
         // operations on every send).
         let loaded;
-        let sinks: &[(HandleId, Sink<T>)] = if self.shared.has_sinks.load(Ordering::Acquire) {
+        let sinks: &[(HandleId, Sink<T>)] = if let Some(recorded) = self.shared.record(&message) {
+            loaded = recorded;
+            &loaded
+        } else if self.shared.has_sinks.load(Ordering::Acquire) {
             loaded = self.shared.sinks.load();
             &loaded
         } else {
@@ -448,17 +517,21 @@ impl<T: Message> Intent<T> {
     ///
     /// # Errors
     /// [`SendErrorKind::Closed`] when closed; [`SendErrorKind::NoSubscribers`] when nobody
-    /// (local or peer) subscribes; [`SendErrorKind::Full`] when a `Block` subscriber (local or
+    /// (local or peer) subscribes and the intent keeps no history; [`SendErrorKind::Full`] when a `Block` subscriber (local or
     /// peer) was full (every other subscriber got the message).
     pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
         let message = Arc::new(message);
         if self.is_closed() {
             return Err(self.fail(SendErrorKind::Closed, message));
         }
-        if self.shared.subscribers() == 0 {
-            return Err(self.fail(SendErrorKind::NoSubscribers, message));
-        }
-        let sinks = self.shared.sinks.load();
+        // With a history, a message nobody receives yet is kept for late subscribers: sent.
+        let sinks = match self.shared.record(&message) {
+            Some(sinks) => sinks,
+            None if self.shared.subscribers() == 0 => {
+                return Err(self.fail(SendErrorKind::NoSubscribers, message));
+            }
+            None => self.shared.sinks.load(),
+        };
         let mut encoded: Option<Bytes> = None;
         let mut undelivered = 0;
         if let Some(ring) = self.shared.ring.get()

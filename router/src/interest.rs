@@ -25,9 +25,11 @@ pub(crate) struct InterestShared<T> {
 }
 
 impl<T: Message> InterestShared<T> {
-    pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
+    /// A subscriber's state; `history` is how many kept messages of each local publisher it
+    /// asked for.
+    pub(crate) fn new(capacity: usize, overflow: Overflow, history: usize) -> Self {
         Self {
-            queue: Arc::new(Queue::new(capacity, overflow)),
+            queue: Arc::new(Queue::new(capacity, overflow).with_history(history)),
             events: EventHub::new(),
         }
     }

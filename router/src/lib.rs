@@ -62,6 +62,7 @@
 mod delivery;
 mod error;
 mod events;
+mod history;
 mod id;
 mod intent;
 mod interest;
@@ -84,6 +85,7 @@ pub use error::{
     SendErrorKind, ServeError, SubscribeError, TryRecvError, WaitError,
 };
 pub use events::{EventsError, LinkEvent, LinkEvents};
+pub use history::{DEFAULT_HISTORY_BYTES, MAX_HISTORY};
 pub use id::{HandleId, Origin};
 pub use intent::Intent;
 pub use interest::Interest;

@@ -30,8 +30,14 @@ use crate::snapshot::{IntentInfo, InterestInfo, LinkInfo, QueueStats, RouterCoun
 pub(crate) trait IntentSlot: Send + Sync {
     /// Links a local interest; `queue` is its `Arc<Queue<T>>`. False if the types differ.
     fn link_local(&self, interest: HandleId, queue: &Arc<dyn Any + Send + Sync>) -> bool;
-    /// Links an interest of `peer`.
-    fn link_peer(&self, interest: HandleId, peer: PeerId, sink: Arc<dyn PayloadSink>);
+    /// Links an interest of `peer`, which asked for `history` kept messages.
+    fn link_peer(
+        &self,
+        interest: HandleId,
+        peer: PeerId,
+        sink: Arc<dyn PayloadSink>,
+        history: usize,
+    );
     /// Removes a link.
     fn unlink(&self, interest: HandleId);
     /// Reports a link event to the handle's event stream.
@@ -88,6 +94,8 @@ pub(crate) enum Change {
         id: HandleId,
         peer: PeerId,
         sink: Arc<dyn PayloadSink>,
+        /// Kept messages the peer's interest asked for.
+        history: usize,
     },
     /// Let a peer's intent feed a local interest.
     FanIn {
@@ -188,6 +196,7 @@ impl Linker {
                 fingerprint: entry.fingerprint,
                 schema: entry.schema.clone(),
                 hashed: entry.hashed,
+                history: entry.history,
             };
             self.advertise_interest(ad, true, out);
         }
@@ -296,6 +305,7 @@ impl Linker {
                     id: interest_id,
                     peer,
                     sink: sink.clone(),
+                    history: interest.history,
                 }),
                 Origin::Local => None,
             },
@@ -456,6 +466,7 @@ impl Linker {
                     fingerprint: e.fingerprint,
                     schema: e.schema,
                     hashed: e.hashed,
+                    history: e.history,
                 };
                 self.advertise_interest(ad, false, out);
             }

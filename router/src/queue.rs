@@ -11,6 +11,7 @@
 //! Local intents reach `Block` and `DropOldest` subscribers through their rings instead (see
 //! [`crate::ring`]): the queue then lists the subscriber's cursors, and its receiver reads both.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,7 +23,8 @@ use crate::id::HandleId;
 use crate::ring::{Cursor, MAX_CURSORS, Ring};
 use crate::signal::Signal;
 use crate::sync::{
-    ArrayQueue, AtomicU64, AtomicUsize, Mutex, Notify, Ordering, Waiting, fence, lock, timeout_at,
+    ArrayQueue, AtomicBool, AtomicU64, AtomicUsize, Mutex, Notify, Ordering, Waiting, fence, lock,
+    timeout_at,
 };
 
 /// What happened to an item offered to a queue.
@@ -83,6 +85,13 @@ pub(crate) struct Queue<T> {
     sources: Mutex<Vec<Arc<Cursor<T>>>>,
     /// Bumped when `sources` changes, so the receiver refreshes its copy.
     sources_version: AtomicU64,
+    /// How many of each local publisher's kept messages this subscriber asked for.
+    history_wanted: usize,
+    /// Publishers' kept messages handed over at link time: read before anything else, so they
+    /// come before the live messages of their publisher.
+    prefix: Mutex<VecDeque<Arc<T>>>,
+    /// Whether `prefix` may hold something (the receiver skips its lock otherwise).
+    has_prefix: AtomicBool,
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
@@ -109,7 +118,51 @@ impl<T> Queue<T> {
             delivered: CachePadded::new(AtomicU64::new(0)),
             sources: Mutex::new(Vec::new()),
             sources_version: AtomicU64::new(0),
+            history_wanted: 0,
+            prefix: Mutex::new(VecDeque::new()),
+            has_prefix: AtomicBool::new(false),
         }
+    }
+
+    /// Asks for the latest `n` kept messages of each local publisher it links to.
+    pub(crate) fn with_history(mut self, n: usize) -> Self {
+        self.history_wanted = n;
+        self
+    }
+
+    /// How many kept messages of each publisher this subscriber asked for.
+    pub(crate) fn history_wanted(&self) -> usize {
+        self.history_wanted
+    }
+
+    /// Hands the subscriber a publisher's kept messages: the receiver reads them before any
+    /// message queued from now on.
+    pub(crate) fn preload(&self, items: Vec<Arc<T>>) {
+        if items.is_empty() || self.signal.is_closed() {
+            return;
+        }
+        lock(&self.prefix).extend(items);
+        self.has_prefix.store(true, Ordering::Release);
+        // Pairs with the fence in `poll_pop`, as a push's does.
+        fence(Ordering::SeqCst);
+        self.wake_if_parked();
+    }
+
+    /// Takes the oldest handed-over kept message.
+    fn pop_prefix(&self) -> Option<Arc<T>> {
+        if !self.has_prefix.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut prefix = lock(&self.prefix);
+        let item = prefix.pop_front();
+        if prefix.is_empty() {
+            self.has_prefix.store(false, Ordering::Release);
+        }
+        drop(prefix);
+        if item.is_some() {
+            self.count_delivered();
+        }
+        item
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -124,7 +177,7 @@ impl<T> Queue<T> {
     pub(crate) fn stats(&self) -> (usize, Counters) {
         let p = &self.produced;
         let (ring_len, ring_dropped) = self.ring_pending();
-        let len = self.items.len() + ring_len as usize;
+        let len = self.items.len() + ring_len as usize + lock(&self.prefix).len();
         let delivered = self.delivered.load(Ordering::Relaxed);
         // Messages a cursor will find dropped count as dropped now, as a queue's would.
         let dropped_oldest = self.signal.dropped_oldest() + ring_dropped;
@@ -140,7 +193,7 @@ impl<T> Queue<T> {
 
     /// Messages waiting, in the queue and in rings.
     pub(crate) fn len(&self) -> usize {
-        self.items.len() + self.ring_pending().0 as usize
+        self.items.len() + self.ring_pending().0 as usize + lock(&self.prefix).len()
     }
 
     /// Messages waiting in rings, and messages the cursors will find dropped.
@@ -319,6 +372,8 @@ impl<T> Queue<T> {
     pub(crate) fn close_and_clear(&self) {
         self.close();
         while self.items.pop().is_some() {}
+        lock(&self.prefix).clear();
+        self.has_prefix.store(false, Ordering::Release);
         let cursors = std::mem::take(&mut *lock(&self.sources));
         self.sources_version.fetch_add(1, Ordering::Release);
         for cursor in &cursors {
@@ -358,6 +413,9 @@ impl<T> Receiver<T> {
         // Read before looking at any source: the queue closes only after its cursors were
         // unlinked, so if it was closed already, empty sources stay empty.
         let closed = self.queue.is_closed();
+        if let Some(item) = self.queue.pop_prefix() {
+            return Ok(item);
+        }
         // Sources in turns: the cursors, then the queue (index `n`).
         let n = self.cursors.len();
         let start = self.turn;

@@ -13,6 +13,7 @@ use dndm_core::{
 
 use crate::delivery::PeerIntent;
 use crate::error::{BuildError, PublishError, SubscribeError};
+use crate::history::{self, DEFAULT_HISTORY_BYTES, MAX_HISTORY};
 use crate::id::Origin;
 use crate::intent::{Intent, IntentShared};
 use crate::interest::{Interest, InterestShared};
@@ -181,9 +182,37 @@ pub struct PublishOptions {
     /// Declare the route to peers hashed, keeping this many leading path segments readable
     /// (see [`Router::publish_hashed`]). Default: plain.
     pub hashed: Option<usize>,
+    /// Keep the last this many messages for subscribers that link later and ask for them
+    /// ([`SubscribeOptions::history`]), 0 to [`MAX_HISTORY`]. Default 0 (keep nothing).
+    pub history: usize,
+    /// Keep at most this many bytes (encoded size) of history. Default
+    /// [`DEFAULT_HISTORY_BYTES`].
+    pub history_bytes: Option<usize>,
+    /// Keep no message older than this. Default: no age limit.
+    pub history_age: Option<Duration>,
 }
 
 impl PublishOptions {
+    /// Keeps the last `messages` messages for late subscribers that ask for them
+    /// ([`SubscribeOptions::history`]): they get those first, then the live ones, in order,
+    /// with no duplicate and no gap between the two.
+    pub fn history(mut self, messages: usize) -> Self {
+        self.history = messages;
+        self
+    }
+
+    /// Bounds the history in bytes (encoded size): the oldest kept messages go first.
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = Some(bytes);
+        self
+    }
+
+    /// Keeps no message older than `age` in the history.
+    pub fn history_age(mut self, age: Duration) -> Self {
+        self.history_age = Some(age);
+        self
+    }
+
     /// Declares the route to peers hashed, keeping `prefix_segments` leading path segments
     /// readable: only a peer that knows the type and the whole path can link to it.
     pub fn hashed(mut self, prefix_segments: usize) -> Self {
@@ -217,9 +246,20 @@ pub struct SubscribeOptions {
     /// Declare the interest to peers hashed (an exact route only; see
     /// [`Router::subscribe_hashed`]). Default: plain.
     pub hashed: Option<usize>,
+    /// Receive up to this many of the messages each publisher kept
+    /// ([`PublishOptions::history`]) before its live ones, 0 to [`MAX_HISTORY`]. Default 0.
+    pub history: usize,
 }
 
 impl SubscribeOptions {
+    /// Asks each publisher this interest links to for up to its last `messages` kept messages
+    /// ([`PublishOptions::history`]): they come first, then the live ones, in order, with no
+    /// duplicate and no gap between the two (per publisher).
+    pub fn history(mut self, messages: usize) -> Self {
+        self.history = messages;
+        self
+    }
+
     /// Declares the interest to peers hashed, keeping `prefix_segments` leading path segments
     /// readable; the pattern must be one exact route (no wildcards).
     pub fn hashed(mut self, prefix_segments: usize) -> Self {
@@ -298,14 +338,20 @@ impl Router {
     /// [`Router::publish`] with options.
     ///
     /// # Errors
-    /// As [`Router::publish`].
+    /// As [`Router::publish`], plus [`PublishError::History`], [`PublishError::HistoryBytes`]
+    /// and [`PublishError::HistoryAge`] for history options out of range.
     pub fn publish_with<T: Message>(
         &self,
         path: &str,
         options: PublishOptions,
     ) -> Result<Intent<T>, PublishError> {
         let route = Route::new(&T::type_name(), path)?;
-        let shared = Arc::new(IntentShared::<T>::new(self.inner.settings.queue_capacity));
+        let history = history_limits(&options)?;
+        let shared = Arc::new(IntentShared::<T>::new(
+            route.clone(),
+            self.inner.settings.queue_capacity,
+            history,
+        ));
         let id = self.inner.next_id();
         self.inner.update(|linker, out| {
             if linker.closed {
@@ -347,7 +393,8 @@ impl Router {
     /// [`Router::subscribe`] with options.
     ///
     /// # Errors
-    /// As [`Router::subscribe`], plus [`SubscribeError::Capacity`].
+    /// As [`Router::subscribe`], plus [`SubscribeError::Capacity`] and
+    /// [`SubscribeError::History`].
     pub fn subscribe_with<T: Message>(
         &self,
         pattern: &str,
@@ -368,8 +415,18 @@ impl Router {
                 max: MAX_QUEUE_CAPACITY,
             });
         }
+        if options.history > MAX_HISTORY {
+            return Err(SubscribeError::History {
+                value: options.history,
+                max: MAX_HISTORY,
+            });
+        }
         let overflow = options.overflow.unwrap_or(self.inner.settings.overflow);
-        let shared = Arc::new(InterestShared::<T>::new(capacity, overflow));
+        let shared = Arc::new(InterestShared::<T>::new(
+            capacity,
+            overflow,
+            options.history,
+        ));
         let id = self.inner.next_id();
         self.inner.update(|linker, out| {
             if linker.closed {
@@ -383,7 +440,8 @@ impl Router {
                 InterestSide::Local(shared.clone()),
             )
             .with_schema(Some(T::schema()))
-            .hashed(options.hashed);
+            .hashed(options.hashed)
+            .history(options.history);
             linker.add_interest(id, entry, out);
             Ok(())
         })?;
@@ -588,7 +646,8 @@ impl RouterPort for Port {
                 None,
                 InterestSide::Peer(sink),
             )
-            .with_schema(ad.schema);
+            .with_schema(ad.schema)
+            .history(ad.history);
             linker.add_interest(id, entry, out);
             Ok(())
         })
@@ -657,4 +716,27 @@ impl RouterPort for Port {
             None => tracing::debug!(%peer, %route, count, %reason, "undelivered, intent gone"),
         }
     }
+}
+
+/// The history an intent keeps, checked: `None` when it keeps none.
+fn history_limits(options: &PublishOptions) -> Result<Option<history::Limits>, PublishError> {
+    if options.history > MAX_HISTORY {
+        return Err(PublishError::History {
+            value: options.history,
+            max: MAX_HISTORY,
+        });
+    }
+    if options.history_bytes == Some(0) {
+        return Err(PublishError::HistoryBytes { value: 0 });
+    }
+    if options.history_age == Some(Duration::ZERO) {
+        return Err(PublishError::HistoryAge {
+            value: Duration::ZERO,
+        });
+    }
+    Ok((options.history > 0).then(|| history::Limits {
+        messages: options.history,
+        bytes: options.history_bytes.unwrap_or(DEFAULT_HISTORY_BYTES),
+        age: options.history_age,
+    }))
 }

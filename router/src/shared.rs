@@ -149,7 +149,8 @@ fn apply(change: Change, endpoints: &[Arc<dyn Endpoint>]) {
             id,
             peer,
             sink,
-        } => intent.link_peer(id, peer, sink),
+            history,
+        } => intent.link_peer(id, peer, sink, history),
         Change::FanIn {
             fan_in,
             id,

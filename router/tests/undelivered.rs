@@ -68,6 +68,7 @@ async fn router_with_a_full_peer(path: &str) -> (Router, Arc<dyn RouterPort>, Pe
         fingerprint: Reading::fingerprint(),
         schema: None,
         hashed: None,
+        history: 0,
     };
     port.add_peer_interest(&peer, ad, Arc::new(AlwaysFull))
         .unwrap();

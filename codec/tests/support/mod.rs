@@ -108,12 +108,14 @@ pub fn interest() -> impl Strategy<Value = InterestDecl> {
         ],
         fingerprint(),
         schema(),
+        any::<u32>(),
     )
-        .prop_map(|(id, pattern, fingerprint, schema)| InterestDecl {
+        .prop_map(|(id, pattern, fingerprint, schema, history)| InterestDecl {
             id,
             pattern,
             fingerprint,
             schema,
+            history,
         })
 }
 
@@ -277,6 +279,7 @@ pub fn samples() -> Vec<Frame> {
         pattern: DeclPattern::Plain("example.Imu@robot.*.imu".parse().expect("valid")),
         fingerprint: fp,
         schema: None,
+        history: 0,
     };
     let hashed = IntentDecl {
         id: 3,

@@ -138,6 +138,7 @@ impl Trees {
             fingerprint: intent.fingerprint,
             schema: intent.schema.clone(),
             hashed: None,
+            history: 0,
         };
         let sink = Arc::new(OriginSink {
             tx: self.publishes_tx.clone(),

@@ -45,6 +45,7 @@ fn pair(now: Instant) -> (Link, Link) {
         fingerprint,
         schema: None,
         hashed: None,
+        history: 0,
     });
     a.handle_local(publishes, 0, now);
     b.handle_local(subscribes, 0, now);

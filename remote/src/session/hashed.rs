@@ -102,6 +102,7 @@ impl Known {
             fingerprint: decl.fingerprint,
             schema: decl.schema.clone(),
             hashed: None,
+            history: decl.history as usize,
         })
     }
 }

@@ -551,6 +551,7 @@ pub(super) fn interest_decl(id: u32, ad: &InterestAd) -> InterestDecl {
         },
         fingerprint: ad.fingerprint,
         schema: ad.schema.clone(),
+        history: u32::try_from(ad.history).unwrap_or(u32::MAX),
     }
 }
 
@@ -569,6 +570,7 @@ pub(super) fn service_decls(id: u32, ad: &ServiceAd) -> (IntentDecl, InterestDec
         pattern: DeclPattern::Plain(RoutePattern::from(ad.route.clone())),
         fingerprint: ad.request_fingerprint,
         schema: None,
+        history: 0,
     };
     (intent, interest)
 }

@@ -314,7 +314,8 @@ fn interest_ad(i: usize) -> InterestAd {
         schema: None,
         hashed: None,
         pattern,
-    }
+    },
+    history: 0,
 }
 
 fn service_ad(i: usize) -> ServiceAd {
@@ -723,6 +724,7 @@ impl World {
             fingerprint: Self::fingerprint(input, pattern.type_name()),
             schema: None,
             pattern: DeclPattern::Plain(pattern),
+            history: 0,
         }
     }
 
@@ -755,6 +757,7 @@ impl World {
                 pattern: DeclPattern::Plain(pattern.parse().unwrap()),
                 fingerprint: Fingerprint::of_name("test.Req"),
                 schema: None,
+                history: 0,
             });
         }
     }

@@ -40,6 +40,9 @@ pub(crate) struct InterestEntry {
     pub(crate) schema: Option<Arc<Schema>>,
     /// As [`IntentEntry::hashed`].
     pub(crate) hashed: Option<usize>,
+    /// Kept messages asked of each publisher it links to (a local one's queue knows it too;
+    /// a peer's comes with its declaration).
+    pub(crate) history: usize,
     pub(crate) origin: Origin,
     pub(crate) type_id: Option<TypeId>,
     pub(crate) side: InterestSide,
@@ -82,6 +85,7 @@ impl InterestEntry {
             fingerprint,
             schema: None,
             hashed: None,
+            history: 0,
             origin,
             type_id,
             side,
@@ -114,6 +118,12 @@ impl InterestEntry {
     /// Declares it to peers hashed (local entries with an exact pattern).
     pub(crate) fn hashed(mut self, hashed: Option<usize>) -> Self {
         self.hashed = hashed;
+        self
+    }
+
+    /// Asks each publisher it links to for up to `history` kept messages.
+    pub(crate) fn history(mut self, history: usize) -> Self {
+        self.history = history;
         self
     }
 }

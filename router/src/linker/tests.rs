@@ -13,7 +13,7 @@ impl IntentSlot for Untouchable {
     fn link_local(&self, _: HandleId, _: &Arc<dyn Any + Send + Sync>) -> bool {
         panic!("{CALLED}")
     }
-    fn link_peer(&self, _: HandleId, _: PeerId, _: Arc<dyn PayloadSink>) {
+    fn link_peer(&self, _: HandleId, _: PeerId, _: Arc<dyn PayloadSink>, _: usize) {
         panic!("{CALLED}")
     }
     fn unlink(&self, _: HandleId) {
