@@ -17,9 +17,7 @@ const GUARD: Duration = Duration::from_secs(30);
 async fn a_node_that_joins_late_gets_the_last_messages_then_the_live_ones() {
     let a_port = port(71);
     let (a, _ea) = node(71, Some(a_port), None).await;
-    let options = PublishOptions::default()
-        .history(100)
-        .qos(Qos::reliable());
+    let options = PublishOptions::default().history(100).qos(Qos::reliable());
     let intent = a.publish_with::<Reading>("mesh.status", options).unwrap();
     for seq in 0..1000 {
         intent.send(Reading { seq }).await.unwrap();
@@ -36,7 +34,10 @@ async fn a_node_that_joins_late_gets_the_last_messages_then_the_live_ones() {
         intent.send(Reading { seq }).await.unwrap();
     }
     for want in 900..2000 {
-        let got = tokio::time::timeout(GUARD, late.recv()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(GUARD, late.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.seq, want);
     }
     b.close().await;

@@ -33,9 +33,7 @@ fn subscribe(history: usize) -> SubscribeOptions {
 #[tokio::test]
 async fn a_late_subscriber_on_a_peer_gets_the_kept_messages_then_the_live_ones() {
     let (a, b) = linked_pair().await;
-    let options = PublishOptions::default()
-        .history(100)
-        .qos(Qos::reliable());
+    let options = PublishOptions::default().history(100).qos(Qos::reliable());
     let intent = a.publish_with::<Reading>("fleet.status", options).unwrap();
     for seq in 0..1000 {
         intent.send(Reading { seq }).await.unwrap();
@@ -61,9 +59,7 @@ async fn a_late_subscriber_on_a_peer_gets_the_kept_messages_then_the_live_ones()
 async fn the_seam_holds_over_a_link_while_the_publisher_keeps_sending() {
     const TOTAL: u64 = 5_000;
     let (a, b) = linked_pair().await;
-    let options = PublishOptions::default()
-        .history(100)
-        .qos(Qos::reliable());
+    let options = PublishOptions::default().history(100).qos(Qos::reliable());
     let intent = a.publish_with::<Reading>("fleet.status", options).unwrap();
     let sender = tokio::spawn(async move {
         for seq in 0..TOTAL {
@@ -93,9 +89,7 @@ async fn the_seam_holds_over_a_link_while_the_publisher_keeps_sending() {
 #[tokio::test]
 async fn a_peer_that_already_receives_gets_no_history_twice() {
     let (a, b) = linked_pair().await;
-    let options = PublishOptions::default()
-        .history(10)
-        .qos(Qos::reliable());
+    let options = PublishOptions::default().history(10).qos(Qos::reliable());
     let intent = a.publish_with::<Reading>("fleet.status", options).unwrap();
     let mut first = b
         .subscribe_with::<Reading>("fleet.*", subscribe(0))
@@ -115,7 +109,11 @@ async fn a_peer_that_already_receives_gets_no_history_twice() {
     let linked = tokio::time::timeout(GUARD, events.recv()).await.unwrap();
     assert!(matches!(linked, Ok(LinkEvent::Linked { .. })), "{linked:?}");
     intent.send(Reading { seq: 20 }).await.unwrap();
-    assert_eq!(next(&mut first).await, 20, "no history again at the old subscriber");
+    assert_eq!(
+        next(&mut first).await,
+        20,
+        "no history again at the old subscriber"
+    );
     a.close().await;
     b.close().await;
 }

@@ -54,8 +54,8 @@ fn interest(p: &str) -> InterestAd {
         fingerprint: fingerprint(),
         schema: None,
         hashed: None,
-    },
-    history: 0,
+        history: 0,
+    }
 }
 
 fn config(acl: Acl) -> SessionConfig {

@@ -80,8 +80,7 @@ impl<T> History<T> {
                 .is_some_and(|age| now.saturating_duration_since(at) > age)
         };
         while let Some((_, size, at)) = self.items.front() {
-            let over =
-                self.items.len() > self.limits.messages || self.bytes > self.limits.bytes;
+            let over = self.items.len() > self.limits.messages || self.bytes > self.limits.bytes;
             if !over && !too_old(*at) {
                 break;
             }
@@ -120,7 +119,11 @@ mod tests {
         for i in 0..10 {
             h.record(Arc::new(i), 10, now);
         }
-        assert_eq!(values(h.latest(100, now)), vec![8, 9], "at most 25 bytes kept");
+        assert_eq!(
+            values(h.latest(100, now)),
+            vec![8, 9],
+            "at most 25 bytes kept"
+        );
         h.record(Arc::new(10), 30, now);
         assert_eq!(h.len(), 0, "a message over the byte bound is not kept");
     }

@@ -63,6 +63,9 @@ impl<T> Clone for Sink<T> {
     }
 }
 
+/// The linked sinks, each with its interest's id.
+type Sinks<T> = Vec<(HandleId, Sink<T>)>;
+
 /// Publisher state shared between the handle and the linker.
 pub(crate) struct IntentShared<T> {
     /// The route it publishes on (history is sent to a peer on it).
@@ -151,7 +154,7 @@ impl<T: Message> IntentShared<T> {
     /// Records a message in the history (if the intent keeps one) and loads the sinks, both
     /// under the history's lock; `None` when there is no history (the caller loads the sinks
     /// itself).
-    fn record(&self, message: &Arc<T>) -> Option<arc_swap::Guard<Arc<Vec<(HandleId, Sink<T>)>>>> {
+    fn record(&self, message: &Arc<T>) -> Option<arc_swap::Guard<Arc<Sinks<T>>>> {
         let history = self.history.as_ref()?;
         let mut history = lock(history);
         history.record(message.clone(), message.encoded_len(), Instant::now());

@@ -108,7 +108,10 @@ async fn the_seam_holds_while_the_publisher_keeps_sending() {
             .capacity(1 << 16)
             .overflow(Overflow::Block);
         let at = sent.load(Ordering::Acquire);
-        joined.push((at, router.subscribe_with::<Reading>("a.b", options).unwrap()));
+        joined.push((
+            at,
+            router.subscribe_with::<Reading>("a.b", options).unwrap(),
+        ));
         tokio::task::yield_now().await;
     }
     let intent = sender.await.unwrap();

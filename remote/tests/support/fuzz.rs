@@ -314,8 +314,8 @@ fn interest_ad(i: usize) -> InterestAd {
         schema: None,
         hashed: None,
         pattern,
-    },
-    history: 0,
+        history: 0,
+    }
 }
 
 fn service_ad(i: usize) -> ServiceAd {
