@@ -80,6 +80,7 @@ mod frame;
 mod header;
 mod limits;
 mod proto;
+pub mod record;
 mod sign;
 mod wire;
 
