@@ -29,6 +29,10 @@ use dndm_core::{Fingerprint, PublicKey, Route};
 
 use crate::sign::SessionId;
 
+mod audit;
+
+pub use audit::{RecordedMessage, Report, SignerReport, audit, messages};
+
 /// The first 8 bytes of a recording.
 pub const FILE_MAGIC: [u8; 8] = *b"DNDMREC\x01";
 /// The first 2 bytes of every record.
@@ -390,10 +394,13 @@ mod tests {
                 record: Record::Batch(b),
                 intact: false,
                 ..
-            } => assert_ne!(b.frame, match &records[3] {
-                Record::Batch(b) => b.frame.clone(),
-                Record::Route(_) => unreachable!(),
-            }),
+            } => assert_ne!(
+                b.frame,
+                match &records[3] {
+                    Record::Batch(b) => b.frame.clone(),
+                    Record::Route(_) => unreachable!(),
+                }
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -407,7 +414,9 @@ mod tests {
         data[second + 3] ^= 0x10;
         let items = read(&data);
         assert!(
-            items.iter().any(|i| matches!(i, Item::Damaged { offset, .. } if *offset == second)),
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Damaged { offset, .. } if *offset == second)),
             "{items:?}"
         );
         let intact = items

@@ -45,6 +45,7 @@ use crate::session::LinkFailure;
 
 mod config;
 mod connections;
+mod record;
 
 use connections::{Listener, accept_loop, dial_loop, hand_off, start_handshake};
 
@@ -131,6 +132,10 @@ pub struct RemoteStats {
     /// Times a peer or a connection crossed each budget of `[remote.budget]` (a closed link, a
     /// refused connection, a request answered `Busy`...). Kept when a link goes away.
     pub over_budget: BudgetCounts,
+    /// Signed batches handed to the recorder ([`RemoteEndpoint::recorder`]).
+    pub recorded: u64,
+    /// Signed batches the recorder did not get: it fell behind by its channel's capacity.
+    pub record_dropped: u64,
 }
 
 /// Counts per [`BudgetKind`]: how often each budget was crossed.
@@ -201,6 +206,8 @@ pub(crate) struct Inner {
     pub(crate) links_full: AtomicBool,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
+    /// Where signed batches go when recording (`session.record`).
+    pub(crate) recorder: OnceLock<mpsc::Sender<dndm_codec::record::Record>>,
 }
 
 /// A handshaken connection handed to a peer's link task.
@@ -310,6 +317,7 @@ impl RemoteEndpoint {
                 links_full: AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                recorder: OnceLock::new(),
             }),
         })
     }

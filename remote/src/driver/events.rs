@@ -271,6 +271,7 @@ impl Driver {
                 }
             }
             SessionEvent::Rtt(rtt) => self.rtt = Some(rtt),
+            SessionEvent::SignedBatch(batch) => self.inner.record(*batch),
             SessionEvent::Established { resumed, .. } => {
                 tracing::debug!(resumed, "session established");
                 // Shown connected before the peer's routes are linked (they follow this

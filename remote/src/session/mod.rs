@@ -71,6 +71,7 @@ pub use hashed::MAX_PEER_SCHEMA_BYTES;
 pub(crate) use types::require;
 pub use types::{
     Binding, Connection, Event, LinkFailure, SessionConfig, SessionSendError, SessionStats,
+    SignedBatch,
 };
 
 use routes::{Change, LocalRoutes, PeerRoutes, declare, withdraw};
@@ -197,6 +198,10 @@ pub struct Session {
     stats: SessionStats,
     /// Whether compression pays in time on this link (measured while saturated).
     trial: trial::CompressionTrial,
+    /// With `config.record`: the route ids already handed over with a recorded batch, per
+    /// session id (what each meant then).
+    recorded_routes: HashMap<u32, Route>,
+    recorded_session: Option<dndm_codec::SessionId>,
 }
 
 impl Session {
@@ -238,6 +243,8 @@ impl Session {
             next_seq: 1,
             acked: 0,
             expected: 1,
+            recorded_routes: HashMap::new(),
+            recorded_session: None,
             ack_due: false,
             early: BTreeMap::new(),
             conn: None,

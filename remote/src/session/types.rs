@@ -10,8 +10,8 @@ use dndm_codec::{
     SessionId,
 };
 use dndm_core::{
-    BudgetConfig, BudgetKind, IntentAd, InterestAd, InvalidSetting, PeerId, Route, RoutePattern,
-    ServiceAd, Signing, Undelivered,
+    BudgetConfig, BudgetKind, IntentAd, InterestAd, InvalidSetting, PeerId, PublicKey, Route,
+    RoutePattern, ServiceAd, Signing, Undelivered,
 };
 
 use crate::acl::Acl;
@@ -62,6 +62,24 @@ pub struct SessionConfig {
     /// requests); the endpoint also takes its connection budgets from here. Default:
     /// [`BudgetConfig::default`].
     pub budget: BudgetConfig,
+    /// Hand every signed batch that verified over as [`Event::SignedBatch`] (a recorder).
+    /// Needs `signing` = [`Signing::Batch`], so that peers sign. Default false.
+    pub record: bool,
+}
+
+/// A signed batch as a recorder keeps it: the frame as it arrived, whom and which session it
+/// was signed for, and the meaning of route ids its messages use that were not handed over
+/// before in this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBatch {
+    /// The frame, signature included.
+    pub frame: Bytes,
+    /// The session it was signed for.
+    pub session: SessionId,
+    /// The key that signed it.
+    pub signer: PublicKey,
+    /// New route ids: `(id, route, fingerprint)`.
+    pub routes: Vec<(u32, Route, dndm_core::Fingerprint)>,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +101,7 @@ impl Default for SessionConfig {
             acl: Acl::allow_all(),
             dictionaries: BTreeMap::new(),
             budget: BudgetConfig::default(),
+            record: false,
         }
     }
 }
@@ -114,6 +133,12 @@ impl SessionConfig {
     /// The first [`InvalidSetting`], naming the field (`session.…`).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let positive = "must be at least 1";
+        require(
+            !self.record || self.signing == Signing::Batch,
+            "session.record",
+            self.record,
+            "needs session.signing = batch (peers sign only then)",
+        )?;
         require(
             self.send_queue > 0,
             "session.send_queue",
@@ -304,6 +329,8 @@ pub enum Event {
     },
     /// A round trip was measured.
     Rtt(Duration),
+    /// A signed batch that verified, as it arrived (only with [`SessionConfig::record`]).
+    SignedBatch(Box<SignedBatch>),
     /// The send queue has room again after refusing a message.
     SendReady,
     /// `count` messages accepted by [`Session::send`](super::Session::send) on `route` left our hands: the peer
