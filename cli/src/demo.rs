@@ -112,6 +112,10 @@ pub(crate) struct Args {
     /// Mesh nodes to start: a hub plus (N - 1) sensors.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     nodes: u8,
+    /// Also record every sensor's signed batches into this file, from one more node
+    /// (`dndm verify FILE`, `dndm info FILE` read it).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
 }
 
 /// One mesh node of the demo.
@@ -147,11 +151,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         (messages, _) => messages,
     };
     let nodes = start_mesh(usize::from(args.nodes)).await?;
+    let recorder = match &args.record {
+        Some(path) => Some(crate::record::demo_recorder(&nodes[0].mesh, path).await?),
+        None => None,
+    };
     let result = exchange(&nodes, limit, args.duration).await;
+    let recorded = match recorder {
+        Some(recorder) => recorder.finish().await,
+        None => Ok(()),
+    };
     for node in nodes.iter().rev() {
         node.router.close().await;
     }
-    result
+    result.and(recorded)
 }
 
 /// Starts `count` routers with mesh endpoints; all but the first dial the first.

@@ -28,6 +28,7 @@ mod keygen;
 mod metrics;
 mod node;
 mod pubsub;
+mod record;
 mod shell;
 mod status;
 mod terminal;
@@ -63,6 +64,13 @@ enum Command {
     Status(status::Args),
     /// Measure throughput and round trip over in-process, remote and mesh links; print a table.
     Bench(bench::Args),
+    /// Record the signed batches of route patterns into a file, as an ephemeral mesh node.
+    Record(record::RecordArgs),
+    /// Check every batch of recordings against its publisher's key, offline.
+    #[command(after_help = record::VERIFY_EXIT_HELP)]
+    Verify(record::FilesArgs),
+    /// Summarise recordings: routes, publishers, message counts, durations and rates.
+    Info(record::FilesArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output.
     Completions(shell::CompletionsArgs),
     /// Print the manual page (roff) of dndm, or of one of its commands, on standard output.
@@ -109,6 +117,9 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(args).await,
             Command::Completions(args) => shell::completions(&args),
             Command::Man(args) => shell::man(&args),
+            Command::Record(args) => record::run_record(args).await,
+            Command::Verify(args) => record::run_verify(&args),
+            Command::Info(args) => record::run_info(&args),
         }
     });
     // Every command closes what it started; a thread blocked reading stdin must not hold the

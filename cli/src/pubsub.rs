@@ -144,14 +144,23 @@ impl Line for Bytes {
 }
 
 /// A running ephemeral mesh node.
-struct Ephemeral {
-    router: Router,
-    mesh: MeshEndpoint,
+pub(crate) struct Ephemeral {
+    pub(crate) router: Router,
+    pub(crate) mesh: MeshEndpoint,
     config: Config,
 }
 
 /// Starts the router and mesh endpoint described by `args`.
 async fn join(args: &MeshArgs, name: &str) -> anyhow::Result<Ephemeral> {
+    join_with(args, name, |_| {}).await
+}
+
+/// [`join`], with `tweak` applied to the mesh settings.
+pub(crate) async fn join_with(
+    args: &MeshArgs,
+    name: &str,
+    tweak: impl FnOnce(&mut dndm::mesh::MeshConfig),
+) -> anyhow::Result<Ephemeral> {
     let mut config = match &args.config {
         Some(path) => Config::load(Some(path)).map_err(|e| config_error(Some(path), &e))?,
         None => {
@@ -196,7 +205,7 @@ async fn join(args: &MeshArgs, name: &str) -> anyhow::Result<Ephemeral> {
         .validate()
         .map_err(|e| config_error(args.config.as_deref(), &e))?;
     let router = router_builder(&config).build()?;
-    let mesh = dndm_cli::config::mesh_endpoint(&config)?;
+    let mesh = dndm_cli::config::mesh_endpoint_with(&config, tweak)?;
     router
         .attach(Arc::new(mesh.clone()))
         .await

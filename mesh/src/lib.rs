@@ -335,6 +335,19 @@ impl MeshEndpoint {
         self.inner.links.links()
     }
 
+    /// The signed batches peers send over direct sessions from now on, as records of a
+    /// recording (see `RemoteEndpoint::recorder`). Needs `remote.session.record` and
+    /// `remote.session.signing = Signing::Batch`. Multi-hop tree batches are not recorded.
+    ///
+    /// # Errors
+    /// As `RemoteEndpoint::recorder`.
+    pub fn recorder(
+        &self,
+        capacity: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<dndm_codec::record::Record>, EndpointError> {
+        self.inner.links.recorder(capacity)
+    }
+
     /// A receiver that changes whenever a link connects, fails, closes or goes away.
     pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.inner.links.link_changes()

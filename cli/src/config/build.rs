@@ -203,6 +203,18 @@ pub fn mesh_config(config: &Config) -> Result<MeshConfig, EndpointError> {
 /// # Errors
 /// [`EndpointError::Config`] naming the bad key or the identity file's problem.
 pub fn mesh_endpoint(config: &Config) -> Result<MeshEndpoint, EndpointError> {
+    mesh_endpoint_with(config, |_| {})
+}
+
+/// [`mesh_endpoint`], with `tweak` applied to the settings first (a recorder turns
+/// `remote.session.record` on).
+///
+/// # Errors
+/// As [`mesh_endpoint`].
+pub fn mesh_endpoint_with(
+    config: &Config,
+    tweak: impl FnOnce(&mut MeshConfig),
+) -> Result<MeshEndpoint, EndpointError> {
     let identity = |reason: String| EndpointError::Config {
         endpoint: "mesh".into(),
         reason,
@@ -212,5 +224,7 @@ pub fn mesh_endpoint(config: &Config) -> Result<MeshEndpoint, EndpointError> {
             .map_err(|e| identity(format!("node.identity_file: {e}")))?,
         None => Keypair::generate().map_err(|e| identity(format!("identity: {e}")))?,
     };
-    MeshEndpoint::new(keypair, mesh_config(config)?)
+    let mut settings = mesh_config(config)?;
+    tweak(&mut settings);
+    MeshEndpoint::new(keypair, settings)
 }

@@ -43,7 +43,7 @@ mod mesh;
 mod remote;
 mod source;
 
-pub use build::{mesh_config, mesh_endpoint, remote_config, router_builder};
+pub use build::{mesh_config, mesh_endpoint, mesh_endpoint_with, remote_config, router_builder};
 pub use mesh::MeshSection;
 pub use remote::{AclRuleSection, RemoteSection};
 #[cfg(test)]
