@@ -41,7 +41,8 @@ fn a_recording_killed_mid_run_verifies_up_to_its_torn_tail() {
         .spawn()
         .expect("the dndm binary runs");
     let stdout = BufReader::new(demo.stdout.take().unwrap());
-    let (lines, said) = std::sync::mpsc::channel();
+    // The test reads every line it is sent; a few in flight are plenty.
+    let (lines, said) = std::sync::mpsc::sync_channel(64);
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             if lines.send(line).is_err() {

@@ -125,6 +125,8 @@ fn check(len: u32, body: &[u8]) -> [u8; 8] {
 }
 
 /// What a reader found at one place of a recording.
+// Items are yielded one at a time: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A record; `intact` is false when its check failed (a changed byte: a batch's signature
