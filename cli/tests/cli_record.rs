@@ -58,6 +58,8 @@ fn a_recording_killed_mid_run_verifies_up_to_its_torn_tail() {
             break;
         }
     }
+    // The reader thread ends at its next line (or at the end of the output).
+    drop(said);
     // SIGKILL while the sensors publish and the recorder writes.
     demo.kill().unwrap();
     demo.wait().unwrap();
