@@ -29,6 +29,7 @@ mod metrics;
 mod node;
 mod pubsub;
 mod record;
+mod replay;
 mod shell;
 mod status;
 mod terminal;
@@ -71,6 +72,9 @@ enum Command {
     Verify(record::FilesArgs),
     /// Summarise recordings: routes, publishers, message counts, durations and rates.
     Info(record::FilesArgs),
+    /// Publish a recording's messages again (recorded pace, faster, or as fast as possible),
+    /// on the recorded routes or renamed ones, as an ephemeral mesh node.
+    Replay(replay::ReplayArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output.
     Completions(shell::CompletionsArgs),
     /// Print the manual page (roff) of dndm, or of one of its commands, on standard output.
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             Command::Record(args) => record::run_record(args).await,
             Command::Verify(args) => record::run_verify(&args),
             Command::Info(args) => record::run_info(&args),
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     // Every command closes what it started; a thread blocked reading stdin must not hold the

@@ -380,6 +380,8 @@ impl<T: Message> IntentSlot for IntentShared<T> {
 pub struct Intent<T: Message> {
     pub(crate) id: HandleId,
     pub(crate) route: Route,
+    /// Its schema fingerprint (`T`'s, or a raw intent's own).
+    pub(crate) fingerprint: Fingerprint,
     pub(crate) qos: Qos,
     pub(crate) send_timeout: Duration,
     pub(crate) shared: Arc<IntentShared<T>>,
@@ -650,7 +652,7 @@ impl<T: Message> Intent<T> {
 
     /// The schema fingerprint advertised for this intent.
     pub fn fingerprint(&self) -> Fingerprint {
-        T::fingerprint()
+        self.fingerprint
     }
 
     /// The quality of service of this intent.

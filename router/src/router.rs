@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dndm_core::{
-    CallError, CallFuture, Endpoint, EndpointError, IntentAd, InterestAd, LinkError, LocalChange,
-    Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern, RouterPort,
-    ServiceAd, SubscriberFeedback, Undelivered,
+    CallError, CallFuture, Endpoint, EndpointError, Fingerprint, IntentAd, InterestAd, LinkError,
+    LocalChange, Message, Overflow, PayloadSink, PeerId, Qos, RequestSink, Route, RoutePattern,
+    RouterPort, Schema, ServiceAd, SubscriberFeedback, Undelivered,
 };
 
 use crate::delivery::PeerIntent;
@@ -19,6 +19,7 @@ use crate::intent::{Intent, IntentShared};
 use crate::interest::{Interest, InterestShared};
 use crate::linker::{IntentEntry, IntentSide, InterestEntry, InterestSide};
 use crate::queue::Receiver;
+use crate::raw::RawMessage;
 use crate::shared::{Inner, Settings};
 use crate::snapshot::Snapshot;
 
@@ -346,6 +347,36 @@ impl Router {
         options: PublishOptions,
     ) -> Result<Intent<T>, PublishError> {
         let route = Route::new(&T::type_name(), path)?;
+        let typed = (T::fingerprint(), Some(T::schema()), Some(TypeId::of::<T>()));
+        self.declare_intent(route, typed, options)
+    }
+
+    /// Publishes already encoded messages on `route` (of any type, known here or not): what a
+    /// replay does. The intent reaches peers' subscribers of `route` whose type has
+    /// `fingerprint` (or, with `schema`, a compatible schema); it never links to a subscriber
+    /// in this process (there is no `T` to hand it). Each [`RawMessage`]'s bytes go out as they
+    /// are.
+    ///
+    /// # Errors
+    /// As [`Router::publish_with`].
+    pub fn publish_raw(
+        &self,
+        route: Route,
+        fingerprint: Fingerprint,
+        schema: Option<Arc<Schema>>,
+        options: PublishOptions,
+    ) -> Result<Intent<RawMessage>, PublishError> {
+        self.declare_intent(route, (fingerprint, schema, None), options)
+    }
+
+    /// Declares a local intent: `typed` is its fingerprint, schema and Rust type.
+    fn declare_intent<T: Message>(
+        &self,
+        route: Route,
+        typed: (Fingerprint, Option<Arc<Schema>>, Option<TypeId>),
+        options: PublishOptions,
+    ) -> Result<Intent<T>, PublishError> {
+        let (fingerprint, schema, type_id) = typed;
         let history = history_limits(&options)?;
         let shared = Arc::new(IntentShared::<T>::new(
             route.clone(),
@@ -359,13 +390,13 @@ impl Router {
             }
             let entry = IntentEntry::new(
                 route.clone(),
-                T::fingerprint(),
+                fingerprint,
                 options.qos,
                 Origin::Local,
-                Some(TypeId::of::<T>()),
+                type_id,
                 IntentSide::Local(shared.clone()),
             )
-            .with_schema(Some(T::schema()))
+            .with_schema(schema)
             .hashed(options.hashed);
             linker.add_intent(id, entry, out);
             Ok(())
@@ -373,6 +404,7 @@ impl Router {
         Ok(Intent {
             id,
             route,
+            fingerprint,
             qos: options.qos,
             send_timeout: options
                 .send_timeout

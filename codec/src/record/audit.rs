@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use dndm_core::{PeerId, Route};
+use dndm_core::{Fingerprint, PeerId, Route};
 
 use super::{Item, NotARecording, Reader, Record, RecordedBatch};
 use crate::codec::Decoder;
@@ -96,6 +96,8 @@ pub struct RecordedMessage {
     pub signer: PeerId,
     /// The route it was published on.
     pub route: Route,
+    /// The route's schema fingerprint, as its publisher declared it.
+    pub fingerprint: Fingerprint,
     /// The encoded message.
     pub payload: Bytes,
 }
@@ -107,7 +109,7 @@ pub struct RecordedMessage {
 /// # Errors
 /// [`NotARecording`] when `data` does not start with the file magic.
 pub fn messages(data: &[u8]) -> Result<Vec<RecordedMessage>, NotARecording> {
-    let mut routes: HashMap<([u8; 32], SessionId, u32), Route> = HashMap::new();
+    let mut routes: HashMap<([u8; 32], SessionId, u32), (Route, Fingerprint)> = HashMap::new();
     let mut decoder = Decoder::new(Limits::permissive());
     let mut out = Vec::new();
     for item in Reader::new(data)? {
@@ -116,7 +118,10 @@ pub fn messages(data: &[u8]) -> Result<Vec<RecordedMessage>, NotARecording> {
         };
         match record {
             Record::Route(r) => {
-                routes.insert((r.signer.to_bytes(), r.session, r.route_id), r.route);
+                routes.insert(
+                    (r.signer.to_bytes(), r.session, r.route_id),
+                    (r.route, r.fingerprint),
+                );
             }
             Record::Batch(batch) => {
                 let RecordedBatch {
@@ -136,11 +141,12 @@ pub fn messages(data: &[u8]) -> Result<Vec<RecordedMessage>, NotARecording> {
                         continue;
                     }
                     let key = (signer.to_bytes(), session, m.route_id);
-                    if let Some(route) = routes.get(&key) {
+                    if let Some((route, fingerprint)) = routes.get(&key) {
                         out.push(RecordedMessage {
                             arrived,
                             signer: signer.peer_id(),
                             route: route.clone(),
+                            fingerprint: *fingerprint,
                             payload: m.payload,
                         });
                     }
