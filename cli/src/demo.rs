@@ -155,7 +155,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Some(crate::record::demo_recorder(&nodes[0].mesh, path).await?),
         None => None,
     };
-    let result = exchange(&nodes, limit, args.duration).await;
+    let result = exchange(&nodes, limit, args.duration, recorder.is_some()).await;
     let recorded = match recorder {
         Some(recorder) => recorder.finish().await,
         None => Ok(()),
@@ -213,10 +213,12 @@ pub(crate) async fn first_listen_address(mesh: &MeshEndpoint) -> anyhow::Result<
 }
 
 /// Declares every role, runs the exchange and prints the report.
+/// `recorder`: one more subscriber (a recording node) each sensor waits for.
 async fn exchange(
     nodes: &[Node],
     limit: Option<u64>,
     duration: Option<Duration>,
+    recorder: bool,
 ) -> anyhow::Result<()> {
     let origin = Instant::now();
     let hub = &nodes[0];
@@ -267,12 +269,15 @@ async fn exchange(
         sensors.len()
     ));
     for (name, intent) in &intents {
-        // The hub's two interests share a pattern, so they reach a sensor as one peer interest.
-        crate::pubsub::wait_for_subscribers(intent, 2, GUARD)
+        // The hub's two interests share a pattern, so they reach a sensor as one peer interest;
+        // the logger is the other (and a recorder one more). Waiting for fewer would let a
+        // sensor start before the hub's lossless subscriber is linked.
+        let want = 2 + usize::from(recorder);
+        crate::pubsub::wait_for_subscribers(intent, want, GUARD)
             .await
             .map_err(|seen| {
                 anyhow::anyhow!(
-                    "sensor {name}: the mesh did not form: {} sees {seen} of 2 subscribers after {} s",
+                    "sensor {name}: the mesh did not form: {} sees {seen} of {want} subscribers after {} s",
                     intent.route(),
                     GUARD.as_secs()
                 )

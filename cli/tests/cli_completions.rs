@@ -6,8 +6,12 @@
 use std::process::{Command, Output};
 
 /// The subcommands every script and the main page must mention.
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 14] = [
     "demo",
+    "record",
+    "verify",
+    "info",
+    "replay",
     "keygen",
     "node",
     "pub",

@@ -59,6 +59,7 @@ use crate::noise;
 mod feedback;
 mod flow;
 mod hashed;
+mod record;
 mod recv;
 mod routes;
 mod send;
