@@ -10,6 +10,9 @@ use clap::Parser as _;
 #[path = "../examples/chat.rs"]
 #[allow(dead_code)]
 mod chat;
+#[path = "../examples/history_and_recording.rs"]
+#[allow(dead_code)]
+mod history_and_recording;
 #[path = "../examples/pipeline.rs"]
 #[allow(dead_code)]
 mod pipeline;
@@ -104,4 +107,29 @@ async fn pipeline_delivers_every_sample_through_every_stage_in_order() {
         (300, 300, 300),
         "{report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_display_gets_history_and_the_recording_verifies() {
+    let out = std::env::temp_dir().join(format!("example-{}.rec", std::process::id()));
+    let out_arg = out.to_string_lossy().into_owned();
+    let args = history_and_recording::Args::parse_from([
+        "history_and_recording",
+        "--readings",
+        "100",
+        "--out",
+        &out_arg,
+    ]);
+    let report = tokio::time::timeout(GUARD, history_and_recording::run(args))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report.display,
+        (0..110).collect::<Vec<_>>(),
+        "history, then live"
+    );
+    assert_eq!(report.recorded, (10..110).collect::<Vec<_>>());
+    assert!(report.verified > 0 && report.failed == 0, "{report:?}");
+    std::fs::remove_file(&out).unwrap();
 }

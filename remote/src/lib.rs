@@ -75,6 +75,9 @@
 //! - Every connection is authenticated and encrypted (Noise XX), the ed25519 identity is bound to
 //!   the Noise key, and batches are signed.
 
+/// The wire codec (frames, signatures, the recording format), as the sessions use it.
+pub use dndm_codec as codec;
+
 pub mod acl;
 pub mod backoff;
 #[cfg(feature = "runtime")]
