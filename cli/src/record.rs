@@ -424,3 +424,85 @@ impl DemoRecorder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dndm::Keypair;
+    use dndm_codec::SessionId;
+    use dndm_codec::record::{RecordedBatch, RouteEntry};
+
+    /// Past `max_bytes` the writer starts `FILE.1`, `FILE.2`...; each starts with the route
+    /// entries, so each reads alone, and together they hold every batch once.
+    #[test]
+    fn a_recording_rotates_and_every_file_reads_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.rec");
+        let key = Keypair::from_seed([5; 32]).public();
+        let session = SessionId::from_bytes([1; 32]);
+        let mut writer = RecordingWriter::create(&path, 4096).unwrap();
+        let route = Record::Route(RouteEntry {
+            signer: key,
+            session,
+            route_id: 1,
+            fingerprint: dndm::Fingerprint::from_bytes([2; 8]),
+            route: "a.B@x".parse().unwrap(),
+        });
+        writer.write(&route).unwrap();
+        for n in 0..40u8 {
+            let batch = Record::Batch(RecordedBatch {
+                arrived: SystemTime::UNIX_EPOCH,
+                signer: key,
+                session,
+                frame: bytes::Bytes::from(vec![n; 500]),
+            });
+            writer.write(&batch).unwrap();
+        }
+        writer.flush().unwrap();
+        let mut files = vec![path.clone()];
+        for i in 1.. {
+            let next = PathBuf::from(format!("{}.{i}", path.display()));
+            if !next.exists() {
+                break;
+            }
+            files.push(next);
+        }
+        assert!(files.len() >= 4, "{} files", files.len());
+        let mut batches = Vec::new();
+        for file in &files {
+            let data = std::fs::read(file).unwrap();
+            assert!(
+                data.len() as u64 <= 4096,
+                "{}: {} bytes",
+                file.display(),
+                data.len()
+            );
+            let items: Vec<Item> = Reader::new(&data).unwrap().collect();
+            assert!(
+                matches!(
+                    &items[0],
+                    Item::Record {
+                        record: Record::Route(_),
+                        intact: true,
+                        ..
+                    }
+                ),
+                "{} starts with the routes",
+                file.display()
+            );
+            for item in items {
+                match item {
+                    Item::Record {
+                        record: Record::Batch(b),
+                        intact: true,
+                        ..
+                    } => batches.push(b.frame[0]),
+                    Item::Record { intact: true, .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(batches, (0..40).collect::<Vec<u8>>());
+        assert_eq!(writer.batches, 40);
+    }
+}
