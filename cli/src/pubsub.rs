@@ -75,14 +75,21 @@ pub(crate) struct PubArgs {
     /// Stop after this many messages. Default: at the end of the input.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
-    /// Wait for at least this many subscribers (local or on peers) before sending.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    subscribers: u32,
-    /// How long to wait for the subscribers before giving up, in seconds.
-    #[arg(long, default_value = "30", value_parser = crate::parse_seconds)]
-    wait: Duration,
+    #[command(flatten)]
+    audience: Audience,
     #[command(flatten)]
     mesh: MeshArgs,
+}
+
+/// Whom a publishing command (`pub`, `replay`) waits for before it sends.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Audience {
+    /// Wait for at least this many subscribers (local or on peers) before sending.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) subscribers: u32,
+    /// How long to wait for the subscribers before giving up, in seconds.
+    #[arg(long, default_value = "30", value_parser = crate::parse_seconds)]
+    pub(crate) wait: Duration,
 }
 
 /// Arguments of `dndm sub`.
@@ -251,16 +258,16 @@ async fn publish_on<T: Line>(node: &Ephemeral, args: &PubArgs) -> anyhow::Result
     // time is recorded.
     let mut events = intent.events();
     let mut linked = Linked::default();
-    let want = args.subscribers as usize;
+    let want = args.audience.subscribers as usize;
     let mut lines = read_lines();
     let shutdown = signals::shutdown();
     tokio::pin!(shutdown);
     let subscribers = tokio::select! {
-        waited = wait_for_subscribers(&intent, want, args.wait) => match waited {
+        waited = wait_for_subscribers(&intent, want, args.audience.wait) => match waited {
             Ok(count) => count,
             Err(seen) => bail!(
                 "{seen} of {want} subscriber(s) for {route} after {} s: is a `dndm sub` for it running on the mesh you joined?",
-                args.wait.as_secs_f64()
+                args.audience.wait.as_secs_f64()
             ),
         },
         signal = &mut shutdown => {

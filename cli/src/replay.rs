@@ -14,7 +14,7 @@ use dndm::{Intent, PublishOptions, Qos, RawMessage, Route};
 use dndm_codec::record::messages;
 use tokio::time::Instant;
 
-use crate::pubsub::{MeshArgs, join_with};
+use crate::pubsub::{Audience, MeshArgs, join_with};
 
 /// How long replay waits for its links to acknowledge what it published.
 const FLUSH_GUARD: Duration = Duration::from_secs(60);
@@ -32,12 +32,8 @@ pub(crate) struct ReplayArgs {
     /// Repeatable; the first that matches applies.
     #[arg(long, value_name = "FROM=TO", value_parser = parse_rename)]
     rename: Vec<(String, String)>,
-    /// Wait for at least this many subscribers on every route before publishing.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    subscribers: u32,
-    /// How long to wait for the subscribers, in seconds.
-    #[arg(long, default_value = "30", value_parser = crate::parse_seconds)]
-    wait: Duration,
+    #[command(flatten)]
+    audience: Audience,
     #[command(flatten)]
     mesh: MeshArgs,
 }
@@ -112,12 +108,14 @@ async fn replay(
         }
         routes.push(route);
     }
-    let want = args.subscribers as usize;
+    let want = args.audience.subscribers as usize;
     for (route, intent) in &intents {
-        if let Err(seen) = crate::pubsub::wait_for_subscribers(intent, want, args.wait).await {
+        if let Err(seen) =
+            crate::pubsub::wait_for_subscribers(intent, want, args.audience.wait).await
+        {
             bail!(
                 "{seen} of {want} subscriber(s) for {route} after {} s",
-                args.wait.as_secs_f64()
+                args.audience.wait.as_secs_f64()
             );
         }
     }

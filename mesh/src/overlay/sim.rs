@@ -454,18 +454,8 @@ impl Sim {
         );
         for (from, to) in [(a, b), (b, a)] {
             let peers = self.nodes[from as usize].membership.introduce(to);
-            let delay = self.latency(from, to);
             // A hello's peers are not answered.
-            let reply = true;
-            self.at(
-                delay,
-                Event::Exchange {
-                    to,
-                    from,
-                    peers,
-                    reply,
-                },
-            );
+            self.exchange(from, to, peers, true);
         }
         let accepted_b = self.nodes[b as usize].membership.connected(a, offer_a);
         let accepted_a = self.nodes[a as usize].membership.connected(b, offer_b);
@@ -526,20 +516,20 @@ impl Sim {
                     node.overlay.neighbour_down(peer);
                 }
             }
-            MembershipAction::Exchange { to, peers, reply } => {
-                let delay = self.latency(id, to);
-                let from = id;
-                self.at(
-                    delay,
-                    Event::Exchange {
-                        to,
-                        from,
-                        peers,
-                        reply,
-                    },
-                );
-            }
+            MembershipAction::Exchange { to, peers, reply } => self.exchange(id, to, peers, reply),
         }
+    }
+
+    /// `from` tells `to` about `peers` (a reply is not answered).
+    fn exchange(&mut self, from: Id, to: Id, peers: Vec<Id>, reply: bool) {
+        let delay = self.latency(from, to);
+        let event = Event::Exchange {
+            to,
+            from,
+            peers,
+            reply,
+        };
+        self.at(delay, event);
     }
 
     fn overlay_action(&mut self, id: Id, action: Action<Id>) {
