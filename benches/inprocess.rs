@@ -2,7 +2,8 @@
 //! in one run. Prints a markdown table for `docs/benchmarks.md`.
 //!
 //! `cargo bench --bench inprocess` (add `-- --quick` for a short run; `-- --profile`,
-//! `--profile-fanout` or `--profile-pingpong` run one part, for a profiler).
+//! `--profile-fanout` or `--profile-pingpong` run one part, for a profiler; `-- --history`
+//! measures what a history costs the send path).
 //!
 //! - 1→1 and 1→8 throughput for 8 B, 1 KiB and 64 KiB payloads. Every message is built fresh
 //!   by the producer (payload cloned from a template) and read by every consumer, for all three
@@ -16,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dndm::{Overflow, Router, SubscribeOptions};
+use dndm::{Overflow, PublishOptions, Router, SubscribeOptions};
 use tokio::sync::{broadcast, mpsc};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -53,14 +54,30 @@ fn messages_for(size: usize, quick: bool) -> u64 {
 
 /// dndm: one publisher, `fanout` subscribers; returns msgs/s (messages published per second).
 async fn dndm_throughput(size: usize, fanout: usize, n: u64, queue: usize) -> f64 {
+    dndm_history_throughput(size, fanout, n, queue, (0, 0)).await
+}
+
+/// [`dndm_throughput`] with a publisher that keeps `history.0` messages and subscribers that
+/// ask for `history.1` of them.
+async fn dndm_history_throughput(
+    size: usize,
+    fanout: usize,
+    n: u64,
+    queue: usize,
+    history: (usize, usize),
+) -> f64 {
     let router = Router::builder()
         .send_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let subs: Vec<_> = (0..fanout)
-        .map(|_| router.subscribe_with::<Msg>("b", lossless(queue)).unwrap())
+        .map(|_| {
+            let options = lossless(queue).history(history.1);
+            router.subscribe_with::<Msg>("b", options).unwrap()
+        })
         .collect();
-    let intent = router.publish::<Msg>("b").unwrap();
+    let publish = PublishOptions::default().history(history.0);
+    let intent = router.publish_with::<Msg>("b", publish).unwrap();
     let template = vec![7u8; size];
     let consumers: Vec<_> = subs
         .into_iter()
@@ -268,6 +285,10 @@ fn main() {
         runtime.block_on(async { tokio::spawn(profile_fan_out()).await.unwrap() });
         return;
     }
+    if std::env::args().any(|a| a == "--history") {
+        runtime.block_on(async { tokio::spawn(history_main(quick)).await.unwrap() });
+        return;
+    }
     runtime.block_on(async { runtime_main(quick).await });
 }
 
@@ -314,6 +335,31 @@ async fn runtime_main(quick: bool) {
     })
     .await
     .unwrap();
+}
+
+/// `--history`: what a history costs the send path, 1→1 and 1→8: a plain intent; one that keeps
+/// 1,000 messages with subscribers that ask for none (they read the ring); and the same with
+/// subscribers that ask for 100 (they take the queue path, see router/src/history.rs).
+async fn history_main(quick: bool) {
+    println!("| size | fan-out | plain | history kept, not asked | history kept and asked |");
+    println!("|---|---|---|---|---|");
+    for size in [8usize, 1024] {
+        for fanout in [1usize, 8] {
+            let n = messages_for(size, quick) / fanout as u64;
+            let (mut plain, mut kept, mut asked) = (vec![], vec![], vec![]);
+            for _ in 0..ROUNDS {
+                plain.push(dndm_history_throughput(size, fanout, n, QUEUE, (0, 0)).await);
+                kept.push(dndm_history_throughput(size, fanout, n, QUEUE, (1000, 0)).await);
+                asked.push(dndm_history_throughput(size, fanout, n, QUEUE, (1000, 100)).await);
+            }
+            println!(
+                "| {size} B | 1→{fanout} | {} | {} | {} |",
+                fmt_rate(median(plain)),
+                fmt_rate(median(kept)),
+                fmt_rate(median(asked))
+            );
+        }
+    }
 }
 
 /// `--profile`: only dndm 1→1 at 8 B, for a profiler.
