@@ -185,16 +185,41 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The next marker at or after `from`, or the end of the data.
-    fn next_marker(&self, from: usize) -> usize {
-        self.data
-            .get(from..)
+    /// Whether a whole record whose check passes starts at `at` (a marker alone is not enough:
+    /// the two marker bytes also occur inside frames).
+    fn valid_at(&self, at: usize) -> bool {
+        let Some(rest) = self.data.get(at..) else {
+            return false;
+        };
+        if rest.len() < RECORD_HEADER_LEN || rest[..2] != RECORD_MARKER {
+            return false;
+        }
+        let len = u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]);
+        let end = RECORD_HEADER_LEN + len as usize;
+        len > 0
+            && len as usize <= MAX_RECORD_LEN
+            && rest.len() >= end
+            && rest[6..RECORD_HEADER_LEN] == check(len, &rest[RECORD_HEADER_LEN..end])
+    }
+
+    /// Where the next whole record after `from` starts, or the end of the data.
+    fn next_record(&self, from: usize) -> usize {
+        let mut at = from;
+        while let Some(p) = self
+            .data
+            .get(at..)
             .and_then(|rest| rest.windows(2).position(|w| w == RECORD_MARKER))
-            .map_or(self.data.len(), |p| from + p)
+        {
+            if self.valid_at(at + p) {
+                return at + p;
+            }
+            at += p + 1;
+        }
+        self.data.len()
     }
 
     fn damaged(&mut self, offset: usize, reason: String) -> Item {
-        let next = self.next_marker(offset + 1);
+        let next = self.next_record(offset + 1);
         self.at = next;
         Item::Damaged {
             offset,
@@ -227,9 +252,8 @@ impl Iterator for Reader<'_> {
         }
         let end = RECORD_HEADER_LEN + body_len;
         if rest.len() < end {
-            // Only a last record can be cut short; one followed by another marker is damaged.
-            let next = self.next_marker(offset + 1);
-            if next < self.data.len() {
+            // Only a last record can be cut short; one with whole records after it is damaged.
+            if self.next_record(offset + 1) < self.data.len() {
                 return Some(self.damaged(offset, format!("record length {len} overruns")));
             }
             self.at = self.data.len();
@@ -242,7 +266,7 @@ impl Iterator for Reader<'_> {
         let intact = rest[6..RECORD_HEADER_LEN] == check(len, body);
         // A failed check with a length that does not end where a record (or the file) starts
         // means the header itself is damaged.
-        let followed = rest.len() == end || rest[end..].starts_with(&RECORD_MARKER);
+        let followed = rest.len() == end || self.valid_at(offset + end);
         if !intact && !followed {
             return Some(self.damaged(offset, "record check failed".into()));
         }
@@ -431,5 +455,36 @@ mod tests {
     #[test]
     fn a_file_without_the_magic_is_refused() {
         assert_eq!(Reader::new(b"hello").unwrap_err(), NotARecording);
+    }
+
+    /// Marker bytes inside a torn last record's body (frames are arbitrary bytes) do not make
+    /// it "damaged": only whole records after it would.
+    #[test]
+    fn marker_bytes_inside_a_torn_record_leave_it_a_torn_tail() {
+        let key = dndm_core::Keypair::from_seed([3; 32]).public();
+        let mut frame = vec![1u8; 200];
+        for at in [20, 90, 150] {
+            frame[at] = RECORD_MARKER[0];
+            frame[at + 1] = RECORD_MARKER[1];
+        }
+        let batch = Record::Batch(RecordedBatch {
+            arrived: UNIX_EPOCH,
+            signer: key,
+            session: SessionId::from_bytes([9; 32]),
+            frame: Bytes::from(frame),
+        });
+        let mut records = records();
+        records.push(batch);
+        let whole = file(&records);
+        let last = records[4].encode().len();
+        for cut in 1..last {
+            let items = read(&whole[..whole.len() - cut]);
+            assert_eq!(items.len(), 5, "cut {cut}: {items:?}");
+            assert!(
+                matches!(items[4], Item::TornTail { .. }),
+                "cut {cut}: {:?}",
+                items[4]
+            );
+        }
     }
 }
