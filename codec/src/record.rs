@@ -19,8 +19,8 @@
 //! finds fewer bytes than the record announces and reports the torn tail, skipped. A damaged
 //! record (its check fails) is still handed over when its length is plausible (the next record's
 //! marker, or the end of the file, follows it), so a changed byte in a batch shows as the
-//! signature failure it is, naming the signer; otherwise the reader reports it and looks for the
-//! next marker.
+//! signature failure it is, naming the signer; otherwise the reader reports it and goes on at
+//! the next whole record whose check passes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
