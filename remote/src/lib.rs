@@ -89,3 +89,8 @@ pub mod noise;
 pub mod session;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
+
+/// A map for keys looked up on every message (route ids, routes): foldhash instead of SipHash.
+/// Keyed per map from a per-process random seed, so a peer cannot aim collisions at it
+/// offline; its entries are bounded by the route budgets anyway.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

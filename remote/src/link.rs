@@ -539,6 +539,12 @@ impl Link {
         self.session.can_send()
     }
 
+    /// Whether the session holds at least a whole write's worth of messages: worth writing
+    /// even while earlier writes are still under way.
+    pub fn has_full_write(&self) -> bool {
+        self.session.queued_bytes() >= WRITE_TARGET
+    }
+
     /// Routes of the peer held back for full local subscribers.
     pub fn paused_routes(&self) -> impl Iterator<Item = &Route> {
         self.paused.iter()

@@ -566,12 +566,20 @@ async fn messages_held_for_a_full_subscriber_survive_their_intent_s_withdrawal()
     for seq in 0..COUNT {
         publisher.send(Reading { seq }).await.unwrap();
     }
-    // Everything was acknowledged to a (b holds most of it for its one-slot subscriber); then
-    // a withdraws the intent. What b holds is still delivered, in order.
-    tokio::time::timeout(GUARD, ea.flush(&eb.peer_id()))
-        .await
-        .unwrap()
-        .unwrap();
+    // b took more than its one-slot subscriber holds and paused the route (what a still has
+    // waits there); then a withdraws the intent. What b holds is still delivered, in order,
+    // and so is what a held back.
+    let mut changes = eb.link_changes();
+    let holding = async {
+        while eb
+            .links()
+            .first()
+            .is_none_or(|l| l.stats.pauses_sent == 0 || l.stats.messages_received < 2)
+        {
+            changes.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(GUARD, holding).await.unwrap();
     drop(publisher);
     receive_all(&mut subscriber, COUNT).await;
     b.close().await;

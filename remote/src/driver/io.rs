@@ -13,10 +13,12 @@
 //! faults back in, page by page. [`Io::finish`] stops the reader at once and lets the writer
 //! finish what it holds (a Close, the last acks) within the stall timeout, then close.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +42,25 @@ const KEEP_MAX: usize = 512 * 1024;
 /// A buffer of bytes read or to write.
 pub(super) type Buf = Vec<u8>;
 
+/// What the link's task waits for besides input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Input only: the link has nothing more to write.
+    Input,
+    /// Room for another write: the writer holds [`CHUNKS`] writes and the link has more.
+    Room,
+    /// The writer to finish what it holds: the link held back a partial write meanwhile, so
+    /// what arrives until then joins it (larger batches, fewer seals and system calls).
+    Idle,
+}
+
+/// Writes handed to the writer and not yet finished, and a signal when they reach zero.
+#[derive(Debug, Default)]
+struct Pending {
+    writes: AtomicUsize,
+    idle: Notify,
+}
+
 /// What the I/O tasks tell the link's task.
 pub(super) enum Input {
     /// Bytes read, in order. Give the buffer back with [`Io::recycle_read`].
@@ -58,6 +79,7 @@ pub(super) struct Io {
     write_spares: mpsc::Receiver<Buf>,
     /// A write buffer taken and not used.
     unused: Option<Buf>,
+    pending: Arc<Pending>,
     /// Told how the connection ended (dial loops wait on it).
     pub(super) done: Option<oneshot::Sender<Ended>>,
     reader: JoinHandle<()>,
@@ -78,13 +100,17 @@ impl Io {
         // Giving a buffer back never waits: a full spare list drops it.
         let (read_spares, read_spares_rx) = mpsc::channel(SPARES);
         let (write_spares_tx, write_spares) = mpsc::channel(SPARES);
+        let pending = Arc::new(Pending::default());
         let reader = tracker.spawn(read_loop(reader, input_tx.clone(), read_spares_rx));
         // The writer ends by itself once `output` is dropped and what it holds is written.
         drop(tracker.spawn(write_loop(
             writer,
             output_rx,
-            input_tx,
-            write_spares_tx,
+            Outputs {
+                input: input_tx,
+                spares: write_spares_tx,
+                pending: pending.clone(),
+            },
             stall,
         )));
         Self {
@@ -93,34 +119,48 @@ impl Io {
             read_spares,
             write_spares,
             unused: None,
+            pending,
             done,
             reader,
         }
     }
 
-    /// The next input; with `blocked`, also wakes when the writer has room again (then `None`).
-    /// Never resolves once both tasks are gone.
-    pub(super) async fn next(&mut self, blocked: bool) -> Option<Input> {
+    /// The next input, or `None` when what `wait` names happened first. Never resolves once
+    /// both tasks are gone.
+    pub(super) async fn next(&mut self, wait: Wait) -> Option<Input> {
+        let idle = self.pending.idle.notified();
         tokio::select! {
             input = self.input.recv() => match input {
                 Some(input) => Some(input),
                 None => std::future::pending().await,
             },
             // A writer that is gone reports why through `input`.
-            Ok(_) = self.output.reserve(), if blocked => None,
+            Ok(_) = self.output.reserve(), if wait == Wait::Room => None,
+            // A stored wake-up may be stale (the writer went idle before we looked): the
+            // caller then finds the writer busy and waits again.
+            () = idle, if wait == Wait::Idle => None,
         }
+    }
+
+    /// Writes handed to the writer that it has not finished.
+    pub(super) fn writes_pending(&self) -> usize {
+        self.pending.writes.load(Ordering::Acquire)
     }
 
     /// A slot for one write and an empty buffer to fill, at once, or `None` while the writer
     /// holds [`CHUNKS`] writes.
-    pub(super) fn try_reserve(&mut self) -> Option<(mpsc::Permit<'_, Buf>, Buf)> {
+    pub(super) fn try_reserve(&mut self) -> Option<(Slot<'_>, Buf)> {
         let permit = self.output.try_reserve().ok()?;
         let buf = self
             .unused
             .take()
             .or_else(|| self.write_spares.try_recv().ok())
             .unwrap_or_default();
-        Some((permit, buf))
+        let slot = Slot {
+            permit,
+            pending: &self.pending,
+        };
+        Some((slot, buf))
     }
 
     /// Keeps a write buffer that [`Io::try_reserve`] gave and that stayed empty.
@@ -137,6 +177,7 @@ impl Io {
     /// connection's last bytes, if any) after what it holds, then closes the connection.
     pub(super) fn finish(self, rest: Buf, tracker: &TaskTracker) {
         if !rest.is_empty() {
+            self.pending.writes.fetch_add(1, Ordering::AcqRel);
             let output = self.output.clone();
             // Waits for room in the writer, which ends (and fails the send) if it stalls.
             drop(tracker.spawn(async move {
@@ -144,6 +185,28 @@ impl Io {
             }));
         }
     }
+}
+
+/// Room for one write in the writer's queue.
+pub(super) struct Slot<'a> {
+    permit: mpsc::Permit<'a, Buf>,
+    pending: &'a Pending,
+}
+
+impl Slot<'_> {
+    /// Hands a filled buffer to the writer.
+    pub(super) fn send(self, buf: Buf) {
+        // Counted before the writer can see it, so its count never goes below zero.
+        self.pending.writes.fetch_add(1, Ordering::AcqRel);
+        self.permit.send(buf);
+    }
+}
+
+/// Where the writer reports to: failures as input, used buffers, finished writes.
+struct Outputs {
+    input: mpsc::Sender<Input>,
+    spares: mpsc::Sender<Buf>,
+    pending: Arc<Pending>,
 }
 
 /// Gives `buf` back, emptied, unless it grew past [`KEEP_MAX`] or [`SPARES`] wait already.
@@ -190,10 +253,14 @@ async fn read_loop(
 async fn write_loop(
     mut writer: WriteHalf<Box<dyn ByteStream>>,
     mut output: mpsc::Receiver<Buf>,
-    input: mpsc::Sender<Input>,
-    spares: mpsc::Sender<Buf>,
+    outputs: Outputs,
     stall: Duration,
 ) {
+    let Outputs {
+        input,
+        spares,
+        pending,
+    } = outputs;
     let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
     while let Some(buf) = output.recv().await {
         let failure = match tokio::time::timeout(stall, writer.write_all(&buf)).await {
@@ -211,11 +278,24 @@ async fn write_loop(
             },
             failure => failure,
         };
+        // Counted as finished only once flushed: the link holds partial writes back meanwhile.
+        if pending.writes.fetch_sub(1, Ordering::AcqRel) == 1 {
+            pending.idle.notify_one();
+        }
         if let Some(failure) = failure {
+            // Nothing queued behind the failed write is pending any more.
+            gone(&pending);
             let _ = input.send(Input::Ended(failure)).await;
             return;
         }
     }
+    gone(&pending);
     // The link is done with the connection: everything it gave is written.
     let _ = tokio::time::timeout(stall, writer.shutdown()).await;
+}
+
+/// The writer is gone: no write is pending, and whoever waits for that is told.
+fn gone(pending: &Pending) {
+    pending.writes.store(0, Ordering::Release);
+    pending.idle.notify_one();
 }

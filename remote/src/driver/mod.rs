@@ -31,7 +31,7 @@ mod events;
 mod io;
 mod sinks;
 
-use io::{Input, Io};
+use io::{Input, Io, Wait};
 
 pub(crate) use sinks::{Command, Credits, LinkRequester, LinkSink};
 
@@ -54,7 +54,7 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     local: watch::Receiver<LocalSet>,
     /// Fan-in sinks of the peer's intents.
-    fan_ins: HashMap<Route, Arc<dyn PayloadSink>>,
+    fan_ins: crate::FastMap<Route, Arc<dyn PayloadSink>>,
     /// Fan-ins of intents the peer withdrew while they still held messages for a full
     /// subscriber: the peer had them acknowledged, so they are delivered before the fan-in goes.
     draining: HashMap<Route, Arc<dyn PayloadSink>>,
@@ -108,7 +108,7 @@ pub(crate) async fn link_task(
         connections,
         commands_tx,
         commands,
-        fan_ins: HashMap::new(),
+        fan_ins: crate::FastMap::default(),
         draining: HashMap::new(),
         credits: Credits::default(),
         serving,
@@ -150,7 +150,7 @@ impl Driver {
     /// The loop; true when it already retired the link (a peer that never got through a hello).
     async fn run(&mut self) -> bool {
         loop {
-            let blocked = self.write_out();
+            let wait = self.write_out(true);
             self.dispatch();
             if self.inner.cancel.is_cancelled() {
                 self.close().await;
@@ -206,7 +206,7 @@ impl Driver {
                     self.ready = None;
                     self.pump_fan_ins();
                 }
-                input = next_input(&mut self.io, blocked) => {
+                input = next_input(&mut self.io, wait) => {
                     if let Some(input) = input { self.on_input(input); }
                 }
                 () = sleep_until(deadline) => self.link.handle_timeout(now()),
@@ -225,9 +225,14 @@ impl Driver {
         // (within its stall timeout: the endpoint's close waits for it).
         let stall = self.inner.config.session.idle_timeout;
         let deadline = tokio::time::Instant::now() + stall;
-        while self.write_out() {
+        loop {
+            // No corking: the writer gets everything now, to finish after we are gone.
+            let wait = self.write_out(false);
+            if wait == Wait::Input {
+                break;
+            }
             // Reads meanwhile go to the link (they may carry acks that make room).
-            match tokio::time::timeout_at(deadline, next_input(&mut self.io, true)).await {
+            match tokio::time::timeout_at(deadline, next_input(&mut self.io, wait)).await {
                 Ok(Some(input)) => self.on_input(input),
                 Ok(None) => {}
                 Err(_) => break,
@@ -278,33 +283,39 @@ impl Driver {
         }
     }
 
-    /// Hands what the link has to the writer while it has room; true when the writer is full
-    /// and the link may have more.
-    fn write_out(&mut self) -> bool {
+    /// Hands what the link has to the writer while it has room, and says what to wait for.
+    ///
+    /// While the writer is busy, a partial write waits (autocorking): it could not go out
+    /// sooner anyway, and what the publishers add meanwhile joins its batches. A whole write's
+    /// worth goes at once, so large messages keep the writer fed without a pause.
+    fn write_out(&mut self, cork: bool) -> Wait {
         let t = now();
         loop {
             let Some(io) = self.io.as_mut() else {
-                return false;
+                return Wait::Input;
             };
-            let Some((permit, mut buf)) = io.try_reserve() else {
-                return true;
+            if cork && io.writes_pending() > 0 && !self.link.has_full_write() {
+                return Wait::Idle;
+            }
+            let Some((slot, mut buf)) = io.try_reserve() else {
+                return Wait::Room;
             };
             if self.link.poll_transmit_into(t, &mut buf) {
-                permit.send(buf);
+                slot.send(buf);
             } else {
-                drop(permit);
+                drop(slot);
                 io.keep(buf);
-                return false;
+                return Wait::Input;
             }
         }
     }
 }
 
-/// The next input of the connection (`None`: the writer has room again, when `blocked`), or
-/// never without a connection.
-async fn next_input(io: &mut Option<Io>, blocked: bool) -> Option<Input> {
+/// The next input of the connection (`None`: what `wait` names happened first), or never
+/// without a connection.
+async fn next_input(io: &mut Option<Io>, wait: Wait) -> Option<Input> {
     match io {
-        Some(io) => io.next(blocked).await,
+        Some(io) => io.next(wait).await,
         None => std::future::pending().await,
     }
 }

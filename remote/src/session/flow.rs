@@ -145,12 +145,14 @@ impl Session {
     fn release_held(&mut self, id: u32) {
         if let Some(held) = self.held.remove(&id) {
             // Behind messages of other routes; within the route the order is kept.
+            self.outgoing_bytes += held.iter().map(|m| m.payload.len()).sum::<usize>();
             self.outgoing.extend(held);
         }
     }
 
     /// Route ids of every queued message (sent queue and held back), emptying both.
     pub(super) fn take_queued(&mut self) -> Vec<u32> {
+        self.outgoing_bytes = 0;
         let mut ids: Vec<u32> = self.outgoing.drain(..).map(|m| m.route_id).collect();
         for (_, held) in self.held.drain() {
             ids.extend(held.into_iter().map(|m| m.route_id));

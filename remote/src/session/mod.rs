@@ -162,6 +162,8 @@ pub struct Session {
     /// batches respect.
     peer_caps: Option<Capabilities>,
     outgoing: VecDeque<Outgoing>,
+    /// Payload bytes in `outgoing`.
+    outgoing_bytes: usize,
     send_refused: bool,
     unacked: VecDeque<Sent>,
     unacked_reliable: usize,
@@ -230,6 +232,7 @@ impl Session {
             peer_key: None,
             peer_caps: None,
             outgoing: VecDeque::new(),
+            outgoing_bytes: 0,
             send_refused: false,
             unacked: VecDeque::new(),
             unacked_reliable: 0,
@@ -551,6 +554,7 @@ impl Session {
             // The peer cannot take this route now: wait aside, out of other routes' way.
             self.held.entry(route_id).or_default().push_back(message);
         } else {
+            self.outgoing_bytes += message.payload.len();
             self.outgoing.push_back(message);
         }
         Ok(())
@@ -668,6 +672,12 @@ impl Session {
     /// Messages waiting to be batched (also those of routes the peer paused).
     pub fn queued(&self) -> usize {
         self.outgoing.len() + self.held_len()
+    }
+
+    /// About how many bytes the queued messages take in batches (not those held back for a
+    /// paused route).
+    pub fn queued_bytes(&self) -> usize {
+        self.outgoing_bytes + self.outgoing.len() * send::MESSAGE_FRAMING
     }
 
     /// The sequence number the last message accepted so far has or will have: once

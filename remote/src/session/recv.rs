@@ -710,9 +710,9 @@ fn duplicate_id(id: u32) -> LinkFailure {
 pub(super) fn pair_services(
     intents: &[IntentDecl],
     interests: &[InterestDecl],
-) -> Result<HashMap<u32, ServiceAd>, LinkFailure> {
+) -> Result<crate::FastMap<u32, ServiceAd>, LinkFailure> {
     let halves: HashMap<u32, &IntentDecl> = intents.iter().map(|i| (i.id, i)).collect();
-    let mut services = HashMap::new();
+    let mut services = crate::FastMap::default();
     let mut paired = 0;
     for interest in interests {
         let intent = halves.get(&interest.id).ok_or_else(|| {

@@ -7,7 +7,7 @@ use super::*;
 #[derive(Debug, Default)]
 pub(super) struct LocalRoutes {
     pub(super) intents: BTreeMap<u32, IntentAd>,
-    pub(super) intent_ids: HashMap<Route, u32>,
+    pub(super) intent_ids: crate::FastMap<Route, u32>,
     pub(super) interests: BTreeMap<u32, InterestAd>,
     pub(super) interest_ids: HashMap<RoutePattern, u32>,
     pub(super) next_id: u32,
@@ -37,11 +37,11 @@ impl LocalRoutes {
 /// declared is current, and the route is withdrawn when its last id goes.
 #[derive(Debug, Default, Clone)]
 pub(super) struct PeerRoutes {
-    pub(super) intents: HashMap<u32, IntentAd>,
-    pub(super) intent_ids: HashMap<Route, Vec<u32>>,
-    pub(super) interests: HashMap<u32, InterestAd>,
-    pub(super) interest_ids: HashMap<RoutePattern, Vec<u32>>,
-    pub(super) services: HashMap<u32, ServiceAd>,
+    pub(super) intents: crate::FastMap<u32, IntentAd>,
+    pub(super) intent_ids: crate::FastMap<Route, Vec<u32>>,
+    pub(super) interests: crate::FastMap<u32, InterestAd>,
+    pub(super) interest_ids: crate::FastMap<RoutePattern, Vec<u32>>,
+    pub(super) services: crate::FastMap<u32, ServiceAd>,
     /// Hashed declarations no local route resolves (yet): not shown to the router.
     pub(super) unresolved: hashed::Unresolved,
 }
@@ -76,8 +76,8 @@ impl PeerRoutes {
 /// Declares `ad` under `id` in `ads` (by id) and `ids` (by key); returns the changes to the
 /// routes the router sees, in order (an id declared again first withdraws what it named).
 pub(super) fn declare<K, T>(
-    ads: &mut HashMap<u32, T>,
-    ids: &mut HashMap<K, Vec<u32>>,
+    ads: &mut crate::FastMap<u32, T>,
+    ids: &mut crate::FastMap<K, Vec<u32>>,
     key: impl Fn(&T) -> &K,
     id: u32,
     ad: T,
@@ -113,8 +113,8 @@ where
 
 /// Withdraws the declaration `id`; returns the change to the routes the router sees.
 pub(super) fn withdraw<K, T>(
-    ads: &mut HashMap<u32, T>,
-    ids: &mut HashMap<K, Vec<u32>>,
+    ads: &mut crate::FastMap<u32, T>,
+    ids: &mut crate::FastMap<K, Vec<u32>>,
     key: impl Fn(&T) -> &K,
     id: u32,
 ) -> Change<T>

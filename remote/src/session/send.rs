@@ -11,6 +11,9 @@ const FRAME_OVERHEAD: usize = 128;
 /// `max_text_len`.
 pub(super) const MESSAGE_OVERHEAD: usize = 64;
 
+/// A typical message's framing in a batch (an estimate, for sizing writes).
+pub(super) const MESSAGE_FRAMING: usize = 8;
+
 /// Most bytes of messages in one resent piece of a kept batch (one message may exceed it).
 const RESEND_CHUNK: usize = 16 * 1024;
 
@@ -360,6 +363,7 @@ impl Session {
                 // Queued before the peer's limits were known, and no frame it accepts can
                 // carry it: counted, never sent (it would fail the link on every resend).
                 if let Some(dropped) = self.outgoing.pop_front() {
+                    self.outgoing_bytes -= dropped.payload.len();
                     self.stats.oversized += 1;
                     self.lose([dropped.route_id], Undelivered::TooLarge);
                 }
@@ -376,6 +380,7 @@ impl Session {
             let Some(next) = self.outgoing.pop_front() else {
                 break;
             };
+            self.outgoing_bytes -= next.payload.len();
             bytes += next.payload.len();
             framed += size;
             let message = BatchMessage {
