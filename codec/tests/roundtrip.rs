@@ -330,6 +330,48 @@ fn compression_is_used_only_when_smaller_and_above_threshold() {
     assert_eq!(dec.decode(&out).unwrap(), Frame::Batch(noisy));
 }
 
+/// A batch of `count` messages of 8 bytes each from `byte(i)`, with sequence numbers and
+/// alternating route ids: mostly framing.
+fn small_messages(count: u64, byte: impl Fn(u64) -> u8) -> Batch {
+    Batch {
+        first_seq: 1,
+        last_seq: count,
+        messages: (1..=count)
+            .map(|seq| BatchMessage {
+                route_id: 1 + (seq % 2) as u32,
+                seq: Some(seq),
+                payload: (0..8)
+                    .map(|k| byte(seq * 8 + k))
+                    .collect::<Vec<u8>>()
+                    .into(),
+                ..BatchMessage::default()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn framing_alone_never_turns_compression_on() {
+    let limits = Limits::default();
+    let mut dec = Decoder::new(limits);
+    // Random 8-byte payloads: the framing around them compresses, the payloads do not.
+    let noisy = small_messages(500, |i| {
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (x >> 56) as u8 ^ (x >> 23) as u8
+    });
+    let mut enc = Encoder::new(limits).with_compression(Compression::new(3, 0));
+    let out = enc.encode(&Frame::Batch(noisy.clone())).unwrap();
+    assert_eq!(out[6] & 1, 0, "random small payloads are sent plain");
+    assert_eq!(dec.decode(&out).unwrap(), Frame::Batch(noisy));
+    // Text payloads of the same size compress: the batch is sent compressed.
+    let text = b"{\"temperature\": 21.5, \"unit\": \"C\"}";
+    let texty = small_messages(500, |i| text[(i % text.len() as u64) as usize]);
+    let mut enc = Encoder::new(limits).with_compression(Compression::new(3, 0));
+    let out = enc.encode(&Frame::Batch(texty.clone())).unwrap();
+    assert_eq!(out[6] & 1, 1, "compressible small payloads are compressed");
+    assert_eq!(dec.decode(&out).unwrap(), Frame::Batch(texty));
+}
+
 #[test]
 fn dictionary_improves_small_telemetry_batches() {
     let samples: Vec<Bytes> = (0..2000).map(support::telemetry_payload).collect();
