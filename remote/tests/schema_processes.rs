@@ -28,6 +28,8 @@ const COUNT: u64 = 20;
 
 /// A node process and its output lines.
 struct Node {
+    /// Role and version, for failure messages.
+    name: String,
     child: Child,
     lines: Receiver<String>,
 }
@@ -52,16 +54,27 @@ impl Node {
                 }
             }
         });
-        Self { child, lines }
+        let name = vars
+            .iter()
+            .filter(|(key, _)| *key != "DNDM_IMU_CONNECT")
+            .map(|(_, value)| *value)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self { name, child, lines }
     }
 
     /// The next line this node printed that starts with `prefix` (the harness prints others).
     fn line(&self, prefix: &str) -> String {
+        // What the node printed meanwhile, for the failure message.
+        let mut seen = Vec::new();
         loop {
-            let line = self
-                .lines
-                .recv_timeout(GUARD)
-                .unwrap_or_else(|_| panic!("no {prefix:?} line within the guard"));
+            let line = self.lines.recv_timeout(GUARD).unwrap_or_else(|_| {
+                panic!(
+                    "node {}: no {prefix:?} line within the guard; it printed {seen:?}",
+                    self.name
+                )
+            });
+            seen.push(line.clone());
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.trim().to_owned();
             }
@@ -203,8 +216,11 @@ async fn subscribe<T: Message>(show: fn(&T) -> String) {
         endpoint.bound()[0].to_string().trim_start_matches("tcp:")
     );
     let fact = loop {
-        if let Some(fact) = fact(&events.recv().await.unwrap()) {
-            break fact;
+        let event = events.recv().await.unwrap();
+        match fact(&event) {
+            Some(fact) => break fact,
+            // Seen in a failure message when the fact never comes.
+            None => println!("event {event:?}"),
         }
     };
     println!("{fact}");
@@ -225,8 +241,11 @@ async fn publish<T: Message>(make: fn(u64) -> T) {
     let intent = router.publish::<T>("imu").unwrap();
     let mut events = intent.events();
     let fact = loop {
-        if let Some(fact) = fact(&events.recv().await.unwrap()) {
-            break fact;
+        let event = events.recv().await.unwrap();
+        match fact(&event) {
+            Some(fact) => break fact,
+            // Seen in a failure message when the fact never comes.
+            None => println!("event {event:?}"),
         }
     };
     println!("{fact}");
