@@ -37,6 +37,8 @@ pub struct Encoder {
     adaptive: HashMap<u32, Adaptive>,
     /// Output of a sample compression.
     sample: Vec<u8>,
+    /// Time spent compressing since [`Encoder::take_compress_time`] last took it.
+    compress_time: std::time::Duration,
 }
 
 /// Most batches sent uncompressed between two attempts on incompressible data.
@@ -126,7 +128,13 @@ impl Encoder {
             compressed: Vec::new(),
             adaptive: HashMap::new(),
             sample: Vec::new(),
+            compress_time: std::time::Duration::ZERO,
         }
+    }
+
+    /// Time spent compressing since the last call (what compression costs this side's CPU).
+    pub fn take_compress_time(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.compress_time)
     }
 
     /// Compresses batches with `compression` (use only if the peer announced zstd).
@@ -215,7 +223,10 @@ impl Encoder {
                 }
                 let mut adaptive = self.adaptive.get(&key).copied().unwrap_or_default();
                 let compressed = if adaptive.attempt() {
-                    let compressed = self.compress(batch, raw_len, c, options.dictionary)?;
+                    let started = std::time::Instant::now();
+                    let compressed = self.compress(batch, raw_len, c, options.dictionary);
+                    self.compress_time += started.elapsed();
+                    let compressed = compressed?;
                     adaptive.record(compressed.is_some());
                     compressed
                 } else {

@@ -321,6 +321,12 @@ impl Link {
         self.process_frames(now);
     }
 
+    /// What the connection's writer was doing as input arrived (see
+    /// [`Session::handle_transport`]).
+    pub fn handle_transport(&mut self, busy: bool, pushed_back: bool) {
+        self.session.handle_transport(busy, pushed_back);
+    }
+
     /// Reading or writing the connection failed (or the peer closed it).
     pub fn handle_transport_failure(&mut self, failure: LinkFailure, now: Instant) {
         self.session.handle_disconnect(failure);

@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+use crate::arena::Arena;
 use bytes::Bytes;
 use dndm_core::{
     Fingerprint, Message, Overflow, PayloadSink, PeerId, Qos, Route, SinkError, SubscriberFeedback,
@@ -386,6 +388,8 @@ pub struct Intent<T: Message> {
     pub(crate) send_timeout: Duration,
     pub(crate) shared: Arc<IntentShared<T>>,
     pub(crate) router: Arc<Inner>,
+    /// Where messages for peers are encoded.
+    pub(crate) arena: Arena,
 }
 
 impl<T: Message> Intent<T> {
@@ -483,7 +487,9 @@ impl<T: Message> Intent<T> {
             else {
                 continue;
             };
-            let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
+            let bytes = encoded
+                .get_or_insert_with(|| self.arena.encode(&*message))
+                .clone();
             let sent = match sink.try_send(&self.route, bytes.clone()) {
                 Err(SinkError::Full) if !lagging.load(Ordering::Relaxed) => {
                     // Wait for room under the send's one deadline, like a local `Block`
@@ -554,7 +560,9 @@ impl<T: Message> Intent<T> {
                     primary: true,
                     lagging,
                 } => {
-                    let bytes = encoded.get_or_insert_with(|| encode(&*message)).clone();
+                    let bytes = encoded
+                        .get_or_insert_with(|| self.arena.encode(&*message))
+                        .clone();
                     let full = matches!(sink.try_send(&self.route, bytes), Err(SinkError::Full));
                     if full {
                         self.shared

@@ -59,6 +59,7 @@
 // router's modules"), bottom to top:
 //   id, sync, error | events, snapshot, signal | ring | queue | delivery, services | linker
 //   | shared | intent, interest | router | service
+mod arena;
 mod delivery;
 mod error;
 mod events;

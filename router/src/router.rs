@@ -411,6 +411,7 @@ impl Router {
                 .unwrap_or(self.inner.settings.send_timeout),
             shared,
             router: self.inner.clone(),
+            arena: crate::arena::Arena::default(),
         })
     }
 

@@ -13,8 +13,9 @@
 //! faults back in, page by page. [`Io::finish`] stops the reader at once and lets the writer
 //! finish what it holds (a Close, the last acks) within the stall timeout, then close.
 
+use std::future::Future as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
@@ -59,6 +60,8 @@ pub(super) enum Wait {
 struct Pending {
     writes: AtomicUsize,
     idle: Notify,
+    /// A write found the connection full since the link last looked.
+    pushed_back: AtomicBool,
 }
 
 /// What the I/O tasks tell the link's task.
@@ -140,6 +143,12 @@ impl Io {
             // caller then finds the writer busy and waits again.
             () = idle, if wait == Wait::Idle => None,
         }
+    }
+
+    /// Whether a write found the connection full since the last call.
+    pub(super) fn take_pushback(&self) -> bool {
+        self.pending.pushed_back.load(Ordering::Relaxed)
+            && self.pending.pushed_back.swap(false, Ordering::Relaxed)
     }
 
     /// Writes handed to the writer that it has not finished.
@@ -263,7 +272,17 @@ async fn write_loop(
     } = outputs;
     let stalled = || LinkFailure::Transport(format!("write stalled for {stall:?}"));
     while let Some(buf) = output.recv().await {
-        let failure = match tokio::time::timeout(stall, writer.write_all(&buf)).await {
+        let mut write = std::pin::pin!(tokio::time::timeout(stall, writer.write_all(&buf)));
+        let written = std::future::poll_fn(|cx| {
+            let poll = write.as_mut().poll(cx);
+            if poll.is_pending() {
+                // The connection is full: the network or the peer is the limit.
+                pending.pushed_back.store(true, Ordering::Relaxed);
+            }
+            poll
+        })
+        .await;
+        let failure = match written {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(LinkFailure::Transport(e.to_string())),
             Err(_) => Some(stalled()),

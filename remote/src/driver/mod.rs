@@ -274,6 +274,11 @@ impl Driver {
     fn on_input(&mut self, input: Input) {
         match input {
             Input::Data(buf) => {
+                // Before the acks this input may carry, which measure the link.
+                if let Some(io) = &self.io {
+                    self.link
+                        .handle_transport(io.writes_pending() > 0, io.take_pushback());
+                }
                 self.link.handle_input(&buf, now());
                 if let Some(io) = &self.io {
                     io.recycle_read(buf);

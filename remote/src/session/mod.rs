@@ -634,6 +634,14 @@ impl Session {
         self.conn.as_ref().is_some_and(|c| c.open)
     }
 
+    /// What the connection's writer was doing as input arrived: `busy`, a write was under
+    /// way; `pushed_back`, a write found the connection full since the last call (the network
+    /// or the peer is the limit, not our CPU). Compression is measured only on links that push
+    /// back; see [`trial`](self::trial).
+    pub fn handle_transport(&mut self, busy: bool, pushed_back: bool) {
+        self.trial.transport(busy, pushed_back);
+    }
+
     /// Whether the session closed for good.
     pub fn is_closed(&self) -> bool {
         self.closed

@@ -639,9 +639,13 @@ impl Session {
                 .fold((0, 0), |(bytes, n), m| (bytes + m.payload.len(), n + 1));
             // Saturated: messages wait to be sent, or many batches are in flight (a transport
             // with deep buffers, such as a Yamux stream, drains the queue into them).
-            let saturated =
-                !self.outgoing.is_empty() || self.unacked.len() >= trial::IN_FLIGHT_BATCHES;
-            self.trial.record(now, taken, count, saturated);
+            // Or a write is still under way as the ack arrives: we produce as fast as the
+            // connection takes bytes.
+            let saturated = !self.outgoing.is_empty()
+                || self.unacked.len() >= trial::IN_FLIGHT_BATCHES
+                || self.trial.busy();
+            let spent = self.encoder.take_compress_time();
+            self.trial.record(now, taken, count, saturated, spent);
         }
         if self.acknowledge(ack.cumulative_seq) {
             if let Some(conn) = self.conn.as_mut() {

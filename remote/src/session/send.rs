@@ -349,8 +349,9 @@ impl Session {
             return false;
         }
         let mut messages = Vec::new();
-        let mut reliable = Vec::new();
+        let mut reliable = 0usize;
         let mut best_effort = Vec::new();
+        let mut best_effort_seqs = Vec::new();
         let mut bytes = 0usize;
         let first = self.next_seq;
         let (max_messages, max_bytes) = self.batch_bounds();
@@ -373,7 +374,7 @@ impl Session {
                 || (!messages.is_empty()
                     && (bytes + next.payload.len() > max_bytes || framed + size > room))
                 || (next.reliable
-                    && self.unacked_reliable + reliable.len() >= self.config.retransmit_capacity)
+                    && self.unacked_reliable + reliable >= self.config.retransmit_capacity)
             {
                 break;
             }
@@ -391,9 +392,10 @@ impl Session {
             };
             self.next_seq += 1;
             if next.reliable {
-                reliable.push(message.clone());
+                reliable += 1;
             } else {
                 best_effort.push(message.route_id);
+                best_effort_seqs.push(self.next_seq - 1);
             }
             messages.push(message);
         }
@@ -414,20 +416,32 @@ impl Session {
         {
             conn.progress_at = now;
         }
-        self.unacked_reliable += reliable.len();
+        self.unacked_reliable += reliable;
+        let batch = Batch {
+            first_seq: first,
+            last_seq: last,
+            messages,
+        };
+        self.queue_batch(&batch, now);
+        // Kept for resending: the batch's own messages move in (no copy); best-effort ones,
+        // done with once sent, leave.
+        let mut kept = batch.messages;
+        if !best_effort_seqs.is_empty() {
+            // Both ascending: one pass.
+            let mut skip = best_effort_seqs.iter().peekable();
+            kept.retain(|m| {
+                let unreliable = skip.peek().is_some_and(|&&seq| m.seq == Some(seq));
+                if unreliable {
+                    skip.next();
+                }
+                !unreliable
+            });
+        }
         self.unacked.push_back(Sent {
             first,
             last,
-            reliable,
+            reliable: kept,
         });
-        self.queue_batch(
-            &Batch {
-                first_seq: first,
-                last_seq: last,
-                messages,
-            },
-            now,
-        );
         if self.send_refused && self.outgoing.len() < self.config.send_queue {
             self.send_refused = false;
             self.events.push_back(Event::SendReady);

@@ -1,14 +1,20 @@
-//! Whether compression pays in time, not only in bytes: an online A/B trial of goodput.
+//! Whether compression pays in time, not only in bytes.
 //!
 //! Compression that shrinks a batch can still slow a link down: on loopback or a fast LAN the
 //! transport moves bytes faster than zstd makes them smaller, and the receiver pays for
-//! decompression too. The session therefore measures what it gets: while it has a backlog
-//! (it is sending as fast as the link takes messages), it counts the payload bytes the peer
-//! acknowledges per window, with and without compression, and keeps the faster mode; it tries
-//! the other mode again every [`RETRY`], since the network or the data may have changed. A
-//! link that is not saturated measures nothing and keeps its mode: there, compression costs
-//! no throughput and saves bandwidth. Time is the session's `now`, so tests stay
-//! deterministic.
+//! decompression too. Two measurements decide, both on the session's `now` (tests stay
+//! deterministic):
+//!
+//! - **What it costs.** Every [`WINDOW`], the time the encoder spent compressing is compared
+//!   with the window. While the transport never pushed back (every write went straight into
+//!   the connection), the network was not the limit, so compression bought no speed; if it
+//!   also took more than [`CPU_SHARE`] of the window, the link goes plain. It tries
+//!   compression again after [`RETRY`] (the data or the rate may have changed). A quiet link
+//!   keeps compressing: there it costs next to nothing and saves bandwidth.
+//! - **What it gets.** Once the transport pushes back (the network or the peer is the limit),
+//!   an A/B trial of goodput decides: while the link is saturated, it counts the payload bytes
+//!   the peer acknowledges per window, with and without compression, and keeps the faster
+//!   mode, measuring the other one again every [`RETRY`].
 
 use std::time::{Duration, Instant};
 
@@ -22,14 +28,26 @@ pub(super) const RETRY: Duration = Duration::from_secs(5);
 /// Compression is kept unless plain sends at least this much faster (it also saves bytes
 /// on the wire, which a loaded network needs more than the measurement shows).
 const MARGIN: f64 = 1.1;
+/// The share of a window that compressing may take on a link that does not push back.
+pub(super) const CPU_SHARE: f64 = 0.02;
 
 /// The trial's state; see the module docs.
 #[derive(Debug, Clone)]
 pub(super) struct CompressionTrial {
     compress: bool,
-    /// The current window: its start, and the payload bytes and messages taken in it while
-    /// saturated.
+    /// The current A/B window: its start, and the payload bytes and messages taken in it
+    /// while saturated.
     window: Option<(Instant, u64, u64)>,
+    /// The transport pushed back in the current A/B window.
+    window_pushed_back: bool,
+    /// The current cost window: its start, and the time spent compressing in it.
+    cost: Option<(Instant, Duration)>,
+    /// The transport pushed back in the current cost window.
+    cost_pushed_back: bool,
+    /// When the cost made the link go plain.
+    plain_since: Option<Instant>,
+    /// A write was under way when the last input arrived.
+    busy: bool,
     /// The last measured figure of each mode: `[plain, compressed]`.
     rates: [Option<Measured>; 2],
 }
@@ -63,6 +81,11 @@ impl Default for CompressionTrial {
         Self {
             compress: true,
             window: None,
+            window_pushed_back: false,
+            cost: None,
+            cost_pushed_back: false,
+            plain_since: None,
+            busy: false,
             rates: [None, None],
         }
     }
@@ -74,12 +97,35 @@ impl CompressionTrial {
         self.compress
     }
 
+    /// What the transport was doing when input arrived: `busy`, a write was under way (we
+    /// produce as fast as the connection takes bytes: saturated); `pushed_back`, a write found
+    /// the connection full since the last call.
+    pub(super) fn transport(&mut self, busy: bool, pushed_back: bool) {
+        self.busy = busy;
+        self.window_pushed_back |= pushed_back;
+        self.cost_pushed_back |= pushed_back;
+    }
+
+    /// Whether the last input found a write under way.
+    pub(super) fn busy(&self) -> bool {
+        self.busy
+    }
+
     /// The peer acknowledged `messages` messages of `bytes` payload bytes at `now`;
-    /// `saturated`: more wait to be sent. An unsaturated moment ends the window without a
-    /// measurement.
-    pub(super) fn record(&mut self, now: Instant, bytes: usize, messages: usize, saturated: bool) {
+    /// `saturated`: more wait to be sent; `spent`: time spent compressing since the last call.
+    /// An unsaturated moment ends the A/B window without a measurement.
+    pub(super) fn record(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        messages: usize,
+        saturated: bool,
+        spent: Duration,
+    ) {
+        self.weigh_cost(now, spent);
         if !saturated {
             self.window = None;
+            self.window_pushed_back = false;
             return;
         }
         let (start, sum, count) = self.window.get_or_insert((now, 0, 0));
@@ -94,15 +140,51 @@ impl CompressionTrial {
             at: now,
             size: *sum as f64 / *count as f64,
         };
-        self.rates[usize::from(self.compress)] = Some(measured);
         self.window = None;
-        self.decide(measured);
+        // Only a link the transport holds back compares the modes: elsewhere both send as
+        // fast as this side's CPU allows, and the cost alone decides.
+        if std::mem::take(&mut self.window_pushed_back) {
+            self.rates[usize::from(self.compress)] = Some(measured);
+            self.decide(measured);
+        }
+    }
+
+    /// The cost measurement; see the module docs.
+    fn weigh_cost(&mut self, now: Instant, spent: Duration) {
+        if let Some(since) = self.plain_since
+            && now.saturating_duration_since(since) >= RETRY
+        {
+            // Measure the cost again: the data or the rate may have changed.
+            self.plain_since = None;
+            self.compress = true;
+            self.cost = None;
+        }
+        let (start, total) = self.cost.get_or_insert((now, Duration::ZERO));
+        *total += spent;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed < WINDOW {
+            return;
+        }
+        let share = total.as_secs_f64() / elapsed.as_secs_f64();
+        self.cost = None;
+        let pushed_back = std::mem::take(&mut self.cost_pushed_back);
+        if self.compress && !pushed_back && share > CPU_SHARE {
+            self.compress = false;
+            self.plain_since = Some(now);
+        }
     }
 
     fn decide(&mut self, last: Measured) {
         let fresh = |m: Option<Measured>| m.filter(|m| m.fresh(last.at, last.size)).map(|m| m.rate);
         match (fresh(self.rates[0]), fresh(self.rates[1])) {
-            (Some(plain), Some(compressed)) => self.compress = plain < compressed * MARGIN,
+            (Some(plain), Some(compressed)) => {
+                // A measured decision replaces one made on cost.
+                self.plain_since = None;
+                self.compress = plain < compressed * MARGIN;
+            }
+            // Compression went off on its cost lately: it held our CPU back, so it is not
+            // tried again before its retry.
+            (Some(_), None) if self.plain_since.is_some() => {}
             // The other mode's figure is missing, stale or for other data: measure it next.
             _ => self.compress = !self.compress,
         }
@@ -127,7 +209,9 @@ mod tests {
         while now < from + span {
             now += step;
             let bytes = (rate / 100) as usize;
-            trial.record(now, bytes, bytes / size, true);
+            // Limited by the network: the transport pushes back.
+            trial.transport(true, true);
+            trial.record(now, bytes, bytes / size, true, Duration::ZERO);
         }
         now
     }
@@ -193,12 +277,87 @@ mod tests {
         assert!(!trial.compress(), "the new data's plain figure is taken");
     }
 
+    /// Records saturated steps of 10 ms for `span` without pushback, compressing `spent` per
+    /// step; returns the end time.
+    fn unhindered(
+        trial: &mut CompressionTrial,
+        from: Instant,
+        span: Duration,
+        spent: Duration,
+    ) -> Instant {
+        let step = Duration::from_millis(10);
+        let mut now = from;
+        while now < from + span {
+            now += step;
+            trial.transport(true, false);
+            trial.record(now, 1_000_000, 1000, true, spent);
+        }
+        now
+    }
+
+    #[test]
+    fn compression_that_costs_cpu_on_a_link_that_never_pushes_back_goes_plain() {
+        let mut trial = CompressionTrial::default();
+        let t0 = Instant::now();
+        // 1 ms of every 10 compressing (10 %), every write straight into the connection.
+        let t = unhindered(
+            &mut trial,
+            t0,
+            WINDOW + Duration::from_millis(10),
+            Duration::from_millis(1),
+        );
+        assert!(
+            !trial.compress(),
+            "compression bought no speed and cost 10 % of the CPU"
+        );
+        assert_eq!(trial.rates, [None, None], "no A/B figure without pushback");
+        // A pushed-back window measures plain, and does not bring compression back early.
+        let t = window(&mut trial, t, 300_000_000);
+        assert!(
+            !trial.compress(),
+            "compression held the CPU back: not before its retry"
+        );
+        // Plain holds for a while...
+        let t = unhindered(&mut trial, t, RETRY / 2, Duration::ZERO);
+        assert!(!trial.compress());
+        // ...then the cost is measured again.
+        let t = unhindered(&mut trial, t, RETRY, Duration::ZERO);
+        assert!(trial.compress(), "retried after {RETRY:?}");
+        // Once the transport pushes back, the A/B trial decides: plain is measured next.
+        let t = window(&mut trial, t, 100_000_000);
+        assert!(!trial.compress());
+        window(&mut trial, t, 80_000_000);
+        assert!(
+            trial.compress(),
+            "compressed is faster on the pushed-back link"
+        );
+    }
+
+    #[test]
+    fn cheap_compression_stays_on_a_link_that_never_pushes_back() {
+        let mut trial = CompressionTrial::default();
+        // 0.1 ms of every 10 (1 %): below the share.
+        unhindered(
+            &mut trial,
+            Instant::now(),
+            WINDOW * 10,
+            Duration::from_micros(100),
+        );
+        assert!(trial.compress());
+    }
+
     #[test]
     fn an_idle_link_measures_nothing() {
         let mut trial = CompressionTrial::default();
         let t0 = Instant::now();
         for i in 0..1000u32 {
-            trial.record(t0 + Duration::from_millis(u64::from(i)), 1 << 20, 16, false);
+            trial.record(
+                t0 + Duration::from_millis(u64::from(i)),
+                1 << 20,
+                16,
+                false,
+                Duration::ZERO,
+            );
         }
         assert!(trial.compress());
         assert_eq!(trial.rates, [None, None]);
