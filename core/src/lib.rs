@@ -36,6 +36,7 @@ mod endpoint;
 mod identity;
 mod message;
 mod qos;
+pub mod recycle;
 mod route;
 pub mod schema;
 mod settings;

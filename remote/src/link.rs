@@ -41,6 +41,7 @@ use dndm_codec::{
     CloseCode, Correlation, FrameHeader, Limits, ResponseError, SessionId, declared_len,
     split_frame,
 };
+use dndm_core::recycle::Recycler;
 use dndm_core::{IntentAd, InterestAd, PeerId, Route, ServiceAd, SubscriberFeedback};
 
 use crate::noise::{self, Channel};
@@ -61,6 +62,11 @@ pub struct LocalSet {
 /// Bytes [`Link::poll_transmit_into`] gathers into one write, about: large writes cost fewer
 /// system calls, and a bounded size lets the driver reuse its write buffers.
 const WRITE_TARGET: usize = 256 * 1024;
+
+/// Size of a buffer decrypted input goes into (messages are delivered as slices of it).
+const PLAIN_BUFFER: usize = 256 * 1024;
+/// Buffers decrypted input went into kept for reuse once their messages are dropped.
+const PLAIN_SPARES: usize = 3;
 
 /// The security layer of one connection.
 #[derive(Debug)]
@@ -175,6 +181,8 @@ pub struct Link {
     secure: Option<Secure>,
     /// Decrypted bytes not yet cut into frames.
     plain: BytesMut,
+    /// Buffers `plain` left behind, for reuse (see [`dndm_core::recycle`]).
+    spares: Recycler,
     /// Bytes decoded from the peer's frames whose events are not yet drained (see
     /// [`Link::poll_event`]); decoding pauses at the session's `budget.decoded_bytes`.
     decoded: usize,
@@ -220,6 +228,7 @@ impl Link {
             session,
             secure: None,
             plain: BytesMut::new(),
+            spares: Recycler::new(PLAIN_BUFFER, PLAIN_SPARES),
             decoded: 0,
             paced: false,
             preferred: false,
@@ -309,6 +318,10 @@ impl Link {
         let Some(secure) = self.secure.as_mut() else {
             return;
         };
+        // Decrypted, the input is no longer than it came, with at most one message's start
+        // from an earlier input.
+        self.spares
+            .make_room(&mut self.plain, bytes.len() + noise::MAX_NOISE_MESSAGE);
         // Plaintext decrypted before a bad message is still the peer's, in order.
         if let Err(e) = secure.handle_input_into(bytes, &mut self.plain) {
             self.process_frames(now);
@@ -690,6 +703,7 @@ impl Link {
             }
         }
         self.plain = BytesMut::new();
+        self.spares.clear();
         self.paced = false;
         // The grace period starts when a peer that got through a hello loses its connection.
         if self.session.peer().is_some() && !self.session.is_closed() && self.away_since.is_none() {

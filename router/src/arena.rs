@@ -10,11 +10,13 @@
 //! The chunk is per intent, so what one route's messages keep alive is a run of that route's
 //! messages: a peer that holds messages back pins at most one partly used chunk beyond the
 //! bytes it holds. Messages larger than [`LARGEST`] get their own buffer (they would waste
-//! most of a chunk).
+//! most of a chunk). Chunks start small and double as they fill, and a few are kept to be
+//! used again once all their messages are dropped ([`dndm_core::recycle`]).
 
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
+use dndm_core::recycle::Recycler;
 use prost::Message;
 
 /// Bytes of one chunk.
@@ -22,10 +24,25 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 /// The largest encoded message taken from a chunk.
 pub(crate) const LARGEST: usize = CHUNK / 8;
 
+/// Bytes of an intent's first chunk: the chunks double up to [`CHUNK`] as they fill, so an
+/// intent that sends little holds little.
+const FIRST: usize = 4 * 1024;
+/// Chunks kept for reuse once every message in them is dropped (see
+/// [`dndm_core::recycle`]): without them, each new chunk is fresh memory faulted in.
+const SPARES: usize = 4;
+
 /// One intent's chunk; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Arena {
-    chunk: Mutex<BytesMut>,
+    chunk: Mutex<(BytesMut, Recycler)>,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self {
+            chunk: Mutex::new((BytesMut::new(), Recycler::growing(FIRST, CHUNK, SPARES))),
+        }
+    }
 }
 
 impl Arena {
@@ -37,16 +54,16 @@ impl Arena {
         }
         // Another thread sending on the same intent at this instant: encode apart rather than
         // wait for it.
-        let Ok(mut chunk) = self.chunk.try_lock() else {
+        let Ok(mut guard) = self.chunk.try_lock() else {
             return Bytes::from(message.encode_to_vec());
         };
-        if chunk.capacity() < len {
-            // The old chunk lives on in the slices handed out, and is freed with the last.
-            *chunk = BytesMut::with_capacity(CHUNK);
-        }
-        // Cannot fail: the capacity was checked above.
+        let (chunk, recycler) = &mut *guard;
+        // The old chunk lives on in the slices handed out, and is taken again once they are
+        // all dropped.
+        recycler.make_room(chunk, len);
+        // Cannot fail: a `BytesMut` grows as needed, and has the room anyway.
         message
-            .encode(&mut *chunk)
+            .encode(chunk)
             .unwrap_or_else(|_| unreachable!("a chunk with room for {len} bytes"));
         chunk.split().freeze()
     }
