@@ -220,12 +220,52 @@ fn split_at_sign(input: &str) -> Result<(&str, &str), RouteParseError> {
 
 /// A concrete route: `TypeName@path`.
 ///
-/// Cheap to clone (one reference-counted string). Ordered and hashed by its text.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Cheap to clone (one reference-counted string). Ordered and compared by its text; hashed by
+/// a digest of its text taken once, when it is built (routes are looked up on every message).
+#[derive(Clone)]
 pub struct Route {
     text: Arc<str>,
     /// Byte index of the `@`; invariant: `text[at] == '@'`.
     at: usize,
+    /// `text_digest(&text)`.
+    digest: u64,
+}
+
+/// A digest of a route's text, keyed per process: equal texts get equal digests, and a peer
+/// cannot choose texts that collide (it does not know the key).
+fn text_digest(text: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    static KEY: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(foldhash::fast::RandomState::default)
+        .hash_one(text)
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        // `at` follows from the text.
+        Arc::ptr_eq(&self.text, &other.text)
+            || (self.digest == other.digest && self.text == other.text)
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+impl PartialOrd for Route {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Route {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
 }
 
 impl Route {
@@ -289,6 +329,7 @@ impl FromStr for Route {
         Ok(Self {
             text: input.into(),
             at: type_name.len(),
+            digest: text_digest(input),
         })
     }
 }
@@ -436,6 +477,7 @@ impl RoutePattern {
         self.is_exact().then(|| Route {
             text: self.text.clone(),
             at: self.at,
+            digest: text_digest(&self.text),
         })
     }
 

@@ -3,26 +3,32 @@
 use dndm_codec::ResponseError;
 use dndm_core::{BudgetKind, CallError, Undelivered};
 
-use super::{Command, Driver, now};
+use super::{Command, Driver, Publish, now};
 use crate::endpoint::lock;
 use crate::session::SessionSendError;
 
 impl Driver {
     /// Takes `first` and everything queued that the session accepts, so one batch (one
     /// encryption, one signature, one write) carries it all.
-    pub(super) async fn commands_batch(&mut self, first: Command) {
+    pub(super) async fn commands_batch(&mut self, first: Option<Command>) {
         if self.local.has_changed().unwrap_or(false) {
             // Route changes first: a publish may be for a route just added.
             // `first` was queued before the change too: it counts among what goes out first.
-            self.sync_local(1);
+            self.sync_local(usize::from(first.is_some()));
         }
-        let mut next = Some(first);
-        let mut taken = 0usize;
+        let mut next = first;
+        let mut taken = self.publishes();
         let mut lingered = false;
         // One clock read per batch: the commands of one wake-up happen at once.
         let t = now();
         loop {
             while let Some(command) = next {
+                // The publishes queued before this command go first.
+                taken += self.publishes();
+                if !self.backlog.is_empty() || !self.deferred.is_empty() || !self.link.can_send() {
+                    self.deferred.push_back(command);
+                    return;
+                }
                 self.command(command, t);
                 taken += 1;
                 next = if self.link.can_send() {
@@ -31,6 +37,7 @@ impl Driver {
                     None
                 };
             }
+            taken += self.publishes();
             // A busy publisher (more than one message was waiting): let it run once more
             // before sealing the batch. No timer: one yield.
             if lingered || taken < 2 || !self.link.can_send() {
@@ -38,29 +45,67 @@ impl Driver {
             }
             lingered = true;
             tokio::task::yield_now().await;
-            next = self.commands.try_recv().ok();
+            taken += self.publishes();
+            next = if self.backlog.is_empty() {
+                self.commands.try_recv().ok()
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Feeds the session what waits: the publishes held back (it was full), then those queued
+    /// in the lane, then commands that arrived behind held-back publishes, while it takes
+    /// them; returns how many went in.
+    pub(super) fn publishes(&mut self) -> usize {
+        let t = now();
+        let mut taken = 0;
+        loop {
+            if self.backlog.is_empty() {
+                self.lane.take(&mut self.backlog);
+            }
+            while self.link.can_send() {
+                let Some(publish) = self.backlog.pop_front() else {
+                    break;
+                };
+                self.publish(publish, t);
+                taken += 1;
+            }
+            if !self.backlog.is_empty() || !self.link.can_send() {
+                return taken;
+            }
+            // Commands wait behind publishes queued before them.
+            let Some(command) = self.deferred.pop_front() else {
+                return taken;
+            };
+            self.command(command, t);
+            taken += 1;
+        }
+    }
+
+    pub(super) fn publish(&mut self, publish: Publish, t: std::time::Instant) {
+        let Publish {
+            route,
+            payload,
+            credit,
+        } = publish;
+        match self.link.handle_publish(&route, payload, t) {
+            Ok(()) => self.credits.take(route, credit),
+            Err(e) => {
+                credit.give_back(1);
+                let reason = match e {
+                    SessionSendError::TooLarge { .. } => Undelivered::TooLarge,
+                    SessionSendError::Full => Undelivered::Timeout,
+                    _ => Undelivered::Closed,
+                };
+                tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
+                self.undelivered(&route, 1, reason);
+            }
         }
     }
 
     pub(super) fn command(&mut self, command: Command, t: std::time::Instant) {
         match command {
-            Command::Publish {
-                route,
-                payload,
-                credit,
-            } => match self.link.handle_publish(&route, payload, t) {
-                Ok(()) => self.credits.take(route, credit),
-                Err(e) => {
-                    credit.give_back(1);
-                    let reason = match e {
-                        SessionSendError::TooLarge { .. } => Undelivered::TooLarge,
-                        SessionSendError::Full => Undelivered::Timeout,
-                        _ => Undelivered::Closed,
-                    };
-                    tracing::debug!(peer = %self.peer, %route, error = %e, "publish not sent");
-                    self.undelivered(&route, 1, reason);
-                }
-            },
             Command::Request {
                 route,
                 payload,
@@ -115,8 +160,12 @@ impl Driver {
     /// were queued before the change as well.
     pub(super) fn sync_local(&mut self, in_hand: usize) {
         let wanted = self.local.borrow_and_update().clone();
-        self.link
-            .handle_local(wanted, self.commands.len() + in_hand, now());
+        let queued = self.commands.len()
+            + self.lane.len()
+            + self.backlog.len()
+            + self.deferred.len()
+            + in_hand;
+        self.link.handle_local(wanted, queued, now());
     }
 }
 

@@ -192,8 +192,7 @@ impl Driver {
                 // accepted is never refused for room later.
                 let config = &self.inner.config;
                 let window = config.route_window.min(config.session.send_queue);
-                let sink: Arc<dyn PayloadSink> =
-                    Arc::new(LinkSink::new(self.commands_tx.clone(), window));
+                let sink: Arc<dyn PayloadSink> = Arc::new(LinkSink::new(self.lane.clone(), window));
                 if let Some(Err(e)) = port.map(|p| p.add_peer_interest(&self.peer, ad, sink)) {
                     tracing::warn!(peer = %self.peer, error = %e, "peer interest refused");
                     lock(&self.inner.stats).refused_routes += 1;

@@ -33,7 +33,7 @@ mod sinks;
 
 use io::{Input, Io, Wait};
 
-pub(crate) use sinks::{Command, Credits, LinkRequester, LinkSink};
+pub(crate) use sinks::{Command, Credits, Lane, LinkRequester, LinkSink, Publish};
 
 /// Commands queued per link (publishes from local intents, requests, flushes). Bounded: a full
 /// queue back-pressures the publishers (each only up to its send timeout).
@@ -52,6 +52,12 @@ struct Driver {
     connections: mpsc::Receiver<Handoff>,
     commands_tx: mpsc::Sender<Command>,
     commands: mpsc::Receiver<Command>,
+    /// Publishes of local intents, queued by the peer-interest sinks.
+    lane: Arc<Lane>,
+    /// Publishes taken from the lane that the session had no room for yet, in order.
+    backlog: std::collections::VecDeque<Publish>,
+    /// Commands that arrived behind the backlog, in order.
+    deferred: std::collections::VecDeque<Command>,
     local: watch::Receiver<LocalSet>,
     /// Fan-in sinks of the peer's intents.
     fan_ins: crate::FastMap<Route, Arc<dyn PayloadSink>>,
@@ -108,6 +114,9 @@ pub(crate) async fn link_task(
         connections,
         commands_tx,
         commands,
+        lane: Arc::new(Lane::default()),
+        backlog: std::collections::VecDeque::new(),
+        deferred: std::collections::VecDeque::new(),
         fan_ins: crate::FastMap::default(),
         draining: HashMap::new(),
         credits: Credits::default(),
@@ -127,9 +136,9 @@ pub(crate) async fn link_task(
     // Nothing queued for the link ends unaccounted: the closed session refuses each command,
     // and a refused publish is reported undelivered.
     driver.commands.close();
-    while let Ok(command) = driver.commands.try_recv() {
-        driver.command(command, now());
-    }
+    let left = driver.lane.close();
+    driver.backlog.extend(left);
+    driver.drain_commands();
     driver.dispatch();
     // Withdraw the peer's routes while this link is still the peer's: once it leaves `links`,
     // a new link of the peer may register routes that `remove_peer` must not touch.
@@ -183,19 +192,27 @@ impl Driver {
                     continue;
                 }
             }
-            let deadline = self.link.poll_timeout().map(tokio::time::Instant::from_std);
             let can_send = self.link.can_send();
+            if can_send && (!self.backlog.is_empty() || !self.deferred.is_empty()) {
+                // The session made room for what was held back.
+                self.commands_batch(None).await;
+                continue;
+            }
+            let deadline = self.link.poll_timeout().map(tokio::time::Instant::from_std);
+            // Commands wait while publishes queued before them are held back.
+            let behind = !self.backlog.is_empty() || !self.deferred.is_empty();
             tokio::select! {
                 biased;
                 () = self.inner.cancel.cancelled() => {
                     self.close().await;
                     return false;
                 }
-                command = self.commands.recv(), if can_send => {
+                command = self.commands.recv(), if can_send && !behind => {
                     if let Some(command) = command {
-                        self.commands_batch(command).await;
+                        self.commands_batch(Some(command)).await;
                     }
                 }
+                () = self.lane.ready(), if can_send => self.commands_batch(None).await,
                 changed = self.local.changed() => {
                     if changed.is_ok() { self.sync_local(0); }
                 }
@@ -217,9 +234,7 @@ impl Driver {
     /// Closes the session in order: commands already queued go in first (what the session
     /// cannot send is reported undelivered), then the peer gets our Close.
     async fn close(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            self.command(command, now());
-        }
+        self.drain_commands();
         self.link.close("endpoint closing", now());
         // Everything the link has goes to the writer, which finishes it after we are gone
         // (within its stall timeout: the endpoint's close waits for it).
@@ -239,6 +254,26 @@ impl Driver {
             }
         }
         self.dispatch();
+    }
+
+    /// Feeds the session every publish and command queued, in order, whether or not it has
+    /// room (what it refuses is reported undelivered).
+    fn drain_commands(&mut self) {
+        let t = now();
+        loop {
+            self.lane.take(&mut self.backlog);
+            if let Some(publish) = self.backlog.pop_front() {
+                self.publish(publish, t);
+            } else if let Some(command) = self
+                .deferred
+                .pop_front()
+                .or_else(|| self.commands.try_recv().ok())
+            {
+                self.command(command, t);
+            } else {
+                return;
+            }
+        }
     }
 
     fn offer(&mut self, handoff: Handoff) {

@@ -9,14 +9,89 @@ use bytes::Bytes;
 use dndm_core::{CallError, PayloadSink, RequestSink, Route, SinkError};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+/// A publish of a local intent, queued for a link task.
+pub(crate) struct Publish {
+    pub(super) route: Route,
+    pub(super) payload: Bytes,
+    /// Given back when the message is settled or reported undelivered.
+    pub(super) credit: Arc<Credit>,
+}
+
+/// The publishes queued for one link task: a locked list rather than a channel, so a burst
+/// costs the link task one wake-up and one swap, not a channel operation per message. Its
+/// length is bounded by the credits of the link's sinks. Other commands keep their channel;
+/// the task takes the publishes queued before each of them first, so a flush still covers
+/// every publish queued before it.
+#[derive(Debug, Default)]
+pub(crate) struct Lane {
+    queue: std::sync::Mutex<LaneQueue>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LaneQueue {
+    publishes: Vec<Publish>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publish")
+            .field("route", &self.route)
+            .field("len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneQueue> {
+        // A panic while holding the lock leaves the list whole: keep using it.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `publish`; the link task is woken when the list was empty.
+    fn push(&self, publish: Publish) -> Result<(), SinkError> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(SinkError::Closed);
+        }
+        let was_empty = queue.publishes.is_empty();
+        queue.publishes.push(publish);
+        drop(queue);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Moves what is queued to the end of `into`.
+    pub(super) fn take(&self, into: &mut std::collections::VecDeque<Publish>) {
+        let mut queue = self.lock();
+        into.extend(queue.publishes.drain(..));
+    }
+
+    /// Publishes queued now.
+    pub(super) fn len(&self) -> usize {
+        self.lock().publishes.len()
+    }
+
+    /// Resolves when publishes were queued since the last wake-up (maybe already taken).
+    pub(super) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Refuses every later publish and returns those still queued.
+    pub(super) fn close(&self) -> Vec<Publish> {
+        let mut queue = self.lock();
+        queue.closed = true;
+        std::mem::take(&mut queue.publishes)
+    }
+}
+
 /// A command for a link task.
 pub(crate) enum Command {
-    Publish {
-        route: Route,
-        payload: Bytes,
-        /// Given back when the message is settled or reported undelivered.
-        credit: Arc<Credit>,
-    },
     /// A request to the peer's service on `route`; the answer goes to `reply`.
     Request {
         route: Route,
@@ -91,16 +166,24 @@ impl Drop for Taken<'_> {
 /// The sink a peer's interest gets: queues publishes for the link task, within its credit.
 #[derive(Debug)]
 pub(crate) struct LinkSink {
-    commands: mpsc::Sender<Command>,
+    lane: Arc<Lane>,
     credit: Arc<Credit>,
 }
 
 impl LinkSink {
     /// A sink for one peer interest, with room for `window` messages inside the link.
-    pub(super) fn new(commands: mpsc::Sender<Command>, window: usize) -> Self {
+    pub(super) fn new(lane: Arc<Lane>, window: usize) -> Self {
         Self {
-            commands,
+            lane,
             credit: Arc::new(Credit::new(window)),
+        }
+    }
+
+    fn publish(&self, route: &Route, payload: Bytes) -> Publish {
+        Publish {
+            route: route.clone(),
+            payload,
+            credit: self.credit.clone(),
         }
     }
 }
@@ -110,15 +193,7 @@ impl PayloadSink for LinkSink {
     async fn send(&self, route: &Route, payload: Bytes) -> Result<(), SinkError> {
         self.credit.take().await;
         let mut taken = Taken(Some(&self.credit));
-        let command = Command::Publish {
-            route: route.clone(),
-            payload,
-            credit: self.credit.clone(),
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SinkError::Closed)?;
+        self.lane.push(self.publish(route, payload))?;
         taken.0 = None;
         Ok(())
     }
@@ -127,18 +202,11 @@ impl PayloadSink for LinkSink {
         if !self.credit.try_take() {
             return Err(SinkError::Full);
         }
-        let command = Command::Publish {
-            route: route.clone(),
-            payload,
-            credit: self.credit.clone(),
-        };
-        self.commands.try_send(command).map_err(|e| {
-            self.credit.give_back(1);
-            match e {
-                mpsc::error::TrySendError::Full(_) => SinkError::Full,
-                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
-            }
-        })
+        self.lane
+            .push(self.publish(route, payload))
+            .inspect_err(|_| {
+                self.credit.give_back(1);
+            })
     }
 }
 
