@@ -145,6 +145,85 @@ fn transport_messages_interoperate_with_snows_transport_state() {
     }
 }
 
+/// Completes a handshake between an initiator preferring `a` and a responder preferring `b`;
+/// returns the cipher each agreed on, after checking that data flows both ways.
+fn agreed(a: Cipher, b: Cipher) -> (Cipher, Cipher) {
+    let mut a = Channel::initiator_preferring(&StaticKey::generate().unwrap(), a).unwrap();
+    let mut b = Channel::responder_preferring(&StaticKey::generate().unwrap(), b).unwrap();
+    while shuttle(&mut a, &mut b, usize::MAX) + shuttle(&mut b, &mut a, usize::MAX) > 0 {}
+    a.write(b"ping").unwrap();
+    shuttle(&mut a, &mut b, 7);
+    assert_eq!(drain_plaintext(&mut b), b"ping");
+    b.write(&[9; 70_000]).unwrap();
+    shuttle(&mut b, &mut a, 1000);
+    assert_eq!(drain_plaintext(&mut a), vec![9; 70_000]);
+    (a.cipher().unwrap(), b.cipher().unwrap())
+}
+
+#[test]
+fn aes_gcm_is_agreed_only_when_both_sides_prefer_it() {
+    use Cipher::{AesGcm, ChaChaPoly};
+    assert_eq!(agreed(AesGcm, AesGcm), (AesGcm, AesGcm));
+    assert_eq!(agreed(AesGcm, ChaChaPoly), (ChaChaPoly, ChaChaPoly));
+    assert_eq!(agreed(ChaChaPoly, AesGcm), (ChaChaPoly, ChaChaPoly));
+    assert_eq!(agreed(ChaChaPoly, ChaChaPoly), (ChaChaPoly, ChaChaPoly));
+}
+
+/// Runs a plain snow peer that writes `payloads` (one per message of its turn) against
+/// `ours`; returns the first error `ours` reports.
+fn against_snow(mut ours: Channel, initiator: bool, payloads: &[&[u8]]) -> Result<(), NoiseError> {
+    let key = StaticKey::generate().unwrap();
+    let builder = builder(&key).unwrap();
+    let mut theirs = if initiator {
+        builder.build_initiator().unwrap()
+    } else {
+        builder.build_responder().unwrap()
+    };
+    let mut payloads = payloads.iter();
+    let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+    while !theirs.is_handshake_finished() {
+        if theirs.is_my_turn() {
+            let payload = payloads.next().copied().unwrap_or_default();
+            let n = theirs.write_message(payload, &mut buf).unwrap();
+            let mut framed = (n as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&buf[..n]);
+            ours.handle_input(&framed)?;
+        }
+        while let Some(bytes) = ours.poll_transmit() {
+            for message in messages(&bytes) {
+                theirs.read_message(&message, &mut buf).unwrap();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_cipher_choice_outside_the_offer_fails_the_handshake() {
+    let key = StaticKey::generate().unwrap();
+    // We offered ChaCha20-Poly1305 only; the responder answers AES-256-GCM.
+    let ours = Channel::initiator_preferring(&key, Cipher::ChaChaPoly).unwrap();
+    let err = against_snow(ours, false, &[&[1]]).unwrap_err();
+    assert!(err.to_string().contains("did not offer"), "{err}");
+    // An unknown cipher offered or chosen.
+    let ours = Channel::responder_preferring(&key, Cipher::AesGcm).unwrap();
+    let err = against_snow(ours, true, &[&[7]]).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown transport cipher 7"),
+        "{err}"
+    );
+    let ours = Channel::initiator_preferring(&key, Cipher::AesGcm).unwrap();
+    let err = against_snow(ours, false, &[&[7]]).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown transport cipher 7"),
+        "{err}"
+    );
+    // A third message with a payload.
+    let ours = Channel::responder_preferring(&key, Cipher::AesGcm).unwrap();
+    let err = against_snow(ours, true, &[&[1], &[1]]).unwrap_err();
+    assert_eq!(err, NoiseError::HandshakePayload { len: 1 });
+}
+
 #[test]
 fn handshake_byte_by_byte() {
     let (a, b) = handshake_in_chunks(1);
@@ -286,7 +365,10 @@ fn handshake_message_out_of_turn_is_rejected() {
     // The public constructors always send as soon as it is their turn; an initiator that
     // has not sent message 1 yet shows the defensive check.
     let key = StaticKey::generate().unwrap();
-    let mut a = Channel::new(builder(&key).unwrap().build_initiator().unwrap());
+    let mut a = Channel::new(
+        builder(&key).unwrap().build_initiator().unwrap(),
+        Cipher::ChaChaPoly,
+    );
     let err = a.handle_input(&[0, 1, 0]).unwrap_err();
     assert_eq!(err, NoiseError::UnexpectedHandshakeMessage { len: 1 });
 }
