@@ -30,6 +30,8 @@ pub(super) const RETRY: Duration = Duration::from_secs(5);
 const MARGIN: f64 = 1.1;
 /// The share of a window that compressing may take on a link that does not push back.
 pub(super) const CPU_SHARE: f64 = 0.02;
+/// The longest plain holds after the cost decided before compression is measured again.
+pub(super) const MAX_COST_RETRY: Duration = Duration::from_secs(80);
 
 /// The trial's state; see the module docs.
 #[derive(Debug, Clone)]
@@ -46,6 +48,12 @@ pub(super) struct CompressionTrial {
     cost_pushed_back: bool,
     /// When the cost made the link go plain.
     plain_since: Option<Instant>,
+    /// How long plain holds after the cost decided: [`RETRY`], doubled each time the cost
+    /// decides again in a row (up to [`MAX_COST_RETRY`]), so data that never pays costs ever
+    /// less.
+    cost_retry: Duration,
+    /// The current cost window follows a retry.
+    retried: bool,
     /// A write was under way when the last input arrived.
     busy: bool,
     /// The last measured figure of each mode: `[plain, compressed]`.
@@ -85,6 +93,8 @@ impl Default for CompressionTrial {
             cost: None,
             cost_pushed_back: false,
             plain_since: None,
+            cost_retry: RETRY,
+            retried: false,
             busy: false,
             rates: [None, None],
         }
@@ -152,12 +162,13 @@ impl CompressionTrial {
     /// The cost measurement; see the module docs.
     fn weigh_cost(&mut self, now: Instant, spent: Duration) {
         if let Some(since) = self.plain_since
-            && now.saturating_duration_since(since) >= RETRY
+            && now.saturating_duration_since(since) >= self.cost_retry
         {
             // Measure the cost again: the data or the rate may have changed.
             self.plain_since = None;
             self.compress = true;
             self.cost = None;
+            self.retried = true;
         }
         let (start, total) = self.cost.get_or_insert((now, Duration::ZERO));
         *total += spent;
@@ -169,9 +180,17 @@ impl CompressionTrial {
         self.cost = None;
         let pushed_back = std::mem::take(&mut self.cost_pushed_back);
         if self.compress && !pushed_back && share > CPU_SHARE {
+            if self.retried {
+                // Measured again, and still too dear: wait longer next time.
+                self.cost_retry = (self.cost_retry * 2).min(MAX_COST_RETRY);
+            }
             self.compress = false;
             self.plain_since = Some(now);
+        } else if self.compress {
+            // Compression paid its way (or the network limits the link): back to the start.
+            self.cost_retry = RETRY;
         }
+        self.retried = false;
     }
 
     fn decide(&mut self, last: Measured) {
@@ -295,6 +314,20 @@ mod tests {
         now
     }
 
+    /// Steps as [`unhindered`] until the trial compresses; returns the time then (twice).
+    fn until_compressing(
+        trial: &mut CompressionTrial,
+        from: Instant,
+        spent: Duration,
+    ) -> (Instant, Instant) {
+        let mut now = from;
+        while !trial.compress() {
+            assert!(now - from < MAX_COST_RETRY * 2, "compression never retried");
+            now = unhindered(trial, now, Duration::from_millis(10), spent);
+        }
+        (now, now)
+    }
+
     #[test]
     fn compression_that_costs_cpu_on_a_link_that_never_pushes_back_goes_plain() {
         let mut trial = CompressionTrial::default();
@@ -311,18 +344,26 @@ mod tests {
             "compression bought no speed and cost 10 % of the CPU"
         );
         assert_eq!(trial.rates, [None, None], "no A/B figure without pushback");
+        let decided = t;
         // A pushed-back window measures plain, and does not bring compression back early.
         let t = window(&mut trial, t, 300_000_000);
         assert!(
             !trial.compress(),
             "compression held the CPU back: not before its retry"
         );
-        // Plain holds for a while...
-        let t = unhindered(&mut trial, t, RETRY / 2, Duration::ZERO);
+        // Plain holds for a while, then the cost is measured again: still 10 %, so plain
+        // again, and each retry waits twice as long as the last.
+        let t = unhindered(&mut trial, t, RETRY / 2, Duration::from_millis(1));
         assert!(!trial.compress());
-        // ...then the cost is measured again.
-        let t = unhindered(&mut trial, t, RETRY, Duration::ZERO);
-        assert!(trial.compress(), "retried after {RETRY:?}");
+        let (t, first) = until_compressing(&mut trial, t, Duration::from_millis(1));
+        assert!(first - decided >= RETRY, "retried after {RETRY:?}");
+        let t = unhindered(&mut trial, t, WINDOW * 2, Duration::from_millis(1));
+        assert!(!trial.compress(), "still too dear");
+        let (t, second) = until_compressing(&mut trial, t, Duration::from_millis(1));
+        assert!(second - first >= RETRY * 2, "the retry backs off");
+        // Cheap now: compression stays.
+        let t = unhindered(&mut trial, t, WINDOW * 3, Duration::ZERO);
+        assert!(trial.compress());
         // Once the transport pushes back, the A/B trial decides: plain is measured next.
         let t = window(&mut trial, t, 100_000_000);
         assert!(!trial.compress());
