@@ -637,7 +637,7 @@ impl Session {
     /// What the connection's writer was doing as input arrived: `busy`, a write was under
     /// way; `pushed_back`, a write found the connection full since the last call (the network
     /// or the peer is the limit, not our CPU). Compression is measured only on links that push
-    /// back; see [`trial`](self::trial).
+    /// back (docs/protocol.md, "Compression").
     pub fn handle_transport(&mut self, busy: bool, pushed_back: bool) {
         self.trial.transport(busy, pushed_back);
     }
