@@ -63,8 +63,13 @@ use dndm_core::{Keypair, PeerId, PeerIdError, PublicKey};
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, params::NoiseParams};
 
+mod cipher;
+mod framing;
 mod transport;
 
+pub use cipher::Cipher;
+
+use framing::{push_message, split_message};
 use transport::Transport;
 
 /// The Noise protocol name used by every dndm remote link.
@@ -111,53 +116,6 @@ const HANDSHAKE_BUF_LEN: usize = 256;
 pub struct StaticKey {
     private: [u8; KEY_LEN],
     public: [u8; KEY_LEN],
-}
-
-/// The AEAD of a channel's transport messages, agreed in the handshake (docs/protocol.md,
-/// Connection setup): AES-256-GCM when both sides have AES in hardware (about 3× ChaCha20's
-/// speed on such CPUs), else ChaCha20-Poly1305 (fast in software everywhere).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cipher {
-    /// ChaCha20-Poly1305, as `Noise_XX_25519_ChaChaPoly_BLAKE2s` defines it.
-    ChaChaPoly,
-    /// AES-256-GCM with keys derived from the handshake's split keys.
-    AesGcm,
-}
-
-impl Cipher {
-    /// What this machine runs fastest: AES-256-GCM where the CPU has AES and carry-less
-    /// multiplication instructions, else ChaCha20-Poly1305.
-    pub fn preferred() -> Cipher {
-        #[cfg(target_arch = "x86_64")]
-        let hardware = std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq");
-        #[cfg(target_arch = "aarch64")]
-        let hardware = std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull");
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        let hardware = false;
-        if hardware {
-            Cipher::AesGcm
-        } else {
-            Cipher::ChaChaPoly
-        }
-    }
-
-    /// Its byte in the handshake payloads.
-    fn wire(self) -> u8 {
-        match self {
-            Cipher::ChaChaPoly => 0,
-            Cipher::AesGcm => 1,
-        }
-    }
-
-    fn from_wire(byte: u8) -> Option<Cipher> {
-        match byte {
-            0 => Some(Cipher::ChaChaPoly),
-            1 => Some(Cipher::AesGcm),
-            _ => None,
-        }
-    }
 }
 
 /// One Noise connection as a sans-IO state machine: handshake, then transport.
@@ -525,60 +483,6 @@ impl Channel {
         }
     }
 
-    /// The payload of our next handshake message: the first carries our preferred cipher,
-    /// the second the agreed one (see docs/protocol.md), the third nothing.
-    fn payload_to_write(&self) -> Vec<u8> {
-        match (self.messages, self.cipher) {
-            (0, _) => vec![self.prefer.wire()],
-            (1, Some(cipher)) if !self.legacy => vec![cipher.wire()],
-            _ => Vec::new(),
-        }
-    }
-
-    /// Checks the payload of the peer's handshake message and takes what it says.
-    fn payload_read(&mut self, payload: &[u8]) -> Result<(), NoiseError> {
-        let unexpected = || NoiseError::HandshakePayload { len: payload.len() };
-        match (self.messages, payload) {
-            // The initiator's offer: AES-256-GCM only if both sides prefer it.
-            (0, []) => {
-                self.legacy = true;
-                self.cipher = Some(Cipher::ChaChaPoly);
-            }
-            (0, &[offer]) => {
-                let offer = Cipher::from_wire(offer).ok_or_else(|| {
-                    NoiseError::Handshake(format!("unknown transport cipher {offer} offered"))
-                })?;
-                self.cipher = Some(
-                    if offer == Cipher::AesGcm && self.prefer == Cipher::AesGcm {
-                        Cipher::AesGcm
-                    } else {
-                        Cipher::ChaChaPoly
-                    },
-                );
-            }
-            // A responder that ignores payloads (plain snow): ChaCha20-Poly1305. The payload
-            // is authenticated, so nobody in between can strip it.
-            (1, []) => self.cipher = Some(Cipher::ChaChaPoly),
-            // The responder's choice: one we offered (ChaCha20-Poly1305 always is).
-            (1, &[choice]) => match Cipher::from_wire(choice) {
-                Some(Cipher::AesGcm) if self.prefer != Cipher::AesGcm => {
-                    return Err(NoiseError::Handshake(
-                        "the responder chose AES-256-GCM, which we did not offer".to_owned(),
-                    ));
-                }
-                Some(cipher) => self.cipher = Some(cipher),
-                None => {
-                    return Err(NoiseError::Handshake(format!(
-                        "unknown transport cipher {choice} chosen"
-                    )));
-                }
-            },
-            (2, []) => {}
-            _ => return Err(unexpected()),
-        }
-        Ok(())
-    }
-
     fn process_input(&mut self, mut bytes: &[u8]) -> Result<(), NoiseError> {
         while !bytes.is_empty() {
             if self.input.is_empty() {
@@ -837,56 +741,6 @@ fn key_array(bytes: &[u8], half: &str) -> Result<[u8; KEY_LEN], NoiseError> {
             bytes.len()
         ))
     })
-}
-
-/// A message body and the bytes after it, or `None` while the message is incomplete.
-type Split<'a> = Option<(&'a [u8], &'a [u8])>;
-
-/// Splits one length-prefixed message off the front of `buf`.
-fn split_message(buf: &[u8]) -> Result<Split<'_>, NoiseError> {
-    let Some((header, after)) = buf.split_first_chunk::<HEADER_LEN>() else {
-        return Ok(None);
-    };
-    let len = usize::from(u16::from_be_bytes(*header));
-    if len == 0 {
-        return Err(NoiseError::ZeroLength);
-    }
-    Ok(after.split_at_checked(len))
-}
-
-/// Appends one length-prefixed message to `transmit`: `write` gets `capacity` zeroed bytes and
-/// returns how many it used (1..=65535). On error `transmit` is left as it was.
-fn push_message(
-    transmit: &mut Vec<u8>,
-    capacity: usize,
-    write: impl FnOnce(&mut [u8]) -> Result<usize, snow::Error>,
-) -> Result<(), String> {
-    let start = transmit.len();
-    transmit.resize(start + HEADER_LEN + capacity, 0);
-    let written = match transmit.get_mut(start + HEADER_LEN..) {
-        Some(out) => write(out).map_err(|e| e.to_string()),
-        None => Err("transmit buffer shorter than reserved".to_owned()),
-    };
-    let len = written.and_then(|n| match u16::try_from(n) {
-        Ok(len) if len > 0 && n <= capacity => Ok(len),
-        _ => Err(format!(
-            "message length {n} outside 1..={}",
-            capacity.min(MAX_NOISE_MESSAGE)
-        )),
-    });
-    match len {
-        Ok(len) => {
-            transmit.truncate(start + HEADER_LEN + usize::from(len));
-            if let Some(header) = transmit.get_mut(start..start + HEADER_LEN) {
-                header.copy_from_slice(&len.to_be_bytes());
-            }
-            Ok(())
-        }
-        Err(e) => {
-            transmit.truncate(start);
-            Err(e)
-        }
-    }
 }
 
 /// Lowercase hex for keys in `Debug` and error text.
