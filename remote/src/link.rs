@@ -117,6 +117,14 @@ impl Secure {
         }
     }
 
+    /// Bytes held from earlier input that the next input's plaintext may include.
+    fn buffered_input(&self) -> usize {
+        match self {
+            Self::Noise(channel) => channel.buffered_input(),
+            Self::Plain { .. } => 0,
+        }
+    }
+
     fn handle_input_into(
         &mut self,
         bytes: &[u8],
@@ -318,10 +326,10 @@ impl Link {
         let Some(secure) = self.secure.as_mut() else {
             return;
         };
-        // Decrypted, the input is no longer than it came, with at most one message's start
+        // Decrypted, the input is no longer than it came, with the start of a message held
         // from an earlier input.
-        self.spares
-            .make_room(&mut self.plain, bytes.len() + noise::MAX_NOISE_MESSAGE);
+        let needed = bytes.len() + secure.buffered_input();
+        self.spares.make_room(&mut self.plain, needed);
         // Plaintext decrypted before a bad message is still the peer's, in order.
         if let Err(e) = secure.handle_input_into(bytes, &mut self.plain) {
             self.process_frames(now);

@@ -17,7 +17,7 @@ impl Driver {
             self.sync_local(usize::from(first.is_some()));
         }
         let mut next = first;
-        let mut taken = self.publishes();
+        let mut taken = 0usize;
         let mut lingered = false;
         // One clock read per batch: the commands of one wake-up happen at once.
         let t = now();

@@ -35,8 +35,8 @@ use io::{Input, Io, Wait};
 
 pub(crate) use sinks::{Command, Credits, Lane, LinkRequester, LinkSink, Publish};
 
-/// Commands queued per link (publishes from local intents, requests, flushes). Bounded: a full
-/// queue back-pressures the publishers (each only up to its send timeout).
+/// Commands queued per link (requests, answers, flushes; publishes go through the lane, bounded
+/// by their sinks' credits). Bounded: a full queue back-pressures the callers.
 pub(crate) const LINK_COMMANDS: usize = 1024;
 
 type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -198,16 +198,16 @@ impl Driver {
                 self.commands_batch(None).await;
                 continue;
             }
+            // Past this point nothing is held back while the session has room, so commands
+            // never overtake earlier publishes.
             let deadline = self.link.poll_timeout().map(tokio::time::Instant::from_std);
-            // Commands wait while publishes queued before them are held back.
-            let behind = !self.backlog.is_empty() || !self.deferred.is_empty();
             tokio::select! {
                 biased;
                 () = self.inner.cancel.cancelled() => {
                     self.close().await;
                     return false;
                 }
-                command = self.commands.recv(), if can_send && !behind => {
+                command = self.commands.recv(), if can_send => {
                     if let Some(command) = command {
                         self.commands_batch(Some(command)).await;
                     }

@@ -451,6 +451,12 @@ impl Channel {
         (!self.plaintext.is_empty()).then(|| self.plaintext.split().freeze())
     }
 
+    /// Bytes of an incomplete message held from earlier input: the next input's plaintext is
+    /// at most this plus the input's own length.
+    pub fn buffered_input(&self) -> usize {
+        self.input.len()
+    }
+
     /// Whether the handshake finished and the channel carries transport messages.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Transport(_))
