@@ -110,13 +110,6 @@ impl Secure {
         }
     }
 
-    fn poll_transmit(&mut self) -> Option<Bytes> {
-        match self {
-            Self::Noise(channel) => channel.poll_transmit(),
-            Self::Plain { out } => (!out.is_empty()).then(|| out.split().freeze()),
-        }
-    }
-
     /// Bytes held from earlier input that the next input's plaintext may include.
     fn buffered_input(&self) -> usize {
         match self {
@@ -705,9 +698,18 @@ impl Link {
             return;
         };
         if failure.is_none() {
-            // Closed in order: our Close (and what precedes it) still goes out.
-            while let Some(bytes) = secure.poll_transmit() {
-                self.parting.push_back(bytes);
+            // Closed in order: our Close (and what precedes it) still goes out, also frames
+            // the session built but the channel has not sealed yet.
+            let mut sealed = Vec::new();
+            secure.transmit_into(&mut sealed);
+            while let Some(frame) = self.session.poll_queued() {
+                if secure.write_into(&frame, &mut sealed).is_err() {
+                    break;
+                }
+            }
+            secure.transmit_into(&mut sealed);
+            if !sealed.is_empty() {
+                self.parting.push_back(Bytes::from(sealed));
             }
         }
         self.plain = BytesMut::new();

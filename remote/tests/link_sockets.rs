@@ -139,6 +139,11 @@ async fn a_fingerprint_mismatch_is_refused_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_ends_every_task_and_the_peer_withdraws_routes() {
+    if std::env::var("DNDM_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("DNDM_LOG"))
+            .try_init();
+    }
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
     let (a, b, _ea, _eb) = pair(Target::Tcp("127.0.0.1:0".parse().unwrap())).await;

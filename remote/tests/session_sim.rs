@@ -656,6 +656,31 @@ fn orderly_close_by_the_other_side_reaches_the_first_with_its_reason() {
     close_from(Side::B);
 }
 
+/// A closes after its hello reached B and before B's reached A: B has linked A's routes, so
+/// it must hear the close (not take A for a peer that is only away and keep its routes).
+#[test]
+fn a_close_before_the_peer_s_hello_still_reaches_the_peer() {
+    let now = std::time::Instant::now();
+    let (mut a, mut b) = by_hand(100, 200);
+    a.handle_connect(now, conn(1));
+    b.handle_connect(now, conn(1));
+    let b_hello: Vec<Bytes> = std::iter::from_fn(|| b.poll_transmit(now)).collect();
+    while let Some(frame) = a.poll_transmit(now) {
+        b.handle_frame(now, frame);
+    }
+    assert!(b.is_open() && !a.is_open(), "only B accepted a hello");
+    a.close(CloseCode(0), "shutting down");
+    assert!(a.is_closed());
+    while let Some(frame) = a.poll_transmit(now) {
+        b.handle_frame(now, frame);
+    }
+    assert!(b.is_closed(), "B heard A's close");
+    assert!(events(&mut b).iter().any(
+        |e| matches!(e, Event::Closed { by_peer: true, reason, .. } if reason == "shutting down")
+    ));
+    assert!(!b_hello.is_empty());
+}
+
 #[test]
 fn close_with_a_full_retransmit_buffer_still_reaches_the_peer() {
     let capacity = config(false).retransmit_capacity;

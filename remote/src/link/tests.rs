@@ -29,6 +29,14 @@ fn link(seed: u8, peer: u8) -> Link {
 
 /// A publishes `route()` reliably, B subscribes; both connected and open.
 fn pair(now: Instant) -> (Link, Link) {
+    let (mut a, mut b) = connected(now);
+    shuttle(&mut a, &mut b, now);
+    assert!(a.session().is_open() && b.session().is_open());
+    (a, b)
+}
+
+/// Like [`pair`], but no byte has moved yet: both hellos wait to be written.
+fn connected(now: Instant) -> (Link, Link) {
     let (mut a, mut b) = (link(1, 2), link(2, 1));
     let fingerprint = Fingerprint::of_schema("test.Reading", b"");
     let mut publishes = LocalSet::default();
@@ -52,8 +60,6 @@ fn pair(now: Instant) -> (Link, Link) {
     assert_eq!(a.offer(true), Offer::Adopt);
     a.handle_connect(Secure::plain(), BytesMut::new(), true, now);
     b.handle_connect(Secure::plain(), BytesMut::new(), false, now);
-    shuttle(&mut a, &mut b, now);
-    assert!(a.session().is_open() && b.session().is_open());
     (a, b)
 }
 
@@ -235,6 +241,30 @@ fn an_orderly_close_still_writes_its_close_frame() {
     a.close("done", now);
     shuttle(&mut a, &mut b, now);
     assert!(!a.has_connection());
+    let got = events(&mut b);
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::Session(SessionEvent::Closed { by_peer: true, .. })
+        )),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_close_before_the_peer_s_hello_still_writes_its_close_frame() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    // A's hello reaches B, which links A's routes; B's hello has not reached A yet.
+    while let Some(bytes) = a.poll_transmit(now) {
+        b.handle_input(&bytes, now);
+    }
+    assert!(b.session().is_open() && !a.session().is_open());
+    a.close("done", now);
+    assert!(!a.has_connection());
+    while let Some(bytes) = a.poll_transmit(now) {
+        b.handle_input(&bytes, now);
+    }
     let got = events(&mut b);
     assert!(
         got.iter().any(|e| matches!(

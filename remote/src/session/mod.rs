@@ -563,7 +563,8 @@ impl Session {
     /// Closes the session in order: batches what the retransmit buffer admits, sends `Close`,
     /// reports [`Event::Closed`]. It does not wait for acknowledgements: when the buffer is
     /// full, the messages still queued are dropped and counted in
-    /// [`SessionStats::unsent_on_close`]. Without a connection it closes at once.
+    /// [`SessionStats::unsent_on_close`]. Before the peer's hello it sends `Close` behind our
+    /// hello and closes at once; without a connection it closes at once.
     pub fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
         if self.closed || self.closing.is_some() {
             return;
@@ -572,10 +573,18 @@ impl Session {
             code,
             reason: reason.into(),
         };
-        if self.conn.as_ref().is_some_and(|c| c.open) {
-            self.closing = Some(close);
-        } else {
-            self.finish_close(false, close);
+        match self.conn.as_ref() {
+            Some(conn) if conn.open => self.closing = Some(close),
+            // The peer's hello is still on its way, but ours went first on this connection:
+            // the peer may already act on it (link our routes), so it must hear the close too,
+            // or it would keep our routes as those of a peer that is only away.
+            Some(conn) => {
+                // The session ends with this frame, so its send time matters to nothing.
+                let at = conn.last_tx;
+                self.queue_frame(&Frame::Close(close.clone()), at);
+                self.finish_close(false, close);
+            }
+            None => self.finish_close(false, close),
         }
     }
 
@@ -586,6 +595,13 @@ impl Session {
         if self.transmit.is_empty() {
             self.fill_transmit(now);
         }
+        self.poll_queued()
+    }
+
+    /// The next frame already built, without building more: what a session that just closed
+    /// still has for its connection (our hello and `Close`, when it closed before the peer's
+    /// hello).
+    pub fn poll_queued(&mut self) -> Option<Bytes> {
         let frame = self.transmit.pop_front()?;
         self.stats.bytes_sent += frame.len() as u64;
         Some(frame)
