@@ -309,6 +309,8 @@ impl Driver {
                 tracing::debug!(peer = %self.peer, %failure, "connection lost");
             }
         }
+        // After an orderly close the peer ends its side once it read ours.
+        let linger = failure.is_none().then_some(super::io::LINGER);
         if let Some(mut io) = self.io.take() {
             // The connection's last bytes (our Close) go to its writer, not to the next one.
             let mut rest = Vec::new();
@@ -316,7 +318,7 @@ impl Driver {
             if let Some(done) = io.done.take() {
                 let _ = done.send(Ended { opened, failure });
             }
-            io.finish(rest, &self.inner.tracker);
+            io.finish(rest, &self.inner.tracker, linger);
         }
         lock(&self.inner.active).remove(&self.peer);
         self.inner.link_state.send_modify(|v| *v += 1);

@@ -10,8 +10,13 @@
 //! at most [`CHUNKS`] writes. Buffers go back to where they came from once used (read buffers
 //! to the reader, write buffers to the link's task), so a steady stream allocates nothing: large
 //! allocations freed and made again are what glibc's allocator returns to the kernel and then
-//! faults back in, page by page. [`Io::finish`] stops the reader at once and lets the writer
-//! finish what it holds (a Close, the last acks) within the stall timeout, then close.
+//! faults back in, page by page. [`Io::finish`] lets the writer finish what it holds (a Close,
+//! the last acks) within the stall timeout, then close. After a failure the reader stops at
+//! once; after an orderly close it reads on, discarding, until the peer ends its side too
+//! (for at most [`LINGER`]): the peer has then read our Close, and we close a connection with
+//! nothing unread (a socket closed with unread bytes is reset, and a multiplexed connection
+//! closed under a peer that is still writing can fail on the peer's side before it reads our
+//! last frames).
 
 use std::future::Future as _;
 use std::sync::Arc;
@@ -39,6 +44,9 @@ const SPARES: usize = 2;
 /// Largest buffer kept for reuse (a write gathers up to 256 KiB plus one frame); a larger one
 /// goes back to the allocator.
 const KEEP_MAX: usize = 512 * 1024;
+
+/// How long the reader of an orderly closed connection waits for the peer to end its side.
+pub(super) const LINGER: Duration = Duration::from_millis(500);
 
 /// A buffer of bytes read or to write.
 pub(super) type Buf = Vec<u8>;
@@ -85,7 +93,8 @@ pub(super) struct Io {
     pending: Arc<Pending>,
     /// Told how the connection ended (dial loops wait on it).
     pub(super) done: Option<oneshot::Sender<Ended>>,
-    reader: JoinHandle<()>,
+    /// Aborted on drop, unless [`Io::finish`] let it linger.
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Io {
@@ -124,7 +133,7 @@ impl Io {
             unused: None,
             pending,
             done,
-            reader,
+            reader: Some(reader),
         }
     }
 
@@ -182,9 +191,20 @@ impl Io {
         recycle(&self.read_spares, buf);
     }
 
-    /// Ends the connection's I/O: the reader stops now; the writer writes `rest` (the
-    /// connection's last bytes, if any) after what it holds, then closes the connection.
-    pub(super) fn finish(self, rest: Buf, tracker: &TaskTracker) {
+    /// Ends the connection's I/O: the writer writes `rest` (the connection's last bytes, if
+    /// any) after what it holds, then closes the connection. The reader stops now, or with
+    /// `linger` reads on until the peer ends its side, for at most that long.
+    pub(super) fn finish(mut self, rest: Buf, tracker: &TaskTracker, linger: Option<Duration>) {
+        if let Some(linger) = linger
+            && let Some(reader) = self.reader.take()
+        {
+            let abort = reader.abort_handle();
+            drop(tracker.spawn(async move {
+                if tokio::time::timeout(linger, reader).await.is_err() {
+                    abort.abort();
+                }
+            }));
+        }
         if !rest.is_empty() {
             self.pending.writes.fetch_add(1, Ordering::AcqRel);
             let output = self.output.clone();
@@ -228,7 +248,9 @@ fn recycle(spares: &mpsc::Sender<Buf>, mut buf: Buf) {
 
 impl Drop for Io {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
     }
 }
 
@@ -253,7 +275,15 @@ async fn read_loop(
             Err(e) => Input::Ended(LinkFailure::Transport(e.to_string())),
         };
         let ended = matches!(read, Input::Ended(_));
-        if input.send(read).await.is_err() || ended {
+        if ended {
+            let _ = input.send(read).await;
+            return;
+        }
+        if input.send(read).await.is_err() {
+            // The link is done with the connection: read on, discarding, until the peer ends
+            // its side (the link's `Io::finish` bounds how long).
+            let mut scrap = vec![0; 16 * 1024];
+            while reader.read(&mut scrap).await.is_ok_and(|n| n > 0) {}
             return;
         }
     }
