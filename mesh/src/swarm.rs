@@ -39,6 +39,7 @@ mod admission;
 mod behaviour;
 mod dht;
 mod relaying;
+mod secure;
 mod shutdown;
 mod silence;
 mod trees;

@@ -31,7 +31,6 @@ use bytes::BytesMut;
 use dndm_core::{
     BudgetKind, CallError, Endpoint, EndpointError, Keypair, LocalChange, PeerId, RouterPort,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,7 +39,7 @@ use tracing::Instrument as _;
 use crate::backoff::{AcceptAction, AcceptBackoff, Backoff, BreakerState, CircuitBreaker};
 use crate::driver::{Command, link_task};
 use crate::link::{LocalSet, Secure};
-use crate::noise::{self, Channel, PREAMBLE_LEN, PreambleError, StaticKey};
+use crate::noise::{self, Channel, PreambleError, StaticKey};
 use crate::session::LinkFailure;
 
 mod config;
@@ -50,9 +49,6 @@ mod record;
 use connections::{Listener, accept_loop, dial_loop, hand_off, start_handshake};
 
 pub use config::{ByteStream, Connector, RemoteConfig, Target};
-
-/// Read buffer size per connection.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// The state of one peer link ([`RemoteEndpoint::links`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

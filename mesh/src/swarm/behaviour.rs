@@ -10,11 +10,12 @@
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, kad, noise, ping, relay,
-    tcp, yamux,
+    Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, kad, ping, relay, tcp,
+    yamux,
 };
 
 use super::IDLE_CONNECTION_TIMEOUT;
+use super::secure::{Offered, SecureError};
 use crate::{MAX_PENDING_INCOMING, MeshConfig, MeshError, Transport};
 
 #[derive(NetworkBehaviour)]
@@ -94,8 +95,15 @@ pub(crate) fn build(
     keypair: &dndm_core::Keypair,
     config: &MeshConfig,
 ) -> Result<Swarm<Behaviour>, MeshError> {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(keypair.secret_seed())
+    let identity = libp2p::identity::Keypair::ed25519_from_bytes(keypair.secret_seed())
         .map_err(|e| MeshError::Setup(e.to_string()))?;
+    // dndm's Noise first (AES-GCM where both sides have it), libp2p's `/noise` for other nodes.
+    let secure = Offered::new(keypair, &identity).map_err(|e| MeshError::Setup(e.to_string()))?;
+    let keypair = identity;
+    let offer = |secure: &Offered| {
+        let secure = secure.clone();
+        move |_: &libp2p::identity::Keypair| Ok::<_, SecureError>(secure)
+    };
     // Two per peer: a relayed connection and the direct one hole punching opened, for the
     // moment it takes to move the dndm stream over.
     let limits = connection_limits::ConnectionLimits::default()
@@ -110,11 +118,11 @@ pub(crate) fn build(
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                noise::Config::new,
+                offer(&secure),
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(offer(&secure), yamux::Config::default)
             .map_err(|e| setup(&e))?
             .with_behaviour(|key, relay_client| {
                 Behaviour::new(key, config, limits, Some(relay_client))
@@ -124,14 +132,14 @@ pub(crate) fn build(
             .build(),
         Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(|key| {
+            .with_other_transport(|_| {
                 use libp2p::Transport as _;
-                let noise = noise::Config::new(key)
-                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-                Ok(libp2p::core::transport::MemoryTransport::default()
-                    .upgrade(libp2p::core::upgrade::Version::V1)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default()))
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    libp2p::core::transport::MemoryTransport::default()
+                        .upgrade(libp2p::core::upgrade::Version::V1)
+                        .authenticate(secure)
+                        .multiplex(yamux::Config::default()),
+                )
             })
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| Behaviour::new(key, config, limits, None))

@@ -2,6 +2,7 @@
 //! hand-off of an identified connection to its peer's link, within the connection budgets.
 
 use super::*;
+use crate::noise::stream::HandshakeError as StreamError;
 
 pub(super) enum Listener {
     Tcp(tokio::net::TcpListener),
@@ -253,53 +254,27 @@ async fn secure(
     // 32-byte ed25519 public key and that key's signature over its Noise static key. Both learn
     // and verify the peer without waiting for each other, so a connection reaches the peer's
     // link only once it proved that identity; the session then checks the hello against it.
-    let work = async {
-        let mut channel = if initiator {
-            Channel::initiator(&inner.static_key)?
-        } else {
-            Channel::responder(&inner.static_key)?
-        };
-        let mut plain = BytesMut::new();
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut sent_identity = false;
-        loop {
-            if channel.is_established() && !sent_identity {
-                let preamble = noise::encode_preamble(&inner.keypair.public(), &inner.binding);
-                channel.write(&preamble)?;
-                sent_identity = true;
-            }
-            while let Some(out) = channel.poll_transmit() {
-                io.write_all(&out).await?;
-            }
-            while let Some(chunk) = channel.poll_plaintext() {
-                plain.extend_from_slice(&chunk);
-            }
-            if plain.len() >= PREAMBLE_LEN {
-                let preamble = plain.split_to(PREAMBLE_LEN);
-                return Ok((channel, plain, preamble));
-            }
-            buf.clear();
-            if io.read_buf(&mut buf).await? == 0 {
-                return Err(HandshakeError::Eof);
-            }
-            channel.handle_input(&buf)?;
-        }
+    let channel = if initiator {
+        Channel::initiator(&inner.static_key)?
+    } else {
+        Channel::responder(&inner.static_key)?
     };
-    let (channel, rest, preamble) = tokio::select! {
+    let preamble = noise::encode_preamble(&inner.keypair.public(), &inner.binding);
+    let work = noise::stream::handshake(io, channel, &preamble);
+    tokio::select! {
         biased;
-        () = inner.cancel.cancelled() => return Err(HandshakeError::Closing),
+        () = inner.cancel.cancelled() => Err(HandshakeError::Closing),
         result = tokio::time::timeout(inner.config.handshake_timeout, work) => {
-            result.map_err(|_| HandshakeError::Timeout)??
+            result.map_err(|_| HandshakeError::Timeout)?.map_err(|e| match e {
+                StreamError::Noise(e) | StreamError::Preamble(PreambleError::Binding(e)) => {
+                    HandshakeError::Noise(e)
+                }
+                StreamError::Io(e) => HandshakeError::Io(e),
+                StreamError::Eof => HandshakeError::Eof,
+                e => HandshakeError::Frame(e.to_string()),
+            })
         }
-    };
-    let remote_static = channel
-        .remote_static()
-        .ok_or_else(|| HandshakeError::Frame("noise channel not established".into()))?;
-    let peer = noise::parse_preamble(&preamble, &remote_static).map_err(|e| match e {
-        PreambleError::Binding(e) => HandshakeError::Noise(e),
-        e => HandshakeError::Frame(e.to_string()),
-    })?;
-    Ok((channel, rest, peer))
+    }
 }
 
 /// Gives a secured connection to the peer's link task, starting one on first contact. Never

@@ -65,6 +65,7 @@ use snow::{Builder, HandshakeState, params::NoiseParams};
 
 mod cipher;
 mod framing;
+pub mod stream;
 mod transport;
 
 pub use cipher::Cipher;
