@@ -1,8 +1,9 @@
 //! dndm over a libp2p mesh: dndm sessions on a `/dndm/1.0.0` libp2p stream per peer, next to
 //! identify, ping and Kademlia (server mode) answering as any libp2p node would.
 //!
-//! This crate sits on `dndm-remote`: the libp2p connection (TCP or memory transport, Noise,
-//! Yamux) authenticates the peer, so each dndm stream runs the same session protocol as a remote
+//! This crate sits on `dndm-remote`: the libp2p connection (TCP or memory transport, dndm's
+//! Noise as the security upgrade `/dndm/noise/1` with libp2p's `/noise` as a fallback, Yamux)
+//! authenticates the peer, so each dndm stream runs the same session protocol as a remote
 //! link, minus the Noise layer (`RemoteEndpoint::adopt_authenticated`, which checks that the
 //! hello's key is the connection's PeerId); reliable routes resume when a peer reconnects. One
 //! actor task owns the `Swarm`.
