@@ -65,6 +65,7 @@ use snow::{Builder, HandshakeState, params::NoiseParams};
 
 mod cipher;
 mod framing;
+#[cfg(feature = "runtime")]
 pub mod stream;
 mod transport;
 
