@@ -50,95 +50,50 @@ pub(crate) enum SecureError {
     Libp2p(#[from] libp2p::noise::Error),
 }
 
-/// The upgrade: this node's Noise static key and identity preamble.
-#[derive(Clone)]
-pub(crate) struct DndmNoise {
-    identity: Arc<Identity>,
-}
-
-struct Identity {
+/// dndm's Noise for one node: its Noise static key and identity preamble.
+struct DndmNoise {
     static_key: StaticKey,
     preamble: [u8; PREAMBLE_LEN],
 }
 
 impl DndmNoise {
-    /// The upgrade for `keypair`'s node, with a fresh Noise static key.
-    pub(crate) fn new(keypair: &Keypair) -> Result<Self, SecureError> {
+    /// `keypair`'s, with a fresh Noise static key.
+    fn new(keypair: &Keypair) -> Result<Self, SecureError> {
         let static_key = StaticKey::generate()?;
         let binding = noise::sign_binding(keypair, &static_key.public());
         let preamble = noise::encode_preamble(&keypair.public(), &binding);
         Ok(Self {
-            identity: Arc::new(Identity {
-                static_key,
-                preamble,
-            }),
+            static_key,
+            preamble,
         })
     }
 
+    /// Runs the handshake over `socket`; the secured connection and the peer it proved.
     async fn upgrade<T>(
-        self,
+        &self,
         socket: T,
         initiator: bool,
     ) -> Result<(libp2p::PeerId, Secured<T>), SecureError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let identity = &self.identity;
         let channel = if initiator {
-            Channel::initiator(&identity.static_key)?
+            Channel::initiator(&self.static_key)?
         } else {
-            Channel::responder(&identity.static_key)?
+            Channel::responder(&self.static_key)?
         };
         let mut io = socket.compat();
-        let (channel, rest, peer) = handshake(&mut io, channel, &identity.preamble).await?;
+        let (channel, rest, peer) = handshake(&mut io, channel, &self.preamble).await?;
         let peer = libp2p::PeerId::from_bytes(&peer.to_bytes())
             .map_err(|e| SecureError::PeerId(e.to_string()))?;
         Ok((peer, Secured::new(io.into_inner(), channel, rest)))
     }
 }
 
-impl UpgradeInfo for DndmNoise {
-    type Info = &'static str;
-    type InfoIter = std::iter::Once<Self::Info>;
-
-    fn protocol_info(&self) -> Self::InfoIter {
-        std::iter::once(PROTOCOL)
-    }
-}
-
-type Upgrading<T> =
-    Pin<Box<dyn Future<Output = Result<(libp2p::PeerId, Secured<T>), SecureError>> + Send>>;
-
-impl<T> InboundConnectionUpgrade<T> for DndmNoise
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Output = (libp2p::PeerId, Secured<T>);
-    type Error = SecureError;
-    type Future = Upgrading<T>;
-
-    fn upgrade_inbound(self, socket: T, _: Self::Info) -> Self::Future {
-        Box::pin(self.upgrade(socket, false))
-    }
-}
-
-impl<T> OutboundConnectionUpgrade<T> for DndmNoise
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Output = (libp2p::PeerId, Secured<T>);
-    type Error = SecureError;
-    type Future = Upgrading<T>;
-
-    fn upgrade_outbound(self, socket: T, _: Self::Info) -> Self::Future {
-        Box::pin(self.upgrade(socket, true))
-    }
-}
-
 /// What a node offers and accepts, in this order: dndm's Noise, then libp2p's `/noise`.
 #[derive(Clone)]
 pub(crate) struct Offered {
-    ours: DndmNoise,
+    ours: Arc<DndmNoise>,
     theirs: libp2p::noise::Config,
 }
 
@@ -149,7 +104,7 @@ impl Offered {
         identity: &libp2p::identity::Keypair,
     ) -> Result<Self, SecureError> {
         Ok(Self {
-            ours: DndmNoise::new(keypair)?,
+            ours: Arc::new(DndmNoise::new(keypair)?),
             theirs: libp2p::noise::Config::new(identity)?,
         })
     }
@@ -166,7 +121,7 @@ impl UpgradeInfo for Offered {
     type InfoIter = std::iter::Chain<std::iter::Once<&'static str>, std::iter::Once<&'static str>>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        self.ours.protocol_info().chain(self.theirs.protocol_info())
+        std::iter::once(PROTOCOL).chain(self.theirs.protocol_info())
     }
 }
 
