@@ -128,12 +128,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Report> {
     }
     let mut seen = Vec::new();
     for _ in 0..total {
-        let got = tokio::time::timeout(GUARD, screen.recv()).await??;
+        let got = tokio::time::timeout(GUARD, screen.recv())
+            .await
+            .with_context(|| format!("the display got {seen:?}, then nothing"))??;
         seen.push(got.seq);
     }
     // The recorder's own subscriber got the live readings: their batches are recorded by now.
-    for _ in 10..total {
-        tokio::time::timeout(GUARD, tape.recv()).await??;
+    for n in 10..total {
+        tokio::time::timeout(GUARD, tape.recv())
+            .await
+            .with_context(|| {
+                format!("the recorder got {} live readings, then nothing", n - 10)
+            })??;
     }
 
     let path = args.out.unwrap_or_else(|| {

@@ -75,8 +75,13 @@ impl Inner {
         lock(&self.linker)
     }
 
-    /// Changes the table with `f`, then applies the changes it wrote (links, unlinks, events,
-    /// closes, adverts) after releasing the table's lock, in order. Returns what `f` returned.
+    /// Changes the table with `f`, then applies the changes it wrote after releasing the
+    /// table's lock: links, unlinks, events and closes in order, then adverts in order. Returns
+    /// what `f` returned.
+    ///
+    /// Adverts go last so that a peer never hears of a route before this side is wired for it:
+    /// an interest's advert makes a publisher send at once (its history first), and what
+    /// arrives for a peer intent no local interest is linked to yet goes nowhere.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Linker, &mut Vec<Change>) -> R) -> R {
         let mut changes = Vec::new();
         let mut linker = self.linker();
@@ -93,7 +98,10 @@ impl Inner {
         // changes only after ours.
         let applying = lock(&self.applying);
         drop(linker);
-        for change in changes {
+        let (adverts, links): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| matches!(c, Change::Advertise(_)));
+        for change in links.into_iter().chain(adverts) {
             apply(change, &endpoints);
         }
         drop(applying);

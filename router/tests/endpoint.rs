@@ -306,3 +306,34 @@ async fn undecodable_payload_from_a_peer_is_counted_not_delivered() {
     a.close().await;
     b.close().await;
 }
+
+/// A publisher answers an interest's advert at once (its history first, here synchronously),
+/// so the subscribing router must be wired for the route before its advert leaves: nothing
+/// the publisher sends in answer may arrive at a fan-in no local interest is linked to yet.
+#[tokio::test]
+async fn history_sent_in_answer_to_an_advert_reaches_the_new_subscriber() {
+    use dndm_router::{PublishOptions, SubscribeOptions};
+    let (a, b, la, lb) = pair().await;
+    Loopback::connect(&la, &lb);
+    let intent = a
+        .publish_with::<Reading>("kept", PublishOptions::default().history(3))
+        .unwrap();
+    for seq in 0..3 {
+        intent.send(Reading::new(0, seq)).await.unwrap();
+    }
+    // b knows a's intent (its fan-in exists) before it subscribes.
+    let mut sub = b
+        .subscribe_with::<Reading>("kept", SubscribeOptions::default().history(3))
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(reading) = sub.try_recv() {
+        got.push(reading.seq);
+    }
+    assert_eq!(
+        got,
+        [0, 1, 2],
+        "the history arrived before subscribe returned"
+    );
+    a.close().await;
+    b.close().await;
+}
